@@ -1,0 +1,64 @@
+// Times full UNet forwards on the CPU backend (the issue-2 figure: SD 1.5, 64x64 latents, batch 1).
+//   bench_unet_forward --model random:sd15 --batch 1 --height 512 --width 512 --repeats 1
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "graph/backend.h"
+#include "models/model.h"
+
+using namespace sdrt;
+using clk = std::chrono::steady_clock;
+
+int main(int argc, char** argv) {
+  CLI::App app{"UNet forward benchmark (CPU backend)"};
+  std::string model = "random:sd15";
+  int64_t batch = 1, height = 512, width = 512;
+  int repeats = 1, warmup = 0;
+  app.add_option("--model", model);
+  app.add_option("--batch", batch);
+  app.add_option("--height", height);
+  app.add_option("--width", width);
+  app.add_option("--repeats", repeats);
+  app.add_option("--warmup", warmup);
+  CLI11_PARSE(app, argc, argv);
+
+  auto t0 = clk::now();
+  auto m = load_model(model);
+  if (!m) return std::fprintf(stderr, "error: %s\n", m.status().message().c_str()), 1;
+  auto g = build_unet(*m, batch, height / 8, width / 8);
+  if (!g) return std::fprintf(stderr, "error: %s\n", g.status().message().c_str()), 1;
+  auto exe = make_cpu_backend()->compile(*g);
+  if (!exe) return std::fprintf(stderr, "error: %s\n", exe.status().message().c_str()), 1;
+  const double load_s = std::chrono::duration<double>(clk::now() - t0).count();
+
+  std::mt19937 rng(0);
+  std::normal_distribution<float> nd;
+  auto randn = [&](Shape s) {
+    Tensor t = Tensor::empty(DType::F32, s);
+    for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = nd(rng);
+    return t;
+  };
+  std::map<std::string, Tensor> in{{"sample", randn({batch, 4, height / 8, width / 8})},
+                                    {"timestep", Tensor::from_f32({batch}, std::vector<float>(batch, 500.f))},
+                                    {"encoder_hidden_states", randn({batch, 77, m->unet.cross_attention_dim})}};
+  std::vector<double> times;
+  for (int i = 0; i < warmup + repeats; ++i) {
+    auto s = clk::now();
+    auto out = (*exe)->run(in);
+    if (!out) return std::fprintf(stderr, "error: %s\n", out.status().message().c_str()), 1;
+    if (i >= warmup) times.push_back(std::chrono::duration<double>(clk::now() - s).count());
+  }
+  std::sort(times.begin(), times.end());
+  const double med = times[times.size() / 2];
+  std::printf("model %s, UNet %lldx%lld latents, batch %lld, %d threads: %.1f M params, %.1f GFLOP per forward\n", model.c_str(),
+              (long long)height / 8, (long long)width / 8, (long long)batch, omp_get_max_threads(), (*g)->weight_params() / 1e6,
+              (*g)->flops() / 1e9);
+  std::printf("load+build %.2f s; forward median %.3f s (min %.3f, max %.3f, %zu runs) = %.1f GFLOP/s\n", load_s, med, times.front(),
+              times.back(), times.size(), (*g)->flops() / med / 1e9);
+  return 0;
+}

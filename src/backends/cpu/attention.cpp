@@ -1,0 +1,48 @@
+// Scaled dot-product attention on the CPU: per (batch, head), S = q k^T in query chunks (so a 4096-token
+// self-attention never holds more than 1024 x Lk scores), row softmax, o = S v.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "backends/cpu/cpu_ops.h"
+
+namespace sdrt::cpu {
+
+void attention(const float* q, const float* k, const float* v, float* o, int64_t B, int64_t Lq, int64_t Lk,
+               int64_t H, int64_t D, int64_t Dv, float scale, bool causal) {
+  const int64_t chunk = std::min<int64_t>(Lq, 1024);
+  std::vector<float> s((size_t)(chunk * Lk));
+  const int ldq = (int)(H * D), ldv = (int)(H * Dv);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i0 = 0; i0 < Lq; i0 += chunk) {
+        const int64_t m = std::min(chunk, Lq - i0);
+        const float* qb = q + (b * Lq + i0) * ldq + h * D;
+        const float* kb = k + b * Lk * ldq + h * D;
+        const float* vb = v + b * Lk * ldv + h * Dv;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)Lk, (int)D, scale, qb, ldq, kb, ldq, 0.f,
+                    s.data(), (int)Lk);
+#pragma omp parallel for
+        for (int64_t i = 0; i < m; ++i) {
+          float* row = s.data() + i * Lk;
+          const int64_t valid = causal ? std::min<int64_t>(Lk, i0 + i + 1) : Lk;
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
+          double sum = 0;
+          for (int64_t j = 0; j < valid; ++j) {
+            row[j] = std::exp(row[j] - mx);
+            sum += row[j];
+          }
+          const float inv = (float)(1.0 / sum);
+          for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
+          for (int64_t j = valid; j < Lk; ++j) row[j] = 0.f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)Dv, (int)Lk, 1.f, s.data(), (int)Lk, vb, ldv,
+                    0.f, o + (b * Lq + i0) * ldv + h * Dv, ldv);
+      }
+}
+
+}  // namespace sdrt::cpu

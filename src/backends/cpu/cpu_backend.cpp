@@ -1,0 +1,181 @@
+// CPU backend: interprets the graph node by node in float32, freeing each intermediate after its last use.
+#include <cstring>
+
+#include "backends/cpu/cpu_ops.h"
+#include "graph/backend.h"
+
+namespace sdrt {
+namespace {
+
+// y = x (op) z with numpy broadcasting; the innermost output dimension runs in a tight loop.
+template <class F>
+void broadcast_binary(const Tensor& x, const Tensor& z, Tensor& y, F f) {
+  const Shape& os = y.shape();
+  const int r = (int)os.size();
+  std::vector<int64_t> sx(r, 0), sz(r, 0);
+  auto strides = [&](const Shape& s, std::vector<int64_t>& st) {
+    int64_t acc = 1;
+    for (int i = (int)s.size() - 1, o = r - 1; i >= 0; --i, --o) {
+      st[o] = s[i] == 1 ? 0 : acc;
+      acc *= s[i];
+    }
+  };
+  strides(x.shape(), sx);
+  strides(z.shape(), sz);
+  const float *px = x.f32(), *pz = z.f32();
+  float* py = y.f32();
+  if (x.shape() == z.shape()) {
+    const int64_t n = y.numel();
+#pragma omp parallel for
+    for (int64_t i = 0; i < n; ++i) py[i] = f(px[i], pz[i]);
+    return;
+  }
+  const int64_t inner = r ? os[r - 1] : 1, outer = y.numel() / std::max<int64_t>(inner, 1);
+#pragma omp parallel for
+  for (int64_t o = 0; o < outer; ++o) {
+    int64_t rem = o, ox = 0, oz = 0;
+    for (int d = r - 2; d >= 0; --d) {
+      int64_t idx = rem % os[d];
+      rem /= os[d];
+      ox += idx * sx[d];
+      oz += idx * sz[d];
+    }
+    const int64_t ix = r ? sx[r - 1] : 0, iz = r ? sz[r - 1] : 0;
+    for (int64_t i = 0; i < inner; ++i) py[o * inner + i] = f(px[ox + i * ix], pz[oz + i * iz]);
+  }
+}
+
+class CpuExecutable : public Executable {
+ public:
+  explicit CpuExecutable(std::shared_ptr<const Graph> g) : g_(std::move(g)) {
+    last_use_.assign(g_->nodes.size(), -1);
+    for (size_t i = 0; i < g_->nodes.size(); ++i)
+      for (int in : g_->nodes[i].inputs) last_use_[in] = (int)i;
+    for (int o : g_->outputs) last_use_[o] = (int)g_->nodes.size();
+  }
+
+  Result<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs) override {
+    const auto& nodes = g_->nodes;
+    std::vector<Tensor> vals(nodes.size());
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      const Node& n = nodes[i];
+      if (n.op == Op::Input) {
+        auto it = inputs.find(n.name);
+        if (it == inputs.end()) return invalid_argument("input '" + n.name + "' is not bound");
+        if (it->second.shape() != n.shape)
+          return invalid_argument("input '" + n.name + "' has shape " + shape_str(it->second.shape()) + ", expected " + shape_str(n.shape));
+        vals[i] = n.dtype == DType::F32 ? it->second.to_f32() : it->second;
+      } else if (n.op == Op::Weight) {
+        vals[i] = g_->weights.at(n.name);
+      } else {
+        std::vector<const Tensor*> in;
+        for (int id : n.inputs) in.push_back(&vals[id]);
+        auto r = exec(n, in);
+        if (!r) return r.status();
+        vals[i] = std::move(r).value();
+      }
+      for (int id : n.inputs)
+        if (last_use_[id] == (int)i) vals[id] = Tensor();
+    }
+    std::vector<Tensor> out;
+    for (int o : g_->outputs) out.push_back(vals[o]);
+    return out;
+  }
+
+ private:
+  static Result<Tensor> exec(const Node& n, const std::vector<const Tensor*>& in) {
+    const Tensor& x = *in[0];
+    Tensor y = Tensor::empty(DType::F32, n.shape);
+    const Attrs& a = n.a;
+    switch (n.op) {
+      case Op::Conv2d: {
+        const Tensor& w = *in[1];
+        cpu::conv2d(x.f32(), w.f32(), in.size() > 2 ? in[2]->f32() : nullptr, y.f32(), x.dim(0), x.dim(1), x.dim(2),
+                    x.dim(3), w.dim(0), w.dim(2), w.dim(3), a.stride, a.pad, y.dim(2), y.dim(3));
+        break;
+      }
+      case Op::Linear: {
+        const Tensor& w = *in[1];
+        cpu::linear(x.f32(), w.f32(), in.size() > 2 ? in[2]->f32() : nullptr, y.f32(), x.numel() / x.dim(-1), x.dim(-1), w.dim(0));
+        break;
+      }
+      case Op::GroupNorm:
+        cpu::group_norm(x.f32(), in[1]->f32(), in[2]->f32(), y.f32(), x.dim(0), x.dim(1), x.numel() / (x.dim(0) * x.dim(1)),
+                        a.groups, a.eps);
+        break;
+      case Op::LayerNorm:
+        cpu::layer_norm(x.f32(), in[1]->f32(), in[2]->f32(), y.f32(), x.numel() / x.dim(-1), x.dim(-1), a.eps);
+        break;
+      case Op::SiLU: cpu::silu(x.f32(), y.f32(), x.numel()); break;
+      case Op::GELU: cpu::gelu(x.f32(), y.f32(), x.numel()); break;
+      case Op::QuickGELU: cpu::quick_gelu(x.f32(), y.f32(), x.numel()); break;
+      case Op::GEGLU: cpu::geglu(x.f32(), y.f32(), y.numel() / y.dim(-1), y.dim(-1)); break;
+      case Op::Attention: {
+        const Tensor &k = *in[1], &v = *in[2];
+        cpu::attention(x.f32(), k.f32(), v.f32(), y.f32(), x.dim(0), x.dim(1), k.dim(1), a.heads, x.dim(2) / a.heads,
+                       v.dim(2) / a.heads, a.scale, a.causal);
+        break;
+      }
+      case Op::Upsample2x: cpu::upsample_nearest2x(x.f32(), y.f32(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3)); break;
+      case Op::Concat: {
+        int64_t outer = 1, inner = 1;
+        for (int64_t d = 0; d < a.axis; ++d) outer *= n.shape[d];
+        for (size_t d = a.axis + 1; d < n.shape.size(); ++d) inner *= n.shape[d];
+        int64_t off = 0;
+        const int64_t out_row = n.shape[a.axis] * inner;
+        for (const Tensor* t : in) {
+          const int64_t row = t->dim((int)a.axis) * inner;
+          for (int64_t o = 0; o < outer; ++o) std::memcpy(y.f32() + o * out_row + off, t->f32() + o * row, row * 4);
+          off += row;
+        }
+        break;
+      }
+      case Op::Add: broadcast_binary(x, *in[1], y, [](float p, float q) { return p + q; }); break;
+      case Op::Mul: broadcast_binary(x, *in[1], y, [](float p, float q) { return p * q; }); break;
+      case Op::Scale: {
+        const float* px = x.f32();
+        float* py = y.f32();
+        for (int64_t i = 0; i < x.numel(); ++i) py[i] = px[i] * a.scale;
+        break;
+      }
+      case Op::Reshape: return x.reshaped(n.shape);
+      case Op::ToTokens: cpu::transpose_last2(x.f32(), y.f32(), x.dim(0), x.dim(1), x.dim(2) * x.dim(3)); break;
+      case Op::FromTokens: cpu::transpose_last2(x.f32(), y.f32(), x.dim(0), x.dim(1), x.dim(2)); break;
+      case Op::TimestepEmbedding: cpu::timestep_embedding(x.f32(), y.f32(), x.dim(0), a.dim, a.flip_sin_to_cos, a.freq_shift); break;
+      case Op::Embedding: {
+        const Tensor& table = *in[1];
+        const int64_t V = table.dim(0), C = table.dim(1);
+        if (x.dtype() != DType::I32) return invalid_argument("Embedding ids must be I32");
+        const int32_t* ids = static_cast<const int32_t*>(x.data());
+        for (int64_t i = 0; i < x.numel(); ++i) {
+          if (ids[i] < 0 || ids[i] >= V) return invalid_argument("token id " + std::to_string(ids[i]) + " is outside the vocabulary of " + std::to_string(V));
+          std::memcpy(y.f32() + i * C, table.f32() + (int64_t)ids[i] * C, C * 4);
+        }
+        break;
+      }
+      default: return unsupported(std::string("CPU backend cannot run ") + op_info(n.op).name);
+    }
+    return y;
+  }
+
+  std::shared_ptr<const Graph> g_;
+  std::vector<int> last_use_;
+};
+
+class CpuBackend : public Backend {
+ public:
+  std::string name() const override { return "cpu"; }
+  bool supports(Op op) const override { return op != Op::kCount; }
+  Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> graph) override {
+    SDRT_RETURN_IF_ERROR(graph->verify());
+    for (const auto& [name, t] : graph->weights)
+      if (t.dtype() != DType::F32) return invalid_argument("CPU backend needs F32 weights; '" + name + "' is " + dtype_name(t.dtype()));
+    return std::unique_ptr<Executable>(new CpuExecutable(std::move(graph)));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace sdrt

@@ -1,0 +1,97 @@
+#include "core/tensor.h"
+
+#include <cassert>
+#include <cstring>
+
+namespace sdrt {
+
+int64_t numel(const Shape& s) {
+  int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
+
+std::string shape_str(const Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+Tensor Tensor::empty(DType dt, Shape shape) {
+  Tensor t;
+  t.dtype_ = dt;
+  t.shape_ = std::move(shape);
+  size_t bytes = std::max<size_t>(t.nbytes(), 1);
+  // 64-byte alignment for vector loads; the deleter matches aligned new.
+  void* p = ::operator new(bytes, std::align_val_t(64));
+  t.owner_ = std::shared_ptr<const void>(p, [](const void* q) { ::operator delete(const_cast<void*>(q), std::align_val_t(64)); });
+  t.data_ = p;
+  return t;
+}
+
+Tensor Tensor::zeros(DType dt, Shape shape) {
+  Tensor t = empty(dt, std::move(shape));
+  std::memset(t.mutable_data(), 0, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::from_f32(Shape shape, const std::vector<float>& values) {
+  Tensor t = empty(DType::F32, std::move(shape));
+  assert((int64_t)values.size() == t.numel());
+  std::memcpy(t.mutable_data(), values.data(), values.size() * 4);
+  return t;
+}
+
+Tensor Tensor::view(DType dt, Shape shape, const void* data, std::shared_ptr<const void> owner) {
+  Tensor t;
+  t.dtype_ = dt;
+  t.shape_ = std::move(shape);
+  t.data_ = data;
+  t.owner_ = std::move(owner);
+  return t;
+}
+
+Tensor Tensor::reshaped(Shape s) const {
+  assert(sdrt::numel(s) == numel());
+  Tensor t = *this;
+  t.shape_ = std::move(s);
+  return t;
+}
+
+Tensor Tensor::to_f32() const {
+  if (dtype_ == DType::F32) return *this;
+  Tensor out = empty(DType::F32, shape_);
+  float* o = out.f32();
+  const int64_t n = numel();
+  switch (dtype_) {
+    case DType::F16: {
+      auto* p = static_cast<const uint16_t*>(data_);
+      for (int64_t i = 0; i < n; ++i) o[i] = half_to_float(p[i]);
+      break;
+    }
+    case DType::BF16: {
+      auto* p = static_cast<const uint16_t*>(data_);
+      for (int64_t i = 0; i < n; ++i) o[i] = bf16_to_float(p[i]);
+      break;
+    }
+    case DType::I64: {
+      auto* p = static_cast<const int64_t*>(data_);
+      for (int64_t i = 0; i < n; ++i) o[i] = (float)p[i];
+      break;
+    }
+    case DType::I32: {
+      auto* p = static_cast<const int32_t*>(data_);
+      for (int64_t i = 0; i < n; ++i) o[i] = (float)p[i];
+      break;
+    }
+    case DType::U8: {
+      auto* p = static_cast<const uint8_t*>(data_);
+      for (int64_t i = 0; i < n; ++i) o[i] = (float)p[i];
+      break;
+    }
+    default: assert(false && "to_f32 of unknown dtype");
+  }
+  return out;
+}
+
+}  // namespace sdrt

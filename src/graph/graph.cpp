@@ -1,0 +1,275 @@
+#include "graph/graph.h"
+
+#include <cmath>
+
+namespace sdrt {
+
+const OpInfo& op_info(Op op) {
+  static const OpInfo table[] = {
+      {"Input", 0, 0},      {"Weight", 0, 0},      {"Conv2d", 2, 3},     {"Linear", 2, 3},
+      {"GroupNorm", 3, 3},  {"LayerNorm", 3, 3},   {"SiLU", 1, 1},       {"GELU", 1, 1},
+      {"QuickGELU", 1, 1},  {"GEGLU", 1, 1},       {"Attention", 3, 3},  {"Upsample2x", 1, 1},
+      {"Concat", 1, 64},    {"Add", 2, 2},         {"Mul", 2, 2},        {"Scale", 1, 1},
+      {"Reshape", 1, 1},    {"ToTokens", 1, 1},    {"FromTokens", 1, 1}, {"TimestepEmbedding", 1, 1},
+      {"Embedding", 2, 2},
+  };
+  static_assert(sizeof(table) / sizeof(table[0]) == (size_t)Op::kCount, "op table out of sync with Op");
+  return table[(size_t)op];
+}
+
+namespace {
+
+Status mismatch(const Node& n, const std::string& why) {
+  return invalid_argument(std::string(op_info(n.op).name) + (n.name.empty() ? "" : " '" + n.name + "'") + ": " + why);
+}
+
+// numpy broadcasting of two shapes
+Result<Shape> broadcast(const Node& n, const Shape& x, const Shape& y) {
+  size_t r = std::max(x.size(), y.size());
+  Shape out(r);
+  for (size_t i = 0; i < r; ++i) {
+    int64_t a = i < r - x.size() ? 1 : x[i - (r - x.size())];
+    int64_t b = i < r - y.size() ? 1 : y[i - (r - y.size())];
+    if (a != b && a != 1 && b != 1) return mismatch(n, "cannot broadcast " + shape_str(x) + " with " + shape_str(y));
+    out[i] = std::max(a, b);
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
+  const OpInfo& info = op_info(n.op);
+  if ((int)in.size() < info.min_inputs || (int)in.size() > info.max_inputs)
+    return mismatch(n, "takes " + std::to_string(info.min_inputs) + ".." + std::to_string(info.max_inputs) + " inputs, got " +
+                           std::to_string(in.size()));
+  const auto& a = n.a;
+  switch (n.op) {
+    case Op::Input:
+    case Op::Weight: return n.shape;
+    case Op::Conv2d: {
+      const Shape &x = *in[0], &w = *in[1];
+      if (x.size() != 4 || w.size() != 4) return mismatch(n, "needs x [N,C,H,W] and w [O,C,kh,kw], got " + shape_str(x) + ", " + shape_str(w));
+      if (w[1] != x[1]) return mismatch(n, "input has " + std::to_string(x[1]) + " channels, weight expects " + std::to_string(w[1]));
+      if (in.size() == 3 && (in[2]->size() != 1 || (*in[2])[0] != w[0])) return mismatch(n, "bias shape " + shape_str(*in[2]));
+      if (a.stride < 1) return mismatch(n, "stride < 1");
+      int64_t ho = (x[2] + a.pad[0] + a.pad[2] - w[2]) / a.stride + 1;
+      int64_t wo = (x[3] + a.pad[1] + a.pad[3] - w[3]) / a.stride + 1;
+      if (ho < 1 || wo < 1) return mismatch(n, "output would be empty");
+      return Shape{x[0], w[0], ho, wo};
+    }
+    case Op::Linear: {
+      const Shape &x = *in[0], &w = *in[1];
+      if (w.size() != 2 || x.empty() || x.back() != w[1])
+        return mismatch(n, "x " + shape_str(x) + " does not match weight " + shape_str(w));
+      if (in.size() == 3 && (in[2]->size() != 1 || (*in[2])[0] != w[0])) return mismatch(n, "bias shape " + shape_str(*in[2]));
+      Shape out = x;
+      out.back() = w[0];
+      return out;
+    }
+    case Op::GroupNorm: {
+      const Shape& x = *in[0];
+      if (x.size() < 2 || a.groups < 1 || x[1] % a.groups) return mismatch(n, "channels of " + shape_str(x) + " not divisible into " + std::to_string(a.groups) + " groups");
+      if (*in[1] != Shape{x[1]} || *in[2] != Shape{x[1]}) return mismatch(n, "affine parameters must be [C]");
+      return x;
+    }
+    case Op::LayerNorm: {
+      const Shape& x = *in[0];
+      if (x.empty() || *in[1] != Shape{x.back()} || *in[2] != Shape{x.back()}) return mismatch(n, "affine parameters must be [C] for " + shape_str(x));
+      return x;
+    }
+    case Op::SiLU: case Op::GELU: case Op::QuickGELU: case Op::Scale: return *in[0];
+    case Op::GEGLU: {
+      Shape s = *in[0];
+      if (s.empty() || s.back() % 2) return mismatch(n, "last dimension must be even");
+      s.back() /= 2;
+      return s;
+    }
+    case Op::Attention: {
+      const Shape &q = *in[0], &k = *in[1], &v = *in[2];
+      if (q.size() != 3 || k.size() != 3 || v.size() != 3) return mismatch(n, "q, k, v must be [B, L, H*D]");
+      if (q[0] != k[0] || k[0] != v[0] || k[1] != v[1] || q[2] != k[2]) return mismatch(n, "q " + shape_str(q) + ", k " + shape_str(k) + ", v " + shape_str(v) + " disagree");
+      if (a.heads < 1 || q[2] % a.heads || v[2] % a.heads) return mismatch(n, "width not divisible by heads");
+      if (a.causal && q[1] != k[1]) return mismatch(n, "causal attention needs Lq == Lk");
+      return Shape{q[0], q[1], v[2]};
+    }
+    case Op::Upsample2x: {
+      const Shape& x = *in[0];
+      if (x.size() != 4) return mismatch(n, "needs [N,C,H,W]");
+      return Shape{x[0], x[1], 2 * x[2], 2 * x[3]};
+    }
+    case Op::Concat: {
+      Shape out = *in[0];
+      int64_t ax = a.axis;
+      if (ax < 0 || ax >= (int64_t)out.size()) return mismatch(n, "axis out of range");
+      for (size_t i = 1; i < in.size(); ++i) {
+        const Shape& s = *in[i];
+        if (s.size() != out.size()) return mismatch(n, "ranks differ");
+        for (size_t d = 0; d < s.size(); ++d)
+          if ((int64_t)d != ax && s[d] != out[d]) return mismatch(n, shape_str(*in[0]) + " and " + shape_str(s) + " differ off the concat axis");
+        out[ax] += s[ax];
+      }
+      return out;
+    }
+    case Op::Add: case Op::Mul: return broadcast(n, *in[0], *in[1]);
+    case Op::Reshape:
+      if (numel(a.dims) != numel(*in[0])) return mismatch(n, "cannot reshape " + shape_str(*in[0]) + " to " + shape_str(a.dims));
+      return a.dims;
+    case Op::ToTokens: {
+      const Shape& x = *in[0];
+      if (x.size() != 4) return mismatch(n, "needs [N,C,H,W]");
+      return Shape{x[0], x[2] * x[3], x[1]};
+    }
+    case Op::FromTokens: {
+      const Shape& x = *in[0];
+      if (x.size() != 3 || a.dims.size() != 2 || a.dims[0] * a.dims[1] != x[1]) return mismatch(n, "token count does not match H x W");
+      return Shape{x[0], x[2], a.dims[0], a.dims[1]};
+    }
+    case Op::TimestepEmbedding:
+      if (in[0]->size() != 1 || a.dim < 2 || a.dim % 2) return mismatch(n, "needs t [N] and an even dim");
+      return Shape{(*in[0])[0], a.dim};
+    case Op::Embedding: {
+      if (in[1]->size() != 2) return mismatch(n, "table must be [V, C]");
+      Shape out = *in[0];
+      out.push_back((*in[1])[1]);
+      return out;
+    }
+    case Op::kCount: break;
+  }
+  return mismatch(n, "unknown op");
+}
+
+Status Graph::verify() const {
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const Node& n = nodes[i];
+    if ((size_t)n.op >= (size_t)Op::kCount) return invalid_argument("node " + std::to_string(i) + ": bad op");
+    std::vector<const Shape*> in;
+    for (int id : n.inputs) {
+      if (id < 0 || (size_t)id >= i) return invalid_argument("node " + std::to_string(i) + " (" + op_info(n.op).name + "): input " + std::to_string(id) + " is not an earlier node");
+      in.push_back(&nodes[id].shape);
+    }
+    if (n.op == Op::Weight) {
+      auto it = weights.find(n.name);
+      if (it == weights.end()) return invalid_argument("weight node '" + n.name + "' has no tensor");
+      if (it->second.shape() != n.shape) return invalid_argument("weight '" + n.name + "' shape mismatch");
+    }
+    auto s = infer_shape(n, in);
+    if (!s) return s.status();
+    if (*s != n.shape) return invalid_argument("node " + std::to_string(i) + " (" + op_info(n.op).name + "): recorded shape " + shape_str(n.shape) + " != inferred " + shape_str(*s));
+  }
+  if (outputs.empty()) return invalid_argument("graph has no outputs");
+  for (int o : outputs)
+    if (o < 0 || (size_t)o >= nodes.size()) return invalid_argument("graph output is not a node");
+  return Status::ok();
+}
+
+int64_t Graph::weight_params() const {
+  int64_t n = 0;
+  for (const auto& [k, t] : weights) n += t.numel();
+  return n;
+}
+
+std::string Graph::summary() const {
+  std::map<std::string, int> counts;
+  for (const auto& n : nodes) counts[op_info(n.op).name]++;
+  std::string s = std::to_string(nodes.size()) + " nodes:";
+  for (const auto& [k, v] : counts) s += " " + k + "=" + std::to_string(v);
+  return s;
+}
+
+double Graph::flops() const {
+  double f = 0;
+  for (const auto& n : nodes) {
+    if (n.op == Op::Conv2d) {
+      const Shape& w = nodes[n.inputs[1]].shape;
+      f += 2.0 * (double)numel(n.shape) * (double)(w[1] * w[2] * w[3]);
+    } else if (n.op == Op::Linear) {
+      f += 2.0 * (double)numel(n.shape) * (double)nodes[n.inputs[1]].shape[1];
+    } else if (n.op == Op::Attention) {
+      const Shape &q = nodes[n.inputs[0]].shape, &k = nodes[n.inputs[1]].shape, &v = nodes[n.inputs[2]].shape;
+      f += 2.0 * (double)q[0] * (double)q[1] * (double)k[1] * (double)(q[2] + v[2]);
+    }
+  }
+  return f;
+}
+
+int GraphBuilder::input(const std::string& name, Shape shape, DType dt) {
+  Node n{Op::Input, {}, std::move(shape), dt, name, {}};
+  g_.nodes.push_back(std::move(n));
+  return (int)g_.nodes.size() - 1;
+}
+
+int GraphBuilder::weight(const std::string& name, const Tensor& t) {
+  g_.weights[name] = t;
+  Node n{Op::Weight, {}, t.shape(), DType::F32, name, {}};
+  g_.nodes.push_back(std::move(n));
+  return (int)g_.nodes.size() - 1;
+}
+
+int GraphBuilder::add_node(Op op, std::vector<int> inputs, Attrs a, std::string label) {
+  if (!st_.is_ok()) return -1;
+  std::vector<const Shape*> in;
+  for (int id : inputs) {
+    if (id < 0) {
+      st_ = invalid_argument(std::string(op_info(op).name) + ": missing input");
+      return -1;
+    }
+    in.push_back(&g_.nodes[id].shape);
+  }
+  Node n{op, std::move(inputs), {}, DType::F32, std::move(label), std::move(a)};
+  auto s = infer_shape(n, in);
+  if (!s) {
+    st_ = s.status();
+    return -1;
+  }
+  n.shape = *s;
+  g_.nodes.push_back(std::move(n));
+  return (int)g_.nodes.size() - 1;
+}
+
+void GraphBuilder::output(int id, const std::string& name) {
+  g_.outputs.push_back(id);
+  g_.output_names.push_back(name);
+}
+
+int GraphBuilder::conv2d(int x, int w, int b, int64_t stride, int64_t pad) {
+  Attrs a;
+  a.stride = stride;
+  for (auto& p : a.pad) p = pad;
+  return add_node(Op::Conv2d, b >= 0 ? std::vector{x, w, b} : std::vector{x, w}, a);
+}
+
+int GraphBuilder::group_norm(int x, int g, int b, int64_t groups, float eps) {
+  Attrs a;
+  a.groups = groups;
+  a.eps = eps;
+  return add_node(Op::GroupNorm, {x, g, b}, a);
+}
+
+int GraphBuilder::layer_norm(int x, int g, int b, float eps) {
+  Attrs a;
+  a.eps = eps;
+  return add_node(Op::LayerNorm, {x, g, b}, a);
+}
+
+int GraphBuilder::reshape(int x, Shape dims) {
+  Attrs a;
+  a.dims = std::move(dims);
+  return add_node(Op::Reshape, {x}, a);
+}
+
+int GraphBuilder::attention(int q, int k, int v, int64_t heads, bool causal) {
+  Attrs a;
+  a.heads = heads;
+  a.causal = causal;
+  if (q >= 0) a.scale = 1.f / std::sqrt((float)(g_.nodes[q].shape.back() / std::max<int64_t>(heads, 1)));
+  return add_node(Op::Attention, {q, k, v}, a);
+}
+
+int GraphBuilder::concat(std::vector<int> xs, int64_t axis) {
+  Attrs a;
+  a.axis = axis;
+  return add_node(Op::Concat, std::move(xs), a);
+}
+
+}  // namespace sdrt

@@ -1,0 +1,50 @@
+// Helpers shared by the tests: conformance data location and error measures.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace sdrt::test {
+
+inline std::filesystem::path conformance_dir() { return SDRT_CONFORMANCE_DIR; }
+inline std::filesystem::path tiny_dir() { return conformance_dir() / "tiny-sd15"; }
+inline bool have_conformance() { return std::filesystem::exists(tiny_dir() / "reference.safetensors"); }
+
+#define SDRT_REQUIRE_CONFORMANCE()                                                                             \
+  if (!::sdrt::test::have_conformance())                                                                       \
+  GTEST_SKIP() << "conformance data not found at " << ::sdrt::test::conformance_dir()                           \
+               << " (set -DSDRT_CONFORMANCE_DIR)"
+
+// max |a - b| / max |b|, NaN anywhere gives infinity.
+inline double rel_err(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(shape_str(a.shape()), shape_str(b.shape()));
+  if (a.shape() != b.shape()) return INFINITY;
+  Tensor x = a.to_f32(), y = b.to_f32();
+  double md = 0, mr = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    if (!std::isfinite(x.f32()[i])) return INFINITY;
+    md = std::max(md, (double)std::fabs(x.f32()[i] - y.f32()[i]));
+    mr = std::max(mr, (double)std::fabs(y.f32()[i]));
+  }
+  return md / std::max(mr, 1e-30);
+}
+
+inline Tensor to_i32(const Tensor& t) {
+  Tensor out = Tensor::empty(DType::I32, t.shape());
+  auto* o = static_cast<int32_t*>(out.mutable_data());
+  if (t.dtype() == DType::I64) {
+    auto* p = static_cast<const int64_t*>(t.data());
+    for (int64_t i = 0; i < t.numel(); ++i) o[i] = (int32_t)p[i];
+  } else {
+    Tensor f = t.to_f32();
+    for (int64_t i = 0; i < t.numel(); ++i) o[i] = (int32_t)f.f32()[i];
+  }
+  return out;
+}
+
+}  // namespace sdrt::test
