@@ -29,14 +29,18 @@ void attention(const float* q, const float* k, const float* v, float* o, int64_t
         for (int64_t i = 0; i < m; ++i) {
           float* row = s.data() + i * Lk;
           const int64_t valid = causal ? std::min<int64_t>(Lk, i0 + i + 1) : Lk;
-          float mx = -std::numeric_limits<float>::infinity();
+          float mx = std::numeric_limits<float>::lowest();
           for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
-          double sum = 0;
+          // exp vectorised through glibc's libmvec (this file is built with -ffast-math, see
+          // CMakeLists.txt; scores are finite and masked entries are never read).
+          float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
           for (int64_t j = 0; j < valid; ++j) {
             row[j] = std::exp(row[j] - mx);
             sum += row[j];
           }
-          const float inv = (float)(1.0 / sum);
+          const float inv = 1.f / sum;
+#pragma omp simd
           for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
           for (int64_t j = valid; j < Lk; ++j) row[j] = 0.f;
         }

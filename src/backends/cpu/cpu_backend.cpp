@@ -1,4 +1,8 @@
 // CPU backend: interprets the graph node by node in float32, freeing each intermediate after its last use.
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "backends/cpu/cpu_ops.h"
@@ -70,8 +74,10 @@ class CpuExecutable : public Executable {
       } else {
         std::vector<const Tensor*> in;
         for (int id : n.inputs) in.push_back(&vals[id]);
+        auto t0 = std::chrono::steady_clock::now();
         auto r = exec(n, in);
         if (!r) return r.status();
+        if (profile_) op_seconds_[(size_t)n.op] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         vals[i] = std::move(r).value();
       }
       for (int id : n.inputs)
@@ -79,6 +85,11 @@ class CpuExecutable : public Executable {
     }
     std::vector<Tensor> out;
     for (int o : g_->outputs) out.push_back(vals[o]);
+    if (profile_) {
+      for (size_t k = 0; k < (size_t)Op::kCount; ++k)
+        if (op_seconds_[k] > 0) std::fprintf(stderr, "profile %-18s %8.3f s\n", op_info((Op)k).name, op_seconds_[k]);
+      op_seconds_.fill(0);
+    }
     return out;
   }
 
@@ -160,6 +171,9 @@ class CpuExecutable : public Executable {
 
   std::shared_ptr<const Graph> g_;
   std::vector<int> last_use_;
+  // SDRT_PROFILE=1 prints the time spent per op kind after each run (stderr).
+  bool profile_ = std::getenv("SDRT_PROFILE") != nullptr;
+  std::array<double, (size_t)Op::kCount> op_seconds_{};
 };
 
 class CpuBackend : public Backend {
