@@ -9,6 +9,7 @@ PKGS=(
   nlohmann-json3-dev       # safetensors headers, config.json
   libgtest-dev             # unit and conformance tests
   libcli11-dev             # command line of the sdrt tool
+  libpng-dev               # PNG output with the parameters text chunk, init images
   clang libclang-rt-14-dev # libFuzzer target for the safetensors parser
 )
 missing=()

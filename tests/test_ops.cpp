@@ -119,8 +119,11 @@ TEST(CpuOps, AttentionScale) {
 
 TEST(CpuOps, UpsampleAndTranspose) {
   std::vector<float> x{1, 2, 3, 4}, y(16);
-  cpu::upsample_nearest2x(x.data(), y.data(), 1, 2, 2);
+  cpu::upsample_nearest(x.data(), y.data(), 1, 2, 2, 4, 4);
   EXPECT_EQ(y, (std::vector<float>{1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4}));
+  std::vector<float> z(6);  // 2x2 -> 3x2: rows 0,0,1 (floor(i * 2/3))
+  cpu::upsample_nearest(x.data(), z.data(), 1, 2, 2, 3, 2);
+  EXPECT_EQ(z, (std::vector<float>{1, 2, 1, 2, 3, 4}));
   std::vector<float> a{1, 2, 3, 4, 5, 6}, t(6);  // [1, 2, 3] -> [1, 3, 2]
   cpu::transpose_last2(a.data(), t.data(), 1, 2, 3);
   EXPECT_EQ(t, (std::vector<float>{1, 4, 2, 5, 3, 6}));

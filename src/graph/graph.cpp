@@ -96,6 +96,10 @@ Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
     case Op::Upsample2x: {
       const Shape& x = *in[0];
       if (x.size() != 4) return mismatch(n, "needs [N,C,H,W]");
+      if (a.dims.size() == 2) {
+        if (a.dims[0] < 1 || a.dims[1] < 1) return mismatch(n, "bad target size");
+        return Shape{x[0], x[1], a.dims[0], a.dims[1]};
+      }
       return Shape{x[0], x[1], 2 * x[2], 2 * x[3]};
     }
     case Op::Concat: {

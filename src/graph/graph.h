@@ -24,7 +24,7 @@ enum class Op : uint8_t {
   QuickGELU,          // x * sigmoid(1.702 x), OpenAI CLIP
   GEGLU,              // x[...,2F] -> h * gelu(g), h = x[..., :F], g = x[..., F:]
   Attention,          // q[B,Lq,H*D], k[B,Lk,H*D], v[B,Lk,H*Dv] -> [B,Lq,H*Dv]; softmax(q k^T * scale) v
-  Upsample2x,         // nearest, [N,C,H,W] -> [N,C,2H,2W]
+  Upsample2x,         // nearest, [N,C,H,W] -> [N,C,2H,2W], or to dims {Ho, Wo} when given (odd skip sizes)
   Concat,             // along `axis`
   Add,                // numpy broadcasting
   Mul,                // numpy broadcasting

@@ -64,8 +64,9 @@ Result<Model> load_model(const std::string& spec);
 // Graphs for fixed shapes. Latent sizes h, w are image sizes / 8.
 // text encoder: input_ids [B,77] (I32) -> last_hidden_state [B,77,C]; clip_skip 1 = last layer.
 Result<std::shared_ptr<Graph>> build_text_encoder(const Model& m, int64_t batch, int clip_skip = 1);
-// unet: sample [B,4,h,w], timestep [B], encoder_hidden_states [B,77,ctx] -> out [B,4,h,w]
-Result<std::shared_ptr<Graph>> build_unet(const Model& m, int64_t batch, int64_t h, int64_t w);
+// unet: sample [B,4,h,w], timestep [B], encoder_hidden_states [B,ctx_len,ctx] -> out [B,4,h,w]
+// (ctx_len is 77 per prompt chunk). Any latent size works: upsampling follows the skips' sizes.
+Result<std::shared_ptr<Graph>> build_unet(const Model& m, int64_t batch, int64_t h, int64_t w, int64_t ctx_len = 77);
 // vae decoder: latent [B,4,h,w] (already divided by the scaling factor) -> image [B,3,8h,8w]
 Result<std::shared_ptr<Graph>> build_vae_decoder(const Model& m, int64_t batch, int64_t h, int64_t w);
 // vae encoder: image [B,3,H,W] -> moments [B,8,H/8,W/8] (mean, then logvar unclamped)

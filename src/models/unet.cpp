@@ -38,19 +38,17 @@ int transformer2d(NetBuilder& nb, const std::string& p, int x, int ctx, int64_t 
 
 }  // namespace
 
-Result<std::shared_ptr<Graph>> build_unet(const Model& m, int64_t batch, int64_t h, int64_t w) {
+Result<std::shared_ptr<Graph>> build_unet(const Model& m, int64_t batch, int64_t h, int64_t w, int64_t ctx_len) {
   const UNetConfig& c = m.unet;
   const size_t levels = c.block_out.size();
-  if (h < 1 || w < 1 || h % (1 << (levels - 1)) || w % (1 << (levels - 1)))
-    return invalid_argument("latent size " + std::to_string(h) + "x" + std::to_string(w) + " must be a multiple of " +
-                            std::to_string(1 << (levels - 1)));
+  if (h < 1 || w < 1 || batch < 1 || ctx_len < 1) return invalid_argument("unet: empty input shape");
   auto g = std::make_shared<Graph>();
   NetBuilder nb(*g, *m.unet_w);
   auto& b = nb.b;
   const int64_t C0 = c.block_out[0], T = 4 * C0, L = c.layers_per_block, ctx_dim = c.cross_attention_dim;
   int sample = b.input("sample", {batch, c.in_channels, h, w});
   int timestep = b.input("timestep", {batch});
-  int ctx = b.input("encoder_hidden_states", {batch, 77, ctx_dim});
+  int ctx = b.input("encoder_hidden_states", {batch, ctx_len, ctx_dim});
 
   Attrs ta;
   ta.dim = C0;
@@ -95,7 +93,13 @@ Result<std::shared_ptr<Graph>> build_unet(const Model& m, int64_t batch, int64_t
       if (c.up_attn[i])
         x = transformer2d(nb, p + ".attentions." + std::to_string(j), x, ctx, ch, ctx_dim, heads, c.groups, c.use_linear_projection);
     }
-    if (i + 1 < levels) x = nb.conv(p + ".upsamplers.0.conv", b.unary(Op::Upsample2x, x), ch, ch, 3, 1, 1);
+    if (i + 1 < levels && !skips.empty()) {
+      // nearest upsampling to the next skip's size: 2x, or less when a size was odd (diffusers'
+      // forward_upsample_size)
+      Attrs ua;
+      ua.dims = {b.shape(skips.back())[2], b.shape(skips.back())[3]};
+      x = nb.conv(p + ".upsamplers.0.conv", b.add_node(Op::Upsample2x, {x}, ua), ch, ch, 3, 1, 1);
+    }
   }
   x = b.unary(Op::SiLU, nb.group_norm("conv_norm_out", x, ch, c.groups, c.eps));
   x = nb.conv("conv_out", x, ch, c.out_channels, 3, 1, 1);  // [B, 4, 64, 64]

@@ -127,7 +127,9 @@ class CpuExecutable : public Executable {
                        v.dim(2) / a.heads, a.scale, a.causal);
         break;
       }
-      case Op::Upsample2x: cpu::upsample_nearest2x(x.f32(), y.f32(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3)); break;
+      case Op::Upsample2x:
+        cpu::upsample_nearest(x.f32(), y.f32(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3), y.dim(2), y.dim(3));
+        break;
       case Op::Concat: {
         int64_t outer = 1, inner = 1;
         for (int64_t d = 0; d < a.axis; ++d) outer *= n.shape[d];

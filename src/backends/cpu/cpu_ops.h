@@ -23,7 +23,8 @@ void geglu(const float* x, float* y, int64_t rows, int64_t F);
 // q[B,Lq,H*D], k[B,Lk,H*D], v[B,Lk,H*Dv] -> o[B,Lq,H*Dv]
 void attention(const float* q, const float* k, const float* v, float* o, int64_t B, int64_t Lq, int64_t Lk,
                int64_t H, int64_t D, int64_t Dv, float scale, bool causal);
-void upsample_nearest2x(const float* x, float* y, int64_t NC, int64_t H, int64_t W);
+// nearest (torch 'nearest': src = floor(dst * in / out)) from [NC,H,W] to [NC,Ho,Wo]
+void upsample_nearest(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int64_t Ho, int64_t Wo);
 // [N, C, S] <-> [N, S, C]
 void transpose_last2(const float* x, float* y, int64_t N, int64_t R, int64_t Cc);
 // t[N] -> y[N, dim]

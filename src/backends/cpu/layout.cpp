@@ -5,13 +5,14 @@
 
 namespace sdrt::cpu {
 
-void upsample_nearest2x(const float* x, float* y, int64_t NC, int64_t H, int64_t W) {
+void upsample_nearest(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+  const float sh = (float)H / (float)Ho, sw = (float)W / (float)Wo;
 #pragma omp parallel for
   for (int64_t p = 0; p < NC; ++p)
-    for (int64_t i = 0; i < 2 * H; ++i) {
-      const float* src = x + (p * H + i / 2) * W;
-      float* dst = y + (p * 2 * H + i) * 2 * W;
-      for (int64_t j = 0; j < 2 * W; ++j) dst[j] = src[j / 2];
+    for (int64_t i = 0; i < Ho; ++i) {
+      const float* src = x + (p * H + std::min<int64_t>((int64_t)(i * sh), H - 1)) * W;
+      float* dst = y + (p * Ho + i) * Wo;
+      for (int64_t j = 0; j < Wo; ++j) dst[j] = src[std::min<int64_t>((int64_t)(j * sw), W - 1)];
     }
 }
 

@@ -1,0 +1,24 @@
+// PNG files through libpng: 8-bit RGB images with text chunks (the WebUI's "parameters" infotext).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "sdrt/status.h"
+
+namespace sdrt {
+
+struct Image {
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;  // row-major, 3 bytes a pixel
+};
+
+// text: keyword -> value; values that are not Latin-1 go into iTXt chunks (UTF-8).
+Result<std::vector<uint8_t>> encode_png(const Image& img, const std::map<std::string, std::string>& text = {});
+Status write_png(const std::string& path, const Image& img, const std::map<std::string, std::string>& text = {});
+// Any PNG (palette, grey, alpha, 16-bit) decoded to RGB8; text chunks returned when asked for.
+Result<Image> decode_png(const uint8_t* data, size_t size, std::map<std::string, std::string>* text = nullptr);
+Result<Image> read_png(const std::string& path, std::map<std::string, std::string>* text = nullptr);
+
+}  // namespace sdrt

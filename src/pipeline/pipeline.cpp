@@ -1,0 +1,295 @@
+#include "pipeline/pipeline.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <sstream>
+
+#include "pipeline/rng.h"
+
+namespace sdrt {
+namespace {
+
+using clk = std::chrono::steady_clock;
+double since(clk::time_point t) { return std::chrono::duration<double>(clk::now() - t).count(); }
+
+// Python-style float text: 7 -> "7.0", 7.5 -> "7.5"
+std::string pyfloat(double v) {
+  std::ostringstream s;
+  s.precision(15);
+  s << v;
+  std::string r = s.str();
+  if (r.find_first_of(".eE") == std::string::npos && r.find("inf") == std::string::npos && r.find("nan") == std::string::npos) r += ".0";
+  return r;
+}
+
+// Bilinear resize of an RGB8 image (init images of another size).
+Image resize(const Image& in, int w, int h) {
+  if (in.width == w && in.height == h) return in;
+  Image out{w, h, std::vector<uint8_t>((size_t)w * h * 3)};
+  for (int y = 0; y < h; ++y) {
+    const float sy = std::max(0.f, (y + 0.5f) * in.height / h - 0.5f);
+    const int y0 = std::min((int)sy, in.height - 1), y1 = std::min(y0 + 1, in.height - 1);
+    const float fy = sy - y0;
+    for (int x = 0; x < w; ++x) {
+      const float sx = std::max(0.f, (x + 0.5f) * in.width / w - 0.5f);
+      const int x0 = std::min((int)sx, in.width - 1), x1 = std::min(x0 + 1, in.width - 1);
+      const float fx = sx - x0;
+      for (int c = 0; c < 3; ++c) {
+        auto px = [&](int yy, int xx) { return (float)in.rgb[((size_t)yy * in.width + xx) * 3 + c]; };
+        const float v = (px(y0, x0) * (1 - fx) + px(y0, x1) * fx) * (1 - fy) + (px(y1, x0) * (1 - fx) + px(y1, x1) * fx) * fy;
+        out.rgb[((size_t)y * w + x) * 3 + c] = (uint8_t)std::lround(std::clamp(v, 0.f, 255.f));
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Pipeline>> Pipeline::create(Model model, const PipelineOptions& opts, std::unique_ptr<Backend> backend) {
+  auto p = std::unique_ptr<Pipeline>(new Pipeline());
+  p->model_ = std::move(model);
+  p->opts_ = opts;
+  p->backend_ = std::move(backend);
+  auto tok = ClipTokenizer::load(opts.tokenizer_dir);
+  if (!tok) return tok.status();
+  p->tok_ = std::move(tok).value();
+  SDRT_ASSIGN_OR_RETURN(p->sched_, load_beta_schedule(opts.scheduler_config));
+  return p;
+}
+
+Status Pipeline::validate(const GenerateRequest& r) const {
+  if (r.steps < 1 || r.steps > kMaxSteps) return invalid_argument("steps must be between 1 and " + std::to_string(kMaxSteps) + ", got " + std::to_string(r.steps));
+  for (auto [name, v] : {std::pair{"width", r.width}, std::pair{"height", r.height}}) {
+    if (v < 64 || v > kMaxSide || v % 8)
+      return invalid_argument(std::string(name) + " must be a multiple of 8 between 64 and " + std::to_string(kMaxSide) + ", got " + std::to_string(v));
+  }
+  if (!std::isfinite(r.cfg_scale) || std::fabs(r.cfg_scale) > 100) return invalid_argument("CFG scale must be a finite number within [-100, 100]");
+  if (r.batch_size < 1 || r.batch_size > kMaxBatch) return invalid_argument("batch size must be between 1 and " + std::to_string(kMaxBatch));
+  if (r.batch_count < 1 || r.batch_count > kMaxBatchCount) return invalid_argument("batch count must be between 1 and " + std::to_string(kMaxBatchCount));
+  if ((int64_t)r.width * r.height * r.batch_size > (int64_t)2048 * 2048 * 16) return invalid_argument("batch size x image size is too large for one batch");
+  if (r.prompt.size() > kMaxPromptBytes || r.negative_prompt.size() > kMaxPromptBytes)
+    return invalid_argument("prompt is longer than " + std::to_string(kMaxPromptBytes) + " bytes");
+  if (r.clip_skip < 1 || r.clip_skip > model_.clip.layers) return invalid_argument("clip skip must be between 1 and " + std::to_string(model_.clip.layers));
+  if (r.seed < -1) return invalid_argument("seed must be -1 (random) or a non-negative integer");
+  if (r.rng != "cpu" && r.rng != "cuda" && r.rng != "gpu") return invalid_argument("rng must be cpu or cuda, got '" + r.rng + "'");
+  if (r.init_tensor && (r.init_tensor->shape() != Shape{1, 3, r.height, r.width} || r.init_tensor->dtype() != DType::F32))
+    return invalid_argument("init image tensor must be F32 [1, 3, height, width]");
+  if ((r.init_image || r.init_tensor) && !(r.strength > 0 && r.strength <= 1)) return invalid_argument("denoising strength must be in (0, 1]");
+  auto s = parse_sampler(r.sampler, r.schedule_type);
+  if (!s) return s.status();
+  return Status::ok();
+}
+
+Result<Executable*> Pipeline::executable(const std::string& key, const std::function<Result<std::shared_ptr<Graph>>()>& build) {
+  auto it = exes_.find(key);
+  if (it != exes_.end()) return it->second.get();
+  SDRT_ASSIGN_OR_RETURN(auto g, build());
+  SDRT_ASSIGN_OR_RETURN(auto exe, backend_->compile(g));
+  auto* raw = exe.get();
+  exes_[key] = std::move(exe);
+  return raw;
+}
+
+Result<Tensor> Pipeline::encode_prompt(const std::string& prompt, int clip_skip) {
+  PromptChunks chunks = tokenize_prompt(tok_, prompt);
+  if (chunks.ids.size() > 32) return invalid_argument("prompt is longer than 32 chunks of 75 tokens");
+  SDRT_ASSIGN_OR_RETURN(Executable * te, executable("clip/" + std::to_string(clip_skip), [&] { return build_text_encoder(model_, 1, clip_skip); }));
+  const int64_t C = model_.clip.hidden, L = 77;
+  Tensor out = Tensor::empty(DType::F32, {1, L * (int64_t)chunks.ids.size(), C});
+  const bool weighted = chunks.weighted();
+  for (size_t k = 0; k < chunks.ids.size(); ++k) {
+    Tensor ids = Tensor::empty(DType::I32, {1, L});
+    std::memcpy(ids.mutable_data(), chunks.ids[k].data(), L * 4);
+    SDRT_ASSIGN_OR_RETURN(auto z, te->run({{"input_ids", ids}}));
+    float* dst = out.f32() + k * L * C;
+    std::memcpy(dst, z[0].f32(), L * C * 4);
+    if (weighted) {  // the WebUI's "Original" emphasis: scale tokens, then restore the chunk's mean
+      double before = 0, after = 0;
+      for (int64_t i = 0; i < L * C; ++i) before += dst[i];
+      for (int64_t t = 0; t < L; ++t)
+        for (int64_t c = 0; c < C; ++c) dst[t * C + c] *= chunks.multipliers[k][t];
+      for (int64_t i = 0; i < L * C; ++i) after += dst[i];
+      const float f = (float)(before / after);
+      for (int64_t i = 0; i < L * C; ++i) dst[i] *= f;
+    }
+  }
+  return out;
+}
+
+Result<Tensor> Pipeline::unet(const Tensor& x, float t, const Tensor& ctx) {
+  const int64_t B = x.dim(0), h = x.dim(2), w = x.dim(3), L = ctx.dim(1);
+  const std::string key = "unet/" + std::to_string(B) + "x" + std::to_string(h) + "x" + std::to_string(w) + "/" + std::to_string(L);
+  SDRT_ASSIGN_OR_RETURN(Executable * ex, executable(key, [&] { return build_unet(model_, B, h, w, L); }));
+  SDRT_ASSIGN_OR_RETURN(auto out, ex->run({{"sample", x}, {"timestep", Tensor::from_f32({B}, std::vector<float>(B, t))}, {"encoder_hidden_states", ctx}}));
+  return out[0];
+}
+
+// diffusers img2img: the latent distribution's sample (mean + std * randn from the image's generator).
+Result<Tensor> Pipeline::vae_encode_sample(const Tensor& x, Generator& g) {
+  const int64_t H = x.dim(2), W = x.dim(3);
+  SDRT_ASSIGN_OR_RETURN(Executable * enc, executable("vae_enc/" + std::to_string(W) + "x" + std::to_string(H), [&] { return build_vae_encoder(model_, 1, H, W); }));
+  SDRT_ASSIGN_OR_RETURN(auto mom, enc->run({{"image", x}}));
+  const int64_t n = mom[0].numel() / 2;
+  auto noise = g.randn(n);
+  Tensor z = Tensor::empty(DType::F32, {1, model_.vae.latent_channels, H / 8, W / 8});
+  for (int64_t i = 0; i < n; ++i) {
+    const float logvar = std::clamp(mom[0].f32()[n + i], -30.f, 20.f);
+    z.f32()[i] = (mom[0].f32()[i] + std::exp(0.5f * logvar) * noise[i]) * model_.vae.scaling_factor;
+  }
+  return z;
+}
+
+std::string Pipeline::infotext(const GenerateRequest& r, int64_t seed) const {
+  auto kind = parse_sampler(r.sampler, r.schedule_type);
+  std::string s = r.prompt;
+  if (!r.negative_prompt.empty()) s += "\nNegative prompt: " + r.negative_prompt;
+  s += "\nSteps: " + std::to_string(r.steps) + ", Sampler: " + (kind ? sampler_webui_name(*kind) : r.sampler);
+  s += ", CFG scale: " + pyfloat(r.cfg_scale) + ", Seed: " + std::to_string(seed) + ", Size: " + std::to_string(r.width) + "x" + std::to_string(r.height);
+  if (!opts_.model_hash.empty()) s += ", Model hash: " + opts_.model_hash;
+  if (!opts_.model_name.empty()) s += ", Model: " + opts_.model_name;
+  if (r.init_image || r.init_tensor) s += ", Denoising strength: " + pyfloat(r.strength);
+  if (r.clip_skip > 1) s += ", Clip skip: " + std::to_string(r.clip_skip);
+  if (r.rng == "cpu") s += ", RNG: CPU";
+  s += ", Version: sdrt " SDRT_VERSION;
+  return s;
+}
+
+Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& progress) {
+  SDRT_RETURN_IF_ERROR(validate(r));
+  GenerateResult res;
+  if (r.seed == -1) r.seed = std::random_device{}() & 0xffffffffu;
+  SDRT_ASSIGN_OR_RETURN(SamplerKind kind, parse_sampler(r.sampler, r.schedule_type));
+  const int64_t C4 = model_.vae.latent_channels, h = r.height / 8, w = r.width / 8, per = C4 * h * w;
+  const bool cfg = r.cfg_scale > 1.0;  // diffusers skips the unconditional pass at guidance <= 1
+
+  auto t0 = clk::now();
+  SDRT_ASSIGN_OR_RETURN(Tensor cond, encode_prompt(r.prompt, r.clip_skip));
+  Tensor uncond;
+  if (cfg) {
+    SDRT_ASSIGN_OR_RETURN(uncond, encode_prompt(r.negative_prompt, r.clip_skip));
+  }
+  res.times.text_s = since(t0);
+
+  const int B = r.batch_size;
+  const int evals_per_batch = (int)make_scheduler(kind, sched_, r.steps)->timesteps().size();
+  if (r.init_image && !r.init_tensor) {  // 8-bit RGB -> [-1, 1] at the requested size
+    Image img = resize(*r.init_image, r.width, r.height);
+    Tensor t = Tensor::empty(DType::F32, {1, 3, r.height, r.width});
+    const int64_t HW = (int64_t)r.width * r.height;
+    for (int c = 0; c < 3; ++c)
+      for (int64_t p = 0; p < HW; ++p) t.f32()[c * HW + p] = img.rgb[p * 3 + c] / 255.f * 2.f - 1.f;
+    r.init_tensor = t;
+  }
+  int start = 0;
+  if (r.init_tensor) {  // diffusers get_timesteps: skip the first (1 - strength) of the schedule
+    const int init_t = std::min((int)(r.steps * r.strength), r.steps);
+    start = std::max(r.steps - init_t, 0);
+  }
+  const int total = r.batch_count * (evals_per_batch - start);
+  int done = 0;
+
+  // The conditioning batch: [uncond x B, cond x B] when both have the same length, as diffusers does.
+  auto repeat = [](const Tensor& c, int n) {
+    Tensor t = Tensor::empty(DType::F32, {n, c.dim(1), c.dim(2)});
+    for (int i = 0; i < n; ++i) std::memcpy(t.f32() + i * c.numel(), c.f32(), c.numel() * 4);
+    return t;
+  };
+  const bool joint = cfg && uncond.dim(1) == cond.dim(1);
+  Tensor ctx_joint, ctx_c = repeat(cond, B), ctx_u;
+  if (joint) {
+    ctx_joint = Tensor::empty(DType::F32, {2 * B, cond.dim(1), cond.dim(2)});
+    std::memcpy(ctx_joint.f32(), repeat(uncond, B).f32(), B * cond.numel() * 4);
+    std::memcpy(ctx_joint.f32() + B * cond.numel(), ctx_c.f32(), B * cond.numel() * 4);
+  } else if (cfg) {
+    ctx_u = repeat(uncond, B);
+  }
+
+  for (int bc = 0; bc < r.batch_count; ++bc) {
+    auto sched = make_scheduler(kind, sched_, r.steps);
+    std::vector<std::unique_ptr<Generator>> gens;
+    Tensor x = Tensor::empty(DType::F32, {B, C4, h, w});
+    for (int i = 0; i < B; ++i) {
+      const int64_t seed = r.seed + (int64_t)bc * B + i;
+      res.seeds.push_back(seed);
+      gens.push_back(make_generator(r.rng == "gpu" ? "cuda" : r.rng, (uint64_t)seed));
+      float* xi = x.f32() + i * per;
+      if (r.init_tensor) {
+        auto tv = clk::now();
+        SDRT_ASSIGN_OR_RETURN(Tensor x0, vae_encode_sample(*r.init_tensor, *gens[i]));
+        res.times.vae_s += since(tv);
+        auto noise = gens[i]->randn(per);
+        sched->add_noise(start, x0.f32(), noise.data(), xi, per);
+      } else {
+        auto noise = gens[i]->randn(per);
+        const float s = sched->init_noise_sigma();
+        for (int64_t k = 0; k < per; ++k) xi[k] = noise[k] * s;
+      }
+    }
+    const auto& ts = sched->timesteps();
+    for (size_t j = start; j < ts.size(); ++j) {
+      auto tu = clk::now();
+      const float scale = sched->input_scale(j);
+      Tensor eps;
+      if (joint) {
+        Tensor xin = Tensor::empty(DType::F32, {2 * B, C4, h, w});
+        for (int64_t k = 0; k < B * per; ++k) xin.f32()[k] = xin.f32()[B * per + k] = x.f32()[k] * scale;
+        SDRT_ASSIGN_OR_RETURN(Tensor o, unet(xin, ts[j], ctx_joint));
+        eps = Tensor::empty(DType::F32, {B, C4, h, w});
+        const float g = (float)r.cfg_scale;
+        for (int64_t k = 0; k < B * per; ++k) eps.f32()[k] = o.f32()[k] + g * (o.f32()[B * per + k] - o.f32()[k]);
+      } else {
+        Tensor xin = Tensor::empty(DType::F32, {B, C4, h, w});
+        for (int64_t k = 0; k < B * per; ++k) xin.f32()[k] = x.f32()[k] * scale;
+        SDRT_ASSIGN_OR_RETURN(eps, unet(xin, ts[j], ctx_c));
+        if (cfg) {  // prompt and negative prompt of different lengths: two passes, as the WebUI does
+          SDRT_ASSIGN_OR_RETURN(Tensor u, unet(xin, ts[j], ctx_u));
+          const float g = (float)r.cfg_scale;
+          for (int64_t k = 0; k < B * per; ++k) eps.f32()[k] = u.f32()[k] + g * (eps.f32()[k] - u.f32()[k]);
+        }
+      }
+      res.times.unet_s += since(tu);
+      res.times.unet_evals += 1;
+      auto tsch = clk::now();
+      std::vector<float> noise;
+      if (sched->needs_noise()) {
+        for (int i = 0; i < B; ++i) {
+          auto ni = gens[i]->randn(per);
+          noise.insert(noise.end(), ni.begin(), ni.end());
+        }
+      }
+      sched->step(j, eps.f32(), x.f32(), B * per, noise.empty() ? nullptr : noise.data());
+      res.times.scheduler_s += since(tsch);
+      ++done;
+      if (progress && !progress(done, total)) return Status(Code::OutOfRange, "interrupted");
+    }
+    // VAE decode of the whole batch: latents / scaling_factor -> [-1, 1] -> 8-bit
+    auto tv = clk::now();
+    Tensor z = Tensor::empty(DType::F32, {B, C4, h, w});
+    for (int64_t k = 0; k < B * per; ++k) z.f32()[k] = x.f32()[k] / model_.vae.scaling_factor;
+    SDRT_ASSIGN_OR_RETURN(Executable * dec, executable("vae_dec/" + std::to_string(B) + "x" + std::to_string(h) + "x" + std::to_string(w),
+                                                       [&] { return build_vae_decoder(model_, B, h, w); }));
+    SDRT_ASSIGN_OR_RETURN(auto img, dec->run({{"latent", z}}));
+    res.times.vae_s += since(tv);
+    const int64_t HW = (int64_t)r.width * r.height;
+    for (int i = 0; i < B; ++i) {
+      Image im{r.width, r.height, std::vector<uint8_t>(HW * 3)};
+      const float* p = img[0].f32() + (int64_t)i * 3 * HW;
+      for (int c = 0; c < 3; ++c)
+        for (int64_t q = 0; q < HW; ++q) {
+          const float v = std::clamp(p[c * HW + q] / 2.f + 0.5f, 0.f, 1.f);
+          im.rgb[q * 3 + c] = (uint8_t)std::lround(v * 255.f);
+        }
+      res.images.push_back(std::move(im));
+      Tensor lat = Tensor::empty(DType::F32, {1, C4, h, w});
+      std::memcpy(lat.f32(), x.f32() + i * per, per * 4);
+      res.latents.push_back(lat);
+      res.infotexts.push_back(infotext(r, res.seeds[bc * B + i]));
+    }
+  }
+  return res;
+}
+
+}  // namespace sdrt
