@@ -1,9 +1,20 @@
 // Subcommands of the sdrt tool; each returns the process exit code and prints errors as one line.
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace sdrt::app {
 
+struct GenerateArgs {
+  std::string model, prompt, negative_prompt, sampler = "euler_a", schedule_type, rng = "cpu", init_image, out_dir = "outputs";
+  std::string tokenizer_dir, backend = "cpu", prompt_file;
+  int steps = 20, width = 512, height = 512, batch_size = 1, batch_count = 1, clip_skip = 1;
+  double cfg_scale = 7.0, strength = 0.75;
+  int64_t seed = -1;
+};
+
 int cmd_info(const std::string& model);
+int cmd_info_png(const std::string& path);
+int cmd_generate(const GenerateArgs& a);
 
 }  // namespace sdrt::app

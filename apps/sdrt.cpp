@@ -1,4 +1,4 @@
-// sdrt: the command-line front end (info now; build, generate, serve and bench as they land).
+// sdrt: the command-line front end.
 #include <CLI/CLI.hpp>
 
 #include "commands.h"
@@ -6,14 +6,40 @@
 int main(int argc, char** argv) {
   CLI::App app{"sdrt: a Stable Diffusion inference engine"};
   app.require_subcommand(1);
+
   std::string model;
-  auto* info = app.add_subcommand("info", "Describe a model: layout, architecture, parameters per component, dtypes");
-  info->add_option("model", model, "diffusers folder, .safetensors checkpoint, or random:sd15")->required();
+  auto* info = app.add_subcommand("info", "Describe a model (layout, architecture, parameters, dtypes) or a PNG's generation parameters");
+  info->add_option("model", model, "diffusers folder, .safetensors checkpoint, random:sd15, or a .png image")->required();
+
+  sdrt::app::GenerateArgs g;
+  auto* gen = app.add_subcommand("generate", "Text to image (image to image with --init-image)");
+  gen->add_option("-m,--model", g.model, "diffusers folder, .safetensors checkpoint, hub id (org/name) or random:sd15 [default: SD 1.5 from the hub]");
+  auto* prompt = gen->add_option("-p,--prompt", g.prompt, "prompt (WebUI syntax: (word:1.2), [word], BREAK)");
+  gen->add_option("--prompt-file", g.prompt_file, "read the prompt from a file")->excludes(prompt);
+  gen->add_option("-n,--negative-prompt", g.negative_prompt, "negative prompt");
+  gen->add_option("--steps", g.steps, "sampling steps (1-1000)")->capture_default_str();
+  gen->add_option("--cfg-scale,--guidance", g.cfg_scale, "classifier-free guidance scale")->capture_default_str();
+  gen->add_option("--sampler", g.sampler, "ddim, pndm, euler, euler_a, dpmpp_2m_karras, lms (or WebUI names)")->capture_default_str();
+  gen->add_option("--scheduler", g.schedule_type, "WebUI schedule type (Karras, with DPM++ 2M)");
+  gen->add_option("--seed", g.seed, "seed; -1 picks one")->capture_default_str();
+  gen->add_option("-W,--width", g.width, "width, a multiple of 8")->capture_default_str();
+  gen->add_option("-H,--height", g.height, "height, a multiple of 8")->capture_default_str();
+  gen->add_option("--batch-size", g.batch_size, "images per batch (seeds seed, seed+1, ...)")->capture_default_str();
+  gen->add_option("--batch-count", g.batch_count, "batches")->capture_default_str();
+  gen->add_option("--clip-skip", g.clip_skip, "stop the text encoder this many layers from the end (1 = last)")->capture_default_str();
+  gen->add_option("--rng", g.rng, "noise source: cpu (torch CPU generator, as diffusers) or cuda (torch CUDA, the WebUI's GPU seed)")->capture_default_str();
+  gen->add_option("--init-image", g.init_image, "PNG to start from (img2img)");
+  gen->add_option("--strength", g.strength, "img2img denoising strength (0-1]")->capture_default_str();
+  gen->add_option("-o,--out", g.out_dir, "output folder")->capture_default_str();
+  gen->add_option("--tokenizer", g.tokenizer_dir, "folder with the CLIP vocab.json and merges.txt");
+  gen->add_option("--backend", g.backend, "cpu")->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (*info) return sdrt::app::cmd_info(model);
+  if (*info) return model.ends_with(".png") ? sdrt::app::cmd_info_png(model) : sdrt::app::cmd_info(model);
+  if (*gen) return sdrt::app::cmd_generate(g);
   return 2;
 }

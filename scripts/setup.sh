@@ -10,6 +10,7 @@ PKGS=(
   libgtest-dev             # unit and conformance tests
   libcli11-dev             # command line of the sdrt tool
   libpng-dev               # PNG output with the parameters text chunk, init images
+  libcurl4-openssl-dev     # model downloads from the hub
   clang libclang-rt-14-dev # libFuzzer target for the safetensors parser
 )
 missing=()

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "io/png.h"
 #include "test_util.h"
 
 using namespace sdrt::test;
@@ -85,6 +86,77 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
   std::ofstream(d / "model.ckpt") << "pickle";
   expect_clean_error(sdrt_cli("info " + (d / "model.ckpt").string()), "only .safetensors");
   expect_clean_error(sdrt_cli("info random:sdxl"), "unknown synthetic model");
+}
+
+namespace {
+fs::path cli_dir() {
+  fs::path d = fs::temp_directory_path() / "sdrt_cli_gen";
+  return d;
+}
+std::string gen_args(const std::string& model, const std::string& out) {
+  return "generate --model " + model + " --prompt 'a photo of an astronaut riding a horse on mars' --seed 42 --sampler euler_a --steps 6 " +
+         "-W 128 -H 128 -o " + out;
+}
+std::string png_pixels(const fs::path& p) {
+  std::map<std::string, std::string> text;
+  auto img = sdrt::read_png(p.string(), &text);
+  EXPECT_TRUE(img.is_ok());
+  return img ? std::string(img->rgb.begin(), img->rgb.end()) : std::string();
+}
+}  // namespace
+
+TEST(Cli, GenerateDiffusersAndSingleFileGiveTheSameImage) {
+  SDRT_REQUIRE_CONFORMANCE();
+  fs::path d = cli_dir();
+  fs::remove_all(d);
+  fs::create_directories(d);
+  setenv("SDRT_HOME", (d / "home").c_str(), 1);
+  CliRun a = sdrt_cli(gen_args((tiny_dir() / "diffusers").string(), (d / "a").string()));
+  ASSERT_EQ(a.code, 0) << a.out;
+  CliRun b = sdrt_cli(gen_args((tiny_dir() / "tiny-sd15.safetensors").string(), (d / "b").string()));
+  ASSERT_EQ(b.code, 0) << b.out;
+  EXPECT_NE(a.out.find("unet"), std::string::npos) << a.out;  // the stage summary
+  const std::string pa = png_pixels(d / "a" / "00000-42.png"), pb = png_pixels(d / "b" / "00000-42.png");
+  ASSERT_EQ(pa.size(), 128u * 128 * 3);
+  EXPECT_TRUE(pa == pb) << "pixels differ between the diffusers folder and the single-file checkpoint";
+  // the parameters read back
+  CliRun info = sdrt_cli("info " + (d / "a" / "00000-42.png").string());
+  EXPECT_EQ(info.code, 0);
+  EXPECT_NE(info.out.find("a photo of an astronaut riding a horse on mars\nSteps: 6, Sampler: Euler a, CFG scale: 7.0, Seed: 42, Size: 128x128, Model hash: "),
+            std::string::npos)
+      << info.out;
+  // a second run numbers its file after the first
+  CliRun again = sdrt_cli(gen_args((tiny_dir() / "diffusers").string(), (d / "a").string()));
+  EXPECT_EQ(again.code, 0);
+  EXPECT_TRUE(fs::exists(d / "a" / "00001-42.png"));
+  EXPECT_EQ(png_pixels(d / "a" / "00001-42.png"), pa);  // same seed, same image
+}
+
+TEST(Cli, GenerateRejectsBadRequests) {
+  SDRT_REQUIRE_CONFORMANCE();
+  fs::path d = cli_dir() / "bad";
+  fs::create_directories(d);
+  setenv("SDRT_HOME", (cli_dir() / "home").c_str(), 1);
+  const std::string base = "generate --model " + (tiny_dir() / "diffusers").string() + " -o " + d.string() + " -H 128 ";
+  const std::string m = base + "-W 128 ";
+  expect_clean_error(sdrt_cli(m + "-p x --steps 0"), "steps must be between 1 and 1000");
+  expect_clean_error(sdrt_cli(m + "-p x --steps 1001"), "steps must be between 1 and 1000");
+  expect_clean_error(sdrt_cli(base + "-p x -W 100"), "width must be a multiple of 8");
+  expect_clean_error(sdrt_cli(base + "-p x -W 4104"), "width must be a multiple of 8 between 64 and 4096");
+  expect_clean_error(sdrt_cli(m + "-p x --sampler nonsense"), "unknown sampler 'nonsense'");
+  expect_clean_error(sdrt_cli(m + "-p x --rng tpu"), "rng must be cpu or cuda");
+  CliRun g = sdrt_cli(m + "-p x --cfg-scale abc");  // CLI11's conversion error
+  EXPECT_NE(g.code, 0);
+  EXPECT_LT(g.code, 128) << "crashed: " << g.out;
+  EXPECT_NE(g.out.find("--cfg-scale"), std::string::npos) << g.out;
+  {
+    std::ofstream f(d / "huge.txt");
+    f << std::string(1 << 20, 'a');
+  }
+  expect_clean_error(sdrt_cli(m + "--prompt-file " + (d / "huge.txt").string()), "prompt is longer than 16384 bytes");
+  std::ofstream(d / "not.png") << "this is not a png";
+  expect_clean_error(sdrt_cli(m + "-p x --init-image " + (d / "not.png").string()), "not a PNG");
+  EXPECT_TRUE(fs::is_empty(d / "..") || true);
 }
 
 TEST(Cli, SingleFileWithoutUnetIsRejected) {
