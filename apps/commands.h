@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace sdrt::app {
 
@@ -13,7 +14,16 @@ struct GenerateArgs {
   int64_t seed = -1;
 };
 
+struct BenchArgs {
+  std::string model = "random:sd15", backend = "cpu", sampler = "pndm", out_dir = "bench-out", tokenizer_dir;
+  std::string prompt = "a photo of an astronaut riding a horse on mars", command_line;
+  std::vector<int> batches{50};
+  std::vector<std::string> opts{"baseline", "optimized"};
+  int repeats = 100, warmup = 2, steps = 50, width = 512, height = 512;
+};
+
 int cmd_info(const std::string& model);
+int cmd_bench(const BenchArgs& a);
 int cmd_info_png(const std::string& path);
 int cmd_generate(const GenerateArgs& a);
 

@@ -1,5 +1,6 @@
 // sdrt: the command-line front end.
 #include <CLI/CLI.hpp>
+#include <cstdio>
 
 #include "commands.h"
 
@@ -34,6 +35,24 @@ int main(int argc, char** argv) {
   gen->add_option("--tokenizer", g.tokenizer_dir, "folder with the CLIP vocab.json and merges.txt");
   gen->add_option("--backend", g.backend, "cpu")->capture_default_str();
 
+  sdrt::app::BenchArgs ba;
+  bool quick = false;
+  auto* bench = app.add_subcommand("bench", "Benchmark the pipeline (lambda-diffusers methodology): latency per stage, throughput, memory");
+  bench->add_option("-m,--model", ba.model, "model (random:sd15 needs no download)")->capture_default_str();
+  bench->add_option("--backend", ba.backend, "cpu")->capture_default_str();
+  auto* bb = bench->add_option("--batch", ba.batches, "batch sizes, comma separated [default: 50]")->delimiter(',');
+  auto* brep = bench->add_option("--repeats", ba.repeats, "timed runs per configuration")->capture_default_str();
+  auto* bwarm = bench->add_option("--warmup", ba.warmup, "untimed runs first")->capture_default_str();
+  auto* bsteps = bench->add_option("--steps", ba.steps, "sampling steps")->capture_default_str();
+  bench->add_option("--sampler", ba.sampler, "sampler")->capture_default_str();
+  auto* bh = bench->add_option("-H,--height", ba.height, "height")->capture_default_str();
+  auto* bw = bench->add_option("-W,--width", ba.width, "width")->capture_default_str();
+  bench->add_option("--opt", ba.opts, "baseline,optimized")->delimiter(',');
+  bench->add_option("--prompt", ba.prompt, "the prompt")->capture_default_str();
+  bench->add_option("-o,--out", ba.out_dir, "output folder for bench.csv, bench.json, bench.svg")->capture_default_str();
+  bench->add_option("--tokenizer", ba.tokenizer_dir, "folder with the CLIP vocab.json and merges.txt");
+  bench->add_flag("--quick", quick, "a run of under a minute: batch 1, 2 steps, 1 repeat, no warm-up, 128x128 on the CPU (options given still apply)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -41,5 +60,21 @@ int main(int argc, char** argv) {
   }
   if (*info) return model.ends_with(".png") ? sdrt::app::cmd_info_png(model) : sdrt::app::cmd_info(model);
   if (*gen) return sdrt::app::cmd_generate(g);
+  if (*bench) {
+    for (int i = 0; i < argc; ++i) ba.command_line += (i ? " " : "") + std::string(argv[i]);
+    if (quick) {  // quick defaults for whatever was not given
+      if (!bb->count()) ba.batches = {1};
+      if (!brep->count()) ba.repeats = 1;
+      if (!bwarm->count()) ba.warmup = 0;
+      if (!bsteps->count()) ba.steps = 2;
+      if (ba.backend == "cpu" && !bh->count()) ba.height = 128;
+      if (ba.backend == "cpu" && !bw->count()) ba.width = 128;
+    }
+    if (ba.repeats < 1 || ba.warmup < 0 || ba.batches.empty()) {
+      std::fprintf(stderr, "sdrt: error: --repeats must be at least 1, --warmup at least 0, and --batch non-empty\n");
+      return 1;
+    }
+    return sdrt::app::cmd_bench(ba);
+  }
   return 2;
 }

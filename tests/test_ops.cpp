@@ -143,3 +143,18 @@ TEST(CpuOps, TimestepEmbedding) {
   EXPECT_NEAR(y[1], std::sin(1e-4f), 1e-9);
   EXPECT_NEAR(y[2], std::cos(1.f), 1e-6);
 }
+
+TEST(CpuOps, Conv2dBatchedPathMatchesPerImage) {
+  // Two images through the batched small-image path vs each alone (the per-image path).
+  const int64_t C = 3, H = 5, W = 4, O = 2;
+  std::vector<float> x(2 * C * H * W), w(O * C * 9), b{0.5f, -1.f};
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * i);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = std::cos(0.11f * i);
+  const int64_t pad[4] = {1, 1, 1, 1};
+  std::vector<float> both(2 * O * H * W), one(O * H * W);
+  cpu::conv2d(x.data(), w.data(), b.data(), both.data(), 2, C, H, W, O, 3, 3, 1, pad, H, W);
+  for (int n = 0; n < 2; ++n) {
+    cpu::conv2d(x.data() + n * C * H * W, w.data(), b.data(), one.data(), 1, C, H, W, O, 3, 3, 1, pad, H, W);
+    for (int64_t i = 0; i < O * H * W; ++i) EXPECT_NEAR(both[n * O * H * W + i], one[i], 1e-5) << n << " " << i;
+  }
+}

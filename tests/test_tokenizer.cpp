@@ -31,3 +31,15 @@ TEST(Tokenizer, MissingFilesAreErrors) {
   ASSERT_FALSE(t.is_ok());
   EXPECT_NE(t.status().message().find("vocab.json"), std::string::npos);
 }
+
+TEST(Tokenizer, ByteLevelVocabularyIsClipsBase) {
+  SDRT_REQUIRE_CONFORMANCE();
+  // With no merges every byte is a token; its id must be the real vocabulary's id of that byte symbol.
+  auto real = ClipTokenizer::load((tiny_dir() / "diffusers/tokenizer").string());
+  ASSERT_TRUE(real.is_ok());
+  ClipTokenizer b = ClipTokenizer::byte_level();
+  EXPECT_EQ(b.encode("a"), real->encode("a"));  // single letters are in the base vocabulary: 320 = "a</w>"
+  EXPECT_EQ(b.encode(","), real->encode(","));
+  EXPECT_EQ(b.encode("ab").size(), 2u);
+  EXPECT_EQ(b.comma(), real->comma());
+}

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -11,7 +12,11 @@
 
 namespace sdrt::test {
 
-inline std::filesystem::path conformance_dir() { return SDRT_CONFORMANCE_DIR; }
+// The build's conformance folder, or $SDRT_CONFORMANCE_DIR (a copy carried to another machine).
+inline std::filesystem::path conformance_dir() {
+  const char* env = std::getenv("SDRT_CONFORMANCE_DIR");
+  return env && *env ? std::filesystem::path(env) : std::filesystem::path(SDRT_CONFORMANCE_DIR);
+}
 inline std::filesystem::path tiny_dir() { return conformance_dir() / "tiny-sd15"; }
 inline bool have_conformance() { return std::filesystem::exists(tiny_dir() / "reference.safetensors"); }
 

@@ -2,6 +2,10 @@
 
 #include <cassert>
 #include <cstring>
+#include <malloc.h>
+
+#include <map>
+#include <mutex>
 
 namespace sdrt {
 
@@ -17,17 +21,69 @@ std::string shape_str(const Shape& s) {
   return out + "]";
 }
 
+namespace {
+
+// Freed blocks of 1 MiB and more are kept by exact size for the next tensor of that size (a graph run
+// allocates the same shapes every step), up to 4 GiB in all; this saves the page faults of fresh mmaps.
+class BlockPool {
+ public:
+  static BlockPool& get() {
+    static BlockPool* p = new BlockPool();  // never destroyed: tensors may outlive static destruction
+    return *p;
+  }
+  void* take(size_t bytes) {
+    if (bytes >= kMin) {
+      std::lock_guard<std::mutex> l(mu_);
+      auto it = free_.find(bytes);
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        held_ -= bytes;
+        return p;
+      }
+    }
+    return ::operator new(bytes, std::align_val_t(64));
+  }
+  void clear() {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& [b, p] : free_) ::operator delete(p, std::align_val_t(64));
+    free_.clear();
+    held_ = 0;
+    malloc_trim(0);
+  }
+  void give(void* p, size_t bytes) {
+    if (bytes >= kMin) {
+      std::lock_guard<std::mutex> l(mu_);
+      if (held_ + bytes <= kMax) {
+        free_.emplace(bytes, p);
+        held_ += bytes;
+        return;
+      }
+    }
+    ::operator delete(p, std::align_val_t(64));
+  }
+
+ private:
+  static constexpr size_t kMin = 1 << 20, kMax = size_t(4) << 30;
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+  size_t held_ = 0;
+};
+
+}  // namespace
+
 Tensor Tensor::empty(DType dt, Shape shape) {
   Tensor t;
   t.dtype_ = dt;
   t.shape_ = std::move(shape);
-  size_t bytes = std::max<size_t>(t.nbytes(), 1);
-  // 64-byte alignment for vector loads; the deleter matches aligned new.
-  void* p = ::operator new(bytes, std::align_val_t(64));
-  t.owner_ = std::shared_ptr<const void>(p, [](const void* q) { ::operator delete(const_cast<void*>(q), std::align_val_t(64)); });
+  const size_t bytes = std::max<size_t>(t.nbytes(), 1);
+  void* p = BlockPool::get().take(bytes);  // 64-byte aligned
+  t.owner_ = std::shared_ptr<const void>(p, [bytes](const void* q) { BlockPool::get().give(const_cast<void*>(q), bytes); });
   t.data_ = p;
   return t;
 }
+
+void Tensor::release_cached_blocks() { BlockPool::get().clear(); }
 
 Tensor Tensor::zeros(DType dt, Shape shape) {
   Tensor t = empty(dt, std::move(shape));

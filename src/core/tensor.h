@@ -18,6 +18,8 @@ class Tensor {
  public:
   Tensor() = default;
   static Tensor empty(DType dt, Shape shape);
+  // Returns the storage blocks kept for reuse to the system (between benchmark configurations).
+  static void release_cached_blocks();
   static Tensor zeros(DType dt, Shape shape);
   static Tensor from_f32(Shape shape, const std::vector<float>& values);
   // A view of external memory that `owner` keeps alive.

@@ -28,4 +28,12 @@ class Backend {
 
 std::unique_ptr<Backend> make_cpu_backend();
 
+struct CudaOptions {
+  int device = 0;
+  bool guard_check = false;  // guard bands around every output, checked after each op (tests)
+};
+// The CUDA backend (float32 stage), or nullptr with the reason in *why: not built with CUDA, no driver,
+// no device.
+std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt = {}, std::string* why = nullptr);
+
 }  // namespace sdrt

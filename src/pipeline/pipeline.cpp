@@ -53,9 +53,13 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(Model model, const PipelineOp
   p->model_ = std::move(model);
   p->opts_ = opts;
   p->backend_ = std::move(backend);
-  auto tok = ClipTokenizer::load(opts.tokenizer_dir);
-  if (!tok) return tok.status();
-  p->tok_ = std::move(tok).value();
+  if (opts.tokenizer_dir.empty()) {
+    p->tok_ = ClipTokenizer::byte_level();
+  } else {
+    auto tok = ClipTokenizer::load(opts.tokenizer_dir);
+    if (!tok) return tok.status();
+    p->tok_ = std::move(tok).value();
+  }
   SDRT_ASSIGN_OR_RETURN(p->sched_, load_beta_schedule(opts.scheduler_config));
   return p;
 }
@@ -88,6 +92,7 @@ Result<Executable*> Pipeline::executable(const std::string& key, const std::func
   if (it != exes_.end()) return it->second.get();
   SDRT_ASSIGN_OR_RETURN(auto g, build());
   SDRT_ASSIGN_OR_RETURN(auto exe, backend_->compile(g));
+  flops_[key] = g->flops();
   auto* raw = exe.get();
   exes_[key] = std::move(exe);
   return raw;
@@ -123,6 +128,7 @@ Result<Tensor> Pipeline::unet(const Tensor& x, float t, const Tensor& ctx) {
   const int64_t B = x.dim(0), h = x.dim(2), w = x.dim(3), L = ctx.dim(1);
   const std::string key = "unet/" + std::to_string(B) + "x" + std::to_string(h) + "x" + std::to_string(w) + "/" + std::to_string(L);
   SDRT_ASSIGN_OR_RETURN(Executable * ex, executable(key, [&] { return build_unet(model_, B, h, w, L); }));
+  unet_flops_ += flops_[key];
   SDRT_ASSIGN_OR_RETURN(auto out, ex->run({{"sample", x}, {"timestep", Tensor::from_f32({B}, std::vector<float>(B, t))}, {"encoder_hidden_states", ctx}}));
   return out[0];
 }
@@ -160,6 +166,7 @@ std::string Pipeline::infotext(const GenerateRequest& r, int64_t seed) const {
 Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& progress) {
   SDRT_RETURN_IF_ERROR(validate(r));
   GenerateResult res;
+  unet_flops_ = 0;
   if (r.seed == -1) r.seed = std::random_device{}() & 0xffffffffu;
   SDRT_ASSIGN_OR_RETURN(SamplerKind kind, parse_sampler(r.sampler, r.schedule_type));
   const int64_t C4 = model_.vae.latent_channels, h = r.height / 8, w = r.width / 8, per = C4 * h * w;
@@ -251,6 +258,7 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
         }
       }
       res.times.unet_s += since(tu);
+      res.times.unet_step_s.push_back(since(tu));
       res.times.unet_evals += 1;
       auto tsch = clk::now();
       std::vector<float> noise;
@@ -289,6 +297,7 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
       res.infotexts.push_back(infotext(r, res.seeds[bc * B + i]));
     }
   }
+  res.times.unet_flops = unet_flops_;
   return res;
 }
 

@@ -38,6 +38,8 @@ struct GenerateRequest {
 struct StageTimes {
   double text_s = 0, unet_s = 0, scheduler_s = 0, vae_s = 0;
   int unet_evals = 0;
+  std::vector<double> unet_step_s;  // each guided UNet evaluation
+  double unet_flops = 0;            // matrix FLOPs of all UNet evaluations
 };
 
 struct GenerateResult {
@@ -52,7 +54,8 @@ struct GenerateResult {
 using ProgressFn = std::function<bool(int done, int total)>;
 
 struct PipelineOptions {
-  std::string tokenizer_dir;  // where vocab.json + merges.txt are
+  std::string tokenizer_dir;  // where vocab.json + merges.txt are; empty: CLIP's byte-level base
+                              // vocabulary only (synthetic models, whose weights ignore token meaning)
   std::string scheduler_config;  // scheduler_config.json, or empty for SD 1.x defaults
   std::string model_name, model_hash;  // for infotexts
 };
@@ -80,6 +83,8 @@ class Pipeline {
   ClipTokenizer tok_;
   BetaSchedule sched_;
   std::map<std::string, std::unique_ptr<Executable>> exes_;
+  std::map<std::string, double> flops_;  // per executable
+  double unet_flops_ = 0;
 };
 
 // Validation limits, shared with the server.

@@ -1,5 +1,6 @@
 #include "pipeline/resolve.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -83,7 +84,10 @@ Result<ResolvedModel> resolve_model(const std::string& spec, const ResolveOption
   }
   SDRT_ASSIGN_OR_RETURN(r.model, load_model(path));
   if (r.model.layout == "random") {
-    SDRT_ASSIGN_OR_RETURN(r.options.tokenizer_dir, find_tokenizer({}, opt));
+    // Random weights give token ids no meaning: without a vocabulary at hand, the byte-level one serves.
+    auto tok = find_tokenizer({}, opt);
+    if (tok) r.options.tokenizer_dir = *tok;
+    else std::fprintf(stderr, "sdrt: note: no CLIP vocabulary found (%s); %s uses byte-level tokens\n", tok.status().message().c_str(), spec.c_str());
     r.options.model_name = spec;
   } else if (r.model.layout == "diffusers") {
     const fs::path dir(path);

@@ -3,6 +3,7 @@
 #include <locale.h>
 #include <wctype.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -120,6 +121,27 @@ Result<ClipTokenizer> ClipTokenizer::load(const std::string& dir) {
     bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
     t.byte_map_[b] = encode_utf8(printable ? (char32_t)b : (char32_t)(256 + n++));
   }
+  return t;
+}
+
+ClipTokenizer ClipTokenizer::byte_level() {
+  ClipTokenizer t;
+  int n = 0;
+  for (int b = 0; b < 256; ++b) {
+    bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    t.byte_map_[b] = encode_utf8(printable ? (char32_t)b : (char32_t)(256 + n++));
+  }
+  // CLIP's vocabulary starts with the 256 byte symbols in byte-map order, then the same with "</w>".
+  std::vector<std::string> order;
+  for (int b = 0; b < 256; ++b) order.push_back(t.byte_map_[b]);
+  std::sort(order.begin(), order.end(), [](const std::string& a, const std::string& b) {
+    return decode_utf8(a)[0] < decode_utf8(b)[0];
+  });
+  for (int i = 0; i < 256; ++i) {
+    t.vocab_[order[i]] = i;
+    t.vocab_[order[i] + "</w>"] = 256 + i;
+  }
+  t.comma_ = t.vocab_[",</w>"];
   return t;
 }
 

@@ -14,6 +14,9 @@ class ClipTokenizer {
  public:
   // dir holds vocab.json and merges.txt (a diffusers tokenizer/ folder or a CLIP repository).
   static Result<ClipTokenizer> load(const std::string& dir);
+  // CLIP's base vocabulary alone (256 byte tokens, their word-final forms, BOS/EOS), no merges: every
+  // byte is a token. For synthetic models, where no vocabulary file need exist.
+  static ClipTokenizer byte_level();
 
   std::vector<int> encode(const std::string& text) const;  // no BOS/EOS, no truncation
   // BOS + tokens (truncated to max_len - 2) + EOS, padded with the pad id to max_len.

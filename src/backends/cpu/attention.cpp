@@ -8,13 +8,14 @@
 #include <vector>
 
 #include "backends/cpu/cpu_ops.h"
+#include "backends/cpu/scratch.h"
 
 namespace sdrt::cpu {
 
 void attention(const float* q, const float* k, const float* v, float* o, int64_t B, int64_t Lq, int64_t Lk,
                int64_t H, int64_t D, int64_t Dv, float scale, bool causal) {
   const int64_t chunk = std::min<int64_t>(Lq, 1024);
-  std::vector<float> s((size_t)(chunk * Lk));
+  float* s = scratch(Scratch::Scores, (size_t)(chunk * Lk));
   const int ldq = (int)(H * D), ldv = (int)(H * Dv);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
@@ -24,10 +25,10 @@ void attention(const float* q, const float* k, const float* v, float* o, int64_t
         const float* kb = k + b * Lk * ldq + h * D;
         const float* vb = v + b * Lk * ldv + h * Dv;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)Lk, (int)D, scale, qb, ldq, kb, ldq, 0.f,
-                    s.data(), (int)Lk);
+                    s, (int)Lk);
 #pragma omp parallel for
         for (int64_t i = 0; i < m; ++i) {
-          float* row = s.data() + i * Lk;
+          float* row = s + i * Lk;
           const int64_t valid = causal ? std::min<int64_t>(Lk, i0 + i + 1) : Lk;
           float mx = std::numeric_limits<float>::lowest();
           for (int64_t j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
@@ -44,7 +45,7 @@ void attention(const float* q, const float* k, const float* v, float* o, int64_t
           for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
           for (int64_t j = valid; j < Lk; ++j) row[j] = 0.f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)Dv, (int)Lk, 1.f, s.data(), (int)Lk, vb, ldv,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)Dv, (int)Lk, 1.f, s, (int)Lk, vb, ldv,
                     0.f, o + (b * Lq + i0) * ldv + h * Dv, ldv);
       }
 }

@@ -11,7 +11,7 @@ std::vector<GpuInfo> list_gpus(std::string* why_none) {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess) {
-    if (why_none) *why_none = cudaGetErrorString(e);
+    if (why_none) *why_none = std::string("no usable NVIDIA driver or GPU (") + cudaGetErrorString(e) + ")";
     return out;
   }
   for (int i = 0; i < n; ++i) {

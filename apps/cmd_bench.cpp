@@ -1,0 +1,202 @@
+// `sdrt bench`: the lambda-diffusers methodology (one prompt repeated batch-size times in one call,
+// whole-pipeline latency over repeats after warm-up, memory per configuration), with per-stage figures,
+// percentiles, throughput, UNet TFLOP/s, and CSV / JSON / SVG outputs.
+#include <cblas.h>
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <new>
+
+#include "bench_report.h"
+#include "commands.h"
+#include "io/png.h"
+#include "pipeline/resolve.h"
+
+namespace sdrt::app {
+namespace fs = std::filesystem;
+using clk = std::chrono::steady_clock;
+
+namespace {
+
+// Peak resident memory of this configuration: the kernel's high-water mark (VmHWM), reset before each
+// configuration through /proc/self/clear_refs; the process-wide getrusage peak where that is missing.
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  return (bool)f;
+}
+double peak_rss_gib() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.starts_with("VmHWM:")) return std::atof(line.c_str() + 6) / 1048576.0;  // kB -> GiB
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss / 1048576.0;
+}
+
+std::string cpu_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.starts_with("model name")) return line.substr(line.find(':') + 2);
+  return "unknown CPU";
+}
+
+std::string utc_now() {
+  char buf[32];
+  std::time_t t = std::time(nullptr);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+}  // namespace
+
+int cmd_bench(const BenchArgs& a) {
+  if (a.backend != "cpu") {
+    std::fprintf(stderr, "sdrt: error: backend '%s' is not available in this build (cpu)\n", a.backend.c_str());
+    return 1;
+  }
+  for (const auto& o : a.opts)
+    if (o != "baseline" && o != "optimized") {
+      std::fprintf(stderr, "sdrt: error: --opt takes baseline and/or optimized, got '%s'\n", o.c_str());
+      return 1;
+    }
+  ResolveOptions ro;
+  ro.tokenizer_dir = a.tokenizer_dir;
+  ro.download.progress = true;
+  auto rm = resolve_model(a.model, ro);
+  if (!rm) {
+    std::fprintf(stderr, "sdrt: error: %s\n", rm.status().message().c_str());
+    return 1;
+  }
+  auto pipe = Pipeline::create(std::move(rm->model), rm->options, make_cpu_backend());
+  if (!pipe) {
+    std::fprintf(stderr, "sdrt: error: %s\n", pipe.status().message().c_str());
+    return 1;
+  }
+  GenerateRequest base;
+  base.prompt = a.prompt;
+  base.steps = a.steps;
+  base.sampler = a.sampler;
+  base.width = a.width;
+  base.height = a.height;
+  base.seed = 0;
+  base.cfg_scale = 7.5;
+  for (int b : a.batches) {
+    GenerateRequest r = base;
+    r.batch_size = b;
+    if (Status v = (*pipe)->validate(r); !v) {
+      std::fprintf(stderr, "sdrt: error: %s\n", v.message().c_str());
+      return 1;
+    }
+  }
+
+  BenchMeta meta;
+  meta.fields = {{"device", cpu_name() + " (" + std::to_string(omp_get_max_threads()) + " threads)"},
+                 {"driver", "n/a"},
+                 {"backend", a.backend},
+                 {"engine", "CPU float32 reference (baseline and optimized are the same engine until the CUDA backend)"},
+                 {"blas", openblas_get_config()},
+                 {"compiler", __VERSION__},
+                 {"sdrt_version", SDRT_VERSION},
+                 {"git_revision", SDRT_GIT_REVISION},
+                 {"model", fs::path(a.model).filename().empty() ? a.model : fs::path(a.model).filename().string() == "diffusers" ? fs::path(a.model).parent_path().filename().string() + "/diffusers" : fs::path(a.model).filename().string()},
+                 {"model_path", a.model},
+                 {"size", std::to_string(a.width) + "x" + std::to_string(a.height)},
+                 {"steps", std::to_string(a.steps)},
+                 {"sampler", a.sampler},
+                 {"cfg_scale", "7.5"},
+                 {"prompt", a.prompt},
+                 {"repeats", std::to_string(a.repeats)},
+                 {"warmup", std::to_string(a.warmup)},
+                 {"date", utc_now()},
+                 {"command", a.command_line}};
+
+  std::vector<BenchRow> rows;
+  std::printf("%-10s %5s %9s %9s %9s %10s %8s %8s %8s %8s %9s %8s\n", "opt", "batch", "mean s", "p50 s", "p90 s", "unet step", "vae s",
+              "text s", "img/s", "steps/s", "TFLOP/s", "host GiB");
+  for (const auto& opt : a.opts)
+    for (int b : a.batches) {
+      BenchRow row;
+      row.opt = opt;
+      row.batch = b;
+      std::vector<double> whole, text, step, unet, sched, vae, png;
+      Tensor::release_cached_blocks();
+      reset_peak_rss();
+      double flops = 0, unet_s = 0;
+      int evals = 0;
+      try {
+        for (int rep = 0; rep < a.warmup + a.repeats; ++rep) {
+          GenerateRequest r = base;
+          r.batch_size = b;
+          auto t0 = clk::now();
+          auto res = (*pipe)->generate(r);
+          if (!res) throw std::runtime_error(res.status().message());
+          auto tp = clk::now();
+          for (size_t i = 0; i < res->images.size(); ++i) {
+            auto bytes = encode_png(res->images[i], {{"parameters", res->infotexts[i]}});
+            if (!bytes) throw std::runtime_error(bytes.status().message());
+          }
+          const double png_s = std::chrono::duration<double>(clk::now() - tp).count();
+          const double all = std::chrono::duration<double>(clk::now() - t0).count();
+          if (rep < a.warmup) continue;
+          const auto& t = res->times;
+          whole.push_back(all);
+          text.push_back(t.text_s);
+          step.insert(step.end(), t.unet_step_s.begin(), t.unet_step_s.end());
+          unet.push_back(t.unet_s);
+          sched.push_back(t.scheduler_s);
+          vae.push_back(t.vae_s);
+          png.push_back(png_s);
+          flops += t.unet_flops;
+          unet_s += t.unet_s;
+          evals = t.unet_evals;
+        }
+        row.whole = stats(whole);
+        row.text = stats(text);
+        row.unet_step = stats(step);
+        row.unet = stats(unet);
+        row.scheduler = stats(sched);
+        row.vae = stats(vae);
+        row.png = stats(png);
+        row.unet_evals = evals;
+        row.images_per_s = b / row.whole.mean;
+        row.steps_per_s = evals / row.unet.mean;
+        row.unet_tflops = flops / unet_s / 1e12;
+      } catch (const std::bad_alloc&) {
+        row.status = "oom";
+      } catch (const std::exception& e) {
+        row.status = std::string("error: ") + e.what();
+      }
+      row.peak_host_gib = peak_rss_gib();
+      rows.push_back(row);
+      if (row.status == "ok")
+        std::printf("%-10s %5d %9.3f %9.3f %9.3f %10.4f %8.3f %8.3f %8.3f %8.2f %9.3f %8.2f\n", opt.c_str(), b, row.whole.mean, row.whole.p50,
+                    row.whole.p90, row.unet_step.mean, row.vae.mean, row.text.mean, row.images_per_s, row.steps_per_s, row.unet_tflops,
+                    row.peak_host_gib);
+      else
+        std::printf("%-10s %5d %s\n", opt.c_str(), b, row.status.c_str());
+      std::fflush(stdout);
+    }
+
+  std::error_code ec;
+  fs::create_directories(a.out_dir, ec);
+  const fs::path out(a.out_dir);
+  for (Status s : {write_csv((out / "bench.csv").string(), meta, rows), write_json((out / "bench.json").string(), meta, rows),
+                   write_svg((out / "bench.svg").string(), meta, rows)})
+    if (!s) {
+      std::fprintf(stderr, "sdrt: error: %s\n", s.message().c_str());
+      return 1;
+    }
+  std::printf("wrote %s, %s, %s\n", (out / "bench.csv").c_str(), (out / "bench.json").c_str(), (out / "bench.svg").c_str());
+  return 0;
+}
+
+}  // namespace sdrt::app

@@ -1,0 +1,306 @@
+// CUDA backend, first stage: runs the graph in float32 with the CPU backend's NCHW layouts. Weights are
+// uploaded once; each value gets a stream-ordered allocation freed after its last use; matrix work goes
+// to cuBLAS (TF32 off, so results track the CPU reference). FP16/NHWC kernels, fusion, autotuning, plan
+// files and CUDA graphs build on this executor.
+#include <cstring>
+#include <vector>
+
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/device_info.h"
+#include "backends/cuda/kernels.cuh"
+#include "graph/backend.h"
+
+namespace sdrt {
+namespace {
+
+constexpr size_t kGuard = 256;  // bytes each side of an output in guard-check mode
+constexpr unsigned char kGuardByte = 0xA5;
+
+class CudaExecutable : public Executable {
+ public:
+  CudaExecutable(std::shared_ptr<const Graph> g, CudaOptions opt) : g_(std::move(g)), opt_(opt) {}
+  ~CudaExecutable() override {
+    for (auto& [name, p] : weights_) cudaFree(p);
+    if (blas_) cublasDestroy(blas_);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  Status init() {
+    CUDA_TRY(cudaSetDevice(opt_.device));
+    CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CUBLAS_TRY(cublasCreate(&blas_));
+    CUBLAS_TRY(cublasSetStream(blas_, stream_));
+    CUBLAS_TRY(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH));  // true float32: no TF32 in this mode
+    for (const auto& [name, t] : g_->weights) {
+      float* d = nullptr;
+      CUDA_TRY(cudaMalloc(&d, std::max<size_t>(t.nbytes(), 4)));
+      CUDA_TRY(cudaMemcpy(d, t.data(), t.nbytes(), cudaMemcpyHostToDevice));
+      weights_[name] = d;
+    }
+    last_use_.assign(g_->nodes.size(), -1);
+    for (size_t i = 0; i < g_->nodes.size(); ++i)
+      for (int in : g_->nodes[i].inputs) last_use_[in] = (int)i;
+    for (int o : g_->outputs) last_use_[o] = (int)g_->nodes.size();
+    return Status::ok();
+  }
+
+  Result<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs) override {
+    CUDA_TRY(cudaSetDevice(opt_.device));
+    const auto& nodes = g_->nodes;
+    std::vector<void*> vals(nodes.size(), nullptr);
+    std::vector<bool> owned(nodes.size(), false);
+    Status st = execute(inputs, vals, owned);
+    std::vector<Tensor> out;
+    if (st.is_ok()) {
+      for (int o : g_->outputs) {
+        Tensor t = Tensor::empty(DType::F32, nodes[o].shape);
+        st = cuda::cuda_status(cudaMemcpyAsync(t.mutable_data(), vals[o], t.nbytes(), cudaMemcpyDeviceToHost, stream_), "download");
+        if (!st) break;
+        out.push_back(t);
+      }
+    }
+    Status sync = cuda::cuda_status(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (owned[i] && vals[i]) release(vals[i]);
+    if (!st) return st;
+    if (!sync) return sync;
+    if (bad_ids_) {
+      int bad = 0;
+      Status copied = cuda::cuda_status(cudaMemcpy(&bad, bad_ids_, 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+      cudaFree(bad_ids_);
+      if (!copied) return copied;
+      bad_ids_ = nullptr;
+      if (bad) return invalid_argument("a token id is outside the vocabulary");
+    }
+    return out;
+  }
+
+ private:
+  Result<void*> alloc(size_t bytes) {
+    void* p = nullptr;
+    const size_t extra = opt_.guard_check ? 2 * kGuard : 0;
+    CUDA_TRY(cudaMallocAsync(&p, bytes + extra, stream_));
+    if (!opt_.guard_check) return p;
+    CUDA_TRY(cudaMemsetAsync(p, kGuardByte, bytes + extra, stream_));
+    sizes_[(char*)p + kGuard] = bytes;
+    return (void*)((char*)p + kGuard);
+  }
+  void release(void* p) {
+    cudaFreeAsync(opt_.guard_check ? (void*)((char*)p - kGuard) : p, stream_);
+    if (opt_.guard_check) sizes_.erase(p);
+  }
+  Status check_guard(void* p, const Node& n) {
+    const size_t bytes = sizes_.at(p);
+    std::vector<unsigned char> a(kGuard), b(kGuard);
+    CUDA_TRY(cudaMemcpyAsync(a.data(), (char*)p - kGuard, kGuard, cudaMemcpyDeviceToHost, stream_));
+    CUDA_TRY(cudaMemcpyAsync(b.data(), (char*)p + bytes, kGuard, cudaMemcpyDeviceToHost, stream_));
+    CUDA_TRY(cudaStreamSynchronize(stream_));
+    for (size_t i = 0; i < kGuard; ++i)
+      if (a[i] != kGuardByte || b[i] != kGuardByte)
+        return Status(Code::Internal, std::string("out-of-bounds write by ") + op_info(n.op).name + " (guard band changed)");
+    return Status::ok();
+  }
+
+  Status execute(const std::map<std::string, Tensor>& inputs, std::vector<void*>& vals, std::vector<bool>& owned) {
+    const auto& nodes = g_->nodes;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      const Node& n = nodes[i];
+      if (n.op == Op::Weight) {
+        vals[i] = weights_.at(n.name);
+        continue;
+      }
+      const size_t bytes = (size_t)numel(n.shape) * (n.op == Op::Input && n.dtype == DType::I32 ? 4 : 4);
+      SDRT_ASSIGN_OR_RETURN(vals[i], alloc(std::max<size_t>(bytes, 4)));
+      owned[i] = true;
+      if (n.op == Op::Input) {
+        auto it = inputs.find(n.name);
+        if (it == inputs.end()) return invalid_argument("input '" + n.name + "' is not bound");
+        if (it->second.shape() != n.shape)
+          return invalid_argument("input '" + n.name + "' has shape " + shape_str(it->second.shape()) + ", expected " + shape_str(n.shape));
+        Tensor h = n.dtype == DType::F32 ? it->second.to_f32() : it->second;
+        if (n.dtype == DType::I32 && h.dtype() != DType::I32) return invalid_argument("input '" + n.name + "' must be I32");
+        staging_.push_back(h);  // keep the host copy alive until the stream has read it
+        CUDA_TRY(cudaMemcpyAsync(vals[i], h.data(), bytes, cudaMemcpyHostToDevice, stream_));
+      } else {
+        SDRT_RETURN_IF_ERROR(exec(n, vals, i));
+        CUDA_LAUNCH_CHECK(op_info(n.op).name);
+        if (opt_.guard_check) SDRT_RETURN_IF_ERROR(check_guard(vals[i], n));
+      }
+      for (int id : n.inputs)
+        if (last_use_[id] == (int)i && owned[id]) {
+          release(vals[id]);
+          vals[id] = nullptr;
+          owned[id] = false;
+        }
+    }
+    staging_.clear();
+    return Status::ok();
+  }
+
+  // y[M,N] = x[M,K] w[N,K]^T in row-major terms, through column-major cuBLAS.
+  Status gemm_xwT(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N) {
+    const float one = 1.f, zero = 0.f;
+    CUBLAS_TRY(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, w, (int)K, x, (int)K, &zero, y, (int)N));
+    return Status::ok();
+  }
+
+  Status exec(const Node& n, std::vector<void*>& v, size_t self) {
+    const auto& nodes = g_->nodes;
+    auto in = [&](int k) { return static_cast<const float*>(v[n.inputs[k]]); };
+    auto shp = [&](int k) -> const Shape& { return nodes[n.inputs[k]].shape; };
+    float* y = static_cast<float*>(v[self]);
+    const Attrs& a = n.a;
+    const Shape& xs = shp(0);
+    const int64_t total = numel(n.shape);
+    switch (n.op) {
+      case Op::Conv2d: {
+        const Shape& ws = shp(1);
+        const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], O = ws[0], kh = ws[2], kw = ws[3], Ho = n.shape[2], Wo = n.shape[3];
+        const int64_t K = C * kh * kw, S = Ho * Wo;
+        const bool pointwise = kh == 1 && kw == 1 && a.stride == 1 && !a.pad[0] && !a.pad[1] && !a.pad[2] && !a.pad[3];
+        float* col = nullptr;
+        if (!pointwise) {
+          SDRT_ASSIGN_OR_RETURN(void* c, alloc((size_t)K * S * 4));
+          col = static_cast<float*>(c);
+        }
+        const float one = 1.f, zero = 0.f;
+        for (int64_t b = 0; b < N; ++b) {
+          const float* xb = in(0) + b * C * H * W;
+          if (!pointwise) cuda::im2col(xb, col, C, H, W, kh, kw, a.stride, a.pad, Ho, Wo, stream_);
+          // y_b[O,S] = w[O,K] col[K,S]  (column-major: y^T = col^T w^T)
+          CUBLAS_TRY(cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, (int)S, (int)O, (int)K, &one, pointwise ? xb : col, (int)S, in(1), (int)K,
+                                 &zero, y + b * O * S, (int)S));
+        }
+        if (col) release(col);
+        if (n.inputs.size() > 2) cuda::add_channel_bias(y, in(2), N, O, S, stream_);
+        return Status::ok();
+      }
+      case Op::Linear: {
+        const int64_t K = xs.back(), M = numel(xs) / K, N = shp(1)[0];
+        SDRT_RETURN_IF_ERROR(gemm_xwT(in(0), in(1), y, M, K, N));
+        if (n.inputs.size() > 2) cuda::add_row_bias(y, in(2), M, N, stream_);
+        return Status::ok();
+      }
+      case Op::GroupNorm:
+        cuda::group_norm(in(0), in(1), in(2), y, xs[0], xs[1], numel(xs) / (xs[0] * xs[1]), a.groups, a.eps, stream_);
+        return Status::ok();
+      case Op::LayerNorm: cuda::layer_norm(in(0), in(1), in(2), y, numel(xs) / xs.back(), xs.back(), a.eps, stream_); return Status::ok();
+      case Op::SiLU: cuda::activation(cuda::Act::SiLU, in(0), y, total, stream_); return Status::ok();
+      case Op::GELU: cuda::activation(cuda::Act::GELU, in(0), y, total, stream_); return Status::ok();
+      case Op::QuickGELU: cuda::activation(cuda::Act::QuickGELU, in(0), y, total, stream_); return Status::ok();
+      case Op::GEGLU: cuda::geglu(in(0), y, total / n.shape.back(), n.shape.back(), stream_); return Status::ok();
+      case Op::Attention: {
+        const Shape &qs = shp(0), &ks = shp(1), &vs = shp(2);
+        const int64_t B = qs[0], Lq = qs[1], Lk = ks[1], H = a.heads, D = qs[2] / H, Dv = vs[2] / H;
+        SDRT_ASSIGN_OR_RETURN(void* sp, alloc((size_t)H * Lq * Lk * 4));
+        float* S = static_cast<float*>(sp);
+        const float one = 1.f, zero = 0.f;
+        for (int64_t b = 0; b < B; ++b) {
+          // scores^T per head (column-major Lk x Lq) = K_h (Lk x D) . Q_h^T
+          CUBLAS_TRY(cublasSgemmStridedBatched(blas_, CUBLAS_OP_T, CUBLAS_OP_N, (int)Lk, (int)Lq, (int)D, &a.scale, in(1) + b * Lk * H * D,
+                                               (int)(H * D), D, in(0) + b * Lq * H * D, (int)(H * D), D, &zero, S, (int)Lk, Lq * Lk, (int)H));
+          cuda::softmax_rows(S, H * Lq, Lk, Lq, a.causal, stream_);
+          // out_h^T (Dv x Lq) = V_h^T (Dv x Lk) . P^T (Lk x Lq)
+          CUBLAS_TRY(cublasSgemmStridedBatched(blas_, CUBLAS_OP_N, CUBLAS_OP_N, (int)Dv, (int)Lq, (int)Lk, &one, in(2) + b * Lk * H * Dv,
+                                               (int)(H * Dv), Dv, S, (int)Lk, Lq * Lk, &zero, y + b * Lq * H * Dv, (int)(H * Dv), Dv, (int)H));
+        }
+        release(S);
+        return Status::ok();
+      }
+      case Op::Upsample2x:
+        cuda::upsample_nearest(in(0), y, xs[0] * xs[1], xs[2], xs[3], n.shape[2], n.shape[3], stream_);
+        return Status::ok();
+      case Op::Concat: {
+        int64_t outer = 1, inner = 1;
+        for (int64_t d = 0; d < a.axis; ++d) outer *= n.shape[d];
+        for (size_t d = a.axis + 1; d < n.shape.size(); ++d) inner *= n.shape[d];
+        const int64_t out_row = n.shape[a.axis] * inner;
+        int64_t off = 0;
+        for (size_t k = 0; k < n.inputs.size(); ++k) {
+          const int64_t row = shp((int)k)[a.axis] * inner;
+          cuda::copy_rows(in((int)k), y, outer, row, out_row, off, stream_);
+          off += row;
+        }
+        return Status::ok();
+      }
+      case Op::Add:
+      case Op::Mul: {
+        const int r = (int)n.shape.size();
+        if (r > 6) return unsupported("broadcast of rank > 6");
+        int64_t sx[6] = {}, sz[6] = {};
+        auto strides = [&](const Shape& s, int64_t* st) {
+          int64_t acc = 1;
+          for (int i = (int)s.size() - 1, o = r - 1; i >= 0; --i, --o) {
+            st[o] = s[i] == 1 ? 0 : acc;
+            acc *= s[i];
+          }
+        };
+        strides(xs, sx);
+        strides(shp(1), sz);
+        cuda::broadcast_binary(n.op == Op::Mul, in(0), in(1), y, total, r, n.shape.data(), sx, sz, stream_);
+        return Status::ok();
+      }
+      case Op::Scale: cuda::scale(in(0), y, total, a.scale, stream_); return Status::ok();
+      case Op::Reshape:
+        CUDA_TRY(cudaMemcpyAsync(y, in(0), total * 4, cudaMemcpyDeviceToDevice, stream_));
+        return Status::ok();
+      case Op::ToTokens: cuda::transpose_last2(in(0), y, xs[0], xs[1], xs[2] * xs[3], stream_); return Status::ok();
+      case Op::FromTokens: cuda::transpose_last2(in(0), y, xs[0], xs[1], xs[2], stream_); return Status::ok();
+      case Op::TimestepEmbedding:
+        cuda::timestep_embedding(in(0), y, xs[0], a.dim, a.flip_sin_to_cos, a.freq_shift, stream_);
+        return Status::ok();
+      case Op::Embedding: {
+        if (!bad_ids_) {
+          CUDA_TRY(cudaMalloc(&bad_ids_, 4));
+          CUDA_TRY(cudaMemsetAsync(bad_ids_, 0, 4, stream_));
+        }
+        const Shape& ts = shp(1);
+        cuda::embedding(static_cast<const int32_t*>(v[n.inputs[0]]), in(1), y, numel(xs), ts[0], ts[1], bad_ids_, stream_);
+        return Status::ok();
+      }
+      default: return unsupported(std::string("CUDA backend cannot run ") + op_info(n.op).name);
+    }
+  }
+
+  std::shared_ptr<const Graph> g_;
+  CudaOptions opt_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  std::map<std::string, float*> weights_;
+  std::vector<int> last_use_;
+  std::map<void*, size_t> sizes_;
+  std::vector<Tensor> staging_;
+  int* bad_ids_ = nullptr;
+};
+
+class CudaBackend : public Backend {
+ public:
+  explicit CudaBackend(CudaOptions o) : opt_(o) {}
+  std::string name() const override { return "cuda"; }
+  bool supports(Op op) const override { return op != Op::kCount; }
+  Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> graph) override {
+    SDRT_RETURN_IF_ERROR(graph->verify());
+    for (const auto& [name, t] : graph->weights)
+      if (t.dtype() != DType::F32) return invalid_argument("CUDA backend (float32 stage) needs F32 weights; '" + name + "' is " + dtype_name(t.dtype()));
+    auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_);
+    SDRT_RETURN_IF_ERROR(exe->init());
+    return std::unique_ptr<Executable>(std::move(exe));
+  }
+
+ private:
+  CudaOptions opt_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt, std::string* why) {
+  auto gpus = list_gpus(why);
+  if (gpus.empty()) return nullptr;
+  if (opt.device < 0 || opt.device >= (int)gpus.size()) {
+    if (why) *why = "no CUDA device " + std::to_string(opt.device);
+    return nullptr;
+  }
+  return std::make_unique<CudaBackend>(opt);
+}
+
+}  // namespace sdrt

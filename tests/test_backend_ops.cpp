@@ -1,0 +1,273 @@
+// Every op of the CUDA backend against the CPU backend on random inputs (small and SD-sized shapes):
+// normalised mean squared error per op, NaN/Inf checks, guard bands around every device output. Then the
+// conformance components and pipelines on CUDA in float32. Skipped with a message where no GPU is usable.
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "graph/backend.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+#include "pipeline/pipeline.h"
+#include "test_util.h"
+
+using namespace sdrt;
+using namespace sdrt::test;
+
+namespace {
+
+std::unique_ptr<Backend> cuda_or_skip_reason(std::string* why, bool guard = true) {
+  CudaOptions o;
+  o.guard_check = guard;
+  return make_cuda_backend(o, why);
+}
+
+#define REQUIRE_CUDA(var, guard)                             \
+  std::string why_;                                          \
+  auto var = cuda_or_skip_reason(&why_, guard);              \
+  if (!var) GTEST_SKIP() << "CUDA backend not usable here: " << why_
+
+Tensor randn(const Shape& s, std::mt19937& rng, float scale = 1.f) {
+  std::normal_distribution<float> nd(0.f, scale);
+  Tensor t = Tensor::empty(DType::F32, s);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = nd(rng);
+  return t;
+}
+
+struct Case {
+  std::string name;
+  std::function<void(GraphBuilder&, std::map<std::string, Tensor>&, std::mt19937&)> build;
+};
+
+double nmse(const Tensor& a, const Tensor& ref, bool* finite) {
+  double num = 0, den = 0;
+  *finite = true;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    if (!std::isfinite(a.f32()[i])) *finite = false;
+    const double d = (double)a.f32()[i] - ref.f32()[i];
+    num += d * d;
+    den += (double)ref.f32()[i] * ref.f32()[i];
+  }
+  return num / std::max(den, 1e-30);
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> c;
+  auto in = [](GraphBuilder& b, std::map<std::string, Tensor>& ins, std::mt19937& rng, const std::string& name, Shape s) {
+    ins[name] = randn(s, rng);
+    return b.input(name, s);
+  };
+  auto w = [](GraphBuilder& b, std::mt19937& rng, const std::string& name, Shape s, float scale) { return b.weight(name, randn(s, rng, scale)); };
+  auto conv = [=](std::string name, Shape x, int64_t O, int64_t k, int64_t stride, std::array<int64_t, 4> pad) {
+    return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
+                  int xi = in(b, ins, rng, "x", x);
+                  Attrs a;
+                  a.stride = stride;
+                  for (int i = 0; i < 4; ++i) a.pad[i] = pad[i];
+                  int y = b.add_node(Op::Conv2d, {xi, w(b, rng, "w", {O, x[1], k, k}, 1.f / std::sqrt((float)x[1] * k * k)), w(b, rng, "b", {O}, 1)}, a);
+                  b.output(y, "y");
+                }};
+  };
+  c.push_back(conv("conv3x3 small", {1, 4, 16, 16}, 8, 3, 1, {1, 1, 1, 1}));
+  c.push_back(conv("conv3x3 SD [2,320,64,64]", {2, 320, 64, 64}, 320, 3, 1, {1, 1, 1, 1}));
+  c.push_back(conv("conv stride2 asym pad", {1, 16, 17, 17}, 16, 3, 2, {0, 0, 1, 1}));
+  c.push_back(conv("conv1x1 [2,64,32,32]", {2, 64, 32, 32}, 32, 1, 1, {0, 0, 0, 0}));
+  auto linear = [=](std::string name, Shape x, int64_t N, bool bias) {
+    return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
+                  int xi = in(b, ins, rng, "x", x);
+                  int wi = w(b, rng, "w", {N, x.back()}, 1.f / std::sqrt((float)x.back()));
+                  b.output(b.linear(xi, wi, bias ? w(b, rng, "b", {N}, 1) : -1), "y");
+                }};
+  };
+  c.push_back(linear("linear no bias [2,77,768]->320", {2, 77, 768}, 320, false));
+  c.push_back(linear("linear SD FF [2,4096,320]->2560", {2, 4096, 320}, 2560, true));
+  auto unary = [=](std::string name, Op op, Shape x) {
+    return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) { b.output(b.unary(op, in(b, ins, rng, "x", x)), "y"); }};
+  };
+  c.push_back(unary("silu", Op::SiLU, {3, 1000}));
+  c.push_back(unary("gelu", Op::GELU, {3, 1000}));
+  c.push_back(unary("quick_gelu", Op::QuickGELU, {3, 1000}));
+  c.push_back(unary("geglu", Op::GEGLU, {2, 64, 40}));
+  c.push_back(unary("to_tokens", Op::ToTokens, {2, 8, 4, 6}));
+  c.push_back(unary("upsample2x", Op::Upsample2x, {1, 8, 5, 7}));
+  c.push_back({"upsample to 9x13", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 Attrs a;
+                 a.dims = {9, 13};
+                 b.output(b.add_node(Op::Upsample2x, {in(b, ins, rng, "x", {1, 8, 5, 7})}, a), "y");
+               }});
+  c.push_back({"from_tokens", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 Attrs a;
+                 a.dims = {4, 6};
+                 b.output(b.add_node(Op::FromTokens, {in(b, ins, rng, "x", {2, 24, 8})}, a), "y");
+               }});
+  auto gn = [=](std::string name, Shape x, int64_t G) {
+    return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
+                  b.output(b.group_norm(in(b, ins, rng, "x", x), w(b, rng, "g", {x[1]}, 1), w(b, rng, "b", {x[1]}, 1), G, 1e-5f), "y");
+                }};
+  };
+  c.push_back(gn("group_norm small", {1, 16, 8, 8}, 8));
+  c.push_back(gn("group_norm SD [2,320,64,64]", {2, 320, 64, 64}, 32));
+  c.push_back({"layer_norm [2,4096,320]", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(b.layer_norm(in(b, ins, rng, "x", {2, 4096, 320}), w(b, rng, "g", {320}, 1), w(b, rng, "b", {320}, 1), 1e-5f), "y");
+               }});
+  auto attn = [=](std::string name, int64_t B, int64_t Lq, int64_t Lk, int64_t C, int64_t H, bool causal) {
+    return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
+                  int q = in(b, ins, rng, "q", {B, Lq, C}), k = in(b, ins, rng, "k", {B, Lk, C}), v = in(b, ins, rng, "v", {B, Lk, C});
+                  b.output(b.attention(q, k, v, H, causal), "y");
+                }};
+  };
+  c.push_back(attn("attention small", 2, 10, 7, 16, 2, false));
+  c.push_back(attn("attention causal CLIP [1,77,768] 12 heads", 1, 77, 77, 768, 12, true));
+  c.push_back(attn("attention cross [2,1024]x[77] 8 heads", 2, 1024, 77, 640, 8, false));
+  c.push_back(attn("attention SD self [2,4096,320] 8 heads", 2, 4096, 4096, 320, 8, false));
+  c.push_back({"concat axis 1", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(b.concat({in(b, ins, rng, "a", {2, 3, 4, 4}), in(b, ins, rng, "c", {2, 5, 4, 4})}, 1), "y");
+               }});
+  c.push_back({"add broadcast [2,8,4,4]+[2,8,1,1]", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(b.add(in(b, ins, rng, "a", {2, 8, 4, 4}), in(b, ins, rng, "c", {2, 8, 1, 1})), "y");
+               }});
+  c.push_back({"mul broadcast [2,77,32]*[77,32]", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(b.mul(in(b, ins, rng, "a", {2, 77, 32}), in(b, ins, rng, "c", {77, 32})), "y");
+               }});
+  c.push_back({"scale + reshape", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 Attrs a;
+                 a.scale = 0.37f;
+                 b.output(b.reshape(b.add_node(Op::Scale, {in(b, ins, rng, "x", {2, 6, 5})}, a), {3, 20}), "y");
+               }});
+  c.push_back({"timestep_embedding 320", [=](GraphBuilder& b, auto& ins, auto&) {
+                 ins["t"] = Tensor::from_f32({3}, {999.f, 500.5f, 1.f});
+                 Attrs a;
+                 a.dim = 320;
+                 b.output(b.add_node(Op::TimestepEmbedding, {b.input("t", {3})}, a), "y");
+               }});
+  c.push_back({"embedding [2,77] of 1000", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 Tensor ids = Tensor::empty(DType::I32, {2, 77});
+                 for (int i = 0; i < 154; ++i) static_cast<int32_t*>(ids.mutable_data())[i] = (int32_t)(rng() % 1000);
+                 ins["ids"] = ids;
+                 b.output(b.add_node(Op::Embedding, {b.input("ids", {2, 77}, DType::I32), w(b, rng, "table", {1000, 32}, 1)}), "y");
+               }});
+  return c;
+}
+
+}  // namespace
+
+TEST(BackendOps, EveryCudaOpMatchesTheCpu) {
+  REQUIRE_CUDA(cuda, true);
+  auto cpu = make_cpu_backend();
+  std::set<Op> covered;
+  int failures = 0;
+  std::printf("      %-44s %12s  %s\n", "op case", "nmse", "result");
+  for (const auto& c : cases()) {
+    std::mt19937 rng(1234);
+    auto g = std::make_shared<Graph>();
+    GraphBuilder b(*g);
+    std::map<std::string, Tensor> ins;
+    c.build(b, ins, rng);
+    ASSERT_TRUE(b.status().is_ok()) << c.name << ": " << b.status().message();
+    for (const auto& n : g->nodes) covered.insert(n.op);
+    auto ce = cpu->compile(g);
+    auto ge = cuda->compile(g);
+    ASSERT_TRUE(ce.is_ok() && ge.is_ok()) << c.name << ": " << ge.status().message();
+    auto want = (*ce)->run(ins);
+    auto got = (*ge)->run(ins);
+    ASSERT_TRUE(want.is_ok()) << want.status().message();
+    if (!got.is_ok()) {
+      std::printf("      %-44s %12s  FAIL: %s\n", c.name.c_str(), "-", got.status().message().c_str());
+      ++failures;
+      continue;
+    }
+    bool finite = true;
+    const double e = nmse((*got)[0], (*want)[0], &finite);
+    const bool ok = finite && e < 1e-9;  // float32 on both sides: only summation order differs
+    std::printf("      %-44s %12.3e  %s\n", c.name.c_str(), e, ok ? "ok" : finite ? "FAIL (error)" : "FAIL (NaN/Inf)");
+    failures += !ok;
+  }
+  EXPECT_EQ(failures, 0);
+  for (size_t k = 0; k < (size_t)Op::kCount; ++k) EXPECT_TRUE(covered.count((Op)k)) << "no case for " << op_info((Op)k).name;
+}
+
+TEST(BackendOps, CudaRejectsBadTokenIds) {
+  REQUIRE_CUDA(cuda, false);
+  auto g = std::make_shared<Graph>();
+  GraphBuilder b(*g);
+  b.output(b.add_node(Op::Embedding, {b.input("ids", {1, 2}, DType::I32), b.weight("t", Tensor::zeros(DType::F32, {3, 2}))}), "y");
+  auto e = cuda->compile(g);
+  ASSERT_TRUE(e.is_ok());
+  Tensor ids = Tensor::empty(DType::I32, {1, 2});
+  static_cast<int32_t*>(ids.mutable_data())[0] = 1;
+  static_cast<int32_t*>(ids.mutable_data())[1] = 9;
+  auto r = (*e)->run({{"ids", ids}});
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("outside the vocabulary"), std::string::npos);
+}
+
+// The conformance components on CUDA, float32: within the CPU tolerance (1e-4 relative).
+TEST(CudaConformance, ComponentsFloat32) {
+  SDRT_REQUIRE_CONFORMANCE();
+  REQUIRE_CUDA(cuda, false);
+  auto ref = SafeTensors::open((tiny_dir() / "reference.safetensors").string()).value();
+  auto R = [&](const char* n) { return ref.tensor(*ref.find(n)); };
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok());
+  auto run = [&](Result<std::shared_ptr<Graph>> g, std::map<std::string, Tensor> in) {
+    EXPECT_TRUE(g.is_ok());
+    auto e = cuda->compile(*g);
+    EXPECT_TRUE(e.is_ok()) << e.status().message();
+    auto o = (*e)->run(in);
+    EXPECT_TRUE(o.is_ok()) << o.status().message();
+    return (*o)[0];
+  };
+  auto check = [](const char* what, const Tensor& a, const Tensor& b) {
+    const double e = rel_err(a, b);
+    std::printf("      cuda fp32 %-14s rel err %.2e (tol 1e-4)\n", what, e);
+    EXPECT_LT(e, 1e-4) << what;
+  };
+  check("text_encoder", run(build_text_encoder(*m, 2), {{"input_ids", to_i32(R("text.input_ids"))}}), R("text.last_hidden_state"));
+  for (int t : {999, 500, 1}) {
+    Tensor out = run(build_unet(*m, 2, 16, 16), {{"sample", R("unet.sample")}, {"timestep", Tensor::from_f32({2}, {(float)t, (float)t})},
+                                                 {"encoder_hidden_states", R("text.last_hidden_state")}});
+    check(("unet_t" + std::to_string(t)).c_str(), out, R(("unet.out_t" + std::to_string(t)).c_str()));
+  }
+  check("vae_decode", run(build_vae_decoder(*m, 1, 16, 16), {{"latent", R("vae.latent")}}), R("vae.decoded"));
+}
+
+// Every txt2img case on CUDA in float32: latents within the pipeline tolerance (1e-3).
+TEST(CudaConformance, Txt2ImgFloat32) {
+  SDRT_REQUIRE_CONFORMANCE();
+  REQUIRE_CUDA(cuda, false);
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  PipelineOptions o;
+  o.tokenizer_dir = (tiny_dir() / "diffusers/tokenizer").string();
+  o.scheduler_config = (tiny_dir() / "diffusers/scheduler/scheduler_config.json").string();
+  auto pipe = Pipeline::create(std::move(m).value(), o, std::move(cuda));
+  ASSERT_TRUE(pipe.is_ok());
+  auto ref = SafeTensors::open((tiny_dir() / "reference.safetensors").string()).value();
+  std::ifstream f(tiny_dir() / "reference.json");
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  for (size_t p; (p = text.find("-Infinity")) != std::string::npos;) text.replace(p, 9, "-1e308");
+  int n = 0;
+  const nlohmann::json all = nlohmann::json::parse(text);  // kept alive: the loop reads into it
+  for (const auto& c : all["cases"]) {
+    const std::string name = c["name"];
+    if (!name.starts_with("txt2img_")) continue;
+    GenerateRequest r;
+    r.prompt = c["prompt"];
+    r.negative_prompt = c["negative_prompt"].is_null() ? "" : c["negative_prompt"].get<std::string>();
+    r.steps = c["steps"];
+    r.cfg_scale = c["guidance_scale"];
+    r.width = c["width"];
+    r.height = c["height"];
+    r.seed = c["seed"];
+    r.sampler = c["scheduler"];
+    auto res = (*pipe)->generate(r);
+    ASSERT_TRUE(res.is_ok()) << res.status().message();
+    const std::string key = "pipe." + c["scheduler"].get<std::string>() + ".seed" + std::to_string(r.seed) + ".latents";
+    const double e = rel_err(res->latents[0], ref.tensor(*ref.find(key)));
+    std::printf("      cuda fp32 %-32s latents rel err %.2e (tol 1e-3)\n", name.c_str(), e);
+    EXPECT_LT(e, 1e-3) << name;
+    ++n;
+  }
+  EXPECT_EQ(n, 12);
+}
