@@ -16,6 +16,7 @@
 #include "bench_report.h"
 #include "commands.h"
 #include "io/png.h"
+#include "backends/cuda/device_info.h"
 #include "pipeline/resolve.h"
 
 namespace sdrt::app {
@@ -59,8 +60,9 @@ std::string utc_now() {
 }  // namespace
 
 int cmd_bench(const BenchArgs& a) {
-  if (a.backend != "cpu") {
-    std::fprintf(stderr, "sdrt: error: backend '%s' is not available in this build (cpu)\n", a.backend.c_str());
+  auto backend = make_backend(a.backend);
+  if (!backend) {
+    std::fprintf(stderr, "sdrt: error: %s\n", backend.status().message().c_str());
     return 1;
   }
   for (const auto& o : a.opts)
@@ -76,7 +78,7 @@ int cmd_bench(const BenchArgs& a) {
     std::fprintf(stderr, "sdrt: error: %s\n", rm.status().message().c_str());
     return 1;
   }
-  auto pipe = Pipeline::create(std::move(rm->model), rm->options, make_cpu_backend());
+  auto pipe = Pipeline::create(std::move(rm->model), rm->options, std::move(backend).value());
   if (!pipe) {
     std::fprintf(stderr, "sdrt: error: %s\n", pipe.status().message().c_str());
     return 1;
@@ -99,10 +101,18 @@ int cmd_bench(const BenchArgs& a) {
   }
 
   BenchMeta meta;
-  meta.fields = {{"device", cpu_name() + " (" + std::to_string(omp_get_max_threads()) + " threads)"},
-                 {"driver", "n/a"},
+  std::string device = cpu_name() + " (" + std::to_string(omp_get_max_threads()) + " threads)", driver = "n/a";
+  if (a.backend == "cuda") {
+    std::string why;
+    auto gpus = list_gpus(&why);
+    if (!gpus.empty()) device = gpus[0].name + ", sm_" + std::to_string(gpus[0].cc_major) + std::to_string(gpus[0].cc_minor) + "; host " + device;
+    driver = cuda_driver_version();
+  }
+  meta.fields = {{"device", device},
+                 {"driver", driver},
                  {"backend", a.backend},
-                 {"engine", "CPU float32 reference (baseline and optimized are the same engine until the CUDA backend)"},
+                 {"engine", a.backend == "cpu" ? "CPU float32 reference" : "CUDA float32 stage (no FP16, fusion, autotuning or CUDA graphs yet)"},
+                 {"note", "baseline and optimized run the same engine until the optimizations land"},
                  {"blas", openblas_get_config()},
                  {"compiler", __VERSION__},
                  {"sdrt_version", SDRT_VERSION},
@@ -130,6 +140,7 @@ int cmd_bench(const BenchArgs& a) {
       std::vector<double> whole, text, step, unet, sched, vae, png;
       Tensor::release_cached_blocks();
       reset_peak_rss();
+      (*pipe)->backend().reset_peak_memory();
       double flops = 0, unet_s = 0;
       int evals = 0;
       try {
@@ -176,6 +187,9 @@ int cmd_bench(const BenchArgs& a) {
         row.status = std::string("error: ") + e.what();
       }
       row.peak_host_gib = peak_rss_gib();
+      const DeviceMemory dm = (*pipe)->backend().memory();
+      if (dm.peak_bytes >= 0) row.peak_device_gib = dm.peak_bytes / 1073741824.0;
+      if (dm.used_bytes >= 0) row.device_used_gib = dm.used_bytes / 1073741824.0;
       rows.push_back(row);
       if (row.status == "ok")
         std::printf("%-10s %5d %9.3f %9.3f %9.3f %10.4f %8.3f %8.3f %8.3f %8.2f %9.3f %8.2f\n", opt.c_str(), b, row.whole.mean, row.whole.p50,

@@ -63,7 +63,8 @@ int cmd_generate(const GenerateArgs& a) {
   r.clip_skip = a.clip_skip;
   r.rng = a.rng;
   r.strength = a.strength;
-  if (a.backend != "cpu") return fail(unsupported("backend '" + a.backend + "' is not available in this build (cpu)"));
+  auto backend = make_backend(a.backend);
+  if (!backend) return fail(backend.status());
   if (!a.init_image.empty()) {
     auto img = read_png(a.init_image);
     if (!img) return fail(img.status().with_context("init image"));
@@ -75,7 +76,7 @@ int cmd_generate(const GenerateArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   auto rm = resolve_model(a.model.empty() ? kDefaultModel : a.model, ro);
   if (!rm) return fail(rm.status());
-  auto pipe = Pipeline::create(std::move(rm->model), rm->options, make_cpu_backend());
+  auto pipe = Pipeline::create(std::move(rm->model), rm->options, std::move(backend).value());
   if (!pipe) return fail(pipe.status());
   if (Status v = (*pipe)->validate(r); !v) return fail(v);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -18,10 +18,17 @@ class Executable {
   virtual Result<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs) = 0;
 };
 
+struct DeviceMemory {
+  int64_t peak_bytes = -1;  // allocator high-water mark since the last reset (weights included); -1: n/a
+  int64_t used_bytes = -1;  // the device's used memory now (cudaMemGetInfo); -1: n/a
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  virtual DeviceMemory memory() const { return {}; }
+  virtual void reset_peak_memory() {}
   virtual bool supports(Op op) const = 0;
   virtual Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> graph) = 0;
 };
@@ -34,6 +41,11 @@ struct CudaOptions {
 };
 // The CUDA backend (float32 stage), or nullptr with the reason in *why: not built with CUDA, no driver,
 // no device.
+// One backend instance serves one model: the CUDA backend shares uploaded weights between its
+// executables by weight name.
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt = {}, std::string* why = nullptr);
+
+// "cpu" or "cuda"; an error naming why the backend is unavailable.
+Result<std::unique_ptr<Backend>> make_backend(const std::string& name);
 
 }  // namespace sdrt

@@ -70,6 +70,7 @@ class Pipeline {
   // [1, 77*chunks, C] conditioning of one prompt (WebUI weighting, clip skip).
   Result<Tensor> encode_prompt(const std::string& prompt, int clip_skip);
   const Model& model() const { return model_; }
+  Backend& backend() { return *backend_; }
   std::string infotext(const GenerateRequest& r, int64_t seed) const;
 
  private:

@@ -16,11 +16,20 @@ namespace {
 constexpr size_t kGuard = 256;  // bytes each side of an output in guard-check mode
 constexpr unsigned char kGuardByte = 0xA5;
 
+// Device copies of weights, shared by every executable of one backend (one model), by weight name.
+struct WeightCache {
+  std::map<std::string, std::pair<Shape, float*>> map;
+  int64_t bytes = 0;
+  ~WeightCache() {
+    for (auto& [n, e] : map) cudaFree(e.second);
+  }
+};
+
 class CudaExecutable : public Executable {
  public:
-  CudaExecutable(std::shared_ptr<const Graph> g, CudaOptions opt) : g_(std::move(g)), opt_(opt) {}
+  CudaExecutable(std::shared_ptr<const Graph> g, CudaOptions opt, std::shared_ptr<WeightCache> wc)
+      : g_(std::move(g)), opt_(opt), cache_(std::move(wc)) {}
   ~CudaExecutable() override {
-    for (auto& [name, p] : weights_) cudaFree(p);
     if (blas_) cublasDestroy(blas_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -32,9 +41,17 @@ class CudaExecutable : public Executable {
     CUBLAS_TRY(cublasSetStream(blas_, stream_));
     CUBLAS_TRY(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH));  // true float32: no TF32 in this mode
     for (const auto& [name, t] : g_->weights) {
+      auto it = cache_->map.find(name);
+      if (it != cache_->map.end()) {
+        if (it->second.first != t.shape()) return invalid_argument("weight '" + name + "' differs from the one this backend holds (one model per backend)");
+        weights_[name] = it->second.second;
+        continue;
+      }
       float* d = nullptr;
       CUDA_TRY(cudaMalloc(&d, std::max<size_t>(t.nbytes(), 4)));
       CUDA_TRY(cudaMemcpy(d, t.data(), t.nbytes(), cudaMemcpyHostToDevice));
+      cache_->map[name] = {t.shape(), d};
+      cache_->bytes += (int64_t)t.nbytes();
       weights_[name] = d;
     }
     last_use_.assign(g_->nodes.size(), -1);
@@ -264,6 +281,7 @@ class CudaExecutable : public Executable {
 
   std::shared_ptr<const Graph> g_;
   CudaOptions opt_;
+  std::shared_ptr<WeightCache> cache_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::map<std::string, float*> weights_;
@@ -275,20 +293,42 @@ class CudaExecutable : public Executable {
 
 class CudaBackend : public Backend {
  public:
-  explicit CudaBackend(CudaOptions o) : opt_(o) {}
+  explicit CudaBackend(CudaOptions o) : opt_(o), cache_(std::make_shared<WeightCache>()) {}
   std::string name() const override { return "cuda"; }
+  // Activations come from the device's default stream-ordered pool; weights from cudaMalloc.
+  DeviceMemory memory() const override {
+    DeviceMemory m;
+    cudaMemPool_t pool;
+    uint64_t high = 0;  // the attribute is a cuuint64_t (64-bit)
+    if (cudaDeviceGetDefaultMemPool(&pool, opt_.device) == cudaSuccess &&
+        cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high) == cudaSuccess)
+      m.peak_bytes = (int64_t)high + cache_->bytes;
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) m.used_bytes = (int64_t)(total_b - free_b);
+    return m;
+  }
+  void reset_peak_memory() override {
+    cudaMemPool_t pool;
+    uint64_t zero = 0;
+    if (cudaDeviceGetDefaultMemPool(&pool, opt_.device) == cudaSuccess) {
+      cudaDeviceSynchronize();
+      cudaMemPoolTrimTo(pool, 0);
+      cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero);
+    }
+  }
   bool supports(Op op) const override { return op != Op::kCount; }
   Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> graph) override {
     SDRT_RETURN_IF_ERROR(graph->verify());
     for (const auto& [name, t] : graph->weights)
       if (t.dtype() != DType::F32) return invalid_argument("CUDA backend (float32 stage) needs F32 weights; '" + name + "' is " + dtype_name(t.dtype()));
-    auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_);
+    auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_, cache_);
     SDRT_RETURN_IF_ERROR(exe->init());
     return std::unique_ptr<Executable>(std::move(exe));
   }
 
  private:
   CudaOptions opt_;
+  std::shared_ptr<WeightCache> cache_;
 };
 
 }  // namespace

@@ -6,6 +6,12 @@ namespace sdrt {
 
 bool cuda_built() { return true; }
 
+std::string cuda_driver_version() {
+  int v = 0;
+  if (cudaDriverGetVersion(&v) != cudaSuccess || v == 0) return "n/a";
+  return "CUDA driver " + std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
+
 std::vector<GpuInfo> list_gpus(std::string* why_none) {
   std::vector<GpuInfo> out;
   int n = 0;

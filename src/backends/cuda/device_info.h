@@ -14,5 +14,6 @@ struct GpuInfo {
 
 bool cuda_built();
 std::vector<GpuInfo> list_gpus(std::string* why_none = nullptr);
+std::string cuda_driver_version();  // "13.0" style, or "n/a"
 
 }  // namespace sdrt
