@@ -11,6 +11,7 @@
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "pipeline/pipeline.h"
+#include "conformance_cases.h"
 #include "test_util.h"
 
 using namespace sdrt;
@@ -244,26 +245,14 @@ TEST(CudaConformance, Txt2ImgFloat32) {
   auto pipe = Pipeline::create(std::move(m).value(), o, std::move(cuda));
   ASSERT_TRUE(pipe.is_ok());
   auto ref = SafeTensors::open((tiny_dir() / "reference.safetensors").string()).value();
-  std::ifstream f(tiny_dir() / "reference.json");
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  for (size_t p; (p = text.find("-Infinity")) != std::string::npos;) text.replace(p, 9, "-1e308");
   int n = 0;
-  const nlohmann::json all = nlohmann::json::parse(text);  // kept alive: the loop reads into it
-  for (const auto& c : all["cases"]) {
+  const nlohmann::json all = reference_cases();  // kept alive: the loop reads into it
+  for (const auto& c : all) {
     const std::string name = c["name"];
     if (!name.starts_with("txt2img_")) continue;
-    GenerateRequest r;
-    r.prompt = c["prompt"];
-    r.negative_prompt = c["negative_prompt"].is_null() ? "" : c["negative_prompt"].get<std::string>();
-    r.steps = c["steps"];
-    r.cfg_scale = c["guidance_scale"];
-    r.width = c["width"];
-    r.height = c["height"];
-    r.seed = c["seed"];
-    r.sampler = c["scheduler"];
-    auto res = (*pipe)->generate(r);
+    std::string key;
+    auto res = (*pipe)->generate(txt2img_request(c, &key));
     ASSERT_TRUE(res.is_ok()) << res.status().message();
-    const std::string key = "pipe." + c["scheduler"].get<std::string>() + ".seed" + std::to_string(r.seed) + ".latents";
     const double e = rel_err(res->latents[0], ref.tensor(*ref.find(key)));
     std::printf("      cuda fp32 %-32s latents rel err %.2e (tol 1e-3)\n", name.c_str(), e);
     EXPECT_LT(e, 1e-3) << name;

@@ -5,6 +5,7 @@
 
 #include "io/safetensors.h"
 #include "pipeline/pipeline.h"
+#include "conformance_cases.h"
 #include "test_util.h"
 
 using namespace sdrt;
@@ -30,13 +31,7 @@ Tensor refT(const std::string& name) {
   return st.tensor(*i);
 }
 
-// reference.json was written by Python, which spells -inf as -Infinity (not JSON).
-nlohmann::json cases() {
-  std::ifstream f(tiny_dir() / "reference.json");
-  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  for (size_t p; (p = text.find("-Infinity")) != std::string::npos;) text.replace(p, 9, "-1e308");
-  return nlohmann::json::parse(text)["cases"];
-}
+nlohmann::json cases() { return reference_cases(); }
 
 }  // namespace
 
@@ -47,20 +42,11 @@ TEST_P(Txt2Img, MatchesDiffusersLatents) {
   auto pipe = tiny_pipeline();
   for (const auto& c : cases()) {
     if (c["name"] != GetParam()) continue;
-    GenerateRequest r;
-    r.prompt = c["prompt"];
-    r.negative_prompt = c["negative_prompt"].is_null() ? "" : c["negative_prompt"].get<std::string>();
-    r.steps = c["steps"];
-    r.cfg_scale = c["guidance_scale"];
-    r.width = c["width"];
-    r.height = c["height"];
-    r.seed = c["seed"];
-    r.sampler = c["scheduler"];
-    r.rng = "cpu";
+    std::string key;
+    GenerateRequest r = txt2img_request(c, &key);
     auto res = pipe->generate(r);
     ASSERT_TRUE(res.is_ok()) << res.status().message();
-    const std::string key = "pipe." + c["scheduler"].get<std::string>() + ".seed" + std::to_string(r.seed);
-    double e = rel_err(res->latents[0], refT(key + ".latents"));
+    double e = rel_err(res->latents[0], refT(key));
     std::printf("      %-34s latents rel err %.2e (tol 1e-3)\n", GetParam().c_str(), e);
     EXPECT_LT(e, 1e-3);
     return;
