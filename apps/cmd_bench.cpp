@@ -57,6 +57,19 @@ std::string utc_now() {
   return buf;
 }
 
+// Datasheet peak of the arithmetic the engine uses (dense, no sparsity), TFLOP/s; 0 where unknown.
+double peak_tflops(const std::string& device, bool fp32_engine) {
+  struct Peak {
+    const char* name;
+    double fp16_tensor, fp32;
+  };
+  static const Peak peaks[] = {{"H100 80GB HBM3", 989.4, 66.9}, {"H100 PCIe", 756.5, 51.2}, {"H200", 989.4, 66.9},
+                               {"A100", 312.0, 19.5},            {"L40S", 362.1, 91.6},      {"A10", 125.0, 31.2}};
+  for (const auto& p : peaks)
+    if (device.find(p.name) != std::string::npos) return fp32_engine ? p.fp32 : p.fp16_tensor;
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(const BenchArgs& a) {
@@ -181,10 +194,12 @@ int cmd_bench(const BenchArgs& a) {
         row.images_per_s = b / row.whole.mean;
         row.steps_per_s = evals / row.unet.mean;
         row.unet_tflops = flops / unet_s / 1e12;
+        row.peak_tflops = a.backend == "cuda" ? peak_tflops(device, /*fp32_engine=*/true) : 0;
       } catch (const std::bad_alloc&) {
         row.status = "oom";
       } catch (const std::exception& e) {
-        row.status = std::string("error: ") + e.what();
+        const std::string what = e.what();
+        row.status = what.find("out of memory") != std::string::npos ? "oom" : "error: " + what;
       }
       row.peak_host_gib = peak_rss_gib();
       const DeviceMemory dm = (*pipe)->backend().memory();
