@@ -73,7 +73,7 @@ double peak_tflops(const std::string& device, bool fp32_engine) {
 }  // namespace
 
 int cmd_bench(const BenchArgs& a) {
-  auto backend = make_backend(a.backend);
+  auto backend = make_backend(a.backend, a.precision);
   if (!backend) {
     std::fprintf(stderr, "sdrt: error: %s\n", backend.status().message().c_str());
     return 1;
@@ -124,7 +124,9 @@ int cmd_bench(const BenchArgs& a) {
   meta.fields = {{"device", device},
                  {"driver", driver},
                  {"backend", a.backend},
-                 {"engine", a.backend == "cpu" ? "CPU float32 reference" : "CUDA float32 stage (no FP16, fusion, autotuning or CUDA graphs yet)"},
+                 {"engine", a.backend == "cpu" ? "CPU float32 reference"
+                                               : "CUDA " + a.precision + " NCHW stage (no fusion, autotuning, memory plan or CUDA graphs yet)"},
+                 {"precision", a.precision},
                  {"note", "baseline and optimized run the same engine until the optimizations land"},
                  {"blas", openblas_get_config()},
                  {"compiler", __VERSION__},
@@ -194,7 +196,7 @@ int cmd_bench(const BenchArgs& a) {
         row.images_per_s = b / row.whole.mean;
         row.steps_per_s = evals / row.unet.mean;
         row.unet_tflops = flops / unet_s / 1e12;
-        row.peak_tflops = a.backend == "cuda" ? peak_tflops(device, /*fp32_engine=*/true) : 0;
+        row.peak_tflops = a.backend == "cuda" ? peak_tflops(device, /*fp32_engine=*/a.precision == "fp32") : 0;
       } catch (const std::bad_alloc&) {
         row.status = "oom";
       } catch (const std::exception& e) {

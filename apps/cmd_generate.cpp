@@ -63,7 +63,7 @@ int cmd_generate(const GenerateArgs& a) {
   r.clip_skip = a.clip_skip;
   r.rng = a.rng;
   r.strength = a.strength;
-  auto backend = make_backend(a.backend);
+  auto backend = make_backend(a.backend, a.precision);
   if (!backend) return fail(backend.status());
   if (!a.init_image.empty()) {
     auto img = read_png(a.init_image);

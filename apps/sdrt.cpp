@@ -34,12 +34,14 @@ int main(int argc, char** argv) {
   gen->add_option("-o,--out", g.out_dir, "output folder")->capture_default_str();
   gen->add_option("--tokenizer", g.tokenizer_dir, "folder with the CLIP vocab.json and merges.txt");
   gen->add_option("--backend", g.backend, "cpu or cuda")->capture_default_str();
+  gen->add_option("--precision", g.precision, "fp32, or fp16 on cuda")->capture_default_str();
 
   sdrt::app::BenchArgs ba;
   bool quick = false;
   auto* bench = app.add_subcommand("bench", "Benchmark the pipeline (lambda-diffusers methodology): latency per stage, throughput, memory");
   bench->add_option("-m,--model", ba.model, "model (random:sd15 needs no download)")->capture_default_str();
   bench->add_option("--backend", ba.backend, "cpu or cuda")->capture_default_str();
+  bench->add_option("--precision", ba.precision, "fp32, or fp16 on cuda")->capture_default_str();
   auto* bb = bench->add_option("--batch", ba.batches, "batch sizes, comma separated [default: 50]")->delimiter(',');
   auto* brep = bench->add_option("--repeats", ba.repeats, "timed runs per configuration")->capture_default_str();
   auto* bwarm = bench->add_option("--warmup", ba.warmup, "untimed runs first")->capture_default_str();

@@ -19,8 +19,9 @@ int main(int argc, char** argv) {
   std::string model = "random:sd15";
   int64_t batch = 1, height = 512, width = 512;
   int repeats = 1, warmup = 0;
-  std::string backend = "cpu";
-  app.add_option("--backend", backend, "cpu or cuda (float32)");
+  std::string backend = "cpu", precision = "fp32";
+  app.add_option("--backend", backend, "cpu or cuda");
+  app.add_option("--precision", precision, "fp32 or fp16 (cuda)");
   app.add_option("--model", model);
   app.add_option("--batch", batch);
   app.add_option("--height", height);
@@ -34,10 +35,9 @@ int main(int argc, char** argv) {
   if (!m) return std::fprintf(stderr, "error: %s\n", m.status().message().c_str()), 1;
   auto g = build_unet(*m, batch, height / 8, width / 8);
   if (!g) return std::fprintf(stderr, "error: %s\n", g.status().message().c_str()), 1;
-  std::string why;
-  auto be = backend == "cuda" ? make_cuda_backend({}, &why) : make_cpu_backend();
-  if (!be) return std::fprintf(stderr, "error: no CUDA backend: %s\n", why.c_str()), 1;
-  auto exe = be->compile(*g);
+  auto be = make_backend(backend, precision);
+  if (!be) return std::fprintf(stderr, "error: %s\n", be.status().message().c_str()), 1;
+  auto exe = (*be)->compile(*g);
   if (!exe) return std::fprintf(stderr, "error: %s\n", exe.status().message().c_str()), 1;
   const double load_s = std::chrono::duration<double>(clk::now() - t0).count();
 
@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   }
   std::sort(times.begin(), times.end());
   const double med = times[times.size() / 2];
-  std::printf("backend %s: ", backend.c_str());
+  std::printf("backend %s %s: ", backend.c_str(), precision.c_str());
   std::printf("model %s, UNet %lldx%lld latents, batch %lld, %d threads: %.1f M params, %.1f GFLOP per forward\n", model.c_str(),
               (long long)height / 8, (long long)width / 8, (long long)batch, omp_get_max_threads(), (*g)->weight_params() / 1e6,
               (*g)->flops() / 1e9);

@@ -2,11 +2,17 @@
 
 namespace sdrt {
 
-Result<std::unique_ptr<Backend>> make_backend(const std::string& name) {
-  if (name == "cpu") return make_cpu_backend();
+Result<std::unique_ptr<Backend>> make_backend(const std::string& name, const std::string& precision) {
+  if (precision != "fp32" && precision != "fp16") return invalid_argument("unknown precision '" + precision + "' (fp32 or fp16)");
+  if (name == "cpu") {
+    if (precision != "fp32") return invalid_argument("the cpu backend runs fp32 only");
+    return make_cpu_backend();
+  }
   if (name == "cuda") {
     std::string why;
-    auto b = make_cuda_backend({}, &why);
+    CudaOptions o;
+    o.precision = precision;
+    auto b = make_cuda_backend(o, &why);
     if (!b) return unsupported("the cuda backend is not available: " + why);
     return b;
   }

@@ -38,6 +38,7 @@ std::unique_ptr<Backend> make_cpu_backend();
 struct CudaOptions {
   int device = 0;
   bool guard_check = false;  // guard bands around every output, checked after each op (tests)
+  std::string precision = "fp32";  // "fp32" (true float32) or "fp16" (half storage, float accumulation)
 };
 // The CUDA backend (float32 stage), or nullptr with the reason in *why: not built with CUDA, no driver,
 // no device.
@@ -45,7 +46,7 @@ struct CudaOptions {
 // executables by weight name.
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt = {}, std::string* why = nullptr);
 
-// "cpu" or "cuda"; an error naming why the backend is unavailable.
-Result<std::unique_ptr<Backend>> make_backend(const std::string& name);
+// "cpu" or "cuda" (precision fp32 or fp16 for cuda); an error naming why the backend is unavailable.
+Result<std::unique_ptr<Backend>> make_backend(const std::string& name, const std::string& precision = "fp32");
 
 }  // namespace sdrt

@@ -3,6 +3,8 @@
 // to cuBLAS (TF32 off, so results track the CPU reference). FP16/NHWC kernels, fusion, autotuning, plan
 // files and CUDA graphs build on this executor.
 #include <cstring>
+#include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "backends/cuda/common.cuh"
@@ -18,7 +20,7 @@ constexpr unsigned char kGuardByte = 0xA5;
 
 // Device copies of weights, shared by every executable of one backend (one model), by weight name.
 struct WeightCache {
-  std::map<std::string, std::pair<Shape, float*>> map;
+  std::map<std::string, std::pair<Shape, void*>> map;
   int64_t bytes = 0;
   ~WeightCache() {
     for (auto& [n, e] : map) cudaFree(e.second);
@@ -39,7 +41,14 @@ class CudaExecutable : public Executable {
     CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     CUBLAS_TRY(cublasCreate(&blas_));
     CUBLAS_TRY(cublasSetStream(blas_, stream_));
-    CUBLAS_TRY(cublasSetMathMode(blas_, CUBLAS_PEDANTIC_MATH));  // true float32: no TF32 in this mode
+    // float32: true float32 (no TF32); fp16: tensor cores with float accumulation
+    CUBLAS_TRY(cublasSetMathMode(blas_, fp16() ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH));
+    keep_f32_.assign(g_->nodes.size(), false);
+    for (size_t i = 0; i < g_->nodes.size(); ++i) {
+      const Node& n = g_->nodes[i];
+      if (n.op == Op::Input && n.dtype == DType::I32) keep_f32_[i] = true;
+      if (n.op == Op::TimestepEmbedding) keep_f32_[n.inputs[0]] = true;
+    }
     for (const auto& [name, t] : g_->weights) {
       auto it = cache_->map.find(name);
       if (it != cache_->map.end()) {
@@ -47,11 +56,27 @@ class CudaExecutable : public Executable {
         weights_[name] = it->second.second;
         continue;
       }
-      float* d = nullptr;
-      CUDA_TRY(cudaMalloc(&d, std::max<size_t>(t.nbytes(), 4)));
-      CUDA_TRY(cudaMemcpy(d, t.data(), t.nbytes(), cudaMemcpyHostToDevice));
+      void* d = nullptr;
+      const size_t bytes = (size_t)t.numel() * (fp16() ? 2 : 4);
+      CUDA_TRY(cudaMalloc(&d, std::max<size_t>(bytes, 4)));
+      if (fp16()) {  // stored in half, rounded on the host (round to nearest even), in parallel
+        Tensor h = Tensor::empty(DType::F16, t.shape());
+        auto* hp = static_cast<uint16_t*>(h.mutable_data());
+        const float* fp = t.f32();
+        const int64_t n = t.numel();
+        const int nt = (int)std::max<unsigned>(1, std::min<unsigned>(16, std::thread::hardware_concurrency()));
+        std::vector<std::thread> workers;
+        for (int w = 0; w < nt; ++w)
+          workers.emplace_back([=] {
+            for (int64_t k = n * w / nt; k < n * (w + 1) / nt; ++k) hp[k] = float_to_half(fp[k]);
+          });
+        for (auto& th : workers) th.join();
+        CUDA_TRY(cudaMemcpy(d, h.data(), h.nbytes(), cudaMemcpyHostToDevice));
+      } else {
+        CUDA_TRY(cudaMemcpy(d, t.data(), t.nbytes(), cudaMemcpyHostToDevice));
+      }
       cache_->map[name] = {t.shape(), d};
-      cache_->bytes += (int64_t)t.nbytes();
+      cache_->bytes += (int64_t)bytes;
       weights_[name] = d;
     }
     last_use_.assign(g_->nodes.size(), -1);
@@ -71,7 +96,17 @@ class CudaExecutable : public Executable {
     if (st.is_ok()) {
       for (int o : g_->outputs) {
         Tensor t = Tensor::empty(DType::F32, nodes[o].shape);
-        st = cuda::cuda_status(cudaMemcpyAsync(t.mutable_data(), vals[o], t.nbytes(), cudaMemcpyDeviceToHost, stream_), "download");
+        const void* src = vals[o];
+        void* tmp = nullptr;
+        if (esz(o) == 2) {  // half on the device, float32 out
+          auto r = alloc(t.nbytes());
+          if (!r) { st = r.status(); break; }
+          tmp = *r;
+          cuda::f16_to_f32(static_cast<const __half*>(vals[o]), static_cast<float*>(tmp), t.numel(), stream_);
+          src = tmp;
+        }
+        st = cuda::cuda_status(cudaMemcpyAsync(t.mutable_data(), src, t.nbytes(), cudaMemcpyDeviceToHost, stream_), "download");
+        if (tmp) release(tmp);
         if (!st) break;
         out.push_back(t);
       }
@@ -118,6 +153,11 @@ class CudaExecutable : public Executable {
     return Status::ok();
   }
 
+  // Bytes per element of node i's value: int32 ids and the float timesteps stay 4 bytes; the rest are
+  // the engine's precision.
+  size_t esz(size_t i) const { return keep_f32_[i] ? 4 : fp16() ? 2 : 4; }
+  bool fp16() const { return opt_.precision == "fp16"; }
+
   Status execute(const std::map<std::string, Tensor>& inputs, std::vector<void*>& vals, std::vector<bool>& owned) {
     const auto& nodes = g_->nodes;
     for (size_t i = 0; i < nodes.size(); ++i) {
@@ -126,7 +166,7 @@ class CudaExecutable : public Executable {
         vals[i] = weights_.at(n.name);
         continue;
       }
-      const size_t bytes = (size_t)numel(n.shape) * (n.op == Op::Input && n.dtype == DType::I32 ? 4 : 4);
+      const size_t bytes = (size_t)numel(n.shape) * esz(i);
       SDRT_ASSIGN_OR_RETURN(vals[i], alloc(std::max<size_t>(bytes, 4)));
       owned[i] = true;
       if (n.op == Op::Input) {
@@ -137,9 +177,16 @@ class CudaExecutable : public Executable {
         Tensor h = n.dtype == DType::F32 ? it->second.to_f32() : it->second;
         if (n.dtype == DType::I32 && h.dtype() != DType::I32) return invalid_argument("input '" + n.name + "' must be I32");
         staging_.push_back(h);  // keep the host copy alive until the stream has read it
-        CUDA_TRY(cudaMemcpyAsync(vals[i], h.data(), bytes, cudaMemcpyHostToDevice, stream_));
+        if (esz(i) == 4) {
+          CUDA_TRY(cudaMemcpyAsync(vals[i], h.data(), bytes, cudaMemcpyHostToDevice, stream_));
+        } else {  // float32 in, half on the device
+          SDRT_ASSIGN_OR_RETURN(void* tmp, alloc(h.nbytes()));
+          CUDA_TRY(cudaMemcpyAsync(tmp, h.data(), h.nbytes(), cudaMemcpyHostToDevice, stream_));
+          cuda::f32_to_f16(static_cast<const float*>(tmp), static_cast<__half*>(vals[i]), h.numel(), stream_);
+          release(tmp);
+        }
       } else {
-        SDRT_RETURN_IF_ERROR(exec(n, vals, i));
+        SDRT_RETURN_IF_ERROR(fp16() ? exec<__half>(n, vals, i) : exec<float>(n, vals, i));
         CUDA_LAUNCH_CHECK(op_info(n.op).name);
         if (opt_.guard_check) SDRT_RETURN_IF_ERROR(check_guard(vals[i], n));
       }
@@ -154,18 +201,32 @@ class CudaExecutable : public Executable {
     return Status::ok();
   }
 
-  // y[M,N] = x[M,K] w[N,K]^T in row-major terms, through column-major cuBLAS.
-  Status gemm_xwT(const float* x, const float* w, float* y, int64_t M, int64_t K, int64_t N) {
-    const float one = 1.f, zero = 0.f;
-    CUBLAS_TRY(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &one, w, (int)K, x, (int)K, &zero, y, (int)N));
+  template <class T>
+  static cudaDataType_t dt() {
+    return std::is_same_v<T, float> ? CUDA_R_32F : CUDA_R_16F;
+  }
+
+  // Column-major C[m,n] = op(A) op(B) with float accumulation; A, B of type T, C of type TC.
+  template <class T, class TC = T>
+  Status gemm(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, float alpha, const T* A, int64_t lda, const T* B,
+              int64_t ldb, TC* C, int64_t ldc, int64_t batch = 1, int64_t sa = 0, int64_t sb = 0, int64_t sc = 0) {
+    const float beta = 0.f;
+    if (batch == 1) {
+      CUBLAS_TRY(cublasGemmEx(blas_, ta, tb, (int)m, (int)n, (int)k, &alpha, A, dt<T>(), (int)lda, B, dt<T>(), (int)ldb, &beta, C, dt<TC>(),
+                              (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    } else {
+      CUBLAS_TRY(cublasGemmStridedBatchedEx(blas_, ta, tb, (int)m, (int)n, (int)k, &alpha, A, dt<T>(), (int)lda, sa, B, dt<T>(), (int)ldb, sb,
+                                            &beta, C, dt<TC>(), (int)ldc, sc, (int)batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    }
     return Status::ok();
   }
 
+  template <class T>
   Status exec(const Node& n, std::vector<void*>& v, size_t self) {
     const auto& nodes = g_->nodes;
-    auto in = [&](int k) { return static_cast<const float*>(v[n.inputs[k]]); };
+    auto in = [&](int k) { return static_cast<const T*>(v[n.inputs[k]]); };
     auto shp = [&](int k) -> const Shape& { return nodes[n.inputs[k]].shape; };
-    float* y = static_cast<float*>(v[self]);
+    T* y = static_cast<T*>(v[self]);
     const Attrs& a = n.a;
     const Shape& xs = shp(0);
     const int64_t total = numel(n.shape);
@@ -175,18 +236,16 @@ class CudaExecutable : public Executable {
         const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], O = ws[0], kh = ws[2], kw = ws[3], Ho = n.shape[2], Wo = n.shape[3];
         const int64_t K = C * kh * kw, S = Ho * Wo;
         const bool pointwise = kh == 1 && kw == 1 && a.stride == 1 && !a.pad[0] && !a.pad[1] && !a.pad[2] && !a.pad[3];
-        float* col = nullptr;
+        T* col = nullptr;
         if (!pointwise) {
-          SDRT_ASSIGN_OR_RETURN(void* c, alloc((size_t)K * S * 4));
-          col = static_cast<float*>(c);
+          SDRT_ASSIGN_OR_RETURN(void* c, alloc((size_t)K * S * sizeof(T)));
+          col = static_cast<T*>(c);
         }
-        const float one = 1.f, zero = 0.f;
         for (int64_t b = 0; b < N; ++b) {
-          const float* xb = in(0) + b * C * H * W;
+          const T* xb = in(0) + b * C * H * W;
           if (!pointwise) cuda::im2col(xb, col, C, H, W, kh, kw, a.stride, a.pad, Ho, Wo, stream_);
           // y_b[O,S] = w[O,K] col[K,S]  (column-major: y^T = col^T w^T)
-          CUBLAS_TRY(cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, (int)S, (int)O, (int)K, &one, pointwise ? xb : col, (int)S, in(1), (int)K,
-                                 &zero, y + b * O * S, (int)S));
+          SDRT_RETURN_IF_ERROR(gemm(CUBLAS_OP_N, CUBLAS_OP_N, S, O, K, 1.f, pointwise ? xb : col, S, in(1), K, y + b * O * S, S));
         }
         if (col) release(col);
         if (n.inputs.size() > 2) cuda::add_channel_bias(y, in(2), N, O, S, stream_);
@@ -194,7 +253,8 @@ class CudaExecutable : public Executable {
       }
       case Op::Linear: {
         const int64_t K = xs.back(), M = numel(xs) / K, N = shp(1)[0];
-        SDRT_RETURN_IF_ERROR(gemm_xwT(in(0), in(1), y, M, K, N));
+        // y[M,N] = x[M,K] w[N,K]^T  (column-major: y^T = w x^T)
+        SDRT_RETURN_IF_ERROR(gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, 1.f, in(1), K, in(0), K, y, N));
         if (n.inputs.size() > 2) cuda::add_row_bias(y, in(2), M, N, stream_);
         return Status::ok();
       }
@@ -209,18 +269,24 @@ class CudaExecutable : public Executable {
       case Op::Attention: {
         const Shape &qs = shp(0), &ks = shp(1), &vs = shp(2);
         const int64_t B = qs[0], Lq = qs[1], Lk = ks[1], H = a.heads, D = qs[2] / H, Dv = vs[2] / H;
+        // Scores in float (softmax statistics stay float32); probabilities in T for the second GEMM.
         SDRT_ASSIGN_OR_RETURN(void* sp, alloc((size_t)H * Lq * Lk * 4));
         float* S = static_cast<float*>(sp);
-        const float one = 1.f, zero = 0.f;
+        T* P = reinterpret_cast<T*>(S);
+        if constexpr (!std::is_same_v<T, float>) {
+          SDRT_ASSIGN_OR_RETURN(void* pp, alloc((size_t)H * Lq * Lk * sizeof(T)));
+          P = static_cast<T*>(pp);
+        }
         for (int64_t b = 0; b < B; ++b) {
           // scores^T per head (column-major Lk x Lq) = K_h (Lk x D) . Q_h^T
-          CUBLAS_TRY(cublasSgemmStridedBatched(blas_, CUBLAS_OP_T, CUBLAS_OP_N, (int)Lk, (int)Lq, (int)D, &a.scale, in(1) + b * Lk * H * D,
-                                               (int)(H * D), D, in(0) + b * Lq * H * D, (int)(H * D), D, &zero, S, (int)Lk, Lq * Lk, (int)H));
-          cuda::softmax_rows(S, H * Lq, Lk, Lq, a.causal, stream_);
+          SDRT_RETURN_IF_ERROR((gemm<T, float>(CUBLAS_OP_T, CUBLAS_OP_N, Lk, Lq, D, a.scale, in(1) + b * Lk * H * D, H * D, in(0) + b * Lq * H * D,
+                                              H * D, S, Lk, H, D, D, Lq * Lk)));
+          cuda::softmax_rows(S, P, H * Lq, Lk, Lq, a.causal, stream_);
           // out_h^T (Dv x Lq) = V_h^T (Dv x Lk) . P^T (Lk x Lq)
-          CUBLAS_TRY(cublasSgemmStridedBatched(blas_, CUBLAS_OP_N, CUBLAS_OP_N, (int)Dv, (int)Lq, (int)Lk, &one, in(2) + b * Lk * H * Dv,
-                                               (int)(H * Dv), Dv, S, (int)Lk, Lq * Lk, &zero, y + b * Lq * H * Dv, (int)(H * Dv), Dv, (int)H));
+          SDRT_RETURN_IF_ERROR(gemm(CUBLAS_OP_N, CUBLAS_OP_N, Dv, Lq, Lk, 1.f, in(2) + b * Lk * H * Dv, H * Dv, P, Lk, y + b * Lq * H * Dv,
+                                    H * Dv, H, Dv, Lq * Lk, Dv));
         }
+        if ((void*)P != (void*)S) release(P);
         release(S);
         return Status::ok();
       }
@@ -235,7 +301,8 @@ class CudaExecutable : public Executable {
         int64_t off = 0;
         for (size_t k = 0; k < n.inputs.size(); ++k) {
           const int64_t row = shp((int)k)[a.axis] * inner;
-          cuda::copy_rows(in((int)k), y, outer, row, out_row, off, stream_);
+          CUDA_TRY(cudaMemcpy2DAsync(y + off, out_row * sizeof(T), in((int)k), row * sizeof(T), row * sizeof(T), outer, cudaMemcpyDeviceToDevice,
+                                     stream_));
           off += row;
         }
         return Status::ok();
@@ -259,12 +326,12 @@ class CudaExecutable : public Executable {
       }
       case Op::Scale: cuda::scale(in(0), y, total, a.scale, stream_); return Status::ok();
       case Op::Reshape:
-        CUDA_TRY(cudaMemcpyAsync(y, in(0), total * 4, cudaMemcpyDeviceToDevice, stream_));
+        CUDA_TRY(cudaMemcpyAsync(y, in(0), total * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
         return Status::ok();
       case Op::ToTokens: cuda::transpose_last2(in(0), y, xs[0], xs[1], xs[2] * xs[3], stream_); return Status::ok();
       case Op::FromTokens: cuda::transpose_last2(in(0), y, xs[0], xs[1], xs[2], stream_); return Status::ok();
       case Op::TimestepEmbedding:
-        cuda::timestep_embedding(in(0), y, xs[0], a.dim, a.flip_sin_to_cos, a.freq_shift, stream_);
+        cuda::timestep_embedding(static_cast<const float*>(v[n.inputs[0]]), y, xs[0], a.dim, a.flip_sin_to_cos, a.freq_shift, stream_);
         return Status::ok();
       case Op::Embedding: {
         if (!bad_ids_) {
@@ -284,7 +351,8 @@ class CudaExecutable : public Executable {
   std::shared_ptr<WeightCache> cache_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
-  std::map<std::string, float*> weights_;
+  std::map<std::string, void*> weights_;
+  std::vector<bool> keep_f32_;
   std::vector<int> last_use_;
   std::map<void*, size_t> sizes_;
   std::vector<Tensor> staging_;
