@@ -72,12 +72,22 @@ double peak_tflops(const std::string& device, bool fp32_engine) {
 
 }  // namespace
 
+int run_bench(const BenchArgs& a, std::unique_ptr<Backend> backend_in);
+
 int cmd_bench(const BenchArgs& a) {
   auto backend = make_backend(a.backend, a.precision);
   if (!backend) {
     std::fprintf(stderr, "sdrt: error: %s\n", backend.status().message().c_str());
     return 1;
   }
+  BenchArgs a2 = a;  // the backend and precision that auto chose
+  a2.backend = (*backend)->name();
+  if (a2.precision == "auto") a2.precision = a2.backend == "cuda" ? "fp16" : "fp32";
+  return run_bench(a2, std::move(backend).value());
+}
+
+int run_bench(const BenchArgs& a, std::unique_ptr<Backend> backend_in) {
+  Result<std::unique_ptr<Backend>> backend(std::move(backend_in));
   for (const auto& o : a.opts)
     if (o != "baseline" && o != "optimized") {
       std::fprintf(stderr, "sdrt: error: --opt takes baseline and/or optimized, got '%s'\n", o.c_str());

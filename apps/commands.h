@@ -8,15 +8,15 @@ namespace sdrt::app {
 
 struct GenerateArgs {
   std::string model, prompt, negative_prompt, sampler = "euler_a", schedule_type, rng = "cpu", init_image, out_dir = "outputs";
-  std::string tokenizer_dir, backend = "cpu", prompt_file, precision = "fp32";
+  std::string tokenizer_dir, backend = "auto", prompt_file, precision = "auto";
   int steps = 20, width = 512, height = 512, batch_size = 1, batch_count = 1, clip_skip = 1;
   double cfg_scale = 7.0, strength = 0.75;
   int64_t seed = -1;
 };
 
 struct BenchArgs {
-  std::string model = "random:sd15", backend = "cpu", sampler = "pndm", out_dir = "bench-out", tokenizer_dir;
-  std::string prompt = "a photo of an astronaut riding a horse on mars", command_line, precision = "fp32";
+  std::string model = "random:sd15", backend = "auto", sampler = "pndm", out_dir = "bench-out", tokenizer_dir;
+  std::string prompt = "a photo of an astronaut riding a horse on mars", command_line, precision = "auto";
   std::vector<int> batches{50};
   std::vector<std::string> opts{"baseline", "optimized"};
   int repeats = 100, warmup = 2, steps = 50, width = 512, height = 512;

@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "graph/backend.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"sdrt: a Stable Diffusion inference engine"};
@@ -33,15 +34,15 @@ int main(int argc, char** argv) {
   gen->add_option("--strength", g.strength, "img2img denoising strength (0-1]")->capture_default_str();
   gen->add_option("-o,--out", g.out_dir, "output folder")->capture_default_str();
   gen->add_option("--tokenizer", g.tokenizer_dir, "folder with the CLIP vocab.json and merges.txt");
-  gen->add_option("--backend", g.backend, "cpu or cuda")->capture_default_str();
-  gen->add_option("--precision", g.precision, "fp32, or fp16 on cuda")->capture_default_str();
+  gen->add_option("--backend", g.backend, "auto (cuda where a GPU is usable, else cpu), cpu or cuda")->capture_default_str();
+  gen->add_option("--precision", g.precision, "auto (fp16 on cuda, fp32 on cpu), fp32 or fp16")->capture_default_str();
 
   sdrt::app::BenchArgs ba;
   bool quick = false;
   auto* bench = app.add_subcommand("bench", "Benchmark the pipeline (lambda-diffusers methodology): latency per stage, throughput, memory");
   bench->add_option("-m,--model", ba.model, "model (random:sd15 needs no download)")->capture_default_str();
-  bench->add_option("--backend", ba.backend, "cpu or cuda")->capture_default_str();
-  bench->add_option("--precision", ba.precision, "fp32, or fp16 on cuda")->capture_default_str();
+  bench->add_option("--backend", ba.backend, "auto, cpu or cuda")->capture_default_str();
+  bench->add_option("--precision", ba.precision, "auto (fp16 on cuda, fp32 on cpu), fp32 or fp16")->capture_default_str();
   auto* bb = bench->add_option("--batch", ba.batches, "batch sizes, comma separated [default: 50]")->delimiter(',');
   auto* brep = bench->add_option("--repeats", ba.repeats, "timed runs per configuration")->capture_default_str();
   auto* bwarm = bench->add_option("--warmup", ba.warmup, "untimed runs first")->capture_default_str();
@@ -69,8 +70,9 @@ int main(int argc, char** argv) {
       if (!brep->count()) ba.repeats = 1;
       if (!bwarm->count()) ba.warmup = 0;
       if (!bsteps->count()) ba.steps = 2;
-      if (ba.backend == "cpu" && !bh->count()) ba.height = 128;
-      if (ba.backend == "cpu" && !bw->count()) ba.width = 128;
+      const bool on_cpu = ba.backend == "cpu" || (ba.backend == "auto" && !sdrt::make_cuda_backend({}, nullptr));
+      if (on_cpu && !bh->count()) ba.height = 128;
+      if (on_cpu && !bw->count()) ba.width = 128;
     }
     if (ba.repeats < 1 || ba.warmup < 0 || ba.batches.empty()) {
       std::fprintf(stderr, "sdrt: error: --repeats must be at least 1, --warmup at least 0, and --batch non-empty\n");

@@ -2,7 +2,12 @@
 
 namespace sdrt {
 
-Result<std::unique_ptr<Backend>> make_backend(const std::string& name, const std::string& precision) {
+Result<std::unique_ptr<Backend>> make_backend(std::string name, std::string precision) {
+  if (name == "auto") {  // the GPU where one is usable, else the CPU
+    std::string why;
+    name = make_cuda_backend({}, &why) ? "cuda" : "cpu";
+  }
+  if (precision == "auto") precision = name == "cuda" ? "fp16" : "fp32";
   if (precision != "fp32" && precision != "fp16") return invalid_argument("unknown precision '" + precision + "' (fp32 or fp16)");
   if (name == "cpu") {
     if (precision != "fp32") return invalid_argument("the cpu backend runs fp32 only");
@@ -16,7 +21,7 @@ Result<std::unique_ptr<Backend>> make_backend(const std::string& name, const std
     if (!b) return unsupported("the cuda backend is not available: " + why);
     return b;
   }
-  return invalid_argument("unknown backend '" + name + "' (cpu or cuda)");
+  return invalid_argument("unknown backend '" + name + "' (auto, cpu or cuda)");
 }
 
 }  // namespace sdrt

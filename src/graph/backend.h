@@ -46,7 +46,8 @@ struct CudaOptions {
 // executables by weight name.
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt = {}, std::string* why = nullptr);
 
-// "cpu" or "cuda" (precision fp32 or fp16 for cuda); an error naming why the backend is unavailable.
-Result<std::unique_ptr<Backend>> make_backend(const std::string& name, const std::string& precision = "fp32");
+// "auto" (cuda where usable, else cpu), "cpu" or "cuda"; precision "auto" (fp16 on cuda, fp32 on cpu),
+// "fp32" or "fp16" (cuda only). An error names why a backend is unavailable.
+Result<std::unique_ptr<Backend>> make_backend(std::string name, std::string precision = "auto");
 
 }  // namespace sdrt
