@@ -115,22 +115,22 @@ Result<ClipTokenizer> ClipTokenizer::load(const std::string& dir) {
     }
   }
   if (t.vocab_.count(",</w>")) t.comma_ = t.vocab_[",</w>"];
-  // GPT-2 byte-level alphabet: printable Latin-1 bytes stand for themselves, the rest map to 256+n.
+  t.init_byte_map();
+  return t;
+}
+
+// GPT-2 byte-level alphabet: printable Latin-1 bytes stand for themselves, the rest map to 256+n.
+void ClipTokenizer::init_byte_map() {
   int n = 0;
   for (int b = 0; b < 256; ++b) {
-    bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    t.byte_map_[b] = encode_utf8(printable ? (char32_t)b : (char32_t)(256 + n++));
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    byte_map_[b] = encode_utf8(printable ? (char32_t)b : (char32_t)(256 + n++));
   }
-  return t;
 }
 
 ClipTokenizer ClipTokenizer::byte_level() {
   ClipTokenizer t;
-  int n = 0;
-  for (int b = 0; b < 256; ++b) {
-    bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-    t.byte_map_[b] = encode_utf8(printable ? (char32_t)b : (char32_t)(256 + n++));
-  }
+  t.init_byte_map();
   // CLIP's vocabulary starts with the 256 byte symbols in byte-map order, then the same with "</w>".
   std::vector<std::string> order;
   for (int b = 0; b < 256; ++b) order.push_back(t.byte_map_[b]);

@@ -29,6 +29,7 @@ class ClipTokenizer {
 
  private:
   std::vector<int> bpe_word(const std::string& mapped) const;
+  void init_byte_map();
   std::unordered_map<std::string, int> vocab_;
   std::unordered_map<std::string, int> ranks_;  // "left right" -> merge rank
   mutable std::unordered_map<std::string, std::vector<int>> cache_;
