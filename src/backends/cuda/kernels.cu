@@ -53,17 +53,25 @@ __device__ float block_sum(float v) {
   return r;
 }
 
+// Mean and 1/sqrt(var + eps) of n values, by the whole block, two passes in float (GroupNorm, LayerNorm).
+template <class T>
+__device__ void block_mean_rstd(const T* x, int64_t n, float eps, float* mean_out, float* rstd_out) {
+  float sum = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += ld(x + i);
+  const float mean = block_sum(sum) / (float)n;
+  float sq = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sq += (ld(x + i) - mean) * (ld(x + i) - mean);
+  *mean_out = mean;
+  *rstd_out = rsqrtf(block_sum(sq) / (float)n + eps);
+}
+
 template <class T>
 __global__ void group_norm_k(const T* x, const T* g, const T* b, T* y, int64_t C, int64_t S, int64_t G, float eps) {
   const int64_t n = blockIdx.x / G, grp = blockIdx.x % G, cpg = C / G, span = cpg * S;
   const T* xs = x + (n * C + grp * cpg) * S;
   T* ys = y + (n * C + grp * cpg) * S;
-  float sum = 0;
-  for (int64_t i = threadIdx.x; i < span; i += blockDim.x) sum += ld(xs + i);
-  const float mean = block_sum(sum) / (float)span;
-  float sq = 0;
-  for (int64_t i = threadIdx.x; i < span; i += blockDim.x) sq += (ld(xs + i) - mean) * (ld(xs + i) - mean);
-  const float rstd = rsqrtf(block_sum(sq) / (float)span + eps);
+  float mean, rstd;
+  block_mean_rstd(xs, span, eps, &mean, &rstd);
   for (int64_t i = threadIdx.x; i < span; i += blockDim.x) {
     const int64_t ch = grp * cpg + i / S;
     st(ys + i, (ld(xs + i) - mean) * rstd * ld(g + ch) + ld(b + ch));
@@ -74,12 +82,8 @@ template <class T>
 __global__ void layer_norm_k(const T* x, const T* g, const T* b, T* y, int64_t C, float eps) {
   const T* xr = x + blockIdx.x * C;
   T* yr = y + blockIdx.x * C;
-  float sum = 0;
-  for (int64_t i = threadIdx.x; i < C; i += blockDim.x) sum += ld(xr + i);
-  const float mean = block_sum(sum) / (float)C;
-  float sq = 0;
-  for (int64_t i = threadIdx.x; i < C; i += blockDim.x) sq += (ld(xr + i) - mean) * (ld(xr + i) - mean);
-  const float rstd = rsqrtf(block_sum(sq) / (float)C + eps);
+  float mean, rstd;
+  block_mean_rstd(xr, C, eps, &mean, &rstd);
   for (int64_t i = threadIdx.x; i < C; i += blockDim.x) st(yr + i, (ld(xr + i) - mean) * rstd * ld(g + i) + ld(b + i));
 }
 
