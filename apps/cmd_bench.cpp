@@ -70,24 +70,26 @@ double peak_tflops(const std::string& device, bool fp32_engine) {
   return 0;
 }
 
+// A short label for the model in titles: the file or folder name (".../tiny-sd15/diffusers" keeps its parent).
+std::string model_label(const std::string& spec) {
+  const fs::path p(spec);
+  const std::string leaf = p.filename().string();
+  if (leaf.empty()) return spec;
+  return leaf == "diffusers" ? p.parent_path().filename().string() + "/diffusers" : leaf;
+}
+
 }  // namespace
 
-int run_bench(const BenchArgs& a, std::unique_ptr<Backend> backend_in);
-
-int cmd_bench(const BenchArgs& a) {
-  auto backend = make_backend(a.backend, a.precision);
+int cmd_bench(const BenchArgs& args) {
+  auto backend = make_backend(args.backend, args.precision);
   if (!backend) {
     std::fprintf(stderr, "sdrt: error: %s\n", backend.status().message().c_str());
     return 1;
   }
-  BenchArgs a2 = a;  // the backend and precision that auto chose
-  a2.backend = (*backend)->name();
-  if (a2.precision == "auto") a2.precision = a2.backend == "cuda" ? "fp16" : "fp32";
-  return run_bench(a2, std::move(backend).value());
-}
-
-int run_bench(const BenchArgs& a, std::unique_ptr<Backend> backend_in) {
-  Result<std::unique_ptr<Backend>> backend(std::move(backend_in));
+  BenchArgs a = args;  // with what "auto" resolved to
+  a.backend = (*backend)->name();
+  a.precision = (*backend)->precision();
+  if (a.quick && a.backend == "cpu" && !a.size_given) a.width = a.height = 128;
   for (const auto& o : a.opts)
     if (o != "baseline" && o != "optimized") {
       std::fprintf(stderr, "sdrt: error: --opt takes baseline and/or optimized, got '%s'\n", o.c_str());
@@ -142,7 +144,7 @@ int run_bench(const BenchArgs& a, std::unique_ptr<Backend> backend_in) {
                  {"compiler", __VERSION__},
                  {"sdrt_version", SDRT_VERSION},
                  {"git_revision", SDRT_GIT_REVISION},
-                 {"model", fs::path(a.model).filename().empty() ? a.model : fs::path(a.model).filename().string() == "diffusers" ? fs::path(a.model).parent_path().filename().string() + "/diffusers" : fs::path(a.model).filename().string()},
+                 {"model", model_label(a.model)},
                  {"model_path", a.model},
                  {"size", std::to_string(a.width) + "x" + std::to_string(a.height)},
                  {"steps", std::to_string(a.steps)},

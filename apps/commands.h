@@ -20,6 +20,7 @@ struct BenchArgs {
   std::vector<int> batches{50};
   std::vector<std::string> opts{"baseline", "optimized"};
   int repeats = 100, warmup = 2, steps = 50, width = 512, height = 512;
+  bool quick = false, size_given = false;  // --quick shrinks the image on the CPU unless a size was given
 };
 
 int cmd_info(const std::string& model);

@@ -3,7 +3,6 @@
 #include <cstdio>
 
 #include "commands.h"
-#include "graph/backend.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"sdrt: a Stable Diffusion inference engine"};
@@ -70,9 +69,8 @@ int main(int argc, char** argv) {
       if (!brep->count()) ba.repeats = 1;
       if (!bwarm->count()) ba.warmup = 0;
       if (!bsteps->count()) ba.steps = 2;
-      const bool on_cpu = ba.backend == "cpu" || (ba.backend == "auto" && !sdrt::make_cuda_backend({}, nullptr));
-      if (on_cpu && !bh->count()) ba.height = 128;
-      if (on_cpu && !bw->count()) ba.width = 128;
+      ba.quick = true;
+      ba.size_given = bh->count() || bw->count();
     }
     if (ba.repeats < 1 || ba.warmup < 0 || ba.batches.empty()) {
       std::fprintf(stderr, "sdrt: error: --repeats must be at least 1, --warmup at least 0, and --batch non-empty\n");

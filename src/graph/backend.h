@@ -27,6 +27,7 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  virtual std::string precision() const { return "fp32"; }  // the arithmetic it stores values in
   virtual DeviceMemory memory() const { return {}; }
   virtual void reset_peak_memory() {}
   virtual bool supports(Op op) const = 0;

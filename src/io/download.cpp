@@ -209,8 +209,7 @@ Result<std::string> fetch_diffusers_model(const std::string& repo, const std::st
     SDRT_RETURN_IF_ERROR(fetch_one(repo, dir, {f}, opt).with_context("downloading " + repo));
   for (const char* f : {"tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json"})
     SDRT_RETURN_IF_ERROR(fetch_one(repo, dir, {f}, opt, false));
-  const std::pair<const char*, const char*> weights[] = {{"unet/diffusion_pytorch_model", ""}, {"vae/diffusion_pytorch_model", ""}, {"text_encoder/model", ""}};
-  for (auto [stem, _] : weights)
+  for (const char* stem : {"unet/diffusion_pytorch_model", "vae/diffusion_pytorch_model", "text_encoder/model"})
     SDRT_RETURN_IF_ERROR(fetch_one(repo, dir, {std::string(stem) + ".fp16.safetensors", std::string(stem) + ".safetensors"}, opt)
                              .with_context("downloading " + repo));
   return dir;

@@ -363,6 +363,7 @@ class CudaBackend : public Backend {
  public:
   explicit CudaBackend(CudaOptions o) : opt_(o), cache_(std::make_shared<WeightCache>()) {}
   std::string name() const override { return "cuda"; }
+  std::string precision() const override { return opt_.precision; }
   // Activations come from the device's default stream-ordered pool; weights from cudaMalloc.
   DeviceMemory memory() const override {
     DeviceMemory m;
