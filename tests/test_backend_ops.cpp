@@ -77,6 +77,9 @@ std::vector<Case> cases() {
   c.push_back(conv("conv3x3 SD [2,320,64,64]", {2, 320, 64, 64}, 320, 3, 1, {1, 1, 1, 1}));
   c.push_back(conv("conv stride2 asym pad", {1, 16, 17, 17}, 16, 3, 2, {0, 0, 1, 1}));
   c.push_back(conv("conv1x1 [2,64,32,32]", {2, 64, 32, 32}, 32, 1, 1, {0, 0, 0, 0}));
+  c.push_back(conv("conv stride2 pad1 (SD downsample)", {2, 32, 16, 16}, 32, 3, 2, {1, 1, 1, 1}));
+  c.push_back(conv("conv_in [2,4,64,64]->320", {2, 4, 64, 64}, 320, 3, 1, {1, 1, 1, 1}));
+  c.push_back(conv("conv_out [2,320,32,32]->4", {2, 320, 32, 32}, 4, 3, 1, {1, 1, 1, 1}));
   auto linear = [=](std::string name, Shape x, int64_t N, bool bias) {
     return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
                   int xi = in(b, ins, rng, "x", x);
@@ -112,6 +115,9 @@ std::vector<Case> cases() {
   };
   c.push_back(gn("group_norm small", {1, 16, 8, 8}, 8));
   c.push_back(gn("group_norm SD [2,320,64,64]", {2, 320, 64, 64}, 32));
+  c.push_back(gn("group_norm SD [2,1280,8,8]", {2, 1280, 8, 8}, 32));
+  c.push_back(gn("group_norm odd group width [1,24,5,5]", {1, 24, 5, 5}, 8));
+  c.push_back(gn("group_norm VAE [1,512,64,64]", {1, 512, 64, 64}, 32));
   c.push_back({"layer_norm [2,4096,320]", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.layer_norm(in(b, ins, rng, "x", {2, 4096, 320}), w(b, rng, "g", {320}, 1), w(b, rng, "b", {320}, 1), 1e-5f), "y");
                }});
@@ -125,6 +131,9 @@ std::vector<Case> cases() {
   c.push_back(attn("attention causal CLIP [1,77,768] 12 heads", 1, 77, 77, 768, 12, true));
   c.push_back(attn("attention cross [2,1024]x[77] 8 heads", 2, 1024, 77, 640, 8, false));
   c.push_back(attn("attention SD self [2,4096,320] 8 heads", 2, 4096, 4096, 320, 8, false));
+  c.push_back(attn("attention SD self [2,256,1280] 8 heads (d 160)", 2, 256, 256, 1280, 8, false));
+  c.push_back(attn("attention tiny d 4 [2,100]x[77]", 2, 100, 77, 32, 8, false));
+  c.push_back(attn("attention VAE [1,1024,512] 1 head", 1, 1024, 1024, 512, 1, false));
   c.push_back({"concat axis 1", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.concat({in(b, ins, rng, "a", {2, 3, 4, 4}), in(b, ins, rng, "c", {2, 5, 4, 4})}, 1), "y");
                }});
@@ -138,6 +147,15 @@ std::vector<Case> cases() {
                  Attrs a;
                  a.scale = 0.37f;
                  b.output(b.reshape(b.add_node(Op::Scale, {in(b, ins, rng, "x", {2, 6, 5})}, a), {3, 20}), "y");
+               }});
+  c.push_back({"reshape 4-D -> 3-D [2,6,4,5]->[2,24,5]", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(b.reshape(in(b, ins, rng, "x", {2, 6, 4, 5}), {2, 24, 5}), "y");
+               }});
+  c.push_back({"reshape 2-D -> 4-D [2,120]->[2,6,4,5]", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(b.reshape(in(b, ins, rng, "x", {2, 120}), {2, 6, 4, 5}), "y");
+               }});
+  c.push_back({"linear on a 4-D value [1,3,4,8]->16", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(b.linear(in(b, ins, rng, "x", {1, 3, 4, 8}), w(b, rng, "w", {16, 8}, 0.3f), -1), "y");
                }});
   c.push_back({"timestep_embedding 320", [=](GraphBuilder& b, auto& ins, auto&) {
                  ins["t"] = Tensor::from_f32({3}, {999.f, 500.5f, 1.f});

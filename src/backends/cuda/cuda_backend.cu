@@ -1,15 +1,25 @@
-// CUDA backend, first stage: runs the graph in float32 with the CPU backend's NCHW layouts. Weights are
-// uploaded once; each value gets a stream-ordered allocation freed after its last use; matrix work goes
-// to cuBLAS (TF32 off, so results track the CPU reference). FP16/NHWC kernels, fusion, autotuning, plan
-// files and CUDA graphs build on this executor.
+// CUDA backend executor. Two modes:
+// - fp32: the CPU backend's NCHW layouts in true float32 (cuBLAS with TF32 off, im2col convolutions), so
+//   results track the CPU reference;
+// - fp16: half storage with float accumulation; 4-D activations live in NHWC (the graph's shapes stay
+//   logical NCHW), convolutions go to cuDNN (algorithm timed per shape), attention to the fused
+//   flash-style kernel, GroupNorm to a two-kernel NHWC implementation.
+// Weights are uploaded once per backend; each value gets a stream-ordered allocation freed after its
+// last use. Fusion, plan files and CUDA graphs build on this executor.
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <set>
 #include <thread>
 #include <type_traits>
 #include <vector>
 
 #include "backends/cuda/common.cuh"
+#include "backends/cuda/cudnn_conv.h"
 #include "backends/cuda/device_info.h"
+#include "backends/cuda/flash_attention.cuh"
 #include "backends/cuda/kernels.cuh"
+#include "backends/cuda/nhwc_kernels.cuh"
 #include "graph/backend.h"
 
 namespace sdrt {
@@ -27,13 +37,43 @@ struct WeightCache {
   }
 };
 
+// Logical NCHW axis -> NHWC storage axis.
+constexpr int kNhwcAxis[4] = {0, 3, 1, 2};
+
+// Ops that read and write NHWC-stored 4-D values directly; others get NCHW copies of such inputs.
+bool layout_aware(Op op) {
+  switch (op) {
+    case Op::Conv2d:
+    case Op::GroupNorm:
+    case Op::Upsample2x:
+    case Op::Concat:
+    case Op::Add:
+    case Op::Mul:
+    case Op::Reshape:
+    case Op::ToTokens:
+    case Op::FromTokens:
+    case Op::SiLU:
+    case Op::GELU:
+    case Op::QuickGELU:
+    case Op::Scale: return true;
+    default: return false;
+  }
+}
+
 class CudaExecutable : public Executable {
  public:
-  CudaExecutable(std::shared_ptr<const Graph> g, CudaOptions opt, std::shared_ptr<WeightCache> wc)
-      : g_(std::move(g)), opt_(opt), cache_(std::move(wc)) {}
+  CudaExecutable(std::shared_ptr<const Graph> g, CudaOptions opt, std::shared_ptr<WeightCache> wc, std::shared_ptr<cuda::ConvTuning> tuning)
+      : g_(std::move(g)), opt_(opt), cache_(std::move(wc)), tuning_(std::move(tuning)) {}
   ~CudaExecutable() override {
+    if (conv_ws_) cudaFreeAsync(conv_ws_, stream_);
+    conv_.reset();
+    for (auto e : events_)
+      if (e) cudaEventDestroy(e);
     if (blas_) cublasDestroy(blas_);
-    if (stream_) cudaStreamDestroy(stream_);
+    if (stream_) {
+      cudaStreamSynchronize(stream_);
+      cudaStreamDestroy(stream_);
+    }
   }
 
   Status init() {
@@ -43,14 +83,25 @@ class CudaExecutable : public Executable {
     CUBLAS_TRY(cublasSetStream(blas_, stream_));
     // float32: true float32 (no TF32); fp16: tensor cores with float accumulation
     CUBLAS_TRY(cublasSetMathMode(blas_, fp16() ? CUBLAS_DEFAULT_MATH : CUBLAS_PEDANTIC_MATH));
-    keep_f32_.assign(g_->nodes.size(), false);
-    for (size_t i = 0; i < g_->nodes.size(); ++i) {
-      const Node& n = g_->nodes[i];
+    const auto& nodes = g_->nodes;
+    keep_f32_.assign(nodes.size(), false);
+    nhwc_.assign(nodes.size(), false);
+    std::set<std::string> filters;  // conv weights, stored [O, kh, kw, C] in fp16 mode
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      const Node& n = nodes[i];
       if (n.op == Op::Input && n.dtype == DType::I32) keep_f32_[i] = true;
       if (n.op == Op::TimestepEmbedding) keep_f32_[n.inputs[0]] = true;
+      nhwc_[i] = fp16() && n.shape.size() == 4 && n.op != Op::Weight && !keep_f32_[i];
+      if (fp16() && n.op == Op::Conv2d) {
+        const Node& w = nodes[n.inputs[1]];
+        if (w.op != Op::Weight) return unsupported("CUDA fp16 convolutions need a constant filter");
+        filters.insert(w.name);
+      }
     }
     for (const auto& [name, t] : g_->weights) {
-      auto it = cache_->map.find(name);
+      const bool ohwi = filters.count(name) > 0;
+      const std::string key = ohwi ? name + "#ohwi" : name;
+      auto it = cache_->map.find(key);
       if (it != cache_->map.end()) {
         if (it->second.first != t.shape()) return invalid_argument("weight '" + name + "' differs from the one this backend holds (one model per backend)");
         weights_[name] = it->second.second;
@@ -64,25 +115,47 @@ class CudaExecutable : public Executable {
         auto* hp = static_cast<uint16_t*>(h.mutable_data());
         const float* fp = t.f32();
         const int64_t n = t.numel();
+        // filters [O, C, kh, kw] -> [O, kh, kw, C]
+        const int64_t C = ohwi ? t.shape()[1] : 1, R = ohwi ? t.shape()[2] * t.shape()[3] : 1;
         const int nt = (int)std::max<unsigned>(1, std::min<unsigned>(16, std::thread::hardware_concurrency()));
         std::vector<std::thread> workers;
         for (int w = 0; w < nt; ++w)
           workers.emplace_back([=] {
-            for (int64_t k = n * w / nt; k < n * (w + 1) / nt; ++k) hp[k] = float_to_half(fp[k]);
+            for (int64_t k = n * w / nt; k < n * (w + 1) / nt; ++k) {
+              int64_t dst = k;
+              if (ohwi) {  // k indexes [o][c][r]
+                const int64_t r = k % R, c = (k / R) % C, o = k / (R * C);
+                dst = (o * R + r) * C + c;
+              }
+              hp[dst] = float_to_half(fp[k]);
+            }
           });
         for (auto& th : workers) th.join();
         CUDA_TRY(cudaMemcpy(d, h.data(), h.nbytes(), cudaMemcpyHostToDevice));
       } else {
         CUDA_TRY(cudaMemcpy(d, t.data(), t.nbytes(), cudaMemcpyHostToDevice));
       }
-      cache_->map[name] = {t.shape(), d};
+      cache_->map[key] = {t.shape(), d};
       cache_->bytes += (int64_t)bytes;
       weights_[name] = d;
     }
-    last_use_.assign(g_->nodes.size(), -1);
-    for (size_t i = 0; i < g_->nodes.size(); ++i)
-      for (int in : g_->nodes[i].inputs) last_use_[in] = (int)i;
-    for (int o : g_->outputs) last_use_[o] = (int)g_->nodes.size();
+    if (fp16()) {  // choose every convolution's algorithm now (timed by cuDNN) and size one workspace
+      SDRT_ASSIGN_OR_RETURN(conv_, cuda::CudnnConv::create(stream_));
+      for (const Node& n : nodes) {
+        if (n.op != Op::Conv2d) continue;
+        SDRT_ASSIGN_OR_RETURN(size_t ws, conv_->prepare(conv_shape(n), *tuning_));
+        conv_ws_bytes_ = std::max(conv_ws_bytes_, ws);
+      }
+      if (conv_ws_bytes_) CUDA_TRY(cudaMallocAsync(&conv_ws_, conv_ws_bytes_, stream_));
+    }
+    if (profile_) {
+      events_.resize(2 * nodes.size());
+      for (auto& e : events_) CUDA_TRY(cudaEventCreate(&e));
+    }
+    last_use_.assign(nodes.size(), -1);
+    for (size_t i = 0; i < nodes.size(); ++i)
+      for (int in : nodes[i].inputs) last_use_[in] = (int)i;
+    for (int o : g_->outputs) last_use_[o] = (int)nodes.size();
     return Status::ok();
   }
 
@@ -98,11 +171,13 @@ class CudaExecutable : public Executable {
         Tensor t = Tensor::empty(DType::F32, nodes[o].shape);
         const void* src = vals[o];
         void* tmp = nullptr;
-        if (esz(o) == 2) {  // half on the device, float32 out
+        if (esz(o) == 2) {  // half on the device, float32 NCHW out
           auto r = alloc(t.nbytes());
           if (!r) { st = r.status(); break; }
           tmp = *r;
-          cuda::f16_to_f32(static_cast<const __half*>(vals[o]), static_cast<float*>(tmp), t.numel(), stream_);
+          const Shape& sh = nodes[o].shape;
+          if (nhwc_[o]) cuda::nhwc_f16_to_nchw_f32(static_cast<const __half*>(vals[o]), static_cast<float*>(tmp), sh[0], sh[1], sh[2] * sh[3], stream_);
+          else cuda::f16_to_f32(static_cast<const __half*>(vals[o]), static_cast<float*>(tmp), t.numel(), stream_);
           src = tmp;
         }
         st = cuda::cuda_status(cudaMemcpyAsync(t.mutable_data(), src, t.nbytes(), cudaMemcpyDeviceToHost, stream_), "download");
@@ -158,8 +233,40 @@ class CudaExecutable : public Executable {
   size_t esz(size_t i) const { return keep_f32_[i] ? 4 : fp16() ? 2 : 4; }
   bool fp16() const { return opt_.precision == "fp16"; }
 
+  cuda::ConvShape conv_shape(const Node& n) const {
+    const Shape& xs = g_->nodes[n.inputs[0]].shape;
+    const Shape& ws = g_->nodes[n.inputs[1]].shape;
+    const auto& p = n.a.pad;
+    const bool sym = p[0] == p[2] && p[1] == p[3];  // cuDNN pads symmetrically; others are padded first
+    return {xs[0], xs[1], xs[2] + (sym ? 0 : p[0] + p[2]), xs[3] + (sym ? 0 : p[1] + p[3]), ws[0], ws[2], ws[3], n.a.stride,
+            sym ? p[0] : 0, sym ? p[1] : 0};
+  }
+
+  // Whether node i (a shape-only op) holds exactly its input's bytes: NHWC tokens are NHWC pixels, and
+  // a reshape moves nothing unless one side is NHWC with more than one pixel.
+  bool same_bytes(size_t i) const {
+    const Node& n = g_->nodes[i];
+    const int in = n.inputs.empty() ? -1 : n.inputs[0];
+    switch (n.op) {
+      case Op::ToTokens: return nhwc_[in];
+      case Op::FromTokens: return nhwc_[i];
+      case Op::Reshape: {
+        const Shape& xs = g_->nodes[in].shape;
+        return !(nhwc_[in] && xs[2] * xs[3] > 1) && !(nhwc_[i] && n.shape[2] * n.shape[3] > 1);
+      }
+      default: return false;
+    }
+  }
+
+  // [N, A, B] half: y = x^T per batch (NHWC <-> NCHW of a 4-D value with A = C, B = HW or the reverse)
+  void transpose(const void* x, void* y, int64_t N, int64_t A, int64_t B) {
+    cuda::transpose_last2(static_cast<const __half*>(x), static_cast<__half*>(y), N, A, B, stream_);
+  }
+
   Status execute(const std::map<std::string, Tensor>& inputs, std::vector<void*>& vals, std::vector<bool>& owned) {
     const auto& nodes = g_->nodes;
+    std::vector<const void*> ins;
+    std::vector<void*> temps;
     for (size_t i = 0; i < nodes.size(); ++i) {
       const Node& n = nodes[i];
       if (n.op == Op::Weight) {
@@ -167,6 +274,13 @@ class CudaExecutable : public Executable {
         continue;
       }
       const size_t bytes = (size_t)numel(n.shape) * esz(i);
+      // Shape-only ops on NHWC data take over their input's buffer when it dies here.
+      if (same_bytes(i) && owned[n.inputs[0]] && last_use_[n.inputs[0]] == (int)i && !opt_.guard_check) {
+        vals[i] = vals[n.inputs[0]];
+        owned[i] = true;
+        owned[n.inputs[0]] = false;
+        continue;
+      }
       SDRT_ASSIGN_OR_RETURN(vals[i], alloc(std::max<size_t>(bytes, 4)));
       owned[i] = true;
       if (n.op == Op::Input) {
@@ -182,12 +296,40 @@ class CudaExecutable : public Executable {
         } else {  // float32 in, half on the device
           SDRT_ASSIGN_OR_RETURN(void* tmp, alloc(h.nbytes()));
           CUDA_TRY(cudaMemcpyAsync(tmp, h.data(), h.nbytes(), cudaMemcpyHostToDevice, stream_));
-          cuda::f32_to_f16(static_cast<const float*>(tmp), static_cast<__half*>(vals[i]), h.numel(), stream_);
+          if (nhwc_[i])
+            cuda::nchw_f32_to_nhwc_f16(static_cast<const float*>(tmp), static_cast<__half*>(vals[i]), n.shape[0], n.shape[1],
+                                       n.shape[2] * n.shape[3], stream_);
+          else
+            cuda::f32_to_f16(static_cast<const float*>(tmp), static_cast<__half*>(vals[i]), h.numel(), stream_);
           release(tmp);
         }
       } else {
-        SDRT_RETURN_IF_ERROR(fp16() ? exec<__half>(n, vals, i) : exec<float>(n, vals, i));
+        ins.clear();
+        for (int id : n.inputs) ins.push_back(vals[id]);
+        void* out = vals[i];
+        const bool wrap = fp16() && !layout_aware(n.op);
+        if (wrap) {  // NCHW copies in and out around ops that know no NHWC
+          for (size_t k = 0; k < n.inputs.size(); ++k) {
+            const int id = n.inputs[k];
+            if (!nhwc_[id]) continue;
+            const Shape& s = nodes[id].shape;
+            SDRT_ASSIGN_OR_RETURN(void* t, alloc((size_t)numel(s) * 2));
+            temps.push_back(t);
+            transpose(vals[id], t, s[0], s[2] * s[3], s[1]);
+            ins[k] = t;
+          }
+          if (nhwc_[i]) {
+            SDRT_ASSIGN_OR_RETURN(out, alloc(bytes));
+            temps.push_back(out);
+          }
+        }
+        if (profile_) CUDA_TRY(cudaEventRecord(events_[2 * i], stream_));
+        SDRT_RETURN_IF_ERROR(fp16() ? exec<__half>(n, ins, out, i) : exec<float>(n, ins, out, i));
+        if (profile_) CUDA_TRY(cudaEventRecord(events_[2 * i + 1], stream_));
         CUDA_LAUNCH_CHECK(op_info(n.op).name);
+        if (wrap && nhwc_[i]) transpose(out, vals[i], n.shape[0], n.shape[1], n.shape[2] * n.shape[3]);
+        for (void* t : temps) release(t);
+        temps.clear();
         if (opt_.guard_check) SDRT_RETURN_IF_ERROR(check_guard(vals[i], n));
       }
       for (int id : n.inputs)
@@ -198,6 +340,23 @@ class CudaExecutable : public Executable {
         }
     }
     staging_.clear();
+    if (profile_) {  // SDRT_PROFILE=1: GPU time per op kind (events around each node), stderr
+      CUDA_TRY(cudaStreamSynchronize(stream_));
+      std::vector<double> ms((size_t)Op::kCount, 0.0);
+      std::vector<int> count((size_t)Op::kCount, 0);
+      double sum = 0;
+      for (size_t i = 0; i < nodes.size(); ++i) {
+        if (nodes[i].op == Op::Weight || nodes[i].op == Op::Input) continue;
+        float t = 0;
+        if (cudaEventElapsedTime(&t, events_[2 * i], events_[2 * i + 1]) != cudaSuccess) continue;
+        ms[(size_t)nodes[i].op] += t;
+        count[(size_t)nodes[i].op]++;
+        sum += t;
+      }
+      for (size_t k = 0; k < ms.size(); ++k)
+        if (count[k]) std::fprintf(stderr, "profile %-18s %5d x %9.3f ms\n", op_info((Op)k).name, count[k], ms[k]);
+      std::fprintf(stderr, "profile %-18s         %9.3f ms\n", "total (ops)", sum);
+    }
     return Status::ok();
   }
 
@@ -221,12 +380,30 @@ class CudaExecutable : public Executable {
     return Status::ok();
   }
 
+  // Element strides of input k's logical dims aligned to an output of rank r (0 on broadcast dims),
+  // following how the value is stored.
+  void logical_strides(int id, int r, int64_t* st) const {
+    const Shape& s = g_->nodes[id].shape;
+    for (int o = 0; o < r; ++o) st[o] = 0;
+    if (nhwc_[id]) {  // [N, C, H, W] stored [N, H, W, C]
+      const int64_t phys[4] = {s[2] * s[3] * s[1], 1, s[3] * s[1], s[1]};
+      for (int d = 0; d < 4; ++d) st[r - 4 + d] = s[d] == 1 ? 0 : phys[d];
+      return;
+    }
+    int64_t acc = 1;
+    for (int d = (int)s.size() - 1, o = r - 1; d >= 0; --d, --o) {
+      st[o] = s[d] == 1 ? 0 : acc;
+      acc *= s[d];
+    }
+  }
+
   template <class T>
-  Status exec(const Node& n, std::vector<void*>& v, size_t self) {
+  Status exec(const Node& n, const std::vector<const void*>& ins, void* out, size_t self) {
     const auto& nodes = g_->nodes;
-    auto in = [&](int k) { return static_cast<const T*>(v[n.inputs[k]]); };
+    auto in = [&](int k) { return static_cast<const T*>(ins[k]); };
     auto shp = [&](int k) -> const Shape& { return nodes[n.inputs[k]].shape; };
-    T* y = static_cast<T*>(v[self]);
+    auto nhwc_in = [&](int k) { return (bool)nhwc_[n.inputs[k]]; };
+    T* y = static_cast<T*>(out);
     const Attrs& a = n.a;
     const Shape& xs = shp(0);
     const int64_t total = numel(n.shape);
@@ -234,6 +411,21 @@ class CudaExecutable : public Executable {
       case Op::Conv2d: {
         const Shape& ws = shp(1);
         const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], O = ws[0], kh = ws[2], kw = ws[3], Ho = n.shape[2], Wo = n.shape[3];
+        if constexpr (std::is_same_v<T, __half>) {  // cuDNN, NHWC
+          const cuda::ConvShape cs = conv_shape(n);
+          const void* x = in(0);
+          void* padded = nullptr;
+          if (cs.H != H || cs.W != W) {
+            SDRT_ASSIGN_OR_RETURN(padded, alloc((size_t)N * cs.H * cs.W * C * 2));
+            cuda::pad_nhwc(in(0), static_cast<__half*>(padded), N, H, W, C, a.pad[0], a.pad[1], cs.H, cs.W, stream_);
+            x = padded;
+          }
+          Status st = conv_->run(cs, x, in(1), y, conv_ws_, conv_ws_bytes_);
+          if (padded) release(padded);
+          SDRT_RETURN_IF_ERROR(st);
+          if (n.inputs.size() > 2) cuda::add_row_bias(y, in(2), N * Ho * Wo, O, stream_);
+          return Status::ok();
+        }
         const int64_t K = C * kh * kw, S = Ho * Wo;
         const bool pointwise = kh == 1 && kw == 1 && a.stride == 1 && !a.pad[0] && !a.pad[1] && !a.pad[2] && !a.pad[3];
         T* col = nullptr;
@@ -258,9 +450,26 @@ class CudaExecutable : public Executable {
         if (n.inputs.size() > 2) cuda::add_row_bias(y, in(2), M, N, stream_);
         return Status::ok();
       }
-      case Op::GroupNorm:
-        cuda::group_norm(in(0), in(1), in(2), y, xs[0], xs[1], numel(xs) / (xs[0] * xs[1]), a.groups, a.eps, stream_);
+      case Op::GroupNorm: {
+        const int64_t N = xs[0], C = xs[1], S = numel(xs) / (N * C);
+        if constexpr (std::is_same_v<T, __half>) {
+          if (nhwc_in(0)) {
+            SDRT_ASSIGN_OR_RETURN(void* scratch, alloc((size_t)cuda::group_norm_nhwc_scratch(N, S, a.groups) * 4));
+            const bool done = cuda::group_norm_nhwc(in(0), in(1), in(2), y, N, C, S, a.groups, a.eps, false, static_cast<float*>(scratch), stream_);
+            release(scratch);
+            if (done) return Status::ok();
+            // outside the NHWC kernel's range: through NCHW
+            SDRT_ASSIGN_OR_RETURN(void* t, alloc((size_t)total * 2));
+            transpose(in(0), t, N, S, C);
+            cuda::group_norm(static_cast<const T*>(t), in(1), in(2), static_cast<T*>(t), N, C, S, a.groups, a.eps, stream_);
+            transpose(t, y, N, C, S);
+            release(t);
+            return Status::ok();
+          }
+        }
+        cuda::group_norm(in(0), in(1), in(2), y, N, C, S, a.groups, a.eps, stream_);
         return Status::ok();
+      }
       case Op::LayerNorm: cuda::layer_norm(in(0), in(1), in(2), y, numel(xs) / xs.back(), xs.back(), a.eps, stream_); return Status::ok();
       case Op::SiLU: cuda::activation(cuda::Act::SiLU, in(0), y, total, stream_); return Status::ok();
       case Op::GELU: cuda::activation(cuda::Act::GELU, in(0), y, total, stream_); return Status::ok();
@@ -269,6 +478,12 @@ class CudaExecutable : public Executable {
       case Op::Attention: {
         const Shape &qs = shp(0), &ks = shp(1), &vs = shp(2);
         const int64_t B = qs[0], Lq = qs[1], Lk = ks[1], H = a.heads, D = qs[2] / H, Dv = vs[2] / H;
+        if constexpr (std::is_same_v<T, __half>) {
+          if (cuda::flash_attention_supported(D, Dv) && B * H <= 65535) {
+            CUDA_TRY(cuda::flash_attention(in(0), in(1), in(2), y, B, H, Lq, Lk, D, H * D, H * D, H * Dv, H * Dv, a.scale, a.causal, stream_));
+            return Status::ok();
+          }
+        }
         // Scores in float (softmax statistics stay float32); probabilities in T for the second GEMM.
         SDRT_ASSIGN_OR_RETURN(void* sp, alloc((size_t)H * Lq * Lk * 4));
         float* S = static_cast<float*>(sp);
@@ -291,13 +506,23 @@ class CudaExecutable : public Executable {
         return Status::ok();
       }
       case Op::Upsample2x:
+        if constexpr (std::is_same_v<T, __half>) {
+          if (nhwc_in(0)) {
+            cuda::upsample_nearest_nhwc(in(0), y, xs[0], xs[2], xs[3], xs[1], n.shape[2], n.shape[3], stream_);
+            return Status::ok();
+          }
+        }
         cuda::upsample_nearest(in(0), y, xs[0] * xs[1], xs[2], xs[3], n.shape[2], n.shape[3], stream_);
         return Status::ok();
       case Op::Concat: {
+        // along the stored axis of the stored shape
+        Shape ps = n.shape;
+        int64_t axis = a.axis;
+        if (nhwc_[self]) ps = {n.shape[0], n.shape[2], n.shape[3], n.shape[1]}, axis = kNhwcAxis[a.axis];
         int64_t outer = 1, inner = 1;
-        for (int64_t d = 0; d < a.axis; ++d) outer *= n.shape[d];
-        for (size_t d = a.axis + 1; d < n.shape.size(); ++d) inner *= n.shape[d];
-        const int64_t out_row = n.shape[a.axis] * inner;
+        for (int64_t d = 0; d < axis; ++d) outer *= ps[d];
+        for (size_t d = axis + 1; d < ps.size(); ++d) inner *= ps[d];
+        const int64_t out_row = ps[axis] * inner;
         int64_t off = 0;
         for (size_t k = 0; k < n.inputs.size(); ++k) {
           const int64_t row = shp((int)k)[a.axis] * inner;
@@ -311,27 +536,44 @@ class CudaExecutable : public Executable {
       case Op::Mul: {
         const int r = (int)n.shape.size();
         if (r > 6) return unsupported("broadcast of rank > 6");
-        int64_t sx[6] = {}, sz[6] = {};
-        auto strides = [&](const Shape& s, int64_t* st) {
-          int64_t acc = 1;
-          for (int i = (int)s.size() - 1, o = r - 1; i >= 0; --i, --o) {
-            st[o] = s[i] == 1 ? 0 : acc;
-            acc *= s[i];
-          }
-        };
-        strides(xs, sx);
-        strides(shp(1), sz);
-        cuda::broadcast_binary(n.op == Op::Mul, in(0), in(1), y, total, r, n.shape.data(), sx, sz, stream_);
+        int64_t sx[6] = {}, sz[6] = {}, shape[6] = {};
+        logical_strides(n.inputs[0], r, sx);
+        logical_strides(n.inputs[1], r, sz);
+        for (int d = 0; d < r; ++d) shape[d] = n.shape[d];
+        if (nhwc_[self]) {  // iterate in storage order [N, H, W, C]
+          const int perm[4] = {0, 2, 3, 1};
+          int64_t a1[4], a2[4], a3[4];
+          for (int d = 0; d < 4; ++d) a1[d] = sx[perm[d]], a2[d] = sz[perm[d]], a3[d] = shape[perm[d]];
+          for (int d = 0; d < 4; ++d) sx[d] = a1[d], sz[d] = a2[d], shape[d] = a3[d];
+        }
+        cuda::broadcast_binary(n.op == Op::Mul, in(0), in(1), y, total, r, shape, sx, sz, stream_);
         return Status::ok();
       }
       case Op::Scale: cuda::scale(in(0), y, total, a.scale, stream_); return Status::ok();
-      case Op::Reshape:
-        CUDA_TRY(cudaMemcpyAsync(y, in(0), total * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
+      case Op::Reshape: {
+        const bool in_moves = nhwc_in(0) && xs[2] * xs[3] > 1, out_moves = nhwc_[self] && n.shape[2] * n.shape[3] > 1;
+        if (same_bytes(self)) {
+          CUDA_TRY(cudaMemcpyAsync(y, in(0), total * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
+          return Status::ok();
+        }
+        SDRT_ASSIGN_OR_RETURN(void* t, alloc((size_t)total * sizeof(T)));  // the value in logical order
+        if (in_moves) transpose(in(0), t, xs[0], xs[2] * xs[3], xs[1]);
+        else CUDA_TRY(cudaMemcpyAsync(t, in(0), total * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
+        if (out_moves) transpose(t, y, n.shape[0], n.shape[1], n.shape[2] * n.shape[3]);
+        else CUDA_TRY(cudaMemcpyAsync(y, t, total * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
+        release(t);
         return Status::ok();
-      case Op::ToTokens: cuda::transpose_last2(in(0), y, xs[0], xs[1], xs[2] * xs[3], stream_); return Status::ok();
-      case Op::FromTokens: cuda::transpose_last2(in(0), y, xs[0], xs[1], xs[2], stream_); return Status::ok();
+      }
+      case Op::ToTokens:
+        if (nhwc_in(0)) CUDA_TRY(cudaMemcpyAsync(y, in(0), total * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
+        else cuda::transpose_last2(in(0), y, xs[0], xs[1], xs[2] * xs[3], stream_);
+        return Status::ok();
+      case Op::FromTokens:
+        if (nhwc_[self]) CUDA_TRY(cudaMemcpyAsync(y, in(0), total * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
+        else cuda::transpose_last2(in(0), y, xs[0], xs[1], xs[2], stream_);
+        return Status::ok();
       case Op::TimestepEmbedding:
-        cuda::timestep_embedding(static_cast<const float*>(v[n.inputs[0]]), y, xs[0], a.dim, a.flip_sin_to_cos, a.freq_shift, stream_);
+        cuda::timestep_embedding(static_cast<const float*>(ins[0]), y, xs[0], a.dim, a.flip_sin_to_cos, a.freq_shift, stream_);
         return Status::ok();
       case Op::Embedding: {
         if (!bad_ids_) {
@@ -339,7 +581,7 @@ class CudaExecutable : public Executable {
           CUDA_TRY(cudaMemsetAsync(bad_ids_, 0, 4, stream_));
         }
         const Shape& ts = shp(1);
-        cuda::embedding(static_cast<const int32_t*>(v[n.inputs[0]]), in(1), y, numel(xs), ts[0], ts[1], bad_ids_, stream_);
+        cuda::embedding(static_cast<const int32_t*>(ins[0]), in(1), y, numel(xs), ts[0], ts[1], bad_ids_, stream_);
         return Status::ok();
       }
       default: return unsupported(std::string("CUDA backend cannot run ") + op_info(n.op).name);
@@ -349,19 +591,26 @@ class CudaExecutable : public Executable {
   std::shared_ptr<const Graph> g_;
   CudaOptions opt_;
   std::shared_ptr<WeightCache> cache_;
+  std::shared_ptr<cuda::ConvTuning> tuning_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
+  std::unique_ptr<cuda::CudnnConv> conv_;
+  void* conv_ws_ = nullptr;
+  size_t conv_ws_bytes_ = 0;
   std::map<std::string, void*> weights_;
-  std::vector<bool> keep_f32_;
+  std::vector<bool> keep_f32_, nhwc_;
   std::vector<int> last_use_;
   std::map<void*, size_t> sizes_;
   std::vector<Tensor> staging_;
   int* bad_ids_ = nullptr;
+  bool profile_ = std::getenv("SDRT_PROFILE") != nullptr;
+  std::vector<cudaEvent_t> events_;
 };
 
 class CudaBackend : public Backend {
  public:
-  explicit CudaBackend(CudaOptions o) : opt_(o), cache_(std::make_shared<WeightCache>()) {}
+  explicit CudaBackend(CudaOptions o)
+      : opt_(o), cache_(std::make_shared<WeightCache>()), tuning_(std::make_shared<cuda::ConvTuning>()) {}
   std::string name() const override { return "cuda"; }
   std::string precision() const override { return opt_.precision; }
   // Activations come from the device's default stream-ordered pool; weights from cudaMalloc.
@@ -390,7 +639,7 @@ class CudaBackend : public Backend {
     SDRT_RETURN_IF_ERROR(graph->verify());
     for (const auto& [name, t] : graph->weights)
       if (t.dtype() != DType::F32) return invalid_argument("CUDA backend (float32 stage) needs F32 weights; '" + name + "' is " + dtype_name(t.dtype()));
-    auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_, cache_);
+    auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_, cache_, tuning_);
     SDRT_RETURN_IF_ERROR(exe->init());
     return std::unique_ptr<Executable>(std::move(exe));
   }
@@ -398,6 +647,7 @@ class CudaBackend : public Backend {
  private:
   CudaOptions opt_;
   std::shared_ptr<WeightCache> cache_;
+  std::shared_ptr<cuda::ConvTuning> tuning_;
 };
 
 }  // namespace

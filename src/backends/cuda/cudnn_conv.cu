@@ -1,0 +1,111 @@
+#include <cudnn.h>
+
+#include <cstdio>
+#include <vector>
+
+#include "backends/cuda/cudnn_conv.h"
+
+namespace sdrt::cuda {
+namespace {
+
+constexpr size_t kMaxWorkspace = size_t(256) << 20;  // algorithms needing more are passed over
+
+Status cudnn_status(cudnnStatus_t e, const char* what) {
+  if (e == CUDNN_STATUS_SUCCESS) return Status::ok();
+  return Status(Code::Internal, std::string(what) + ": " + cudnnGetErrorString(e));
+}
+#define CUDNN_TRY(expr) SDRT_RETURN_IF_ERROR(cudnn_status((expr), #expr))
+
+}  // namespace
+
+std::string ConvShape::key() const {
+  char b[160];
+  std::snprintf(b, sizeof b, "n%lld c%lld h%lld w%lld o%lld k%lldx%lld s%lld p%lld,%lld", (long long)N, (long long)C, (long long)H, (long long)W,
+                (long long)O, (long long)kh, (long long)kw, (long long)stride, (long long)pad_h, (long long)pad_w);
+  return b;
+}
+
+struct CudnnConv::Entry {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  ConvChoice choice;
+  ~Entry() {
+    if (x) cudnnDestroyTensorDescriptor(x);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+CudnnConv::~CudnnConv() {
+  entries_.clear();
+  if (handle_) cudnnDestroy(static_cast<cudnnHandle_t>(handle_));
+}
+
+Result<std::unique_ptr<CudnnConv>> CudnnConv::create(cudaStream_t stream) {
+  std::unique_ptr<CudnnConv> c(new CudnnConv());
+  cudnnHandle_t h = nullptr;
+  const cudnnStatus_t st = cudnnCreate(&h);
+  if (st != CUDNN_STATUS_SUCCESS)
+    return Status(Code::Unsupported, std::string("cuDNN could not start (") + cudnnGetErrorString(st) +
+                                         "); the CUDA backend needs libcudnn 9 on the library path");
+  c->handle_ = h;
+  CUDNN_TRY(cudnnSetStream(h, stream));
+  return Result<std::unique_ptr<CudnnConv>>(std::move(c));
+}
+
+Result<size_t> CudnnConv::prepare(const ConvShape& s, ConvTuning& tuning) {
+  const std::string key = s.key();
+  auto found = entries_.find(key);
+  if (found != entries_.end()) return found->second->choice.workspace;
+  auto e = std::make_unique<Entry>();
+  CUDNN_TRY(cudnnCreateTensorDescriptor(&e->x));
+  CUDNN_TRY(cudnnCreateTensorDescriptor(&e->y));
+  CUDNN_TRY(cudnnCreateFilterDescriptor(&e->w));
+  CUDNN_TRY(cudnnCreateConvolutionDescriptor(&e->conv));
+  CUDNN_TRY(cudnnSetTensor4dDescriptor(e->x, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, (int)s.N, (int)s.C, (int)s.H, (int)s.W));
+  CUDNN_TRY(cudnnSetFilter4dDescriptor(e->w, CUDNN_DATA_HALF, CUDNN_TENSOR_NHWC, (int)s.O, (int)s.C, (int)s.kh, (int)s.kw));
+  CUDNN_TRY(cudnnSetConvolution2dDescriptor(e->conv, (int)s.pad_h, (int)s.pad_w, (int)s.stride, (int)s.stride, 1, 1, CUDNN_CROSS_CORRELATION,
+                                            CUDNN_DATA_FLOAT));
+  CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, CUDNN_TENSOR_OP_MATH));
+  int n, c, h, w;
+  CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(e->conv, e->x, e->w, &n, &c, &h, &w));
+  CUDNN_TRY(cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, n, c, h, w));
+
+  {
+    std::lock_guard<std::mutex> lock(tuning.mu);
+    auto t = tuning.choices.find(key);
+    if (t != tuning.choices.end()) {
+      e->choice = t->second;
+    } else {
+      auto* h = static_cast<cudnnHandle_t>(handle_);
+      std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+      int returned = 0;
+      CUDNN_TRY(cudnnFindConvolutionForwardAlgorithm(h, e->x, e->w, e->conv, e->y, (int)perf.size(), &returned, perf.data()));
+      for (int i = 0; i < returned; ++i)  // sorted fastest first
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace) {
+          e->choice = {(int)perf[i].algo, perf[i].memory, perf[i].time};
+          break;
+        }
+      if (e->choice.algo < 0) return Status(Code::Internal, "cuDNN has no algorithm for the convolution " + key);
+      tuning.choices[key] = e->choice;
+    }
+  }
+  const size_t ws = e->choice.workspace;
+  entries_[key] = std::move(e);
+  return ws;
+}
+
+Status CudnnConv::run(const ConvShape& s, const void* x, const void* w, void* y, void* workspace, size_t workspace_bytes) {
+  auto it = entries_.find(s.key());
+  if (it == entries_.end()) return Status(Code::Internal, "convolution " + s.key() + " was not prepared");
+  const Entry& e = *it->second;
+  if (workspace_bytes < e.choice.workspace) return Status(Code::Internal, "convolution workspace too small");
+  const float alpha = 1.f, beta = 0.f;
+  CUDNN_TRY(cudnnConvolutionForward(static_cast<cudnnHandle_t>(handle_), &alpha, e.x, x, e.w, w, e.conv, (cudnnConvolutionFwdAlgo_t)e.choice.algo,
+                                    workspace, workspace_bytes, &beta, e.y, y));
+  return Status::ok();
+}
+
+}  // namespace sdrt::cuda

@@ -1,0 +1,49 @@
+// Convolutions of the FP16 path through cuDNN: NHWC half activations, OHWI half filters, float
+// accumulation on tensor cores. The algorithm of every distinct convolution shape is chosen by timing
+// cuDNN's candidates on the GPU (cudnnFind) once per backend and reused.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "sdrt/status.h"
+
+namespace sdrt::cuda {
+
+struct ConvShape {
+  int64_t N, C, H, W, O, kh, kw, stride, pad_h, pad_w;
+  std::string key() const;
+};
+
+struct ConvChoice {
+  int algo = -1;
+  size_t workspace = 0;
+  float ms = 0.f;  // cuDNN's measured time
+};
+
+// Chosen algorithms by shape key, shared by a backend's executables.
+struct ConvTuning {
+  std::mutex mu;
+  std::map<std::string, ConvChoice> choices;
+};
+
+class CudnnConv {
+ public:
+  ~CudnnConv();
+  static Result<std::unique_ptr<CudnnConv>> create(cudaStream_t stream);
+  // Chooses (or looks up) the algorithm for a shape; returns the workspace bytes it needs.
+  Result<size_t> prepare(const ConvShape& s, ConvTuning& tuning);
+  // y = conv(x, w); x [N,H,W,C], w [O,kh,kw,C], y [N,Ho,Wo,O], all half. prepare() first.
+  Status run(const ConvShape& s, const void* x, const void* w, void* y, void* workspace, size_t workspace_bytes);
+
+ private:
+  struct Entry;
+  CudnnConv() = default;
+  void* handle_ = nullptr;
+  std::map<std::string, std::unique_ptr<Entry>> entries_;
+};
+
+}  // namespace sdrt::cuda

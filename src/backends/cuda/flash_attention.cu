@@ -1,0 +1,230 @@
+// Flash-style attention (see flash_attention.cuh). One block of 4 warps takes 64 query rows of one
+// (batch, head); each warp owns 16 rows. Key/value tiles of 64 rows are staged in shared memory; per
+// tile a warp computes S = Q K^T with mma.sync into registers, updates its rows' running max and sum
+// (the rows of an MMA fragment live in a quad of 4 lanes, so row reductions are two shuffles), turns
+// S into P in place (FP16, the A operand layout of the next MMA matches the accumulator layout) and
+// accumulates O += P V with V fragments from ldmatrix.trans. Head dims are padded with zeros to a
+// multiple of 16 (DP).
+#include <cfloat>
+
+#include "backends/cuda/flash_attention.cuh"
+
+namespace sdrt::cuda {
+namespace {
+
+constexpr int kRows = 64;   // query rows per block
+constexpr int kKeys = 64;   // key rows per tile
+constexpr int kWarps = 4;
+
+__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(const __half* p, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
+  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+__device__ __forceinline__ uint32_t lds32(const __half* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+// Stages rows [r0, r0 + 64) x columns [0, DP) of a [L, ld] matrix (column offset already applied) into
+// shared memory with row stride LD; rows >= L and columns >= D read as zero.
+template <int DP, int LD>
+__device__ __forceinline__ void load_tile(__half* sm, const __half* g, int64_t r0, int64_t L, int64_t ld, int D, bool vec) {
+  if (vec) {  // D % 8 == 0, ld % 8 == 0, 16-byte aligned: whole 8-element chunks
+    constexpr int kChunks = DP / 8;
+    for (int idx = threadIdx.x; idx < kRows * kChunks; idx += blockDim.x) {
+      const int r = idx / kChunks, c = (idx % kChunks) * 8;
+      uint4 val = make_uint4(0, 0, 0, 0);
+      if (r0 + r < L && c < D) val = *reinterpret_cast<const uint4*>(g + (r0 + r) * ld + c);
+      *reinterpret_cast<uint4*>(sm + r * LD + c) = val;
+    }
+  } else {
+    for (int idx = threadIdx.x; idx < kRows * DP; idx += blockDim.x) {
+      const int r = idx / DP, c = idx % DP;
+      sm[r * LD + c] = (r0 + r < L && c < D) ? g[(r0 + r) * ld + c] : __float2half(0.f);
+    }
+  }
+}
+
+struct Params {
+  const __half *q, *k, *v;
+  __half* o;
+  int64_t H, Lq, Lk, ldq, ldk, ldv, ldo;
+  int D;
+  float scale_log2;
+  bool causal, vec;
+};
+
+template <int DP>
+__global__ void __launch_bounds__(kWarps * 32) flash_k(Params p) {
+  constexpr int LD = DP + 8;  // padded row stride: conflict-free fragment loads and ldmatrix rows
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  __half* Qs = reinterpret_cast<__half*>(smem_raw);
+  __half* Ks = Qs + kRows * LD;
+  __half* Vs = Ks + kKeys * LD;
+
+  const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
+  const int64_t q0 = (int64_t)blockIdx.x * kRows;
+  const __half* qg = p.q + b * p.Lq * p.ldq + h * p.D;
+  const __half* kg = p.k + b * p.Lk * p.ldk + h * p.D;
+  const __half* vg = p.v + b * p.Lk * p.ldv + h * p.D;
+  __half* og = p.o + b * p.Lq * p.ldo + h * p.D;
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  load_tile<DP, LD>(Qs, qg, q0, p.Lq, p.ldq, p.D, p.vec);
+
+  float o[DP / 8][4];
+#pragma unroll
+  for (int i = 0; i < DP / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  const int64_t row0 = q0 + warp * 16 + g, row1 = row0 + 8;
+  const int64_t kend = p.causal ? min(p.Lk, q0 + kRows) : p.Lk;
+  const __half* qw = Qs + (warp * 16) * LD;
+
+  for (int64_t j0 = 0; j0 < kend; j0 += kKeys) {
+    __syncthreads();  // the previous tile is consumed (and, the first time, Q is visible after the next barrier)
+    load_tile<DP, LD>(Ks, kg, j0, p.Lk, p.ldk, p.D, p.vec);
+    load_tile<DP, LD>(Vs, vg, j0, p.Lk, p.ldv, p.D, p.vec);
+    __syncthreads();
+
+    float s[kKeys / 8][4];
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kt = 0; kt < DP / 16; ++kt) {
+      uint32_t a[4];
+      a[0] = lds32(qw + g * LD + kt * 16 + t * 2);
+      a[1] = lds32(qw + (g + 8) * LD + kt * 16 + t * 2);
+      a[2] = lds32(qw + g * LD + kt * 16 + t * 2 + 8);
+      a[3] = lds32(qw + (g + 8) * LD + kt * 16 + t * 2 + 8);
+#pragma unroll
+      for (int n = 0; n < kKeys / 8; ++n) {
+        const __half* kr = Ks + (n * 8 + g) * LD + kt * 16 + t * 2;
+        mma16816(s[n], a, lds32(kr), lds32(kr + 8));
+      }
+    }
+
+    // scale into the log2 domain, mask, and the rows' maxima over this tile
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = j0 + n * 8 + t * 2 + (e & 1), row = e < 2 ? row0 : row1;
+        float val = s[n][e] * p.scale_log2;
+        if (key >= p.Lk || (p.causal && key > row)) val = -INFINITY;
+        s[n][e] = val;
+        if (e < 2) mx0 = fmaxf(mx0, val);
+        else mx1 = fmaxf(mx1, val);
+      }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
+    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+    const float base0 = n0 == -INFINITY ? 0.f : n0, base1 = n1 == -INFINITY ? 0.f : n1;  // rows masked so far
+    const float al0 = fast_exp2(m0 - base0), al1 = fast_exp2(m1 - base1);
+    m0 = n0;
+    m1 = n1;
+    l0 *= al0;
+    l1 *= al1;
+#pragma unroll
+    for (int i = 0; i < DP / 8; ++i) {
+      o[i][0] *= al0;
+      o[i][1] *= al0;
+      o[i][2] *= al1;
+      o[i][3] *= al1;
+    }
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) {
+      s[n][0] = fast_exp2(s[n][0] - base0);
+      s[n][1] = fast_exp2(s[n][1] - base0);
+      s[n][2] = fast_exp2(s[n][2] - base1);
+      s[n][3] = fast_exp2(s[n][3] - base1);
+      l0 += s[n][0] + s[n][1];
+      l1 += s[n][2] + s[n][3];
+    }
+
+    // O += P V over 16-key slices: P's accumulator fragments are the A fragments of the next MMA
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      uint32_t a[4];
+      a[0] = pack_half2(s[2 * kk][0], s[2 * kk][1]);
+      a[1] = pack_half2(s[2 * kk][2], s[2 * kk][3]);
+      a[2] = pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      a[3] = pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      const __half* vr = Vs + (kk * 16 + (lane & 15)) * LD + (lane >> 4) * 8;
+#pragma unroll
+      for (int dt = 0; dt < DP / 8; dt += 2) {
+        uint32_t b0, b1, b2, b3;
+        ldmatrix_x4_trans(vr + dt * 8, b0, b1, b2, b3);
+        mma16816(o[dt], a, b0, b1);
+        mma16816(o[dt + 1], a, b2, b3);
+      }
+    }
+  }
+
+  l0 += __shfl_xor_sync(0xffffffff, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffff, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffff, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffff, l1, 2);
+  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+#pragma unroll
+  for (int dt = 0; dt < DP / 8; ++dt) {
+    const int c = dt * 8 + t * 2;
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      if (c + e >= p.D) continue;
+      if (row0 < p.Lq) og[row0 * p.ldo + c + e] = __float2half_rn(o[dt][e] * inv0);
+      if (row1 < p.Lq) og[row1 * p.ldo + c + e] = __float2half_rn(o[dt][2 + e] * inv1);
+    }
+  }
+}
+
+template <int DP>
+cudaError_t launch(const Params& p, int64_t B, cudaStream_t s) {
+  constexpr size_t smem = (size_t)(kRows + 2 * kKeys) * (DP + 8) * sizeof(__half);
+  static const cudaError_t attr = cudaFuncSetAttribute(flash_k<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid((unsigned)((p.Lq + kRows - 1) / kRows), (unsigned)(B * p.H));
+  flash_k<DP><<<grid, kWarps * 32, smem, s>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+bool flash_attention_supported(int64_t D, int64_t Dv) { return D == Dv && D >= 1 && D <= 160; }
+
+cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
+                            int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s) {
+  if (!flash_attention_supported(D, D) || B * H > 65535 || Lq <= 0 || Lk <= 0) return cudaErrorInvalidValue;
+  auto aligned = [](const void* ptr) { return ((uintptr_t)ptr & 15) == 0; };
+  Params p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, (int)D, scale * 1.4426950408889634f, causal,
+           D % 8 == 0 && ldq % 8 == 0 && ldk % 8 == 0 && ldv % 8 == 0 && aligned(q) && aligned(k) && aligned(v)};
+  if (D <= 16) return launch<16>(p, B, s);
+  if (D <= 32) return launch<32>(p, B, s);
+  if (D <= 48) return launch<48>(p, B, s);
+  if (D <= 64) return launch<64>(p, B, s);
+  if (D <= 80) return launch<80>(p, B, s);
+  if (D <= 128) return launch<128>(p, B, s);
+  return launch<160>(p, B, s);
+}
+
+}  // namespace sdrt::cuda

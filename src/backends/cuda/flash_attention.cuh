@@ -1,0 +1,20 @@
+// Fused attention for the FP16 path: softmax(q k^T * scale) v computed tile by tile with an online
+// softmax (the flash-attention method), so the Lq x Lk score matrix never exists in memory. Tensor-core
+// MMAs (m16n8k16, FP16 in, FP32 accumulate); scores, running max and sums stay in FP32.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace sdrt::cuda {
+
+// Head dimensions the kernel handles (D == Dv <= 160: SD 1.x 40/80/160, SD 2.x and CLIP 64).
+bool flash_attention_supported(int64_t D, int64_t Dv);
+
+// q[b, i, h*D + d] at q + b*Lq*ldq + i*ldq + h*D + d (ld* in elements; likewise k, v with Lk, and o with
+// Lq); causal masks key j > query i.
+cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
+                            int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s);
+
+}  // namespace sdrt::cuda

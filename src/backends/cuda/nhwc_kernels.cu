@@ -1,0 +1,203 @@
+#include <algorithm>
+
+#include "backends/cuda/nhwc_kernels.cuh"
+
+namespace sdrt::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+inline unsigned blocks(int64_t n) { return (unsigned)std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20); }
+
+__global__ void nchw_to_nhwc_k(const float* x, __half* y, int64_t C, int64_t HW, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t c = i % C, p = (i / C) % HW, n = i / (C * HW);  // i indexes y[n][p][c]
+    y[i] = __float2half_rn(x[(n * C + c) * HW + p]);
+  }
+}
+__global__ void nhwc_to_nchw_k(const __half* x, float* y, int64_t C, int64_t HW, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t p = i % HW, c = (i / HW) % C, n = i / (C * HW);  // i indexes y[n][c][p]
+    y[i] = __half2float(x[(n * HW + p) * C + c]);
+  }
+}
+
+// Chan's merge of (count, mean, M2) statistics.
+__device__ __forceinline__ void merge(float& na, float& ma, float& m2a, float nb, float mb, float m2b) {
+  const float n = na + nb, d = mb - ma;
+  ma += d * (nb / n);
+  m2a += m2b + d * d * (na * nb / n);
+  na = n;
+}
+
+// Partial statistics of one chunk of pixels of one image, per group. Each thread owns V consecutive
+// channels (V = 2 only when a group's channel count is even, so both are in one group); per channel a
+// shifted sum and sum of squares (shift = the chunk's first value) give a stable mean and M2.
+template <int V>
+__global__ void gn_stats_k(const __half* x, float* part, int C, int HW, int G, int chunk_px) {
+  extern __shared__ float sm[];  // mean, M2 per thread
+  const int n = blockIdx.y, chunk = blockIdx.x, nchunks = gridDim.x, tid = threadIdx.x;
+  const int p0 = chunk * chunk_px, p1 = min(HW, p0 + chunk_px);
+  const float cnt = (float)(p1 - p0);
+  const __half* xb = x + (int64_t)n * HW * C + tid * V;
+  float shift[V], s[V], ss[V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) shift[v] = __half2float(xb[(int64_t)p0 * C + v]), s[v] = ss[v] = 0.f;
+  for (int p = p0; p < p1; ++p) {
+    float val[V];
+    if constexpr (V == 2) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(xb + (int64_t)p * C));
+      val[0] = f.x, val[1] = f.y;
+    } else {
+      val[0] = __half2float(xb[(int64_t)p * C]);
+    }
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      const float d = val[v] - shift[v];
+      s[v] += d;
+      ss[v] += d * d;
+    }
+  }
+  float na = cnt, ma = shift[0] + s[0] / cnt, m2a = fmaxf(ss[0] - s[0] * s[0] / cnt, 0.f);
+  if constexpr (V == 2) merge(na, ma, m2a, cnt, shift[1] + s[1] / cnt, fmaxf(ss[1] - s[1] * s[1] / cnt, 0.f));
+  sm[tid] = ma;
+  sm[blockDim.x + tid] = m2a;
+  __syncthreads();
+  const int per_group = C / G / V;  // threads per group
+  if (tid < G) {
+    float n2 = cnt * V, m2 = sm[tid * per_group], q2 = sm[blockDim.x + tid * per_group];
+    for (int k = 1; k < per_group; ++k) merge(n2, m2, q2, cnt * V, sm[tid * per_group + k], sm[blockDim.x + tid * per_group + k]);
+    float* o = part + (((int64_t)n * nchunks + chunk) * G + tid) * 2;
+    o[0] = m2;
+    o[1] = q2;
+  }
+}
+
+template <int V>
+__global__ void gn_apply_k(const __half* x, const __half* gamma, const __half* beta, __half* y, const float* part, int C, int HW, int G,
+                           int chunk_px, float eps, bool silu) {
+  extern __shared__ float sm[];  // mean, rstd per group
+  const int n = blockIdx.y, chunk = blockIdx.x, nchunks = gridDim.x, tid = threadIdx.x, cpg = C / G;
+  if (tid < G) {
+    float na = 0.f, ma = 0.f, m2a = 0.f;
+    for (int k = 0; k < nchunks; ++k) {
+      const float cnt = (float)(min(HW, (k + 1) * chunk_px) - k * chunk_px) * cpg;
+      const float* pp = part + (((int64_t)n * nchunks + k) * G + tid) * 2;
+      if (k == 0) na = cnt, ma = pp[0], m2a = pp[1];
+      else merge(na, ma, m2a, cnt, pp[0], pp[1]);
+    }
+    sm[tid] = ma;
+    sm[G + tid] = rsqrtf(m2a / na + eps);
+  }
+  __syncthreads();
+  const int c0 = tid * V, grp = c0 / cpg;
+  const float mean = sm[grp], rstd = sm[G + grp];
+  float a[V], b[V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    a[v] = rstd * __half2float(gamma[c0 + v]);
+    b[v] = __half2float(beta[c0 + v]) - mean * a[v];
+  }
+  const int p0 = chunk * chunk_px, p1 = min(HW, p0 + chunk_px);
+  const int64_t base = (int64_t)n * HW * C + c0;
+  for (int p = p0; p < p1; ++p) {
+    const int64_t i = base + (int64_t)p * C;
+    float val[V];
+    if constexpr (V == 2) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(x + i));
+      val[0] = f.x, val[1] = f.y;
+    } else {
+      val[0] = __half2float(x[i]);
+    }
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      val[v] = val[v] * a[v] + b[v];
+      if (silu) val[v] = val[v] / (1.f + __expf(-val[v]));
+    }
+    if constexpr (V == 2) *reinterpret_cast<__half2*>(y + i) = __floats2half2_rn(val[0], val[1]);
+    else y[i] = __float2half_rn(val[0]);
+  }
+}
+
+int gn_chunks(int64_t N, int64_t HW, int64_t* chunk_px) {
+  int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(HW, (264 + N - 1) / N));
+  *chunk_px = (HW + chunks - 1) / chunks;
+  return (int)((HW + *chunk_px - 1) / *chunk_px);
+}
+
+// Copies of VEC halves (uint4 when C % 8 == 0).
+template <class U>
+__global__ void upsample_nhwc_k(const U* x, U* y, int64_t H, int64_t W, int64_t Cv, int64_t Ho, int64_t Wo, int64_t total) {
+  const float sh = (float)H / (float)Ho, sw = (float)W / (float)Wo;
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t c = i % Cv, ox = (i / Cv) % Wo, oy = (i / (Cv * Wo)) % Ho, n = i / (Cv * Wo * Ho);
+    const int64_t iy = min((int64_t)(oy * sh), H - 1), ix = min((int64_t)(ox * sw), W - 1);
+    y[i] = x[((n * H + iy) * W + ix) * Cv + c];
+  }
+}
+
+template <class U>
+__global__ void pad_nhwc_k(const U* x, U* y, int64_t H, int64_t W, int64_t Cv, int64_t pt, int64_t pl, int64_t Hp, int64_t Wp, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t c = i % Cv, px = (i / Cv) % Wp, py = (i / (Cv * Wp)) % Hp, n = i / (Cv * Wp * Hp);
+    const int64_t iy = py - pt, ix = px - pl;
+    if (iy >= 0 && iy < H && ix >= 0 && ix < W) y[i] = x[((n * H + iy) * W + ix) * Cv + c];
+    else y[i] = U{};
+  }
+}
+
+}  // namespace
+
+void nchw_f32_to_nhwc_f16(const float* x, __half* y, int64_t N, int64_t C, int64_t HW, cudaStream_t s) {
+  nchw_to_nhwc_k<<<blocks(N * C * HW), kThreads, 0, s>>>(x, y, C, HW, N * C * HW);
+}
+void nhwc_f16_to_nchw_f32(const __half* x, float* y, int64_t N, int64_t C, int64_t HW, cudaStream_t s) {
+  nhwc_to_nchw_k<<<blocks(N * C * HW), kThreads, 0, s>>>(x, y, C, HW, N * C * HW);
+}
+
+int64_t group_norm_nhwc_scratch(int64_t N, int64_t HW, int64_t G) {
+  int64_t px;
+  return N * gn_chunks(N, HW, &px) * G * 2;
+}
+
+bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, __half* y, int64_t N, int64_t C, int64_t HW, int64_t G,
+                     float eps, bool silu, float* scratch, cudaStream_t s) {
+  if (G <= 0 || C % G || C > 2048 || N > 65535 || HW <= 0 || HW > (1 << 30)) return false;
+  const bool v2 = (C / G) % 2 == 0;
+  const int threads = (int)(v2 ? C / 2 : C);
+  if (threads > 1024) return false;
+  int64_t px;
+  const int chunks = gn_chunks(N, HW, &px);
+  const dim3 grid((unsigned)chunks, (unsigned)N);
+  if (v2) {
+    gn_stats_k<2><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, scratch, (int)C, (int)HW, (int)G, (int)px);
+    gn_apply_k<2><<<grid, threads, 2 * G * sizeof(float), s>>>(x, gamma, beta, y, scratch, (int)C, (int)HW, (int)G, (int)px, eps, silu);
+  } else {
+    gn_stats_k<1><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, scratch, (int)C, (int)HW, (int)G, (int)px);
+    gn_apply_k<1><<<grid, threads, 2 * G * sizeof(float), s>>>(x, gamma, beta, y, scratch, (int)C, (int)HW, (int)G, (int)px, eps, silu);
+  }
+  return true;
+}
+
+void upsample_nearest_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  if (C % 8 == 0) {
+    const int64_t total = N * Ho * Wo * (C / 8);
+    upsample_nhwc_k<<<blocks(total), kThreads, 0, s>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(y), H, W, C / 8, Ho, Wo, total);
+  } else {
+    const int64_t total = N * Ho * Wo * C;
+    upsample_nhwc_k<<<blocks(total), kThreads, 0, s>>>(x, y, H, W, C, Ho, Wo, total);
+  }
+}
+
+void pad_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t pt, int64_t pl, int64_t Hp, int64_t Wp,
+              cudaStream_t s) {
+  if (C % 8 == 0) {
+    const int64_t total = N * Hp * Wp * (C / 8);
+    pad_nhwc_k<<<blocks(total), kThreads, 0, s>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(y), H, W, C / 8, pt, pl, Hp, Wp,
+                                                    total);
+  } else {
+    const int64_t total = N * Hp * Wp * C;
+    pad_nhwc_k<<<blocks(total), kThreads, 0, s>>>(x, y, H, W, C, pt, pl, Hp, Wp, total);
+  }
+}
+
+}  // namespace sdrt::cuda

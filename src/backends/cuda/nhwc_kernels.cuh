@@ -1,0 +1,30 @@
+// Kernels of the FP16 path's NHWC layout: 4-D activations are stored [N, H, W, C] (channels innermost,
+// what tensor-core convolutions want) while the graph's shapes stay logical NCHW.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace sdrt::cuda {
+
+// float32 NCHW (host layout) <-> half NHWC
+void nchw_f32_to_nhwc_f16(const float* x, __half* y, int64_t N, int64_t C, int64_t HW, cudaStream_t s);
+void nhwc_f16_to_nchw_f32(const __half* x, float* y, int64_t N, int64_t C, int64_t HW, cudaStream_t s);
+
+// Scratch floats group_norm_nhwc needs for its partial statistics.
+int64_t group_norm_nhwc_scratch(int64_t N, int64_t HW, int64_t G);
+// GroupNorm over [N, HW, C] with G groups of consecutive channels, optionally followed by SiLU. Statistics
+// in float: per-chunk mean and M2 merged with Chan's formula (deterministic, no atomics). Returns false
+// when the shape is outside what the kernel handles (C > 2048); the caller falls back.
+bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, __half* y, int64_t N, int64_t C, int64_t HW, int64_t G,
+                     float eps, bool silu, float* scratch, cudaStream_t s);
+
+// nearest upsampling [N, H, W, C] -> [N, Ho, Wo, C] (source index floor(o * in / out), as torch)
+void upsample_nearest_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, cudaStream_t s);
+
+// zero padding [N, H, W, C] -> [N, H + pt + pb, W + pl + pr, C] (asymmetric convolution padding)
+void pad_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t pt, int64_t pl, int64_t Hp, int64_t Wp,
+              cudaStream_t s);
+
+}  // namespace sdrt::cuda
