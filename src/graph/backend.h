@@ -40,6 +40,8 @@ struct CudaOptions {
   int device = 0;
   bool guard_check = false;  // guard bands around every output, checked after each op (tests)
   std::string precision = "fp32";  // "fp32" (true float32) or "fp16" (half storage, float accumulation)
+  bool fuse = true;                // run the build passes (graph/passes.h) before compiling
+  bool cuda_graphs = true;         // capture each executable's work into a CUDA graph after its first run
 };
 // The CUDA backend (float32 stage), or nullptr with the reason in *why: not built with CUDA, no driver,
 // no device.

@@ -6,7 +6,7 @@ namespace sdrt {
 
 const OpInfo& op_info(Op op) {
   static const OpInfo table[] = {
-      {"Input", 0, 0},      {"Weight", 0, 0},      {"Conv2d", 2, 3},     {"Linear", 2, 3},
+      {"Input", 0, 0},      {"Weight", 0, 0},      {"Conv2d", 2, 4},     {"Linear", 2, 4},
       {"GroupNorm", 3, 3},  {"LayerNorm", 3, 3},   {"SiLU", 1, 1},       {"GELU", 1, 1},
       {"QuickGELU", 1, 1},  {"GEGLU", 1, 1},       {"Attention", 3, 3},  {"Upsample2x", 1, 1},
       {"Concat", 1, 64},    {"Add", 2, 2},         {"Mul", 2, 2},        {"Scale", 1, 1},
@@ -51,20 +51,23 @@ Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
       const Shape &x = *in[0], &w = *in[1];
       if (x.size() != 4 || w.size() != 4) return mismatch(n, "needs x [N,C,H,W] and w [O,C,kh,kw], got " + shape_str(x) + ", " + shape_str(w));
       if (w[1] != x[1]) return mismatch(n, "input has " + std::to_string(x[1]) + " channels, weight expects " + std::to_string(w[1]));
-      if (in.size() == 3 && (in[2]->size() != 1 || (*in[2])[0] != w[0])) return mismatch(n, "bias shape " + shape_str(*in[2]));
+      if (in.size() >= 3 && (in[2]->size() != 1 || (*in[2])[0] != w[0])) return mismatch(n, "bias shape " + shape_str(*in[2]));
       if (a.stride < 1) return mismatch(n, "stride < 1");
       int64_t ho = (x[2] + a.pad[0] + a.pad[2] - w[2]) / a.stride + 1;
       int64_t wo = (x[3] + a.pad[1] + a.pad[3] - w[3]) / a.stride + 1;
       if (ho < 1 || wo < 1) return mismatch(n, "output would be empty");
-      return Shape{x[0], w[0], ho, wo};
+      const Shape out{x[0], w[0], ho, wo};
+      if (in.size() == 4 && *in[3] != out) return mismatch(n, "residual " + shape_str(*in[3]) + " is not the output shape " + shape_str(out));
+      return out;
     }
     case Op::Linear: {
       const Shape &x = *in[0], &w = *in[1];
       if (w.size() != 2 || x.empty() || x.back() != w[1])
         return mismatch(n, "x " + shape_str(x) + " does not match weight " + shape_str(w));
-      if (in.size() == 3 && (in[2]->size() != 1 || (*in[2])[0] != w[0])) return mismatch(n, "bias shape " + shape_str(*in[2]));
+      if (in.size() >= 3 && (in[2]->size() != 1 || (*in[2])[0] != w[0])) return mismatch(n, "bias shape " + shape_str(*in[2]));
       Shape out = x;
       out.back() = w[0];
+      if (in.size() == 4 && *in[3] != out) return mismatch(n, "residual " + shape_str(*in[3]) + " is not the output shape " + shape_str(out));
       return out;
     }
     case Op::GroupNorm: {

@@ -15,9 +15,10 @@ namespace sdrt {
 enum class Op : uint8_t {
   Input,              // external input bound by name
   Weight,             // named constant from Graph::weights
-  Conv2d,             // x[N,C,H,W], w[O,C/groups... ,kh,kw], b[O]?  (NCHW; pads top,left,bottom,right)
-  Linear,             // x[...,K], w[N,K], b[N]? -> [...,N]
-  GroupNorm,          // x[N,C,...], gamma[C], beta[C]
+  Conv2d,             // x[N,C,H,W], w[O,C,kh,kw], b[O]?, r[N,O,Ho,Wo]? (NCHW; pads top,left,bottom,right);
+                      // r (fused residual, only with a bias) is added to the output
+  Linear,             // x[...,K], w[N,K], b[N]?, r[...,N]? -> [...,N]; r as for Conv2d
+  GroupNorm,          // x[N,C,...], gamma[C], beta[C]; followed by SiLU when Attrs::silu (fused)
   LayerNorm,          // x[...,C], gamma[C], beta[C]
   SiLU,
   GELU,               // exact (erf) GELU
@@ -48,6 +49,7 @@ struct Attrs {
   int64_t axis = 0;               // Concat
   int64_t dim = 0;                // TimestepEmbedding width
   bool flip_sin_to_cos = true;
+  bool silu = false;              // GroupNorm: SiLU fused after the normalisation
   float freq_shift = 0.f;
   Shape dims;                     // Reshape target / FromTokens [H, W]
 };

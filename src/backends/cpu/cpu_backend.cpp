@@ -94,6 +94,15 @@ class CpuExecutable : public Executable {
   }
 
  private:
+  // y += r (same shape): the fused residual of Conv2d and Linear
+  static void add_residual(Tensor& y, const Tensor& r) {
+    float* yp = y.f32();
+    const float* rp = r.f32();
+    const int64_t n = y.numel();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) yp[i] += rp[i];
+  }
+
   static Result<Tensor> exec(const Node& n, const std::vector<const Tensor*>& in) {
     const Tensor& x = *in[0];
     Tensor y = Tensor::empty(DType::F32, n.shape);
@@ -103,16 +112,19 @@ class CpuExecutable : public Executable {
         const Tensor& w = *in[1];
         cpu::conv2d(x.f32(), w.f32(), in.size() > 2 ? in[2]->f32() : nullptr, y.f32(), x.dim(0), x.dim(1), x.dim(2),
                     x.dim(3), w.dim(0), w.dim(2), w.dim(3), a.stride, a.pad, y.dim(2), y.dim(3));
+        if (in.size() > 3) add_residual(y, *in[3]);
         break;
       }
       case Op::Linear: {
         const Tensor& w = *in[1];
         cpu::linear(x.f32(), w.f32(), in.size() > 2 ? in[2]->f32() : nullptr, y.f32(), x.numel() / x.dim(-1), x.dim(-1), w.dim(0));
+        if (in.size() > 3) add_residual(y, *in[3]);
         break;
       }
       case Op::GroupNorm:
         cpu::group_norm(x.f32(), in[1]->f32(), in[2]->f32(), y.f32(), x.dim(0), x.dim(1), x.numel() / (x.dim(0) * x.dim(1)),
                         a.groups, a.eps);
+        if (a.silu) cpu::silu(y.f32(), y.f32(), y.numel());
         break;
       case Op::LayerNorm:
         cpu::layer_norm(x.f32(), in[1]->f32(), in[2]->f32(), y.f32(), x.numel() / x.dim(-1), x.dim(-1), a.eps);

@@ -19,14 +19,17 @@
 #include "backends/cuda/device_info.h"
 #include "backends/cuda/flash_attention.cuh"
 #include "backends/cuda/kernels.cuh"
+#include "backends/cuda/lt_gemm.h"
 #include "backends/cuda/nhwc_kernels.cuh"
 #include "graph/backend.h"
+#include "graph/passes.h"
 
 namespace sdrt {
 namespace {
 
 constexpr size_t kGuard = 256;  // bytes each side of an output in guard-check mode
 constexpr unsigned char kGuardByte = 0xA5;
+constexpr size_t kLtWorkspace = size_t(32) << 20;
 
 // Device copies of weights, shared by every executable of one backend (one model), by weight name.
 struct WeightCache {
@@ -66,9 +69,15 @@ class CudaExecutable : public Executable {
       : g_(std::move(g)), opt_(opt), cache_(std::move(wc)), tuning_(std::move(tuning)) {}
   ~CudaExecutable() override {
     if (conv_ws_) cudaFreeAsync(conv_ws_, stream_);
+    if (lt_ws_) cudaFreeAsync(lt_ws_, stream_);
     conv_.reset();
+    lt_.reset();
     for (auto e : events_)
       if (e) cudaEventDestroy(e);
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    for (auto& [id, p] : in_dev_) cudaFree(p);
+    for (void* p : out_dev_) cudaFree(p);
+    if (bad_ids_) cudaFree(bad_ids_);
     if (blas_) cublasDestroy(blas_);
     if (stream_) {
       cudaStreamSynchronize(stream_);
@@ -147,7 +156,23 @@ class CudaExecutable : public Executable {
         conv_ws_bytes_ = std::max(conv_ws_bytes_, ws);
       }
       if (conv_ws_bytes_) CUDA_TRY(cudaMallocAsync(&conv_ws_, conv_ws_bytes_, stream_));
+      // linear layers: cuBLASLt plans with the bias (and fused residual) in the epilogue
+      CUDA_TRY(cudaMallocAsync(&lt_ws_, kLtWorkspace, stream_));
+      SDRT_ASSIGN_OR_RETURN(lt_, cuda::LtGemm::create(stream_, lt_ws_, kLtWorkspace));
+      for (const Node& n : nodes) {
+        if (n.op != Op::Linear) continue;
+        const Shape& xs = nodes[n.inputs[0]].shape;
+        const int64_t K = xs.back(), M = numel(xs) / K, N = nodes[n.inputs[1]].shape[0];
+        if (N % 8 == 0 && K % 8 == 0) SDRT_RETURN_IF_ERROR(lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
+      }
     }
+    for (const Node& n : nodes)
+      if (n.op == Op::Embedding && !bad_ids_) CUDA_TRY(cudaMalloc(&bad_ids_, 4));
+    // cuBLAS gets a fixed workspace (no allocations of its own inside a captured graph)
+    if (!lt_ws_) CUDA_TRY(cudaMallocAsync(&lt_ws_, kLtWorkspace, stream_));
+    CUBLAS_TRY(cublasSetWorkspace(blas_, lt_ws_, kLtWorkspace));
+    CUDA_TRY(cudaStreamSynchronize(stream_));
+    use_graphs_ = opt_.cuda_graphs && !opt_.guard_check && !profile_;
     if (profile_) {
       events_.resize(2 * nodes.size());
       for (auto& e : events_) CUDA_TRY(cudaEventCreate(&e));
@@ -162,47 +187,93 @@ class CudaExecutable : public Executable {
   Result<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs) override {
     CUDA_TRY(cudaSetDevice(opt_.device));
     const auto& nodes = g_->nodes;
-    std::vector<void*> vals(nodes.size(), nullptr);
-    std::vector<bool> owned(nodes.size(), false);
-    Status st = execute(inputs, vals, owned);
-    std::vector<Tensor> out;
-    if (st.is_ok()) {
-      for (int o : g_->outputs) {
-        Tensor t = Tensor::empty(DType::F32, nodes[o].shape);
-        const void* src = vals[o];
-        void* tmp = nullptr;
-        if (esz(o) == 2) {  // half on the device, float32 NCHW out
-          auto r = alloc(t.nbytes());
-          if (!r) { st = r.status(); break; }
-          tmp = *r;
-          const Shape& sh = nodes[o].shape;
-          if (nhwc_[o]) cuda::nhwc_f16_to_nchw_f32(static_cast<const __half*>(vals[o]), static_cast<float*>(tmp), sh[0], sh[1], sh[2] * sh[3], stream_);
-          else cuda::f16_to_f32(static_cast<const __half*>(vals[o]), static_cast<float*>(tmp), t.numel(), stream_);
-          src = tmp;
-        }
-        st = cuda::cuda_status(cudaMemcpyAsync(t.mutable_data(), src, t.nbytes(), cudaMemcpyDeviceToHost, stream_), "download");
-        if (tmp) release(tmp);
-        if (!st) break;
-        out.push_back(t);
-      }
+    // Inputs go to persistent device buffers (as given: float32 or int32, host layout); the body reads
+    // them from there and writes the outputs (float32, NCHW) to persistent buffers, so that it can be
+    // captured once into a CUDA graph and replayed.
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      const Node& n = nodes[i];
+      if (n.op != Op::Input) continue;
+      auto it = inputs.find(n.name);
+      if (it == inputs.end()) return invalid_argument("input '" + n.name + "' is not bound");
+      if (it->second.shape() != n.shape)
+        return invalid_argument("input '" + n.name + "' has shape " + shape_str(it->second.shape()) + ", expected " + shape_str(n.shape));
+      if (n.dtype == DType::I32 && it->second.dtype() != DType::I32) return invalid_argument("input '" + n.name + "' must be I32");
+      Tensor h = n.dtype == DType::F32 ? it->second.to_f32() : it->second;
+      if (!in_dev_.count((int)i)) CUDA_TRY(cudaMalloc(&in_dev_[(int)i], std::max<size_t>(h.nbytes(), 4)));
+      CUDA_TRY(cudaMemcpyAsync(in_dev_[(int)i], h.data(), h.nbytes(), cudaMemcpyHostToDevice, stream_));
+      CUDA_TRY(cudaStreamSynchronize(stream_));  // h is pageable and dies here
     }
-    Status sync = cuda::cuda_status(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-    for (size_t i = 0; i < nodes.size(); ++i)
-      if (owned[i] && vals[i]) release(vals[i]);
-    if (!st) return st;
-    if (!sync) return sync;
+    if (out_dev_.empty())
+      for (int o : g_->outputs) {
+        void* d = nullptr;
+        CUDA_TRY(cudaMalloc(&d, std::max<size_t>((size_t)numel(nodes[o].shape) * 4, 4)));
+        out_dev_.push_back(d);
+      }
+
+    if (graph_exec_) {
+      CUDA_TRY(cudaGraphLaunch(graph_exec_, stream_));
+    } else if (use_graphs_ && runs_ > 0) {  // the first run is eager (warms up libraries); then capture
+      CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      Status body_st = body();
+      cudaGraph_t graph = nullptr;
+      const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+      Status st = body_st.is_ok() ? cuda::cuda_status(end, "cudaStreamEndCapture") : body_st;
+      if (st.is_ok()) st = cuda::cuda_status(cudaGraphInstantiate(&graph_exec_, graph, 0), "cudaGraphInstantiate");
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();
+      if (st.is_ok()) {
+        CUDA_TRY(cudaGraphLaunch(graph_exec_, stream_));
+      } else {  // run eagerly from now on
+        graph_exec_ = nullptr;
+        use_graphs_ = false;
+        std::fprintf(stderr, "sdrt: CUDA graph capture failed (%s); running without graphs\n", st.message().c_str());
+        SDRT_RETURN_IF_ERROR(body());
+      }
+    } else {
+      SDRT_RETURN_IF_ERROR(body());
+    }
+    ++runs_;
+
+    std::vector<Tensor> out;
+    for (size_t k = 0; k < g_->outputs.size(); ++k) {
+      Tensor t = Tensor::empty(DType::F32, nodes[g_->outputs[k]].shape);
+      CUDA_TRY(cudaMemcpyAsync(t.mutable_data(), out_dev_[k], t.nbytes(), cudaMemcpyDeviceToHost, stream_));
+      out.push_back(t);
+    }
+    CUDA_TRY(cudaStreamSynchronize(stream_));
     if (bad_ids_) {
       int bad = 0;
-      Status copied = cuda::cuda_status(cudaMemcpy(&bad, bad_ids_, 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
-      cudaFree(bad_ids_);
-      if (!copied) return copied;
-      bad_ids_ = nullptr;
+      CUDA_TRY(cudaMemcpy(&bad, bad_ids_, 4, cudaMemcpyDeviceToHost));
       if (bad) return invalid_argument("a token id is outside the vocabulary");
     }
     return out;
   }
 
  private:
+  // The device work of one run: inputs from in_dev_, outputs to out_dev_, every value allocated and
+  // freed in stream order (inside a CUDA graph these become the graph's memory nodes).
+  Status body() {
+    const auto& nodes = g_->nodes;
+    std::vector<void*> vals(nodes.size(), nullptr);
+    std::vector<bool> owned(nodes.size(), false);
+    if (bad_ids_) CUDA_TRY(cudaMemsetAsync(bad_ids_, 0, 4, stream_));
+    Status st = execute(vals, owned);
+    for (size_t k = 0; st.is_ok() && k < g_->outputs.size(); ++k) {
+      const int o = g_->outputs[k];
+      const Shape& sh = nodes[o].shape;
+      if (esz(o) == 4) {
+        st = cuda::cuda_status(cudaMemcpyAsync(out_dev_[k], vals[o], (size_t)numel(sh) * 4, cudaMemcpyDeviceToDevice, stream_), "output copy");
+      } else if (nhwc_[o]) {
+        cuda::nhwc_f16_to_nchw_f32(static_cast<const __half*>(vals[o]), static_cast<float*>(out_dev_[k]), sh[0], sh[1], sh[2] * sh[3], stream_);
+      } else {
+        cuda::f16_to_f32(static_cast<const __half*>(vals[o]), static_cast<float*>(out_dev_[k]), numel(sh), stream_);
+      }
+    }
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (owned[i] && vals[i]) release(vals[i]);
+    return st;
+  }
+
   Result<void*> alloc(size_t bytes) {
     void* p = nullptr;
     const size_t extra = opt_.guard_check ? 2 * kGuard : 0;
@@ -258,12 +329,19 @@ class CudaExecutable : public Executable {
     }
   }
 
+  // y += r, same shapes (fused residuals on the float32 path)
+  template <class T>
+  void add_into(T* y, const T* r, int64_t n) {
+    const int64_t one = 1;
+    cuda::broadcast_binary(false, y, r, y, n, 1, &n, &one, &one, stream_);
+  }
+
   // [N, A, B] half: y = x^T per batch (NHWC <-> NCHW of a 4-D value with A = C, B = HW or the reverse)
   void transpose(const void* x, void* y, int64_t N, int64_t A, int64_t B) {
     cuda::transpose_last2(static_cast<const __half*>(x), static_cast<__half*>(y), N, A, B, stream_);
   }
 
-  Status execute(const std::map<std::string, Tensor>& inputs, std::vector<void*>& vals, std::vector<bool>& owned) {
+  Status execute(std::vector<void*>& vals, std::vector<bool>& owned) {
     const auto& nodes = g_->nodes;
     std::vector<const void*> ins;
     std::vector<void*> temps;
@@ -284,24 +362,14 @@ class CudaExecutable : public Executable {
       SDRT_ASSIGN_OR_RETURN(vals[i], alloc(std::max<size_t>(bytes, 4)));
       owned[i] = true;
       if (n.op == Op::Input) {
-        auto it = inputs.find(n.name);
-        if (it == inputs.end()) return invalid_argument("input '" + n.name + "' is not bound");
-        if (it->second.shape() != n.shape)
-          return invalid_argument("input '" + n.name + "' has shape " + shape_str(it->second.shape()) + ", expected " + shape_str(n.shape));
-        Tensor h = n.dtype == DType::F32 ? it->second.to_f32() : it->second;
-        if (n.dtype == DType::I32 && h.dtype() != DType::I32) return invalid_argument("input '" + n.name + "' must be I32");
-        staging_.push_back(h);  // keep the host copy alive until the stream has read it
+        const void* src = in_dev_.at((int)i);
         if (esz(i) == 4) {
-          CUDA_TRY(cudaMemcpyAsync(vals[i], h.data(), bytes, cudaMemcpyHostToDevice, stream_));
-        } else {  // float32 in, half on the device
-          SDRT_ASSIGN_OR_RETURN(void* tmp, alloc(h.nbytes()));
-          CUDA_TRY(cudaMemcpyAsync(tmp, h.data(), h.nbytes(), cudaMemcpyHostToDevice, stream_));
-          if (nhwc_[i])
-            cuda::nchw_f32_to_nhwc_f16(static_cast<const float*>(tmp), static_cast<__half*>(vals[i]), n.shape[0], n.shape[1],
-                                       n.shape[2] * n.shape[3], stream_);
-          else
-            cuda::f32_to_f16(static_cast<const float*>(tmp), static_cast<__half*>(vals[i]), h.numel(), stream_);
-          release(tmp);
+          CUDA_TRY(cudaMemcpyAsync(vals[i], src, bytes, cudaMemcpyDeviceToDevice, stream_));
+        } else if (nhwc_[i]) {  // float32 NCHW in, half NHWC on the device
+          cuda::nchw_f32_to_nhwc_f16(static_cast<const float*>(src), static_cast<__half*>(vals[i]), n.shape[0], n.shape[1], n.shape[2] * n.shape[3],
+                                     stream_);
+        } else {
+          cuda::f32_to_f16(static_cast<const float*>(src), static_cast<__half*>(vals[i]), numel(n.shape), stream_);
         }
       } else {
         ins.clear();
@@ -339,7 +407,6 @@ class CudaExecutable : public Executable {
           owned[id] = false;
         }
     }
-    staging_.clear();
     if (profile_) {  // SDRT_PROFILE=1: GPU time per op kind (events around each node), stderr
       CUDA_TRY(cudaStreamSynchronize(stream_));
       std::vector<double> ms((size_t)Op::kCount, 0.0);
@@ -423,7 +490,7 @@ class CudaExecutable : public Executable {
           Status st = conv_->run(cs, x, in(1), y, conv_ws_, conv_ws_bytes_);
           if (padded) release(padded);
           SDRT_RETURN_IF_ERROR(st);
-          if (n.inputs.size() > 2) cuda::add_row_bias(y, in(2), N * Ho * Wo, O, stream_);
+          if (n.inputs.size() > 2) cuda::bias_residual_rows(y, in(2), n.inputs.size() > 3 ? in(3) : nullptr, N * Ho * Wo, O, stream_);
           return Status::ok();
         }
         const int64_t K = C * kh * kw, S = Ho * Wo;
@@ -441,13 +508,20 @@ class CudaExecutable : public Executable {
         }
         if (col) release(col);
         if (n.inputs.size() > 2) cuda::add_channel_bias(y, in(2), N, O, S, stream_);
+        if (n.inputs.size() > 3) add_into(y, in(3), total);
         return Status::ok();
       }
       case Op::Linear: {
         const int64_t K = xs.back(), M = numel(xs) / K, N = shp(1)[0];
+        const T* bias = n.inputs.size() > 2 ? in(2) : nullptr;
+        const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
+        if constexpr (std::is_same_v<T, __half>) {
+          if (lt_ && cuda::LtGemm::usable(M, N, K, in(0), in(1), bias, res, y)) return lt_->run(M, N, K, in(0), in(1), bias, res, y);
+        }
         // y[M,N] = x[M,K] w[N,K]^T  (column-major: y^T = w x^T)
         SDRT_RETURN_IF_ERROR(gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, 1.f, in(1), K, in(0), K, y, N));
-        if (n.inputs.size() > 2) cuda::add_row_bias(y, in(2), M, N, stream_);
+        if (bias) cuda::add_row_bias(y, bias, M, N, stream_);
+        if (res) add_into(y, res, total);
         return Status::ok();
       }
       case Op::GroupNorm: {
@@ -455,19 +529,21 @@ class CudaExecutable : public Executable {
         if constexpr (std::is_same_v<T, __half>) {
           if (nhwc_in(0)) {
             SDRT_ASSIGN_OR_RETURN(void* scratch, alloc((size_t)cuda::group_norm_nhwc_scratch(N, S, a.groups) * 4));
-            const bool done = cuda::group_norm_nhwc(in(0), in(1), in(2), y, N, C, S, a.groups, a.eps, false, static_cast<float*>(scratch), stream_);
+            const bool done = cuda::group_norm_nhwc(in(0), in(1), in(2), y, N, C, S, a.groups, a.eps, a.silu, static_cast<float*>(scratch), stream_);
             release(scratch);
             if (done) return Status::ok();
             // outside the NHWC kernel's range: through NCHW
             SDRT_ASSIGN_OR_RETURN(void* t, alloc((size_t)total * 2));
             transpose(in(0), t, N, S, C);
             cuda::group_norm(static_cast<const T*>(t), in(1), in(2), static_cast<T*>(t), N, C, S, a.groups, a.eps, stream_);
+            if (a.silu) cuda::activation(cuda::Act::SiLU, static_cast<const T*>(t), static_cast<T*>(t), total, stream_);
             transpose(t, y, N, C, S);
             release(t);
             return Status::ok();
           }
         }
         cuda::group_norm(in(0), in(1), in(2), y, N, C, S, a.groups, a.eps, stream_);
+        if (a.silu) cuda::activation(cuda::Act::SiLU, y, y, total, stream_);
         return Status::ok();
       }
       case Op::LayerNorm: cuda::layer_norm(in(0), in(1), in(2), y, numel(xs) / xs.back(), xs.back(), a.eps, stream_); return Status::ok();
@@ -534,6 +610,20 @@ class CudaExecutable : public Executable {
       }
       case Op::Add:
       case Op::Mul: {
+        if constexpr (std::is_same_v<T, __half>) {
+          const int i0 = n.inputs[0], i1 = n.inputs[1];
+          if (shp(0) == n.shape && shp(1) == n.shape && nhwc_[i0] == nhwc_[i1]) {
+            cuda::binary_same(n.op == Op::Mul, in(0), in(1), y, total, stream_);
+            return Status::ok();
+          }
+          for (int k = 0; k < 2 && n.op == Op::Add && nhwc_[self]; ++k) {  // x + t[N, C, 1, 1]
+            const Shape& ts = shp(1 - k);
+            if (shp(k) == n.shape && nhwc_in(k) && ts.size() == 4 && ts[0] == n.shape[0] && ts[1] == n.shape[1] && ts[2] == 1 && ts[3] == 1) {
+              cuda::add_pixel_broadcast(in(k), in(1 - k), y, n.shape[0], n.shape[2] * n.shape[3], n.shape[1], stream_);
+              return Status::ok();
+            }
+          }
+        }
         const int r = (int)n.shape.size();
         if (r > 6) return unsupported("broadcast of rank > 6");
         int64_t sx[6] = {}, sz[6] = {}, shape[6] = {};
@@ -576,10 +666,6 @@ class CudaExecutable : public Executable {
         cuda::timestep_embedding(static_cast<const float*>(ins[0]), y, xs[0], a.dim, a.flip_sin_to_cos, a.freq_shift, stream_);
         return Status::ok();
       case Op::Embedding: {
-        if (!bad_ids_) {
-          CUDA_TRY(cudaMalloc(&bad_ids_, 4));
-          CUDA_TRY(cudaMemsetAsync(bad_ids_, 0, 4, stream_));
-        }
         const Shape& ts = shp(1);
         cuda::embedding(static_cast<const int32_t*>(ins[0]), in(1), y, numel(xs), ts[0], ts[1], bad_ids_, stream_);
         return Status::ok();
@@ -595,13 +681,19 @@ class CudaExecutable : public Executable {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<cuda::CudnnConv> conv_;
+  std::unique_ptr<cuda::LtGemm> lt_;
+  void* lt_ws_ = nullptr;
   void* conv_ws_ = nullptr;
   size_t conv_ws_bytes_ = 0;
   std::map<std::string, void*> weights_;
   std::vector<bool> keep_f32_, nhwc_;
   std::vector<int> last_use_;
   std::map<void*, size_t> sizes_;
-  std::vector<Tensor> staging_;
+  std::map<int, void*> in_dev_;   // persistent input buffers by node id
+  std::vector<void*> out_dev_;     // persistent float32 output buffers
+  cudaGraphExec_t graph_exec_ = nullptr;
+  bool use_graphs_ = false;
+  int64_t runs_ = 0;
   int* bad_ids_ = nullptr;
   bool profile_ = std::getenv("SDRT_PROFILE") != nullptr;
   std::vector<cudaEvent_t> events_;
@@ -621,6 +713,9 @@ class CudaBackend : public Backend {
     if (cudaDeviceGetDefaultMemPool(&pool, opt_.device) == cudaSuccess &&
         cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &high) == cudaSuccess)
       m.peak_bytes = (int64_t)high + cache_->bytes;
+    uint64_t graph_high = 0;  // CUDA graphs' memory nodes come from the graph memory pool
+    if (m.peak_bytes >= 0 && cudaDeviceGetGraphMemAttribute(opt_.device, cudaGraphMemAttrUsedMemHigh, &graph_high) == cudaSuccess)
+      m.peak_bytes += (int64_t)graph_high;
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) m.used_bytes = (int64_t)(total_b - free_b);
     return m;
@@ -632,11 +727,17 @@ class CudaBackend : public Backend {
       cudaDeviceSynchronize();
       cudaMemPoolTrimTo(pool, 0);
       cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero);
+      cudaDeviceSetGraphMemAttribute(opt_.device, cudaGraphMemAttrUsedMemHigh, &zero);
     }
   }
   bool supports(Op op) const override { return op != Op::kCount; }
   Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> graph) override {
     SDRT_RETURN_IF_ERROR(graph->verify());
+    if (opt_.fuse) {  // build passes (fusions); the result is verified again
+      auto fused = std::make_shared<Graph>(optimize_graph(*graph));
+      SDRT_RETURN_IF_ERROR(fused->verify().with_context("after the build passes"));
+      graph = std::move(fused);
+    }
     for (const auto& [name, t] : graph->weights)
       if (t.dtype() != DType::F32) return invalid_argument("CUDA backend (float32 stage) needs F32 weights; '" + name + "' is " + dtype_name(t.dtype()));
     auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_, cache_, tuning_);

@@ -201,3 +201,67 @@ void pad_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64
 }
 
 }  // namespace sdrt::cuda
+
+namespace sdrt::cuda {
+namespace {
+
+__global__ void bias_res_k(__half2* y, const __half2* b, const __half2* r, int64_t C2, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    float2 v = __half22float2(y[i]);
+    const float2 bb = __half22float2(b[i % C2]);
+    v.x += bb.x, v.y += bb.y;
+    if (r) {
+      const float2 rr = __half22float2(r[i]);
+      v.x += rr.x, v.y += rr.y;
+    }
+    y[i] = __floats2half2_rn(v.x, v.y);
+  }
+}
+__global__ void bias_res1_k(__half* y, const __half* b, const __half* r, int64_t C, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = __float2half_rn(__half2float(y[i]) + __half2float(b[i % C]) + (r ? __half2float(r[i]) : 0.f));
+}
+__global__ void binary2_k(bool mul, const __half2* x, const __half2* z, __half2* y, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const float2 a = __half22float2(x[i]), c = __half22float2(z[i]);
+    y[i] = mul ? __floats2half2_rn(a.x * c.x, a.y * c.y) : __floats2half2_rn(a.x + c.x, a.y + c.y);
+  }
+}
+__global__ void binary1_k(bool mul, const __half* x, const __half* z, __half* y, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const float a = __half2float(x[i]), c = __half2float(z[i]);
+    y[i] = __float2half_rn(mul ? a * c : a + c);
+  }
+}
+__global__ void pixel_bcast_k(const __half* x, const __half* t, __half* y, int64_t HW, int64_t C, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
+    y[i] = __float2half_rn(__half2float(x[i]) + __half2float(t[(i / (HW * C)) * C + i % C]));
+}
+
+bool aligned4(const void* p) { return ((uintptr_t)p & 3) == 0; }
+
+}  // namespace
+
+void bias_residual_rows(__half* y, const __half* b, const __half* res, int64_t rows, int64_t C, cudaStream_t s) {
+  if (C % 2 == 0 && aligned4(y) && aligned4(b) && (!res || aligned4(res))) {
+    const int64_t total = rows * C / 2;
+    bias_res_k<<<blocks(total), kThreads, 0, s>>>(reinterpret_cast<__half2*>(y), reinterpret_cast<const __half2*>(b),
+                                                   reinterpret_cast<const __half2*>(res), C / 2, total);
+  } else {
+    bias_res1_k<<<blocks(rows * C), kThreads, 0, s>>>(y, b, res, C, rows * C);
+  }
+}
+
+void binary_same(bool mul, const __half* x, const __half* z, __half* y, int64_t n, cudaStream_t s) {
+  if (n % 2 == 0 && aligned4(x) && aligned4(z) && aligned4(y))
+    binary2_k<<<blocks(n / 2), kThreads, 0, s>>>(mul, reinterpret_cast<const __half2*>(x), reinterpret_cast<const __half2*>(z),
+                                                  reinterpret_cast<__half2*>(y), n / 2);
+  else
+    binary1_k<<<blocks(n), kThreads, 0, s>>>(mul, x, z, y, n);
+}
+
+void add_pixel_broadcast(const __half* x, const __half* t, __half* y, int64_t N, int64_t HW, int64_t C, cudaStream_t s) {
+  pixel_bcast_k<<<blocks(N * HW * C), kThreads, 0, s>>>(x, t, y, HW, C, N * HW * C);
+}
+
+}  // namespace sdrt::cuda

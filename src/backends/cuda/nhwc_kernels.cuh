@@ -28,3 +28,15 @@ void pad_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64
               cudaStream_t s);
 
 }  // namespace sdrt::cuda
+
+namespace sdrt::cuda {
+
+// Fast paths of the FP16 engine's elementwise work (half2 vectors where sizes allow):
+// y[r, c] += b[c] (+ res[r, c]): bias and fused residual epilogue of convolutions and GEMMs
+void bias_residual_rows(__half* y, const __half* b, const __half* res, int64_t rows, int64_t C, cudaStream_t s);
+// y = x + z or x * z, same shapes and layouts
+void binary_same(bool mul, const __half* x, const __half* z, __half* y, int64_t n, cudaStream_t s);
+// y[n, p, c] = x[n, p, c] + t[n, c] (a per-image channel vector over NHWC pixels: the ResNet time embedding)
+void add_pixel_broadcast(const __half* x, const __half* t, __half* y, int64_t N, int64_t HW, int64_t C, cudaStream_t s);
+
+}  // namespace sdrt::cuda

@@ -1,0 +1,34 @@
+// Linear layers of the FP16 path through cuBLASLt: y[M,N] = x[M,K] w[N,K]^T + b[N] (+ r[M,N]) in one
+// call, the bias as a GEMM epilogue and the residual as the C operand (beta = 1). Half in and out,
+// float accumulation. Plans (descriptors + the heuristic's algorithm) are cached per shape.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "sdrt/status.h"
+
+namespace sdrt::cuda {
+
+class LtGemm {
+ public:
+  ~LtGemm();
+  static Result<std::unique_ptr<LtGemm>> create(cudaStream_t stream, void* workspace, size_t workspace_bytes);
+  // Whether a shape/pointer set can go through this path (multiples of 8, 16-byte aligned pointers).
+  static bool usable(int64_t M, int64_t N, int64_t K, const void* x, const void* w, const void* b, const void* r, const void* y);
+  Status prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual);
+  Status run(int64_t M, int64_t N, int64_t K, const void* x, const void* w, const void* b, const void* r, void* y);
+
+ private:
+  struct Plan;
+  LtGemm() = default;
+  void* handle_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  void* ws_ = nullptr;
+  size_t ws_bytes_ = 0;
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool>, std::unique_ptr<Plan>> plans_;
+};
+
+}  // namespace sdrt::cuda

@@ -1,0 +1,49 @@
+// Build passes: rewrites of a verified graph that keep its outputs (up to rounding) and make it cheaper
+// to run. Each pass lives in passes/ and returns a new graph plus how many rewrites it made; backends
+// that implement the fused forms run them (the CPU backend implements every form, so each pass is
+// tested against the unfused graph on the CPU and on the GPU).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "graph/graph.h"
+
+namespace sdrt {
+
+struct PassResult {
+  std::string name;
+  int rewrites = 0;
+};
+
+// GroupNorm whose only consumer is a SiLU -> one GroupNorm with Attrs::silu.
+Graph fuse_groupnorm_silu(const Graph& g, int* rewrites);
+// Add(conv_or_linear_with_bias(x), r) with r of the output's shape, the conv/linear used only there ->
+// the conv/linear with r as its fourth input (added in the epilogue). The fused node takes the Add's
+// place in the order.
+Graph fuse_residual_add(const Graph& g, int* rewrites);
+
+// The passes in order; `log` (optional) receives each pass's count.
+Graph optimize_graph(const Graph& g, std::vector<PassResult>* log = nullptr);
+
+namespace passes {
+
+// Counts of each node's consumers (inputs of other nodes, plus one per graph output).
+std::vector<int> use_counts(const Graph& g);
+
+// Builds a rewritten graph in a new order: emit() appends a node whose inputs are old ids (mapped to
+// their new ids), alias() makes an old id stand for another's value; finish() maps the outputs.
+class Rewriter {
+ public:
+  explicit Rewriter(const Graph& g) : g_(g), map_(g.nodes.size(), -1) { out_.weights = g.weights; }
+  int emit(Node n, int old_id);
+  void alias(int old_id, int stands_for_old) { map_[old_id] = map_[stands_for_old]; }
+  Graph finish();
+
+ private:
+  const Graph& g_;
+  Graph out_;
+  std::vector<int> map_;
+};
+
+}  // namespace passes
+}  // namespace sdrt

@@ -1,0 +1,38 @@
+#include "graph/passes.h"
+
+namespace sdrt {
+namespace passes {
+
+std::vector<int> use_counts(const Graph& g) {
+  std::vector<int> uses(g.nodes.size(), 0);
+  for (const Node& n : g.nodes)
+    for (int in : n.inputs) ++uses[in];
+  for (int o : g.outputs) ++uses[o];
+  return uses;
+}
+
+int Rewriter::emit(Node n, int old_id) {
+  for (int& in : n.inputs) in = map_[in];
+  out_.nodes.push_back(std::move(n));
+  map_[old_id] = (int)out_.nodes.size() - 1;
+  return map_[old_id];
+}
+
+Graph Rewriter::finish() {
+  for (int o : g_.outputs) out_.outputs.push_back(map_[o]);
+  out_.output_names = g_.output_names;
+  return std::move(out_);
+}
+
+}  // namespace passes
+
+Graph optimize_graph(const Graph& g, std::vector<PassResult>* log) {
+  int n = 0;
+  Graph a = fuse_groupnorm_silu(g, &n);
+  if (log) log->push_back({"fuse_groupnorm_silu", n});
+  Graph b = fuse_residual_add(a, &n);
+  if (log) log->push_back({"fuse_residual_add", n});
+  return b;
+}
+
+}  // namespace sdrt

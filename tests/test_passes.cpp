@@ -1,0 +1,162 @@
+// Build passes: each rewrite counted on small graphs (including cases it must leave alone), and each
+// pass's graph against the unfused one on the CPU; on the tiny conformance UNet and VAE, all passes on
+// the CPU and (where a GPU is usable) fused against unfused on CUDA in fp16.
+#include <random>
+
+#include "graph/backend.h"
+#include "graph/passes.h"
+#include "io/safetensors.h"
+#include "models/model.h"
+#include "test_util.h"
+
+using namespace sdrt;
+using namespace sdrt::test;
+
+namespace {
+
+Tensor randn(const Shape& s, std::mt19937& rng, float scale = 1.f) {
+  std::normal_distribution<float> nd(0.f, scale);
+  Tensor t = Tensor::empty(DType::F32, s);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = nd(rng);
+  return t;
+}
+
+int count_ops(const Graph& g, Op op) {
+  int c = 0;
+  for (const auto& n : g.nodes) c += n.op == op;
+  return c;
+}
+
+Tensor run_cpu(const Graph& g, const std::map<std::string, Tensor>& in) {
+  auto e = make_cpu_backend()->compile(std::make_shared<Graph>(g));
+  EXPECT_TRUE(e.is_ok()) << e.status().message();
+  auto o = (*e)->run(in);
+  EXPECT_TRUE(o.is_ok()) << o.status().message();
+  return (*o)[0];
+}
+
+double max_abs_diff(const Tensor& a, const Tensor& b) {
+  double m = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, (double)std::fabs(a.f32()[i] - b.f32()[i]));
+  return m;
+}
+
+// A ResNet-like block: GN -> SiLU -> conv (+ x), GN -> SiLU also read elsewhere, a linear + residual,
+// a broadcast add that must stay.
+struct Block {
+  Graph g;
+  std::map<std::string, Tensor> in;
+};
+Block resnet_like() {
+  Block b;
+  std::mt19937 rng(7);
+  GraphBuilder gb(b.g);
+  const int64_t C = 8;
+  int x = gb.input("x", {2, C, 6, 6});
+  b.in["x"] = randn({2, C, 6, 6}, rng);
+  auto W = [&](const std::string& n, Shape s) { return gb.weight(n, randn(s, rng, 0.3f)); };
+  int h = gb.unary(Op::SiLU, gb.group_norm(x, W("g1", {C}), W("b1", {C}), 4, 1e-5f));           // fused
+  h = gb.add(gb.conv2d(h, W("w1", {C, C, 3, 3}), W("c1", {C}), 1, 1), x);                        // fused
+  int n2 = gb.group_norm(h, W("g2", {C}), W("b2", {C}), 4, 1e-5f);
+  int s2 = gb.unary(Op::SiLU, n2);
+  int both = gb.add(s2, n2);                                                                      // n2 has 2 users: kept
+  int c2 = gb.conv2d(both, W("w2", {C, C, 1, 1}), W("c2", {C}), 1, 0);
+  int twice = gb.add(c2, c2);                                                                     // same value twice: kept
+  int bc = gb.add(twice, gb.reshape(W("t", {1, C}), {1, C, 1, 1}));                               // broadcast: kept
+  int tok = gb.unary(Op::ToTokens, bc);                                                           // [2, 36, C]
+  int lin = gb.add(gb.linear(tok, W("lw", {C, C}), W("lb", {C})), tok);                          // fused
+  int nobias = gb.add(gb.linear(lin, W("nw", {C, C}), -1), lin);                                  // no bias: kept
+  gb.output(nobias, "y");
+  EXPECT_TRUE(gb.status().is_ok()) << gb.status().message();
+  return b;
+}
+
+}  // namespace
+
+TEST(Passes, FuseGroupNormSiluCountsAndMatches) {
+  Block b = resnet_like();
+  int n = -1;
+  Graph f = fuse_groupnorm_silu(b.g, &n);
+  ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
+  EXPECT_EQ(n, 1);
+  EXPECT_EQ(count_ops(f, Op::SiLU), count_ops(b.g, Op::SiLU) - 1);
+  EXPECT_EQ(count_ops(f, Op::GroupNorm), 2);
+  EXPECT_LT(max_abs_diff(run_cpu(f, b.in), run_cpu(b.g, b.in)), 1e-5);
+}
+
+TEST(Passes, FuseResidualAddCountsAndMatches) {
+  Block b = resnet_like();
+  int n = -1;
+  Graph f = fuse_residual_add(b.g, &n);
+  ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
+  EXPECT_EQ(n, 2);  // conv + x and linear + tok
+  EXPECT_EQ(count_ops(f, Op::Add), count_ops(b.g, Op::Add) - 2);
+  int four = 0;
+  for (const auto& node : f.nodes) four += (node.op == Op::Conv2d || node.op == Op::Linear) && node.inputs.size() == 4;
+  EXPECT_EQ(four, 2);
+  EXPECT_LT(max_abs_diff(run_cpu(f, b.in), run_cpu(b.g, b.in)), 1e-5);
+}
+
+TEST(Passes, ResidualOfWrongShapeIsRejectedByTheVerifier) {
+  Graph g;
+  GraphBuilder gb(g);
+  int x = gb.input("x", {1, 4, 3, 3});
+  int r = gb.input("r", {1, 4, 3, 2});
+  int w = gb.weight("w", Tensor::zeros(DType::F32, {4, 4, 1, 1})), b = gb.weight("b", Tensor::zeros(DType::F32, {4}));
+  gb.add_node(Op::Conv2d, {x, w, b, r});
+  ASSERT_FALSE(gb.status().is_ok());
+  EXPECT_NE(gb.status().message().find("residual"), std::string::npos);
+}
+
+TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
+  SDRT_REQUIRE_CONFORMANCE();
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok()) << m.status().message();
+  std::mt19937 rng(3);
+  auto g = build_unet(*m, 2, 16, 16);
+  ASSERT_TRUE(g.is_ok());
+  std::vector<PassResult> log;
+  Graph f = optimize_graph(**g, &log);
+  ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_GT(log[0].rewrites, 10);  // every ResNet norm + act, and conv_norm_out
+  EXPECT_GT(log[1].rewrites, 10);  // ResNet shortcuts, attention/FF outputs, proj_out
+  std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
+                                   {"timestep", Tensor::from_f32({2}, {500.f, 500.f})},
+                                   {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};
+  const Tensor want = run_cpu(**g, in), got = run_cpu(f, in);
+  EXPECT_LT(rel_err(got, want), 1e-5);
+
+  auto vae = build_vae_decoder(*m, 1, 16, 16);
+  ASSERT_TRUE(vae.is_ok());
+  Graph fv = optimize_graph(**vae);
+  std::map<std::string, Tensor> vin{{"latent", randn({1, 4, 16, 16}, rng)}};
+  EXPECT_LT(rel_err(run_cpu(fv, vin), run_cpu(**vae, vin)), 1e-5);
+}
+
+TEST(Passes, TinyUnetFusedMatchesUnfusedOnCuda) {
+  SDRT_REQUIRE_CONFORMANCE();
+  std::string why;
+  CudaOptions plain, fused;
+  plain.precision = fused.precision = "fp16";
+  plain.fuse = false;
+  auto a = make_cuda_backend(plain, &why);
+  if (!a) GTEST_SKIP() << "CUDA backend not usable here: " << why;
+  auto b = make_cuda_backend(fused, &why);
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok());
+  std::mt19937 rng(5);
+  auto g = build_unet(*m, 2, 16, 16);
+  ASSERT_TRUE(g.is_ok());
+  std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
+                                   {"timestep", Tensor::from_f32({2}, {500.f, 500.f})},
+                                   {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};
+  auto ea = a->compile(*g);
+  auto eb = b->compile(*g);
+  ASSERT_TRUE(ea.is_ok() && eb.is_ok());
+  auto ra = (*ea)->run(in), rb = (*eb)->run(in);
+  ASSERT_TRUE(ra.is_ok() && rb.is_ok());
+  const double e = rel_err((*rb)[0], (*ra)[0]);
+  std::printf("      cuda fp16 fused vs unfused UNet rel err %.2e\n", e);
+  EXPECT_LT(e, 5e-3);  // fp16 rounding at different points only
+}
