@@ -18,6 +18,7 @@
 #include "io/png.h"
 #include "backends/cuda/device_info.h"
 #include "pipeline/resolve.h"
+#include "git_revision.h"  // generated at build time: SDRT_GIT_REVISION
 
 namespace sdrt::app {
 namespace fs = std::filesystem;
