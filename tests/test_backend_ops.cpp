@@ -32,13 +32,6 @@ std::unique_ptr<Backend> cuda_or_skip_reason(std::string* why, bool guard = true
   if (!var) GTEST_SKIP() << "CUDA backend not usable here: " << why_
 #define REQUIRE_CUDA(var, guard) REQUIRE_CUDA_P(var, guard, "fp32")
 
-Tensor randn(const Shape& s, std::mt19937& rng, float scale = 1.f) {
-  std::normal_distribution<float> nd(0.f, scale);
-  Tensor t = Tensor::empty(DType::F32, s);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = nd(rng);
-  return t;
-}
-
 struct Case {
   std::string name;
   std::function<void(GraphBuilder&, std::map<std::string, Tensor>&, std::mt19937&)> build;

@@ -14,13 +14,6 @@ using namespace sdrt::test;
 
 namespace {
 
-Tensor randn(const Shape& s, std::mt19937& rng, float scale = 1.f) {
-  std::normal_distribution<float> nd(0.f, scale);
-  Tensor t = Tensor::empty(DType::F32, s);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = nd(rng);
-  return t;
-}
-
 int count_ops(const Graph& g, Op op) {
   int c = 0;
   for (const auto& n : g.nodes) c += n.op == op;

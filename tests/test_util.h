@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 #include <string>
 
 #include "core/tensor.h"
@@ -37,6 +38,14 @@ inline double rel_err(const Tensor& a, const Tensor& b) {
     mr = std::max(mr, (double)std::fabs(y.f32()[i]));
   }
   return md / std::max(mr, 1e-30);
+}
+
+// Normal(0, scale) values of a shape from a seeded generator.
+inline Tensor randn(const Shape& s, std::mt19937& rng, float scale = 1.f) {
+  std::normal_distribution<float> nd(0.f, scale);
+  Tensor t = Tensor::empty(DType::F32, s);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = nd(rng);
+  return t;
 }
 
 inline Tensor to_i32(const Tensor& t) {

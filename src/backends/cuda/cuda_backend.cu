@@ -148,12 +148,14 @@ class CudaExecutable : public Executable {
       cache_->bytes += (int64_t)bytes;
       weights_[name] = d;
     }
+    plan_.assign(nodes.size(), -1);
     if (fp16()) {  // choose every convolution's algorithm now (timed by cuDNN) and size one workspace
       SDRT_ASSIGN_OR_RETURN(conv_, cuda::CudnnConv::create(stream_));
       for (const Node& n : nodes) {
         if (n.op != Op::Conv2d) continue;
-        SDRT_ASSIGN_OR_RETURN(size_t ws, conv_->prepare(conv_shape(n), *tuning_));
-        conv_ws_bytes_ = std::max(conv_ws_bytes_, ws);
+        const size_t id = &n - nodes.data();
+        SDRT_ASSIGN_OR_RETURN(plan_[id], conv_->prepare(conv_shape(n), *tuning_));
+        conv_ws_bytes_ = std::max(conv_ws_bytes_, conv_->workspace(plan_[id]));
       }
       if (conv_ws_bytes_) CUDA_TRY(cudaMallocAsync(&conv_ws_, conv_ws_bytes_, stream_));
       // linear layers: cuBLASLt plans with the bias (and fused residual) in the epilogue
@@ -163,7 +165,8 @@ class CudaExecutable : public Executable {
         if (n.op != Op::Linear) continue;
         const Shape& xs = nodes[n.inputs[0]].shape;
         const int64_t K = xs.back(), M = numel(xs) / K, N = nodes[n.inputs[1]].shape[0];
-        if (N % 8 == 0 && K % 8 == 0) SDRT_RETURN_IF_ERROR(lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
+        if (N % 8 || K % 8) continue;  // the fallback GEMM path
+        SDRT_ASSIGN_OR_RETURN(plan_[&n - nodes.data()], lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
       }
     }
     for (const Node& n : nodes)
@@ -190,6 +193,7 @@ class CudaExecutable : public Executable {
     // Inputs go to persistent device buffers (as given: float32 or int32, host layout); the body reads
     // them from there and writes the outputs (float32, NCHW) to persistent buffers, so that it can be
     // captured once into a CUDA graph and replayed.
+    std::vector<Tensor> staged;  // host copies alive until the uploads are done
     for (size_t i = 0; i < nodes.size(); ++i) {
       const Node& n = nodes[i];
       if (n.op != Op::Input) continue;
@@ -201,8 +205,9 @@ class CudaExecutable : public Executable {
       Tensor h = n.dtype == DType::F32 ? it->second.to_f32() : it->second;
       if (!in_dev_.count((int)i)) CUDA_TRY(cudaMalloc(&in_dev_[(int)i], std::max<size_t>(h.nbytes(), 4)));
       CUDA_TRY(cudaMemcpyAsync(in_dev_[(int)i], h.data(), h.nbytes(), cudaMemcpyHostToDevice, stream_));
-      CUDA_TRY(cudaStreamSynchronize(stream_));  // h is pageable and dies here
+      staged.push_back(std::move(h));
     }
+    CUDA_TRY(cudaStreamSynchronize(stream_));
     if (out_dev_.empty())
       for (int o : g_->outputs) {
         void* d = nullptr;
@@ -487,7 +492,7 @@ class CudaExecutable : public Executable {
             cuda::pad_nhwc(in(0), static_cast<__half*>(padded), N, H, W, C, a.pad[0], a.pad[1], cs.H, cs.W, stream_);
             x = padded;
           }
-          Status st = conv_->run(cs, x, in(1), y, conv_ws_, conv_ws_bytes_);
+          Status st = conv_->run(plan_[self], x, in(1), y, conv_ws_, conv_ws_bytes_);
           if (padded) release(padded);
           SDRT_RETURN_IF_ERROR(st);
           if (n.inputs.size() > 2) cuda::bias_residual_rows(y, in(2), n.inputs.size() > 3 ? in(3) : nullptr, N * Ho * Wo, O, stream_);
@@ -516,10 +521,14 @@ class CudaExecutable : public Executable {
         const T* bias = n.inputs.size() > 2 ? in(2) : nullptr;
         const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
         if constexpr (std::is_same_v<T, __half>) {
-          if (lt_ && cuda::LtGemm::usable(M, N, K, in(0), in(1), bias, res, y)) return lt_->run(M, N, K, in(0), in(1), bias, res, y);
+          if (plan_[self] >= 0 && cuda::LtGemm::usable(M, N, K, in(0), in(1), bias, res, y)) return lt_->run(plan_[self], in(0), in(1), bias, res, y);
         }
         // y[M,N] = x[M,K] w[N,K]^T  (column-major: y^T = w x^T)
         SDRT_RETURN_IF_ERROR(gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, 1.f, in(1), K, in(0), K, y, N));
+        if constexpr (std::is_same_v<T, __half>) {
+          if (bias) cuda::bias_residual_rows(y, bias, res, M, N, stream_);
+          return Status::ok();
+        }
         if (bias) cuda::add_row_bias(y, bias, M, N, stream_);
         if (res) add_into(y, res, total);
         return Status::ok();
@@ -682,6 +691,7 @@ class CudaExecutable : public Executable {
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<cuda::CudnnConv> conv_;
   std::unique_ptr<cuda::LtGemm> lt_;
+  std::vector<int> plan_;  // per node: its cuDNN convolution or cuBLASLt GEMM plan, -1 if none
   void* lt_ws_ = nullptr;
   void* conv_ws_ = nullptr;
   size_t conv_ws_bytes_ = 0;

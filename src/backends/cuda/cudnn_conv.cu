@@ -55,10 +55,10 @@ Result<std::unique_ptr<CudnnConv>> CudnnConv::create(cudaStream_t stream) {
   return Result<std::unique_ptr<CudnnConv>>(std::move(c));
 }
 
-Result<size_t> CudnnConv::prepare(const ConvShape& s, ConvTuning& tuning) {
+Result<int> CudnnConv::prepare(const ConvShape& s, ConvTuning& tuning) {
   const std::string key = s.key();
-  auto found = entries_.find(key);
-  if (found != entries_.end()) return found->second->choice.workspace;
+  auto found = by_key_.find(key);
+  if (found != by_key_.end()) return found->second;
   auto e = std::make_unique<Entry>();
   CUDNN_TRY(cudnnCreateTensorDescriptor(&e->x));
   CUDNN_TRY(cudnnCreateTensorDescriptor(&e->y));
@@ -92,15 +92,16 @@ Result<size_t> CudnnConv::prepare(const ConvShape& s, ConvTuning& tuning) {
       tuning.choices[key] = e->choice;
     }
   }
-  const size_t ws = e->choice.workspace;
-  entries_[key] = std::move(e);
-  return ws;
+  entries_.push_back(std::move(e));
+  by_key_[key] = (int)entries_.size() - 1;
+  return (int)entries_.size() - 1;
 }
 
-Status CudnnConv::run(const ConvShape& s, const void* x, const void* w, void* y, void* workspace, size_t workspace_bytes) {
-  auto it = entries_.find(s.key());
-  if (it == entries_.end()) return Status(Code::Internal, "convolution " + s.key() + " was not prepared");
-  const Entry& e = *it->second;
+size_t CudnnConv::workspace(int plan) const { return entries_.at(plan)->choice.workspace; }
+
+Status CudnnConv::run(int plan, const void* x, const void* w, void* y, void* workspace, size_t workspace_bytes) {
+  if (plan < 0 || plan >= (int)entries_.size()) return Status(Code::Internal, "convolution was not prepared");
+  const Entry& e = *entries_[plan];
   if (workspace_bytes < e.choice.workspace) return Status(Code::Internal, "convolution workspace too small");
   const float alpha = 1.f, beta = 0.f;
   CUDNN_TRY(cudnnConvolutionForward(static_cast<cudnnHandle_t>(handle_), &alpha, e.x, x, e.w, w, e.conv, (cudnnConvolutionFwdAlgo_t)e.choice.algo,

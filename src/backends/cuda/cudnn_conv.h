@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "sdrt/status.h"
 
@@ -34,16 +35,18 @@ class CudnnConv {
  public:
   ~CudnnConv();
   static Result<std::unique_ptr<CudnnConv>> create(cudaStream_t stream);
-  // Chooses (or looks up) the algorithm for a shape; returns the workspace bytes it needs.
-  Result<size_t> prepare(const ConvShape& s, ConvTuning& tuning);
-  // y = conv(x, w); x [N,H,W,C], w [O,kh,kw,C], y [N,Ho,Wo,O], all half. prepare() first.
-  Status run(const ConvShape& s, const void* x, const void* w, void* y, void* workspace, size_t workspace_bytes);
+  // Chooses (or looks up) the algorithm for a shape; returns the plan's id for run().
+  Result<int> prepare(const ConvShape& s, ConvTuning& tuning);
+  size_t workspace(int plan) const;  // bytes the plan's algorithm needs
+  // y = conv(x, w); x [N,H,W,C], w [O,kh,kw,C], y [N,Ho,Wo,O], all half.
+  Status run(int plan, const void* x, const void* w, void* y, void* workspace, size_t workspace_bytes);
 
  private:
   struct Entry;
   CudnnConv() = default;
   void* handle_ = nullptr;
-  std::map<std::string, std::unique_ptr<Entry>> entries_;
+  std::vector<std::unique_ptr<Entry>> entries_;
+  std::map<std::string, int> by_key_;
 };
 
 }  // namespace sdrt::cuda

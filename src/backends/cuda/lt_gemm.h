@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <vector>
 
 #include "sdrt/status.h"
 
@@ -18,8 +19,9 @@ class LtGemm {
   static Result<std::unique_ptr<LtGemm>> create(cudaStream_t stream, void* workspace, size_t workspace_bytes);
   // Whether a shape/pointer set can go through this path (multiples of 8, 16-byte aligned pointers).
   static bool usable(int64_t M, int64_t N, int64_t K, const void* x, const void* w, const void* b, const void* r, const void* y);
-  Status prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual);
-  Status run(int64_t M, int64_t N, int64_t K, const void* x, const void* w, const void* b, const void* r, void* y);
+  // Plans a shape (or finds its plan); returns the id for run().
+  Result<int> prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual);
+  Status run(int plan, const void* x, const void* w, const void* b, const void* r, void* y);
 
  private:
   struct Plan;
@@ -28,7 +30,8 @@ class LtGemm {
   cudaStream_t stream_ = nullptr;
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;
-  std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool>, std::unique_ptr<Plan>> plans_;
+  std::vector<std::unique_ptr<Plan>> plans_;
+  std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool>, int> by_shape_;
 };
 
 }  // namespace sdrt::cuda

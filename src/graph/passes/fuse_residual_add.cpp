@@ -32,8 +32,7 @@ Graph fuse_residual_add(const Graph& g, int* rewrites) {
     if (plan[i].first >= 0) {
       Node fused = g.nodes[plan[i].first];
       fused.inputs.push_back(plan[i].second);
-      const int id = rw.emit(std::move(fused), (int)i);
-      (void)id;
+      rw.emit(std::move(fused), (int)i);
       rw.alias(plan[i].first, (int)i);
       continue;
     }
