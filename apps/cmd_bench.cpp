@@ -18,6 +18,7 @@
 #include "io/png.h"
 #include "backends/cuda/device_info.h"
 #include "pipeline/resolve.h"
+#include "runtime/engine_cache.h"
 #include "git_revision.h"  // generated at build time: SDRT_GIT_REVISION
 
 namespace sdrt::app {
@@ -49,13 +50,6 @@ std::string cpu_name() {
   while (std::getline(f, line))
     if (line.starts_with("model name")) return line.substr(line.find(':') + 2);
   return "unknown CPU";
-}
-
-std::string utc_now() {
-  char buf[32];
-  std::time_t t = std::time(nullptr);
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
 }
 
 // Datasheet peak of the arithmetic the engine uses (dense, no sparsity), TFLOP/s; 0 where unknown.
@@ -123,7 +117,9 @@ int cmd_bench(const BenchArgs& args) {
     } else {
       SDRT_ASSIGN_OR_RETURN(be, make_backend(a.backend, a.precision));
     }
-    return Pipeline::create(rm->model, rm->options, std::move(be));
+    PipelineOptions po = rm->options;
+    if (opt != "baseline" && a.engine_cache) po.engine_cache_dir = (fs::path(sdrt_home()) / "engines").string();
+    return Pipeline::create(rm->model, po, std::move(be));
   };
   auto pipe = make_pipe(a.opts.front());
   if (!pipe) {

@@ -8,7 +8,8 @@ namespace sdrt::app {
 
 struct GenerateArgs {
   std::string model, prompt, negative_prompt, sampler = "euler_a", schedule_type, rng = "cpu", init_image, out_dir = "outputs";
-  std::string tokenizer_dir, backend = "auto", prompt_file, precision = "auto";
+  std::string tokenizer_dir, backend = "auto", prompt_file, precision = "auto", plan;
+  bool engine_cache = true;
   int steps = 20, width = 512, height = 512, batch_size = 1, batch_count = 1, clip_skip = 1;
   double cfg_scale = 7.0, strength = 0.75;
   int64_t seed = -1;
@@ -20,10 +21,17 @@ struct BenchArgs {
   std::vector<int> batches{50};
   std::vector<std::string> opts{"baseline", "optimized"};
   int repeats = 100, warmup = 2, steps = 50, width = 512, height = 512;
-  bool quick = false, size_given = false;  // --quick shrinks the image on the CPU unless a size was given
+  bool quick = false, size_given = false, engine_cache = true;  // --quick shrinks the image on the CPU unless a size was given
+};
+
+struct BuildArgs {
+  std::string model = "random:sd15", out, precision = "fp16", timing_cache;
+  std::vector<int> batches{1}, heights{512}, widths{512}, clip_skips{1};
 };
 
 int cmd_info(const std::string& model);
+int cmd_build(const BuildArgs& a);
+int cmd_info_plan(const std::string& path);
 int cmd_bench(const BenchArgs& a);
 int cmd_info_png(const std::string& path);
 int cmd_generate(const GenerateArgs& a);

@@ -10,7 +10,18 @@ int main(int argc, char** argv) {
 
   std::string model;
   auto* info = app.add_subcommand("info", "Describe a model (layout, architecture, parameters, dtypes) or a PNG's generation parameters");
-  info->add_option("model", model, "diffusers folder, .safetensors checkpoint, random:sd15, or a .png image")->required();
+  info->add_option("model", model, "diffusers folder, .safetensors checkpoint, random:sd15, a .png image or a .plan")->required();
+
+  sdrt::app::BuildArgs bd;
+  auto* build = app.add_subcommand("build", "Compile a model into a plan for this GPU (fused graphs, timed kernels, weights in the engine's precision)");
+  build->add_option("-m,--model", bd.model, "diffusers folder, .safetensors checkpoint, hub id or random:sd15")->capture_default_str();
+  build->add_option("-o,--out", bd.out, "plan file to write")->required();
+  build->add_option("--batch", bd.batches, "images per batch the plan serves, comma separated (the UNet runs both CFG halves: 2x)")->delimiter(',')->capture_default_str();
+  build->add_option("-H,--height", bd.heights, "image heights, comma separated")->delimiter(',')->capture_default_str();
+  build->add_option("-W,--width", bd.widths, "image widths, comma separated")->delimiter(',')->capture_default_str();
+  build->add_option("--clip-skip", bd.clip_skips, "text encoder variants, comma separated")->delimiter(',')->capture_default_str();
+  build->add_option("--precision", bd.precision, "fp16 or fp32")->capture_default_str();
+  build->add_option("--timing-cache", bd.timing_cache, "file of kernel timings: read when present (for this GPU), updated after the build");
 
   sdrt::app::GenerateArgs g;
   auto* gen = app.add_subcommand("generate", "Text to image (image to image with --init-image)");
@@ -34,7 +45,10 @@ int main(int argc, char** argv) {
   gen->add_option("-o,--out", g.out_dir, "output folder")->capture_default_str();
   gen->add_option("--tokenizer", g.tokenizer_dir, "folder with the CLIP vocab.json and merges.txt");
   gen->add_option("--backend", g.backend, "auto (cuda where a GPU is usable, else cpu), cpu or cuda")->capture_default_str();
-  gen->add_option("--precision", g.precision, "auto (fp16 on cuda, fp32 on cpu), fp32 or fp16")->capture_default_str();
+  gen->add_option("--precision", g.precision, "auto (fp16 on cuda, fp32 on cpu; a plan's own), fp32 or fp16")->capture_default_str();
+  gen->add_option("--plan", g.plan, "run the engines of a plan from `sdrt build` (cuda; the model defaults to the plan's)");
+  bool gen_no_cache = false;
+  gen->add_flag("--no-engine-cache", gen_no_cache, "do not read or write the engine cache ($SDRT_HOME/engines)");
 
   sdrt::app::BenchArgs ba;
   bool quick = false;
@@ -53,6 +67,8 @@ int main(int argc, char** argv) {
   bench->add_option("--prompt", ba.prompt, "the prompt")->capture_default_str();
   bench->add_option("-o,--out", ba.out_dir, "output folder for bench.csv, bench.json, bench.svg")->capture_default_str();
   bench->add_option("--tokenizer", ba.tokenizer_dir, "folder with the CLIP vocab.json and merges.txt");
+  bool bench_no_cache = false;
+  bench->add_flag("--no-engine-cache", bench_no_cache, "do not read or write the engine cache ($SDRT_HOME/engines)");
   bench->add_flag("--quick", quick, "a run of under a minute: batch 1, 2 steps, 1 repeat, no warm-up, 128x128 on the CPU (options given still apply)");
 
   try {
@@ -60,9 +76,18 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (*info) return model.ends_with(".png") ? sdrt::app::cmd_info_png(model) : sdrt::app::cmd_info(model);
-  if (*gen) return sdrt::app::cmd_generate(g);
+  if (*info) {
+    if (model.ends_with(".png")) return sdrt::app::cmd_info_png(model);
+    if (model.ends_with(".plan")) return sdrt::app::cmd_info_plan(model);
+    return sdrt::app::cmd_info(model);
+  }
+  if (*build) return sdrt::app::cmd_build(bd);
+  if (*gen) {
+    g.engine_cache = !gen_no_cache;
+    return sdrt::app::cmd_generate(g);
+  }
   if (*bench) {
+    ba.engine_cache = !bench_no_cache;
     for (int i = 0; i < argc; ++i) ba.command_line += (i ? " " : "") + std::string(argv[i]);
     if (quick) {  // quick defaults for whatever was not given
       if (!bb->count()) ba.batches = {1};

@@ -13,21 +13,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct CliRun {
-  int code;  // exit status; 128+signal when killed
-  std::string out;
-};
-
-CliRun sdrt_cli(const std::string& args) {
-  std::string cmd = std::string(SDRT_BIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
-}
-
 void expect_clean_error(const CliRun& r, const std::string& needle) {
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << "not one line: " << r.out;
@@ -96,12 +81,6 @@ fs::path cli_dir() {
 std::string gen_args(const std::string& model, const std::string& out) {
   return "generate --model " + model + " --prompt 'a photo of an astronaut riding a horse on mars' --seed 42 --sampler euler_a --steps 6 " +
          "-W 128 -H 128 -o " + out;
-}
-std::string png_pixels(const fs::path& p) {
-  std::map<std::string, std::string> text;
-  auto img = sdrt::read_png(p.string(), &text);
-  EXPECT_TRUE(img.is_ok());
-  return img ? std::string(img->rgb.begin(), img->rgb.end()) : std::string();
 }
 }  // namespace
 

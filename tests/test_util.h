@@ -1,6 +1,7 @@
 // Helpers shared by the tests: conformance data location and error measures.
 #pragma once
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "io/png.h"
 
 namespace sdrt::test {
 
@@ -59,6 +61,28 @@ inline Tensor to_i32(const Tensor& t) {
     for (int64_t i = 0; i < t.numel(); ++i) o[i] = (int32_t)f.f32()[i];
   }
   return out;
+}
+
+// The sdrt binary run with arguments (stderr merged into the output).
+struct CliRun {
+  int code;  // exit status; 128+signal when killed
+  std::string out;
+};
+inline CliRun sdrt_cli(const std::string& args) {
+  std::string cmd = std::string(SDRT_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+}
+
+// A PNG's RGB bytes (empty when it cannot be read).
+inline std::string png_pixels(const std::filesystem::path& p) {
+  auto img = sdrt::read_png(p.string());
+  EXPECT_TRUE(img.is_ok()) << p;
+  return img ? std::string(img->rgb.begin(), img->rgb.end()) : std::string();
 }
 
 }  // namespace sdrt::test

@@ -31,7 +31,20 @@ class Backend {
   virtual DeviceMemory memory() const { return {}; }
   virtual void reset_peak_memory() {}
   virtual bool supports(Op op) const = 0;
+  // Runs the backend's build passes on a graph (as configured); graphs already optimized pass through.
+  // compile() does this itself; plans store the result.
+  virtual std::shared_ptr<const Graph> optimize(std::shared_ptr<const Graph> graph) const { return graph; }
   virtual Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> graph) = 0;
+
+  // What compiled code is specific to: the device and its compute capability (empty on the CPU).
+  virtual std::string device_name() const { return {}; }
+  virtual std::pair<int, int> compute_capability() const { return {0, 0}; }
+  virtual std::string libraries() const { return {}; }  // library versions tactics depend on
+  // Autotuning results by op-instance key (text), for plans and timing caches: those the graph's ops
+  // use, or all chosen so far when graph is null. add_tactics() seeds choices so that they are not
+  // timed again (a value this backend cannot read is an error naming the key).
+  virtual std::map<std::string, std::string> tactics(const Graph* graph) const { return {}; }
+  virtual Status add_tactics(const std::map<std::string, std::string>& tactics) { return Status::ok(); }
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

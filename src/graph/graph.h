@@ -74,7 +74,8 @@ class Graph {
   std::vector<Node> nodes;
   std::vector<int> outputs;
   std::vector<std::string> output_names;
-  std::map<std::string, Tensor> weights;  // F32 on the CPU path; kept in file dtype for GPU builds
+  std::map<std::string, Tensor> weights;  // F32 from the model builders; F16 in plans of fp16 engines
+  bool optimized = false;                  // the build passes (graph/passes.h) have run on it
 
   // Runs shape inference on every node and checks arity, topological order, input/weight bindings.
   Status verify() const;

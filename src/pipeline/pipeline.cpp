@@ -3,10 +3,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <random>
 #include <sstream>
 
 #include "pipeline/rng.h"
+#include "runtime/engine_cache.h"
 
 namespace sdrt {
 namespace {
@@ -47,6 +49,13 @@ Image resize(const Image& in, int w, int h) {
 }
 
 }  // namespace
+
+std::string text_encoder_key(int clip_skip) { return "clip/" + std::to_string(clip_skip); }
+std::string unet_key(int64_t B, int64_t h, int64_t w, int64_t L) {
+  return "unet/" + std::to_string(B) + "x" + std::to_string(h) + "x" + std::to_string(w) + "/" + std::to_string(L);
+}
+std::string vae_decoder_key(int64_t B, int64_t h, int64_t w) { return "vae_dec/" + std::to_string(B) + "x" + std::to_string(h) + "x" + std::to_string(w); }
+std::string vae_encoder_key(int64_t H, int64_t W) { return "vae_enc/" + std::to_string(W) + "x" + std::to_string(H); }
 
 Result<std::unique_ptr<Pipeline>> Pipeline::create(Model model, const PipelineOptions& opts, std::unique_ptr<Backend> backend) {
   auto p = std::unique_ptr<Pipeline>(new Pipeline());
@@ -90,18 +99,76 @@ Status Pipeline::validate(const GenerateRequest& r) const {
 Result<Executable*> Pipeline::executable(const std::string& key, const std::function<Result<std::shared_ptr<Graph>>()>& build) {
   auto it = exes_.find(key);
   if (it != exes_.end()) return it->second.get();
-  SDRT_ASSIGN_OR_RETURN(auto g, build());
-  SDRT_ASSIGN_OR_RETURN(auto exe, backend_->compile(g));
-  flops_[key] = g->flops();
+  std::unique_ptr<Executable> exe;
+  if (opts_.plan) {
+    SDRT_ASSIGN_OR_RETURN(exe, from_plan(*opts_.plan, key, "the plan"));
+  } else if (!opts_.engine_cache_dir.empty() && backend_->name() == "cuda") {
+    SDRT_ASSIGN_OR_RETURN(exe, cached_or_built(key, build));
+  } else {
+    SDRT_ASSIGN_OR_RETURN(auto g, build());
+    flops_[key] = g->flops();
+    SDRT_ASSIGN_OR_RETURN(exe, backend_->compile(g));
+  }
   auto* raw = exe.get();
   exes_[key] = std::move(exe);
   return raw;
 }
 
+Result<std::unique_ptr<Executable>> Pipeline::from_plan(const Plan& plan, const std::string& key, const std::string& where) {
+  if (plan.precision != backend_->precision())
+    return invalid_argument(where + " is " + plan.precision + ", the backend runs " + backend_->precision());
+  SDRT_RETURN_IF_ERROR(check_plan_target(plan, backend_target(*backend_)));
+  if (!opts_.model_id.empty() && !plan.model_id.empty() && plan.model_id != opts_.model_id)
+    return invalid_argument(where + " was built from another model (" + plan.model_spec + ") or the model's files changed since; rebuild it");
+  const PlanEntry* e = plan.find(key);
+  if (!e) {
+    std::string have;
+    for (const auto& k : plan.keys()) have += (have.empty() ? "" : ", ") + k;
+    return not_found(where + " has no engine for " + key + " (it holds " + have + "); build one with `sdrt build` for this batch size and image size");
+  }
+  SDRT_RETURN_IF_ERROR(backend_->add_tactics(plan.tactics).with_context(where));
+  flops_[key] = e->graph->flops();
+  return backend_->compile(e->graph);
+}
+
+Result<std::unique_ptr<Executable>> Pipeline::cached_or_built(const std::string& key, const std::function<Result<std::shared_ptr<Graph>>()>& build) {
+  namespace fs = std::filesystem;
+  const std::string path = engine_cache_path(opts_.engine_cache_dir, *backend_, opts_.model_id, key);
+  std::error_code ec;
+  if (fs::exists(path, ec)) {
+    auto plan = read_plan(path);
+    if (plan) {
+      auto exe = from_plan(*plan, key, "cached engine " + path);
+      if (exe) return exe;
+      plan = exe.status();
+    }
+    std::fprintf(stderr, "sdrt: note: rebuilding the %s engine: %s\n", key.c_str(), plan.status().message().c_str());
+  }
+  auto t0 = clk::now();
+  SDRT_ASSIGN_OR_RETURN(auto g0, build());
+  std::shared_ptr<const Graph> g = backend_->optimize(g0);
+  g0.reset();
+  flops_[key] = g->flops();
+  SDRT_ASSIGN_OR_RETURN(auto exe, backend_->compile(g));
+  Plan plan;
+  plan.target = backend_target(*backend_);
+  plan.precision = backend_->precision();
+  plan.model_spec = model_.spec;
+  plan.model_id = opts_.model_id;
+  plan.created = utc_now();
+  plan.shapes = key;
+  plan.tactics = backend_->tactics(g.get());
+  plan.entries.push_back({key, std::const_pointer_cast<Graph>(g)});
+  fs::create_directories(opts_.engine_cache_dir, ec);
+  if (Status s = write_plan(plan, path); !s) std::fprintf(stderr, "sdrt: note: the engine cache is not written: %s\n", s.message().c_str());
+  else std::fprintf(stderr, "sdrt: built the %s engine in %.1f s; cached as %s\n", key.c_str(), since(t0), path.c_str());
+  return exe;
+}
+
 Result<Tensor> Pipeline::encode_prompt(const std::string& prompt, int clip_skip) {
   PromptChunks chunks = tokenize_prompt(tok_, prompt);
   if (chunks.ids.size() > 32) return invalid_argument("prompt is longer than 32 chunks of 75 tokens");
-  SDRT_ASSIGN_OR_RETURN(Executable * te, executable("clip/" + std::to_string(clip_skip), [&] { return build_text_encoder(model_, 1, clip_skip); }));
+  SDRT_ASSIGN_OR_RETURN(Executable * te, executable(text_encoder_key(clip_skip), [&] { return build_text_encoder(model_, 1, clip_skip); }));
   const int64_t C = model_.clip.hidden, L = 77;
   Tensor out = Tensor::empty(DType::F32, {1, L * (int64_t)chunks.ids.size(), C});
   const bool weighted = chunks.weighted();
@@ -126,7 +193,7 @@ Result<Tensor> Pipeline::encode_prompt(const std::string& prompt, int clip_skip)
 
 Result<Tensor> Pipeline::unet(const Tensor& x, float t, const Tensor& ctx) {
   const int64_t B = x.dim(0), h = x.dim(2), w = x.dim(3), L = ctx.dim(1);
-  const std::string key = "unet/" + std::to_string(B) + "x" + std::to_string(h) + "x" + std::to_string(w) + "/" + std::to_string(L);
+  const std::string key = unet_key(B, h, w, L);
   SDRT_ASSIGN_OR_RETURN(Executable * ex, executable(key, [&] { return build_unet(model_, B, h, w, L); }));
   unet_flops_ += flops_[key];
   SDRT_ASSIGN_OR_RETURN(auto out, ex->run({{"sample", x}, {"timestep", Tensor::from_f32({B}, std::vector<float>(B, t))}, {"encoder_hidden_states", ctx}}));
@@ -136,7 +203,7 @@ Result<Tensor> Pipeline::unet(const Tensor& x, float t, const Tensor& ctx) {
 // diffusers img2img: the latent distribution's sample (mean + std * randn from the image's generator).
 Result<Tensor> Pipeline::vae_encode_sample(const Tensor& x, Generator& g) {
   const int64_t H = x.dim(2), W = x.dim(3);
-  SDRT_ASSIGN_OR_RETURN(Executable * enc, executable("vae_enc/" + std::to_string(W) + "x" + std::to_string(H), [&] { return build_vae_encoder(model_, 1, H, W); }));
+  SDRT_ASSIGN_OR_RETURN(Executable * enc, executable(vae_encoder_key(H, W), [&] { return build_vae_encoder(model_, 1, H, W); }));
   SDRT_ASSIGN_OR_RETURN(auto mom, enc->run({{"image", x}}));
   const int64_t n = mom[0].numel() / 2;
   auto noise = g.randn(n);
@@ -277,8 +344,7 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
     auto tv = clk::now();
     Tensor z = Tensor::empty(DType::F32, {B, C4, h, w});
     for (int64_t k = 0; k < B * per; ++k) z.f32()[k] = x.f32()[k] / model_.vae.scaling_factor;
-    SDRT_ASSIGN_OR_RETURN(Executable * dec, executable("vae_dec/" + std::to_string(B) + "x" + std::to_string(h) + "x" + std::to_string(w),
-                                                       [&] { return build_vae_decoder(model_, B, h, w); }));
+    SDRT_ASSIGN_OR_RETURN(Executable * dec, executable(vae_decoder_key(B, h, w), [&] { return build_vae_decoder(model_, B, h, w); }));
     SDRT_ASSIGN_OR_RETURN(auto img, dec->run({{"latent", z}}));
     res.times.vae_s += since(tv);
     const int64_t HW = (int64_t)r.width * r.height;

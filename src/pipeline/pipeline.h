@@ -16,6 +16,7 @@
 #include "pipeline/prompt.h"
 #include "pipeline/rng.h"
 #include "pipeline/scheduler.h"
+#include "runtime/plan.h"
 
 namespace sdrt {
 
@@ -58,6 +59,12 @@ struct PipelineOptions {
                               // vocabulary only (synthetic models, whose weights ignore token meaning)
   std::string scheduler_config;  // scheduler_config.json, or empty for SD 1.x defaults
   std::string model_name, model_hash;  // for infotexts
+  std::string model_id;                // identity of the weights (engine cache keys, plan checks)
+  // Engines from `sdrt build`: every graph the pipeline needs must be in it (checked on first use).
+  std::shared_ptr<const Plan> plan;
+  // Folder of the engine cache (runtime/engine_cache.h): engines are built on first use, written there
+  // and reused; empty: off. Only backends with tactics to keep (CUDA) use it.
+  std::string engine_cache_dir;
 };
 
 class Pipeline {
@@ -75,6 +82,8 @@ class Pipeline {
 
  private:
   Result<Executable*> executable(const std::string& key, const std::function<Result<std::shared_ptr<Graph>>()>& build);
+  Result<std::unique_ptr<Executable>> from_plan(const Plan& plan, const std::string& key, const std::string& where);
+  Result<std::unique_ptr<Executable>> cached_or_built(const std::string& key, const std::function<Result<std::shared_ptr<Graph>>()>& build);
   Result<Tensor> unet(const Tensor& x, float t, const Tensor& ctx);  // x [B,4,h,w], ctx [B,L,C]
   Result<Tensor> vae_encode_sample(const Tensor& img, Generator& g);  // img [1,3,H,W] in [-1,1]
 
@@ -87,6 +96,12 @@ class Pipeline {
   std::map<std::string, double> flops_;  // per executable
   double unet_flops_ = 0;
 };
+
+// Names of the pipeline's executables (engine cache files and plan entries use them).
+std::string text_encoder_key(int clip_skip);
+std::string unet_key(int64_t batch, int64_t h, int64_t w, int64_t ctx_len);  // latent sizes
+std::string vae_decoder_key(int64_t batch, int64_t h, int64_t w);
+std::string vae_encoder_key(int64_t H, int64_t W);                           // image sizes
 
 // Validation limits, shared with the server.
 constexpr int kMaxSteps = 1000, kMaxSide = 4096, kMaxBatch = 64, kMaxBatchCount = 1000;

@@ -1,5 +1,7 @@
 #include "pipeline/resolve.h"
 
+#include "runtime/engine_cache.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -83,6 +85,7 @@ Result<ResolvedModel> resolve_model(const std::string& spec, const ResolveOption
     }
   }
   SDRT_ASSIGN_OR_RETURN(r.model, load_model(path));
+  r.options.model_id = model_identity(path);
   if (r.model.layout == "random") {
     // Random weights give token ids no meaning: without a vocabulary at hand, the byte-level one serves.
     auto tok = find_tokenizer({}, opt);

@@ -40,6 +40,16 @@ struct WeightCache {
   }
 };
 
+// The cuDNN problem of a Conv2d node (input padded first where the padding is asymmetric).
+cuda::ConvShape conv_shape_of(const Graph& g, const Node& n) {
+  const Shape& xs = g.nodes[n.inputs[0]].shape;
+  const Shape& ws = g.nodes[n.inputs[1]].shape;
+  const auto& p = n.a.pad;
+  const bool sym = p[0] == p[2] && p[1] == p[3];  // cuDNN pads symmetrically; others are padded first
+  return {xs[0], xs[1], xs[2] + (sym ? 0 : p[0] + p[2]), xs[3] + (sym ? 0 : p[1] + p[3]), ws[0], ws[2], ws[3], n.a.stride,
+          sym ? p[0] : 0, sym ? p[1] : 0};
+}
+
 // Logical NCHW axis -> NHWC storage axis.
 constexpr int kNhwcAxis[4] = {0, 3, 1, 2};
 
@@ -119,10 +129,12 @@ class CudaExecutable : public Executable {
       void* d = nullptr;
       const size_t bytes = (size_t)t.numel() * (fp16() ? 2 : 4);
       CUDA_TRY(cudaMalloc(&d, std::max<size_t>(bytes, 4)));
-      if (fp16()) {  // stored in half, rounded on the host (round to nearest even), in parallel
+      if (fp16()) {  // stored in half (rounded on the host, nearest even, or as a plan holds it), in parallel
         Tensor h = Tensor::empty(DType::F16, t.shape());
         auto* hp = static_cast<uint16_t*>(h.mutable_data());
-        const float* fp = t.f32();
+        const bool from_half = t.dtype() == DType::F16;
+        const float* fp = from_half ? nullptr : t.f32();
+        const auto* sp = static_cast<const uint16_t*>(t.data());
         const int64_t n = t.numel();
         // filters [O, C, kh, kw] -> [O, kh, kw, C]
         const int64_t C = ohwi ? t.shape()[1] : 1, R = ohwi ? t.shape()[2] * t.shape()[3] : 1;
@@ -136,13 +148,14 @@ class CudaExecutable : public Executable {
                 const int64_t r = k % R, c = (k / R) % C, o = k / (R * C);
                 dst = (o * R + r) * C + c;
               }
-              hp[dst] = float_to_half(fp[k]);
+              hp[dst] = from_half ? sp[k] : float_to_half(fp[k]);
             }
           });
         for (auto& th : workers) th.join();
         CUDA_TRY(cudaMemcpy(d, h.data(), h.nbytes(), cudaMemcpyHostToDevice));
       } else {
-        CUDA_TRY(cudaMemcpy(d, t.data(), t.nbytes(), cudaMemcpyHostToDevice));
+        const Tensor f = t.to_f32();
+        CUDA_TRY(cudaMemcpy(d, f.data(), f.nbytes(), cudaMemcpyHostToDevice));
       }
       cache_->map[key] = {t.shape(), d};
       cache_->bytes += (int64_t)bytes;
@@ -309,14 +322,7 @@ class CudaExecutable : public Executable {
   size_t esz(size_t i) const { return keep_f32_[i] ? 4 : fp16() ? 2 : 4; }
   bool fp16() const { return opt_.precision == "fp16"; }
 
-  cuda::ConvShape conv_shape(const Node& n) const {
-    const Shape& xs = g_->nodes[n.inputs[0]].shape;
-    const Shape& ws = g_->nodes[n.inputs[1]].shape;
-    const auto& p = n.a.pad;
-    const bool sym = p[0] == p[2] && p[1] == p[3];  // cuDNN pads symmetrically; others are padded first
-    return {xs[0], xs[1], xs[2] + (sym ? 0 : p[0] + p[2]), xs[3] + (sym ? 0 : p[1] + p[3]), ws[0], ws[2], ws[3], n.a.stride,
-            sym ? p[0] : 0, sym ? p[1] : 0};
-  }
+  cuda::ConvShape conv_shape(const Node& n) const { return conv_shape_of(*g_, n); }
 
   // Whether node i (a shape-only op) holds exactly its input's bytes: NHWC tokens are NHWC pixels, and
   // a reshape moves nothing unless one side is NHWC with more than one pixel.
@@ -741,21 +747,56 @@ class CudaBackend : public Backend {
     }
   }
   bool supports(Op op) const override { return op != Op::kCount; }
+  std::shared_ptr<const Graph> optimize(std::shared_ptr<const Graph> graph) const override {
+    if (!opt_.fuse || graph->optimized) return graph;
+    return std::make_shared<Graph>(optimize_graph(*graph));
+  }
   Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> graph) override {
     SDRT_RETURN_IF_ERROR(graph->verify());
-    if (opt_.fuse) {  // build passes (fusions); the result is verified again
-      auto fused = std::make_shared<Graph>(optimize_graph(*graph));
-      SDRT_RETURN_IF_ERROR(fused->verify().with_context("after the build passes"));
-      graph = std::move(fused);
+    if (opt_.fuse && !graph->optimized) {  // build passes (fusions); the result is verified again
+      graph = optimize(graph);
+      SDRT_RETURN_IF_ERROR(graph->verify().with_context("after the build passes"));
     }
     for (const auto& [name, t] : graph->weights)
-      if (t.dtype() != DType::F32) return invalid_argument("CUDA backend (float32 stage) needs F32 weights; '" + name + "' is " + dtype_name(t.dtype()));
+      if (t.dtype() != DType::F32 && t.dtype() != DType::F16)
+        return invalid_argument("CUDA backend needs F32 or F16 weights; '" + name + "' is " + dtype_name(t.dtype()));
     auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_, cache_, tuning_);
     SDRT_RETURN_IF_ERROR(exe->init());
     return std::unique_ptr<Executable>(std::move(exe));
   }
 
+  std::string device_name() const override { return gpu().name; }
+  std::pair<int, int> compute_capability() const override { return {gpu().cc_major, gpu().cc_minor}; }
+  std::string libraries() const override {
+    return "cuDNN " + cuda::cudnn_version() + ", cuBLASLt " + cuda::cublaslt_version();
+  }
+  // Convolution algorithms ("cudnn_conv/<shape>"), the tactics this backend times.
+  std::map<std::string, std::string> tactics(const Graph* g) const override {
+    std::map<std::string, std::string> out;
+    std::lock_guard<std::mutex> lock(tuning_->mu);
+    std::set<std::string> wanted;
+    if (g && opt_.precision == "fp16")
+      for (const Node& n : g->nodes)
+        if (n.op == Op::Conv2d) wanted.insert(conv_shape_of(*g, n).key());
+    for (const auto& [key, c] : tuning_->choices)
+      if (!g || wanted.count(key)) out["cudnn_conv/" + key] = c.text();
+    return out;
+  }
+  Status add_tactics(const std::map<std::string, std::string>& tactics) override {
+    std::lock_guard<std::mutex> lock(tuning_->mu);
+    for (const auto& [key, v] : tactics) {
+      if (key.rfind("cudnn_conv/", 0) != 0) return invalid_argument("unknown tactic kind '" + key + "'");
+      SDRT_ASSIGN_OR_RETURN(auto c, cuda::ConvChoice::parse(v));
+      tuning_->choices.emplace(key.substr(11), c);  // a choice made in this process wins
+    }
+    return Status::ok();
+  }
  private:
+  GpuInfo gpu() const {
+    for (const auto& g : list_gpus())
+      if (g.index == opt_.device) return g;
+    return {opt_.device, "unknown GPU", 0, 0, 0};
+  }
   CudaOptions opt_;
   std::shared_ptr<WeightCache> cache_;
   std::shared_ptr<cuda::ConvTuning> tuning_;

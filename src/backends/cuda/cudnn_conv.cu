@@ -25,6 +25,29 @@ std::string ConvShape::key() const {
   return b;
 }
 
+std::string cudnn_version() {
+  const size_t v = cudnnGetVersion();  // major*10000 + minor*100 + patch (cuDNN 9)
+  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+}
+
+std::string ConvChoice::text() const {
+  char b[96];
+  std::snprintf(b, sizeof b, "algo=%d workspace=%zu ms=%.5f", algo, workspace, ms);
+  return b;
+}
+
+Result<ConvChoice> ConvChoice::parse(const std::string& s) {
+  ConvChoice c;
+  unsigned long long ws = 0;
+  int used = 0;
+  if (std::sscanf(s.c_str(), "algo=%d workspace=%llu ms=%f%n", &c.algo, &ws, &c.ms, &used) != 3 || used != (int)s.size() || c.algo < 0 ||
+      c.algo >= CUDNN_CONVOLUTION_FWD_ALGO_COUNT || ws > kMaxWorkspace)
+    return Status(Code::Corrupt, "bad convolution tactic '" + s + "'");
+  c.workspace = ws;
+  c.seeded = true;
+  return c;
+}
+
 struct CudnnConv::Entry {
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
@@ -76,6 +99,19 @@ Result<int> CudnnConv::prepare(const ConvShape& s, ConvTuning& tuning) {
   {
     std::lock_guard<std::mutex> lock(tuning.mu);
     auto t = tuning.choices.find(key);
+    if (t != tuning.choices.end() && t->second.seeded) {  // from a plan or cache: still valid here?
+      size_t need = 0;
+      const auto st = cudnnGetConvolutionForwardWorkspaceSize(static_cast<cudnnHandle_t>(handle_), e->x, e->w, e->conv, e->y,
+                                                              (cudnnConvolutionFwdAlgo_t)t->second.algo, &need);
+      if (st == CUDNN_STATUS_SUCCESS && need <= kMaxWorkspace) {
+        t->second.workspace = need;
+        t->second.seeded = false;
+        ++tuning.reused;
+      } else {
+        tuning.choices.erase(t);
+        t = tuning.choices.end();
+      }
+    }
     if (t != tuning.choices.end()) {
       e->choice = t->second;
     } else {
@@ -90,6 +126,7 @@ Result<int> CudnnConv::prepare(const ConvShape& s, ConvTuning& tuning) {
         }
       if (e->choice.algo < 0) return Status(Code::Internal, "cuDNN has no algorithm for the convolution " + key);
       tuning.choices[key] = e->choice;
+      ++tuning.timed;
     }
   }
   entries_.push_back(std::move(e));

@@ -23,13 +23,20 @@ struct ConvChoice {
   int algo = -1;
   size_t workspace = 0;
   float ms = 0.f;  // cuDNN's measured time
+  bool seeded = false;  // from a plan or timing cache, not timed in this process
+  std::string text() const;  // "algo=1 workspace=0 ms=0.0123"
+  static Result<ConvChoice> parse(const std::string& s);
 };
 
-// Chosen algorithms by shape key, shared by a backend's executables.
+// Chosen algorithms by shape key, shared by a backend's executables; seeded from plans and timing
+// caches (a seeded choice is checked against cuDNN before use and timed afresh if it does not fit).
 struct ConvTuning {
   std::mutex mu;
   std::map<std::string, ConvChoice> choices;
+  int timed = 0, reused = 0;  // shapes timed with cudnnFind, seeded choices taken
 };
+
+std::string cudnn_version();  // "9.19.0"
 
 class CudnnConv {
  public:

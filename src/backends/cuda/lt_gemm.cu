@@ -5,6 +5,11 @@
 
 namespace sdrt::cuda {
 
+std::string cublaslt_version() {
+  const size_t v = cublasLtGetVersion();  // major*10000 + minor*100 + patch
+  return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+}
+
 struct LtGemm::Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;

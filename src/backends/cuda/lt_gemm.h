@@ -13,6 +13,8 @@
 
 namespace sdrt::cuda {
 
+std::string cublaslt_version();  // "13.1.0"
+
 class LtGemm {
  public:
   ~LtGemm();
