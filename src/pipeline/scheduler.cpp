@@ -30,6 +30,27 @@ Result<BetaSchedule> load_beta_schedule(const std::string& path) {
   return s;
 }
 
+void Scheduler::step(size_t i, const float* eps, float* x, int64_t n, const float* noise) {
+  const auto ops = program(i);
+  if ((int)host_slots_.size() != slots() || (slots() && (int64_t)host_slots_[0].size() != n)) host_slots_.assign(slots(), std::vector<float>(n));
+  auto vec = [&](int id) -> float* {
+    if (id == kX) return x;
+    if (id == kEps) return const_cast<float*>(eps);
+    if (id == kNoise) return const_cast<float*>(noise);
+    return host_slots_[id - kSlot0].data();
+  };
+  for (const LinOp& op : ops) {
+    float* dst = vec(op.dst);
+    std::vector<const float*> src;
+    for (const auto& t : op.terms) src.push_back(vec(t.src));
+    for (int64_t k = 0; k < n; ++k) {
+      float acc = 0.f;
+      for (size_t j = 0; j < src.size(); ++j) acc += op.terms[j].coef * src[j][k];
+      dst[k] = acc;
+    }
+  }
+}
+
 namespace {
 
 struct Names {
@@ -82,14 +103,12 @@ class DdimScheduler : public Scheduler {
     final_ = s.set_alpha_to_one ? 1.f : ac_[0];
     for (int i = steps - 1; i >= 0; --i) timesteps_.push_back((float)(i * ratio_ + s.steps_offset));
   }
-  void step(size_t i, const float* eps, float* x, int64_t n, const float*) override {
+  // x0 = (x - sqrt(1-a) eps) / sqrt(a); x = sqrt(ap) x0 + sqrt(1-ap) eps, folded into one combination
+  std::vector<LinOp> program(size_t i) override {
     const int t = (int)timesteps_[i], prev = t - ratio_;
     const double a = ac_[t], ap = prev >= 0 ? ac_[prev] : final_;
-    const float c0 = (float)std::sqrt(1 - a), c1 = (float)std::sqrt(a), c2 = (float)std::sqrt(ap), c3 = (float)std::sqrt(1 - ap);
-    for (int64_t k = 0; k < n; ++k) {
-      const float x0 = (x[k] - c0 * eps[k]) / c1;
-      x[k] = c2 * x0 + c3 * eps[k];
-    }
+    const double r = std::sqrt(ap / a);
+    return {{kX, {{kX, (float)r}, {kEps, (float)(std::sqrt(1 - ap) - r * std::sqrt(1 - a))}}}};
   }
   void add_noise(size_t i, const float* x0, const float* noise, float* out, int64_t n) const override {
     const double a = ac_[(int)timesteps_[i]];
@@ -113,44 +132,58 @@ class PndmScheduler : public DdimScheduler {
     p.push_back(asc.back());
     timesteps_.assign(p.rbegin(), p.rend());
   }
-  void step(size_t i, const float* eps, float* x, int64_t n, const float*) override {
+  // PLMS: eps history in 4 slots (ring), the sample of the first step kept in slot 4 for the second.
+  int slots() const override { return 5; }
+  std::vector<LinOp> program(size_t i) override {
     int t = (int)timesteps_[i], prev = t - ratio_;
-    std::vector<float> e(eps, eps + n);
+    std::vector<LinOp> ops;
     if (counter_ != 1) {
-      if (ets_.size() > 3) ets_.erase(ets_.begin());
-      ets_.push_back(e);
+      int slot = (int)ets_.size();
+      if (ets_.size() > 3) {
+        slot = ets_.front();
+        ets_.erase(ets_.begin());
+      } else {
+        for (int s = 0; s < 4; ++s)  // the lowest slot not in use
+          if (std::find(ets_.begin(), ets_.end(), s) == ets_.end()) {
+            slot = s;
+            break;
+          }
+      }
+      ets_.push_back(slot);
+      ops.push_back({kSlot0 + slot, {{kEps, 1.f}}});
     } else {
       prev = t;
       t = t + ratio_;
     }
-    std::vector<float> m(n);
-    const float* sample = x;
+    auto e = [&](size_t k) { return kSlot0 + ets_[k]; };
+    std::vector<LinTerm> m;  // the multistep eps combination
+    int sample = kX;
     const size_t L = ets_.size();
     if (L == 1 && counter_ == 0) {
-      m = e;
-      cur_.assign(x, x + n);
+      m = {{kEps, 1.f}};
+      ops.push_back({kSlot0 + 4, {{kX, 1.f}}});
     } else if (L == 1 && counter_ == 1) {
-      for (int64_t k = 0; k < n; ++k) m[k] = (e[k] + ets_[0][k]) / 2;
-      sample = cur_.data();
+      m = {{kEps, 0.5f}, {e(0), 0.5f}};
+      sample = kSlot0 + 4;
     } else if (L == 2) {
-      for (int64_t k = 0; k < n; ++k) m[k] = (3 * ets_[1][k] - ets_[0][k]) / 2;
+      m = {{e(1), 1.5f}, {e(0), -0.5f}};
     } else if (L == 3) {
-      for (int64_t k = 0; k < n; ++k) m[k] = (23 * ets_[2][k] - 16 * ets_[1][k] + 5 * ets_[0][k]) / 12;
+      m = {{e(2), 23.f / 12}, {e(1), -16.f / 12}, {e(0), 5.f / 12}};
     } else {
-      for (int64_t k = 0; k < n; ++k) m[k] = (55 * ets_[3][k] - 59 * ets_[2][k] + 37 * ets_[1][k] - 9 * ets_[0][k]) / 24;
+      m = {{e(3), 55.f / 24}, {e(2), -59.f / 24}, {e(1), 37.f / 24}, {e(0), -9.f / 24}};
     }
     const double a = ac_[t], ap = prev >= 0 ? ac_[prev] : final_;
     const double bt = 1 - a, bp = 1 - ap;
-    const float sc = (float)std::sqrt(ap / a), den = (float)(a * std::sqrt(bp) + std::sqrt(a * bt * ap)), diff = (float)(ap - a);
-    std::vector<float> out(n);
-    for (int64_t k = 0; k < n; ++k) out[k] = sc * sample[k] - diff * m[k] / den;
-    std::copy(out.begin(), out.end(), x);
+    const double sc = std::sqrt(ap / a), den = a * std::sqrt(bp) + std::sqrt(a * bt * ap), diff = ap - a;
+    LinOp x{kX, {{sample, (float)sc}}};
+    for (const auto& term : m) x.terms.push_back({term.src, (float)(-diff / den * term.coef)});
+    ops.push_back(x);
     ++counter_;
+    return ops;
   }
 
  private:
-  std::vector<std::vector<float>> ets_;
-  std::vector<float> cur_;
+  std::vector<int> ets_;  // slots of the eps history, oldest first
   int counter_ = 0;
 };
 
@@ -182,22 +215,13 @@ class EulerScheduler : public SigmaScheduler {
  public:
   EulerScheduler(const BetaSchedule& s, int steps, bool ancestral) : ancestral_(ancestral) { linspace_sigmas(s, steps); }
   bool needs_noise() const override { return ancestral_; }
-  void step(size_t i, const float* eps, float* x, int64_t n, const float* noise) override {
+  // x0 = x - sigma eps, d = (x - x0) / sigma = eps: x += d dt (+ noise up for Euler a)
+  std::vector<LinOp> program(size_t i) override {
     const float sigma = sigmas_[i], next = sigmas_[i + 1];
-    if (!ancestral_) {
-      const float dt = next - sigma;
-      for (int64_t k = 0; k < n; ++k) {
-        const float x0 = x[k] - sigma * eps[k];
-        x[k] = x[k] + (x[k] - x0) / sigma * dt;
-      }
-      return;
-    }
+    if (!ancestral_) return {{kX, {{kX, 1.f}, {kEps, next - sigma}}}};
     const float up = std::sqrt(next * next * (sigma * sigma - next * next) / (sigma * sigma));
-    const float down = std::sqrt(next * next - up * up), dt = down - sigma;
-    for (int64_t k = 0; k < n; ++k) {
-      const float x0 = x[k] - sigma * eps[k];
-      x[k] = x[k] + (x[k] - x0) / sigma * dt + noise[k] * up;
-    }
+    const float down = std::sqrt(next * next - up * up);
+    return {{kX, {{kX, 1.f}, {kEps, down - sigma}, {kNoise, up}}}};
   }
 
  private:
@@ -207,18 +231,19 @@ class EulerScheduler : public SigmaScheduler {
 class LmsScheduler : public SigmaScheduler {
  public:
   LmsScheduler(const BetaSchedule& s, int steps) { linspace_sigmas(s, steps); }
-  void step(size_t i, const float* eps, float* x, int64_t n, const float*) override {
-    const float sigma = sigmas_[i];
-    std::vector<float> d(n);
-    for (int64_t k = 0; k < n; ++k) d[k] = (x[k] - (x[k] - sigma * eps[k])) / sigma;
-    derivs_.push_back(std::move(d));
-    if (derivs_.size() > 4) derivs_.erase(derivs_.begin());
-    const int order = std::min<int>((int)i + 1, 4);
-    for (int c = 0; c < order; ++c) {
-      const float coeff = (float)coefficient(order, (int)i, c);
-      const auto& dv = derivs_[derivs_.size() - 1 - c];
-      for (int64_t k = 0; k < n; ++k) x[k] += coeff * dv[k];
+  // The derivative (x - x0) / sigma is eps; the last 4 are kept in a ring of slots.
+  int slots() const override { return 4; }
+  std::vector<LinOp> program(size_t i) override {
+    int slot = (int)derivs_.size();
+    if (derivs_.size() == 4) {
+      slot = derivs_.front();
+      derivs_.erase(derivs_.begin());
     }
+    derivs_.push_back(slot);
+    LinOp x{kX, {{kX, 1.f}}};
+    const int order = std::min<int>((int)i + 1, 4);
+    for (int c = 0; c < order; ++c) x.terms.push_back({kSlot0 + derivs_[derivs_.size() - 1 - c], (float)coefficient(order, (int)i, c)});
+    return {{kSlot0 + slot, {{kEps, 1.f}}}, x};
   }
 
  private:
@@ -238,7 +263,7 @@ class LmsScheduler : public SigmaScheduler {
     for (int q = 0; q < 4; ++q) sum += ws[q] * basis(m + h * xs[q]);
     return sum * h;
   }
-  std::vector<std::vector<float>> derivs_;
+  std::vector<int> derivs_;  // slots, oldest first
 };
 
 // DPM-Solver++(2M) with Karras sigmas, midpoint, lower order at the final step; works on the VP sample
@@ -267,7 +292,10 @@ class DpmppScheduler : public Scheduler {
     }
     sigmas_.push_back(0.f);
   }
-  void step(size_t i, const float* eps, float* x, int64_t n, const float*) override {
+  // m0 = (x - s eps) / a (the x0 prediction) into a slot; x = ratio x - c m0 (- c/2 (m0 - prev) / r0);
+  // the slot of m0 becomes prev.
+  int slots() const override { return 2; }
+  std::vector<LinOp> program(size_t i) override {
     auto alpha_sigma = [](double sg, double* a, double* s) {
       *a = 1 / std::sqrt(sg * sg + 1);
       *s = sg * *a;
@@ -275,25 +303,24 @@ class DpmppScheduler : public Scheduler {
     double a_t, s_t, a_s0, s_s0;
     alpha_sigma(sigmas_[i + 1], &a_t, &s_t);
     alpha_sigma(sigmas_[i], &a_s0, &s_s0);
-    std::vector<float> m0(n);  // x0 prediction
-    for (int64_t k = 0; k < n; ++k) m0[k] = (float)((x[k] - s_s0 * eps[k]) / a_s0);
+    const int m0 = kSlot0 + (have_prev_ ? 1 - prev_ : 0), prev = kSlot0 + prev_;
+    std::vector<LinOp> ops{{m0, {{kX, (float)(1 / a_s0)}, {kEps, (float)(-s_s0 / a_s0)}}}};
     const double lam_t = std::log(a_t) - std::log(s_t), lam_s0 = std::log(a_s0) - std::log(s_s0);
     const double h = lam_t - lam_s0;
     const bool final_step = i + 1 == timesteps_.size();
-    const float ratio = (float)(s_t / s_s0), c = (float)(a_t * (std::exp(-h) - 1.0));
-    if (prev_.empty() || final_step) {
-      for (int64_t k = 0; k < n; ++k) x[k] = ratio * x[k] - c * m0[k];
+    const double ratio = s_t / s_s0, c = a_t * (std::exp(-h) - 1.0);
+    if (!have_prev_ || final_step) {
+      ops.push_back({kX, {{kX, (float)ratio}, {m0, (float)-c}}});
     } else {
       double a_s1, s_s1;
       alpha_sigma(sigmas_[i - 1], &a_s1, &s_s1);
       const double lam_s1 = std::log(a_s1) - std::log(s_s1);
-      const float r0 = (float)((lam_s0 - lam_s1) / h);
-      for (int64_t k = 0; k < n; ++k) {
-        const float d1 = (1.f / r0) * (m0[k] - prev_[k]);
-        x[k] = ratio * x[k] - c * m0[k] - 0.5f * c * d1;
-      }
+      const double r0 = (lam_s0 - lam_s1) / h;
+      ops.push_back({kX, {{kX, (float)ratio}, {m0, (float)(-c - 0.5 * c / r0)}, {prev, (float)(0.5 * c / r0)}}});
     }
-    prev_ = std::move(m0);
+    prev_ = m0 - kSlot0;
+    have_prev_ = true;
+    return ops;
   }
   void add_noise(size_t i, const float* x0, const float* noise, float* out, int64_t n) const override {
     double a, s;
@@ -304,7 +331,9 @@ class DpmppScheduler : public Scheduler {
   }
 
  private:
-  std::vector<float> sigmas_, prev_;
+  std::vector<float> sigmas_;
+  int prev_ = 0;  // slot of the previous x0 prediction
+  bool have_prev_ = false;
 };
 
 std::string lower(std::string s) {

@@ -29,6 +29,20 @@ const char* sampler_name(SamplerKind k);        // engine name
 const char* sampler_webui_name(SamplerKind k);  // as the WebUI writes it in infotexts
 std::vector<std::string> sampler_names();
 
+// One step's arithmetic as elementwise linear combinations over whole latent-batch vectors, so that the
+// same step runs on the host or on the device (a kernel per op): dst[k] = sum_j coef_j * src_j[k],
+// ops in order, dst may be one of the sources. Vectors: kX the latents, kEps the guided prediction,
+// kNoise fresh standard normals (ancestral samplers), kSlot0 + s the scheduler's own history slots.
+struct LinTerm {
+  int src;
+  float coef;
+};
+struct LinOp {
+  int dst;
+  std::vector<LinTerm> terms;
+};
+constexpr int kX = 0, kEps = 1, kNoise = 2, kSlot0 = 3, kMaxLinTerms = 6;
+
 class Scheduler {
  public:
   virtual ~Scheduler() = default;
@@ -37,15 +51,23 @@ class Scheduler {
   virtual float init_noise_sigma() const { return 1.f; }
   // Factor applied to the latents before the UNet at evaluation i.
   virtual float input_scale(size_t i) const { return 1.f; }
-  // x <- the next latents given the guided noise prediction eps at evaluation i; n floats.
-  // noise: fresh standard normals for ancestral samplers (nullptr otherwise).
-  virtual void step(size_t i, const float* eps, float* x, int64_t n, const float* noise) = 0;
+  // The ops of evaluation i's step; advances the scheduler's history bookkeeping, so each i is asked
+  // for once, in order (or step() is called, which asks for it).
+  virtual std::vector<LinOp> program(size_t i) = 0;
+  // History vectors program() refers to (kSlot0 .. kSlot0 + slots() - 1).
+  virtual int slots() const { return 0; }
+  // x <- the next latents given the guided noise prediction eps at evaluation i; n floats, on the host
+  // (program() run over host vectors). noise: fresh standard normals for ancestral samplers.
+  void step(size_t i, const float* eps, float* x, int64_t n, const float* noise);
   // img2img: noised latents at evaluation i from clean latents x0.
   virtual void add_noise(size_t i, const float* x0, const float* noise, float* out, int64_t n) const = 0;
   virtual bool needs_noise() const { return false; }
 
  protected:
   std::vector<float> timesteps_;
+
+ private:
+  std::vector<std::vector<float>> host_slots_;
 };
 
 std::unique_ptr<Scheduler> make_scheduler(SamplerKind kind, const BetaSchedule& s, int steps);
