@@ -119,6 +119,8 @@ int cmd_bench(const BenchArgs& args) {
     }
     PipelineOptions po = rm->options;
     if (opt != "baseline" && a.engine_cache) po.engine_cache_dir = (fs::path(sdrt_home()) / "engines").string();
+    // the baseline keeps the sampling loop on the host; SDRT_HOST_LOOP=1 does so for both (to compare)
+    po.device_loop = opt != "baseline" && !std::getenv("SDRT_HOST_LOOP");
     return Pipeline::create(rm->model, po, std::move(be));
   };
   auto pipe = make_pipe(a.opts.front());

@@ -323,15 +323,27 @@ TEST(Plan, CudaBuildGenerateAndEngineCacheGiveTheUncachedImage) {
   CliRun warm = sdrt_cli(gen + "-o " + (d / "warm").string());
   ASSERT_EQ(warm.code, 0) << warm.out;
   EXPECT_EQ(warm.out.find("built the"), std::string::npos) << warm.out;  // every engine from the cache
+  // Each process times the convolution algorithms afresh unless it reads them from a plan, and another
+  // algorithm rounds differently in fp16: runs with their own timings agree within 1/255; a run on the
+  // cache's engines is the run that built them, bit for bit.
   const std::string want = png_pixels(d / "plain" / "00000-7.png");
   ASSERT_EQ(want.size(), 128u * 128 * 3);
-  for (const char* run : {"plan", "cold", "warm"}) EXPECT_TRUE(png_pixels(d / run / "00000-7.png") == want) << run << " differs";
+  auto mae = [&](const char* run) {
+    const std::string got = png_pixels(d / run / "00000-7.png");
+    if (got.size() != want.size()) return 255.0;
+    double s = 0;
+    for (size_t i = 0; i < got.size(); ++i) s += std::abs((int)(uint8_t)got[i] - (int)(uint8_t)want[i]);
+    std::printf("      %-6s vs uncached: MAE %.4f/255\n", run, s / got.size());
+    return s / got.size();
+  };
+  for (const char* run : {"plan", "cold", "warm"}) EXPECT_LE(mae(run), 1.0) << run;
+  EXPECT_TRUE(png_pixels(d / "warm" / "00000-7.png") == png_pixels(d / "cold" / "00000-7.png")) << "the cached engines differ from the ones built";
   // a damaged cache entry is rebuilt, not run
   for (const auto& e : fs::directory_iterator(d / "home" / "engines"))
     if (e.path().filename().string().starts_with("unet")) fs::resize_file(e.path(), fs::file_size(e.path()) / 2);
   CliRun healed = sdrt_cli(gen + "-o " + (d / "healed").string());
   ASSERT_EQ(healed.code, 0) << healed.out;
   EXPECT_NE(healed.out.find("truncated"), std::string::npos) << healed.out;
-  EXPECT_TRUE(png_pixels(d / "healed" / "00000-7.png") == want);
+  EXPECT_LE(mae("healed"), 1.0);
   unsetenv("SDRT_HOME");
 }

@@ -63,13 +63,14 @@ inline Tensor to_i32(const Tensor& t) {
   return out;
 }
 
-// The sdrt binary run with arguments (stderr merged into the output).
+// The sdrt binary ($SDRT_BIN where set) run with arguments (stderr merged into the output).
 struct CliRun {
   int code;  // exit status; 128+signal when killed
   std::string out;
 };
 inline CliRun sdrt_cli(const std::string& args) {
-  std::string cmd = std::string(SDRT_BIN) + " " + args + " 2>&1";
+  const char* bin = std::getenv("SDRT_BIN");  // the build's binary, or a copy carried to another machine
+  std::string cmd = std::string(bin && *bin ? bin : SDRT_BIN) + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];

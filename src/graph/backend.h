@@ -11,11 +11,32 @@
 
 namespace sdrt {
 
+// Work kept on the device between runs of one executable (the sampling loop on CUDA): its persistent
+// float32 input and output buffers (host layouts), scratch vectors and elementwise linear combinations,
+// all in order on the executable's stream. Only download() and wait() make the host wait.
+class DeviceLoop {
+ public:
+  virtual ~DeviceLoop() = default;
+  virtual Result<float*> input(const std::string& name) = 0;  // an F32 graph input's buffer
+  virtual Result<float*> output(int i) = 0;
+  virtual Result<float*> alloc(int64_t n) = 0;                // freed with the executable
+  virtual Status upload(float* dst, const float* src, int64_t n) = 0;
+  virtual Status download(float* dst, const float* src, int64_t n) = 0;
+  virtual Status copy(float* dst, const float* src, int64_t n) = 0;
+  // dst[k] = sum_j coef_j * src_j[k] for k < n (dst may be a source); at most 8 terms.
+  virtual Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms) = 0;
+  virtual Status run() = 0;              // the graph on the buffers
+  virtual Status mark(int64_t step) = 0;  // a point in the stream, waited for by wait(step)
+  virtual Status wait(int64_t step) = 0;  // steps marked at most 3 marks ago
+};
+
 class Executable {
  public:
   virtual ~Executable() = default;
   // Inputs by name (host tensors); returns the graph outputs in order.
   virtual Result<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs) = 0;
+  // The device-resident interface, where the backend has one (CUDA); owned by the executable.
+  virtual DeviceLoop* device_loop() { return nullptr; }
 };
 
 struct DeviceMemory {

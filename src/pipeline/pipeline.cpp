@@ -215,6 +215,87 @@ Result<Tensor> Pipeline::vae_encode_sample(const Tensor& x, Generator& g) {
   return z;
 }
 
+Status Pipeline::sample_on_device(Executable& unet, Scheduler& sched, size_t start, const GenerateRequest& r, bool cfg, const Tensor& ctx,
+                                  std::vector<std::unique_ptr<Generator>>& gens, Tensor& x, const ProgressFn& progress, int& done, int total,
+                                  StageTimes& times) {
+  DeviceLoop& L = *unet.device_loop();
+  const auto& ts = sched.timesteps();
+  const int64_t B = x.dim(0), n = x.numel(), per = n / B, Bu = cfg ? 2 * B : B, steps = (int64_t)(ts.size() - start);
+  const std::string key = unet_key(Bu, x.dim(2), x.dim(3), ctx.dim(1));
+  // Everything the loop reads is uploaded first: latents, conditioning, timesteps, noise.
+  SDRT_ASSIGN_OR_RETURN(float* X, L.alloc(n));
+  SDRT_ASSIGN_OR_RETURN(float* E, L.alloc(n));
+  SDRT_ASSIGN_OR_RETURN(float* T, L.alloc(steps * Bu));
+  std::vector<float*> slots;
+  for (int s = 0; s < sched.slots(); ++s) {
+    SDRT_ASSIGN_OR_RETURN(float* p, L.alloc(n));
+    slots.push_back(p);
+  }
+  float* N = nullptr;
+  if (sched.needs_noise()) {  // per step, per image, from each image's generator (the host loop's order)
+    std::vector<float> noise;
+    noise.reserve((size_t)(steps * n));
+    for (int64_t j = 0; j < steps; ++j)
+      for (int64_t i = 0; i < B; ++i) {
+        auto ni = gens[i]->randn(per);
+        noise.insert(noise.end(), ni.begin(), ni.end());
+      }
+    SDRT_ASSIGN_OR_RETURN(N, L.alloc(steps * n));
+    SDRT_RETURN_IF_ERROR(L.upload(N, noise.data(), steps * n));
+  }
+  std::vector<float> tv;
+  for (int64_t j = 0; j < steps; ++j) tv.insert(tv.end(), Bu, ts[start + j]);
+  SDRT_ASSIGN_OR_RETURN(float* in, L.input("sample"));
+  SDRT_ASSIGN_OR_RETURN(float* t_in, L.input("timestep"));
+  SDRT_ASSIGN_OR_RETURN(float* ctx_in, L.input("encoder_hidden_states"));
+  SDRT_ASSIGN_OR_RETURN(float* out, L.output(0));
+  SDRT_RETURN_IF_ERROR(L.upload(T, tv.data(), steps * Bu));
+  SDRT_RETURN_IF_ERROR(L.upload(X, x.f32(), n));
+  SDRT_RETURN_IF_ERROR(L.upload(ctx_in, ctx.f32(), ctx.numel()));
+
+  auto t0 = clk::now();
+  const float g = (float)r.cfg_scale;
+  for (int64_t j = 0; j < steps; ++j) {
+    const size_t i = start + (size_t)j;
+    const float s = sched.input_scale(i);
+    SDRT_RETURN_IF_ERROR(L.combine(in, n, {{X, s}}));
+    if (cfg) SDRT_RETURN_IF_ERROR(L.combine(in + n, n, {{X, s}}));
+    SDRT_RETURN_IF_ERROR(L.copy(t_in, T + j * Bu, Bu));
+    SDRT_RETURN_IF_ERROR(L.run());
+    const float* eps = out;
+    if (cfg) {  // uncond + g (cond - uncond)
+      SDRT_RETURN_IF_ERROR(L.combine(E, n, {{out, 1.f - g}, {out + n, g}}));
+      eps = E;
+    }
+    auto vec = [&](int id) -> float* {
+      if (id == kX) return X;
+      if (id == kEps) return const_cast<float*>(eps);
+      if (id == kNoise) return N + j * n;
+      return slots[id - kSlot0];
+    };
+    for (const LinOp& op : sched.program(i)) {
+      std::vector<std::pair<const float*, float>> terms;
+      for (const auto& t : op.terms) terms.push_back({vec(t.src), t.coef});
+      SDRT_RETURN_IF_ERROR(L.combine(vec(op.dst), n, terms));
+    }
+    SDRT_RETURN_IF_ERROR(L.mark(j));
+    unet_flops_ += flops_[key];
+    if (progress && j > 0) {  // report the step before this one, which the device is past or nearly
+      SDRT_RETURN_IF_ERROR(L.wait(j - 1));
+      if (!progress(++done, total)) return Status(Code::OutOfRange, "interrupted");
+    }
+  }
+  SDRT_RETURN_IF_ERROR(L.download(x.f32(), X, n));
+  const double loop_s = since(t0);
+  done += progress ? 1 : (int)steps;
+  if (progress && !progress(done, total)) return Status(Code::OutOfRange, "interrupted");
+  // per-step times are the loop's mean: the host does not wait for each step
+  times.unet_s += loop_s;
+  times.unet_evals += (int)steps;
+  for (int64_t j = 0; j < steps; ++j) times.unet_step_s.push_back(loop_s / steps);
+  return Status::ok();
+}
+
 std::string Pipeline::infotext(const GenerateRequest& r, int64_t seed) const {
   auto kind = parse_sampler(r.sampler, r.schedule_type);
   std::string s = r.prompt;
@@ -303,7 +384,20 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
       }
     }
     const auto& ts = sched->timesteps();
-    for (size_t j = start; j < ts.size(); ++j) {
+    // On the device when the backend keeps work there and the guidance is one batch (or none); noise
+    // for ancestral samplers is drawn up front, so it must fit.
+    const int64_t noise_floats = sched->needs_noise() ? (int64_t)(ts.size() - start) * B * per : 0;
+    Executable* on_device = nullptr;
+    if (opts_.device_loop && (joint || !cfg) && noise_floats <= (int64_t(1) << 26)) {
+      const Tensor& ctx = joint ? ctx_joint : ctx_c;
+      SDRT_ASSIGN_OR_RETURN(Executable * ex, executable(unet_key(ctx.dim(0), h, w, ctx.dim(1)),
+                                                        [&] { return build_unet(model_, ctx.dim(0), h, w, ctx.dim(1)); }));
+      if (ex->device_loop()) on_device = ex;
+    }
+    if (on_device) {
+      SDRT_RETURN_IF_ERROR(sample_on_device(*on_device, *sched, start, r, joint, joint ? ctx_joint : ctx_c, gens, x, progress, done, total, res.times));
+    }
+    for (size_t j = on_device ? ts.size() : start; j < ts.size(); ++j) {
       auto tu = clk::now();
       const float scale = sched->input_scale(j);
       Tensor eps;

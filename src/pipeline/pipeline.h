@@ -65,6 +65,8 @@ struct PipelineOptions {
   // Folder of the engine cache (runtime/engine_cache.h): engines are built on first use, written there
   // and reused; empty: off. Only backends with tactics to keep (CUDA) use it.
   std::string engine_cache_dir;
+  // Keep the sampling loop on the device where the backend can (no host round trip per step).
+  bool device_loop = true;
 };
 
 class Pipeline {
@@ -85,6 +87,11 @@ class Pipeline {
   Result<std::unique_ptr<Executable>> from_plan(const Plan& plan, const std::string& key, const std::string& where);
   Result<std::unique_ptr<Executable>> cached_or_built(const std::string& key, const std::function<Result<std::shared_ptr<Graph>>()>& build);
   Result<Tensor> unet(const Tensor& x, float t, const Tensor& ctx);  // x [B,4,h,w], ctx [B,L,C]
+  // The sampling loop of one batch kept on the device (backends with a DeviceLoop): latents x [B,4,h,w]
+  // in, final latents out; the UNet runs both CFG halves in one batch when cfg.
+  Status sample_on_device(Executable& unet, Scheduler& sched, size_t start, const GenerateRequest& r, bool cfg, const Tensor& ctx,
+                          std::vector<std::unique_ptr<Generator>>& gens, Tensor& x, const ProgressFn& progress, int& done, int total,
+                          StageTimes& times);
   Result<Tensor> vae_encode_sample(const Tensor& img, Generator& g);  // img [1,3,H,W] in [-1,1]
 
   Model model_;

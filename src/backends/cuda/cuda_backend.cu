@@ -78,6 +78,8 @@ class CudaExecutable : public Executable {
   CudaExecutable(std::shared_ptr<const Graph> g, CudaOptions opt, std::shared_ptr<WeightCache> wc, std::shared_ptr<cuda::ConvTuning> tuning)
       : g_(std::move(g)), opt_(opt), cache_(std::move(wc)), tuning_(std::move(tuning)) {}
   ~CudaExecutable() override {
+    if (stream_) cudaStreamSynchronize(stream_);
+    loop_.reset();
     if (conv_ws_) cudaFreeAsync(conv_ws_, stream_);
     if (lt_ws_) cudaFreeAsync(lt_ws_, stream_);
     conv_.reset();
@@ -215,22 +217,63 @@ class CudaExecutable : public Executable {
       if (it->second.shape() != n.shape)
         return invalid_argument("input '" + n.name + "' has shape " + shape_str(it->second.shape()) + ", expected " + shape_str(n.shape));
       if (n.dtype == DType::I32 && it->second.dtype() != DType::I32) return invalid_argument("input '" + n.name + "' must be I32");
-      Tensor h = n.dtype == DType::F32 ? it->second.to_f32() : it->second;
-      if (!in_dev_.count((int)i)) CUDA_TRY(cudaMalloc(&in_dev_[(int)i], std::max<size_t>(h.nbytes(), 4)));
-      CUDA_TRY(cudaMemcpyAsync(in_dev_[(int)i], h.data(), h.nbytes(), cudaMemcpyHostToDevice, stream_));
-      staged.push_back(std::move(h));
+      staged.push_back(n.dtype == DType::F32 ? it->second.to_f32() : it->second);
+    }
+    SDRT_RETURN_IF_ERROR(ensure_buffers());
+    size_t k_in = 0;
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i].op == Op::Input) {
+        const Tensor& h = staged[k_in++];
+        CUDA_TRY(cudaMemcpyAsync(in_dev_[(int)i], h.data(), h.nbytes(), cudaMemcpyHostToDevice, stream_));
+      }
+    CUDA_TRY(cudaStreamSynchronize(stream_));
+    SDRT_RETURN_IF_ERROR(launch());
+
+    std::vector<Tensor> out;
+    for (size_t k = 0; k < g_->outputs.size(); ++k) {
+      Tensor t = Tensor::empty(DType::F32, nodes[g_->outputs[k]].shape);
+      CUDA_TRY(cudaMemcpyAsync(t.mutable_data(), out_dev_[k], t.nbytes(), cudaMemcpyDeviceToHost, stream_));
+      out.push_back(t);
     }
     CUDA_TRY(cudaStreamSynchronize(stream_));
+    if (bad_ids_) {
+      int bad = 0;
+      CUDA_TRY(cudaMemcpy(&bad, bad_ids_, 4, cudaMemcpyDeviceToHost));
+      if (bad) return invalid_argument("a token id is outside the vocabulary");
+    }
+    return out;
+  }
+
+  DeviceLoop* device_loop() override {
+    if (!loop_) loop_ = std::make_unique<Loop>(this);
+    return loop_.get();
+  }
+
+ private:
+  // Persistent input buffers (host layout and dtype) and float32 output buffers, made once.
+  Status ensure_buffers() {
+    const auto& nodes = g_->nodes;
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i].op == Op::Input && !in_dev_.count((int)i)) {
+        void* d = nullptr;
+        CUDA_TRY(cudaMalloc(&d, std::max<size_t>((size_t)numel(nodes[i].shape) * 4, 4)));  // F32 or I32
+        in_dev_[(int)i] = d;
+      }
     if (out_dev_.empty())
       for (int o : g_->outputs) {
         void* d = nullptr;
         CUDA_TRY(cudaMalloc(&d, std::max<size_t>((size_t)numel(nodes[o].shape) * 4, 4)));
         out_dev_.push_back(d);
       }
+    return Status::ok();
+  }
 
+  // Enqueues the body: eagerly on the first run (it warms up the libraries), captured into a CUDA graph
+  // on the second, replayed after.
+  Status launch() {
     if (graph_exec_) {
       CUDA_TRY(cudaGraphLaunch(graph_exec_, stream_));
-    } else if (use_graphs_ && runs_ > 0) {  // the first run is eager (warms up libraries); then capture
+    } else if (use_graphs_ && runs_ > 0) {
       CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
       Status body_st = body();
       cudaGraph_t graph = nullptr;
@@ -251,23 +294,79 @@ class CudaExecutable : public Executable {
       SDRT_RETURN_IF_ERROR(body());
     }
     ++runs_;
-
-    std::vector<Tensor> out;
-    for (size_t k = 0; k < g_->outputs.size(); ++k) {
-      Tensor t = Tensor::empty(DType::F32, nodes[g_->outputs[k]].shape);
-      CUDA_TRY(cudaMemcpyAsync(t.mutable_data(), out_dev_[k], t.nbytes(), cudaMemcpyDeviceToHost, stream_));
-      out.push_back(t);
-    }
-    CUDA_TRY(cudaStreamSynchronize(stream_));
-    if (bad_ids_) {
-      int bad = 0;
-      CUDA_TRY(cudaMemcpy(&bad, bad_ids_, 4, cudaMemcpyDeviceToHost));
-      if (bad) return invalid_argument("a token id is outside the vocabulary");
-    }
-    return out;
+    return Status::ok();
   }
 
- private:
+  class Loop : public DeviceLoop {
+   public:
+    explicit Loop(CudaExecutable* e) : e_(e) {}
+    ~Loop() override {
+      for (void* p : allocs_) cudaFree(p);
+      for (auto ev : events_)
+        if (ev) cudaEventDestroy(ev);
+    }
+    Result<float*> input(const std::string& name) override {
+      SDRT_RETURN_IF_ERROR(e_->ensure_buffers());
+      const auto& nodes = e_->g_->nodes;
+      for (size_t i = 0; i < nodes.size(); ++i)
+        if (nodes[i].op == Op::Input && nodes[i].name == name) {
+          if (nodes[i].dtype != DType::F32) return invalid_argument("input '" + name + "' is not float32");
+          return static_cast<float*>(e_->in_dev_.at((int)i));
+        }
+      return not_found("the graph has no input '" + name + "'");
+    }
+    Result<float*> output(int i) override {
+      SDRT_RETURN_IF_ERROR(e_->ensure_buffers());
+      if (i < 0 || i >= (int)e_->out_dev_.size()) return invalid_argument("no output " + std::to_string(i));
+      return static_cast<float*>(e_->out_dev_[i]);
+    }
+    Result<float*> alloc(int64_t n) override {
+      void* d = nullptr;
+      CUDA_TRY(cudaMalloc(&d, std::max<size_t>((size_t)n * 4, 4)));
+      allocs_.push_back(d);
+      return static_cast<float*>(d);
+    }
+    Status upload(float* dst, const float* src, int64_t n) override {
+      CUDA_TRY(cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyHostToDevice, e_->stream_));
+      return Status::ok();
+    }
+    Status download(float* dst, const float* src, int64_t n) override {
+      CUDA_TRY(cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyDeviceToHost, e_->stream_));
+      CUDA_TRY(cudaStreamSynchronize(e_->stream_));
+      return Status::ok();
+    }
+    Status copy(float* dst, const float* src, int64_t n) override {
+      CUDA_TRY(cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyDeviceToDevice, e_->stream_));
+      return Status::ok();
+    }
+    Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms) override {
+      if (terms.empty() || terms.size() > (size_t)cuda::kMaxCombine) return invalid_argument("combine takes 1 to 8 terms");
+      const float* src[cuda::kMaxCombine];
+      float coef[cuda::kMaxCombine];
+      for (size_t j = 0; j < terms.size(); ++j) std::tie(src[j], coef[j]) = terms[j];
+      cuda::lin_combine(dst, n, src, coef, (int)terms.size(), e_->stream_);
+      CUDA_TRY(cudaGetLastError());
+      return Status::ok();
+    }
+    Status run() override { return e_->launch(); }
+    Status mark(int64_t step) override {
+      auto& ev = events_[step % 4];
+      if (!ev) CUDA_TRY(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+      CUDA_TRY(cudaEventRecord(ev, e_->stream_));
+      return Status::ok();
+    }
+    Status wait(int64_t step) override {
+      if (!events_[step % 4]) return invalid_argument("step " + std::to_string(step) + " was not marked");
+      CUDA_TRY(cudaEventSynchronize(events_[step % 4]));
+      return Status::ok();
+    }
+
+   private:
+    CudaExecutable* e_;
+    std::vector<void*> allocs_;
+    cudaEvent_t events_[4] = {nullptr, nullptr, nullptr, nullptr};
+  };
+
   // The device work of one run: inputs from in_dev_, outputs to out_dev_, every value allocated and
   // freed in stream order (inside a CUDA graph these become the graph's memory nodes).
   Status body() {
@@ -709,6 +808,7 @@ class CudaExecutable : public Executable {
   std::vector<void*> out_dev_;     // persistent float32 output buffers
   cudaGraphExec_t graph_exec_ = nullptr;
   bool use_graphs_ = false;
+  std::unique_ptr<Loop> loop_;
   int64_t runs_ = 0;
   int* bad_ids_ = nullptr;
   bool profile_ = std::getenv("SDRT_PROFILE") != nullptr;

@@ -271,6 +271,27 @@ template <class T>
 void scale(const T* x, T* y, int64_t n, float a, cudaStream_t s) {
   scale_k<<<blocks(n), kThreads, 0, s>>>(x, y, n, a);
 }
+struct Combine {
+  const float* src[kMaxCombine];
+  float coef[kMaxCombine];
+  int terms;
+};
+__global__ void lin_combine_k(float* dst, Combine c, int64_t n) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    float acc = 0.f;
+    for (int j = 0; j < c.terms; ++j) acc += c.coef[j] * c.src[j][i];
+    dst[i] = acc;
+  }
+}
+void lin_combine(float* dst, int64_t n, const float* const* src, const float* coef, int terms, cudaStream_t s) {
+  Combine c{};
+  for (int j = 0; j < terms; ++j) {
+    c.src[j] = src[j];
+    c.coef[j] = coef[j];
+  }
+  c.terms = terms;
+  lin_combine_k<<<blocks(n), kThreads, 0, s>>>(dst, c, n);
+}
 void f32_to_f16(const float* x, __half* y, int64_t n, cudaStream_t s) { f32_to_f16_k<<<blocks(n), kThreads, 0, s>>>(x, y, n); }
 void f16_to_f32(const __half* x, float* y, int64_t n, cudaStream_t s) { f16_to_f32_k<<<blocks(n), kThreads, 0, s>>>(x, y, n); }
 

@@ -42,6 +42,10 @@ void broadcast_binary(bool mul, const T* x, const T* z, T* y, int64_t n, int ran
                       const int64_t* sz, cudaStream_t s);
 template <class T>
 void scale(const T* x, T* y, int64_t n, float a, cudaStream_t s);
+// dst[k] = sum_j coef[j] * src[j][k] over float vectors (the sampling loop's scheduler and CFG
+// arithmetic); dst may be one of the sources. terms <= kMaxCombine.
+constexpr int kMaxCombine = 8;
+void lin_combine(float* dst, int64_t n, const float* const* src, const float* coef, int terms, cudaStream_t s);
 void f32_to_f16(const float* x, __half* y, int64_t n, cudaStream_t s);
 void f16_to_f32(const __half* x, float* y, int64_t n, cudaStream_t s);
 
