@@ -525,7 +525,10 @@ class CudaExecutable : public Executable {
       for (size_t i = 0; i < nodes.size(); ++i) {
         if (nodes[i].op == Op::Weight || nodes[i].op == Op::Input) continue;
         float t = 0;
-        if (cudaEventElapsedTime(&t, events_[2 * i], events_[2 * i + 1]) != cudaSuccess) continue;
+        if (cudaEventElapsedTime(&t, events_[2 * i], events_[2 * i + 1]) != cudaSuccess) {  // a node that launched nothing
+          cudaGetLastError();  // not left for the next launch check to find
+          continue;
+        }
         ms[(size_t)nodes[i].op] += t;
         count[(size_t)nodes[i].op]++;
         sum += t;

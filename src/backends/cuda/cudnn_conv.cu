@@ -1,5 +1,6 @@
 #include <cudnn.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -104,7 +105,7 @@ Result<int> CudnnConv::prepare(const ConvShape& s, ConvTuning& tuning) {
       const auto st = cudnnGetConvolutionForwardWorkspaceSize(static_cast<cudnnHandle_t>(handle_), e->x, e->w, e->conv, e->y,
                                                               (cudnnConvolutionFwdAlgo_t)t->second.algo, &need);
       if (st == CUDNN_STATUS_SUCCESS && need <= kMaxWorkspace) {
-        t->second.workspace = need;
+        t->second.workspace = std::max(t->second.workspace, need);
         t->second.seeded = false;
         ++tuning.reused;
       } else {

@@ -1,5 +1,6 @@
 // Flash-style attention (see flash_attention.cuh). One block of 4 warps takes 64 query rows of one
-// (batch, head); each warp owns 16 rows. Key/value tiles of 64 rows are staged in shared memory; per
+// (batch, head); each warp owns 16 rows, its Q fragments held in registers. Key/value tiles of 64 rows
+// are staged in shared memory, double-buffered: cp.async brings the next tile while this one is used; per
 // tile a warp computes S = Q K^T with mma.sync into registers, updates its rows' running max and sum
 // (the rows of an MMA fragment live in a quad of 4 lanes, so row reductions are two shuffles), turns
 // S into P in place (FP16, the A operand layout of the next MMA matches the accumulator layout) and
@@ -43,17 +44,26 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
 
 __device__ __forceinline__ uint32_t lds32(const __half* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
+// 16 bytes global -> shared without passing through registers; src_bytes 0 writes zeros.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
 // Stages rows [r0, r0 + 64) x columns [0, DP) of a [L, ld] matrix (column offset already applied) into
-// shared memory with row stride LD; rows >= L and columns >= D read as zero.
+// shared memory with row stride LD; rows >= L and columns >= D read as zero. The vector path is
+// asynchronous (cp.async; the caller commits and waits), the scalar one synchronous.
 template <int DP, int LD>
 __device__ __forceinline__ void load_tile(__half* sm, const __half* g, int64_t r0, int64_t L, int64_t ld, int D, bool vec) {
   if (vec) {  // D % 8 == 0, ld % 8 == 0, 16-byte aligned: whole 8-element chunks
     constexpr int kChunks = DP / 8;
     for (int idx = threadIdx.x; idx < kRows * kChunks; idx += blockDim.x) {
       const int r = idx / kChunks, c = (idx % kChunks) * 8;
-      uint4 val = make_uint4(0, 0, 0, 0);
-      if (r0 + r < L && c < D) val = *reinterpret_cast<const uint4*>(g + (r0 + r) * ld + c);
-      *reinterpret_cast<uint4*>(sm + r * LD + c) = val;
+      const bool in = r0 + r < L && c < D;
+      cp_async16(sm + r * LD + c, in ? g + (r0 + r) * ld + c : g, in ? 16 : 0);
     }
   } else {
     for (int idx = threadIdx.x; idx < kRows * DP; idx += blockDim.x) {
@@ -88,48 +98,67 @@ __global__ void __launch_bounds__(kWarps * 32) flash_k(Params p) {
   __half* og = p.o + b * p.Lq * p.ldo + h * p.D;
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int64_t kend = p.causal ? min(p.Lk, q0 + kRows) : p.Lk;
   load_tile<DP, LD>(Qs, qg, q0, p.Lq, p.ldq, p.D, p.vec);
+  load_tile<DP, LD>(Ks, kg, 0, p.Lk, p.ldk, p.D, p.vec);
+  load_tile<DP, LD>(Vs, vg, 0, p.Lk, p.ldv, p.D, p.vec);
+  cp_async_commit();
 
   float o[DP / 8][4];
 #pragma unroll
   for (int i = 0; i < DP / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
   float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
   const int64_t row0 = q0 + warp * 16 + g, row1 = row0 + 8;
-  const int64_t kend = p.causal ? min(p.Lk, q0 + kRows) : p.Lk;
   const __half* qw = Qs + (warp * 16) * LD;
+  uint32_t qa[DP / 16][4];  // this warp's Q fragments, loaded once
 
-  for (int64_t j0 = 0; j0 < kend; j0 += kKeys) {
-    __syncthreads();  // the previous tile is consumed (and, the first time, Q is visible after the next barrier)
-    load_tile<DP, LD>(Ks, kg, j0, p.Lk, p.ldk, p.D, p.vec);
-    load_tile<DP, LD>(Vs, vg, j0, p.Lk, p.ldv, p.D, p.vec);
+  for (int64_t j0 = 0, it = 0; j0 < kend; j0 += kKeys, ++it) {
+    __half* Kb = Ks + (it & 1) * (2 * kKeys * LD);
+    __half* Vb = Kb + kKeys * LD;
+    if (j0 + kKeys < kend) {  // the next tile into the other buffer, while this one is used
+      __half* Kn = Ks + ((it + 1) & 1) * (2 * kKeys * LD);
+      load_tile<DP, LD>(Kn, kg, j0 + kKeys, p.Lk, p.ldk, p.D, p.vec);
+      load_tile<DP, LD>(Kn + kKeys * LD, vg, j0 + kKeys, p.Lk, p.ldv, p.D, p.vec);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
     __syncthreads();
+    if (it == 0) {
+#pragma unroll
+      for (int kt = 0; kt < DP / 16; ++kt) {
+        qa[kt][0] = lds32(qw + g * LD + kt * 16 + t * 2);
+        qa[kt][1] = lds32(qw + (g + 8) * LD + kt * 16 + t * 2);
+        qa[kt][2] = lds32(qw + g * LD + kt * 16 + t * 2 + 8);
+        qa[kt][3] = lds32(qw + (g + 8) * LD + kt * 16 + t * 2 + 8);
+      }
+    }
 
     float s[kKeys / 8][4];
 #pragma unroll
     for (int n = 0; n < kKeys / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
     for (int kt = 0; kt < DP / 16; ++kt) {
-      uint32_t a[4];
-      a[0] = lds32(qw + g * LD + kt * 16 + t * 2);
-      a[1] = lds32(qw + (g + 8) * LD + kt * 16 + t * 2);
-      a[2] = lds32(qw + g * LD + kt * 16 + t * 2 + 8);
-      a[3] = lds32(qw + (g + 8) * LD + kt * 16 + t * 2 + 8);
 #pragma unroll
       for (int n = 0; n < kKeys / 8; ++n) {
-        const __half* kr = Ks + (n * 8 + g) * LD + kt * 16 + t * 2;
-        mma16816(s[n], a, lds32(kr), lds32(kr + 8));
+        const __half* kr = Kb + (n * 8 + g) * LD + kt * 16 + t * 2;
+        mma16816(s[n], qa[kt], lds32(kr), lds32(kr + 8));
       }
     }
 
     // scale into the log2 domain, mask, and the rows' maxima over this tile
     float mx0 = -INFINITY, mx1 = -INFINITY;
+    const bool full = !p.causal && j0 + kKeys <= p.Lk;  // no key of this tile is masked
 #pragma unroll
     for (int n = 0; n < kKeys / 8; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int64_t key = j0 + n * 8 + t * 2 + (e & 1), row = e < 2 ? row0 : row1;
         float val = s[n][e] * p.scale_log2;
-        if (key >= p.Lk || (p.causal && key > row)) val = -INFINITY;
+        if (!full) {
+          const int64_t key = j0 + n * 8 + t * 2 + (e & 1), row = e < 2 ? row0 : row1;
+          if (key >= p.Lk || (p.causal && key > row)) val = -INFINITY;
+        }
         s[n][e] = val;
         if (e < 2) mx0 = fmaxf(mx0, val);
         else mx1 = fmaxf(mx1, val);
@@ -170,7 +199,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_k(Params p) {
       a[1] = pack_half2(s[2 * kk][2], s[2 * kk][3]);
       a[2] = pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
       a[3] = pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-      const __half* vr = Vs + (kk * 16 + (lane & 15)) * LD + (lane >> 4) * 8;
+      const __half* vr = Vb + (kk * 16 + (lane & 15)) * LD + (lane >> 4) * 8;
 #pragma unroll
       for (int dt = 0; dt < DP / 8; dt += 2) {
         uint32_t b0, b1, b2, b3;
@@ -179,6 +208,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_k(Params p) {
         mma16816(o[dt + 1], a, b2, b3);
       }
     }
+    __syncthreads();  // this buffer is refilled two tiles on
   }
 
   l0 += __shfl_xor_sync(0xffffffff, l0, 1);
@@ -200,7 +230,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_k(Params p) {
 
 template <int DP>
 cudaError_t launch(const Params& p, int64_t B, cudaStream_t s) {
-  constexpr size_t smem = (size_t)(kRows + 2 * kKeys) * (DP + 8) * sizeof(__half);
+  constexpr size_t smem = (size_t)(kRows + 4 * kKeys) * (DP + 8) * sizeof(__half);  // Q, 2 x (K, V)
   static const cudaError_t attr = cudaFuncSetAttribute(flash_k<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (attr != cudaSuccess) return attr;
   const dim3 grid((unsigned)((p.Lq + kRows - 1) / kRows), (unsigned)(B * p.H));
