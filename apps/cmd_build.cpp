@@ -157,16 +157,24 @@ int cmd_build(const BuildArgs& a) {
   const double mib = fs::file_size(a.out, ec) / 1048576.0;
   const double write_s = since(tw);
 
-  int from_cache = 0;
+  int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0;
   std::map<std::string, int> algos;
   for (const auto& [k, v] : plan.tactics) {
-    from_cache += seeded.count(k) > 0;
+    const bool cached = seeded.count(k) > 0;
+    if (k.rfind("lt_gemm/", 0) == 0) {
+      ++gemm_n;
+      gemm_cached += cached;
+      continue;
+    }
+    ++conv_n;
+    conv_cached += cached;
     int algo = -1;
     std::sscanf(v.c_str(), "algo=%d", &algo);
     algos[cudnn_algo_name(algo)] += 1;
   }
-  std::printf("tactics: %zu convolution shapes (%d from the timing cache, %zu timed):", plan.tactics.size(), from_cache, plan.tactics.size() - from_cache);
+  std::printf("tactics: %d convolution shapes (%d from the timing cache, %d timed):", conv_n, conv_cached, conv_n - conv_cached);
   for (const auto& [name, n] : algos) std::printf(" %s %d", name.c_str(), n);
+  std::printf("; %d GEMM shapes (%d from the timing cache, %d timed)", gemm_n, gemm_cached, gemm_n - gemm_cached);
   std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized; fused: %d GroupNorm+SiLU, %d residual adds\n",
               convs, linears, flash, materialized, gn_silu, residual);
   if (!a.timing_cache.empty()) {

@@ -75,8 +75,9 @@ bool layout_aware(Op op) {
 
 class CudaExecutable : public Executable {
  public:
-  CudaExecutable(std::shared_ptr<const Graph> g, CudaOptions opt, std::shared_ptr<WeightCache> wc, std::shared_ptr<cuda::ConvTuning> tuning)
-      : g_(std::move(g)), opt_(opt), cache_(std::move(wc)), tuning_(std::move(tuning)) {}
+  CudaExecutable(std::shared_ptr<const Graph> g, CudaOptions opt, std::shared_ptr<WeightCache> wc, std::shared_ptr<cuda::ConvTuning> tuning,
+                 std::shared_ptr<cuda::GemmTuning> gemm_tuning)
+      : g_(std::move(g)), opt_(opt), cache_(std::move(wc)), tuning_(std::move(tuning)), gemm_tuning_(std::move(gemm_tuning)) {}
   ~CudaExecutable() override {
     if (stream_) cudaStreamSynchronize(stream_);
     loop_.reset();
@@ -181,7 +182,7 @@ class CudaExecutable : public Executable {
         const Shape& xs = nodes[n.inputs[0]].shape;
         const int64_t K = xs.back(), M = numel(xs) / K, N = nodes[n.inputs[1]].shape[0];
         if (N % 8 || K % 8) continue;  // the fallback GEMM path
-        SDRT_ASSIGN_OR_RETURN(plan_[&n - nodes.data()], lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
+        SDRT_ASSIGN_OR_RETURN(plan_[&n - nodes.data()], lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3, *gemm_tuning_));
       }
     }
     for (const Node& n : nodes)
@@ -795,6 +796,7 @@ class CudaExecutable : public Executable {
   CudaOptions opt_;
   std::shared_ptr<WeightCache> cache_;
   std::shared_ptr<cuda::ConvTuning> tuning_;
+  std::shared_ptr<cuda::GemmTuning> gemm_tuning_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<cuda::CudnnConv> conv_;
@@ -821,7 +823,7 @@ class CudaExecutable : public Executable {
 class CudaBackend : public Backend {
  public:
   explicit CudaBackend(CudaOptions o)
-      : opt_(o), cache_(std::make_shared<WeightCache>()), tuning_(std::make_shared<cuda::ConvTuning>()) {}
+      : opt_(o), cache_(std::make_shared<WeightCache>()), tuning_(std::make_shared<cuda::ConvTuning>()), gemm_tuning_(std::make_shared<cuda::GemmTuning>()) {}
   std::string name() const override { return "cuda"; }
   std::string precision() const override { return opt_.precision; }
   // Activations come from the device's default stream-ordered pool; weights from cudaMalloc.
@@ -863,7 +865,7 @@ class CudaBackend : public Backend {
     for (const auto& [name, t] : graph->weights)
       if (t.dtype() != DType::F32 && t.dtype() != DType::F16)
         return invalid_argument("CUDA backend needs F32 or F16 weights; '" + name + "' is " + dtype_name(t.dtype()));
-    auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_, cache_, tuning_);
+    auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_, cache_, tuning_, gemm_tuning_);
     SDRT_RETURN_IF_ERROR(exe->init());
     return std::unique_ptr<Executable>(std::move(exe));
   }
@@ -873,27 +875,46 @@ class CudaBackend : public Backend {
   std::string libraries() const override {
     return "cuDNN " + cuda::cudnn_version() + ", cuBLASLt " + cuda::cublaslt_version();
   }
-  // Convolution algorithms ("cudnn_conv/<shape>"), the tactics this backend times.
+  // Convolution algorithms ("cudnn_conv/<shape>") and cuBLASLt algorithms ("lt_gemm/<shape>"), the
+  // tactics this backend times.
   std::map<std::string, std::string> tactics(const Graph* g) const override {
     std::map<std::string, std::string> out;
-    std::lock_guard<std::mutex> lock(tuning_->mu);
-    std::set<std::string> wanted;
+    std::set<std::string> conv, gemm;
     if (g && opt_.precision == "fp16")
-      for (const Node& n : g->nodes)
-        if (n.op == Op::Conv2d) wanted.insert(conv_shape_of(*g, n).key());
-    for (const auto& [key, c] : tuning_->choices)
-      if (!g || wanted.count(key)) out["cudnn_conv/" + key] = c.text();
+      for (const Node& n : g->nodes) {
+        if (n.op == Op::Conv2d) conv.insert(conv_shape_of(*g, n).key());
+        if (n.op == Op::Linear) {
+          const Shape& xs = g->nodes[n.inputs[0]].shape;
+          const int64_t K = xs.back(), M = numel(xs) / K, N = g->nodes[n.inputs[1]].shape[0];
+          gemm.insert(cuda::LtGemm::key(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
+        }
+      }
+    {
+      std::lock_guard<std::mutex> lock(tuning_->mu);
+      for (const auto& [key, c] : tuning_->choices)
+        if (!g || conv.count(key)) out["cudnn_conv/" + key] = c.text();
+    }
+    std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
+    for (const auto& [key, v] : gemm_tuning_->choices)
+      if (!g || gemm.count(key)) out["lt_gemm/" + key] = v;
     return out;
   }
   Status add_tactics(const std::map<std::string, std::string>& tactics) override {
     std::lock_guard<std::mutex> lock(tuning_->mu);
+    std::lock_guard<std::mutex> lock2(gemm_tuning_->mu);
     for (const auto& [key, v] : tactics) {
+      if (key.rfind("lt_gemm/", 0) == 0) {
+        if (!cuda::gemm_tactic_valid(v)) return invalid_argument("bad GEMM tactic for '" + key + "'");
+        if (gemm_tuning_->choices.emplace(key.substr(8), v).second) gemm_tuning_->seeded[key.substr(8)] = true;
+        continue;
+      }
       if (key.rfind("cudnn_conv/", 0) != 0) return invalid_argument("unknown tactic kind '" + key + "'");
       SDRT_ASSIGN_OR_RETURN(auto c, cuda::ConvChoice::parse(v));
       tuning_->choices.emplace(key.substr(11), c);  // a choice made in this process wins
     }
     return Status::ok();
   }
+
  private:
   GpuInfo gpu() const {
     for (const auto& g : list_gpus())
@@ -903,6 +924,7 @@ class CudaBackend : public Backend {
   CudaOptions opt_;
   std::shared_ptr<WeightCache> cache_;
   std::shared_ptr<cuda::ConvTuning> tuning_;
+  std::shared_ptr<cuda::GemmTuning> gemm_tuning_;
 };
 
 }  // namespace

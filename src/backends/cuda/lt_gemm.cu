@@ -1,5 +1,7 @@
 #include <cublasLt.h>
 
+#include <cstdio>
+
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/lt_gemm.h"
 
@@ -44,9 +46,45 @@ bool LtGemm::usable(int64_t M, int64_t N, int64_t K, const void* x, const void* 
   return M > 0 && N % 8 == 0 && K % 8 == 0 && M < (1ll << 31) && al(x) && al(w) && al(b) && al(r) && al(y);
 }
 
-Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual) {
-  const auto key = std::make_tuple(M, N, K, bias, residual);
-  auto known = by_shape_.find(key);
+std::string LtGemm::key(int64_t M, int64_t N, int64_t K, bool bias, bool residual) {
+  return "m" + std::to_string(M) + " n" + std::to_string(N) + " k" + std::to_string(K) + (bias ? " bias" : "") + (residual ? " residual" : "");
+}
+
+namespace {
+
+std::string algo_hex(const cublasLtMatmulAlgo_t& a) {
+  static_assert(sizeof(a) == 64, "cublasLtMatmulAlgo_t is 8 x uint64");
+  const auto* b = reinterpret_cast<const unsigned char*>(&a);
+  std::string s;
+  char h[3];
+  for (size_t i = 0; i < sizeof(a); ++i) {
+    std::snprintf(h, sizeof h, "%02x", b[i]);
+    s += h;
+  }
+  return s;
+}
+
+bool algo_from_hex(const std::string& s, cublasLtMatmulAlgo_t* a) {
+  if (s.size() != 2 * sizeof(*a)) return false;
+  auto* b = reinterpret_cast<unsigned char*>(a);
+  for (size_t i = 0; i < sizeof(*a); ++i) {
+    unsigned v = 0;
+    if (std::sscanf(s.c_str() + 2 * i, "%2x", &v) != 1) return false;
+    b[i] = (unsigned char)v;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool gemm_tactic_valid(const std::string& v) {
+  cublasLtMatmulAlgo_t a;
+  return algo_from_hex(v, &a);
+}
+
+Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual, GemmTuning& tuning) {
+  const auto shape = std::make_tuple(M, N, K, bias, residual);
+  auto known = by_shape_.find(shape);
   if (known != by_shape_.end()) return known->second;
   auto p = std::make_unique<Plan>();
   p->bias = bias;
@@ -72,15 +110,72 @@ Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool res
   for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
                     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
     cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof align);
-  cublasLtMatmulHeuristicResult_t res{};
-  int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(handle_), p->op, p->a, p->b, p->c, p->c, pref, 1, &res, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
-  CUBLAS_TRY(st);
-  if (found < 1) return Status(Code::Unsupported, "cuBLASLt has no algorithm for this GEMM");
-  p->algo = res.algo;
+  auto* h = static_cast<cublasLtHandle_t>(handle_);
+  const std::string k = LtGemm::key(M, N, K, bias, residual);
+  std::lock_guard<std::mutex> lock(tuning.mu);
+  auto chosen = tuning.choices.find(k);
+  bool have = false;
+  if (chosen != tuning.choices.end() && algo_from_hex(chosen->second, &p->algo)) {
+    have = true;
+    if (tuning.seeded[k]) {  // from a plan: does it still hold here?
+      cublasLtMatmulHeuristicResult_t check{};
+      have = cublasLtMatmulAlgoCheck(h, p->op, p->a, p->b, p->c, p->c, &p->algo, &check) == CUBLAS_STATUS_SUCCESS &&
+             check.workspaceSize <= ws_bytes_;
+      tuning.seeded[k] = false;
+    }
+  }
+  if (!have) {
+    constexpr int kCandidates = 8;
+    cublasLtMatmulHeuristicResult_t res[kCandidates] = {};
+    int found = 0;
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p->op, p->a, p->b, p->c, p->c, pref, kCandidates, res, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    pref = nullptr;
+    CUBLAS_TRY(st);
+    if (found < 1) return Status(Code::Unsupported, "cuBLASLt has no algorithm for this GEMM");
+    p->algo = res[0].algo;
+    if (found > 1) {  // time the candidates on scratch operands, keep the fastest
+      void *x = nullptr, *w = nullptr, *y = nullptr, *b = nullptr;
+      cudaEvent_t e0 = nullptr, e1 = nullptr;
+      bool ok = cudaMalloc(&x, (size_t)M * K * 2) == cudaSuccess && cudaMalloc(&w, (size_t)N * K * 2) == cudaSuccess &&
+                cudaMalloc(&y, (size_t)M * N * 2) == cudaSuccess && cudaMalloc(&b, (size_t)N * 2) == cudaSuccess &&
+                cudaEventCreate(&e0) == cudaSuccess && cudaEventCreate(&e1) == cudaSuccess;
+      if (ok) {
+        cudaMemsetAsync(x, 0, (size_t)M * K * 2, stream_);
+        cudaMemsetAsync(w, 0, (size_t)N * K * 2, stream_);
+        cudaMemsetAsync(y, 0, (size_t)M * N * 2, stream_);
+        cudaMemsetAsync(b, 0, (size_t)N * 2, stream_);
+        if (bias) cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b);
+        const float alpha = 1.f, beta = residual ? 1.f : 0.f;
+        float best = 1e30f;
+        for (int i = 0; i < found; ++i) {
+          if (res[i].state != CUBLAS_STATUS_SUCCESS || res[i].workspaceSize > ws_bytes_) continue;
+          auto once = [&] { return cublasLtMatmul(h, p->op, &alpha, w, p->a, x, p->b, &beta, y, p->c, y, p->c, &res[i].algo, ws_, ws_bytes_, stream_); };
+          if (once() != CUBLAS_STATUS_SUCCESS) continue;
+          cudaEventRecord(e0, stream_);
+          constexpr int kRuns = 3;
+          for (int r = 0; r < kRuns; ++r) once();
+          cudaEventRecord(e1, stream_);
+          float ms = 0;
+          if (cudaEventSynchronize(e1) != cudaSuccess || cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) continue;
+          if (ms < best) {
+            best = ms;
+            p->algo = res[i].algo;
+          }
+        }
+      }
+      cudaStreamSynchronize(stream_);
+      for (void* q : {x, w, y, b})
+        if (q) cudaFree(q);
+      if (e0) cudaEventDestroy(e0);
+      if (e1) cudaEventDestroy(e1);
+      cudaGetLastError();
+    }
+    tuning.choices[k] = algo_hex(p->algo);
+  }
+  if (pref) cublasLtMatmulPreferenceDestroy(pref);
   plans_.push_back(std::move(p));
-  by_shape_[key] = (int)plans_.size() - 1;
+  by_shape_[shape] = (int)plans_.size() - 1;
   return (int)plans_.size() - 1;
 }
 

@@ -1,11 +1,14 @@
 // Linear layers of the FP16 path through cuBLASLt: y[M,N] = x[M,K] w[N,K]^T + b[N] (+ r[M,N]) in one
 // call, the bias as a GEMM epilogue and the residual as the C operand (beta = 1). Half in and out,
-// float accumulation. Plans (descriptors + the heuristic's algorithm) are cached per shape.
+// float accumulation. For each distinct shape the heuristic's best candidates are timed on the GPU and
+// the fastest kept (shared by a backend's executables, recorded in plans).
 #pragma once
 #include <cuda_runtime.h>
 
 #include <map>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -15,6 +18,16 @@ namespace sdrt::cuda {
 
 std::string cublaslt_version();  // "13.1.0"
 
+// Chosen cuBLASLt algorithms by shape key ("m.. n.. k.. bias residual"), as the 64 opaque bytes of a
+// cublasLtMatmulAlgo_t in hex; seeded ones (from a plan) are checked before use.
+struct GemmTuning {
+  std::mutex mu;
+  std::map<std::string, std::string> choices;
+  std::map<std::string, bool> seeded;
+};
+
+bool gemm_tactic_valid(const std::string& hex);
+
 class LtGemm {
  public:
   ~LtGemm();
@@ -22,7 +35,8 @@ class LtGemm {
   // Whether a shape/pointer set can go through this path (multiples of 8, 16-byte aligned pointers).
   static bool usable(int64_t M, int64_t N, int64_t K, const void* x, const void* w, const void* b, const void* r, const void* y);
   // Plans a shape (or finds its plan); returns the id for run().
-  Result<int> prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual);
+  Result<int> prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual, GemmTuning& tuning);
+  static std::string key(int64_t M, int64_t N, int64_t K, bool bias, bool residual);
   Status run(int plan, const void* x, const void* w, const void* b, const void* r, void* y);
 
  private:
