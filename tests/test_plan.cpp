@@ -19,11 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path scratch(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / "sdrt_plan_tests";
-  fs::create_directories(d);
-  return d / name;
-}
+fs::path scratch(const std::string& name) { return scratch_file("sdrt_plan_tests", name); }
 
 Model tiny_model() {
   auto m = load_model((tiny_dir() / "diffusers").string());

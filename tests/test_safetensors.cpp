@@ -10,11 +10,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path tmp(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / "sdrt_test_st";
-  fs::create_directories(d);
-  return d / name;
-}
+fs::path tmp(const std::string& name) { return test::scratch_file("sdrt_test_st", name); }
 
 // A file built by hand: 8-byte length, header text, data bytes.
 fs::path raw_file(const std::string& name, const std::string& header, size_t data_bytes, int64_t declared_len = -1) {

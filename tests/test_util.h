@@ -63,6 +63,13 @@ inline Tensor to_i32(const Tensor& t) {
   return out;
 }
 
+// A file path in a per-suite scratch folder under the temporary directory (the folder is created).
+inline std::filesystem::path scratch_file(const std::string& folder, const std::string& name) {
+  const auto d = std::filesystem::temp_directory_path() / folder;
+  std::filesystem::create_directories(d);
+  return d / name;
+}
+
 // The sdrt binary ($SDRT_BIN where set) run with arguments (stderr merged into the output).
 struct CliRun {
   int code;  // exit status; 128+signal when killed

@@ -150,4 +150,16 @@ Tensor Tensor::to_f32() const {
   return out;
 }
 
+Tensor Tensor::to_f16() const {
+  if (dtype_ == DType::F16) return *this;
+  const Tensor f = to_f32();
+  Tensor out = empty(DType::F16, shape_);
+  auto* o = static_cast<uint16_t*>(out.mutable_data());
+  const float* p = f.f32();
+  const int64_t n = numel();
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+  for (int64_t i = 0; i < n; ++i) o[i] = float_to_half(p[i]);
+  return out;
+}
+
 }  // namespace sdrt

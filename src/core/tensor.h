@@ -42,6 +42,8 @@ class Tensor {
   Tensor reshaped(Shape s) const;
   // A float32 copy (or this tensor when already F32); converts F16/BF16/I32/I64.
   Tensor to_f32() const;
+  // An F16 copy of an F32 tensor (round to nearest even, on several threads), or this tensor when F16.
+  Tensor to_f16() const;
 
  private:
   DType dtype_ = DType::F32;

@@ -10,7 +10,6 @@
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 namespace sdrt {
 namespace {
@@ -110,17 +109,6 @@ std::shared_ptr<Graph> graph_from_json(const json& j) {
   return g;
 }
 
-// Half copy of an F32 tensor, rounded as the CUDA backend rounds (nearest even), on several threads.
-void to_half(const float* src, uint16_t* dst, int64_t n) {
-  const int nt = n < (1 << 20) ? 1 : (int)std::clamp<unsigned>(std::thread::hardware_concurrency(), 1, 16);
-  std::vector<std::thread> th;
-  for (int w = 0; w < nt; ++w)
-    th.emplace_back([=] {
-      for (int64_t k = n * w / nt; k < n * (w + 1) / nt; ++k) dst[k] = float_to_half(src[k]);
-    });
-  for (auto& t : th) t.join();
-}
-
 struct Mapping {
   void* p = MAP_FAILED;
   size_t n = 0;
@@ -213,8 +201,8 @@ Status write_plan(const Plan& plan, const std::string& path) {
 
   std::vector<unsigned char> data(data_bytes, 0);
   for (const auto& [t, off] : layout) {
-    if (half && t->dtype() == DType::F32) to_half(t->f32(), reinterpret_cast<uint16_t*>(data.data() + off), t->numel());
-    else if (t->nbytes()) std::memcpy(data.data() + off, t->data(), t->nbytes());
+    const Tensor w = half && t->dtype() == DType::F32 ? t->to_f16() : *t;
+    if (w.nbytes()) std::memcpy(data.data() + off, w.data(), w.nbytes());
   }
   const uint64_t sum = plan_checksum(data.data(), data.size(), plan_checksum(head.data(), head.size()));
 

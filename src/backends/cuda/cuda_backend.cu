@@ -132,30 +132,27 @@ class CudaExecutable : public Executable {
       void* d = nullptr;
       const size_t bytes = (size_t)t.numel() * (fp16() ? 2 : 4);
       CUDA_TRY(cudaMalloc(&d, std::max<size_t>(bytes, 4)));
-      if (fp16()) {  // stored in half (rounded on the host, nearest even, or as a plan holds it), in parallel
-        Tensor h = Tensor::empty(DType::F16, t.shape());
-        auto* hp = static_cast<uint16_t*>(h.mutable_data());
-        const bool from_half = t.dtype() == DType::F16;
-        const float* fp = from_half ? nullptr : t.f32();
-        const auto* sp = static_cast<const uint16_t*>(t.data());
-        const int64_t n = t.numel();
-        // filters [O, C, kh, kw] -> [O, kh, kw, C]
-        const int64_t C = ohwi ? t.shape()[1] : 1, R = ohwi ? t.shape()[2] * t.shape()[3] : 1;
-        const int nt = (int)std::max<unsigned>(1, std::min<unsigned>(16, std::thread::hardware_concurrency()));
-        std::vector<std::thread> workers;
-        for (int w = 0; w < nt; ++w)
-          workers.emplace_back([=] {
-            for (int64_t k = n * w / nt; k < n * (w + 1) / nt; ++k) {
-              int64_t dst = k;
-              if (ohwi) {  // k indexes [o][c][r]
+      if (fp16()) {  // stored in half (optimize() has usually rounded it already: nearest even)
+        const Tensor src = t.to_f16();
+        if (!ohwi) {
+          CUDA_TRY(cudaMemcpy(d, src.data(), src.nbytes(), cudaMemcpyHostToDevice));
+        } else {  // filters [O, C, kh, kw] -> [O, kh, kw, C], in parallel
+          Tensor h = Tensor::empty(DType::F16, t.shape());
+          auto* hp = static_cast<uint16_t*>(h.mutable_data());
+          const auto* sp = static_cast<const uint16_t*>(src.data());
+          const int64_t n = t.numel(), C = t.shape()[1], R = t.shape()[2] * t.shape()[3];
+          const int nt = (int)std::max<unsigned>(1, std::min<unsigned>(16, std::thread::hardware_concurrency()));
+          std::vector<std::thread> workers;
+          for (int w = 0; w < nt; ++w)
+            workers.emplace_back([=] {
+              for (int64_t k = n * w / nt; k < n * (w + 1) / nt; ++k) {  // k indexes [o][c][r]
                 const int64_t r = k % R, c = (k / R) % C, o = k / (R * C);
-                dst = (o * R + r) * C + c;
+                hp[(o * R + r) * C + c] = sp[k];
               }
-              hp[dst] = from_half ? sp[k] : float_to_half(fp[k]);
-            }
-          });
-        for (auto& th : workers) th.join();
-        CUDA_TRY(cudaMemcpy(d, h.data(), h.nbytes(), cudaMemcpyHostToDevice));
+            });
+          for (auto& th : workers) th.join();
+          CUDA_TRY(cudaMemcpy(d, h.data(), h.nbytes(), cudaMemcpyHostToDevice));
+        }
       } else {
         const Tensor f = t.to_f32();
         CUDA_TRY(cudaMemcpy(d, f.data(), f.nbytes(), cudaMemcpyHostToDevice));
@@ -822,8 +819,9 @@ class CudaExecutable : public Executable {
 
 class CudaBackend : public Backend {
  public:
-  explicit CudaBackend(CudaOptions o)
-      : opt_(o), cache_(std::make_shared<WeightCache>()), tuning_(std::make_shared<cuda::ConvTuning>()), gemm_tuning_(std::make_shared<cuda::GemmTuning>()) {}
+  CudaBackend(CudaOptions o, GpuInfo gpu)
+      : opt_(o), gpu_(std::move(gpu)), cache_(std::make_shared<WeightCache>()), tuning_(std::make_shared<cuda::ConvTuning>()),
+        gemm_tuning_(std::make_shared<cuda::GemmTuning>()) {}
   std::string name() const override { return "cuda"; }
   std::string precision() const override { return opt_.precision; }
   // Activations come from the device's default stream-ordered pool; weights from cudaMalloc.
@@ -852,14 +850,23 @@ class CudaBackend : public Backend {
     }
   }
   bool supports(Op op) const override { return op != Op::kCount; }
+  // The build passes (when fusing), and in fp16 the weights rounded to half once, here: the graph a plan
+  // stores is then what the executor uploads as is.
   std::shared_ptr<const Graph> optimize(std::shared_ptr<const Graph> graph) const override {
-    if (!opt_.fuse || graph->optimized) return graph;
-    return std::make_shared<Graph>(optimize_graph(*graph));
+    const bool fuse = opt_.fuse && !graph->optimized;
+    bool cast = false;
+    if (opt_.precision == "fp16")
+      for (const auto& [name, t] : graph->weights) cast = cast || t.dtype() == DType::F32;
+    if (!fuse && !cast) return graph;
+    auto g = std::make_shared<Graph>(fuse ? optimize_graph(*graph) : *graph);
+    if (cast)
+      for (auto& [name, t] : g->weights) t = t.to_f16();
+    return g;
   }
   Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> graph) override {
     SDRT_RETURN_IF_ERROR(graph->verify());
-    if (opt_.fuse && !graph->optimized) {  // build passes (fusions); the result is verified again
-      graph = optimize(graph);
+    if (auto g = optimize(graph); g != graph) {  // the result is verified again
+      graph = std::move(g);
       SDRT_RETURN_IF_ERROR(graph->verify().with_context("after the build passes"));
     }
     for (const auto& [name, t] : graph->weights)
@@ -870,8 +877,8 @@ class CudaBackend : public Backend {
     return std::unique_ptr<Executable>(std::move(exe));
   }
 
-  std::string device_name() const override { return gpu().name; }
-  std::pair<int, int> compute_capability() const override { return {gpu().cc_major, gpu().cc_minor}; }
+  std::string device_name() const override { return gpu_.name; }
+  std::pair<int, int> compute_capability() const override { return {gpu_.cc_major, gpu_.cc_minor}; }
   std::string libraries() const override {
     return "cuDNN " + cuda::cudnn_version() + ", cuBLASLt " + cuda::cublaslt_version();
   }
@@ -916,12 +923,8 @@ class CudaBackend : public Backend {
   }
 
  private:
-  GpuInfo gpu() const {
-    for (const auto& g : list_gpus())
-      if (g.index == opt_.device) return g;
-    return {opt_.device, "unknown GPU", 0, 0, 0};
-  }
   CudaOptions opt_;
+  GpuInfo gpu_;
   std::shared_ptr<WeightCache> cache_;
   std::shared_ptr<cuda::ConvTuning> tuning_;
   std::shared_ptr<cuda::GemmTuning> gemm_tuning_;
@@ -936,7 +939,7 @@ std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt, std::string* 
     if (why) *why = "no CUDA device " + std::to_string(opt.device);
     return nullptr;
   }
-  return std::make_unique<CudaBackend>(opt);
+  return std::make_unique<CudaBackend>(opt, gpus[opt.device]);
 }
 
 }  // namespace sdrt
