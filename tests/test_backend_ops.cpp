@@ -71,6 +71,8 @@ std::vector<Case> cases() {
   c.push_back(conv("conv3x3 SD [2,320,64,64]", {2, 320, 64, 64}, 320, 3, 1, {1, 1, 1, 1}));
   c.push_back(conv("conv stride2 asym pad", {1, 16, 17, 17}, 16, 3, 2, {0, 0, 1, 1}));
   c.push_back(conv("conv1x1 [2,64,32,32]", {2, 64, 32, 32}, 32, 1, 1, {0, 0, 0, 0}));
+  c.push_back(conv("conv1x1 as GEMM SD proj_in [2,640,32,32]->640", {2, 640, 32, 32}, 640, 1, 1, {0, 0, 0, 0}));
+  c.push_back(conv("conv1x1 odd channels [1,6,5,5]->3", {1, 6, 5, 5}, 3, 1, 1, {0, 0, 0, 0}));
   c.push_back(conv("conv stride2 pad1 (SD downsample)", {2, 32, 16, 16}, 32, 3, 2, {1, 1, 1, 1}));
   c.push_back(conv("conv_in [2,4,64,64]->320", {2, 4, 64, 64}, 320, 3, 1, {1, 1, 1, 1}));
   c.push_back(conv("conv_out [2,320,32,32]->4", {2, 320, 32, 32}, 4, 3, 1, {1, 1, 1, 1}));
@@ -90,6 +92,7 @@ std::vector<Case> cases() {
   c.push_back(unary("gelu", Op::GELU, {3, 1000}));
   c.push_back(unary("quick_gelu", Op::QuickGELU, {3, 1000}));
   c.push_back(unary("geglu", Op::GEGLU, {2, 64, 40}));
+  c.push_back(unary("geglu SD [2,256,10240]", Op::GEGLU, {2, 256, 10240}));
   c.push_back(unary("to_tokens", Op::ToTokens, {2, 8, 4, 6}));
   c.push_back(unary("upsample2x", Op::Upsample2x, {1, 8, 5, 7}));
   c.push_back({"upsample to 9x13", [=](GraphBuilder& b, auto& ins, auto& rng) {
@@ -112,9 +115,16 @@ std::vector<Case> cases() {
   c.push_back(gn("group_norm SD [2,1280,8,8]", {2, 1280, 8, 8}, 32));
   c.push_back(gn("group_norm odd group width [1,24,5,5]", {1, 24, 5, 5}, 8));
   c.push_back(gn("group_norm VAE [1,512,64,64]", {1, 512, 64, 64}, 32));
+  c.push_back(gn("group_norm 30 channels per group [2,960,32,32]", {2, 960, 32, 32}, 32));
+  c.push_back(gn("group_norm batch 16 [16,640,16,16]", {16, 640, 16, 16}, 32));
+  c.push_back(gn("group_norm 2560 channels [2,2560,8,8]", {2, 2560, 8, 8}, 32));
   c.push_back({"layer_norm [2,4096,320]", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.layer_norm(in(b, ins, rng, "x", {2, 4096, 320}), w(b, rng, "g", {320}, 1), w(b, rng, "b", {320}, 1), 1e-5f), "y");
                }});
+  for (int64_t C : {768, 1280, 2048, 36})
+    c.push_back({"layer_norm [3,77," + std::to_string(C) + "]", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                   b.output(b.layer_norm(in(b, ins, rng, "x", {3, 77, C}), w(b, rng, "g", {C}, 1), w(b, rng, "b", {C}, 1), 1e-5f), "y");
+                 }});
   auto attn = [=](std::string name, int64_t B, int64_t Lq, int64_t Lk, int64_t C, int64_t H, bool causal) {
     return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
                   int q = in(b, ins, rng, "q", {B, Lq, C}), k = in(b, ins, rng, "k", {B, Lk, C}), v = in(b, ins, rng, "v", {B, Lk, C});

@@ -8,7 +8,9 @@
 // last use. Fusion, plan files and CUDA graphs build on this executor.
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <set>
 #include <thread>
 #include <type_traits>
@@ -48,6 +50,19 @@ cuda::ConvShape conv_shape_of(const Graph& g, const Node& n) {
   const bool sym = p[0] == p[2] && p[1] == p[3];  // cuDNN pads symmetrically; others are padded first
   return {xs[0], xs[1], xs[2] + (sym ? 0 : p[0] + p[2]), xs[3] + (sym ? 0 : p[1] + p[3]), ws[0], ws[2], ws[3], n.a.stride,
           sym ? p[0] : 0, sym ? p[1] : 0};
+}
+
+// A 1x1, stride-1, unpadded convolution on NHWC values is a GEMM over pixels: y[N*H*W, O] =
+// x[N*H*W, C] w[O, C]^T (+ bias, + residual), run through cuBLASLt like a linear layer (cuDNN is far
+// slower at these shapes). Returns false for other convolutions.
+bool pointwise_gemm(const Graph& g, const Node& n, int64_t* M, int64_t* N, int64_t* K) {
+  if (n.op != Op::Conv2d) return false;
+  const Shape& xs = g.nodes[n.inputs[0]].shape;
+  const Shape& ws = g.nodes[n.inputs[1]].shape;
+  const auto& p = n.a.pad;
+  if (ws[2] != 1 || ws[3] != 1 || n.a.stride != 1 || p[0] || p[1] || p[2] || p[3]) return false;
+  *M = xs[0] * xs[2] * xs[3], *N = ws[0], *K = xs[1];
+  return *N % 8 == 0 && *K % 8 == 0;
 }
 
 // Logical NCHW axis -> NHWC storage axis.
@@ -167,6 +182,8 @@ class CudaExecutable : public Executable {
       for (const Node& n : nodes) {
         if (n.op != Op::Conv2d) continue;
         const size_t id = &n - nodes.data();
+        int64_t M, N, K;
+        if (pointwise_gemm(*g_, n, &M, &N, &K)) continue;  // a cuBLASLt plan, below
         SDRT_ASSIGN_OR_RETURN(plan_[id], conv_->prepare(conv_shape(n), *tuning_));
         conv_ws_bytes_ = std::max(conv_ws_bytes_, conv_->workspace(plan_[id]));
       }
@@ -175,10 +192,14 @@ class CudaExecutable : public Executable {
       CUDA_TRY(cudaMallocAsync(&lt_ws_, kLtWorkspace, stream_));
       SDRT_ASSIGN_OR_RETURN(lt_, cuda::LtGemm::create(stream_, lt_ws_, kLtWorkspace));
       for (const Node& n : nodes) {
-        if (n.op != Op::Linear) continue;
-        const Shape& xs = nodes[n.inputs[0]].shape;
-        const int64_t K = xs.back(), M = numel(xs) / K, N = nodes[n.inputs[1]].shape[0];
-        if (N % 8 || K % 8) continue;  // the fallback GEMM path
+        int64_t M, N, K;
+        if (n.op == Op::Linear) {
+          const Shape& xs = nodes[n.inputs[0]].shape;
+          K = xs.back(), M = numel(xs) / K, N = nodes[n.inputs[1]].shape[0];
+          if (N % 8 || K % 8) continue;  // the fallback GEMM path
+        } else if (!pointwise_gemm(*g_, n, &M, &N, &K)) {
+          continue;
+        }
         SDRT_ASSIGN_OR_RETURN(plan_[&n - nodes.data()], lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3, *gemm_tuning_));
       }
     }
@@ -533,6 +554,27 @@ class CudaExecutable : public Executable {
       }
       for (size_t k = 0; k < ms.size(); ++k)
         if (count[k]) std::fprintf(stderr, "profile %-18s %5d x %9.3f ms\n", op_info((Op)k).name, count[k], ms[k]);
+      if (std::string(std::getenv("SDRT_PROFILE")) == "2") {  // the costliest instances, summed by op and shapes
+        std::map<std::string, std::pair<double, int>> by;
+        for (size_t i = 0; i < nodes.size(); ++i) {
+          if (nodes[i].op == Op::Weight || nodes[i].op == Op::Input) continue;
+          float t = 0;
+          if (cudaEventElapsedTime(&t, events_[2 * i], events_[2 * i + 1]) != cudaSuccess) {
+            cudaGetLastError();
+            continue;
+          }
+          std::string k = op_info(nodes[i].op).name;
+          for (int id : nodes[i].inputs) k += " " + shape_str(nodes[id].shape);
+          if (nodes[i].a.silu) k += " silu";
+          auto& e = by[k];
+          e.first += t;
+          e.second++;
+        }
+        std::vector<std::pair<double, std::string>> top;
+        for (auto& [k, v] : by) top.push_back({v.first, k + " x" + std::to_string(v.second)});
+        std::sort(top.rbegin(), top.rend());
+        for (size_t k = 0; k < top.size() && k < 40; ++k) std::fprintf(stderr, "node %9.3f ms  %s\n", top[k].first, top[k].second.c_str());
+      }
       std::fprintf(stderr, "profile %-18s         %9.3f ms\n", "total (ops)", sum);
     }
     return Status::ok();
@@ -590,6 +632,13 @@ class CudaExecutable : public Executable {
         const Shape& ws = shp(1);
         const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], O = ws[0], kh = ws[2], kw = ws[3], Ho = n.shape[2], Wo = n.shape[3];
         if constexpr (std::is_same_v<T, __half>) {  // cuDNN, NHWC
+          int64_t gm, gn, gk;
+          if (pointwise_gemm(*g_, n, &gm, &gn, &gk)) {  // cuBLASLt over pixels
+            const T* bias = n.inputs.size() > 2 ? in(2) : nullptr;
+            const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
+            if (!cuda::LtGemm::usable(gm, gn, gk, in(0), in(1), bias, res, y)) return unsupported("misaligned 1x1 convolution operands");
+            return lt_->run(plan_[self], in(0), in(1), bias, res, y);
+          }
           const cuda::ConvShape cs = conv_shape(n);
           const void* x = in(0);
           void* padded = nullptr;
@@ -643,7 +692,7 @@ class CudaExecutable : public Executable {
         const int64_t N = xs[0], C = xs[1], S = numel(xs) / (N * C);
         if constexpr (std::is_same_v<T, __half>) {
           if (nhwc_in(0)) {
-            SDRT_ASSIGN_OR_RETURN(void* scratch, alloc((size_t)cuda::group_norm_nhwc_scratch(N, S, a.groups) * 4));
+            SDRT_ASSIGN_OR_RETURN(void* scratch, alloc((size_t)cuda::group_norm_nhwc_scratch(N, C, S, a.groups) * 4));
             const bool done = cuda::group_norm_nhwc(in(0), in(1), in(2), y, N, C, S, a.groups, a.eps, a.silu, static_cast<float*>(scratch), stream_);
             release(scratch);
             if (done) return Status::ok();
@@ -661,11 +710,21 @@ class CudaExecutable : public Executable {
         if (a.silu) cuda::activation(cuda::Act::SiLU, y, y, total, stream_);
         return Status::ok();
       }
-      case Op::LayerNorm: cuda::layer_norm(in(0), in(1), in(2), y, numel(xs) / xs.back(), xs.back(), a.eps, stream_); return Status::ok();
+      case Op::LayerNorm:
+        if constexpr (std::is_same_v<T, __half>) {
+          if (cuda::layer_norm_fast(in(0), in(1), in(2), y, numel(xs) / xs.back(), xs.back(), a.eps, stream_)) return Status::ok();
+        }
+        cuda::layer_norm(in(0), in(1), in(2), y, numel(xs) / xs.back(), xs.back(), a.eps, stream_);
+        return Status::ok();
       case Op::SiLU: cuda::activation(cuda::Act::SiLU, in(0), y, total, stream_); return Status::ok();
       case Op::GELU: cuda::activation(cuda::Act::GELU, in(0), y, total, stream_); return Status::ok();
       case Op::QuickGELU: cuda::activation(cuda::Act::QuickGELU, in(0), y, total, stream_); return Status::ok();
-      case Op::GEGLU: cuda::geglu(in(0), y, total / n.shape.back(), n.shape.back(), stream_); return Status::ok();
+      case Op::GEGLU:
+        if constexpr (std::is_same_v<T, __half>) {
+          if (cuda::geglu_fast(in(0), y, total / n.shape.back(), n.shape.back(), stream_)) return Status::ok();
+        }
+        cuda::geglu(in(0), y, total / n.shape.back(), n.shape.back(), stream_);
+        return Status::ok();
       case Op::Attention: {
         const Shape &qs = shp(0), &ks = shp(1), &vs = shp(2);
         const int64_t B = qs[0], Lq = qs[1], Lk = ks[1], H = a.heads, D = qs[2] / H, Dv = vs[2] / H;
@@ -889,10 +948,14 @@ class CudaBackend : public Backend {
     std::set<std::string> conv, gemm;
     if (g && opt_.precision == "fp16")
       for (const Node& n : g->nodes) {
-        if (n.op == Op::Conv2d) conv.insert(conv_shape_of(*g, n).key());
-        if (n.op == Op::Linear) {
+        int64_t M, N, K;
+        if (pointwise_gemm(*g, n, &M, &N, &K)) {
+          gemm.insert(cuda::LtGemm::key(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
+        } else if (n.op == Op::Conv2d) {
+          conv.insert(conv_shape_of(*g, n).key());
+        } else if (n.op == Op::Linear) {
           const Shape& xs = g->nodes[n.inputs[0]].shape;
-          const int64_t K = xs.back(), M = numel(xs) / K, N = g->nodes[n.inputs[1]].shape[0];
+          K = xs.back(), M = numel(xs) / K, N = g->nodes[n.inputs[1]].shape[0];
           gemm.insert(cuda::LtGemm::key(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
         }
       }

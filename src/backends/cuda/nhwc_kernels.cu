@@ -7,6 +7,7 @@ namespace {
 
 constexpr int kThreads = 256;
 inline unsigned blocks(int64_t n) { return (unsigned)std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20); }
+inline bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 
 __global__ void nchw_to_nhwc_k(const float* x, __half* y, int64_t C, int64_t HW, int64_t total) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
@@ -72,54 +73,65 @@ __global__ void gn_stats_k(const __half* x, float* part, int C, int HW, int G, i
   }
 }
 
-template <int V>
-__global__ void gn_apply_k(const __half* x, const __half* gamma, const __half* beta, __half* y, const float* part, int C, int HW, int G,
-                           int chunk_px, float eps, bool silu) {
-  extern __shared__ float sm[];  // mean, rstd per group
-  const int n = blockIdx.y, chunk = blockIdx.x, nchunks = gridDim.x, tid = threadIdx.x, cpg = C / G;
-  if (tid < G) {
-    float na = 0.f, ma = 0.f, m2a = 0.f;
-    for (int k = 0; k < nchunks; ++k) {
-      const float cnt = (float)(min(HW, (k + 1) * chunk_px) - k * chunk_px) * cpg;
-      const float* pp = part + (((int64_t)n * nchunks + k) * G + tid) * 2;
-      if (k == 0) na = cnt, ma = pp[0], m2a = pp[1];
-      else merge(na, ma, m2a, cnt, pp[0], pp[1]);
-    }
-    sm[tid] = ma;
-    sm[G + tid] = rsqrtf(m2a / na + eps);
+// One block per (group, image): merges the chunks' statistics once (each thread a strided subset, then a
+// tree in shared memory) and writes each channel's scale and shift (y = x * scale + shift), so the apply
+// pass is a plain elementwise kernel.
+constexpr int kFinalizeThreads = 128;
+__global__ void gn_finalize_k(const __half* gamma, const __half* beta, const float* part, float* scale_shift, int C, int HW, int G,
+                              int nchunks, int chunk_px, float eps) {
+  __shared__ float sn[kFinalizeThreads], sm_[kFinalizeThreads], sq[kFinalizeThreads];
+  const int grp = blockIdx.x, n = blockIdx.y, cpg = C / G, tid = threadIdx.x;
+  float na = 0.f, ma = 0.f, m2a = 0.f;
+  for (int k = tid; k < nchunks; k += kFinalizeThreads) {
+    const float cnt = (float)(min(HW, (k + 1) * chunk_px) - k * chunk_px) * cpg;
+    const float* pp = part + (((int64_t)n * nchunks + k) * G + grp) * 2;
+    if (na == 0.f) na = cnt, ma = pp[0], m2a = pp[1];
+    else merge(na, ma, m2a, cnt, pp[0], pp[1]);
   }
+  sn[tid] = na, sm_[tid] = ma, sq[tid] = m2a;
   __syncthreads();
-  const int c0 = tid * V, grp = c0 / cpg;
-  const float mean = sm[grp], rstd = sm[G + grp];
-  float a[V], b[V];
-#pragma unroll
-  for (int v = 0; v < V; ++v) {
-    a[v] = rstd * __half2float(gamma[c0 + v]);
-    b[v] = __half2float(beta[c0 + v]) - mean * a[v];
+  for (int half = kFinalizeThreads / 2; half > 0; half >>= 1) {
+    if (tid < half && sn[tid + half] > 0.f) {
+      if (sn[tid] == 0.f) sn[tid] = sn[tid + half], sm_[tid] = sm_[tid + half], sq[tid] = sq[tid + half];
+      else merge(sn[tid], sm_[tid], sq[tid], sn[tid + half], sm_[tid + half], sq[tid + half]);
+    }
+    __syncthreads();
   }
-  const int p0 = chunk * chunk_px, p1 = min(HW, p0 + chunk_px);
-  const int64_t base = (int64_t)n * HW * C + c0;
-  for (int p = p0; p < p1; ++p) {
-    const int64_t i = base + (int64_t)p * C;
-    float val[V];
-    if constexpr (V == 2) {
-      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(x + i));
-      val[0] = f.x, val[1] = f.y;
-    } else {
-      val[0] = __half2float(x[i]);
-    }
-#pragma unroll
-    for (int v = 0; v < V; ++v) {
-      val[v] = val[v] * a[v] + b[v];
-      if (silu) val[v] = val[v] / (1.f + __expf(-val[v]));
-    }
-    if constexpr (V == 2) *reinterpret_cast<__half2*>(y + i) = __floats2half2_rn(val[0], val[1]);
-    else y[i] = __float2half_rn(val[0]);
+  const float mean = sm_[0], rstd = rsqrtf(sq[0] / sn[0] + eps);
+  for (int c = grp * cpg + tid; c < (grp + 1) * cpg; c += kFinalizeThreads) {
+    const float sc = rstd * __half2float(gamma[c]);
+    scale_shift[((int64_t)n * C + c) * 2] = sc;
+    scale_shift[((int64_t)n * C + c) * 2 + 1] = __half2float(beta[c]) - mean * sc;
   }
 }
 
+// y = x * scale[n, c] + shift[n, c] (then SiLU), V halves per thread (8: one 16-byte load).
+template <int V>
+__global__ void gn_apply_k(const __half* x, const float2* ss, __half* y, int64_t C, int64_t HWC, int64_t total_v, bool silu) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total_v; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t e = i * V, n = e / HWC, c0 = e % C;
+    __half h[V];
+    if constexpr (V == 8) *reinterpret_cast<uint4*>(h) = reinterpret_cast<const uint4*>(x)[i];
+    else if constexpr (V == 2) *reinterpret_cast<__half2*>(h) = reinterpret_cast<const __half2*>(x)[i];
+    else h[0] = x[i];
+    const float2* sp = ss + n * C + c0;
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      const float2 k = sp[v];
+      float val = __half2float(h[v]) * k.x + k.y;
+      if (silu) val = val / (1.f + __expf(-val));
+      h[v] = __float2half_rn(val);
+    }
+    if constexpr (V == 8) reinterpret_cast<uint4*>(y)[i] = *reinterpret_cast<uint4*>(h);
+    else if constexpr (V == 2) reinterpret_cast<__half2*>(y)[i] = *reinterpret_cast<__half2*>(h);
+    else y[i] = h[0];
+  }
+}
+
+// Pixels per chunk of the statistics pass: enough blocks to fill the GPU (about 2048 over the batch),
+// at least 16 pixels each.
 int gn_chunks(int64_t N, int64_t HW, int64_t* chunk_px) {
-  int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(HW, (264 + N - 1) / N));
+  int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((HW + 15) / 16, (2048 + N - 1) / N));
   *chunk_px = (HW + chunks - 1) / chunks;
   return (int)((HW + *chunk_px - 1) / *chunk_px);
 }
@@ -154,9 +166,9 @@ void nhwc_f16_to_nchw_f32(const __half* x, float* y, int64_t N, int64_t C, int64
   nhwc_to_nchw_k<<<blocks(N * C * HW), kThreads, 0, s>>>(x, y, C, HW, N * C * HW);
 }
 
-int64_t group_norm_nhwc_scratch(int64_t N, int64_t HW, int64_t G) {
+int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G) {
   int64_t px;
-  return N * gn_chunks(N, HW, &px) * G * 2;
+  return N * gn_chunks(N, HW, &px) * G * 2 + N * C * 2;
 }
 
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, __half* y, int64_t N, int64_t C, int64_t HW, int64_t G,
@@ -168,13 +180,15 @@ bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, _
   int64_t px;
   const int chunks = gn_chunks(N, HW, &px);
   const dim3 grid((unsigned)chunks, (unsigned)N);
-  if (v2) {
-    gn_stats_k<2><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, scratch, (int)C, (int)HW, (int)G, (int)px);
-    gn_apply_k<2><<<grid, threads, 2 * G * sizeof(float), s>>>(x, gamma, beta, y, scratch, (int)C, (int)HW, (int)G, (int)px, eps, silu);
-  } else {
-    gn_stats_k<1><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, scratch, (int)C, (int)HW, (int)G, (int)px);
-    gn_apply_k<1><<<grid, threads, 2 * G * sizeof(float), s>>>(x, gamma, beta, y, scratch, (int)C, (int)HW, (int)G, (int)px, eps, silu);
-  }
+  if (v2) gn_stats_k<2><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, scratch, (int)C, (int)HW, (int)G, (int)px);
+  else gn_stats_k<1><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, scratch, (int)C, (int)HW, (int)G, (int)px);
+  float* ss = scratch + N * chunks * G * 2;
+  gn_finalize_k<<<dim3((unsigned)G, (unsigned)N), kFinalizeThreads, 0, s>>>(gamma, beta, scratch, ss, (int)C, (int)HW, (int)G, chunks, (int)px, eps);
+  const int64_t total = N * HW * C;
+  const float2* ss2 = reinterpret_cast<const float2*>(ss);
+  if (C % 8 == 0 && aligned16(x) && aligned16(y)) gn_apply_k<8><<<blocks(total / 8), kThreads, 0, s>>>(x, ss2, y, C, HW * C, total / 8, silu);
+  else if (C % 2 == 0) gn_apply_k<2><<<blocks(total / 2), kThreads, 0, s>>>(x, ss2, y, C, HW * C, total / 2, silu);
+  else gn_apply_k<1><<<blocks(total), kThreads, 0, s>>>(x, ss2, y, C, HW * C, total, silu);
   return true;
 }
 
@@ -239,6 +253,66 @@ __global__ void pixel_bcast_k(const __half* x, const __half* t, __half* y, int64
 }
 
 bool aligned4(const void* p) { return ((uintptr_t)p & 3) == 0; }
+bool aligned16b(const void* p) { return ((uintptr_t)p & 15) == 0; }
+
+// One warp per row, the row held in registers as 16-byte vectors (C % 8 == 0, C <= 8 * 32 * MAXV):
+// one read, mean then variance from the registers, one write.
+template <int MAXV>
+__global__ void layer_norm_warp_k(const uint4* x, const uint4* g, const uint4* b, uint4* y, int64_t rows, int cv, float eps) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  const uint4* xr = x + row * cv;
+  float v[MAXV][8];
+  float sum = 0.f;
+#pragma unroll
+  for (int k = 0; k < MAXV; ++k) {
+    const int j = lane + 32 * k;
+    if (j < cv) {
+      uint4 u = xr[j];
+      const __half* h = reinterpret_cast<const __half*>(&u);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[k][e] = __half2float(h[e]), sum += v[k][e];
+    }
+  }
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
+  const float n = (float)cv * 8.f, mean = sum / n;
+  float sq = 0.f;
+#pragma unroll
+  for (int k = 0; k < MAXV; ++k)
+    if (lane + 32 * k < cv)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) sq += (v[k][e] - mean) * (v[k][e] - mean);
+  for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffff, sq, o);
+  const float rstd = rsqrtf(sq / n + eps);
+#pragma unroll
+  for (int k = 0; k < MAXV; ++k) {
+    const int j = lane + 32 * k;
+    if (j < cv) {
+      uint4 gu = g[j], bu = b[j], out;
+      const __half *gh = reinterpret_cast<const __half*>(&gu), *bh = reinterpret_cast<const __half*>(&bu);
+      __half* oh = reinterpret_cast<__half*>(&out);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) oh[e] = __float2half_rn((v[k][e] - mean) * rstd * __half2float(gh[e]) + __half2float(bh[e]));
+      y[row * cv + j] = out;
+    }
+  }
+}
+
+__device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }
+
+// y[r, c] = x[r, c] * gelu(x[r, F + c]), 8 halves per thread.
+__global__ void geglu8_k(const uint4* x, uint4* y, int64_t fv, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = i / fv, c = i % fv;
+    uint4 a = x[r * 2 * fv + c], gt = x[r * 2 * fv + fv + c], out;
+    const __half *ah = reinterpret_cast<const __half*>(&a), *gh = reinterpret_cast<const __half*>(&gt);
+    __half* oh = reinterpret_cast<__half*>(&out);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) oh[e] = __float2half_rn(__half2float(ah[e]) * gelu_erf(__half2float(gh[e])));
+    y[i] = out;
+  }
+}
 
 }  // namespace
 
@@ -262,6 +336,27 @@ void binary_same(bool mul, const __half* x, const __half* z, __half* y, int64_t 
 
 void add_pixel_broadcast(const __half* x, const __half* t, __half* y, int64_t N, int64_t HW, int64_t C, cudaStream_t s) {
   pixel_bcast_k<<<blocks(N * HW * C), kThreads, 0, s>>>(x, t, y, HW, C, N * HW * C);
+}
+
+bool layer_norm_fast(const __half* x, const __half* g, const __half* b, __half* y, int64_t rows, int64_t C, float eps, cudaStream_t s) {
+  if (C % 8 || C > 8 * 32 * 8 || !aligned16b(x) || !aligned16b(g) || !aligned16b(b) || !aligned16b(y)) return false;
+  const int cv = (int)(C / 8), per_block = kThreads / 32;
+  const unsigned grid = (unsigned)((rows + per_block - 1) / per_block);
+  if (rows > (int64_t)per_block * 0x7fffffff) return false;
+  auto X = reinterpret_cast<const uint4*>(x), G = reinterpret_cast<const uint4*>(g), B = reinterpret_cast<const uint4*>(b);
+  auto Y = reinterpret_cast<uint4*>(y);
+  if (cv <= 32) layer_norm_warp_k<1><<<grid, kThreads, 0, s>>>(X, G, B, Y, rows, cv, eps);
+  else if (cv <= 64) layer_norm_warp_k<2><<<grid, kThreads, 0, s>>>(X, G, B, Y, rows, cv, eps);
+  else if (cv <= 128) layer_norm_warp_k<4><<<grid, kThreads, 0, s>>>(X, G, B, Y, rows, cv, eps);
+  else layer_norm_warp_k<8><<<grid, kThreads, 0, s>>>(X, G, B, Y, rows, cv, eps);
+  return true;
+}
+
+bool geglu_fast(const __half* x, __half* y, int64_t rows, int64_t F, cudaStream_t s) {
+  if (F % 8 || !aligned16b(x) || !aligned16b(y)) return false;
+  const int64_t total = rows * F / 8;
+  geglu8_k<<<blocks(total), kThreads, 0, s>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(y), F / 8, total);
+  return true;
 }
 
 }  // namespace sdrt::cuda

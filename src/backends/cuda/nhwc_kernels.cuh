@@ -12,8 +12,8 @@ namespace sdrt::cuda {
 void nchw_f32_to_nhwc_f16(const float* x, __half* y, int64_t N, int64_t C, int64_t HW, cudaStream_t s);
 void nhwc_f16_to_nchw_f32(const __half* x, float* y, int64_t N, int64_t C, int64_t HW, cudaStream_t s);
 
-// Scratch floats group_norm_nhwc needs for its partial statistics.
-int64_t group_norm_nhwc_scratch(int64_t N, int64_t HW, int64_t G);
+// Scratch floats group_norm_nhwc needs for its partial statistics and per-channel scale/shift.
+int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G);
 // GroupNorm over [N, HW, C] with G groups of consecutive channels, optionally followed by SiLU. Statistics
 // in float: per-chunk mean and M2 merged with Chan's formula (deterministic, no atomics). Returns false
 // when the shape is outside what the kernel handles (C > 2048); the caller falls back.
@@ -38,5 +38,11 @@ void bias_residual_rows(__half* y, const __half* b, const __half* res, int64_t r
 void binary_same(bool mul, const __half* x, const __half* z, __half* y, int64_t n, cudaStream_t s);
 // y[n, p, c] = x[n, p, c] + t[n, c] (a per-image channel vector over NHWC pixels: the ResNet time embedding)
 void add_pixel_broadcast(const __half* x, const __half* t, __half* y, int64_t N, int64_t HW, int64_t C, cudaStream_t s);
+
+// LayerNorm over the last dimension, one warp per row held in registers (C % 8 == 0, C <= 2048, 16-byte
+// aligned); false when outside that range (the caller falls back).
+bool layer_norm_fast(const __half* x, const __half* g, const __half* b, __half* y, int64_t rows, int64_t C, float eps, cudaStream_t s);
+// GEGLU y[r, :F] = x[r, :F] * gelu(x[r, F:]) with 16-byte vectors (F % 8 == 0); false otherwise.
+bool geglu_fast(const __half* x, __half* y, int64_t rows, int64_t F, cudaStream_t s);
 
 }  // namespace sdrt::cuda
