@@ -1,11 +1,13 @@
-// Flash-style attention (see flash_attention.cuh). One block of 4 warps takes 64 query rows of one
-// (batch, head); each warp owns 16 rows, its Q fragments held in registers. Key/value tiles of 64 rows
-// are staged in shared memory, double-buffered: cp.async brings the next tile while this one is used; per
-// tile a warp computes S = Q K^T with mma.sync into registers, updates its rows' running max and sum
-// (the rows of an MMA fragment live in a quad of 4 lanes, so row reductions are two shuffles), turns
-// S into P in place (FP16, the A operand layout of the next MMA matches the accumulator layout) and
-// accumulates O += P V with V fragments from ldmatrix.trans. Head dims are padded with zeros to a
-// multiple of 16 (DP).
+// Flash-style attention (see flash_attention.cuh). One block takes 64 query rows of one (batch, head)
+// with 4 warps of 16 rows, or, for long sequences with small heads, 128 rows with 4 warps of 32 rows (two
+// MMA row tiles sharing every K/V fragment read from shared memory). Q fragments are held in registers.
+// Key/value tiles of 64 rows are staged in shared memory, double-buffered: cp.async brings the next tile
+// while this one is used; per tile a warp computes S = Q K^T with mma.sync into registers, updates its
+// rows' running max and sum (the rows of an MMA fragment live in a quad of 4 lanes, so row reductions are
+// two shuffles), turns S into P (FP16; the A operand layout of the next MMA matches the accumulator
+// layout) and accumulates O += P V with V fragments from ldmatrix.trans. Head dims are padded with zeros
+// to a multiple of 16 (DP) for Q K^T; P V computes only the 8-column tiles holding real columns (40 of 48
+// for SD 1.x's first level). The softmax scale is folded into the exponent (one FMA per score).
 #include <cfloat>
 
 #include "backends/cuda/flash_attention.cuh"
@@ -13,15 +15,18 @@
 namespace sdrt::cuda {
 namespace {
 
-constexpr int kRows = 64;   // query rows per block
-constexpr int kKeys = 64;   // key rows per tile
-constexpr int kWarps = 4;
+constexpr int kKeys = 64;  // key rows per tile
 
 __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldmatrix_x2_trans(const __half* p, uint32_t& r0, uint32_t& r1) {
+  const uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n" : "=r"(r0), "=r"(r1) : "r"(addr));
 }
 
 __device__ __forceinline__ void ldmatrix_x4_trans(const __half* p, uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3) {
@@ -53,20 +58,20 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-// Stages rows [r0, r0 + 64) x columns [0, DP) of a [L, ld] matrix (column offset already applied) into
+// Stages rows [r0, r0 + ROWS) x columns [0, DP) of a [L, ld] matrix (column offset already applied) into
 // shared memory with row stride LD; rows >= L and columns >= D read as zero. The vector path is
 // asynchronous (cp.async; the caller commits and waits), the scalar one synchronous.
-template <int DP, int LD>
+template <int ROWS, int DP, int LD>
 __device__ __forceinline__ void load_tile(__half* sm, const __half* g, int64_t r0, int64_t L, int64_t ld, int D, bool vec) {
   if (vec) {  // D % 8 == 0, ld % 8 == 0, 16-byte aligned: whole 8-element chunks
     constexpr int kChunks = DP / 8;
-    for (int idx = threadIdx.x; idx < kRows * kChunks; idx += blockDim.x) {
+    for (int idx = threadIdx.x; idx < ROWS * kChunks; idx += blockDim.x) {
       const int r = idx / kChunks, c = (idx % kChunks) * 8;
       const bool in = r0 + r < L && c < D;
       cp_async16(sm + r * LD + c, in ? g + (r0 + r) * ld + c : g, in ? 16 : 0);
     }
   } else {
-    for (int idx = threadIdx.x; idx < kRows * DP; idx += blockDim.x) {
+    for (int idx = threadIdx.x; idx < ROWS * DP; idx += blockDim.x) {
       const int r = idx / DP, c = idx % DP;
       sm[r * LD + c] = (r0 + r < L && c < D) ? g[(r0 + r) * ld + c] : __float2half(0.f);
     }
@@ -82,8 +87,13 @@ struct Params {
   bool causal, vec;
 };
 
-template <int DP>
-__global__ void __launch_bounds__(kWarps * 32) flash_k(Params p) {
+// ROWS query rows per block, MT 16-row MMA tiles per warp (ROWS / (16 MT) warps; with MT = 2 every K
+// and V fragment read from shared memory feeds two MMAs, halving shared-memory traffic per FLOP, which
+// bounds small head dims); DP: head dim padded to a multiple of 16 (Q K^T); NV: 8-column tiles of the
+// output that hold real columns (P V skips the all-padding ones).
+template <int ROWS, int MT, int DP, int NV>
+__global__ void __launch_bounds__(ROWS * 2 / MT) flash_k(Params p) {
+  constexpr int kRows = ROWS;
   constexpr int LD = DP + 8;  // padded row stride: conflict-free fragment loads and ldmatrix rows
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* Qs = reinterpret_cast<__half*>(smem_raw);
@@ -99,26 +109,32 @@ __global__ void __launch_bounds__(kWarps * 32) flash_k(Params p) {
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int64_t kend = p.causal ? min(p.Lk, q0 + kRows) : p.Lk;
-  load_tile<DP, LD>(Qs, qg, q0, p.Lq, p.ldq, p.D, p.vec);
-  load_tile<DP, LD>(Ks, kg, 0, p.Lk, p.ldk, p.D, p.vec);
-  load_tile<DP, LD>(Vs, vg, 0, p.Lk, p.ldv, p.D, p.vec);
+  load_tile<kRows, DP, LD>(Qs, qg, q0, p.Lq, p.ldq, p.D, p.vec);
+  load_tile<kKeys, DP, LD>(Ks, kg, 0, p.Lk, p.ldk, p.D, p.vec);
+  load_tile<kKeys, DP, LD>(Vs, vg, 0, p.Lk, p.ldv, p.D, p.vec);
   cp_async_commit();
 
-  float o[DP / 8][4];
+  float o[MT][NV][4];
+  float m[MT][2], l[MT][2];
+  int64_t rows[MT][2];
+  uint32_t qa[MT][DP / 16][4];  // this warp's Q fragments, loaded once
 #pragma unroll
-  for (int i = 0; i < DP / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  const int64_t row0 = q0 + warp * 16 + g, row1 = row0 + 8;
-  const __half* qw = Qs + (warp * 16) * LD;
-  uint32_t qa[DP / 16][4];  // this warp's Q fragments, loaded once
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < NV; ++i) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+    m[mt][0] = m[mt][1] = -INFINITY;
+    l[mt][0] = l[mt][1] = 0.f;
+    rows[mt][0] = q0 + (warp * MT + mt) * 16 + g;
+    rows[mt][1] = rows[mt][0] + 8;
+  }
 
   for (int64_t j0 = 0, it = 0; j0 < kend; j0 += kKeys, ++it) {
     __half* Kb = Ks + (it & 1) * (2 * kKeys * LD);
     __half* Vb = Kb + kKeys * LD;
     if (j0 + kKeys < kend) {  // the next tile into the other buffer, while this one is used
       __half* Kn = Ks + ((it + 1) & 1) * (2 * kKeys * LD);
-      load_tile<DP, LD>(Kn, kg, j0 + kKeys, p.Lk, p.ldk, p.D, p.vec);
-      load_tile<DP, LD>(Kn + kKeys * LD, vg, j0 + kKeys, p.Lk, p.ldv, p.D, p.vec);
+      load_tile<kKeys, DP, LD>(Kn, kg, j0 + kKeys, p.Lk, p.ldk, p.D, p.vec);
+      load_tile<kKeys, DP, LD>(Kn + kKeys * LD, vg, j0 + kKeys, p.Lk, p.ldv, p.D, p.vec);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
@@ -127,115 +143,142 @@ __global__ void __launch_bounds__(kWarps * 32) flash_k(Params p) {
     __syncthreads();
     if (it == 0) {
 #pragma unroll
-      for (int kt = 0; kt < DP / 16; ++kt) {
-        qa[kt][0] = lds32(qw + g * LD + kt * 16 + t * 2);
-        qa[kt][1] = lds32(qw + (g + 8) * LD + kt * 16 + t * 2);
-        qa[kt][2] = lds32(qw + g * LD + kt * 16 + t * 2 + 8);
-        qa[kt][3] = lds32(qw + (g + 8) * LD + kt * 16 + t * 2 + 8);
+      for (int mt = 0; mt < MT; ++mt) {
+        const __half* qw = Qs + ((warp * MT + mt) * 16) * LD;
+#pragma unroll
+        for (int kt = 0; kt < DP / 16; ++kt) {
+          qa[mt][kt][0] = lds32(qw + g * LD + kt * 16 + t * 2);
+          qa[mt][kt][1] = lds32(qw + (g + 8) * LD + kt * 16 + t * 2);
+          qa[mt][kt][2] = lds32(qw + g * LD + kt * 16 + t * 2 + 8);
+          qa[mt][kt][3] = lds32(qw + (g + 8) * LD + kt * 16 + t * 2 + 8);
+        }
       }
     }
 
-    float s[kKeys / 8][4];
+    float s[MT][kKeys / 8][4];
 #pragma unroll
-    for (int n = 0; n < kKeys / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int n = 0; n < kKeys / 8; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
 #pragma unroll
     for (int kt = 0; kt < DP / 16; ++kt) {
 #pragma unroll
       for (int n = 0; n < kKeys / 8; ++n) {
         const __half* kr = Kb + (n * 8 + g) * LD + kt * 16 + t * 2;
-        mma16816(s[n], qa[kt], lds32(kr), lds32(kr + 8));
+        const uint32_t b0 = lds32(kr), b1 = lds32(kr + 8);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) mma16816(s[mt][n], qa[mt][kt], b0, b1);
       }
     }
 
-    // scale into the log2 domain, mask, and the rows' maxima over this tile
-    float mx0 = -INFINITY, mx1 = -INFINITY;
     const bool full = !p.causal && j0 + kKeys <= p.Lk;  // no key of this tile is masked
+    uint32_t ph[MT][kKeys / 8][2];                       // P in half pairs: the A fragments of P V
 #pragma unroll
-    for (int n = 0; n < kKeys / 8; ++n)
+    for (int mt = 0; mt < MT; ++mt) {
+      // mask, and the rows' maxima over this tile (raw scores; the scale is folded into the exponent)
+      float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float val = s[n][e] * p.scale_log2;
-        if (!full) {
-          const int64_t key = j0 + n * 8 + t * 2 + (e & 1), row = e < 2 ? row0 : row1;
-          if (key >= p.Lk || (p.causal && key > row)) val = -INFINITY;
+      for (int n = 0; n < kKeys / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float val = s[mt][n][e];
+          if (!full) {
+            const int64_t key = j0 + n * 8 + t * 2 + (e & 1), row = rows[mt][e >> 1];
+            if (key >= p.Lk || (p.causal && key > row)) val = -INFINITY;
+            s[mt][n][e] = val;
+          }
+          if (e < 2) mx0 = fmaxf(mx0, val);
+          else mx1 = fmaxf(mx1, val);
         }
-        s[n][e] = val;
-        if (e < 2) mx0 = fmaxf(mx0, val);
-        else mx1 = fmaxf(mx1, val);
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
+      const float n0 = fmaxf(m[mt][0], mx0 * p.scale_log2), n1 = fmaxf(m[mt][1], mx1 * p.scale_log2);  // log2 domain (scale > 0)
+      const float base0 = n0 == -INFINITY ? 0.f : n0, base1 = n1 == -INFINITY ? 0.f : n1;      // rows masked so far
+      const float al0 = fast_exp2(m[mt][0] - base0), al1 = fast_exp2(m[mt][1] - base1);
+      m[mt][0] = n0;
+      m[mt][1] = n1;
+      l[mt][0] *= al0;
+      l[mt][1] *= al1;
+#pragma unroll
+      for (int i = 0; i < NV; ++i) {
+        o[mt][i][0] *= al0;
+        o[mt][i][1] *= al0;
+        o[mt][i][2] *= al1;
+        o[mt][i][3] *= al1;
       }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
-    const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-    const float base0 = n0 == -INFINITY ? 0.f : n0, base1 = n1 == -INFINITY ? 0.f : n1;  // rows masked so far
-    const float al0 = fast_exp2(m0 - base0), al1 = fast_exp2(m1 - base1);
-    m0 = n0;
-    m1 = n1;
-    l0 *= al0;
-    l1 *= al1;
 #pragma unroll
-    for (int i = 0; i < DP / 8; ++i) {
-      o[i][0] *= al0;
-      o[i][1] *= al0;
-      o[i][2] *= al1;
-      o[i][3] *= al1;
-    }
-#pragma unroll
-    for (int n = 0; n < kKeys / 8; ++n) {
-      s[n][0] = fast_exp2(s[n][0] - base0);
-      s[n][1] = fast_exp2(s[n][1] - base0);
-      s[n][2] = fast_exp2(s[n][2] - base1);
-      s[n][3] = fast_exp2(s[n][3] - base1);
-      l0 += s[n][0] + s[n][1];
-      l1 += s[n][2] + s[n][3];
+      for (int n = 0; n < kKeys / 8; ++n) {
+        const float e0 = fast_exp2(fmaf(s[mt][n][0], p.scale_log2, -base0)), e1 = fast_exp2(fmaf(s[mt][n][1], p.scale_log2, -base0));
+        const float e2 = fast_exp2(fmaf(s[mt][n][2], p.scale_log2, -base1)), e3 = fast_exp2(fmaf(s[mt][n][3], p.scale_log2, -base1));
+        l[mt][0] += e0 + e1;
+        l[mt][1] += e2 + e3;
+        ph[mt][n][0] = pack_half2(e0, e1);
+        ph[mt][n][1] = pack_half2(e2, e3);
+      }
     }
 
     // O += P V over 16-key slices: P's accumulator fragments are the A fragments of the next MMA
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
-      uint32_t a[4];
-      a[0] = pack_half2(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = pack_half2(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = pack_half2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = pack_half2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
       const __half* vr = Vb + (kk * 16 + (lane & 15)) * LD + (lane >> 4) * 8;
 #pragma unroll
-      for (int dt = 0; dt < DP / 8; dt += 2) {
-        uint32_t b0, b1, b2, b3;
-        ldmatrix_x4_trans(vr + dt * 8, b0, b1, b2, b3);
-        mma16816(o[dt], a, b0, b1);
-        mma16816(o[dt + 1], a, b2, b3);
+      for (int dt = 0; dt < NV; dt += 2) {
+        uint32_t b0, b1, b2 = 0, b3 = 0;
+        if (dt + 1 < NV) ldmatrix_x4_trans(vr + dt * 8, b0, b1, b2, b3);
+        else ldmatrix_x2_trans(vr + dt * 8, b0, b1);  // an odd last tile
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          const uint32_t a[4] = {ph[mt][2 * kk][0], ph[mt][2 * kk][1], ph[mt][2 * kk + 1][0], ph[mt][2 * kk + 1][1]};
+          mma16816(o[mt][dt], a, b0, b1);
+          if (dt + 1 < NV) mma16816(o[mt][dt + 1], a, b2, b3);
+        }
       }
     }
     __syncthreads();  // this buffer is refilled two tiles on
   }
 
-  l0 += __shfl_xor_sync(0xffffffff, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffff, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffff, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffff, l1, 2);
-  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
 #pragma unroll
-  for (int dt = 0; dt < DP / 8; ++dt) {
-    const int c = dt * 8 + t * 2;
+  for (int mt = 0; mt < MT; ++mt) {
+    float l0 = l[mt][0], l1 = l[mt][1];
+    l0 += __shfl_xor_sync(0xffffffff, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffff, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffff, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffff, l1, 2);
+    const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    const int64_t row0 = rows[mt][0], row1 = rows[mt][1];
 #pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      if (c + e >= p.D) continue;
-      if (row0 < p.Lq) og[row0 * p.ldo + c + e] = __float2half_rn(o[dt][e] * inv0);
-      if (row1 < p.Lq) og[row1 * p.ldo + c + e] = __float2half_rn(o[dt][2 + e] * inv1);
+    for (int dt = 0; dt < NV; ++dt) {
+      const int c = dt * 8 + t * 2;
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        if (c + e >= p.D) continue;
+        if (row0 < p.Lq) og[row0 * p.ldo + c + e] = __float2half_rn(o[mt][dt][e] * inv0);
+        if (row1 < p.Lq) og[row1 * p.ldo + c + e] = __float2half_rn(o[mt][dt][2 + e] * inv1);
+      }
     }
   }
 }
 
-template <int DP>
+template <int ROWS, int MT, int DP, int NV>
 cudaError_t launch(const Params& p, int64_t B, cudaStream_t s) {
-  constexpr size_t smem = (size_t)(kRows + 4 * kKeys) * (DP + 8) * sizeof(__half);  // Q, 2 x (K, V)
-  static const cudaError_t attr = cudaFuncSetAttribute(flash_k<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  constexpr size_t smem = (size_t)(ROWS + 4 * kKeys) * (DP + 8) * sizeof(__half);  // Q, 2 x (K, V)
+  static const cudaError_t attr = cudaFuncSetAttribute(flash_k<ROWS, MT, DP, NV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (attr != cudaSuccess) return attr;
-  const dim3 grid((unsigned)((p.Lq + kRows - 1) / kRows), (unsigned)(B * p.H));
-  flash_k<DP><<<grid, kWarps * 32, smem, s>>>(p);
+  const dim3 grid((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H));
+  flash_k<ROWS, MT, DP, NV><<<grid, ROWS * 2 / MT, smem, s>>>(p);
   return cudaGetLastError();
+}
+
+// Long self-attention with small heads: 128 rows per block, 32 per warp (shared-memory traffic per FLOP
+// halved; SD's d 40 is bound by it). The rest: 64 rows per block, 16 per warp (registers of big heads,
+// more blocks for short sequences).
+template <int DP, int NV>
+cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s) {
+  if constexpr (DP <= 64)
+    if (p.Lq >= 1024 && p.Lk >= 256) return launch<128, 2, DP, NV>(p, B, s);
+  return launch<64, 1, DP, NV>(p, B, s);
 }
 
 }  // namespace
@@ -248,13 +291,25 @@ cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, _
   auto aligned = [](const void* ptr) { return ((uintptr_t)ptr & 15) == 0; };
   Params p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, (int)D, scale * 1.4426950408889634f, causal,
            D % 8 == 0 && ldq % 8 == 0 && ldk % 8 == 0 && ldv % 8 == 0 && aligned(q) && aligned(k) && aligned(v)};
-  if (D <= 16) return launch<16>(p, B, s);
-  if (D <= 32) return launch<32>(p, B, s);
-  if (D <= 48) return launch<48>(p, B, s);
-  if (D <= 64) return launch<64>(p, B, s);
-  if (D <= 80) return launch<80>(p, B, s);
-  if (D <= 128) return launch<128>(p, B, s);
-  return launch<160>(p, B, s);
+  switch ((D + 7) / 8) {  // 8-column tiles of real head columns
+    case 1: return launch_rows<16, 1>(p, B, s);
+    case 2: return launch_rows<16, 2>(p, B, s);
+    case 3: return launch_rows<32, 3>(p, B, s);
+    case 4: return launch_rows<32, 4>(p, B, s);
+    case 5: return launch_rows<48, 5>(p, B, s);
+    case 6: return launch_rows<48, 6>(p, B, s);
+    case 7:
+    case 8: return launch_rows<64, 8>(p, B, s);
+    case 9:
+    case 10: return launch_rows<80, 10>(p, B, s);
+    case 11:
+    case 12:
+    case 13:
+    case 14:
+    case 15:
+    case 16: return launch_rows<128, 16>(p, B, s);
+    default: return launch_rows<160, 20>(p, B, s);
+  }
 }
 
 }  // namespace sdrt::cuda
