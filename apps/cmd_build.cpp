@@ -2,6 +2,7 @@
 // pipeline runs for the requested batch sizes and image sizes, after the build passes, with every
 // convolution's algorithm timed on the GPU, and their weights in the engine's precision. A timing
 // cache file (--timing-cache) keeps the timings so that rebuilds skip them.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -122,7 +123,9 @@ int cmd_build(const BuildArgs& a) {
       for (int b : a.batches) {
         const int64_t h = H / 8, w = W / 8;
         todo.push_back({unet_key(2 * b, h, w, 77), [&m, b, h, w] { return build_unet(m, 2 * b, h, w, 77); }});  // both CFG halves
-        todo.push_back({vae_decoder_key(b, h, w), [&m, b, h, w] { return build_vae_decoder(m, b, h, w); }});
+        const int64_t s = vae_slice(b);  // what the pipeline decodes per call
+        if (std::none_of(todo.begin(), todo.end(), [&](const auto& t) { return t.first == vae_decoder_key(s, h, w); }))
+          todo.push_back({vae_decoder_key(s, h, w), [&m, s, h, w] { return build_vae_decoder(m, s, h, w); }});
       }
 
   std::printf("building a %s plan of %s for %s (sm_%d%d; %s)\n", a.precision.c_str(), a.model.c_str(), here.device.c_str(), here.cc_major,

@@ -87,3 +87,41 @@ TEST(Img2Img, MatchesDiffusersLatents) {
   }
   FAIL() << "no img2img case";
 }
+
+TEST(Pipeline, VaeSliceDividesTheBatch) {
+  EXPECT_EQ(vae_slice(1), 1);
+  EXPECT_EQ(vae_slice(8), 8);
+  EXPECT_EQ(vae_slice(16), 8);
+  EXPECT_EQ(vae_slice(50), 5);
+  EXPECT_EQ(vae_slice(12), 6);
+  EXPECT_EQ(vae_slice(9), 3);
+  EXPECT_EQ(vae_slice(11), 1);
+}
+
+// A batch of 9 is decoded in 3 slices of 3: every image must be the one a batch of 1 gives for its seed.
+TEST(Pipeline, BatchDecodedInSlicesMatchesSingleImages) {
+  SDRT_REQUIRE_CONFORMANCE();
+  auto pipe = tiny_pipeline();
+  GenerateRequest r;
+  r.prompt = "a red cube";
+  r.steps = 2;
+  r.width = r.height = 64;
+  r.seed = 100;
+  r.sampler = "euler";
+  r.batch_size = 9;
+  auto all = pipe->generate(r);
+  ASSERT_TRUE(all.is_ok()) << all.status().message();
+  ASSERT_EQ(all->images.size(), 9u);
+  for (int i : {0, 4, 8}) {
+    GenerateRequest one = r;
+    one.batch_size = 1;
+    one.seed = all->seeds[i];
+    auto single = pipe->generate(one);
+    ASSERT_TRUE(single.is_ok()) << single.status().message();
+    EXPECT_LT(rel_err(all->latents[i], single->latents[0]), 1e-5) << "image " << i;
+    int worst = 0;
+    for (size_t k = 0; k < single->images[0].rgb.size(); ++k)
+      worst = std::max(worst, std::abs((int)all->images[i].rgb[k] - (int)single->images[0].rgb[k]));
+    EXPECT_LE(worst, 1) << "image " << i;
+  }
+}

@@ -54,6 +54,11 @@ std::string text_encoder_key(int clip_skip) { return "clip/" + std::to_string(cl
 std::string unet_key(int64_t B, int64_t h, int64_t w, int64_t L) {
   return "unet/" + std::to_string(B) + "x" + std::to_string(h) + "x" + std::to_string(w) + "/" + std::to_string(L);
 }
+int64_t vae_slice(int64_t batch) {
+  for (int64_t s = std::min<int64_t>(batch, 8); s > 1; --s)
+    if (batch % s == 0) return s;
+  return 1;
+}
 std::string vae_decoder_key(int64_t B, int64_t h, int64_t w) { return "vae_dec/" + std::to_string(B) + "x" + std::to_string(h) + "x" + std::to_string(w); }
 std::string vae_encoder_key(int64_t H, int64_t W) { return "vae_enc/" + std::to_string(W) + "x" + std::to_string(H); }
 
@@ -434,17 +439,22 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
       ++done;
       if (progress && !progress(done, total)) return Status(Code::OutOfRange, "interrupted");
     }
-    // VAE decode of the whole batch: latents / scaling_factor -> [-1, 1] -> 8-bit
+    // VAE decode in slices of the batch: latents / scaling_factor -> [-1, 1] -> 8-bit
     auto tv = clk::now();
-    Tensor z = Tensor::empty(DType::F32, {B, C4, h, w});
-    for (int64_t k = 0; k < B * per; ++k) z.f32()[k] = x.f32()[k] / model_.vae.scaling_factor;
-    SDRT_ASSIGN_OR_RETURN(Executable * dec, executable(vae_decoder_key(B, h, w), [&] { return build_vae_decoder(model_, B, h, w); }));
-    SDRT_ASSIGN_OR_RETURN(auto img, dec->run({{"latent", z}}));
-    res.times.vae_s += since(tv);
+    const int64_t S = vae_slice(B);
+    SDRT_ASSIGN_OR_RETURN(Executable * dec, executable(vae_decoder_key(S, h, w), [&] { return build_vae_decoder(model_, S, h, w); }));
     const int64_t HW = (int64_t)r.width * r.height;
+    std::vector<Tensor> decoded;
+    for (int64_t s0 = 0; s0 < B; s0 += S) {
+      Tensor z = Tensor::empty(DType::F32, {S, C4, h, w});
+      for (int64_t k = 0; k < S * per; ++k) z.f32()[k] = x.f32()[s0 * per + k] / model_.vae.scaling_factor;
+      SDRT_ASSIGN_OR_RETURN(auto img, dec->run({{"latent", z}}));
+      decoded.push_back(std::move(img[0]));
+    }
+    res.times.vae_s += since(tv);
     for (int i = 0; i < B; ++i) {
       Image im{r.width, r.height, std::vector<uint8_t>(HW * 3)};
-      const float* p = img[0].f32() + (int64_t)i * 3 * HW;
+      const float* p = decoded[i / S].f32() + (int64_t)(i % S) * 3 * HW;
       for (int c = 0; c < 3; ++c)
         for (int64_t q = 0; q < HW; ++q) {
           const float v = std::clamp(p[c * HW + q] / 2.f + 0.5f, 0.f, 1.f);

@@ -108,6 +108,10 @@ class Pipeline {
 std::string text_encoder_key(int clip_skip);
 std::string unet_key(int64_t batch, int64_t h, int64_t w, int64_t ctx_len);  // latent sizes
 std::string vae_decoder_key(int64_t batch, int64_t h, int64_t w);
+// Images per VAE decode call for a batch: the largest divisor of it up to 8 (the decoder's activations
+// grow with the batch — 50 images at 512x512 exceed cuDNN's 2^31-element tensors — while its speed per
+// image does not; one engine shape serves every slice).
+int64_t vae_slice(int64_t batch);
 std::string vae_encoder_key(int64_t H, int64_t W);                           // image sizes
 
 // Validation limits, shared with the server.
