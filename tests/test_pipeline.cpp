@@ -125,3 +125,37 @@ TEST(Pipeline, BatchDecodedInSlicesMatchesSingleImages) {
     EXPECT_LE(worst, 1) << "image " << i;
   }
 }
+
+// How the server batches requests: per-image prompts, negative prompts and seeds in one batch give each
+// image what its own request would.
+TEST(Pipeline, PerImagePromptsAndSeedsMatchSeparateRequests) {
+  SDRT_REQUIRE_CONFORMANCE();
+  auto pipe = tiny_pipeline();
+  GenerateRequest r;
+  r.steps = 2;
+  r.width = r.height = 64;
+  r.sampler = "euler_a";
+  r.batch_size = 3;
+  r.prompts = {"a red cube", "a blue ball on (grass:1.2)", "a red cube"};
+  r.negative_prompts = {"", "blurry", "ugly"};
+  r.seeds = {7, 100, 7};
+  auto all = pipe->generate(r);
+  ASSERT_TRUE(all.is_ok()) << all.status().message();
+  EXPECT_EQ(all->seeds, (std::vector<int64_t>{7, 100, 7}));
+  EXPECT_GT(rel_err(all->latents[0], all->latents[2]), 1e-3);  // same prompt and seed, other negative prompt
+  for (int i = 0; i < 3; ++i) {
+    GenerateRequest one;
+    one.steps = 2;
+    one.width = one.height = 64;
+    one.sampler = "euler_a";
+    one.prompt = r.prompts[i];
+    one.negative_prompt = r.negative_prompts[i];
+    one.seed = r.seeds[i];
+    auto single = pipe->generate(one);
+    ASSERT_TRUE(single.is_ok()) << single.status().message();
+    EXPECT_LT(rel_err(all->latents[i], single->latents[0]), 1e-5) << "image " << i;
+    EXPECT_EQ(all->infotexts[i], single->infotexts[0]);
+  }
+  r.seeds = {1, 2};
+  EXPECT_FALSE(pipe->generate(r).is_ok());
+}

@@ -92,6 +92,14 @@ Status Pipeline::validate(const GenerateRequest& r) const {
     return invalid_argument("prompt is longer than " + std::to_string(kMaxPromptBytes) + " bytes");
   if (r.clip_skip < 1 || r.clip_skip > model_.clip.layers) return invalid_argument("clip skip must be between 1 and " + std::to_string(model_.clip.layers));
   if (r.seed < -1) return invalid_argument("seed must be -1 (random) or a non-negative integer");
+  for (auto [what, n] : {std::pair{"prompts", r.prompts.size()}, std::pair{"negative prompts", r.negative_prompts.size()}, std::pair{"seeds", r.seeds.size()}})
+    if (n && (n != (size_t)r.batch_size || r.batch_count != 1))
+      return invalid_argument(std::string("per-image ") + what + " need one entry per image of a single batch");
+  for (const auto* v : {&r.prompts, &r.negative_prompts})
+    for (const auto& p : *v)
+      if (p.size() > kMaxPromptBytes) return invalid_argument("prompt is longer than " + std::to_string(kMaxPromptBytes) + " bytes");
+  for (int64_t sd : r.seeds)
+    if (sd < 0) return invalid_argument("per-image seeds must be non-negative");
   if (r.rng != "cpu" && r.rng != "cuda" && r.rng != "gpu") return invalid_argument("rng must be cpu or cuda, got '" + r.rng + "'");
   if (r.init_tensor && (r.init_tensor->shape() != Shape{1, 3, r.height, r.width} || r.init_tensor->dtype() != DType::F32))
     return invalid_argument("init image tensor must be F32 [1, 3, height, width]");
@@ -169,6 +177,8 @@ Result<std::unique_ptr<Executable>> Pipeline::cached_or_built(const std::string&
   else std::fprintf(stderr, "sdrt: built the %s engine in %.1f s; cached as %s\n", key.c_str(), since(t0), path.c_str());
   return exe;
 }
+
+size_t Pipeline::prompt_chunks(const std::string& prompt) const { return tokenize_prompt(tok_, prompt).ids.size(); }
 
 Result<Tensor> Pipeline::encode_prompt(const std::string& prompt, int clip_skip) {
   PromptChunks chunks = tokenize_prompt(tok_, prompt);
@@ -326,14 +336,33 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
   const bool cfg = r.cfg_scale > 1.0;  // diffusers skips the unconditional pass at guidance <= 1
 
   auto t0 = clk::now();
-  SDRT_ASSIGN_OR_RETURN(Tensor cond, encode_prompt(r.prompt, r.clip_skip));
-  Tensor uncond;
+  const int B = r.batch_size;
+  // Conditioning per image (one encoding per distinct prompt): [B, L, C] each, all images the same L.
+  std::map<std::string, Tensor> encoded;
+  auto stack = [&](const std::vector<std::string>& per, const std::string& one, const char* what) -> Result<Tensor> {
+    std::vector<const Tensor*> e(B);
+    for (int i = 0; i < B; ++i) {
+      const std::string& p = per.empty() ? one : per[i];
+      auto it = encoded.find(p);
+      if (it == encoded.end()) {
+        SDRT_ASSIGN_OR_RETURN(Tensor t, encode_prompt(p, r.clip_skip));
+        it = encoded.emplace(p, std::move(t)).first;
+      }
+      e[i] = &it->second;
+      if (e[i]->dim(1) != e[0]->dim(1))
+        return invalid_argument(std::string(what) + "s of one batch must have the same number of 75-token chunks");
+    }
+    Tensor t = Tensor::empty(DType::F32, {B, e[0]->dim(1), e[0]->dim(2)});
+    for (int i = 0; i < B; ++i) std::memcpy(t.f32() + i * e[0]->numel(), e[i]->f32(), e[0]->numel() * 4);
+    return t;
+  };
+  SDRT_ASSIGN_OR_RETURN(Tensor ctx_c, stack(r.prompts, r.prompt, "prompt"));
+  Tensor ctx_u;
   if (cfg) {
-    SDRT_ASSIGN_OR_RETURN(uncond, encode_prompt(r.negative_prompt, r.clip_skip));
+    SDRT_ASSIGN_OR_RETURN(ctx_u, stack(r.negative_prompts, r.negative_prompt, "negative prompt"));
   }
   res.times.text_s = since(t0);
 
-  const int B = r.batch_size;
   const int evals_per_batch = (int)make_scheduler(kind, sched_, r.steps)->timesteps().size();
   if (r.init_image && !r.init_tensor) {  // 8-bit RGB -> [-1, 1] at the requested size
     Image img = resize(*r.init_image, r.width, r.height);
@@ -352,19 +381,12 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
   int done = 0;
 
   // The conditioning batch: [uncond x B, cond x B] when both have the same length, as diffusers does.
-  auto repeat = [](const Tensor& c, int n) {
-    Tensor t = Tensor::empty(DType::F32, {n, c.dim(1), c.dim(2)});
-    for (int i = 0; i < n; ++i) std::memcpy(t.f32() + i * c.numel(), c.f32(), c.numel() * 4);
-    return t;
-  };
-  const bool joint = cfg && uncond.dim(1) == cond.dim(1);
-  Tensor ctx_joint, ctx_c = repeat(cond, B), ctx_u;
+  const bool joint = cfg && ctx_u.dim(1) == ctx_c.dim(1);
+  Tensor ctx_joint;
   if (joint) {
-    ctx_joint = Tensor::empty(DType::F32, {2 * B, cond.dim(1), cond.dim(2)});
-    std::memcpy(ctx_joint.f32(), repeat(uncond, B).f32(), B * cond.numel() * 4);
-    std::memcpy(ctx_joint.f32() + B * cond.numel(), ctx_c.f32(), B * cond.numel() * 4);
-  } else if (cfg) {
-    ctx_u = repeat(uncond, B);
+    ctx_joint = Tensor::empty(DType::F32, {2 * B, ctx_c.dim(1), ctx_c.dim(2)});
+    std::memcpy(ctx_joint.f32(), ctx_u.f32(), ctx_u.numel() * 4);
+    std::memcpy(ctx_joint.f32() + ctx_u.numel(), ctx_c.f32(), ctx_c.numel() * 4);
   }
 
   for (int bc = 0; bc < r.batch_count; ++bc) {
@@ -372,7 +394,7 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
     std::vector<std::unique_ptr<Generator>> gens;
     Tensor x = Tensor::empty(DType::F32, {B, C4, h, w});
     for (int i = 0; i < B; ++i) {
-      const int64_t seed = r.seed + (int64_t)bc * B + i;
+      const int64_t seed = r.seeds.empty() ? r.seed + (int64_t)bc * B + i : r.seeds[i];
       res.seeds.push_back(seed);
       gens.push_back(make_generator(r.rng == "gpu" ? "cuda" : r.rng, (uint64_t)seed));
       float* xi = x.f32() + i * per;
@@ -464,7 +486,14 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
       Tensor lat = Tensor::empty(DType::F32, {1, C4, h, w});
       std::memcpy(lat.f32(), x.f32() + i * per, per * 4);
       res.latents.push_back(lat);
-      res.infotexts.push_back(infotext(r, res.seeds[bc * B + i]));
+      if (r.prompts.empty() && r.negative_prompts.empty()) {
+        res.infotexts.push_back(infotext(r, res.seeds[bc * B + i]));
+      } else {
+        GenerateRequest ri = r;
+        if (!r.prompts.empty()) ri.prompt = r.prompts[i];
+        if (!r.negative_prompts.empty()) ri.negative_prompt = r.negative_prompts[i];
+        res.infotexts.push_back(infotext(ri, res.seeds[bc * B + i]));
+      }
     }
   }
   res.times.unet_flops = unet_flops_;

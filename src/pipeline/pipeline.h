@@ -34,6 +34,10 @@ struct GenerateRequest {
   std::optional<Image> init_image;  // img2img when set (resized to width x height if needed)
   std::optional<Tensor> init_tensor;  // img2img from a float image [1,3,H,W] in [-1,1] (exact inputs)
   double strength = 0.75;
+  // Per image of one batch (batch_size entries each, batch_count 1), how a server runs compatible
+  // requests as one batch; empty: prompt / negative_prompt / seed + i for every image.
+  std::vector<std::string> prompts, negative_prompts;
+  std::vector<int64_t> seeds;
 };
 
 struct StageTimes {
@@ -76,6 +80,8 @@ class Pipeline {
   Status validate(const GenerateRequest& r) const;
   Result<GenerateResult> generate(GenerateRequest r, const ProgressFn& progress = {});
 
+  // 75-token chunks a prompt encodes to (requests batch together only with equal counts).
+  size_t prompt_chunks(const std::string& prompt) const;
   // [1, 77*chunks, C] conditioning of one prompt (WebUI weighting, clip skip).
   Result<Tensor> encode_prompt(const std::string& prompt, int clip_skip);
   const Model& model() const { return model_; }
