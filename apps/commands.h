@@ -29,7 +29,14 @@ struct BuildArgs {
   std::vector<int> batches{1}, heights{512}, widths{512}, clip_skips{1};
 };
 
+struct ServeArgs {
+  std::string model, host = "127.0.0.1", api_auth, backend = "auto", precision = "auto", plan, tokenizer_dir, output_dir;
+  int port = 7860, max_queue = 32, max_batch = 8;
+  bool engine_cache = true;
+};
+
 int cmd_info(const std::string& model);
+int cmd_serve(const ServeArgs& a);
 int cmd_build(const BuildArgs& a);
 int cmd_info_plan(const std::string& path);
 int cmd_bench(const BenchArgs& a);

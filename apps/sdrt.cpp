@@ -50,6 +50,22 @@ int main(int argc, char** argv) {
   bool gen_no_cache = false;
   gen->add_flag("--no-engine-cache", gen_no_cache, "do not read or write the engine cache ($SDRT_HOME/engines)");
 
+  sdrt::app::ServeArgs sv;
+  auto* serve = app.add_subcommand("serve", "HTTP server with the AUTOMATIC1111 WebUI API (/sdapi/v1/...), a job queue and a web page");
+  serve->add_option("-m,--model", sv.model, "model (as generate) [default: SD 1.5 from the hub, or the plan's]");
+  serve->add_option("--host", sv.host, "address to listen on (loopback unless told otherwise)")->capture_default_str();
+  serve->add_option("--port", sv.port, "port")->capture_default_str();
+  serve->add_option("--api-auth", sv.api_auth, "user:password for HTTP basic auth on every endpoint but /health");
+  serve->add_option("--max-queue", sv.max_queue, "jobs that may wait; more get 429")->capture_default_str();
+  serve->add_option("--max-batch", sv.max_batch, "images of compatible requests run as one batch")->capture_default_str();
+  serve->add_option("--backend", sv.backend, "auto, cpu or cuda")->capture_default_str();
+  serve->add_option("--precision", sv.precision, "auto, fp32 or fp16")->capture_default_str();
+  serve->add_option("--plan", sv.plan, "engines from `sdrt build`");
+  serve->add_option("--tokenizer", sv.tokenizer_dir, "folder with the CLIP vocab.json and merges.txt");
+  serve->add_option("--output-dir", sv.output_dir, "where requests with save_images write their PNGs (names chosen by the server)");
+  bool serve_no_cache = false;
+  serve->add_flag("--no-engine-cache", serve_no_cache, "do not read or write the engine cache");
+
   sdrt::app::BenchArgs ba;
   bool quick = false;
   auto* bench = app.add_subcommand("bench", "Benchmark the pipeline (lambda-diffusers methodology): latency per stage, throughput, memory");
@@ -82,6 +98,10 @@ int main(int argc, char** argv) {
     return sdrt::app::cmd_info(model);
   }
   if (*build) return sdrt::app::cmd_build(bd);
+  if (*serve) {
+    sv.engine_cache = !serve_no_cache;
+    return sdrt::app::cmd_serve(sv);
+  }
   if (*gen) {
     g.engine_cache = !gen_no_cache;
     return sdrt::app::cmd_generate(g);

@@ -12,6 +12,8 @@ PKGS=(
   libpng-dev               # PNG output with the parameters text chunk, init images
   libcurl4-openssl-dev     # model downloads from the hub
   clang libclang-rt-14-dev # libFuzzer target for the safetensors parser
+  libcpp-httplib-dev       # sdrt serve (WebUI-compatible HTTP API)
+  chromium                 # headless browser test of the web page
 )
 missing=()
 for p in "${PKGS[@]}"; do
