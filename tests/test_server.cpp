@@ -413,11 +413,17 @@ TEST(Server, InterruptStopsTheRunningJob) {
   json res;
   std::thread t([&] { res = post(c, "/sdapi/v1/txt2img", {{"prompt", "long"}, {"steps", 1000}, {"width", 128}, {"height", 128}}, &st); });
   auto c2 = s.client();
-  for (int i = 0; i < 100; ++i) {
-    json prog = json::parse(c2.Get("/sdapi/v1/progress")->body);
-    if (prog["state"]["sampling_step"].get<int>() > 0) break;
+  json prog;
+  for (int i = 0; i < 200; ++i) {  // running, with a live preview (every 5 steps)
+    prog = json::parse(c2.Get("/sdapi/v1/progress")->body);
+    if (prog["state"]["sampling_step"].get<int>() > 5 && prog["current_image"].is_string()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  ASSERT_TRUE(prog["current_image"].is_string()) << prog.dump();
+  Image preview = decode_b64_png(prog["current_image"]);
+  EXPECT_EQ(preview.width, 16);  // the latents' size
+  EXPECT_GT(prog["progress"].get<double>(), 0.0);
+  EXPECT_TRUE(json::parse(c2.Get("/sdapi/v1/progress?skip_current_image=true")->body)["current_image"].is_null());
   auto r = c2.Post("/sdapi/v1/interrupt", "", "application/json");
   ASSERT_TRUE(r);
   t.join();

@@ -267,6 +267,13 @@ Status Pipeline::sample_on_device(Executable& unet, Scheduler& sched, size_t sta
   SDRT_RETURN_IF_ERROR(L.upload(T, tv.data(), steps * Bu));
   SDRT_RETURN_IF_ERROR(L.upload(X, x.f32(), n));
   SDRT_RETURN_IF_ERROR(L.upload(ctx_in, ctx.f32(), ctx.numel()));
+  float* P = nullptr;  // the first image's latents at preview steps
+  std::vector<float> preview_host;
+  if (preview_) {
+    SDRT_ASSIGN_OR_RETURN(P, L.alloc(per));
+    preview_host.resize(per);
+  }
+  auto preview_step = [&](int64_t j) { return (j + 1) % preview_every_ == 0; };
 
   auto t0 = clk::now();
   const float g = (float)r.cfg_scale;
@@ -293,11 +300,16 @@ Status Pipeline::sample_on_device(Executable& unet, Scheduler& sched, size_t sta
       for (const auto& t : op.terms) terms.push_back({vec(t.src), t.coef});
       SDRT_RETURN_IF_ERROR(L.combine(vec(op.dst), n, terms));
     }
+    if (P && preview_step(j)) SDRT_RETURN_IF_ERROR(L.copy(P, X, per));
     SDRT_RETURN_IF_ERROR(L.mark(j));
     unet_flops_ += flops_[key];
-    if (progress && j > 0) {  // report the step before this one, which the device is past or nearly
+    if ((progress || P) && j > 0) {  // report the step before this one, which the device is past or nearly
       SDRT_RETURN_IF_ERROR(L.wait(j - 1));
-      if (!progress(++done, total)) return Status(Code::OutOfRange, "interrupted");
+      if (P && preview_step(j - 1)) {
+        SDRT_RETURN_IF_ERROR(L.download(preview_host.data(), P, per));
+        preview_(preview_host.data(), x.dim(1), x.dim(2), x.dim(3));
+      }
+      if (progress && !progress(++done, total)) return Status(Code::OutOfRange, "interrupted");
     }
   }
   SDRT_RETURN_IF_ERROR(L.download(x.f32(), X, n));
@@ -459,6 +471,7 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
       sched->step(j, eps.f32(), x.f32(), B * per, noise.empty() ? nullptr : noise.data());
       res.times.scheduler_s += since(tsch);
       ++done;
+      if (preview_ && done % preview_every_ == 0) preview_(x.f32(), C4, h, w);
       if (progress && !progress(done, total)) return Status(Code::OutOfRange, "interrupted");
     }
     // VAE decode in slices of the batch: latents / scaling_factor -> [-1, 1] -> 8-bit

@@ -3,6 +3,7 @@
 // so that a plain prompt and seed reproduce its latents, and the WebUI's prompt syntax and per-image
 // seeds (seed, seed+1, ...) for batches.
 #pragma once
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
@@ -80,6 +81,13 @@ class Pipeline {
   Status validate(const GenerateRequest& r) const;
   Result<GenerateResult> generate(GenerateRequest r, const ProgressFn& progress = {});
 
+  // Called with the first image's latents [4, h, w] (before 1/scaling_factor) every `every` sampling
+  // steps, for live previews; on the device loop this adds one small download per call.
+  using PreviewFn = std::function<void(const float* latents, int64_t channels, int64_t h, int64_t w)>;
+  void set_preview(PreviewFn fn, int every) {
+    preview_ = std::move(fn);
+    preview_every_ = std::max(1, every);
+  }
   // 75-token chunks a prompt encodes to (requests batch together only with equal counts).
   size_t prompt_chunks(const std::string& prompt) const;
   // [1, 77*chunks, C] conditioning of one prompt (WebUI weighting, clip skip).
@@ -108,6 +116,8 @@ class Pipeline {
   std::map<std::string, std::unique_ptr<Executable>> exes_;
   std::map<std::string, double> flops_;  // per executable
   double unet_flops_ = 0;
+  PreviewFn preview_;
+  int preview_every_ = 5;
 };
 
 // Names of the pipeline's executables (engine cache files and plan entries use them).

@@ -2,7 +2,9 @@
 
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -104,6 +106,7 @@ struct Server::Impl {
   std::atomic<bool> interrupt{false}, skip{false};
   json options;
   int64_t saved = 0;
+  std::string current_image;  // base64 PNG of the running job's latest preview
 
   // metrics
   std::map<std::pair<std::string, int>, uint64_t> requests;
@@ -127,7 +130,6 @@ struct Server::Impl {
       const double el = std::chrono::duration<double>(clk::now() - run_start).count();
       eta = el / progress - el;
     }
-    (void)with_image;
     return {{"progress", progress},
             {"eta_relative", eta},
             {"state",
@@ -140,8 +142,25 @@ struct Server::Impl {
               {"sampling_step", busy ? step : 0},
               {"sampling_steps", busy ? steps : 0},
               {"queue_length", (int)queue.size()}}},
-            {"current_image", nullptr},
+            {"current_image", busy && with_image && !current_image.empty() ? json(current_image) : json(nullptr)},
             {"textinfo", busy ? json("Sampling") : json(nullptr)}};
+  }
+
+  // Live preview: the WebUI's "Approx cheap" linear map from SD 1.x/2.x latents to RGB.
+  void on_preview(const float* lat, int64_t C, int64_t h, int64_t w) {
+    if (C != 4) return;
+    static constexpr float kCoef[4][3] = {{0.298f, 0.207f, 0.208f}, {0.187f, 0.286f, 0.173f}, {-0.158f, 0.189f, 0.264f}, {-0.184f, -0.271f, -0.473f}};
+    Image im{(int)w, (int)h, std::vector<uint8_t>((size_t)(w * h * 3))};
+    for (int64_t p = 0; p < h * w; ++p)
+      for (int c = 0; c < 3; ++c) {
+        float v = 0;
+        for (int l = 0; l < 4; ++l) v += lat[l * h * w + p] * kCoef[l][c];
+        im.rgb[p * 3 + c] = (uint8_t)std::lround(std::clamp((v + 1.f) / 2.f, 0.f, 1.f) * 255.f);
+      }
+    auto png = encode_png(im);
+    if (!png) return;
+    std::lock_guard<std::mutex> lk(mu);
+    current_image = base64_encode(*png);
   }
 
   void load() {
@@ -153,6 +172,7 @@ struct Server::Impl {
       return;
     }
     pipe = std::move(p).value();
+    pipe->set_preview([this](const float* l, int64_t C, int64_t h, int64_t w) { on_preview(l, C, h, w); }, 5);
     is_ready = true;
     cv.notify_all();
     std::fprintf(stderr, "sdrt serve: ready\n");
@@ -197,6 +217,7 @@ struct Server::Impl {
         run_start = clk::now();
         interrupt = false;
         skip = false;
+        current_image.clear();
         ++batches_total;
         jobs_total += batch.size();
         if (batch.size() > 1) batched_jobs_total += batch.size();
@@ -471,7 +492,9 @@ struct Server::Impl {
 
     http.Post("/sdapi/v1/txt2img", [this](const httplib::Request& q, httplib::Response& r) { generate(q, r, false); });
     http.Post("/sdapi/v1/img2img", [this](const httplib::Request& q, httplib::Response& r) { generate(q, r, true); });
-    http.Get("/sdapi/v1/progress", [this](const httplib::Request&, httplib::Response& r) { send_json(r, 200, progress_json(true)); });
+    http.Get("/sdapi/v1/progress", [this](const httplib::Request& q, httplib::Response& r) {
+      send_json(r, 200, progress_json(q.get_param_value("skip_current_image") != "true"));
+    });
     http.Post("/sdapi/v1/interrupt", [this](const httplib::Request&, httplib::Response& r) {
       interrupt = true;
       send_json(r, 200, json::object());
@@ -545,7 +568,7 @@ struct Server::Impl {
       r.set_header("Cache-Control", "no-cache");
       r.set_chunked_content_provider("text/event-stream", [this](size_t, httplib::DataSink& sink) {
         if (stopping) return false;
-        const std::string ev = "data: " + progress_json(false).dump() + "\n\n";
+        const std::string ev = "data: " + progress_json(true).dump() + "\n\n";
         if (!sink.write(ev.data(), ev.size())) return false;
         std::this_thread::sleep_for(std::chrono::milliseconds(250));
         return true;
