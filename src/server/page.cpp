@@ -64,7 +64,8 @@ const char* web_page() {
 <section id="out">
   <div id="bar"><div id="fill"></div></div>
   <div id="status">idle</div>
-  <img id="preview" alt="preview" style="max-width:256px;display:none;margin-top:8px">
+  <img id="preview" alt="preview" style="width:128px;image-rendering:pixelated;display:none;margin-top:8px">
+  <pre id="log" hidden></pre>
   <div id="gallery"></div>
 </section>
 </main>
@@ -74,27 +75,29 @@ async function getJSON(url) { const r = await fetch(url); if (!r.ok) throw new E
 async function init() {
   try {
     const samplers = await getJSON('/sdapi/v1/samplers');
+    $('sampler').innerHTML = '';
     for (const s of samplers) { const o = document.createElement('option'); o.textContent = s.name; $('sampler').appendChild(o); }
     $('sampler').value = 'Euler a';
     const models = await getJSON('/sdapi/v1/sd-models');
     $('model').textContent = models.length ? models[0].title : '';
   } catch (e) { $('status').textContent = 'error: ' + e.message; }
 }
-let running = false;
-const events = new EventSource('/sdrt/v1/events');
-events.onmessage = ev => {
+let running = false, events = null;
+// progress from server-sent events, subscribed only while a request runs
+function onProgress(ev) {
   if (!running) return;
   const p = JSON.parse(ev.data);
   const st = p.state || {};
   if (st.sampling_steps > 0) {
     $('fill').style.width = (100 * p.progress).toFixed(1) + '%';
+    $('log').textContent += `step ${st.sampling_step} / ${st.sampling_steps}\n`;
     $('status').textContent = `step ${st.sampling_step} / ${st.sampling_steps}` + (p.eta_relative > 0 ? `, about ${p.eta_relative.toFixed(1)} s left` : '') +
       (st.queue_length > 0 ? ` (${st.queue_length} queued)` : '');
   } else if (st.queue_length > 0) {
     $('status').textContent = `queued (${st.queue_length} waiting)`;
   }
   if (p.current_image) { $('preview').src = 'data:image/png;base64,' + p.current_image; $('preview').style.display = 'block'; }
-};
+}
 $('stop').onclick = () => fetch('/sdapi/v1/interrupt', {method: 'POST'});
 $('f').onsubmit = async ev => {
   ev.preventDefault();
@@ -104,6 +107,8 @@ $('f').onsubmit = async ev => {
     width: +$('width').value, height: +$('height').value, batch_size: +$('batch').value
   };
   running = true; $('go').disabled = true; $('stop').disabled = false;
+  events = new EventSource('/sdrt/v1/events');
+  events.onmessage = onProgress;
   $('fill').style.width = '0'; $('status').textContent = 'starting…';
   const t0 = performance.now();
   try {
@@ -111,7 +116,7 @@ $('f').onsubmit = async ev => {
     const j = await r.json();
     if (!r.ok || j.error) throw new Error(j.detail || JSON.stringify(j.error || j));
     const info = JSON.parse(j.info);
-    j.images.forEach((b64, i) => {
+    const figs = j.images.map((b64, i) => {
       const fig = document.createElement('figure');
       const img = document.createElement('img');
       img.src = 'data:image/png;base64,' + b64;
@@ -119,8 +124,9 @@ $('f').onsubmit = async ev => {
       const cap = document.createElement('figcaption');
       cap.textContent = info.infotexts[i];
       fig.appendChild(img); fig.appendChild(cap);
-      $('gallery').prepend(fig);
+      return fig;
     });
+    $('gallery').prepend(...figs);  // newest request first, its images in seed order
     $('fill').style.width = '100%';
     $('preview').style.display = 'none';
     $('status').textContent = j.images.length ? `done: ${j.images.length} image(s) in ${((performance.now() - t0) / 1000).toFixed(1)} s` : 'interrupted';
@@ -128,9 +134,19 @@ $('f').onsubmit = async ev => {
     $('status').textContent = 'error: ' + e.message;
   } finally {
     running = false; $('go').disabled = false; $('stop').disabled = true;
+    if (events) { events.close(); events = null; }
   }
 };
-init();
+// ?prompt=...&steps=...&autorun=1 fills the form from the address (and submits it): shareable links, tests
+async function start() {
+  await init();
+  const q = new URLSearchParams(location.search);
+  const fields = {prompt: 'prompt', negative_prompt: 'negative', sampler_name: 'sampler', steps: 'steps', cfg_scale: 'cfg', seed: 'seed',
+                  width: 'width', height: 'height', batch_size: 'batch'};
+  for (const [k, id] of Object.entries(fields)) if (q.has(k)) $(id).value = q.get(k);
+  if (q.get('autorun') === '1') $('f').requestSubmit();
+}
+start();
 </script>
 </body>
 </html>
