@@ -130,7 +130,7 @@ int cmd_build(const BuildArgs& a) {
 
   std::printf("building a %s plan of %s for %s (sm_%d%d; %s)\n", a.precision.c_str(), a.model.c_str(), here.device.c_str(), here.cc_major,
               here.cc_minor, here.libraries.c_str());
-  int gn_silu = 0, residual = 0, flash = 0, materialized = 0, convs = 0, linears = 0;
+  int gn_silu = 0, gn_add = 0, residual = 0, flash = 0, materialized = 0, convs = 0, linears = 0;
   for (auto& [key, build] : todo) {
     auto t0 = clk::now();
     auto g0 = build();
@@ -142,6 +142,7 @@ int cmd_build(const BuildArgs& a) {
     for (const auto& [k, v] : be->tactics(g.get())) plan.tactics[k] = v;
     for (const Node& n : g->nodes) {
       gn_silu += n.op == Op::GroupNorm && n.a.silu;
+      gn_add += n.op == Op::GroupNorm && n.inputs.size() == 4;
       residual += (n.op == Op::Conv2d || n.op == Op::Linear) && n.inputs.size() == 4;
       convs += n.op == Op::Conv2d;
       linears += n.op == Op::Linear;
@@ -178,8 +179,8 @@ int cmd_build(const BuildArgs& a) {
   std::printf("tactics: %d convolution shapes (%d from the timing cache, %d timed):", conv_n, conv_cached, conv_n - conv_cached);
   for (const auto& [name, n] : algos) std::printf(" %s %d", name.c_str(), n);
   std::printf("; %d GEMM shapes (%d from the timing cache, %d timed)", gemm_n, gemm_cached, gemm_n - gemm_cached);
-  std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized; fused: %d GroupNorm+SiLU, %d residual adds\n",
-              convs, linears, flash, materialized, gn_silu, residual);
+  std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized; fused: %d GroupNorm+SiLU, %d residual adds, %d time embeddings into GroupNorm\n",
+              convs, linears, flash, materialized, gn_silu, residual, gn_add);
   if (!a.timing_cache.empty()) {
     auto all = seeded;
     for (const auto& [k, v] : be->tactics(nullptr)) all[k] = v;

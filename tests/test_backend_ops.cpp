@@ -118,6 +118,18 @@ std::vector<Case> cases() {
   c.push_back(gn("group_norm 30 channels per group [2,960,32,32]", {2, 960, 32, 32}, 32));
   c.push_back(gn("group_norm batch 16 [16,640,16,16]", {16, 640, 16, 16}, 32));
   c.push_back(gn("group_norm 2560 channels [2,2560,8,8]", {2, 2560, 8, 8}, 32));
+  auto gn_add = [=](std::string name, Shape x, int64_t G) {  // GroupNorm(x + t[N, C, 1, 1]), the fused time embedding
+    return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
+                  Attrs a;
+                  a.groups = G;
+                  a.eps = 1e-5f;
+                  a.silu = true;
+                  b.output(b.add_node(Op::GroupNorm, {in(b, ins, rng, "x", x), w(b, rng, "g", {x[1]}, 1), w(b, rng, "b", {x[1]}, 1),
+                                                      in(b, ins, rng, "t", {x[0], x[1], 1, 1})}, a), "y");
+                }};
+  };
+  c.push_back(gn_add("group_norm + channel vector + silu [2,320,16,16]", {2, 320, 16, 16}, 32));
+  c.push_back(gn_add("group_norm + channel vector, 2560 channels [2,2560,4,4]", {2, 2560, 4, 4}, 32));
   c.push_back({"layer_norm [2,4096,320]", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.layer_norm(in(b, ins, rng, "x", {2, 4096, 320}), w(b, rng, "g", {320}, 1), w(b, rng, "b", {320}, 1), 1e-5f), "y");
                }});

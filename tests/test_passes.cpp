@@ -90,6 +90,30 @@ TEST(Passes, FuseResidualAddCountsAndMatches) {
   EXPECT_LT(max_abs_diff(run_cpu(f, b.in), run_cpu(b.g, b.in)), 1e-5);
 }
 
+TEST(Passes, FuseGroupNormAddCountsAndMatches) {
+  std::mt19937 rng(11);
+  Graph g;
+  GraphBuilder gb(g);
+  const int64_t C = 8;
+  auto W = [&](const std::string& n, Shape s) { return gb.weight(n, randn(s, rng, 0.5f)); };
+  std::map<std::string, Tensor> in{{"x", randn({2, C, 5, 5}, rng)}, {"e", randn({2, 6}, rng)}};
+  int x = gb.input("x", {2, C, 5, 5});
+  int t = gb.reshape(gb.linear(gb.input("e", {2, 6}), W("tw", {C, 6}), W("tb", {C})), {2, C, 1, 1});  // the time embedding
+  int h = gb.group_norm(gb.add(x, t), W("g1", {C}), W("b1", {C}), 4, 1e-5f);                             // fused
+  int s = gb.add(t, h);                                                                                    // t first: fused too
+  int h2 = gb.group_norm(s, W("g2", {C}), W("b2", {C}), 2, 1e-5f);
+  int kept = gb.add(h2, t);                                                                                // read twice: kept
+  int h3 = gb.group_norm(kept, W("g3", {C}), W("b3", {C}), 2, 1e-5f);
+  gb.output(gb.add(h3, kept), "y");
+  ASSERT_TRUE(gb.status().is_ok()) << gb.status().message();
+  int n = -1;
+  Graph f = fuse_groupnorm_add(g, &n);
+  ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(count_ops(f, Op::Add), count_ops(g, Op::Add) - 2);
+  EXPECT_LT(max_abs_diff(run_cpu(f, in), run_cpu(g, in)), 1e-5);
+}
+
 TEST(Passes, ResidualOfWrongShapeIsRejectedByTheVerifier) {
   Graph g;
   GraphBuilder gb(g);
@@ -111,9 +135,10 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   std::vector<PassResult> log;
   Graph f = optimize_graph(**g, &log);
   ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
-  ASSERT_EQ(log.size(), 2u);
+  ASSERT_EQ(log.size(), 3u);
   EXPECT_GT(log[0].rewrites, 10);  // every ResNet norm + act, and conv_norm_out
   EXPECT_GT(log[1].rewrites, 10);  // ResNet shortcuts, attention/FF outputs, proj_out
+  EXPECT_GT(log[2].rewrites, 5);   // every UNet ResNet's time embedding into its norm2
   std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
                                    {"timestep", Tensor::from_f32({2}, {500.f, 500.f})},
                                    {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};

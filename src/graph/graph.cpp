@@ -7,7 +7,7 @@ namespace sdrt {
 const OpInfo& op_info(Op op) {
   static const OpInfo table[] = {
       {"Input", 0, 0},      {"Weight", 0, 0},      {"Conv2d", 2, 4},     {"Linear", 2, 4},
-      {"GroupNorm", 3, 3},  {"LayerNorm", 3, 3},   {"SiLU", 1, 1},       {"GELU", 1, 1},
+      {"GroupNorm", 3, 4},  {"LayerNorm", 3, 3},   {"SiLU", 1, 1},       {"GELU", 1, 1},
       {"QuickGELU", 1, 1},  {"GEGLU", 1, 1},       {"Attention", 3, 3},  {"Upsample2x", 1, 1},
       {"Concat", 1, 64},    {"Add", 2, 2},         {"Mul", 2, 2},        {"Scale", 1, 1},
       {"Reshape", 1, 1},    {"ToTokens", 1, 1},    {"FromTokens", 1, 1}, {"TimestepEmbedding", 1, 1},
@@ -74,6 +74,8 @@ Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
       const Shape& x = *in[0];
       if (x.size() < 2 || a.groups < 1 || x[1] % a.groups) return mismatch(n, "channels of " + shape_str(x) + " not divisible into " + std::to_string(a.groups) + " groups");
       if (*in[1] != Shape{x[1]} || *in[2] != Shape{x[1]}) return mismatch(n, "affine parameters must be [C]");
+      if (in.size() == 4 && (x.size() != 4 || *in[3] != Shape{x[0], x[1], 1, 1}))
+        return mismatch(n, "the added channel vector " + shape_str(*in[3]) + " must be [N, C, 1, 1] of " + shape_str(x));
       return x;
     }
     case Op::LayerNorm: {

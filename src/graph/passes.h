@@ -17,6 +17,8 @@ struct PassResult {
 
 // GroupNorm whose only consumer is a SiLU -> one GroupNorm with Attrs::silu.
 Graph fuse_groupnorm_silu(const Graph& g, int* rewrites);
+// GroupNorm(Add(x, t[N, C, 1, 1])), the sum read only there -> GroupNorm(x, gamma, beta, t).
+Graph fuse_groupnorm_add(const Graph& g, int* rewrites);
 // Add(conv_or_linear_with_bias(x), r) with r of the output's shape, the conv/linear used only there ->
 // the conv/linear with r as its fourth input (added in the epilogue). The fused node takes the Add's
 // place in the order.

@@ -122,8 +122,16 @@ class CpuExecutable : public Executable {
         break;
       }
       case Op::GroupNorm:
-        cpu::group_norm(x.f32(), in[1]->f32(), in[2]->f32(), y.f32(), x.dim(0), x.dim(1), x.numel() / (x.dim(0) * x.dim(1)),
-                        a.groups, a.eps);
+        if (in.size() > 3) {  // GroupNorm(x + t[N, C, 1, 1]): the sum into y, normalized in place
+          const int64_t NC = x.dim(0) * x.dim(1), S = x.numel() / NC;
+          const float* t = in[3]->f32();
+          for (int64_t r = 0; r < NC; ++r)
+            for (int64_t s = 0; s < S; ++s) y.f32()[r * S + s] = x.f32()[r * S + s] + t[r];
+          cpu::group_norm(y.f32(), in[1]->f32(), in[2]->f32(), y.f32(), x.dim(0), x.dim(1), S, a.groups, a.eps);
+        } else {
+          cpu::group_norm(x.f32(), in[1]->f32(), in[2]->f32(), y.f32(), x.dim(0), x.dim(1), x.numel() / (x.dim(0) * x.dim(1)),
+                          a.groups, a.eps);
+        }
         if (a.silu) cpu::silu(y.f32(), y.f32(), y.numel());
         break;
       case Op::LayerNorm:

@@ -690,15 +690,17 @@ class CudaExecutable : public Executable {
       }
       case Op::GroupNorm: {
         const int64_t N = xs[0], C = xs[1], S = numel(xs) / (N * C);
+        const T* vec = n.inputs.size() > 3 ? in(3) : nullptr;  // GroupNorm(x + vec[N, C, 1, 1])
         if constexpr (std::is_same_v<T, __half>) {
           if (nhwc_in(0)) {
             SDRT_ASSIGN_OR_RETURN(void* scratch, alloc((size_t)cuda::group_norm_nhwc_scratch(N, C, S, a.groups) * 4));
-            const bool done = cuda::group_norm_nhwc(in(0), in(1), in(2), y, N, C, S, a.groups, a.eps, a.silu, static_cast<float*>(scratch), stream_);
+            const bool done = cuda::group_norm_nhwc(in(0), in(1), in(2), vec, y, N, C, S, a.groups, a.eps, a.silu, static_cast<float*>(scratch), stream_);
             release(scratch);
             if (done) return Status::ok();
             // outside the NHWC kernel's range: through NCHW
             SDRT_ASSIGN_OR_RETURN(void* t, alloc((size_t)total * 2));
             transpose(in(0), t, N, S, C);
+            if (vec) cuda::add_channel_bias(static_cast<T*>(t), vec, 1, N * C, S, stream_);
             cuda::group_norm(static_cast<const T*>(t), in(1), in(2), static_cast<T*>(t), N, C, S, a.groups, a.eps, stream_);
             if (a.silu) cuda::activation(cuda::Act::SiLU, static_cast<const T*>(t), static_cast<T*>(t), total, stream_);
             transpose(t, y, N, C, S);
@@ -706,7 +708,13 @@ class CudaExecutable : public Executable {
             return Status::ok();
           }
         }
-        cuda::group_norm(in(0), in(1), in(2), y, N, C, S, a.groups, a.eps, stream_);
+        const T* src = in(0);
+        if (vec) {  // the sum into y, normalized in place
+          CUDA_TRY(cudaMemcpyAsync(y, in(0), total * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
+          cuda::add_channel_bias(y, vec, 1, N * C, S, stream_);
+          src = y;
+        }
+        cuda::group_norm(src, in(1), in(2), y, N, C, S, a.groups, a.eps, stream_);
         if (a.silu) cuda::activation(cuda::Act::SiLU, y, y, total, stream_);
         return Status::ok();
       }

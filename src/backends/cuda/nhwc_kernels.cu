@@ -34,15 +34,18 @@ __device__ __forceinline__ void merge(float& na, float& ma, float& m2a, float nb
 // channels (V = 2 only when a group's channel count is even, so both are in one group); per channel a
 // shifted sum and sum of squares (shift = the chunk's first value) give a stable mean and M2.
 template <int V>
-__global__ void gn_stats_k(const __half* x, float* part, int C, int HW, int G, int chunk_px) {
+__global__ void gn_stats_k(const __half* x, const __half* vec, float* part, int C, int HW, int G, int chunk_px) {
   extern __shared__ float sm[];  // mean, M2 per thread
   const int n = blockIdx.y, chunk = blockIdx.x, nchunks = gridDim.x, tid = threadIdx.x;
   const int p0 = chunk * chunk_px, p1 = min(HW, p0 + chunk_px);
   const float cnt = (float)(p1 - p0);
   const __half* xb = x + (int64_t)n * HW * C + tid * V;
-  float shift[V], s[V], ss[V];
+  float shift[V], s[V], ss[V], add[V];
 #pragma unroll
-  for (int v = 0; v < V; ++v) shift[v] = __half2float(xb[(int64_t)p0 * C + v]), s[v] = ss[v] = 0.f;
+  for (int v = 0; v < V; ++v) {
+    add[v] = vec ? __half2float(vec[(int64_t)n * C + tid * V + v]) : 0.f;  // GroupNorm(x + vec[n, c])
+    shift[v] = __half2float(xb[(int64_t)p0 * C + v]) + add[v], s[v] = ss[v] = 0.f;
+  }
   for (int p = p0; p < p1; ++p) {
     float val[V];
     if constexpr (V == 2) {
@@ -53,7 +56,7 @@ __global__ void gn_stats_k(const __half* x, float* part, int C, int HW, int G, i
     }
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      const float d = val[v] - shift[v];
+      const float d = val[v] + add[v] - shift[v];
       s[v] += d;
       ss[v] += d * d;
     }
@@ -77,8 +80,8 @@ __global__ void gn_stats_k(const __half* x, float* part, int C, int HW, int G, i
 // tree in shared memory) and writes each channel's scale and shift (y = x * scale + shift), so the apply
 // pass is a plain elementwise kernel.
 constexpr int kFinalizeThreads = 128;
-__global__ void gn_finalize_k(const __half* gamma, const __half* beta, const float* part, float* scale_shift, int C, int HW, int G,
-                              int nchunks, int chunk_px, float eps) {
+__global__ void gn_finalize_k(const __half* gamma, const __half* beta, const __half* vec, const float* part, float* scale_shift, int C,
+                              int HW, int G, int nchunks, int chunk_px, float eps) {
   __shared__ float sn[kFinalizeThreads], sm_[kFinalizeThreads], sq[kFinalizeThreads];
   const int grp = blockIdx.x, n = blockIdx.y, cpg = C / G, tid = threadIdx.x;
   float na = 0.f, ma = 0.f, m2a = 0.f;
@@ -101,7 +104,8 @@ __global__ void gn_finalize_k(const __half* gamma, const __half* beta, const flo
   for (int c = grp * cpg + tid; c < (grp + 1) * cpg; c += kFinalizeThreads) {
     const float sc = rstd * __half2float(gamma[c]);
     scale_shift[((int64_t)n * C + c) * 2] = sc;
-    scale_shift[((int64_t)n * C + c) * 2 + 1] = __half2float(beta[c]) - mean * sc;
+    const float add = vec ? __half2float(vec[(int64_t)n * C + c]) : 0.f;  // (x + add) * sc + shift
+    scale_shift[((int64_t)n * C + c) * 2 + 1] = __half2float(beta[c]) + (add - mean) * sc;
   }
 }
 
@@ -171,8 +175,8 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G) {
   return N * gn_chunks(N, HW, &px) * G * 2 + N * C * 2;
 }
 
-bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, __half* y, int64_t N, int64_t C, int64_t HW, int64_t G,
-                     float eps, bool silu, float* scratch, cudaStream_t s) {
+bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
+                     int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s) {
   if (G <= 0 || C % G || C > 2048 || N > 65535 || HW <= 0 || HW > (1 << 30)) return false;
   const bool v2 = (C / G) % 2 == 0;
   const int threads = (int)(v2 ? C / 2 : C);
@@ -180,10 +184,10 @@ bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, _
   int64_t px;
   const int chunks = gn_chunks(N, HW, &px);
   const dim3 grid((unsigned)chunks, (unsigned)N);
-  if (v2) gn_stats_k<2><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, scratch, (int)C, (int)HW, (int)G, (int)px);
-  else gn_stats_k<1><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, scratch, (int)C, (int)HW, (int)G, (int)px);
+  if (v2) gn_stats_k<2><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
+  else gn_stats_k<1><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
   float* ss = scratch + N * chunks * G * 2;
-  gn_finalize_k<<<dim3((unsigned)G, (unsigned)N), kFinalizeThreads, 0, s>>>(gamma, beta, scratch, ss, (int)C, (int)HW, (int)G, chunks, (int)px, eps);
+  gn_finalize_k<<<dim3((unsigned)G, (unsigned)N), kFinalizeThreads, 0, s>>>(gamma, beta, vec, scratch, ss, (int)C, (int)HW, (int)G, chunks, (int)px, eps);
   const int64_t total = N * HW * C;
   const float2* ss2 = reinterpret_cast<const float2*>(ss);
   if (C % 8 == 0 && aligned16(x) && aligned16(y)) gn_apply_k<8><<<blocks(total / 8), kThreads, 0, s>>>(x, ss2, y, C, HW * C, total / 8, silu);

@@ -32,8 +32,10 @@ Graph optimize_graph(const Graph& g, std::vector<PassResult>* log) {
   if (log) log->push_back({"fuse_groupnorm_silu", n});
   Graph b = fuse_residual_add(a, &n);
   if (log) log->push_back({"fuse_residual_add", n});
-  b.optimized = true;
-  return b;
+  Graph c = fuse_groupnorm_add(b, &n);
+  if (log) log->push_back({"fuse_groupnorm_add", n});
+  c.optimized = true;
+  return c;
 }
 
 }  // namespace sdrt
