@@ -118,6 +118,7 @@ std::vector<Case> cases() {
   c.push_back(gn("group_norm 30 channels per group [2,960,32,32]", {2, 960, 32, 32}, 32));
   c.push_back(gn("group_norm batch 16 [16,640,16,16]", {16, 640, 16, 16}, 32));
   c.push_back(gn("group_norm 2560 channels [2,2560,8,8]", {2, 2560, 8, 8}, 32));
+  c.push_back(gn("group_norm 65 channels per group, 2080 channels [1,2080,3,3]", {1, 2080, 3, 3}, 32));
   auto gn_add = [=](std::string name, Shape x, int64_t G) {  // GroupNorm(x + t[N, C, 1, 1]), the fused time embedding
     return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
                   Attrs a;

@@ -35,42 +35,44 @@ __device__ __forceinline__ void merge(float& na, float& ma, float& m2a, float nb
 // shifted sum and sum of squares (shift = the chunk's first value) give a stable mean and M2.
 template <int V>
 __global__ void gn_stats_k(const __half* x, const __half* vec, float* part, int C, int HW, int G, int chunk_px) {
-  extern __shared__ float sm[];  // mean, M2 per thread
-  const int n = blockIdx.y, chunk = blockIdx.x, nchunks = gridDim.x, tid = threadIdx.x;
+  extern __shared__ float sm[];  // mean, M2 per V-channel vector
+  const int n = blockIdx.y, chunk = blockIdx.x, nchunks = gridDim.x, P = C / V;
   const int p0 = chunk * chunk_px, p1 = min(HW, p0 + chunk_px);
   const float cnt = (float)(p1 - p0);
-  const __half* xb = x + (int64_t)n * HW * C + tid * V;
-  float shift[V], s[V], ss[V], add[V];
-#pragma unroll
-  for (int v = 0; v < V; ++v) {
-    add[v] = vec ? __half2float(vec[(int64_t)n * C + tid * V + v]) : 0.f;  // GroupNorm(x + vec[n, c])
-    shift[v] = __half2float(xb[(int64_t)p0 * C + v]) + add[v], s[v] = ss[v] = 0.f;
-  }
-  for (int p = p0; p < p1; ++p) {
-    float val[V];
-    if constexpr (V == 2) {
-      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(xb + (int64_t)p * C));
-      val[0] = f.x, val[1] = f.y;
-    } else {
-      val[0] = __half2float(xb[(int64_t)p * C]);
-    }
+  for (int cp = threadIdx.x; cp < P; cp += blockDim.x) {  // one V-channel vector at a time (C > 2048: several per thread)
+    const __half* xb = x + (int64_t)n * HW * C + cp * V;
+    float shift[V], s[V], ss[V], add[V];
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      const float d = val[v] + add[v] - shift[v];
-      s[v] += d;
-      ss[v] += d * d;
+      add[v] = vec ? __half2float(vec[(int64_t)n * C + cp * V + v]) : 0.f;  // GroupNorm(x + vec[n, c])
+      shift[v] = __half2float(xb[(int64_t)p0 * C + v]) + add[v], s[v] = ss[v] = 0.f;
     }
+    for (int p = p0; p < p1; ++p) {
+      float val[V];
+      if constexpr (V == 2) {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(xb + (int64_t)p * C));
+        val[0] = f.x, val[1] = f.y;
+      } else {
+        val[0] = __half2float(xb[(int64_t)p * C]);
+      }
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        const float d = val[v] + add[v] - shift[v];
+        s[v] += d;
+        ss[v] += d * d;
+      }
+    }
+    float na = cnt, ma = shift[0] + s[0] / cnt, m2a = fmaxf(ss[0] - s[0] * s[0] / cnt, 0.f);
+    if constexpr (V == 2) merge(na, ma, m2a, cnt, shift[1] + s[1] / cnt, fmaxf(ss[1] - s[1] * s[1] / cnt, 0.f));
+    sm[cp] = ma;
+    sm[P + cp] = m2a;
   }
-  float na = cnt, ma = shift[0] + s[0] / cnt, m2a = fmaxf(ss[0] - s[0] * s[0] / cnt, 0.f);
-  if constexpr (V == 2) merge(na, ma, m2a, cnt, shift[1] + s[1] / cnt, fmaxf(ss[1] - s[1] * s[1] / cnt, 0.f));
-  sm[tid] = ma;
-  sm[blockDim.x + tid] = m2a;
   __syncthreads();
-  const int per_group = C / G / V;  // threads per group
-  if (tid < G) {
-    float n2 = cnt * V, m2 = sm[tid * per_group], q2 = sm[blockDim.x + tid * per_group];
-    for (int k = 1; k < per_group; ++k) merge(n2, m2, q2, cnt * V, sm[tid * per_group + k], sm[blockDim.x + tid * per_group + k]);
-    float* o = part + (((int64_t)n * nchunks + chunk) * G + tid) * 2;
+  const int per_group = C / G / V;  // vectors per group
+  for (int grp = threadIdx.x; grp < G; grp += blockDim.x) {
+    float n2 = cnt * V, m2 = sm[grp * per_group], q2 = sm[P + grp * per_group];
+    for (int k = 1; k < per_group; ++k) merge(n2, m2, q2, cnt * V, sm[grp * per_group + k], sm[P + grp * per_group + k]);
+    float* o = part + (((int64_t)n * nchunks + chunk) * G + grp) * 2;
     o[0] = m2;
     o[1] = q2;
   }
@@ -177,15 +179,15 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G) {
 
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
                      int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s) {
-  if (G <= 0 || C % G || C > 2048 || N > 65535 || HW <= 0 || HW > (1 << 30)) return false;
+  if (G <= 0 || C % G || C > 8192 || N > 65535 || HW <= 0 || HW > (1 << 30)) return false;
   const bool v2 = (C / G) % 2 == 0;
-  const int threads = (int)(v2 ? C / 2 : C);
-  if (threads > 1024) return false;
+  const int vecs = (int)(v2 ? C / 2 : C), threads = std::min(vecs, 1024);
+  if (vecs * 2 * sizeof(float) > 48 * 1024) return false;
   int64_t px;
   const int chunks = gn_chunks(N, HW, &px);
   const dim3 grid((unsigned)chunks, (unsigned)N);
-  if (v2) gn_stats_k<2><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
-  else gn_stats_k<1><<<grid, threads, 2 * threads * sizeof(float), s>>>(x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
+  if (v2) gn_stats_k<2><<<grid, threads, 2 * vecs * sizeof(float), s>>>(x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
+  else gn_stats_k<1><<<grid, threads, 2 * vecs * sizeof(float), s>>>(x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
   float* ss = scratch + N * chunks * G * 2;
   gn_finalize_k<<<dim3((unsigned)G, (unsigned)N), kFinalizeThreads, 0, s>>>(gamma, beta, vec, scratch, ss, (int)C, (int)HW, (int)G, chunks, (int)px, eps);
   const int64_t total = N * HW * C;

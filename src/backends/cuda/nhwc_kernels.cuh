@@ -16,7 +16,7 @@ void nhwc_f16_to_nchw_f32(const __half* x, float* y, int64_t N, int64_t C, int64
 int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G);
 // GroupNorm over [N, HW, C] with G groups of consecutive channels, optionally followed by SiLU. Statistics
 // in float: per-chunk mean and M2 merged with Chan's formula (deterministic, no atomics). Returns false
-// when the shape is outside what the kernel handles (C > 2048); the caller falls back.
+// when the shape is outside what the kernel handles (C > 8192); the caller falls back.
 // vec (optional, [N, C]): GroupNorm(x + vec[n, c]) without writing the sum (the ResNet time embedding).
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
                      int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s);
