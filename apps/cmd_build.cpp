@@ -138,6 +138,7 @@ int cmd_build(const BuildArgs& a) {
     std::shared_ptr<const Graph> g = be->optimize(*g0);
     auto exe = be->compile(g);  // convolution algorithms are timed here
     if (!exe) return fail(exe.status().with_context(key));
+    const int64_t workspace = (*exe)->workspace_bytes();
     exe->reset();
     for (const auto& [k, v] : be->tactics(g.get())) plan.tactics[k] = v;
     for (const Node& n : g->nodes) {
@@ -151,7 +152,8 @@ int cmd_build(const BuildArgs& a) {
         (a.precision == "fp16" && D == Dv && D <= 160 ? flash : materialized) += 1;
       }
     }
-    std::printf("  %-22s %5zu nodes  %6.1f GFLOP  %6.2f s\n", key.c_str(), g->nodes.size(), g->flops() / 1e9, since(t0));
+    std::printf("  %-22s %5zu nodes  %6.1f GFLOP  workspace %6.1f MiB  %6.2f s\n", key.c_str(), g->nodes.size(), g->flops() / 1e9,
+                workspace / 1048576.0, since(t0));
     std::fflush(stdout);
     plan.entries.push_back({key, std::const_pointer_cast<Graph>(g)});
   }

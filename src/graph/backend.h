@@ -37,6 +37,8 @@ class Executable {
   virtual Result<std::vector<Tensor>> run(const std::map<std::string, Tensor>& inputs) = 0;
   // The device-resident interface, where the backend has one (CUDA); owned by the executable.
   virtual DeviceLoop* device_loop() { return nullptr; }
+  // Scratch the executable holds besides its values (convolution and GEMM workspaces), in bytes.
+  virtual int64_t workspace_bytes() const { return 0; }
 };
 
 struct DeviceMemory {

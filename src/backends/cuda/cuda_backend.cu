@@ -263,6 +263,7 @@ class CudaExecutable : public Executable {
     return out;
   }
 
+  int64_t workspace_bytes() const override { return (int64_t)conv_ws_bytes_ + (lt_ws_ ? (int64_t)kLtWorkspace : 0); }
   DeviceLoop* device_loop() override {
     if (!loop_) loop_ = std::make_unique<Loop>(this);
     return loop_.get();
