@@ -12,6 +12,7 @@
 #include "commands.h"
 #include "io/png.h"
 #include "pipeline/resolve.h"
+#include "run_setup.h"
 
 namespace sdrt::app {
 namespace fs = std::filesystem;
@@ -63,33 +64,18 @@ int cmd_generate(const GenerateArgs& a) {
   r.clip_skip = a.clip_skip;
   r.rng = a.rng;
   r.strength = a.strength;
-  std::shared_ptr<const Plan> plan;
-  std::string backend_name = a.backend, precision = a.precision, model = a.model;
-  if (!a.plan.empty()) {  // the plan decides the precision and, unless given, the model
-    auto p = read_plan(a.plan);
-    if (!p) return fail(p.status());
-    plan = std::make_shared<const Plan>(std::move(p).value());
-    if (backend_name == "cpu") return fail(invalid_argument("--plan runs on the cuda backend, not cpu"));
-    backend_name = "cuda";
-    if (precision != "auto" && precision != plan->precision) return fail(invalid_argument("the plan is " + plan->precision + ", not " + precision));
-    precision = plan->precision;
-    if (model.empty()) model = plan->model_spec;
-  }
-  auto backend = make_backend(backend_name, precision);
+  auto run = choose_run(a.model, a.backend, a.precision, a.plan);
+  if (!run) return fail(run.status());
+  auto backend = make_backend(run->backend, run->precision);
   if (!backend) return fail(backend.status());
   if (!a.init_image.empty()) {
     auto img = read_png(a.init_image);
     if (!img) return fail(img.status().with_context("init image"));
     r.init_image = std::move(img).value();
   }
-  ResolveOptions ro;
-  ro.tokenizer_dir = a.tokenizer_dir;
-  ro.download.progress = true;
   auto t0 = std::chrono::steady_clock::now();
-  auto rm = resolve_model(model.empty() ? kDefaultModel : model, ro);
+  auto rm = resolve_for_run(*run, a.tokenizer_dir, a.engine_cache);
   if (!rm) return fail(rm.status());
-  rm->options.plan = plan;
-  if (a.engine_cache) rm->options.engine_cache_dir = (fs::path(sdrt_home()) / "engines").string();
   auto pipe = Pipeline::create(std::move(rm->model), rm->options, std::move(backend).value());
   if (!pipe) return fail(pipe.status());
   if (Status v = (*pipe)->validate(r); !v) return fail(v);

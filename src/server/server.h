@@ -33,7 +33,6 @@ class Server {
   // it is ready). Returns the bound port.
   Result<int> start();
   void stop();
-  void wait();  // until stop() or a fatal error
   bool ready() const;
 
  private:
