@@ -59,6 +59,17 @@ void send_json(httplib::Response& res, int status, const json& body) {
   res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
+// The request body as JSON; false (a 422 sent) when it is not.
+bool parse_body(const httplib::Request& req, httplib::Response& res, json* body) {
+  try {
+    *body = json::parse(req.body);
+    return true;
+  } catch (const std::exception& e) {
+    send_json(res, 422, error_body(422, std::string("body: malformed JSON (") + e.what() + ")"));
+    return false;
+  }
+}
+
 struct Job {
   WebuiRequest w;
   bool img2img = false;
@@ -113,7 +124,6 @@ struct Server::Impl {
   uint64_t latency_counts[kNumBuckets + 1] = {};
   double latency_sum = 0;
   uint64_t latency_n = 0, images_total = 0, batches_total = 0, batched_jobs_total = 0, jobs_total = 0, rejected_total = 0;
-  int last_batch_jobs = 0;
 
   explicit Impl(ServeOptions opts, PipelineLoader l) : o(std::move(opts)), loader(std::move(l)) {
     options = {{"sd_model_checkpoint", o.model_title}, {"sd_checkpoint_hash", o.model_hash.empty() ? json(nullptr) : json(o.model_hash)},
@@ -221,7 +231,6 @@ struct Server::Impl {
         ++batches_total;
         jobs_total += batch.size();
         if (batch.size() > 1) batched_jobs_total += batch.size();
-        last_batch_jobs = (int)batch.size();
       }
       run(batch);
       std::lock_guard<std::mutex> lk(mu);
@@ -270,7 +279,7 @@ struct Server::Impl {
     }
     size_t off = 0;
     for (const auto& j : batch) {
-      const size_t n = batch.size() > 1 ? (size_t)j->w.req.batch_size : res->images.size();
+      const size_t n = (size_t)j->w.req.batch_size * j->w.req.batch_count;  // merged jobs have batch_count 1
       GenerateResult part;
       part.images.assign(res->images.begin() + off, res->images.begin() + off + n);
       part.seeds.assign(res->seeds.begin() + off, res->seeds.begin() + off + n);
@@ -292,9 +301,8 @@ struct Server::Impl {
         std::lock_guard<std::mutex> lk(mu);
         images_total += n;
       }
-      WebuiRequest shown = j->w;
       finish(j, 200, {{"images", images}, {"parameters", j->w.parameters},
-                      {"info", generation_info(shown, part, o.model_name, o.model_hash, ts).dump()}});
+                      {"info", generation_info(j->w, part, o.model_name, o.model_hash, ts).dump()}});
     }
   }
 
@@ -313,28 +321,22 @@ struct Server::Impl {
   }
 
   void generate(const httplib::Request& req, httplib::Response& res, bool img2img) {
-    if (!is_ready) return send_json(res, 503, error_body(503, load_error.empty() ? "the model is still loading" : "the model failed to load: " + load_error));
-    json body;
-    try {
-      body = json::parse(req.body);
-    } catch (const std::exception& e) {
-      return send_json(res, 422, error_body(422, std::string("body: malformed JSON (") + e.what() + ")"));
+    if (!is_ready) {
+      std::lock_guard<std::mutex> lk(mu);
+      return send_json(res, 503, error_body(503, load_error.empty() ? "the model is still loading" : "the model failed to load: " + load_error));
     }
-    std::string title;
-    int default_clip_skip = 1;
+    json body;
+    if (!parse_body(req, res, &body)) return;
+    int default_clip_skip = 1;  // the options' CLIP_stop_at_last_layers, unless the request overrides it
     {
       std::lock_guard<std::mutex> lk(mu);
-      title = options["sd_model_checkpoint"].get<std::string>();
       if (options["CLIP_stop_at_last_layers"].is_number_integer()) default_clip_skip = options["CLIP_stop_at_last_layers"].get<int>();
     }
-    auto w = parse_generation_request(body, img2img, o.model_title);
+    auto w = parse_generation_request(body, img2img, o.model_title, default_clip_skip);
     if (!w) return send_json(res, 422, error_body(422, w.status().message()));
-    bool clip_override = body.contains("override_settings") && body["override_settings"].is_object() &&
-                         body["override_settings"].contains("CLIP_stop_at_last_layers");
-    if (!clip_override) w->req.clip_skip = default_clip_skip;
     if (Status v = pipe->validate(w->req); !v) return send_json(res, 422, error_body(422, v.message()));
     if (w->req.seed == -1) w->req.seed = std::random_device{}() & 0xffffffffu;  // fixed now: batches carry explicit seeds
-    if (w->parameters.is_object()) w->parameters["seed"] = w->req.seed;
+    w->parameters["seed"] = w->req.seed;
     auto job = std::make_shared<Job>();
     job->w = std::move(w).value();
     job->img2img = img2img;
@@ -381,7 +383,6 @@ struct Server::Impl {
   }
 
   json memory_json() {
-    json ram = {{"free", 0}, {"used", 0}, {"total", 0}};
     std::ifstream mi("/proc/meminfo");
     std::string k;
     int64_t v;
@@ -391,7 +392,7 @@ struct Server::Impl {
       if (k == "MemTotal:") total = v * 1024;
       if (k == "MemAvailable:") avail = v * 1024;
     }
-    ram = {{"free", avail}, {"used", total - avail}, {"total", total}};
+    const json ram = {{"free", avail}, {"used", total - avail}, {"total", total}};
     json cuda;
     if (is_ready && pipe->backend().name() == "cuda") {
       DeviceMemory dm = pipe->backend().memory();
@@ -445,10 +446,10 @@ struct Server::Impl {
     static thread_local clk::time_point t_start;
     http.new_task_queue = [this] { return new httplib::ThreadPool((size_t)std::max(4, o.threads)); };
     http.set_payload_max_length(o.max_body_bytes);
-    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    const std::string want = "Basic " + base64_encode(std::vector<uint8_t>(o.api_auth.begin(), o.api_auth.end()));
+    http.set_pre_routing_handler([this, want](const httplib::Request& req, httplib::Response& res) {
       t_start = clk::now();
       if (o.api_auth.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
-      const std::string want = "Basic " + base64_encode(std::vector<uint8_t>(o.api_auth.begin(), o.api_auth.end()));
       if (!same(req.get_header_value("Authorization"), want)) {
         res.set_header("WWW-Authenticate", "Basic realm=\"sdrt\"");
         send_json(res, 401, error_body(401, "Incorrect or missing credentials"));
@@ -509,11 +510,7 @@ struct Server::Impl {
     });
     http.Post("/sdapi/v1/options", [this](const httplib::Request& q, httplib::Response& r) {
       json b;
-      try {
-        b = json::parse(q.body);
-      } catch (const std::exception& e) {
-        return send_json(r, 422, error_body(422, std::string("body: malformed JSON (") + e.what() + ")"));
-      }
+      if (!parse_body(q, r, &b)) return;
       if (!b.is_object()) return send_json(r, 422, error_body(422, "body: expected a JSON object"));
       if (b.contains("sd_model_checkpoint")) {
         if (!b["sd_model_checkpoint"].is_string()) return send_json(r, 422, error_body(422, "sd_model_checkpoint: expected a string"));
@@ -542,11 +539,7 @@ struct Server::Impl {
     http.Get("/sdapi/v1/memory", [this](const httplib::Request&, httplib::Response& r) { send_json(r, 200, memory_json()); });
     http.Post("/sdapi/v1/png-info", [](const httplib::Request& q, httplib::Response& r) {
       json b;
-      try {
-        b = json::parse(q.body);
-      } catch (const std::exception& e) {
-        return send_json(r, 422, error_body(422, std::string("body: malformed JSON (") + e.what() + ")"));
-      }
+      if (!parse_body(q, r, &b)) return;
       if (!b.is_object() || !b.contains("image") || !b["image"].is_string()) return send_json(r, 422, error_body(422, "image: expected a base64 string"));
       auto bytes = base64_decode(b["image"].get<std::string>());
       if (!bytes) return send_json(r, 422, error_body(422, "image: " + bytes.status().message()));
@@ -615,8 +608,5 @@ void Server::stop() {
   s.queue.clear();
 }
 
-void Server::wait() {
-  while (!impl_->stopping) std::this_thread::sleep_for(std::chrono::milliseconds(200));
-}
 
 }  // namespace sdrt::server

@@ -92,10 +92,11 @@ constexpr char kB64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 
 }  // namespace
 
-Result<WebuiRequest> parse_generation_request(const json& body, bool img2img, const std::string& model_title) {
+Result<WebuiRequest> parse_generation_request(const json& body, bool img2img, const std::string& model_title, int clip_skip) {
   if (!body.is_object()) return invalid_argument("body: expected a JSON object, got " + type_name(body));
   WebuiRequest w;
   GenerateRequest& r = w.req;
+  r.clip_skip = clip_skip;
   r.steps = 50;  // the WebUI API's defaults
   r.width = r.height = 512;
   r.sampler = "Euler a";

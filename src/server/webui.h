@@ -21,8 +21,9 @@ struct WebuiRequest {
 };
 
 // Errors are InvalidArgument with a message naming the field ("steps: expected an integer, got string").
-// Unknown fields are ignored, as the WebUI does.
-Result<WebuiRequest> parse_generation_request(const nlohmann::json& body, bool img2img, const std::string& model_title);
+// Unknown fields are ignored, as the WebUI does. clip_skip applies unless override_settings sets
+// CLIP_stop_at_last_layers.
+Result<WebuiRequest> parse_generation_request(const nlohmann::json& body, bool img2img, const std::string& model_title, int clip_skip = 1);
 
 // The response's "info" (a JSON object the WebUI returns as a string).
 nlohmann::json generation_info(const WebuiRequest& w, const GenerateResult& res, const std::string& model_name, const std::string& model_hash,
