@@ -5,21 +5,11 @@
 # folder (browser_test.png) to look at.
 set -euo pipefail
 SDRT=$1 CONF=$2 SHOT=$3
-M="$CONF/tiny-sd15/diffusers"
-if [ ! -d "$M" ]; then echo "SKIP: no conformance data at $CONF"; exit 77; fi
 CHROME=$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)
 if [ -z "$CHROME" ]; then echo "SKIP: no chromium (scripts/setup.sh installs it)"; exit 77; fi
-LOG=$(mktemp) DOM=$(mktemp)
-"$SDRT" serve -m "$M" --tokenizer "$M/tokenizer" --backend cpu --port 0 --no-engine-cache 2>"$LOG" &
-PID=$!
-trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -f "$LOG" "$DOM"' EXIT
-PORT=""
-for _ in $(seq 1 100); do
-  PORT=$(sed -n 's|.*http://127.0.0.1:\([0-9]*\)/.*|\1|p' "$LOG" | head -1)
-  [ -n "$PORT" ] && grep -q "ready" "$LOG" && break
-  sleep 0.2
-done
-[ -n "$PORT" ] || { echo "server did not start:"; cat "$LOG"; exit 1; }
+source "$(dirname "$0")/serve_tiny.sh"
+serve_tiny "$SDRT" "$CONF"
+DOM="$(dirname "$SHOT")/browser_test_dom.html"
 URL="http://127.0.0.1:$PORT/?prompt=a%20red%20cube%20on%20a%20table&steps=20&width=128&height=128&seed=3&autorun=1"
 FLAGS=(--headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,800 --virtual-time-budget=30000)
 timeout 180 "$CHROME" "${FLAGS[@]}" --dump-dom "$URL" >"$DOM" 2>/dev/null
