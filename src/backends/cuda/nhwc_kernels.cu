@@ -7,6 +7,7 @@ namespace {
 
 constexpr int kThreads = 256;
 inline unsigned blocks(int64_t n) { return (unsigned)std::min<int64_t>((n + kThreads - 1) / kThreads, 1 << 20); }
+inline bool aligned4(const void* p) { return ((uintptr_t)p & 3) == 0; }
 inline bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 
 __global__ void nchw_to_nhwc_k(const float* x, __half* y, int64_t C, int64_t HW, int64_t total) {
@@ -258,8 +259,6 @@ __global__ void pixel_bcast_k(const __half* x, const __half* t, __half* y, int64
     y[i] = __float2half_rn(__half2float(x[i]) + __half2float(t[(i / (HW * C)) * C + i % C]));
 }
 
-bool aligned4(const void* p) { return ((uintptr_t)p & 3) == 0; }
-bool aligned16b(const void* p) { return ((uintptr_t)p & 15) == 0; }
 
 // One warp per row, the row held in registers as 16-byte vectors (C % 8 == 0, C <= 8 * 32 * MAXV):
 // one read, mean then variance from the registers, one write.
@@ -345,7 +344,7 @@ void add_pixel_broadcast(const __half* x, const __half* t, __half* y, int64_t N,
 }
 
 bool layer_norm_fast(const __half* x, const __half* g, const __half* b, __half* y, int64_t rows, int64_t C, float eps, cudaStream_t s) {
-  if (C % 8 || C > 8 * 32 * 8 || !aligned16b(x) || !aligned16b(g) || !aligned16b(b) || !aligned16b(y)) return false;
+  if (C % 8 || C > 8 * 32 * 8 || !aligned16(x) || !aligned16(g) || !aligned16(b) || !aligned16(y)) return false;
   const int cv = (int)(C / 8), per_block = kThreads / 32;
   const unsigned grid = (unsigned)((rows + per_block - 1) / per_block);
   if (rows > (int64_t)per_block * 0x7fffffff) return false;
@@ -359,7 +358,7 @@ bool layer_norm_fast(const __half* x, const __half* g, const __half* b, __half* 
 }
 
 bool geglu_fast(const __half* x, __half* y, int64_t rows, int64_t F, cudaStream_t s) {
-  if (F % 8 || !aligned16b(x) || !aligned16b(y)) return false;
+  if (F % 8 || !aligned16(x) || !aligned16(y)) return false;
   const int64_t total = rows * F / 8;
   geglu8_k<<<blocks(total), kThreads, 0, s>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(y), F / 8, total);
   return true;
