@@ -5,6 +5,7 @@
 // exits non-zero on any failure.
 #include <httplib.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -47,6 +48,14 @@ int main(int argc, char** argv) {
     }
     if (!up) return std::fprintf(stderr, "loadtest: the server never became ready\n"), 1;
   }
+  auto metrics = [&] {  // the server's counters now; this run's figures are differences
+    httplib::Client cli("127.0.0.1", port);
+    auto m = cli.Get("/metrics");
+    const std::string text = m ? m->body : "";
+    return std::array<int64_t, 4>{metric(text, "sdrt_jobs_total"), metric(text, "sdrt_batches_total"),
+                                  metric(text, "sdrt_batched_jobs_total"), metric(text, "sdrt_images_total")};
+  };
+  const auto before = metrics();
   const std::vector<std::pair<std::string, std::string>> malformed = {
       {"bad JSON", "{\"prompt\": \"x\""},
       {"wrong type", R"({"steps": "many"})"},
@@ -115,12 +124,11 @@ int main(int argc, char** argv) {
   for (auto& t : th) t.join();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
+  const auto after = metrics();
+  const int64_t jobs = after[0] - before[0], batches = after[1] - before[1], batched = after[2] - before[2],
+                images = after[3] - before[3];
   httplib::Client cli("127.0.0.1", port);
-  auto m = cli.Get("/metrics");
   auto h = cli.Get("/health");
-  const std::string text = m ? m->body : "";
-  const int64_t batched = metric(text, "sdrt_batched_jobs_total"), batches = metric(text, "sdrt_batches_total"),
-                jobs = metric(text, "sdrt_jobs_total"), images = metric(text, "sdrt_images_total");
   std::printf("loadtest: %d requests from %d clients in %.1f s: %d ok, %d answered 429 (retried), %d failed; %d malformed requests got 4xx\n",
               requests, clients, secs, ok.load(), too_many.load(), failed.load(), malformed_ok.load());
   std::printf("loadtest: server metrics: %lld jobs in %lld batches, %lld jobs ran batched with others, %lld images; health %d\n",

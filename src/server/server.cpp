@@ -19,6 +19,8 @@
 #include <sstream>
 #include <thread>
 
+#include <sys/socket.h>
+
 #include "io/png.h"
 #include "server/webui.h"
 
@@ -581,6 +583,16 @@ Result<int> Server::start() {
   Impl& s = *impl_;
   s.routes();
   if (s.o.port < 0 || s.o.port > 65535) return invalid_argument("port must be between 0 and 65535");
+  // cpp-httplib listens with a backlog of 5: a burst of clients connecting at once overflows it, the kernel
+  // drops their handshakes' last packets, their requests arrive only on TCP retransmission seconds later, and
+  // the server closes a connection that stays silent for 5 s - the client sees the connection close without
+  // an answer. Keep the listening socket and listen again with the system's maximum backlog once bound.
+  int listen_fd = -1;
+  s.http.set_socket_options([&listen_fd](socket_t fd) {
+    int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));  // what cpp-httplib's default options set
+    listen_fd = fd;
+  });
   if (s.o.port == 0) {
     s.port = s.http.bind_to_any_port(s.o.host);
     if (s.port <= 0) return io_error("cannot bind to " + s.o.host);
@@ -588,6 +600,7 @@ Result<int> Server::start() {
     if (!s.http.bind_to_port(s.o.host, s.o.port)) return io_error("cannot bind to " + s.o.host + ":" + std::to_string(s.o.port) + " (in use?)");
     s.port = s.o.port;
   }
+  if (listen_fd >= 0 && ::listen(listen_fd, SOMAXCONN) != 0) std::fprintf(stderr, "sdrt serve: warning: cannot raise the listen backlog\n");
   s.listen_thread = std::thread([&s] { s.http.listen_after_bind(); });
   s.worker = std::thread([&s] { s.work(); });
   s.load_thread = std::thread([&s] { s.load(); });
