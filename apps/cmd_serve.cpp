@@ -12,8 +12,8 @@ namespace sdrt::app {
 
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
-void on_stop(int) {
-  g_stop = 1;
+void on_stop(int sig) {
+  g_stop = sig;
   std::signal(SIGINT, SIG_DFL);  // a second ^C ends at once
 }
 }  // namespace
@@ -26,6 +26,7 @@ int cmd_serve(const ServeArgs& a) {
   if (a.port < 0 || a.port > 65535) return fail(invalid_argument("--port must be between 0 and 65535"));
   if (a.max_queue < 1 || a.max_queue > 100000) return fail(invalid_argument("--max-queue must be between 1 and 100000"));
   if (a.max_batch < 1 || a.max_batch > kMaxBatch) return fail(invalid_argument("--max-batch must be between 1 and " + std::to_string(kMaxBatch)));
+  if (!(a.drain_timeout >= 0 && a.drain_timeout <= 3600)) return fail(invalid_argument("--drain-timeout must be between 0 and 3600 seconds"));
   if (!a.api_auth.empty() && a.api_auth.find(':') == std::string::npos) return fail(invalid_argument("--api-auth takes user:password"));
 
   auto run = choose_run(a.model, a.backend, a.precision, a.plan);
@@ -59,8 +60,13 @@ int cmd_serve(const ServeArgs& a) {
   std::signal(SIGTERM, on_stop);
   std::signal(SIGPIPE, SIG_IGN);
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  std::fprintf(stderr, "\nsdrt serve: stopping\n");
+  // Graceful: no new jobs, accepted ones finish (or are handed back with a 503 at the deadline), then exit 0.
+  std::fprintf(stderr, "\nsdrt serve: %s: draining (up to %g s for accepted jobs)\n", g_stop == SIGTERM ? "SIGTERM" : "SIGINT",
+               a.drain_timeout);
+  const int handed = srv.drain(std::chrono::milliseconds((int64_t)(a.drain_timeout * 1000)));
   srv.stop();
+  if (handed) std::fprintf(stderr, "sdrt serve: stopped; %d accepted jobs handed back (503) at the deadline\n", handed);
+  else std::fprintf(stderr, "sdrt serve: stopped; every accepted job was answered\n");
   return 0;
 }
 

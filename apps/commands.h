@@ -32,6 +32,7 @@ struct BuildArgs {
 struct ServeArgs {
   std::string model, host = "127.0.0.1", api_auth, backend = "auto", precision = "auto", plan, tokenizer_dir, output_dir;
   int port = 7860, max_queue = 32, max_batch = 8;
+  double drain_timeout = 25;  // seconds SIGTERM waits for accepted jobs (below Kubernetes' 30 s grace period)
   bool engine_cache = true;
 };
 

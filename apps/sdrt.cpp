@@ -58,6 +58,9 @@ int main(int argc, char** argv) {
   serve->add_option("--api-auth", sv.api_auth, "user:password for HTTP basic auth on every endpoint but /health");
   serve->add_option("--max-queue", sv.max_queue, "jobs that may wait; more get 429")->capture_default_str();
   serve->add_option("--max-batch", sv.max_batch, "images of compatible requests run as one batch")->capture_default_str();
+  serve->add_option("--drain-timeout", sv.drain_timeout,
+                    "on SIGTERM/SIGINT, seconds to finish accepted jobs before handing the rest back (503)")
+      ->capture_default_str();
   serve->add_option("--backend", sv.backend, "auto, cpu or cuda")->capture_default_str();
   serve->add_option("--precision", sv.precision, "auto, fp32 or fp16")->capture_default_str();
   serve->add_option("--plan", sv.plan, "engines from `sdrt build`");

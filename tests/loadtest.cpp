@@ -3,7 +3,13 @@
 // request's prompt and seed (nothing lost, nothing mixed up). Malformed requests are interleaved and must
 // get 4xx answers while the server keeps serving. Prints a summary and the server's batching metrics;
 // exits non-zero on any failure.
+//
+// With --sigterm PID (graceful shutdown): once all requests are accepted (queued or running), the server
+// gets SIGTERM; every accepted request must still be answered with its image, while /health answers 503
+// and a new request 503 - nothing accepted is lost.
 #include <httplib.h>
+
+#include <signal.h>
 
 #include <array>
 #include <atomic>
@@ -27,7 +33,7 @@ int64_t metric(const std::string& text, const std::string& name) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int port = 0, requests = 200, clients = 20, max_429 = 0;
+  int port = 0, requests = 200, clients = 20, max_429 = 0, steps = 2, sigterm_pid = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const int v = std::atoi(argv[i + 1]);
@@ -35,6 +41,8 @@ int main(int argc, char** argv) {
     else if (a == "--requests") requests = v;
     else if (a == "--clients") clients = v;
     else if (a == "--max-429") max_429 = v;
+    else if (a == "--steps") steps = v;
+    else if (a == "--sigterm") sigterm_pid = v;
   }
   if (port <= 0) return std::fprintf(stderr, "usage: sdrt_loadtest --port P [--requests N] [--clients C] [--max-429 K]\n"), 2;
 
@@ -77,7 +85,7 @@ int main(int argc, char** argv) {
       cli.set_read_timeout(600, 0);
       int own = 0;
       for (int i; (i = next++) < requests;) {
-        if (++own % 4 == 0) {  // a malformed request now and then
+        if (++own % 4 == 0 && !sigterm_pid) {  // a malformed request now and then
           const auto& [what, body] = malformed[(size_t)(i + c) % malformed.size()];
           const char* path = what == "bad base64" ? "/sdapi/v1/img2img" : "/sdapi/v1/txt2img";
           auto r = cli.Post(path, body, "application/json");
@@ -86,7 +94,7 @@ int main(int argc, char** argv) {
         }
         const std::string prompt = "load test request " + std::to_string(i);
         const int64_t seed = 10000 + i;
-        const json body = {{"prompt", prompt}, {"seed", seed}, {"steps", 2}, {"width", 64}, {"height", 64}};
+        const json body = {{"prompt", prompt}, {"seed", seed}, {"steps", steps}, {"width", 64}, {"height", 64}};
         for (int attempt = 0;; ++attempt) {
           auto r = cli.Post("/sdapi/v1/txt2img", body.dump(), "application/json");
           if (!r) {
@@ -121,9 +129,42 @@ int main(int argc, char** argv) {
         }
       }
     });
+  bool drain_ok = true;
+  if (sigterm_pid) {  // all accepted -> SIGTERM -> not ready, new work refused, accepted work still answered
+    std::string text;
+    for (int i = 0; i < 3000; ++i) {
+      httplib::Client cli("127.0.0.1", port);
+      auto m = cli.Get("/metrics");
+      text = m ? m->body : "";
+      if (metric(text, "sdrt_queue_length") + metric(text, "sdrt_jobs_total") - before[0] >= requests) break;  // accepted
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const int64_t queued = metric(text, "sdrt_queue_length"), running = metric(text, "sdrt_running_jobs");
+    ::kill(sigterm_pid, SIGTERM);
+    std::printf("loadtest: SIGTERM sent with %lld jobs queued and %lld running\n", (long long)queued, (long long)running);
+    if (queued < 1) report("SIGTERM came with no job queued; the test shows nothing (jobs too short?)"), drain_ok = false;
+    httplib::Client cli("127.0.0.1", port);
+    int health = 0;
+    for (int i = 0; i < 500 && health != 503; ++i) {
+      auto h = cli.Get("/health");
+      health = h ? h->status : -1;
+      if (health != 503) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    auto late = cli.Post("/sdapi/v1/txt2img", json{{"prompt", "late"}, {"steps", steps}, {"width", 64}, {"height", 64}}.dump(), "application/json");
+    std::printf("loadtest: while draining: /health %d, a new request %s\n", health,
+                late ? std::to_string(late->status).c_str() : ("no answer: " + httplib::to_string(late.error())).c_str());
+    if (health != 503 || !late || late->status != 503 || late->get_header_value("Retry-After").empty())
+      report("while draining /health must be 503 and a new request 503 with Retry-After"), drain_ok = false;
+  }
   for (auto& t : th) t.join();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
+  if (sigterm_pid) {  // the server is gone or going: no metrics to read
+    std::printf("loadtest: %d requests accepted before SIGTERM: %d answered with their image, %d failed\n", requests, ok.load(), failed.load());
+    const bool pass = drain_ok && failed == 0 && ok == requests;
+    std::printf("loadtest: %s\n", pass ? "PASS" : "FAIL");
+    return pass ? 0 : 1;
+  }
   const auto after = metrics();
   const int64_t jobs = after[0] - before[0], batches = after[1] - before[1], batched = after[2] - before[2],
                 images = after[3] - before[3];

@@ -404,6 +404,50 @@ TEST(Server, ClientDisconnectCancelsItsJob) {
   EXPECT_NE(m.find("sdrt_images_total 0"), std::string::npos) << m;
 }
 
+// drain() past its deadline hands the running and the queued job back with a 503 (retry elsewhere); while
+// draining the server is not ready (/health 503), still live, and refuses new jobs with 503 + Retry-After.
+TEST(Server, DrainHandsBackUnfinishedJobsAtTheDeadline) {
+  SDRT_REQUIRE_CONFORMANCE();
+  server::ServeOptions so;
+  so.max_batch_images = 1;
+  Running s = start_server(so);
+  int st[2] = {0, 0};
+  json res[2];
+  std::vector<std::thread> th;
+  for (int k = 0; k < 2; ++k)
+    th.emplace_back([&, k] {
+      auto c = s.client();
+      res[k] = post(c, "/sdapi/v1/txt2img", {{"prompt", "long " + std::to_string(k)}, {"steps", 1000}, {"width", 64}, {"height", 64}}, &st[k]);
+    });
+  auto c = s.client();
+  json prog;
+  for (int i = 0; i < 100; ++i) {  // one running, one queued
+    prog = json::parse(c.Get("/sdapi/v1/progress")->body);
+    if (prog["state"]["job_count"] == 2 && prog["state"]["sampling_step"].get<int>() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(prog["state"]["job_count"], 2) << prog.dump();
+  std::thread probe([&] {  // while drain() waits
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto pc = s.client();
+    EXPECT_EQ(pc.Get("/health")->status, 503);
+    EXPECT_EQ(pc.Get("/health/live")->status, 200);
+    auto late = pc.Post("/sdapi/v1/txt2img", R"({"prompt": "late", "steps": 2, "width": 64, "height": 64})", "application/json");
+    ASSERT_TRUE(late);
+    EXPECT_EQ(late->status, 503);
+    EXPECT_FALSE(late->get_header_value("Retry-After").empty());
+  });
+  EXPECT_EQ(s.srv->drain(std::chrono::milliseconds(400)), 2);
+  probe.join();
+  for (auto& t : th) t.join();
+  for (int k = 0; k < 2; ++k) {
+    EXPECT_EQ(st[k], 503) << res[k].dump();
+    EXPECT_NE(res[k].dump().find("retry on another replica"), std::string::npos) << res[k].dump();
+  }
+  // Nothing waiting: a second drain returns at once.
+  EXPECT_EQ(s.srv->drain(std::chrono::milliseconds(0)), 0);
+}
+
 // interrupt stops the running job; the client gets a 200 without images, as from the WebUI.
 TEST(Server, InterruptStopsTheRunningJob) {
   SDRT_REQUIRE_CONFORMANCE();

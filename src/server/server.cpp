@@ -72,6 +72,8 @@ bool parse_body(const httplib::Request& req, httplib::Response& res, json* body)
   }
 }
 
+constexpr const char* kHandedBack = "the server shut down before this job finished; retry on another replica";
+
 struct Job {
   WebuiRequest w;
   bool img2img = false;
@@ -107,6 +109,7 @@ struct Server::Impl {
 
   std::unique_ptr<Pipeline> pipe;
   std::atomic<bool> is_ready{false}, stopping{false};
+  std::atomic<bool> draining{false}, hand_back{false};  // drain(): no new jobs; past its deadline, answer 503
   std::string load_error;
 
   std::mutex mu;  // queue, progress, options, metrics
@@ -237,6 +240,7 @@ struct Server::Impl {
       run(batch);
       std::lock_guard<std::mutex> lk(mu);
       running.clear();
+      if (draining) cv.notify_all();  // drain() waits for an idle worker
     }
   }
 
@@ -269,7 +273,9 @@ struct Server::Impl {
     if (!res) {
       const bool stopped = res.status().code() == Code::OutOfRange;
       for (const auto& j : batch) {
-        if (stopped) {  // interrupted or skipped: as the WebUI, a 200 without images
+        if (stopped && hand_back) {  // stopped by drain()'s deadline: the client should retry elsewhere
+          finish(j, 503, error_body(503, kHandedBack));
+        } else if (stopped) {  // interrupted or skipped: as the WebUI, a 200 without images
           GenerateResult empty;
           finish(j, 200, {{"images", json::array()}, {"parameters", j->w.parameters},
                           {"info", generation_info(j->w, empty, o.model_name, o.model_hash, ts).dump()}});
@@ -344,6 +350,11 @@ struct Server::Impl {
     job->img2img = img2img;
     {
       std::lock_guard<std::mutex> lk(mu);
+      if (draining) {
+        res.set_header("Retry-After", "5");
+        res.set_header("Connection", "close");
+        return send_json(res, 503, error_body(503, "the server is shutting down; retry on another replica"));
+      }
       if ((int)queue.size() >= o.max_queue) {
         ++rejected_total;
         res.set_header("Retry-After", "5");
@@ -411,6 +422,7 @@ struct Server::Impl {
     m << "# HELP sdrt_up Whether the model is loaded and the server takes jobs.\n# TYPE sdrt_up gauge\nsdrt_up " << (is_ready ? 1 : 0) << "\n";
     m << "# HELP sdrt_queue_length Jobs waiting.\n# TYPE sdrt_queue_length gauge\nsdrt_queue_length " << queue.size() << "\n";
     m << "# HELP sdrt_running_jobs Jobs in the running batch.\n# TYPE sdrt_running_jobs gauge\nsdrt_running_jobs " << running.size() << "\n";
+    m << "# HELP sdrt_draining 1 while shutting down (no new jobs taken).\n# TYPE sdrt_draining gauge\nsdrt_draining " << (draining ? 1 : 0) << "\n";
     m << "# HELP sdrt_http_requests_total HTTP requests by path and status.\n# TYPE sdrt_http_requests_total counter\n";
     for (const auto& [k, n] : requests) m << "sdrt_http_requests_total{path=\"" << k.first << "\",code=\"" << k.second << "\"} " << n << "\n";
     m << "# HELP sdrt_request_duration_seconds Generation request latency.\n# TYPE sdrt_request_duration_seconds histogram\n";
@@ -553,10 +565,18 @@ struct Server::Impl {
       for (const auto& [k, v] : text) items[k] = v;
       send_json(r, 200, {{"info", info}, {"items", items}, {"parameters", info.empty() ? json::object() : parse_infotext(info)}});
     });
+    // Readiness: 200 only while jobs are taken. Liveness (/health/live): 200 unless the model failed to
+    // load - a first engine build may take minutes, a drain up to its grace period.
     http.Get("/health", [this](const httplib::Request&, httplib::Response& r) {
+      if (draining) return send_json(r, 503, {{"status", "draining"}});
       if (is_ready) return send_json(r, 200, {{"status", "ready"}});
       std::lock_guard<std::mutex> lk(mu);
       send_json(r, 503, {{"status", load_error.empty() ? "loading" : "failed"}, {"detail", load_error}});
+    });
+    http.Get("/health/live", [this](const httplib::Request&, httplib::Response& r) {
+      std::lock_guard<std::mutex> lk(mu);
+      if (!load_error.empty()) return send_json(r, 503, {{"status", "failed"}, {"detail", load_error}});
+      send_json(r, 200, {{"status", is_ready ? (draining ? "draining" : "ready") : "loading"}});
     });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) { r.set_content(metrics_text(), "text/plain; version=0.0.4"); });
     http.Get("/sdrt/v1/events", [this](const httplib::Request&, httplib::Response& r) {  // progress as server-sent events, 4 a second
@@ -605,6 +625,26 @@ Result<int> Server::start() {
   s.worker = std::thread([&s] { s.work(); });
   s.load_thread = std::thread([&s] { s.load(); });
   return s.port;
+}
+
+int Server::drain(std::chrono::milliseconds grace) {
+  Impl& s = *impl_;
+  std::unique_lock<std::mutex> lk(s.mu);
+  s.draining = true;
+  auto idle = [&] { return s.queue.empty() && s.running.empty(); };
+  // Without a loaded model nothing runs: the queue is empty then (requests get 503 while loading).
+  if (s.cv.wait_for(lk, grace, idle)) return 0;
+  int handed = 0;
+  for (auto& j : s.queue) {
+    if (!j->cancelled) ++handed;
+    s.finish(j, 503, error_body(503, kHandedBack));
+  }
+  s.queue.clear();
+  handed += (int)s.running.size();
+  s.hand_back = true;
+  s.interrupt = true;  // the running batch stops at its next step and answers 503
+  s.cv.wait(lk, [&] { return s.running.empty(); });
+  return handed;
 }
 
 void Server::stop() {

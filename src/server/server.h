@@ -2,6 +2,7 @@
 // queue whose compatible requests run as one batch, progress (polling and server-sent events), /health,
 // /metrics (Prometheus text) and a web page at /.
 #pragma once
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -32,6 +33,11 @@ class Server {
   // Binds and serves on background threads; the pipeline loads on another (/health answers 503 until
   // it is ready). Returns the bound port.
   Result<int> start();
+  // Graceful shutdown (SIGTERM): from now on /health answers 503 "draining" and new generation requests
+  // 503 with Retry-After (a load balancer sends them to another replica); queued and running jobs go on.
+  // Returns once every accepted job is answered, or at the deadline: then the jobs still queued or running
+  // are handed back with a 503 telling the client to retry. Returns how many were handed back.
+  int drain(std::chrono::milliseconds grace);
   void stop();
   bool ready() const;
 
