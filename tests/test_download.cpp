@@ -1,5 +1,7 @@
 // Model downloads against a hub served on loopback from a fixture folder: a full download that loads,
 // resume after an interrupted transfer, a checksum mismatch rejected with nothing left behind.
+#include <thread>
+
 #include "http_fixture.h"
 #include "io/download.h"
 #include "pipeline/resolve.h"
@@ -82,6 +84,25 @@ TEST(Download, ResumesAnInterruptedTransfer) {
   ASSERT_EQ(reqs.size(), 2u);
   EXPECT_EQ(reqs[1], "/test/tiny-sd15/resolve/main/unet/diffusion_pytorch_model.safetensors range=1048576");
   EXPECT_FALSE(fs::exists(dest.string() + ".part"));
+}
+
+// Two downloads of one file at once (as pods sharing a cache volume): one transfer, both see the file.
+TEST(Download, ConcurrentDownloadsOfOneFileTransferItOnce) {
+  SDRT_REQUIRE_CONFORMANCE();
+  fs::path hub = make_hub("concurrent"), dest = hub / "out" / "unet.safetensors";
+  FixtureServer server(hub);
+  DownloadOptions o;
+  o.base_url = server.url();
+  const std::string url = hub_file_url(o, "test/tiny-sd15", "unet/diffusion_pytorch_model.safetensors");
+  Status st[2];
+  std::thread a([&] { st[0] = download_file(url, dest.string(), o); });
+  std::thread b([&] { st[1] = download_file(url, dest.string(), o); });
+  a.join();
+  b.join();
+  ASSERT_TRUE(st[0].is_ok()) << st[0].message();
+  ASSERT_TRUE(st[1].is_ok()) << st[1].message();
+  EXPECT_EQ(read_all(dest), read_all(tiny_dir() / "diffusers/unet/diffusion_pytorch_model.safetensors"));
+  EXPECT_EQ(server.requests().size(), 1u);
 }
 
 TEST(Download, ResumesAPartialFileLeftByAnEarlierRun) {

@@ -1,6 +1,8 @@
 #include "io/download.h"
 
 #include <curl/curl.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -102,6 +104,18 @@ Status download_file(const std::string& url, const std::string& dest, const Down
   const std::string part = dest + ".part";
   std::error_code ec;
   fs::create_directories(fs::path(dest).parent_path(), ec);
+  // Processes sharing a cache (pods mounting one volume) may want the same file at once: one downloads
+  // under an exclusive lock, the others wait for it and then find the file in place.
+  const std::string lock_path = dest + ".lock";
+  const int lock_fd = ::open(lock_path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+  if (lock_fd < 0) return io_error(lock_path + ": cannot open: " + std::strerror(errno));
+  struct CloseLock {
+    int fd;
+    ~CloseLock() { ::close(fd); }
+  } close_lock{lock_fd};
+  while (::flock(lock_fd, LOCK_EX) != 0)
+    if (errno != EINTR) return io_error(lock_path + ": cannot lock: " + std::strerror(errno));
+  if (fs::exists(dest, ec)) return Status::ok();  // another process fetched it while this one waited
   const std::string token = opt.token.empty() ? env_or("HF_TOKEN", "") : opt.token;
   Status last;
   for (int attempt = 0; attempt < std::max(1, opt.attempts); ++attempt) {

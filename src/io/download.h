@@ -20,7 +20,8 @@ struct DownloadOptions {
   long connect_timeout_s = 20;
 };
 
-// One file: url -> dest (dest + ".part" while in flight). Not found is Code::NotFound.
+// One file: url -> dest (dest + ".part" while in flight, under an exclusive lock on dest + ".lock" so that
+// processes sharing a cache download it once; a file already at dest is kept). Not found is Code::NotFound.
 Status download_file(const std::string& url, const std::string& dest, const DownloadOptions& opt);
 
 // The hub url of a file of a repository ("org/name"), revision main.

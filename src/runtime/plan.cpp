@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <random>
 
 namespace sdrt {
 namespace {
@@ -207,7 +208,10 @@ Status write_plan(const Plan& plan, const std::string& path) {
   const uint64_t sum = plan_checksum(data.data(), data.size(), plan_checksum(head.data(), head.size()));
 
   namespace fs = std::filesystem;
-  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
+  // A name no other writer uses, also in another container on a shared volume (where PIDs repeat).
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  const std::string tmp = path + ".tmp." + host + "." + std::to_string(::getpid()) + "." + std::to_string(std::random_device{}());
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) return io_error("cannot write " + tmp + ": " + std::strerror(errno));
   bool ok = std::fwrite(head.data(), 1, head.size(), f) == head.size();
