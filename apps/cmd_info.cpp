@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "backends/cuda/device_info.h"
 #include "models/model.h"
+#include "pipeline/resolve.h"
 
 namespace sdrt::app {
 namespace {
@@ -67,6 +68,21 @@ int cmd_info(const std::string& spec) {
   if (gpus.empty()) std::printf("gpus:         none (%s)\n", why.c_str());
   for (const auto& g : gpus)
     std::printf("gpu %d:        %s, sm_%d%d, %.1f GiB\n", g.index, g.name.c_str(), g.cc_major, g.cc_minor, g.total_bytes / 1073741824.0);
+  return 0;
+}
+
+// `sdrt pull MODEL`: resolve (download a hub id once into $SDRT_HOME, with the tokenizer) and load it, so
+// that a later `serve`/`generate` of the same spec starts without network access.
+int cmd_pull(const std::string& spec, const std::string& tokenizer_dir) {
+  ResolveOptions ro;
+  ro.tokenizer_dir = tokenizer_dir;
+  ro.download.progress = true;
+  auto rm = resolve_model(spec, ro);
+  if (!rm) {
+    std::fprintf(stderr, "sdrt: error: %s\n", rm.status().message().c_str());
+    return 1;
+  }
+  std::printf("%s: ready (%s, %s)\n", spec.c_str(), rm->model.layout.c_str(), rm->options.model_name.c_str());
   return 0;
 }
 

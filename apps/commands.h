@@ -37,6 +37,7 @@ struct ServeArgs {
 };
 
 int cmd_info(const std::string& model);
+int cmd_pull(const std::string& model, const std::string& tokenizer_dir);
 int cmd_serve(const ServeArgs& a);
 int cmd_build(const BuildArgs& a);
 int cmd_info_plan(const std::string& path);

@@ -3,14 +3,26 @@
 #include <cstdio>
 
 #include "commands.h"
+#include "git_revision.h"  // generated at build time: SDRT_GIT_REVISION
 
 int main(int argc, char** argv) {
   CLI::App app{"sdrt: a Stable Diffusion inference engine"};
   app.require_subcommand(1);
+#ifdef SDRT_HAVE_CUDA
+  constexpr const char* kBackends = "cpu, cuda";
+#else
+  constexpr const char* kBackends = "cpu";
+#endif
+  app.set_version_flag("--version", std::string("sdrt ") + SDRT_VERSION + " (" + SDRT_GIT_REVISION + "; backends: " + kBackends + ")");
 
   std::string model;
   auto* info = app.add_subcommand("info", "Describe a model (layout, architecture, parameters, dtypes) or a PNG's generation parameters");
   info->add_option("model", model, "diffusers folder, .safetensors checkpoint, random:sd15, a .png image or a .plan")->required();
+
+  std::string pull_model, pull_tokenizer;
+  auto* pull = app.add_subcommand("pull", "Download a hub model (org/name) into $SDRT_HOME and check that it loads (a container's init step)");
+  pull->add_option("model", pull_model, "hub id (org/name), or any model spec to check")->required();
+  pull->add_option("--tokenizer", pull_tokenizer, "tokenizer folder (vocab.json, merges.txt) for a single-file checkpoint");
 
   sdrt::app::BuildArgs bd;
   auto* build = app.add_subcommand("build", "Compile a model into a plan for this GPU (fused graphs, timed kernels, weights in the engine's precision)");
@@ -55,7 +67,8 @@ int main(int argc, char** argv) {
   serve->add_option("-m,--model", sv.model, "model (as generate) [default: SD 1.5 from the hub, or the plan's]");
   serve->add_option("--host", sv.host, "address to listen on (loopback unless told otherwise)")->capture_default_str();
   serve->add_option("--port", sv.port, "port")->capture_default_str();
-  serve->add_option("--api-auth", sv.api_auth, "user:password for HTTP basic auth on every endpoint but /health");
+  serve->add_option("--api-auth", sv.api_auth, "user:password for HTTP basic auth on every endpoint but /health, /health/live and /metrics (or $SDRT_API_AUTH)")
+      ->envname("SDRT_API_AUTH");
   serve->add_option("--max-queue", sv.max_queue, "jobs that may wait; more get 429")->capture_default_str();
   serve->add_option("--max-batch", sv.max_batch, "images of compatible requests run as one batch")->capture_default_str();
   serve->add_option("--drain-timeout", sv.drain_timeout,
@@ -105,6 +118,7 @@ int main(int argc, char** argv) {
     sv.engine_cache = !serve_no_cache;
     return sdrt::app::cmd_serve(sv);
   }
+  if (*pull) return sdrt::app::cmd_pull(pull_model, pull_tokenizer);
   if (*gen) {
     g.engine_cache = !gen_no_cache;
     return sdrt::app::cmd_generate(g);

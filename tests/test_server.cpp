@@ -277,14 +277,15 @@ TEST(Server, ApiAuthIsRequiredExceptForHealth) {
   so.api_auth = "alice:s3cret";
   Running s = start_server(so);
   auto c = s.client();
-  EXPECT_EQ(c.Get("/health")->status, 200);
+  EXPECT_EQ(c.Get("/health")->status, 200);  // probes and Prometheus need no credentials
+  EXPECT_EQ(c.Get("/health/live")->status, 200);
+  EXPECT_EQ(c.Get("/metrics")->status, 200);
   EXPECT_EQ(c.Get("/sdapi/v1/samplers")->status, 401);
   EXPECT_EQ(c.Get("/")->status, 401);
   c.set_basic_auth("alice", "wrong");
   EXPECT_EQ(c.Get("/sdapi/v1/samplers")->status, 401);
   c.set_basic_auth("alice", "s3cret");
   EXPECT_EQ(c.Get("/sdapi/v1/samplers")->status, 200);
-  EXPECT_EQ(c.Get("/metrics")->status, 200);
 }
 
 // Concurrent compatible requests run as batches, each response carries its own prompt and seed, and

@@ -463,7 +463,9 @@ struct Server::Impl {
     const std::string want = "Basic " + base64_encode(std::vector<uint8_t>(o.api_auth.begin(), o.api_auth.end()));
     http.set_pre_routing_handler([this, want](const httplib::Request& req, httplib::Response& res) {
       t_start = clk::now();
-      if (o.api_auth.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+      // Probes (kubelet) and Prometheus scrape without credentials: health and counters only.
+      if (o.api_auth.empty() || req.path == "/health" || req.path == "/health/live" || req.path == "/metrics")
+        return httplib::Server::HandlerResponse::Unhandled;
       if (!same(req.get_header_value("Authorization"), want)) {
         res.set_header("WWW-Authenticate", "Basic realm=\"sdrt\"");
         send_json(res, 401, error_body(401, "Incorrect or missing credentials"));

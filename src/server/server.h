@@ -15,7 +15,7 @@ namespace sdrt::server {
 struct ServeOptions {
   std::string host = "127.0.0.1";  // loopback unless told otherwise
   int port = 7860;                 // 0: any free port (tests)
-  std::string api_auth;            // "user:pass": HTTP basic auth on everything but /health
+  std::string api_auth;            // "user:pass": HTTP basic auth on everything but /health, /health/live, /metrics
   int max_queue = 32;              // waiting jobs; more get 429
   int max_batch_images = 8;        // images of compatible requests run together
   size_t max_body_bytes = 32u << 20;
