@@ -14,7 +14,12 @@ PKGS=(
   clang libclang-rt-14-dev # libFuzzer target for the safetensors parser
   libcpp-httplib-dev       # sdrt serve (WebUI-compatible HTTP API)
   chromium                 # headless browser test of the web page
+  golang-go golang-github-masterminds-sprig-dev golang-k8s-sigs-yaml-dev golang-github-xeipuuv-gojsonschema-dev
+                           # renders the Helm chart as `helm template` does (Go templates + Sprig) in the tests
 )
+# Node.js (the Kubernetes schema validator and the Dockerfile linter from npm): Debian's, unless a node
+# and npm are already installed from elsewhere.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then PKGS+=(nodejs npm); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -25,4 +30,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else
   echo "setup: all packages present"
+fi
+
+# npm modules of the deployment tests (tests/deploy/package-lock.json pins them)
+here="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -f "$here/tests/deploy/node_modules/.package-lock.json" ] || [ "$here/tests/deploy/package-lock.json" -nt "$here/tests/deploy/node_modules/.package-lock.json" ]; then
+  echo "setup: npm ci in tests/deploy"
+  npm ci --prefix "$here/tests/deploy" --no-audit --no-fund --loglevel=error
 fi

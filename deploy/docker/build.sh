@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # The container image's build step (run by the Dockerfile's build stage; run by tests/deploy/docker_test.sh
 # without Docker): builds `sdrt` in Release and installs it into PREFIX as
-#   PREFIX/bin/sdrt    with RUNPATH $ORIGIN/../lib
+#   PREFIX/bin/sdrt    with RPATH $ORIGIN/../lib (DT_RPATH, which also serves its libraries' own dependencies)
 #   PREFIX/lib/        the shared libraries it needs that the runtime base image does not provide
 # (everything ldd resolves except glibc and NVIDIA's CUDA libraries, which the CUDA runtime image has),
 # then runs the installed binary once with no environment to show it starts.
-# usage: deploy/docker/build.sh PREFIX [SDRT_CUDA=ON|OFF|AUTO] [BUILD_DIR]
+# usage: deploy/docker/build.sh PREFIX [SDRT_CUDA=ON|OFF|AUTO] [BUILD_DIR (default $SDRT_IMAGE_BUILD_DIR or build-image)]
 set -euo pipefail
 prefix=${1:?usage: build.sh PREFIX [ON|OFF|AUTO] [BUILD_DIR]}
 cuda=${2:-AUTO}
-build=${3:-build-image}
+build=${3:-${SDRT_IMAGE_BUILD_DIR:-build-image}}
 case "$cuda" in ON|OFF|AUTO) ;; *) echo "build.sh: SDRT_CUDA must be ON, OFF or AUTO, not '$cuda'" >&2; exit 2 ;; esac
 
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDRT_CUDA="$cuda" -DSDRT_BUILD_TESTS=OFF \
-  '-DCMAKE_BUILD_RPATH=$ORIGIN/../lib'
+  '-DCMAKE_BUILD_RPATH=$ORIGIN/../lib' -DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags
 cmake --build "$build" --target sdrt
 
 rm -rf "$prefix"
@@ -28,6 +28,6 @@ ldd "$prefix/bin/sdrt" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | while r
   esac
   cp -L "$path" "$prefix/lib/$name"
 done
-readelf -d "$prefix/bin/sdrt" | grep -q 'RUNPATH.*\$ORIGIN/../lib' || { echo "build.sh: sdrt lacks RUNPATH \$ORIGIN/../lib" >&2; exit 1; }
+readelf -d "$prefix/bin/sdrt" | grep -q 'RPATH.*\$ORIGIN/../lib' || { echo "build.sh: sdrt lacks RPATH \$ORIGIN/../lib" >&2; exit 1; }
 env -i "$prefix/bin/sdrt" --version
 echo "build.sh: installed into $prefix: bin/sdrt and $(ls "$prefix/lib" | wc -l) libraries ($(du -sh "$prefix" | cut -f1))"

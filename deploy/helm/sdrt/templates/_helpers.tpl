@@ -40,6 +40,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if .Values.model.hubId -}}
 {{ .Values.model.hubId }}
 {{- else -}}
+{{- $_ := required "model.path is a path on model.existingClaim: set model.existingClaim" .Values.model.existingClaim -}}
 {{ required "model.hubId, or model.existingClaim with model.path, must be set" .Values.model.path | printf "/models/%s" }}
 {{- end -}}
 {{- end -}}
