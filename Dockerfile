@@ -18,6 +18,8 @@ FROM ubuntu:24.04 AS build-cpu
 FROM build-${VARIANT} AS build
 ARG VARIANT
 ARG SDRT_GIT_REVISION=unknown
+# GPU architectures compiled for (CMake list); 90 = H100/H200. Others (86 A10, 89 L4) are untested.
+ARG SDRT_CUDA_ARCHITECTURES=90
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -26,7 +28,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN SDRT_GIT_REVISION="${SDRT_GIT_REVISION}" deploy/docker/build.sh /opt/sdrt "$([ "${VARIANT}" = cuda ] && echo ON || echo OFF)"
+RUN SDRT_GIT_REVISION="${SDRT_GIT_REVISION}" SDRT_CUDA_ARCHITECTURES="${SDRT_CUDA_ARCHITECTURES}" deploy/docker/build.sh /opt/sdrt "$([ "${VARIANT}" = cuda ] && echo ON || echo OFF)"
 
 FROM nvidia/cuda:${CUDA_VERSION}-cudnn-runtime-ubuntu24.04 AS run-cuda
 FROM ubuntu:24.04 AS run-cpu

@@ -12,7 +12,10 @@ cuda=${2:-AUTO}
 build=${3:-${SDRT_IMAGE_BUILD_DIR:-build-image}}
 case "$cuda" in ON|OFF|AUTO) ;; *) echo "build.sh: SDRT_CUDA must be ON, OFF or AUTO, not '$cuda'" >&2; exit 2 ;; esac
 
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDRT_CUDA="$cuda" -DSDRT_BUILD_TESTS=OFF \
+# CUDA architectures: $SDRT_CUDA_ARCHITECTURES (CMake's list, e.g. "86;89;90"), else the project's default (90)
+arch=()
+[ -n "${SDRT_CUDA_ARCHITECTURES:-}" ] && arch=("-DCMAKE_CUDA_ARCHITECTURES=$SDRT_CUDA_ARCHITECTURES")
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDRT_CUDA="$cuda" -DSDRT_BUILD_TESTS=OFF "${arch[@]}" \
   '-DCMAKE_BUILD_RPATH=$ORIGIN/../lib' -DCMAKE_EXE_LINKER_FLAGS=-Wl,--disable-new-dtags
 cmake --build "$build" --target sdrt
 

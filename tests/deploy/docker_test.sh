@@ -28,7 +28,9 @@ echo "build stage packages present: $(echo $pkgs)"
 echo "== build stage: $(cat "$work/df/build_run.sh")"
 prefix="$work/opt/sdrt"
 run=$(sed "s|/opt/sdrt|$prefix|g" "$work/df/build_run.sh")
-(cd "$root" && env VARIANT=cpu SDRT_GIT_REVISION=docker-test SDRT_IMAGE_BUILD_DIR="$work/build-image" sh -c "$run")
+mapfile -t build_args < "$work/df/build_args.txt"   # the stage's ARGs and their defaults, then the CPU variant
+echo "build args: ${build_args[*]} VARIANT=cpu"
+(cd "$root" && env "${build_args[@]}" VARIANT=cpu SDRT_IMAGE_BUILD_DIR="$work/build-image" sh -c "$run")
 
 echo "== the installed tree needs only glibc from the base image"
 bad=""

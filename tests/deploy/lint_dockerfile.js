@@ -4,7 +4,7 @@
 // stage that runs deploy/docker/build.sh, a final stage that copies only /opt/sdrt and runs `sdrt serve` as
 // a numeric non-root user with SDRT_HOME on a volume, and a .dockerignore that keeps .git and build
 // folders out. Writes what the docker test then runs without Docker into OUT_DIR: build_run.sh (the build
-// stage's RUN line) and cmd.txt (ENTRYPOINT + CMD, one argument per line), env.txt (the final ENV).
+// stage's RUN line), build_args.txt (its ARGs with defaults) and cmd.txt (ENTRYPOINT + CMD, one argument per line), env.txt (the final ENV).
 // usage: lint_dockerfile.js DOCKERFILE DOCKERIGNORE [OUT_DIR]
 "use strict";
 const fs = require("fs");
@@ -63,6 +63,9 @@ for (const must of [".git", "build*"]) expect(ignore.includes(must), `.dockerign
 if (outDir) {
   fs.mkdirSync(outDir, { recursive: true });
   fs.writeFileSync(path.join(outDir, "build_run.sh"), (buildRun || "false") + "\n");
+  // the build stage's ARGs with their defaults: the environment its RUN lines see
+  const stageArgs = byName.build ? byName.build.ins.filter((i) => i.getKeyword() === "ARG").map((i) => i.getArgumentsContent()) : [];
+  fs.writeFileSync(path.join(outDir, "build_args.txt"), stageArgs.map((a) => (a.includes("=") ? a : `${a}=${args[a] || ""}`)).join("\n") + "\n");
   fs.writeFileSync(path.join(outDir, "cmd.txt"), [...(entry || []), ...(cmd || [])].join("\n") + "\n");
   fs.writeFileSync(path.join(outDir, "env.txt"), Object.entries(env).map(([k, v]) => `${k}=${v}`).join("\n") + "\n");
 }
