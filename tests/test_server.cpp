@@ -32,7 +32,7 @@ struct Running {
   }
 };
 
-Running start_server(server::ServeOptions so = {}) {
+Running start_server(server::ServeOptions so = {}, int engines = 1) {
   ResolveOptions ro;
   ro.tokenizer_dir = tiny_tokenizer();
   ro.allow_download = false;
@@ -44,9 +44,12 @@ Running start_server(server::ServeOptions so = {}) {
   so.model_title = "tiny [" + so.model_hash + "]";
   auto shared = std::make_shared<ResolvedModel>(std::move(rm).value());
   Running r;
-  r.srv = std::make_unique<server::Server>(so, [shared]() -> Result<std::unique_ptr<Pipeline>> {
-    return Pipeline::create(std::move(shared->model), shared->options, make_cpu_backend());
-  });
+  std::vector<server::PipelineLoader> loaders;
+  for (int k = 0; k < engines; ++k)
+    loaders.push_back([shared]() -> Result<std::unique_ptr<Pipeline>> {
+      return Pipeline::create(shared->model, shared->options, make_cpu_backend());  // a copy each: weights are shared
+    });
+  r.srv = std::make_unique<server::Server>(so, std::move(loaders));
   auto port = r.srv->start();
   EXPECT_TRUE(port.is_ok()) << port.status().message();
   r.port = port.is_ok() ? *port : 0;
@@ -447,6 +450,51 @@ TEST(Server, DrainHandsBackUnfinishedJobsAtTheDeadline) {
   }
   // Nothing waiting: a second drain returns at once.
   EXPECT_EQ(s.srv->drain(std::chrono::milliseconds(0)), 0);
+}
+
+// Two engines behind one queue (as two GPUs): concurrent jobs run on both, each answer is its own request's
+// image, identical to what one pipeline makes for it.
+TEST(Server, TwoEnginesShareOneQueue) {
+  SDRT_REQUIRE_CONFORMANCE();
+  server::ServeOptions so;
+  so.max_batch_images = 1;  // one job per batch: the queue must feed both engines
+  Running s = start_server(so, 2);
+  constexpr int kJobs = 6;
+  int st[kJobs] = {};
+  json res[kJobs];
+  std::vector<std::thread> th;
+  for (int k = 0; k < kJobs; ++k)
+    th.emplace_back([&, k] {
+      auto c = s.client();
+      res[k] = post(c, "/sdapi/v1/txt2img", {{"prompt", "engine test " + std::to_string(k)}, {"seed", 100 + k}, {"steps", 12}, {"width", 64}, {"height", 64}},
+                    &st[k]);
+    });
+  for (auto& t : th) t.join();
+  const std::string m = s.client().Get("/metrics")->body;
+  EXPECT_NE(m.find("sdrt_engines 2"), std::string::npos) << m;
+  EXPECT_EQ(m.find("sdrt_engine_batches_total{engine=\"0\"} 0"), std::string::npos) << "engine 0 ran nothing\n" << m;
+  EXPECT_EQ(m.find("sdrt_engine_batches_total{engine=\"1\"} 0"), std::string::npos) << "engine 1 ran nothing\n" << m;
+  EXPECT_NE(m.find("sdrt_images_total 6"), std::string::npos) << m;
+  // each answer against one pipeline's image for the same request
+  ResolveOptions ro;
+  ro.tokenizer_dir = tiny_tokenizer();
+  ro.allow_download = false;
+  auto rm = resolve_model(tiny_model(), ro);
+  ASSERT_TRUE(rm.is_ok());
+  auto ref = Pipeline::create(rm->model, rm->options, make_cpu_backend());
+  ASSERT_TRUE(ref.is_ok());
+  for (int k = 0; k < kJobs; ++k) {
+    ASSERT_EQ(st[k], 200) << res[k].dump();
+    ASSERT_EQ(res[k]["images"].size(), 1u);
+    const json info = json::parse(res[k]["info"].get<std::string>());
+    EXPECT_EQ(info["prompt"], "engine test " + std::to_string(k));
+    auto w = server::parse_generation_request(
+        {{"prompt", "engine test " + std::to_string(k)}, {"seed", 100 + k}, {"steps", 12}, {"width", 64}, {"height", 64}}, false, "tiny", 1);
+    ASSERT_TRUE(w.is_ok());
+    auto want = (*ref)->generate(w->req);
+    ASSERT_TRUE(want.is_ok()) << want.status().message();
+    EXPECT_EQ(decode_b64_png(res[k]["images"][0]).rgb, want->images[0].rgb) << "job " << k;
+  }
 }
 
 // interrupt stops the running job; the client gets a 200 without images, as from the WebUI.

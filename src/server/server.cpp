@@ -101,13 +101,26 @@ std::string batch_key(const Job& j, Pipeline& p) {
 }  // namespace
 
 struct Server::Impl {
+  // One engine (one GPU) and the batch it runs. Every engine takes work from the one queue.
+  struct Slot {
+    std::unique_ptr<Pipeline> pipe;
+    std::thread worker;
+    std::vector<std::shared_ptr<Job>> running;  // under mu
+    int step = 0, steps = 0;
+    clk::time_point run_start;
+    std::atomic<bool> interrupt{false}, skip{false};
+    std::string current_image;  // base64 PNG of the running batch's latest preview
+    uint64_t batches = 0;       // run so far (metrics)
+  };
+
   ServeOptions o;
-  PipelineLoader loader;
+  std::vector<PipelineLoader> loaders;
   httplib::Server http;
-  std::thread listen_thread, worker, load_thread;
+  std::thread listen_thread, load_thread;
   int port = 0;
 
-  std::unique_ptr<Pipeline> pipe;
+  std::vector<std::unique_ptr<Slot>> slots;  // one per loader
+  Pipeline& pipe() { return *slots[0]->pipe; }  // the engines are alike: validation, prompt lengths
   std::atomic<bool> is_ready{false}, stopping{false};
   std::atomic<bool> draining{false}, hand_back{false};  // drain(): no new jobs; past its deadline, answer 503
   std::string load_error;
@@ -116,13 +129,8 @@ struct Server::Impl {
   std::condition_variable cv;
   std::deque<std::shared_ptr<Job>> queue;
   int64_t next_id = 1;
-  std::vector<std::shared_ptr<Job>> running;
-  int step = 0, steps = 0;
-  clk::time_point run_start;
-  std::atomic<bool> interrupt{false}, skip{false};
   json options;
   int64_t saved = 0;
-  std::string current_image;  // base64 PNG of the running job's latest preview
 
   // metrics
   std::map<std::pair<std::string, int>, uint64_t> requests;
@@ -130,39 +138,54 @@ struct Server::Impl {
   double latency_sum = 0;
   uint64_t latency_n = 0, images_total = 0, batches_total = 0, batched_jobs_total = 0, jobs_total = 0, rejected_total = 0;
 
-  explicit Impl(ServeOptions opts, PipelineLoader l) : o(std::move(opts)), loader(std::move(l)) {
+  explicit Impl(ServeOptions opts, std::vector<PipelineLoader> l) : o(std::move(opts)), loaders(std::move(l)) {
+    for (size_t k = 0; k < loaders.size(); ++k) slots.push_back(std::make_unique<Slot>());
     options = {{"sd_model_checkpoint", o.model_title}, {"sd_checkpoint_hash", o.model_hash.empty() ? json(nullptr) : json(o.model_hash)},
                {"CLIP_stop_at_last_layers", 1},       {"samples_format", "png"},
                {"outdir_txt2img_samples", ""},        {"sd_vae", "Automatic"}};
   }
 
+  int running_jobs() const {  // under mu
+    int n = 0;
+    for (const auto& sl : slots) n += (int)sl->running.size();
+    return n;
+  }
+
+  // The WebUI reports one running job: that of the first busy engine; job_count counts every running batch.
   json progress_json(bool with_image) {
     std::lock_guard<std::mutex> lk(mu);
-    const bool busy = !running.empty();
-    double progress = busy && steps > 0 ? (double)step / steps : 0.0;
+    const Slot* sl = nullptr;
+    int busy_batches = 0;
+    for (const auto& x : slots)
+      if (!x->running.empty()) {
+        if (!sl) sl = x.get();
+        ++busy_batches;
+      }
+    const bool busy = sl != nullptr;
+    double progress = busy && sl->steps > 0 ? (double)sl->step / sl->steps : 0.0;
     double eta = 0;
-    if (busy && step > 0) {
-      const double el = std::chrono::duration<double>(clk::now() - run_start).count();
+    if (busy && sl->step > 0) {
+      const double el = std::chrono::duration<double>(clk::now() - sl->run_start).count();
       eta = el / progress - el;
     }
     return {{"progress", progress},
             {"eta_relative", eta},
             {"state",
-             {{"skipped", skip.load()},
-              {"interrupted", interrupt.load()},
-              {"job", busy ? "job(" + std::to_string(running.front()->id) + ")" : ""},
-              {"job_count", (int)queue.size() + (busy ? 1 : 0)},
+             {{"skipped", busy && sl->skip.load()},
+              {"interrupted", busy && sl->interrupt.load()},
+              {"job", busy ? "job(" + std::to_string(sl->running.front()->id) + ")" : ""},
+              {"job_count", (int)queue.size() + busy_batches},
               {"job_timestamp", timestamp()},
               {"job_no", 0},
-              {"sampling_step", busy ? step : 0},
-              {"sampling_steps", busy ? steps : 0},
+              {"sampling_step", busy ? sl->step : 0},
+              {"sampling_steps", busy ? sl->steps : 0},
               {"queue_length", (int)queue.size()}}},
-            {"current_image", busy && with_image && !current_image.empty() ? json(current_image) : json(nullptr)},
+            {"current_image", busy && with_image && !sl->current_image.empty() ? json(sl->current_image) : json(nullptr)},
             {"textinfo", busy ? json("Sampling") : json(nullptr)}};
   }
 
   // Live preview: the WebUI's "Approx cheap" linear map from SD 1.x/2.x latents to RGB.
-  void on_preview(const float* lat, int64_t C, int64_t h, int64_t w) {
+  void on_preview(Slot& sl, const float* lat, int64_t C, int64_t h, int64_t w) {
     if (C != 4) return;
     static constexpr float kCoef[4][3] = {{0.298f, 0.207f, 0.208f}, {0.187f, 0.286f, 0.173f}, {-0.158f, 0.189f, 0.264f}, {-0.184f, -0.271f, -0.473f}};
     Image im{(int)w, (int)h, std::vector<uint8_t>((size_t)(w * h * 3))};
@@ -175,22 +198,29 @@ struct Server::Impl {
     auto png = encode_png(im);
     if (!png) return;
     std::lock_guard<std::mutex> lk(mu);
-    current_image = base64_encode(*png);
+    sl.current_image = base64_encode(*png);
   }
 
+  // Loads the engines one after the other (the first builds what the engine cache lacks, the others of
+  // the same GPU type load it); the server is ready once all are.
   void load() {
-    auto p = loader();
-    if (!p) {
-      std::lock_guard<std::mutex> lk(mu);
-      load_error = p.status().message();
-      std::fprintf(stderr, "sdrt serve: the model failed to load: %s\n", load_error.c_str());
-      return;
+    for (size_t k = 0; k < slots.size() && !stopping; ++k) {
+      auto p = loaders[k]();
+      if (!p) {
+        std::lock_guard<std::mutex> lk(mu);
+        load_error = (slots.size() > 1 ? "engine " + std::to_string(k) + ": " : std::string()) + p.status().message();
+        std::fprintf(stderr, "sdrt serve: the model failed to load: %s\n", load_error.c_str());
+        return;
+      }
+      Slot& sl = *slots[k];
+      sl.pipe = std::move(p).value();
+      sl.pipe->set_preview([this, &sl](const float* l, int64_t C, int64_t h, int64_t w) { on_preview(sl, l, C, h, w); }, 5);
     }
-    pipe = std::move(p).value();
-    pipe->set_preview([this](const float* l, int64_t C, int64_t h, int64_t w) { on_preview(l, C, h, w); }, 5);
+    if (stopping) return;
     is_ready = true;
     cv.notify_all();
-    std::fprintf(stderr, "sdrt serve: ready\n");
+    if (slots.size() > 1) std::fprintf(stderr, "sdrt serve: ready (%zu engines)\n", slots.size());
+    else std::fprintf(stderr, "sdrt serve: ready\n");
   }
 
   void finish(const std::shared_ptr<Job>& j, int status, json body) {
@@ -201,8 +231,8 @@ struct Server::Impl {
     j->cv.notify_all();
   }
 
-  // Runs queued jobs, merging compatible ones into one batch.
-  void work() {
+  // An engine's worker: takes queued jobs, merging compatible ones into one batch.
+  void work(Slot& sl) {
     while (true) {
       std::vector<std::shared_ptr<Job>> batch;
       {
@@ -213,12 +243,12 @@ struct Server::Impl {
         if (queue.empty()) continue;
         batch.push_back(queue.front());
         queue.pop_front();
-        const std::string key = batch_key(*batch[0], *pipe);
+        const std::string key = batch_key(*batch[0], pipe());
         int images = batch[0]->w.req.batch_size;
         if (!key.empty())
           for (auto it = queue.begin(); it != queue.end();) {
             const int n = (*it)->w.req.batch_size;
-            if (!(*it)->cancelled && images + n <= o.max_batch_images && batch_key(**it, *pipe) == key) {
+            if (!(*it)->cancelled && images + n <= o.max_batch_images && batch_key(**it, pipe()) == key) {
               batch.push_back(*it);
               images += n;
               it = queue.erase(it);
@@ -226,25 +256,26 @@ struct Server::Impl {
               ++it;
             }
           }
-        running = batch;
-        step = 0;
-        steps = 0;
-        run_start = clk::now();
-        interrupt = false;
-        skip = false;
-        current_image.clear();
+        sl.running = batch;
+        sl.step = 0;
+        sl.steps = 0;
+        sl.run_start = clk::now();
+        sl.interrupt = hand_back.load();  // past drain()'s deadline nothing new starts
+        sl.skip = false;
+        sl.current_image.clear();
         ++batches_total;
+        ++sl.batches;
         jobs_total += batch.size();
         if (batch.size() > 1) batched_jobs_total += batch.size();
       }
-      run(batch);
+      run(sl, batch);
       std::lock_guard<std::mutex> lk(mu);
-      running.clear();
-      if (draining) cv.notify_all();  // drain() waits for an idle worker
+      sl.running.clear();
+      if (draining) cv.notify_all();  // drain() waits for idle workers
     }
   }
 
-  void run(const std::vector<std::shared_ptr<Job>>& batch) {
+  void run(Slot& sl, const std::vector<std::shared_ptr<Job>>& batch) {
     GenerateRequest r = batch[0]->w.req;
     if (batch.size() > 1) {  // one batch: each image its own prompt, negative prompt and seed
       r.batch_size = 0;
@@ -260,16 +291,16 @@ struct Server::Impl {
     auto progress = [&](int done, int total) {
       {
         std::lock_guard<std::mutex> lk(mu);
-        step = done;
-        steps = total;
+        sl.step = done;
+        sl.steps = total;
       }
-      if (interrupt || skip) return false;
+      if (sl.interrupt || sl.skip) return false;
       for (const auto& j : batch)
         if (!j->cancelled) return true;
       return false;  // every client has gone
     };
     const std::string ts = timestamp();
-    auto res = pipe->generate(r, progress);
+    auto res = sl.pipe->generate(r, progress);
     if (!res) {
       const bool stopped = res.status().code() == Code::OutOfRange;
       for (const auto& j : batch) {
@@ -342,7 +373,7 @@ struct Server::Impl {
     }
     auto w = parse_generation_request(body, img2img, o.model_title, default_clip_skip);
     if (!w) return send_json(res, 422, error_body(422, w.status().message()));
-    if (Status v = pipe->validate(w->req); !v) return send_json(res, 422, error_body(422, v.message()));
+    if (Status v = pipe().validate(w->req); !v) return send_json(res, 422, error_body(422, v.message()));
     if (w->req.seed == -1) w->req.seed = std::random_device{}() & 0xffffffffu;  // fixed now: batches carry explicit seeds
     w->parameters["seed"] = w->req.seed;
     auto job = std::make_shared<Job>();
@@ -407,8 +438,8 @@ struct Server::Impl {
     }
     const json ram = {{"free", avail}, {"used", total - avail}, {"total", total}};
     json cuda;
-    if (is_ready && pipe->backend().name() == "cuda") {
-      DeviceMemory dm = pipe->backend().memory();
+    if (is_ready && pipe().backend().name() == "cuda") {
+      DeviceMemory dm = pipe().backend().memory();
       cuda = {{"system", {{"used", dm.used_bytes}}}, {"active", {{"peak", dm.peak_bytes}}}};
     } else {
       cuda = {{"error", "no CUDA device in use"}};
@@ -421,7 +452,12 @@ struct Server::Impl {
     std::lock_guard<std::mutex> lk(mu);
     m << "# HELP sdrt_up Whether the model is loaded and the server takes jobs.\n# TYPE sdrt_up gauge\nsdrt_up " << (is_ready ? 1 : 0) << "\n";
     m << "# HELP sdrt_queue_length Jobs waiting.\n# TYPE sdrt_queue_length gauge\nsdrt_queue_length " << queue.size() << "\n";
-    m << "# HELP sdrt_running_jobs Jobs in the running batch.\n# TYPE sdrt_running_jobs gauge\nsdrt_running_jobs " << running.size() << "\n";
+    m << "# HELP sdrt_running_jobs Jobs in the running batches.\n# TYPE sdrt_running_jobs gauge\nsdrt_running_jobs " << running_jobs() << "\n";
+    m << "# HELP sdrt_engines Engines (one per GPU) taking jobs from the queue.\n# TYPE sdrt_engines gauge\nsdrt_engines " << slots.size() << "\n";
+    m << "# HELP sdrt_engine_busy Whether an engine is running a batch.\n# TYPE sdrt_engine_busy gauge\n";
+    for (size_t k = 0; k < slots.size(); ++k) m << "sdrt_engine_busy{engine=\"" << k << "\"} " << (slots[k]->running.empty() ? 0 : 1) << "\n";
+    m << "# HELP sdrt_engine_batches_total Batches each engine ran.\n# TYPE sdrt_engine_batches_total counter\n";
+    for (size_t k = 0; k < slots.size(); ++k) m << "sdrt_engine_batches_total{engine=\"" << k << "\"} " << slots[k]->batches << "\n";
     m << "# HELP sdrt_draining 1 while shutting down (no new jobs taken).\n# TYPE sdrt_draining gauge\nsdrt_draining " << (draining ? 1 : 0) << "\n";
     m << "# HELP sdrt_http_requests_total HTTP requests by path and status.\n# TYPE sdrt_http_requests_total counter\n";
     for (const auto& [k, n] : requests) m << "sdrt_http_requests_total{path=\"" << k.first << "\",code=\"" << k.second << "\"} " << n << "\n";
@@ -443,15 +479,17 @@ struct Server::Impl {
       << batched_jobs_total << "\n";
     m << "# HELP sdrt_rejected_total Jobs refused with 429 (queue full).\n# TYPE sdrt_rejected_total counter\nsdrt_rejected_total "
       << rejected_total << "\n";
-    if (is_ready) {
-      DeviceMemory dm = pipe->backend().memory();
-      if (dm.used_bytes >= 0)
-        m << "# HELP sdrt_device_memory_used_bytes Device memory in use.\n# TYPE sdrt_device_memory_used_bytes gauge\nsdrt_device_memory_used_bytes "
-          << dm.used_bytes << "\n";
-      if (dm.peak_bytes >= 0)
-        m << "# HELP sdrt_device_memory_peak_bytes Allocator high-water mark.\n# TYPE sdrt_device_memory_peak_bytes gauge\n"
-             "sdrt_device_memory_peak_bytes "
-          << dm.peak_bytes << "\n";
+    if (is_ready) {  // per engine (each its GPU)
+      std::vector<DeviceMemory> dm;
+      for (const auto& sl : slots) dm.push_back(sl->pipe->backend().memory());
+      if (dm[0].used_bytes >= 0) {
+        m << "# HELP sdrt_device_memory_used_bytes Device memory in use.\n# TYPE sdrt_device_memory_used_bytes gauge\n";
+        for (size_t k = 0; k < dm.size(); ++k) m << "sdrt_device_memory_used_bytes{engine=\"" << k << "\"} " << dm[k].used_bytes << "\n";
+      }
+      if (dm[0].peak_bytes >= 0) {
+        m << "# HELP sdrt_device_memory_peak_bytes Allocator high-water mark.\n# TYPE sdrt_device_memory_peak_bytes gauge\n";
+        for (size_t k = 0; k < dm.size(); ++k) m << "sdrt_device_memory_peak_bytes{engine=\"" << k << "\"} " << dm[k].peak_bytes << "\n";
+      }
     }
     return m.str();
   }
@@ -513,11 +551,11 @@ struct Server::Impl {
       send_json(r, 200, progress_json(q.get_param_value("skip_current_image") != "true"));
     });
     http.Post("/sdapi/v1/interrupt", [this](const httplib::Request&, httplib::Response& r) {
-      interrupt = true;
+      for (auto& sl : slots) sl->interrupt = true;
       send_json(r, 200, json::object());
     });
     http.Post("/sdapi/v1/skip", [this](const httplib::Request&, httplib::Response& r) {
-      skip = true;
+      for (auto& sl : slots) sl->skip = true;
       send_json(r, 200, json::object());
     });
     http.Get("/sdapi/v1/options", [this](const httplib::Request&, httplib::Response& r) {
@@ -595,7 +633,9 @@ struct Server::Impl {
   }
 };
 
-Server::Server(ServeOptions opts, PipelineLoader loader) : impl_(std::make_unique<Impl>(std::move(opts), std::move(loader))) {}
+Server::Server(ServeOptions opts, PipelineLoader loader) : Server(std::move(opts), std::vector<PipelineLoader>{std::move(loader)}) {}
+
+Server::Server(ServeOptions opts, std::vector<PipelineLoader> loaders) : impl_(std::make_unique<Impl>(std::move(opts), std::move(loaders))) {}
 
 Server::~Server() { stop(); }
 
@@ -624,7 +664,8 @@ Result<int> Server::start() {
   }
   if (listen_fd >= 0 && ::listen(listen_fd, SOMAXCONN) != 0) std::fprintf(stderr, "sdrt serve: warning: cannot raise the listen backlog\n");
   s.listen_thread = std::thread([&s] { s.http.listen_after_bind(); });
-  s.worker = std::thread([&s] { s.work(); });
+  if (s.slots.empty()) return invalid_argument("no engine to serve with");
+  for (auto& sl : s.slots) sl->worker = std::thread([&s, p = sl.get()] { s.work(*p); });
   s.load_thread = std::thread([&s] { s.load(); });
   return s.port;
 }
@@ -633,7 +674,7 @@ int Server::drain(std::chrono::milliseconds grace) {
   Impl& s = *impl_;
   std::unique_lock<std::mutex> lk(s.mu);
   s.draining = true;
-  auto idle = [&] { return s.queue.empty() && s.running.empty(); };
+  auto idle = [&] { return s.queue.empty() && s.running_jobs() == 0; };
   // Without a loaded model nothing runs: the queue is empty then (requests get 503 while loading).
   if (s.cv.wait_for(lk, grace, idle)) return 0;
   int handed = 0;
@@ -642,22 +683,23 @@ int Server::drain(std::chrono::milliseconds grace) {
     s.finish(j, 503, error_body(503, kHandedBack));
   }
   s.queue.clear();
-  handed += (int)s.running.size();
+  handed += s.running_jobs();
   s.hand_back = true;
-  s.interrupt = true;  // the running batch stops at its next step and answers 503
-  s.cv.wait(lk, [&] { return s.running.empty(); });
+  for (auto& sl : s.slots) sl->interrupt = true;  // running batches stop at their next step and answer 503
+  s.cv.wait(lk, [&] { return s.running_jobs() == 0; });
   return handed;
 }
 
 void Server::stop() {
   Impl& s = *impl_;
   if (s.stopping.exchange(true)) return;
-  s.interrupt = true;
+  for (auto& sl : s.slots) sl->interrupt = true;
   s.cv.notify_all();
   s.http.stop();
   if (s.listen_thread.joinable()) s.listen_thread.join();
   if (s.load_thread.joinable()) s.load_thread.join();
-  if (s.worker.joinable()) s.worker.join();
+  for (auto& sl : s.slots)
+    if (sl->worker.joinable()) sl->worker.join();
   std::lock_guard<std::mutex> lk(s.mu);
   for (auto& j : s.queue) s.finish(j, 503, error_body(503, "the server is stopping"));
   s.queue.clear();

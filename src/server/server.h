@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "pipeline/pipeline.h"
 #include "sdrt/status.h"
@@ -29,6 +30,8 @@ using PipelineLoader = std::function<Result<std::unique_ptr<Pipeline>>()>;
 class Server {
  public:
   Server(ServeOptions opts, PipelineLoader loader);
+  // Several engines (one per GPU): each loader makes one; every engine takes batches from the one queue.
+  Server(ServeOptions opts, std::vector<PipelineLoader> loaders);
   ~Server();
   // Binds and serves on background threads; the pipeline loads on another (/health answers 503 until
   // it is ready). Returns the bound port.
