@@ -12,12 +12,14 @@
 #include <filesystem>
 #include <fstream>
 #include <new>
+#include <thread>
 
 #include "bench_report.h"
 #include "commands.h"
 #include "io/png.h"
 #include "backends/cuda/device_info.h"
 #include "pipeline/resolve.h"
+#include "run_setup.h"
 #include "runtime/engine_cache.h"
 #include "git_revision.h"  // generated at build time: SDRT_GIT_REVISION
 
@@ -76,7 +78,12 @@ std::string model_label(const std::string& spec) {
 }  // namespace
 
 int cmd_bench(const BenchArgs& args) {
-  auto backend = make_backend(args.backend, args.precision);
+  auto devices = parse_devices(args.devices, args.backend);
+  if (!devices) {
+    std::fprintf(stderr, "sdrt: error: %s\n", devices.status().message().c_str());
+    return 1;
+  }
+  auto backend = make_backend(args.backend, args.precision, devices->front());
   if (!backend) {
     std::fprintf(stderr, "sdrt: error: %s\n", backend.status().message().c_str());
     return 1;
@@ -102,10 +109,12 @@ int cmd_bench(const BenchArgs& args) {
   // CUDA: float32, no build passes, no cuDNN/flash-attention fp16 kernels, no CUDA graphs). Each opt gets
   // its own pipeline, made when its turn comes and dropped after, so device memory figures stay its own.
   std::unique_ptr<Backend> first_backend = std::move(backend).value();
-  auto make_pipe = [&](const std::string& opt) -> Result<std::unique_ptr<Pipeline>> {
+  // With --devices, one pipeline per GPU; each timed run generates a batch on every GPU at once.
+  auto make_pipe = [&](const std::string& opt, int dev) -> Result<std::unique_ptr<Pipeline>> {
     std::unique_ptr<Backend> be;
     if (opt == "baseline" && a.backend == "cuda") {
       CudaOptions o;
+      o.device = dev;
       o.precision = "fp32";
       o.fuse = false;
       o.cuda_graphs = false;
@@ -115,7 +124,7 @@ int cmd_bench(const BenchArgs& args) {
     } else if (first_backend) {
       be = std::move(first_backend);
     } else {
-      SDRT_ASSIGN_OR_RETURN(be, make_backend(a.backend, a.precision));
+      SDRT_ASSIGN_OR_RETURN(be, make_backend(a.backend, a.precision, dev));
     }
     PipelineOptions po = rm->options;
     if (opt != "baseline" && a.engine_cache) po.engine_cache_dir = (fs::path(sdrt_home()) / "engines").string();
@@ -123,11 +132,20 @@ int cmd_bench(const BenchArgs& args) {
     po.device_loop = opt != "baseline" && !std::getenv("SDRT_HOST_LOOP");
     return Pipeline::create(rm->model, po, std::move(be));
   };
-  auto pipe = make_pipe(a.opts.front());
-  if (!pipe) {
-    std::fprintf(stderr, "sdrt: error: %s\n", pipe.status().message().c_str());
+  std::vector<std::unique_ptr<Pipeline>> pipes;
+  auto make_pipes = [&](const std::string& opt) -> Status {
+    pipes.clear();  // release the previous engines first
+    for (int dev : *devices) {
+      SDRT_ASSIGN_OR_RETURN(auto p, make_pipe(opt, dev));
+      pipes.push_back(std::move(p));
+    }
+    return Status::ok();
+  };
+  if (Status st = make_pipes(a.opts.front()); !st) {
+    std::fprintf(stderr, "sdrt: error: %s\n", st.message().c_str());
     return 1;
   }
+  Pipeline* pipe = pipes.front().get();
   GenerateRequest base;
   base.prompt = a.prompt;
   base.steps = a.steps;
@@ -139,7 +157,7 @@ int cmd_bench(const BenchArgs& args) {
   for (int b : a.batches) {
     GenerateRequest r = base;
     r.batch_size = b;
-    if (Status v = (*pipe)->validate(r); !v) {
+    if (Status v = pipe->validate(r); !v) {
       std::fprintf(stderr, "sdrt: error: %s\n", v.message().c_str());
       return 1;
     }
@@ -150,10 +168,17 @@ int cmd_bench(const BenchArgs& args) {
   if (a.backend == "cuda") {
     std::string why;
     auto gpus = list_gpus(&why);
-    if (!gpus.empty()) device = gpus[0].name + ", sm_" + std::to_string(gpus[0].cc_major) + std::to_string(gpus[0].cc_minor) + "; host " + device;
+    if (!gpus.empty()) {
+      const GpuInfo& g = gpus[devices->front()];
+      device = (devices->size() > 1 ? std::to_string(devices->size()) + "x " : "") + g.name + ", sm_" + std::to_string(g.cc_major) +
+               std::to_string(g.cc_minor) + "; host " + device;
+    }
     driver = cuda_driver_version();
   }
+  std::string devs;
+  for (int d : *devices) devs += (devs.empty() ? "" : ",") + std::to_string(d);
   meta.fields = {{"device", device},
+                 {"devices", a.devices.empty() ? std::string("default") : devs + " (one engine each; batch is per device, img/s their sum)"},
                  {"driver", driver},
                  {"backend", a.backend},
                  {"engine", a.backend == "cpu" ? "CPU float32 reference"
@@ -186,12 +211,11 @@ int cmd_bench(const BenchArgs& args) {
   for (size_t oi = 0; oi < a.opts.size(); ++oi) {
     const std::string& opt = a.opts[oi];
     if (oi > 0) {
-      pipe = Result<std::unique_ptr<Pipeline>>(std::unique_ptr<Pipeline>());  // release the previous engine first
-      pipe = make_pipe(opt);
-      if (!pipe) {
-        std::fprintf(stderr, "sdrt: error: %s\n", pipe.status().message().c_str());
+      if (Status st = make_pipes(opt); !st) {
+        std::fprintf(stderr, "sdrt: error: %s\n", st.message().c_str());
         return 1;
       }
+      pipe = pipes.front().get();
     }
     for (int b : a.batches) {
       BenchRow row;
@@ -200,23 +224,39 @@ int cmd_bench(const BenchArgs& args) {
       std::vector<double> whole, text, step, unet, sched, vae, png;
       Tensor::release_cached_blocks();
       reset_peak_rss();
-      (*pipe)->backend().reset_peak_memory();
+      for (auto& p : pipes) p->backend().reset_peak_memory();
       double flops = 0, unet_s = 0;
       int evals = 0;
       try {
         for (int rep = 0; rep < a.warmup + a.repeats; ++rep) {
           GenerateRequest r = base;
           r.batch_size = b;
+          // every device generates and encodes its batch at once; the run takes as long as the slowest
+          std::vector<Result<GenerateResult>> results(pipes.size(), Result<GenerateResult>(GenerateResult{}));
+          std::vector<double> png_times(pipes.size(), 0.0);
+          auto one = [&](size_t d) {
+            results[d] = pipes[d]->generate(r);
+            if (!results[d]) return;
+            auto tp = clk::now();
+            for (size_t i = 0; i < results[d]->images.size(); ++i) {
+              auto bytes = encode_png(results[d]->images[i], {{"parameters", results[d]->infotexts[i]}});
+              if (!bytes) {
+                results[d] = bytes.status();
+                return;
+              }
+            }
+            png_times[d] = std::chrono::duration<double>(clk::now() - tp).count();
+          };
           auto t0 = clk::now();
-          auto res = (*pipe)->generate(r);
-          if (!res) throw std::runtime_error(res.status().message());
-          auto tp = clk::now();
-          for (size_t i = 0; i < res->images.size(); ++i) {
-            auto bytes = encode_png(res->images[i], {{"parameters", res->infotexts[i]}});
-            if (!bytes) throw std::runtime_error(bytes.status().message());
-          }
-          const double png_s = std::chrono::duration<double>(clk::now() - tp).count();
+          std::vector<std::thread> others;
+          for (size_t d = 1; d < pipes.size(); ++d) others.emplace_back(one, d);
+          one(0);
+          for (auto& t : others) t.join();
           const double all = std::chrono::duration<double>(clk::now() - t0).count();
+          for (auto& rd : results)
+            if (!rd) throw std::runtime_error(rd.status().message());
+          auto& res = results[0];  // stage times: the first device's
+          const double png_s = png_times[0];
           if (rep < a.warmup) continue;
           const auto& t = res->times;
           whole.push_back(all);
@@ -238,7 +278,7 @@ int cmd_bench(const BenchArgs& args) {
         row.vae = stats(vae);
         row.png = stats(png);
         row.unet_evals = evals;
-        row.images_per_s = b / row.whole.mean;
+        row.images_per_s = (double)b * pipes.size() / row.whole.mean;
         row.steps_per_s = evals / row.unet.mean;
         row.unet_tflops = flops / unet_s / 1e12;
         row.peak_tflops = a.backend == "cuda" ? peak_tflops(device, /*fp32_engine=*/a.precision == "fp32") : 0;
@@ -249,9 +289,11 @@ int cmd_bench(const BenchArgs& args) {
         row.status = what.find("out of memory") != std::string::npos ? "oom" : "error: " + what;
       }
       row.peak_host_gib = peak_rss_gib();
-      const DeviceMemory dm = (*pipe)->backend().memory();
-      if (dm.peak_bytes >= 0) row.peak_device_gib = dm.peak_bytes / 1073741824.0;
-      if (dm.used_bytes >= 0) row.device_used_gib = dm.used_bytes / 1073741824.0;
+      for (auto& p : pipes) {  // the most any one device needed
+        const DeviceMemory dm = p->backend().memory();
+        if (dm.peak_bytes >= 0) row.peak_device_gib = std::max(row.peak_device_gib, dm.peak_bytes / 1073741824.0);
+        if (dm.used_bytes >= 0) row.device_used_gib = std::max(row.device_used_gib, dm.used_bytes / 1073741824.0);
+      }
       rows.push_back(row);
       if (row.status == "ok")
         std::printf("%-10s %5d %9.3f %9.3f %9.3f %10.4f %8.3f %8.3f %8.3f %8.2f %9.3f %8.2f %8.2f\n", opt.c_str(), b, row.whole.mean,

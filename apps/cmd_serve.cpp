@@ -46,14 +46,22 @@ int cmd_serve(const ServeArgs& a) {
   so.model_hash = rm->options.model_hash;
   so.model_title = so.model_name + (so.model_hash.empty() ? "" : " [" + so.model_hash + "]");
   so.model_path = run->model;
+  auto devices = parse_devices(a.devices, run->backend);
+  if (!devices) return fail(devices.status());
   auto shared = std::make_shared<ResolvedModel>(std::move(rm).value());
-  server::Server srv(so, [shared, backend = run->backend, precision = run->precision]() -> Result<std::unique_ptr<Pipeline>> {
-    SDRT_ASSIGN_OR_RETURN(auto be, make_backend(backend, precision));
-    return Pipeline::create(std::move(shared->model), shared->options, std::move(be));
-  });
+  std::vector<server::PipelineLoader> loaders;  // one engine per device; the weights' sources are shared
+  for (int dev : *devices)
+    loaders.push_back([shared, dev, backend = run->backend, precision = run->precision]() -> Result<std::unique_ptr<Pipeline>> {
+      SDRT_ASSIGN_OR_RETURN(auto be, make_backend(backend, precision, dev));
+      return Pipeline::create(shared->model, shared->options, std::move(be));
+    });
+  server::Server srv(so, std::move(loaders));
   auto port = srv.start();
   if (!port) return fail(port.status());
-  std::fprintf(stderr, "sdrt serve: http://%s:%d/ (model %s; loading)\n", a.host.c_str(), *port, so.model_title.c_str());
+  std::string devs;
+  for (int d : *devices) devs += (devs.empty() ? "" : ",") + std::to_string(d);
+  std::fprintf(stderr, "sdrt serve: http://%s:%d/ (model %s; loading%s)\n", a.host.c_str(), *port, so.model_title.c_str(),
+               a.devices.empty() ? "" : ("; devices " + devs).c_str());
   if (a.host != "127.0.0.1" && a.host != "localhost" && a.host != "::1" && a.api_auth.empty())
     std::fprintf(stderr, "sdrt serve: warning: listening on %s without --api-auth\n", a.host.c_str());
   std::signal(SIGINT, on_stop);

@@ -18,6 +18,7 @@ struct GenerateArgs {
 struct BenchArgs {
   std::string model = "random:sd15", backend = "auto", sampler = "pndm", out_dir = "bench-out", tokenizer_dir;
   std::string prompt = "a photo of an astronaut riding a horse on mars", command_line, precision = "auto";
+  std::string devices;  // --devices: one engine per GPU, generating at once
   std::vector<int> batches{50};
   std::vector<std::string> opts{"baseline", "optimized"};
   int repeats = 100, warmup = 2, steps = 50, width = 512, height = 512;
@@ -31,6 +32,7 @@ struct BuildArgs {
 
 struct ServeArgs {
   std::string model, host = "127.0.0.1", api_auth, backend = "auto", precision = "auto", plan, tokenizer_dir, output_dir;
+  std::string devices;  // --devices: "" one engine, "all", "0,1"
   int port = 7860, max_queue = 32, max_batch = 8;
   double drain_timeout = 25;  // seconds SIGTERM waits for accepted jobs (below Kubernetes' 30 s grace period)
   bool engine_cache = true;

@@ -1,6 +1,9 @@
 #include "run_setup.h"
 
+#include <algorithm>
 #include <filesystem>
+
+#include "backends/cuda/device_info.h"
 
 namespace sdrt::app {
 
@@ -27,6 +30,33 @@ Result<ResolvedModel> resolve_for_run(const RunChoice& c, const std::string& tok
   rm.options.plan = c.plan;
   if (engine_cache) rm.options.engine_cache_dir = (std::filesystem::path(sdrt_home()) / "engines").string();
   return rm;
+}
+
+Result<std::vector<int>> parse_devices(const std::string& spec, const std::string& backend) {
+  if (spec.empty()) return std::vector<int>{0};
+  if (backend == "cpu") return invalid_argument("--devices applies to the cuda backend, not cpu");
+  std::string why;
+  const auto gpus = list_gpus(&why);
+  if (gpus.empty()) return unsupported("--devices " + spec + ": no CUDA device (" + why + ")");
+  std::vector<int> out;
+  if (spec == "all") {
+    for (const auto& g : gpus) out.push_back(g.index);
+    return out;
+  }
+  size_t at = 0;
+  while (at <= spec.size()) {
+    const size_t comma = std::min(spec.find(',', at), spec.size());
+    const std::string item = spec.substr(at, comma - at);
+    if (item.empty() || item.size() > 4 || item.find_first_not_of("0123456789") != std::string::npos)
+      return invalid_argument("--devices takes all or device indices like 0,1; got '" + spec + "'");
+    const int d = std::stoi(item);
+    if (d >= (int)gpus.size())
+      return invalid_argument("--devices: there is no CUDA device " + item + " (" + std::to_string(gpus.size()) + " found)");
+    if (std::find(out.begin(), out.end(), d) != out.end()) return invalid_argument("--devices names device " + item + " twice");
+    out.push_back(d);
+    at = comma + 1;
+  }
+  return out;
 }
 
 }  // namespace sdrt::app

@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   serve->add_option("--backend", sv.backend, "auto, cpu or cuda")->capture_default_str();
   serve->add_option("--precision", sv.precision, "auto, fp32 or fp16")->capture_default_str();
+  serve->add_option("--devices", sv.devices, "GPUs to serve with, one engine each behind one queue: all or 0,1,... [default: one, device 0]");
   serve->add_option("--plan", sv.plan, "engines from `sdrt build`");
   serve->add_option("--tokenizer", sv.tokenizer_dir, "folder with the CLIP vocab.json and merges.txt");
   serve->add_option("--output-dir", sv.output_dir, "where requests with save_images write their PNGs (names chosen by the server)");
@@ -88,6 +89,7 @@ int main(int argc, char** argv) {
   bench->add_option("-m,--model", ba.model, "model (random:sd15 needs no download)")->capture_default_str();
   bench->add_option("--backend", ba.backend, "auto, cpu or cuda")->capture_default_str();
   bench->add_option("--precision", ba.precision, "auto (fp16 on cuda, fp32 on cpu), fp32 or fp16")->capture_default_str();
+  bench->add_option("--devices", ba.devices, "GPUs to run on at once, one engine each: all or 0,1,... (throughput is their sum) [default: device 0]");
   auto* bb = bench->add_option("--batch", ba.batches, "batch sizes, comma separated [default: 50]")->delimiter(',');
   auto* brep = bench->add_option("--repeats", ba.repeats, "timed runs per configuration")->capture_default_str();
   auto* bwarm = bench->add_option("--warmup", ba.warmup, "untimed runs first")->capture_default_str();

@@ -2,10 +2,12 @@
 
 namespace sdrt {
 
-Result<std::unique_ptr<Backend>> make_backend(std::string name, std::string precision) {
+Result<std::unique_ptr<Backend>> make_backend(std::string name, std::string precision, int device) {
   if (name == "auto") {  // the GPU where one is usable, else the CPU
     std::string why;
-    name = make_cuda_backend({}, &why) ? "cuda" : "cpu";
+    CudaOptions probe;
+    probe.device = device;
+    name = make_cuda_backend(probe, &why) ? "cuda" : "cpu";
   }
   if (precision == "auto") precision = name == "cuda" ? "fp16" : "fp32";
   if (precision != "fp32" && precision != "fp16") return invalid_argument("unknown precision '" + precision + "' (fp32 or fp16)");
@@ -17,6 +19,7 @@ Result<std::unique_ptr<Backend>> make_backend(std::string name, std::string prec
     std::string why;
     CudaOptions o;
     o.precision = precision;
+    o.device = device;
     auto b = make_cuda_backend(o, &why);
     if (!b) return unsupported("the cuda backend is not available: " + why);
     return b;

@@ -86,7 +86,7 @@ struct CudaOptions {
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt = {}, std::string* why = nullptr);
 
 // "auto" (cuda where usable, else cpu), "cpu" or "cuda"; precision "auto" (fp16 on cuda, fp32 on cpu),
-// "fp32" or "fp16" (cuda only). An error names why a backend is unavailable.
-Result<std::unique_ptr<Backend>> make_backend(std::string name, std::string precision = "auto");
+// "fp32" or "fp16" (cuda only); device: the CUDA device index. An error names why a backend is unavailable.
+Result<std::unique_ptr<Backend>> make_backend(std::string name, std::string precision = "auto", int device = 0);
 
 }  // namespace sdrt

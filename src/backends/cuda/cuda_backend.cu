@@ -94,6 +94,7 @@ class CudaExecutable : public Executable {
                  std::shared_ptr<cuda::GemmTuning> gemm_tuning)
       : g_(std::move(g)), opt_(opt), cache_(std::move(wc)), tuning_(std::move(tuning)), gemm_tuning_(std::move(gemm_tuning)) {}
   ~CudaExecutable() override {
+    cudaSetDevice(opt_.device);  // its stream, handles and pools belong to that GPU
     if (stream_) cudaStreamSynchronize(stream_);
     loop_.reset();
     if (conv_ws_) cudaFreeAsync(conv_ws_, stream_);
@@ -265,6 +266,8 @@ class CudaExecutable : public Executable {
 
   int64_t workspace_bytes() const override { return (int64_t)conv_ws_bytes_ + (lt_ws_ ? (int64_t)kLtWorkspace : 0); }
   DeviceLoop* device_loop() override {
+    // The calling thread works on this executable's GPU from here on (a server engine's worker thread).
+    if (cudaSetDevice(opt_.device) != cudaSuccess) return nullptr;
     if (!loop_) loop_ = std::make_unique<Loop>(this);
     return loop_.get();
   }
@@ -895,6 +898,7 @@ class CudaBackend : public Backend {
   // Activations come from the device's default stream-ordered pool; weights from cudaMalloc.
   DeviceMemory memory() const override {
     DeviceMemory m;
+    if (cudaSetDevice(opt_.device) != cudaSuccess) return m;  // cudaMemGetInfo reads the current device
     cudaMemPool_t pool;
     uint64_t high = 0;  // the attribute is a cuuint64_t (64-bit)
     if (cudaDeviceGetDefaultMemPool(&pool, opt_.device) == cudaSuccess &&
@@ -908,6 +912,7 @@ class CudaBackend : public Backend {
     return m;
   }
   void reset_peak_memory() override {
+    if (cudaSetDevice(opt_.device) != cudaSuccess) return;
     cudaMemPool_t pool;
     uint64_t zero = 0;
     if (cudaDeviceGetDefaultMemPool(&pool, opt_.device) == cudaSuccess) {
@@ -940,6 +945,7 @@ class CudaBackend : public Backend {
     for (const auto& [name, t] : graph->weights)
       if (t.dtype() != DType::F32 && t.dtype() != DType::F16)
         return invalid_argument("CUDA backend needs F32 or F16 weights; '" + name + "' is " + dtype_name(t.dtype()));
+    CUDA_TRY(cudaSetDevice(opt_.device));  // weights and tactics timing on this backend's GPU
     auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_, cache_, tuning_, gemm_tuning_);
     SDRT_RETURN_IF_ERROR(exe->init());
     return std::unique_ptr<Executable>(std::move(exe));
