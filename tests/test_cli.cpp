@@ -73,6 +73,26 @@ TEST(Cli, BadInputsGiveOneLineErrors) {
   expect_clean_error(sdrt_cli("info random:sdxl"), "unknown synthetic model");
 }
 
+// --devices: one engine per GPU; on the CPU backend it is refused, and malformed lists are named.
+TEST(Cli, DevicesAreCheckedBeforeAnythingRuns) {
+  SDRT_REQUIRE_CONFORMANCE();
+  const std::string m = (tiny_dir() / "diffusers").string();
+  expect_clean_error(sdrt_cli("serve -m " + m + " --backend cpu --devices 0 --port 0"), "--devices applies to the cuda backend");
+  expect_clean_error(sdrt_cli("bench -m " + m + " --backend cpu --devices all --quick"), "--devices applies to the cuda backend");
+  CliRun r = sdrt_cli("serve -m " + m + " --backend cuda --devices 0,x --port 0");  // without a GPU: no CUDA device
+  expect_clean_error(r, "--devices");
+  expect_clean_error(sdrt_cli("serve -m " + m + " --drain-timeout -1 --port 0"), "--drain-timeout must be between 0 and 3600");
+}
+
+// `sdrt pull`: a hub model into $SDRT_HOME (here a local folder: checked and loaded), errors as one line.
+TEST(Cli, PullChecksAModelAndReportsErrors) {
+  SDRT_REQUIRE_CONFORMANCE();
+  CliRun ok = sdrt_cli("pull " + (tiny_dir() / "diffusers").string());
+  EXPECT_EQ(ok.code, 0) << ok.out;
+  EXPECT_NE(ok.out.find("ready (diffusers"), std::string::npos) << ok.out;
+  expect_clean_error(sdrt_cli("pull " + (fs::temp_directory_path() / "sdrt_no_model").string()), "no such file");
+}
+
 namespace {
 fs::path cli_dir() {
   fs::path d = fs::temp_directory_path() / "sdrt_cli_gen";
