@@ -42,6 +42,23 @@ struct WeightCache {
   }
 };
 
+// The stream and the cuBLAS/cuBLASLt workspace that every executable of one backend shares. A pipeline's
+// engines run one after the other; graphs launched into one stream may get the same physical memory for
+// their internal allocations (the activations), where a stream per engine keeps each graph's memory
+// apart. SDRT_STREAM_PER_ENGINE=1 gives each executable its own stream and workspace (to compare).
+struct SharedStream {
+  int device = 0;
+  cudaStream_t stream = nullptr;
+  void* lt_ws = nullptr;  // kLtWorkspace bytes from the device's stream-ordered pool
+  ~SharedStream() {
+    if (!stream) return;
+    cudaSetDevice(device);
+    if (lt_ws) cudaFreeAsync(lt_ws, stream);
+    cudaStreamSynchronize(stream);
+    cudaStreamDestroy(stream);
+  }
+};
+
 // The cuDNN problem of a Conv2d node (input padded first where the padding is asymmetric).
 cuda::ConvShape conv_shape_of(const Graph& g, const Node& n) {
   const Shape& xs = g.nodes[n.inputs[0]].shape;
@@ -91,14 +108,15 @@ bool layout_aware(Op op) {
 class CudaExecutable : public Executable {
  public:
   CudaExecutable(std::shared_ptr<const Graph> g, CudaOptions opt, std::shared_ptr<WeightCache> wc, std::shared_ptr<cuda::ConvTuning> tuning,
-                 std::shared_ptr<cuda::GemmTuning> gemm_tuning)
-      : g_(std::move(g)), opt_(opt), cache_(std::move(wc)), tuning_(std::move(tuning)), gemm_tuning_(std::move(gemm_tuning)) {}
+                 std::shared_ptr<cuda::GemmTuning> gemm_tuning, std::shared_ptr<SharedStream> shared)
+      : g_(std::move(g)), opt_(opt), cache_(std::move(wc)), tuning_(std::move(tuning)), gemm_tuning_(std::move(gemm_tuning)),
+        shared_(std::move(shared)) {}
   ~CudaExecutable() override {
     cudaSetDevice(opt_.device);  // its stream, handles and pools belong to that GPU
     if (stream_) cudaStreamSynchronize(stream_);
     loop_.reset();
     if (conv_ws_) cudaFreeAsync(conv_ws_, stream_);
-    if (lt_ws_) cudaFreeAsync(lt_ws_, stream_);
+    if (lt_ws_ && !shared_) cudaFreeAsync(lt_ws_, stream_);
     conv_.reset();
     lt_.reset();
     for (auto e : events_)
@@ -110,13 +128,14 @@ class CudaExecutable : public Executable {
     if (blas_) cublasDestroy(blas_);
     if (stream_) {
       cudaStreamSynchronize(stream_);
-      cudaStreamDestroy(stream_);
+      if (!shared_) cudaStreamDestroy(stream_);  // a shared one goes with its last user
     }
   }
 
   Status init() {
     CUDA_TRY(cudaSetDevice(opt_.device));
-    CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    if (shared_) stream_ = shared_->stream, lt_ws_ = shared_->lt_ws;
+    else CUDA_TRY(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     CUBLAS_TRY(cublasCreate(&blas_));
     CUBLAS_TRY(cublasSetStream(blas_, stream_));
     // float32: true float32 (no TF32); fp16: tensor cores with float accumulation
@@ -190,7 +209,7 @@ class CudaExecutable : public Executable {
       }
       if (conv_ws_bytes_) CUDA_TRY(cudaMallocAsync(&conv_ws_, conv_ws_bytes_, stream_));
       // linear layers: cuBLASLt plans with the bias (and fused residual) in the epilogue
-      CUDA_TRY(cudaMallocAsync(&lt_ws_, kLtWorkspace, stream_));
+      if (!lt_ws_) CUDA_TRY(cudaMallocAsync(&lt_ws_, kLtWorkspace, stream_));
       SDRT_ASSIGN_OR_RETURN(lt_, cuda::LtGemm::create(stream_, lt_ws_, kLtWorkspace));
       for (const Node& n : nodes) {
         int64_t M, N, K;
@@ -264,7 +283,8 @@ class CudaExecutable : public Executable {
     return out;
   }
 
-  int64_t workspace_bytes() const override { return (int64_t)conv_ws_bytes_ + (lt_ws_ ? (int64_t)kLtWorkspace : 0); }
+  // cuDNN's workspace, and cuBLASLt's unless it is the one the backend's executables share
+  int64_t workspace_bytes() const override { return (int64_t)conv_ws_bytes_ + (lt_ws_ && !shared_ ? (int64_t)kLtWorkspace : 0); }
   DeviceLoop* device_loop() override {
     // The calling thread works on this executable's GPU from here on (a server engine's worker thread).
     if (cudaSetDevice(opt_.device) != cudaSuccess) return nullptr;
@@ -291,12 +311,14 @@ class CudaExecutable : public Executable {
     return Status::ok();
   }
 
-  // Enqueues the body: eagerly on the first run (it warms up the libraries), captured into a CUDA graph
-  // on the second, replayed after.
+  // Enqueues the body: captured into a CUDA graph on the first run and replayed after (the libraries are
+  // warm from timing tactics in init()). Capturing at once keeps the first run's activations out of the
+  // stream-ordered pool: they live in graph memory, which graphs launched into the backend's one stream
+  // share. If capture fails the body runs eagerly from then on.
   Status launch() {
     if (graph_exec_) {
       CUDA_TRY(cudaGraphLaunch(graph_exec_, stream_));
-    } else if (use_graphs_ && runs_ > 0) {
+    } else if (use_graphs_) {
       CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
       Status body_st = body();
       cudaGraph_t graph = nullptr;
@@ -316,7 +338,6 @@ class CudaExecutable : public Executable {
     } else {
       SDRT_RETURN_IF_ERROR(body());
     }
-    ++runs_;
     return Status::ok();
   }
 
@@ -865,6 +886,7 @@ class CudaExecutable : public Executable {
   std::shared_ptr<WeightCache> cache_;
   std::shared_ptr<cuda::ConvTuning> tuning_;
   std::shared_ptr<cuda::GemmTuning> gemm_tuning_;
+  std::shared_ptr<SharedStream> shared_;  // null: this executable's own stream and workspace
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
   std::unique_ptr<cuda::CudnnConv> conv_;
@@ -882,7 +904,6 @@ class CudaExecutable : public Executable {
   cudaGraphExec_t graph_exec_ = nullptr;
   bool use_graphs_ = false;
   std::unique_ptr<Loop> loop_;
-  int64_t runs_ = 0;
   int* bad_ids_ = nullptr;
   bool profile_ = std::getenv("SDRT_PROFILE") != nullptr;
   std::vector<cudaEvent_t> events_;
@@ -909,6 +930,9 @@ class CudaBackend : public Backend {
       m.peak_bytes += (int64_t)graph_high;
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) m.used_bytes = (int64_t)(total_b - free_b);
+    if (std::getenv("SDRT_MEMORY_BREAKDOWN"))  // where the peak comes from (diagnostics)
+      std::fprintf(stderr, "memory: pool high %.1f MiB + weights %.1f MiB + graphs high %.1f MiB = %.1f MiB; device used %.1f MiB\n",
+                   high / 1048576.0, cache_->bytes / 1048576.0, graph_high / 1048576.0, m.peak_bytes / 1048576.0, m.used_bytes / 1048576.0);
     return m;
   }
   void reset_peak_memory() override {
@@ -946,7 +970,16 @@ class CudaBackend : public Backend {
       if (t.dtype() != DType::F32 && t.dtype() != DType::F16)
         return invalid_argument("CUDA backend needs F32 or F16 weights; '" + name + "' is " + dtype_name(t.dtype()));
     CUDA_TRY(cudaSetDevice(opt_.device));  // weights and tactics timing on this backend's GPU
-    auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_, cache_, tuning_, gemm_tuning_);
+    const char* per_engine = std::getenv("SDRT_STREAM_PER_ENGINE");
+    if (!shared_ && !(per_engine && std::string(per_engine) == "1")) {
+      auto sh = std::make_shared<SharedStream>();
+      sh->device = opt_.device;
+      CUDA_TRY(cudaStreamCreateWithFlags(&sh->stream, cudaStreamNonBlocking));
+      CUDA_TRY(cudaMallocAsync(&sh->lt_ws, kLtWorkspace, sh->stream));
+      CUDA_TRY(cudaStreamSynchronize(sh->stream));
+      shared_ = std::move(sh);
+    }
+    auto exe = std::make_unique<CudaExecutable>(std::move(graph), opt_, cache_, tuning_, gemm_tuning_, shared_);
     SDRT_RETURN_IF_ERROR(exe->init());
     return std::unique_ptr<Executable>(std::move(exe));
   }
@@ -1006,6 +1039,7 @@ class CudaBackend : public Backend {
   std::shared_ptr<WeightCache> cache_;
   std::shared_ptr<cuda::ConvTuning> tuning_;
   std::shared_ptr<cuda::GemmTuning> gemm_tuning_;
+  std::shared_ptr<SharedStream> shared_;  // made by the first compile (unless SDRT_STREAM_PER_ENGINE=1)
 };
 
 }  // namespace
