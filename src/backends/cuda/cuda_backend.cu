@@ -222,6 +222,16 @@ class CudaExecutable : public Executable {
         }
         SDRT_ASSIGN_OR_RETURN(plan_[&n - nodes.data()], lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3, *gemm_tuning_));
       }
+      // Convolutions over small images with many channels are short, deep GEMMs that cuDNN runs far below
+      // the GPU's speed (a [2,1280,8,8] 3x3 took 0.17 ms for 3.8 GFLOP); im2col + cuBLASLt (whose split-K
+      // tactics suit them, with bias and residual in the epilogue) is timed against cuDNN for each shape.
+      gemm_plan_.assign(nodes.size(), -1);
+      for (const Node& n : nodes) {
+        if (n.op != Op::Conv2d || plan_[&n - nodes.data()] < 0) continue;
+        int64_t M, N, K;
+        if (pointwise_gemm(*g_, n, &M, &N, &K)) continue;
+        SDRT_RETURN_IF_ERROR(choose_conv_gemm(n));
+      }
     }
     for (const Node& n : nodes)
       if (n.op == Op::Embedding && !bad_ids_) CUDA_TRY(cudaMalloc(&bad_ids_, 4));
@@ -293,6 +303,105 @@ class CudaExecutable : public Executable {
   }
 
  private:
+  // The GEMM form of a convolution: rows = output pixels, K = kh * kw * C.
+  struct ConvGemm {
+    cuda::ConvShape cs;
+    int64_t Ho, Wo, M, K;
+    bool bias, residual;
+  };
+  ConvGemm conv_gemm_of(const Node& n) const {
+    const cuda::ConvShape cs = conv_shape(n);
+    const int64_t Ho = n.shape[2], Wo = n.shape[3];
+    return {cs, Ho, Wo, cs.N * Ho * Wo, cs.kh * cs.kw * cs.C, n.inputs.size() > 2, n.inputs.size() > 3};
+  }
+  static constexpr size_t kMaxColBytes = size_t(64) << 20;  // im2col buffers stay small
+
+  // Whether convolution n runs as im2col + GEMM: the recorded choice for its shape, else both timed here
+  // (SDRT_CONV_GEMM=1 or 0 forces one form, for tests).
+  Status choose_conv_gemm(const Node& n) {
+    const size_t id = &n - g_->nodes.data();
+    const ConvGemm cg = conv_gemm_of(n);
+    const int64_t O = cg.cs.O;
+    if (cg.cs.C % 8 || O % 8 || (size_t)(cg.M * cg.K * 2) > kMaxColBytes || !cuda::LtGemm::usable(cg.M, O, cg.K, nullptr, nullptr, nullptr, nullptr, nullptr))
+      return Status::ok();
+    const std::string key = cg.cs.key();
+    bool use = false, known = false;
+    {
+      std::lock_guard<std::mutex> lock(tuning_->mu);
+      auto it = tuning_->as_gemm.find(key);
+      if (it != tuning_->as_gemm.end()) known = true, use = it->second;
+    }
+    if (const char* force = std::getenv("SDRT_CONV_GEMM"); force && (std::string(force) == "0" || std::string(force) == "1")) {
+      known = true, use = std::string(force) == "1";  // tests: every eligible convolution one way
+    }
+    if (!known) {
+      SDRT_ASSIGN_OR_RETURN(int gp, lt_->prepare(cg.M, O, cg.K, cg.bias, cg.residual, *gemm_tuning_));
+      void *x = nullptr, *w = nullptr, *y = nullptr, *col = nullptr, *b = nullptr, *r = nullptr;
+      cudaEvent_t e[3] = {};
+      const size_t xb = (size_t)cg.cs.N * cg.cs.H * cg.cs.W * cg.cs.C * 2, yb = (size_t)cg.M * O * 2;
+      bool ok = cudaMalloc(&x, xb) == cudaSuccess && cudaMalloc(&w, (size_t)O * cg.K * 2) == cudaSuccess && cudaMalloc(&y, yb) == cudaSuccess &&
+                cudaMalloc(&col, (size_t)cg.M * cg.K * 2) == cudaSuccess && cudaMalloc(&b, (size_t)O * 2) == cudaSuccess &&
+                cudaMalloc(&r, yb) == cudaSuccess;
+      for (auto& ev : e) ok = ok && cudaEventCreate(&ev) == cudaSuccess;
+      float conv_ms = 0, gemm_ms = 0;
+      constexpr int kRuns = 5;
+      if (ok) {
+        for (auto [p, bytes] : {std::pair{x, xb}, {w, (size_t)O * cg.K * 2}, {b, (size_t)O * 2}, {r, yb}}) cudaMemsetAsync(p, 0, bytes, stream_);
+        const void* bias = cg.bias ? b : nullptr;
+        const void* res = cg.residual ? r : nullptr;
+        auto with_cudnn = [&] {
+          Status st = conv_->run(plan_[id], x, w, y, conv_ws_, conv_ws_bytes_);
+          if (cg.bias) cuda::bias_residual_rows(static_cast<__half*>(y), static_cast<const __half*>(bias), static_cast<const __half*>(res), cg.M, O, stream_);
+          return st;
+        };
+        auto with_gemm = [&] {
+          cuda::im2col_nhwc(static_cast<const __half*>(x), static_cast<__half*>(col), cg.cs.N, cg.cs.H, cg.cs.W, cg.cs.C, cg.cs.kh, cg.cs.kw, cg.cs.stride,
+                            cg.cs.pad_h, cg.cs.pad_w, cg.Ho, cg.Wo, stream_);
+          return lt_->run(gp, col, w, bias, res, y);
+        };
+        // Each form is timed as it runs in the engine: inside a CUDA graph, where the libraries' host-side
+        // launch costs (tens of microseconds for a cuDNN call) do not count, only the GPU's time.
+        auto graph_of = [&](auto&& body, cudaGraphExec_t* exec) {
+          cudaGraph_t graph = nullptr;
+          if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return false;
+          bool good = true;
+          for (int i = 0; i < kRuns; ++i) good = good && body().is_ok();
+          good = cudaStreamEndCapture(stream_, &graph) == cudaSuccess && good;
+          good = good && cudaGraphInstantiate(exec, graph, 0) == cudaSuccess;
+          if (graph) cudaGraphDestroy(graph);
+          return good;
+        };
+        cudaGraphExec_t gc = nullptr, gg = nullptr;
+        ok = with_cudnn().is_ok() && with_gemm().is_ok() && graph_of(with_cudnn, &gc) && graph_of(with_gemm, &gg);
+        ok = ok && cudaGraphLaunch(gc, stream_) == cudaSuccess && cudaGraphLaunch(gg, stream_) == cudaSuccess;  // warm
+        cudaEventRecord(e[0], stream_);
+        ok = ok && cudaGraphLaunch(gc, stream_) == cudaSuccess;
+        cudaEventRecord(e[1], stream_);
+        ok = ok && cudaGraphLaunch(gg, stream_) == cudaSuccess;
+        cudaEventRecord(e[2], stream_);
+        ok = ok && cudaEventSynchronize(e[2]) == cudaSuccess && cudaEventElapsedTime(&conv_ms, e[0], e[1]) == cudaSuccess &&
+             cudaEventElapsedTime(&gemm_ms, e[1], e[2]) == cudaSuccess;
+        if (gc) cudaGraphExecDestroy(gc);
+        if (gg) cudaGraphExecDestroy(gg);
+      }
+      cudaStreamSynchronize(stream_);
+      for (void* p : {x, w, y, col, b, r})
+        if (p) cudaFree(p);
+      for (auto ev : e)
+        if (ev) cudaEventDestroy(ev);
+      cudaGetLastError();
+      use = ok && gemm_ms < 0.9f * conv_ms;  // a clear win only
+      if (std::getenv("SDRT_PROFILE"))
+        std::fprintf(stderr, "conv %s: cuDNN %.4f ms, im2col+GEMM %.4f ms -> %s\n", key.c_str(), conv_ms / kRuns, gemm_ms / kRuns, use ? "GEMM" : "cuDNN");
+      std::lock_guard<std::mutex> lock(tuning_->mu);
+      tuning_->as_gemm[key] = use;
+    }
+    if (use) {
+      SDRT_ASSIGN_OR_RETURN(gemm_plan_[id], lt_->prepare(cg.M, O, cg.K, cg.bias, cg.residual, *gemm_tuning_));
+    }
+    return Status::ok();
+  }
+
   // Persistent input buffers (host layout and dtype) and float32 output buffers, made once.
   Status ensure_buffers() {
     const auto& nodes = g_->nodes;
@@ -672,6 +781,19 @@ class CudaExecutable : public Executable {
             cuda::pad_nhwc(in(0), static_cast<__half*>(padded), N, H, W, C, a.pad[0], a.pad[1], cs.H, cs.W, stream_);
             x = padded;
           }
+          if (!gemm_plan_.empty() && gemm_plan_[self] >= 0) {  // im2col + GEMM (bias and residual in the epilogue)
+            const ConvGemm cg = conv_gemm_of(n);
+            SDRT_ASSIGN_OR_RETURN(void* col, alloc((size_t)cg.M * cg.K * 2));
+            cuda::im2col_nhwc(static_cast<const __half*>(x), static_cast<__half*>(col), N, cs.H, cs.W, C, kh, kw, a.stride, cs.pad_h, cs.pad_w, Ho, Wo,
+                              stream_);
+            const T* bias = n.inputs.size() > 2 ? in(2) : nullptr;
+            const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
+            Status st = cuda::LtGemm::usable(cg.M, O, cg.K, col, in(1), bias, res, y) ? lt_->run(gemm_plan_[self], col, in(1), bias, res, y)
+                                                                                       : unsupported("misaligned convolution GEMM operands");
+            release(col);
+            if (padded) release(padded);
+            return st;
+          }
           Status st = conv_->run(plan_[self], x, in(1), y, conv_ws_, conv_ws_bytes_);
           if (padded) release(padded);
           SDRT_RETURN_IF_ERROR(st);
@@ -892,6 +1014,7 @@ class CudaExecutable : public Executable {
   std::unique_ptr<cuda::CudnnConv> conv_;
   std::unique_ptr<cuda::LtGemm> lt_;
   std::vector<int> plan_;  // per node: its cuDNN convolution or cuBLASLt GEMM plan, -1 if none
+  std::vector<int> gemm_plan_;  // per convolution node run as im2col + GEMM: its cuBLASLt plan, else -1
   void* lt_ws_ = nullptr;
   void* conv_ws_ = nullptr;
   size_t conv_ws_bytes_ = 0;
@@ -1000,7 +1123,12 @@ class CudaBackend : public Backend {
         if (pointwise_gemm(*g, n, &M, &N, &K)) {
           gemm.insert(cuda::LtGemm::key(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
         } else if (n.op == Op::Conv2d) {
-          conv.insert(conv_shape_of(*g, n).key());
+          const cuda::ConvShape cs = conv_shape_of(*g, n);
+          conv.insert(cs.key());
+          std::lock_guard<std::mutex> lock(tuning_->mu);
+          auto it = tuning_->as_gemm.find(cs.key());
+          if (it != tuning_->as_gemm.end() && it->second)  // its GEMM's tactic too
+            gemm.insert(cuda::LtGemm::key(cs.N * n.shape[2] * n.shape[3], cs.O, cs.kh * cs.kw * cs.C, n.inputs.size() > 2, n.inputs.size() > 3));
         } else if (n.op == Op::Linear) {
           const Shape& xs = g->nodes[n.inputs[0]].shape;
           K = xs.back(), M = numel(xs) / K, N = g->nodes[n.inputs[1]].shape[0];
@@ -1011,6 +1139,8 @@ class CudaBackend : public Backend {
       std::lock_guard<std::mutex> lock(tuning_->mu);
       for (const auto& [key, c] : tuning_->choices)
         if (!g || conv.count(key)) out["cudnn_conv/" + key] = c.text();
+      for (const auto& [key, use] : tuning_->as_gemm)
+        if (!g || conv.count(key)) out["conv_form/" + key] = use ? "im2col-gemm" : "cudnn";
     }
     std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
     for (const auto& [key, v] : gemm_tuning_->choices)
@@ -1024,6 +1154,11 @@ class CudaBackend : public Backend {
       if (key.rfind("lt_gemm/", 0) == 0) {
         if (!cuda::gemm_tactic_valid(v)) return invalid_argument("bad GEMM tactic for '" + key + "'");
         if (gemm_tuning_->choices.emplace(key.substr(8), v).second) gemm_tuning_->seeded[key.substr(8)] = true;
+        continue;
+      }
+      if (key.rfind("conv_form/", 0) == 0) {
+        if (v != "im2col-gemm" && v != "cudnn") return invalid_argument("bad convolution form '" + v + "' for '" + key + "'");
+        tuning_->as_gemm.emplace(key.substr(10), v == "im2col-gemm");
         continue;
       }
       if (key.rfind("cudnn_conv/", 0) != 0) return invalid_argument("unknown tactic kind '" + key + "'");

@@ -34,6 +34,8 @@ struct ConvTuning {
   std::mutex mu;
   std::map<std::string, ConvChoice> choices;
   int timed = 0, reused = 0;  // shapes timed with cudnnFind, seeded choices taken
+  // Convolutions timed against im2col + a cuBLASLt GEMM (by shape key): true where the GEMM won.
+  std::map<std::string, bool> as_gemm;
 };
 
 std::string cudnn_version();  // "9.19.0"

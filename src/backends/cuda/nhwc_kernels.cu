@@ -365,3 +365,33 @@ bool geglu_fast(const __half* x, __half* y, int64_t rows, int64_t F, cudaStream_
 }
 
 }  // namespace sdrt::cuda
+
+namespace sdrt::cuda {
+namespace {
+
+// one thread per 8 channels of one (output pixel, ky, kx)
+__global__ void im2col_nhwc_k(const uint4* x, uint4* col, int64_t H, int64_t W, int64_t Cv, int64_t kh, int64_t kw, int64_t stride, int64_t ph,
+                              int64_t pw, int64_t Ho, int64_t Wo, int64_t total) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t c = i % Cv;
+    int64_t r = i / Cv;
+    const int64_t kx = r % kw;
+    r /= kw;
+    const int64_t ky = r % kh;
+    r /= kh;  // output pixel (n, oy, ox)
+    const int64_t ox = r % Wo, oy = (r / Wo) % Ho, n = r / (Wo * Ho);
+    const int64_t iy = oy * stride - ph + ky, ix = ox * stride - pw + kx;
+    col[i] = iy >= 0 && iy < H && ix >= 0 && ix < W ? x[((n * H + iy) * W + ix) * Cv + c] : make_uint4(0, 0, 0, 0);
+  }
+}
+
+}  // namespace
+
+void im2col_nhwc(const __half* x, __half* col, int64_t N, int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw, int64_t stride,
+                 int64_t pad_h, int64_t pad_w, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  const int64_t total = N * Ho * Wo * kh * kw * (C / 8);
+  im2col_nhwc_k<<<blocks(total), kThreads, 0, s>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(col), H, W, C / 8, kh, kw, stride,
+                                                   pad_h, pad_w, Ho, Wo, total);
+}
+
+}  // namespace sdrt::cuda

@@ -28,6 +28,12 @@ void upsample_nearest_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int
 void pad_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t pt, int64_t pl, int64_t Hp, int64_t Wp,
               cudaStream_t s);
 
+// im2col for convolutions as GEMMs: x [N, H, W, C] -> col [N*Ho*Wo, kh*kw*C], each row one output pixel's
+// receptive field in (ky, kx, c) order (the OHWI filter's row order), zeros where it reaches the padding.
+// C must be a multiple of 8.
+void im2col_nhwc(const __half* x, __half* col, int64_t N, int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw, int64_t stride,
+                 int64_t pad_h, int64_t pad_w, int64_t Ho, int64_t Wo, cudaStream_t s);
+
 }  // namespace sdrt::cuda
 
 namespace sdrt::cuda {
