@@ -101,9 +101,13 @@ int cmd_generate(const GenerateArgs& a) {
   if (ec) return fail(io_error(a.out_dir + ": " + ec.message()));
   int idx = next_index(a.out_dir);
   auto tp = std::chrono::steady_clock::now();
+  auto pngs = encode_pngs(res->images, res->infotexts);  // the batch's images in parallel
   for (size_t i = 0; i < res->images.size(); ++i) {
     const fs::path p = fs::path(a.out_dir) / (std::to_string(100000 + idx++).substr(1) + "-" + std::to_string(res->seeds[i]) + ".png");
-    if (Status s = write_png(p.string(), res->images[i], {{"parameters", res->infotexts[i]}}); !s) return fail(s);
+    if (!pngs[i]) return fail(pngs[i].status());
+    std::ofstream f(p, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(pngs[i]->data()), (std::streamsize)pngs[i]->size());
+    if (!f) return fail(io_error(p.string() + ": cannot write"));
     std::printf("%s\n", p.string().c_str());
   }
   const double png_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();

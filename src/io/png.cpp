@@ -64,6 +64,17 @@ Result<std::vector<uint8_t>> encode_png(const Image& img, const std::map<std::st
   return out;
 }
 
+std::vector<Result<std::vector<uint8_t>>> encode_pngs(const std::vector<Image>& images, const std::vector<std::string>& infotexts) {
+  std::vector<Result<std::vector<uint8_t>>> out(images.size(), Result<std::vector<uint8_t>>(std::vector<uint8_t>{}));
+#pragma omp parallel for schedule(dynamic, 1) if (images.size() > 1)
+  for (size_t i = 0; i < images.size(); ++i) {
+    std::map<std::string, std::string> text;
+    if (i < infotexts.size()) text["parameters"] = infotexts[i];
+    out[i] = encode_png(images[i], text);
+  }
+  return out;
+}
+
 Status write_png(const std::string& path, const Image& img, const std::map<std::string, std::string>& text) {
   auto bytes = encode_png(img, text);
   if (!bytes) return bytes.status();

@@ -325,8 +325,9 @@ struct Server::Impl {
       part.infotexts.assign(res->infotexts.begin() + off, res->infotexts.begin() + off + n);
       off += n;
       json images = json::array();
+      auto pngs = encode_pngs(part.images, part.infotexts);
       for (size_t i = 0; i < n; ++i) {
-        auto png = encode_png(part.images[i], {{"parameters", part.infotexts[i]}});
+        auto& png = pngs[i];
         if (!png) {
           finish(j, 500, error_body(500, png.status().message()));
           images = nullptr;
