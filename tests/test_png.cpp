@@ -30,6 +30,20 @@ TEST(Png, RoundTripWithParametersText) {
   }
 }
 
+// Images taller than one stripe (32 rows) are deflated in parallel stripes: still one valid stream.
+TEST(Png, ManyStripesDecodeExactly) {
+  for (auto [w, h] : {std::pair{513, 300}, {64, 32}, {64, 33}, {1, 100}, {200, 1}}) {
+    Image im = pattern(w, h, w + h);
+    for (size_t i = 0; i < im.rgb.size(); i += 97) im.rgb[i] = (uint8_t)(i * 2654435761u >> 24);  // some noise
+    auto bytes = encode_png(im, {{"parameters", "x"}});
+    ASSERT_TRUE(bytes.is_ok());
+    auto back = decode_png(bytes->data(), bytes->size());
+    ASSERT_TRUE(back.is_ok()) << w << "x" << h << ": " << back.status().message();
+    EXPECT_EQ(back->rgb, im.rgb) << w << "x" << h;
+    EXPECT_LT(bytes->size(), im.rgb.size()) << "compressed";
+  }
+}
+
 TEST(Png, BatchEncodedInParallelKeepsOrderAndTexts) {
   std::vector<Image> ims;
   std::vector<std::string> texts;
