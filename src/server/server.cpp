@@ -675,7 +675,9 @@ int Server::drain(std::chrono::milliseconds grace) {
   Impl& s = *impl_;
   std::unique_lock<std::mutex> lk(s.mu);
   s.draining = true;
-  auto idle = [&] { return s.queue.empty() && s.running_jobs() == 0; };
+  auto idle = [&] {  // nothing running, nothing queued but jobs whose clients have gone
+    return s.running_jobs() == 0 && std::all_of(s.queue.begin(), s.queue.end(), [](const auto& j) { return j->cancelled.load(); });
+  };
   // Without a loaded model nothing runs: the queue is empty then (requests get 503 while loading).
   if (s.cv.wait_for(lk, grace, idle)) return 0;
   int handed = 0;
