@@ -105,9 +105,7 @@ int cmd_generate(const GenerateArgs& a) {
   for (size_t i = 0; i < res->images.size(); ++i) {
     const fs::path p = fs::path(a.out_dir) / (std::to_string(100000 + idx++).substr(1) + "-" + std::to_string(res->seeds[i]) + ".png");
     if (!pngs[i]) return fail(pngs[i].status());
-    std::ofstream f(p, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(pngs[i]->data()), (std::streamsize)pngs[i]->size());
-    if (!f) return fail(io_error(p.string() + ": cannot write"));
+    if (Status s = write_file(p.string(), *pngs[i]); !s) return fail(s);
     std::printf("%s\n", p.string().c_str());
   }
   const double png_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();

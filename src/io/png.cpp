@@ -162,9 +162,13 @@ std::vector<Result<std::vector<uint8_t>>> encode_pngs(const std::vector<Image>& 
 Status write_png(const std::string& path, const Image& img, const std::map<std::string, std::string>& text) {
   auto bytes = encode_png(img, text);
   if (!bytes) return bytes.status();
+  return write_file(path, *bytes);
+}
+
+Status write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::ofstream f(path, std::ios::binary);
   if (!f) return io_error(path + ": cannot write");
-  f.write(reinterpret_cast<const char*>(bytes->data()), (std::streamsize)bytes->size());
+  f.write(reinterpret_cast<const char*>(bytes.data()), (std::streamsize)bytes.size());
   return f ? Status::ok() : io_error(path + ": write failed");
 }
 

@@ -17,6 +17,8 @@ struct Image {
 // text: keyword -> value; values that are not Latin-1 go into iTXt chunks (UTF-8).
 Result<std::vector<uint8_t>> encode_png(const Image& img, const std::map<std::string, std::string>& text = {});
 Status write_png(const std::string& path, const Image& img, const std::map<std::string, std::string>& text = {});
+// Bytes (an encoded PNG) to a file.
+Status write_file(const std::string& path, const std::vector<uint8_t>& bytes);
 // A batch at once, one image per thread (deflate is the slow part: ~30-60 ms for a 512x512 image);
 // infotexts[i] (when given) becomes image i's "parameters" chunk.
 std::vector<Result<std::vector<uint8_t>>> encode_pngs(const std::vector<Image>& images, const std::vector<std::string>& infotexts = {});

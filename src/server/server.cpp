@@ -356,8 +356,7 @@ struct Server::Impl {
     std::snprintf(name, sizeof name, "%05lld-%lld.png", (long long)k, (long long)seed);
     std::error_code ec;
     fs::create_directories(o.output_dir, ec);
-    std::ofstream f(fs::path(o.output_dir) / name, std::ios::binary);
-    f.write(reinterpret_cast<const char*>(png.data()), (std::streamsize)png.size());
+    if (Status st = write_file((fs::path(o.output_dir) / name).string(), png); !st) std::fprintf(stderr, "sdrt serve: %s\n", st.message().c_str());
   }
 
   void generate(const httplib::Request& req, httplib::Response& res, bool img2img) {
@@ -644,6 +643,7 @@ bool Server::ready() const { return impl_->is_ready; }
 
 Result<int> Server::start() {
   Impl& s = *impl_;
+  if (s.slots.empty()) return invalid_argument("no engine to serve with");
   s.routes();
   if (s.o.port < 0 || s.o.port > 65535) return invalid_argument("port must be between 0 and 65535");
   // cpp-httplib listens with a backlog of 5: a burst of clients connecting at once overflows it, the kernel
@@ -665,7 +665,6 @@ Result<int> Server::start() {
   }
   if (listen_fd >= 0 && ::listen(listen_fd, SOMAXCONN) != 0) std::fprintf(stderr, "sdrt serve: warning: cannot raise the listen backlog\n");
   s.listen_thread = std::thread([&s] { s.http.listen_after_bind(); });
-  if (s.slots.empty()) return invalid_argument("no engine to serve with");
   for (auto& sl : s.slots) sl->worker = std::thread([&s, p = sl.get()] { s.work(*p); });
   s.load_thread = std::thread([&s] { s.load(); });
   return s.port;
