@@ -76,6 +76,16 @@ std::vector<Case> cases() {
   c.push_back(conv("conv stride2 pad1 (SD downsample)", {2, 32, 16, 16}, 32, 3, 2, {1, 1, 1, 1}));
   c.push_back(conv("conv_in [2,4,64,64]->320", {2, 4, 64, 64}, 320, 3, 1, {1, 1, 1, 1}));
   c.push_back(conv("conv_out [2,320,32,32]->4", {2, 320, 32, 32}, 4, 3, 1, {1, 1, 1, 1}));
+  c.push_back(conv("few outputs, stride 2, asym pad [1,16,9,9]->3", {1, 16, 9, 9}, 3, 3, 2, {0, 0, 1, 1}));
+  c.push_back(conv("few inputs [2,3,10,10]->16 (VAE-like conv_in)", {2, 3, 10, 10}, 16, 3, 1, {1, 1, 1, 1}));
+  c.push_back({"conv_out + residual [2,64,8,8]->8", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 Attrs a;
+                 a.stride = 1;
+                 for (int i = 0; i < 4; ++i) a.pad[i] = 1;
+                 b.output(b.add_node(Op::Conv2d, {in(b, ins, rng, "x", {2, 64, 8, 8}), w(b, rng, "w", {8, 64, 3, 3}, 1.f / 24), w(b, rng, "b", {8}, 1),
+                                                  in(b, ins, rng, "r", {2, 8, 8, 8})}, a),
+                          "y");
+               }});
   auto linear = [=](std::string name, Shape x, int64_t N, bool bias) {
     return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
                   int xi = in(b, ins, rng, "x", x);
@@ -131,6 +141,7 @@ std::vector<Case> cases() {
   };
   c.push_back(gn_add("group_norm + channel vector + silu [2,320,16,16]", {2, 320, 16, 16}, 32));
   c.push_back(gn_add("group_norm + channel vector, 2560 channels [2,2560,4,4]", {2, 2560, 4, 4}, 32));
+  c.push_back(gn_add("group_norm + channel vector + silu SD [2,640,64,64]", {2, 640, 64, 64}, 32));
   c.push_back({"layer_norm [2,4096,320]", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.layer_norm(in(b, ins, rng, "x", {2, 4096, 320}), w(b, rng, "g", {320}, 1), w(b, rng, "b", {320}, 1), 1e-5f), "y");
                }});
