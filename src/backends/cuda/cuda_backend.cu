@@ -70,6 +70,19 @@ cuda::ConvShape conv_shape_of(const Graph& g, const Node& n) {
           sym ? p[0] : 0, sym ? p[1] : 0};
 }
 
+// The GEMM form of a convolution (im2col + GEMM): rows = output pixels, K = kh * kw * C.
+struct ConvGemm {
+  cuda::ConvShape cs;
+  int64_t Ho, Wo, M, K;
+  bool bias, residual;
+  std::string lt_key() const { return cuda::LtGemm::key(M, cs.O, K, bias, residual); }
+};
+ConvGemm conv_gemm_of(const Graph& g, const Node& n) {
+  const cuda::ConvShape cs = conv_shape_of(g, n);
+  const int64_t Ho = n.shape[2], Wo = n.shape[3];
+  return {cs, Ho, Wo, cs.N * Ho * Wo, cs.kh * cs.kw * cs.C, n.inputs.size() > 2, n.inputs.size() > 3};
+}
+
 // A 1x1, stride-1, unpadded convolution on NHWC values is a GEMM over pixels: y[N*H*W, O] =
 // x[N*H*W, C] w[O, C]^T (+ bias, + residual), run through cuBLASLt like a linear layer (cuDNN is far
 // slower at these shapes). Returns false for other convolutions.
@@ -297,24 +310,13 @@ class CudaExecutable : public Executable {
   }
 
  private:
-  // The GEMM form of a convolution: rows = output pixels, K = kh * kw * C.
-  struct ConvGemm {
-    cuda::ConvShape cs;
-    int64_t Ho, Wo, M, K;
-    bool bias, residual;
-  };
-  ConvGemm conv_gemm_of(const Node& n) const {
-    const cuda::ConvShape cs = conv_shape(n);
-    const int64_t Ho = n.shape[2], Wo = n.shape[3];
-    return {cs, Ho, Wo, cs.N * Ho * Wo, cs.kh * cs.kw * cs.C, n.inputs.size() > 2, n.inputs.size() > 3};
-  }
   static constexpr size_t kMaxColBytes = size_t(64) << 20;  // im2col buffers stay small
 
   // Whether convolution n runs as im2col + GEMM: the recorded choice for its shape, else both timed here
   // (SDRT_CONV_GEMM=1 or 0 forces one form, for tests).
   Status choose_conv_gemm(const Node& n) {
     const size_t id = &n - g_->nodes.data();
-    const ConvGemm cg = conv_gemm_of(n);
+    const ConvGemm cg = conv_gemm_of(*g_, n);
     const int64_t O = cg.cs.O;
     if (cg.cs.C % 8 || O % 8 || (size_t)(cg.M * cg.K * 2) > kMaxColBytes || !cuda::LtGemm::usable(cg.M, O, cg.K, nullptr, nullptr, nullptr, nullptr, nullptr))
       return Status::ok();
@@ -776,7 +778,7 @@ class CudaExecutable : public Executable {
             x = padded;
           }
           if (!gemm_plan_.empty() && gemm_plan_[self] >= 0) {  // im2col + GEMM (bias and residual in the epilogue)
-            const ConvGemm cg = conv_gemm_of(n);
+            const ConvGemm cg = conv_gemm_of(*g_, n);
             SDRT_ASSIGN_OR_RETURN(void* col, alloc((size_t)cg.M * cg.K * 2));
             cuda::im2col_nhwc(static_cast<const __half*>(x), static_cast<__half*>(col), N, cs.H, cs.W, C, kh, kw, a.stride, cs.pad_h, cs.pad_w, Ho, Wo,
                               stream_);
@@ -1115,12 +1117,11 @@ class CudaBackend : public Backend {
         if (pointwise_gemm(*g, n, &M, &N, &K)) {
           gemm.insert(cuda::LtGemm::key(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
         } else if (n.op == Op::Conv2d) {
-          const cuda::ConvShape cs = conv_shape_of(*g, n);
-          conv.insert(cs.key());
+          const ConvGemm cg = conv_gemm_of(*g, n);
+          conv.insert(cg.cs.key());
           std::lock_guard<std::mutex> lock(tuning_->mu);
-          auto it = tuning_->as_gemm.find(cs.key());
-          if (it != tuning_->as_gemm.end() && it->second)  // its GEMM's tactic too
-            gemm.insert(cuda::LtGemm::key(cs.N * n.shape[2] * n.shape[3], cs.O, cs.kh * cs.kw * cs.C, n.inputs.size() > 2, n.inputs.size() > 3));
+          auto it = tuning_->as_gemm.find(cg.cs.key());
+          if (it != tuning_->as_gemm.end() && it->second) gemm.insert(cg.lt_key());  // its GEMM's tactic too
         } else if (n.op == Op::Linear) {
           const Shape& xs = g->nodes[n.inputs[0]].shape;
           K = xs.back(), M = numel(xs) / K, N = g->nodes[n.inputs[1]].shape[0];
