@@ -163,12 +163,13 @@ int cmd_build(const BuildArgs& a) {
   const double mib = fs::file_size(a.out, ec) / 1048576.0;
   const double write_s = since(tw);
 
-  int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0;
+  int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0, as_fused = 0;
   std::map<std::string, int> algos;
   for (const auto& [k, v] : plan.tactics) {
     const bool cached = seeded.count(k) > 0;
-    if (k.rfind("conv_form/", 0) == 0) {  // cuDNN or im2col + GEMM, timed per shape
+    if (k.rfind("conv_form/", 0) == 0) {  // cuDNN, im2col + GEMM or cuDNN's fused call, timed per shape
       as_gemm += v == "im2col-gemm";
+      as_fused += v == "cudnn-fused";
       continue;
     }
     if (k.rfind("lt_gemm/", 0) == 0) {
@@ -184,7 +185,7 @@ int cmd_build(const BuildArgs& a) {
   }
   std::printf("tactics: %d convolution shapes (%d from the timing cache, %d timed):", conv_n, conv_cached, conv_n - conv_cached);
   for (const auto& [name, n] : algos) std::printf(" %s %d", name.c_str(), n);
-  std::printf("; %d of them run as im2col + cuBLASLt GEMM (faster than cuDNN there)", as_gemm);
+  std::printf("; %d of them run as im2col + cuBLASLt GEMM, %d as cuDNN's fused convolution + bias + residual (faster there)", as_gemm, as_fused);
   std::printf("; %d GEMM shapes (%d from the timing cache, %d timed)", gemm_n, gemm_cached, gemm_n - gemm_cached);
   std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized; fused: %d GroupNorm+SiLU, %d residual adds, %d time embeddings into GroupNorm\n",
               convs, linears, flash, materialized, gn_silu, residual, gn_add);

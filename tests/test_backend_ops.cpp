@@ -2,6 +2,7 @@
 // normalised mean squared error per op, NaN/Inf checks, guard bands around every device output. Then the
 // conformance components and pipelines on CUDA in float32. Skipped with a message where no GPU is usable.
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -247,6 +248,44 @@ TEST_P(BackendOpsP, EveryCudaOpMatchesTheCpu) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Precisions, BackendOpsP, ::testing::Values("fp32", "fp16"), [](const auto& i) { return i.param; });
+
+// Each form a convolution can take in FP16 (cuDNN + bias kernel, im2col + cuBLASLt GEMM with the bias and
+// residual in its epilogue, cuDNN's fused convolution + bias + residual), forced for every convolution
+// case in turn, against the CPU.
+TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
+  REQUIRE_CUDA_P(probe, true, "fp16");
+  auto cpu = make_cpu_backend();
+  const std::vector<std::pair<const char*, const char*>> forms = {{"SDRT_CONV_GEMM", "0"}, {"SDRT_CONV_GEMM", "1"}, {"SDRT_CONV_FUSED", "1"}};
+  int failures = 0, cases_run = 0;
+  for (const auto& [var, value] : forms) {
+    ::setenv(var, value, 1);
+    for (const auto& c : cases()) {
+      if (c.name.rfind("conv", 0) != 0) continue;
+      std::mt19937 rng(1234);
+      auto g = std::make_shared<Graph>();
+      GraphBuilder b(*g);
+      std::map<std::string, Tensor> ins;
+      c.build(b, ins, rng);
+      auto cuda = cuda_or_skip_reason(&why_, true, "fp16");
+      ASSERT_NE(cuda, nullptr) << why_;
+      auto ce = cpu->compile(g);
+      auto ge = cuda->compile(g);
+      ASSERT_TRUE(ce.is_ok() && ge.is_ok()) << c.name << ": " << ge.status().message();
+      auto want = (*ce)->run(ins);
+      auto got = (*ge)->run(ins);
+      ASSERT_TRUE(want.is_ok() && got.is_ok()) << c.name << ": " << got.status().message();
+      bool finite = true;
+      const double e = nmse((*got)[0], (*want)[0], &finite);
+      const bool ok = finite && e < 1e-5;
+      std::printf("      %s=%s %-44s %12.3e  %s\n", var, value, c.name.c_str(), e, ok ? "ok" : "FAIL");
+      failures += !ok;
+      ++cases_run;
+    }
+    ::unsetenv(var);
+  }
+  EXPECT_GE(cases_run, 30);
+  EXPECT_EQ(failures, 0);
+}
 
 TEST(BackendOps, CudaRejectsBadTokenIds) {
   REQUIRE_CUDA(cuda, false);

@@ -282,7 +282,7 @@ TEST(Plan, CudaPlanReusesTacticsAndGivesTheSameOutput) {
   ASSERT_TRUE(second);
   ASSERT_TRUE(second->add_tactics(r->tactics).is_ok());
   EXPECT_FALSE(second->add_tactics({{"cudnn_conv/x", "algo=99 workspace=0 ms=1"}}).is_ok());
-  EXPECT_FALSE(second->add_tactics({{"conv_form/x", "winograd"}}).is_ok());  // cudnn or im2col-gemm only
+  EXPECT_FALSE(second->add_tactics({{"conv_form/x", "winograd"}}).is_ok());  // cudnn, im2col-gemm or cudnn-fused only
   const Tensor got = run_on(*second, r->entries[0].graph, in);
   // taken, not timed afresh: the same algorithm for every shape (the workspace may be re-sized)
   auto algos = [](const std::map<std::string, std::string>& t) {

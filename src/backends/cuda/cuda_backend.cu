@@ -234,11 +234,12 @@ class CudaExecutable : public Executable {
       // the GPU's speed (a [2,1280,8,8] 3x3 took 0.17 ms for 3.8 GFLOP); im2col + cuBLASLt (whose split-K
       // tactics suit them, with bias and residual in the epilogue) is timed against cuDNN for each shape.
       gemm_plan_.assign(nodes.size(), -1);
+      fused_conv_.assign(nodes.size(), 0);
       for (const Node& n : nodes) {
         if (n.op != Op::Conv2d || plan_[&n - nodes.data()] < 0) continue;
         int64_t M, N, K;
         if (pointwise_gemm(*g_, n, &M, &N, &K)) continue;
-        SDRT_RETURN_IF_ERROR(choose_conv_gemm(n));
+        SDRT_RETURN_IF_ERROR(choose_conv_form(n));
       }
     }
     for (const Node& n : nodes)
@@ -312,88 +313,107 @@ class CudaExecutable : public Executable {
  private:
   static constexpr size_t kMaxColBytes = size_t(64) << 20;  // im2col buffers stay small
 
-  // Whether convolution n runs as im2col + GEMM: the recorded choice for its shape, else both timed here
-  // (SDRT_CONV_GEMM=1 or 0 forces one form, for tests).
-  Status choose_conv_gemm(const Node& n) {
+  // How convolution n runs (ConvForm): the recorded choice for its shape, else every form it can take
+  // timed here (SDRT_CONV_GEMM=1 or 0 forces the GEMM or cuDNN, SDRT_CONV_FUSED=1 cuDNN's fused call, for tests).
+  Status choose_conv_form(const Node& n) {
     const size_t id = &n - g_->nodes.data();
     const ConvGemm cg = conv_gemm_of(*g_, n);
     const int64_t O = cg.cs.O;
-    if (cg.cs.C % 8 || O % 8 || (size_t)(cg.M * cg.K * 2) > kMaxColBytes || !cuda::LtGemm::usable(cg.M, O, cg.K, nullptr, nullptr, nullptr, nullptr, nullptr))
-      return Status::ok();
+    const bool gemm_ok = cg.cs.C % 8 == 0 && O % 8 == 0 && (size_t)(cg.M * cg.K * 2) <= kMaxColBytes &&
+                         cuda::LtGemm::usable(cg.M, O, cg.K, nullptr, nullptr, nullptr, nullptr, nullptr);
+    const bool fused_ok = cg.bias && conv_->fused_available(plan_[id]);
+    if (!gemm_ok && !fused_ok) return Status::ok();
     const std::string key = cg.cs.key();
-    bool use = false, known = false;
+    cuda::ConvForm form = cuda::ConvForm::Cudnn;
+    bool known = false;
     {
       std::lock_guard<std::mutex> lock(tuning_->mu);
-      auto it = tuning_->as_gemm.find(key);
-      if (it != tuning_->as_gemm.end()) known = true, use = it->second;
+      auto it = tuning_->form.find(key);
+      if (it != tuning_->form.end()) known = true, form = it->second;
     }
-    if (const char* force = std::getenv("SDRT_CONV_GEMM"); force && (std::string(force) == "0" || std::string(force) == "1")) {
-      known = true, use = std::string(force) == "1";  // tests: every eligible convolution one way
-    }
+    auto env_is = [](const char* name, const char* v) {
+      const char* e = std::getenv(name);
+      return e && std::string(e) == v;
+    };
+    if (env_is("SDRT_CONV_GEMM", "0") || env_is("SDRT_CONV_GEMM", "1")) known = true, form = env_is("SDRT_CONV_GEMM", "1") ? cuda::ConvForm::Gemm : cuda::ConvForm::Cudnn;
+    if (env_is("SDRT_CONV_FUSED", "1")) known = true, form = cuda::ConvForm::CudnnFused;
+    if ((form == cuda::ConvForm::Gemm && !gemm_ok) || (form == cuda::ConvForm::CudnnFused && !fused_ok)) form = cuda::ConvForm::Cudnn;
     if (!known) {
-      SDRT_ASSIGN_OR_RETURN(int gp, lt_->prepare(cg.M, O, cg.K, cg.bias, cg.residual, *gemm_tuning_));
+      int gp = -1;
+      if (gemm_ok) {
+        SDRT_ASSIGN_OR_RETURN(gp, lt_->prepare(cg.M, O, cg.K, cg.bias, cg.residual, *gemm_tuning_));
+      }
       void *x = nullptr, *w = nullptr, *y = nullptr, *col = nullptr, *b = nullptr, *r = nullptr;
-      cudaEvent_t e[3] = {};
       const size_t xb = (size_t)cg.cs.N * cg.cs.H * cg.cs.W * cg.cs.C * 2, yb = (size_t)cg.M * O * 2;
       bool ok = cudaMalloc(&x, xb) == cudaSuccess && cudaMalloc(&w, (size_t)O * cg.K * 2) == cudaSuccess && cudaMalloc(&y, yb) == cudaSuccess &&
-                cudaMalloc(&col, (size_t)cg.M * cg.K * 2) == cudaSuccess && cudaMalloc(&b, (size_t)O * 2) == cudaSuccess &&
+                (!gemm_ok || cudaMalloc(&col, (size_t)cg.M * cg.K * 2) == cudaSuccess) && cudaMalloc(&b, (size_t)O * 2) == cudaSuccess &&
                 cudaMalloc(&r, yb) == cudaSuccess;
-      for (auto& ev : e) ok = ok && cudaEventCreate(&ev) == cudaSuccess;
-      float conv_ms = 0, gemm_ms = 0;
       constexpr int kRuns = 5;
+      const void* bias = cg.bias ? b : nullptr;
+      const void* res = cg.residual ? r : nullptr;
+      auto with_cudnn = [&] {
+        Status st = conv_->run(plan_[id], x, w, y, conv_ws_, conv_ws_bytes_);
+        if (cg.bias) cuda::bias_residual_rows(static_cast<__half*>(y), static_cast<const __half*>(bias), static_cast<const __half*>(res), cg.M, O, stream_);
+        return st;
+      };
+      auto with_gemm = [&] {
+        cuda::im2col_nhwc(static_cast<const __half*>(x), static_cast<__half*>(col), cg.cs.N, cg.cs.H, cg.cs.W, cg.cs.C, cg.cs.kh, cg.cs.kw, cg.cs.stride,
+                          cg.cs.pad_h, cg.cs.pad_w, cg.Ho, cg.Wo, stream_);
+        return lt_->run(gp, col, w, bias, res, y);
+      };
+      auto with_fused = [&] { return conv_->run_fused(plan_[id], x, w, bias, res, y, conv_ws_, conv_ws_bytes_); };
+      // Each form is timed as it runs in the engine: inside a CUDA graph, where the libraries' host-side
+      // launch costs (tens of microseconds for a cuDNN call) do not count, only the GPU's time. Returns
+      // milliseconds per run, or a negative number where the form failed.
+      auto time_form = [&](auto&& body) -> float {
+        if (!body().is_ok()) return cudaGetLastError(), -1.f;  // also warms the library up
+        cudaGraph_t graph = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        cudaEvent_t e0 = nullptr, e1 = nullptr;
+        if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return -1.f;
+        bool good = true;
+        for (int i = 0; i < kRuns; ++i) good = good && body().is_ok();
+        good = cudaStreamEndCapture(stream_, &graph) == cudaSuccess && good;
+        good = good && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+        good = good && cudaEventCreate(&e0) == cudaSuccess && cudaEventCreate(&e1) == cudaSuccess;
+        good = good && cudaGraphLaunch(exec, stream_) == cudaSuccess;  // warm
+        good = good && cudaEventRecord(e0, stream_) == cudaSuccess && cudaGraphLaunch(exec, stream_) == cudaSuccess &&
+               cudaEventRecord(e1, stream_) == cudaSuccess;
+        float ms = -1.f;
+        if (good && cudaEventSynchronize(e1) == cudaSuccess && cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess) ms /= kRuns;
+        else ms = -1.f;
+        if (exec) cudaGraphExecDestroy(exec);
+        if (graph) cudaGraphDestroy(graph);
+        for (auto ev : {e0, e1})
+          if (ev) cudaEventDestroy(ev);
+        cudaGetLastError();
+        return ms;
+      };
+      float conv_ms = -1.f, gemm_ms = -1.f, fused_ms = -1.f;
       if (ok) {
         for (auto [p, bytes] : {std::pair{x, xb}, {w, (size_t)O * cg.K * 2}, {b, (size_t)O * 2}, {r, yb}}) cudaMemsetAsync(p, 0, bytes, stream_);
-        const void* bias = cg.bias ? b : nullptr;
-        const void* res = cg.residual ? r : nullptr;
-        auto with_cudnn = [&] {
-          Status st = conv_->run(plan_[id], x, w, y, conv_ws_, conv_ws_bytes_);
-          if (cg.bias) cuda::bias_residual_rows(static_cast<__half*>(y), static_cast<const __half*>(bias), static_cast<const __half*>(res), cg.M, O, stream_);
-          return st;
-        };
-        auto with_gemm = [&] {
-          cuda::im2col_nhwc(static_cast<const __half*>(x), static_cast<__half*>(col), cg.cs.N, cg.cs.H, cg.cs.W, cg.cs.C, cg.cs.kh, cg.cs.kw, cg.cs.stride,
-                            cg.cs.pad_h, cg.cs.pad_w, cg.Ho, cg.Wo, stream_);
-          return lt_->run(gp, col, w, bias, res, y);
-        };
-        // Each form is timed as it runs in the engine: inside a CUDA graph, where the libraries' host-side
-        // launch costs (tens of microseconds for a cuDNN call) do not count, only the GPU's time.
-        auto graph_of = [&](auto&& body, cudaGraphExec_t* exec) {
-          cudaGraph_t graph = nullptr;
-          if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return false;
-          bool good = true;
-          for (int i = 0; i < kRuns; ++i) good = good && body().is_ok();
-          good = cudaStreamEndCapture(stream_, &graph) == cudaSuccess && good;
-          good = good && cudaGraphInstantiate(exec, graph, 0) == cudaSuccess;
-          if (graph) cudaGraphDestroy(graph);
-          return good;
-        };
-        cudaGraphExec_t gc = nullptr, gg = nullptr;
-        ok = with_cudnn().is_ok() && with_gemm().is_ok() && graph_of(with_cudnn, &gc) && graph_of(with_gemm, &gg);
-        ok = ok && cudaGraphLaunch(gc, stream_) == cudaSuccess && cudaGraphLaunch(gg, stream_) == cudaSuccess;  // warm
-        cudaEventRecord(e[0], stream_);
-        ok = ok && cudaGraphLaunch(gc, stream_) == cudaSuccess;
-        cudaEventRecord(e[1], stream_);
-        ok = ok && cudaGraphLaunch(gg, stream_) == cudaSuccess;
-        cudaEventRecord(e[2], stream_);
-        ok = ok && cudaEventSynchronize(e[2]) == cudaSuccess && cudaEventElapsedTime(&conv_ms, e[0], e[1]) == cudaSuccess &&
-             cudaEventElapsedTime(&gemm_ms, e[1], e[2]) == cudaSuccess;
-        if (gc) cudaGraphExecDestroy(gc);
-        if (gg) cudaGraphExecDestroy(gg);
+        conv_ms = time_form(with_cudnn);
+        if (gemm_ok) gemm_ms = time_form(with_gemm);
+        if (fused_ok) fused_ms = time_form(with_fused);
       }
       cudaStreamSynchronize(stream_);
       for (void* p : {x, w, y, col, b, r})
         if (p) cudaFree(p);
-      for (auto ev : e)
-        if (ev) cudaEventDestroy(ev);
       cudaGetLastError();
-      use = ok && gemm_ms < 0.9f * conv_ms;  // a clear win only
+      // cuDNN's faster form; the GEMM only for a clear win over it
+      float cudnn_ms = conv_ms;
+      if (fused_ms > 0.f && (cudnn_ms <= 0.f || fused_ms < cudnn_ms)) form = cuda::ConvForm::CudnnFused, cudnn_ms = fused_ms;
+      if (gemm_ms > 0.f && (cudnn_ms <= 0.f || gemm_ms < 0.9f * cudnn_ms)) form = cuda::ConvForm::Gemm;
       if (std::getenv("SDRT_PROFILE"))
-        std::fprintf(stderr, "conv %s: cuDNN %.4f ms, im2col+GEMM %.4f ms -> %s\n", key.c_str(), conv_ms / kRuns, gemm_ms / kRuns, use ? "GEMM" : "cuDNN");
+        std::fprintf(stderr, "conv %s: cuDNN %.4f ms, im2col+GEMM %.4f ms, cuDNN fused %.4f ms -> %s\n", key.c_str(), conv_ms, gemm_ms, fused_ms,
+                     cuda::conv_form_name(form));
       std::lock_guard<std::mutex> lock(tuning_->mu);
-      tuning_->as_gemm[key] = use;
+      tuning_->form[key] = form;
     }
-    if (use) {
+    if (form == cuda::ConvForm::Gemm) {
       SDRT_ASSIGN_OR_RETURN(gemm_plan_[id], lt_->prepare(cg.M, O, cg.K, cg.bias, cg.residual, *gemm_tuning_));
+    } else if (form == cuda::ConvForm::CudnnFused) {
+      fused_conv_[id] = 1;
     }
     return Status::ok();
   }
@@ -790,10 +810,16 @@ class CudaExecutable : public Executable {
             if (padded) release(padded);
             return st;
           }
+          const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
+          if (n.inputs.size() > 2 && !fused_conv_.empty() && fused_conv_[self]) {  // bias and residual in cuDNN's fused call
+            Status st = conv_->run_fused(plan_[self], x, in(1), in(2), res, y, conv_ws_, conv_ws_bytes_);
+            if (padded) release(padded);
+            return st;
+          }
           Status st = conv_->run(plan_[self], x, in(1), y, conv_ws_, conv_ws_bytes_);
           if (padded) release(padded);
           SDRT_RETURN_IF_ERROR(st);
-          if (n.inputs.size() > 2) cuda::bias_residual_rows(y, in(2), n.inputs.size() > 3 ? in(3) : nullptr, N * Ho * Wo, O, stream_);
+          if (n.inputs.size() > 2) cuda::bias_residual_rows(y, in(2), res, N * Ho * Wo, O, stream_);
           return Status::ok();
         }
         const int64_t K = C * kh * kw, S = Ho * Wo;
@@ -1011,6 +1037,7 @@ class CudaExecutable : public Executable {
   std::unique_ptr<cuda::LtGemm> lt_;
   std::vector<int> plan_;  // per node: its cuDNN convolution or cuBLASLt GEMM plan, -1 if none
   std::vector<int> gemm_plan_;  // per convolution node run as im2col + GEMM: its cuBLASLt plan, else -1
+  std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
   void* conv_ws_ = nullptr;
   size_t conv_ws_bytes_ = 0;
   std::map<std::string, void*> weights_;
@@ -1120,8 +1147,8 @@ class CudaBackend : public Backend {
           const ConvGemm cg = conv_gemm_of(*g, n);
           conv.insert(cg.cs.key());
           std::lock_guard<std::mutex> lock(tuning_->mu);
-          auto it = tuning_->as_gemm.find(cg.cs.key());
-          if (it != tuning_->as_gemm.end() && it->second) gemm.insert(cg.lt_key());  // its GEMM's tactic too
+          auto it = tuning_->form.find(cg.cs.key());
+          if (it != tuning_->form.end() && it->second == cuda::ConvForm::Gemm) gemm.insert(cg.lt_key());  // its GEMM's tactic too
         } else if (n.op == Op::Linear) {
           const Shape& xs = g->nodes[n.inputs[0]].shape;
           K = xs.back(), M = numel(xs) / K, N = g->nodes[n.inputs[1]].shape[0];
@@ -1132,8 +1159,8 @@ class CudaBackend : public Backend {
       std::lock_guard<std::mutex> lock(tuning_->mu);
       for (const auto& [key, c] : tuning_->choices)
         if (!g || conv.count(key)) out["cudnn_conv/" + key] = c.text();
-      for (const auto& [key, use] : tuning_->as_gemm)
-        if (!g || conv.count(key)) out["conv_form/" + key] = use ? "im2col-gemm" : "cudnn";
+      for (const auto& [key, form] : tuning_->form)
+        if (!g || conv.count(key)) out["conv_form/" + key] = cuda::conv_form_name(form);
     }
     std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
     for (const auto& [key, v] : gemm_tuning_->choices)
@@ -1150,8 +1177,9 @@ class CudaBackend : public Backend {
         continue;
       }
       if (key.rfind("conv_form/", 0) == 0) {
-        if (v != "im2col-gemm" && v != "cudnn") return invalid_argument("bad convolution form '" + v + "' for '" + key + "'");
-        tuning_->as_gemm.emplace(key.substr(10), v == "im2col-gemm");
+        cuda::ConvForm form;
+        if (!cuda::parse_conv_form(v, &form)) return invalid_argument("bad convolution form '" + v + "' for '" + key + "'");
+        tuning_->form.emplace(key.substr(10), form);
         continue;
       }
       if (key.rfind("cudnn_conv/", 0) != 0) return invalid_argument("unknown tactic kind '" + key + "'");

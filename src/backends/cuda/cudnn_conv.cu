@@ -49,14 +49,33 @@ Result<ConvChoice> ConvChoice::parse(const std::string& s) {
   return c;
 }
 
+const char* conv_form_name(ConvForm f) {
+  switch (f) {
+    case ConvForm::Gemm: return "im2col-gemm";
+    case ConvForm::CudnnFused: return "cudnn-fused";
+    default: return "cudnn";
+  }
+}
+
+bool parse_conv_form(const std::string& s, ConvForm* f) {
+  for (ConvForm c : {ConvForm::Cudnn, ConvForm::Gemm, ConvForm::CudnnFused})
+    if (s == conv_form_name(c)) return *f = c, true;
+  return false;
+}
+
 struct CudnnConv::Entry {
-  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
+  cudnnActivationDescriptor_t identity = nullptr;
   ConvChoice choice;
+  bool fused = false;  // cudnnConvolutionBiasActivationForward accepts this shape
+  size_t fused_workspace = 0;
   ~Entry() {
     if (x) cudnnDestroyTensorDescriptor(x);
     if (y) cudnnDestroyTensorDescriptor(y);
+    if (bias) cudnnDestroyTensorDescriptor(bias);
+    if (identity) cudnnDestroyActivationDescriptor(identity);
     if (w) cudnnDestroyFilterDescriptor(w);
     if (conv) cudnnDestroyConvolutionDescriptor(conv);
   }
@@ -96,6 +115,17 @@ Result<int> CudnnConv::prepare(const ConvShape& s, ConvTuning& tuning) {
   int n, c, h, w;
   CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(e->conv, e->x, e->w, &n, &c, &h, &w));
   CUDNN_TRY(cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, n, c, h, w));
+  {  // the fused form: implicit precomputed GEMM is the one algorithm it has with an identity activation
+    CUDNN_TRY(cudnnCreateTensorDescriptor(&e->bias));
+    CUDNN_TRY(cudnnSetTensor4dDescriptor(e->bias, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, 1, (int)s.O, 1, 1));
+    CUDNN_TRY(cudnnCreateActivationDescriptor(&e->identity));
+    CUDNN_TRY(cudnnSetActivationDescriptor(e->identity, CUDNN_ACTIVATION_IDENTITY, CUDNN_NOT_PROPAGATE_NAN, 0.0));
+    size_t need = 0;
+    e->fused = cudnnGetConvolutionForwardWorkspaceSize(static_cast<cudnnHandle_t>(handle_), e->x, e->w, e->conv, e->y,
+                                                       CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, &need) == CUDNN_STATUS_SUCCESS &&
+               need <= kMaxWorkspace;
+    e->fused_workspace = e->fused ? need : 0;
+  }
 
   {
     std::lock_guard<std::mutex> lock(tuning.mu);
@@ -135,7 +165,21 @@ Result<int> CudnnConv::prepare(const ConvShape& s, ConvTuning& tuning) {
   return (int)entries_.size() - 1;
 }
 
-size_t CudnnConv::workspace(int plan) const { return entries_.at(plan)->choice.workspace; }
+size_t CudnnConv::workspace(int plan) const { return std::max(entries_.at(plan)->choice.workspace, entries_.at(plan)->fused_workspace); }
+
+bool CudnnConv::fused_available(int plan) const { return plan >= 0 && plan < (int)entries_.size() && entries_[plan]->fused; }
+
+Status CudnnConv::run_fused(int plan, const void* x, const void* w, const void* bias, const void* res, void* y, void* workspace,
+                            size_t workspace_bytes) {
+  if (!fused_available(plan)) return Status(Code::Internal, "fused convolution was not prepared");
+  const Entry& e = *entries_[plan];
+  if (workspace_bytes < e.fused_workspace) return Status(Code::Internal, "convolution workspace too small");
+  const float alpha1 = 1.f, alpha2 = res ? 1.f : 0.f;
+  CUDNN_TRY(cudnnConvolutionBiasActivationForward(static_cast<cudnnHandle_t>(handle_), &alpha1, e.x, x, e.w, w, e.conv,
+                                                  CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, workspace, workspace_bytes, &alpha2, e.y,
+                                                  res ? res : y, e.bias, bias, e.identity, e.y, y));
+  return Status::ok();
+}
 
 Status CudnnConv::run(int plan, const void* x, const void* w, void* y, void* workspace, size_t workspace_bytes) {
   if (plan < 0 || plan >= (int)entries_.size()) return Status(Code::Internal, "convolution was not prepared");

@@ -28,14 +28,21 @@ struct ConvChoice {
   static Result<ConvChoice> parse(const std::string& s);
 };
 
+// The forms a convolution with bias (and residual) can take: cuDNN's convolution then one bias(+residual)
+// kernel; im2col + a cuBLASLt GEMM with both in its epilogue; cuDNN's fused convolution + bias + residual
+// (cudnnConvolutionBiasActivationForward, identity activation: implicit precomputed GEMM only).
+enum class ConvForm { Cudnn, Gemm, CudnnFused };
+const char* conv_form_name(ConvForm f);  // "cudnn", "im2col-gemm", "cudnn-fused"
+bool parse_conv_form(const std::string& s, ConvForm* f);
+
 // Chosen algorithms by shape key, shared by a backend's executables; seeded from plans and timing
 // caches (a seeded choice is checked against cuDNN before use and timed afresh if it does not fit).
 struct ConvTuning {
   std::mutex mu;
   std::map<std::string, ConvChoice> choices;
   int timed = 0, reused = 0;  // shapes timed with cudnnFind, seeded choices taken
-  // Convolutions timed against im2col + a cuBLASLt GEMM (by shape key): true where the GEMM won.
-  std::map<std::string, bool> as_gemm;
+  // How each convolution shape runs (by shape key), chosen by timing the forms on the GPU.
+  std::map<std::string, ConvForm> form;
 };
 
 std::string cudnn_version();  // "9.19.0"
@@ -46,9 +53,12 @@ class CudnnConv {
   static Result<std::unique_ptr<CudnnConv>> create(cudaStream_t stream);
   // Chooses (or looks up) the algorithm for a shape; returns the plan's id for run().
   Result<int> prepare(const ConvShape& s, ConvTuning& tuning);
-  size_t workspace(int plan) const;  // bytes the plan's algorithm needs
+  size_t workspace(int plan) const;  // bytes the plan's algorithm needs (and the fused form's, where it has one)
   // y = conv(x, w); x [N,H,W,C], w [O,kh,kw,C], y [N,Ho,Wo,O], all half.
   Status run(int plan, const void* x, const void* w, void* y, void* workspace, size_t workspace_bytes);
+  bool fused_available(int plan) const;
+  // y = conv(x, w) + bias[O] (+ res, shaped as y) in one cuDNN call.
+  Status run_fused(int plan, const void* x, const void* w, const void* bias, const void* res, void* y, void* workspace, size_t workspace_bytes);
 
  private:
   struct Entry;
