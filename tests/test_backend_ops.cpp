@@ -165,6 +165,8 @@ std::vector<Case> cases() {
   c.push_back(attn("attention 32 rows per warp, causal, ragged [1,1100] d 64", 1, 1100, 1100, 128, 2, true));
   c.push_back(attn("attention 32 rows per warp, ragged keys [1,1030]x[300] d 24", 1, 1030, 300, 48, 2, false));
   c.push_back(attn("attention VAE [1,1024,512] 1 head", 1, 1024, 1024, 512, 1, false));
+  c.push_back(attn("attention SD cross [2,4096]x[77] d 40", 2, 4096, 77, 320, 8, false));
+  c.push_back(attn("attention ragged [1,1000]x[1000] d 40", 1, 1000, 1000, 160, 4, false));
   c.push_back({"concat axis 1", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.concat({in(b, ins, rng, "a", {2, 3, 4, 4}), in(b, ins, rng, "c", {2, 5, 4, 4})}, 1), "y");
                }});

@@ -288,6 +288,9 @@ bool flash_attention_supported(int64_t D, int64_t Dv) { return D == Dv && D >= 1
 cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
                             int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s) {
   if (!flash_attention_supported(D, D) || B * H > 65535 || Lq <= 0 || Lk <= 0) return cudaErrorInvalidValue;
+  if (const cudaError_t e = flash_attention_sm90(q, k, v, o, B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, scale, causal, s); e != cudaErrorNotSupported)
+    return e;
+  cudaGetLastError();  // clear the "not supported"
   auto aligned = [](const void* ptr) { return ((uintptr_t)ptr & 15) == 0; };
   Params p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, (int)D, scale * 1.4426950408889634f, causal,
            D % 8 == 0 && ldq % 8 == 0 && ldk % 8 == 0 && ldv % 8 == 0 && aligned(q) && aligned(k) && aligned(v)};

@@ -1,0 +1,256 @@
+// Flash attention on Hopper's warpgroup MMAs (wgmma, sm_90a) for the case that dominates SD 1.x: long
+// self-attention with 40-wide heads (the 4096-token first level). One block takes 128 query rows of one
+// (batch, head) with two warpgroups of 64; key/value tiles of 64 rows are double-buffered in shared
+// memory (cp.async). Per tile a warpgroup computes S = Q K^T (64 x 64, FP32) with three asynchronous
+// m64n64k16 MMAs reading Q and K straight from shared memory, runs the online softmax on its registers
+// (each warp's 16 rows live in quads of lanes, as in mma.sync's fragments), and accumulates O += P V with
+// four m64n40k16 MMAs taking P from registers and V from shared memory. Compared with the mma.sync kernel
+// this removes the shared-memory fragment loads and most MMA issue slots, and doubles the warps per SM.
+//
+// Shared-memory layout (no swizzle): a tile of R rows x 48 columns is stored as 8-row x 8-column "core
+// matrices" of 128 contiguous bytes (row i of a core matrix at byte 16 i), core matrix (row block r8,
+// column block c) at ((c * R / 8) + r8) * 128 bytes. Q (A, K-major) and K (B, K-major: keys are N, head
+// columns are K) are read with the leading-dimension offset along columns (R * 16 bytes) and the stride
+// offset along rows (128); V is the same bytes read as an N-major B (keys are K, head columns are N): the
+// leading offset is along keys (128) and the stride offset along columns (R * 16). Compiled for sm_90a
+// only (CUDA_ARCHITECTURES of its own object library) and used only on compute capability 9.0.
+#include <cfloat>
+#include <cstdlib>
+#include <string>
+
+#include "backends/cuda/flash_attention.cuh"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SDRT_WGMMA 1
+#endif
+
+namespace sdrt::cuda {
+namespace {
+
+constexpr int kRows = 128;   // query rows per block (two warpgroups)
+constexpr int kKeys = 64;    // key rows per tile
+constexpr int kDP = 48;      // head columns staged (D in (32, 40], zero-padded): three K-steps of 16
+constexpr int kNV = 5;       // 8-column blocks of the output (40 columns)
+constexpr int kChunks = kDP / 8;
+
+struct WParams {
+  const __half *q, *k, *v;
+  __half* o;
+  int64_t H, Lq, Lk, ldq, ldk, ldv, ldo;
+  int D;
+  float scale_log2;
+  int v_swap;  // 1: V's descriptor with the leading and stride offsets exchanged (layout check)
+};
+
+#ifdef SDRT_WGMMA
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+  const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// shared-memory writes of the generic proxy (cp.async) made visible to the MMAs' async proxy
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// Matrix descriptor: start address, leading and stride byte offsets (all >> 4), no swizzle.
+__device__ __forceinline__ uint64_t smem_desc(const __half* p, uint32_t lbo, uint32_t sbo) {
+  const uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+  return (uint64_t)((a >> 4) & 0x3FFF) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) | ((uint64_t)((sbo >> 4) & 0x3FFF) << 32);
+}
+
+// d (64 x 64 per warpgroup, FP32) = A B (+ d when acc): A and B from shared memory, both K-major.
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t a, uint64_t b, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(a), "l"(b), "r"(acc));
+}
+
+// d (64 x 40 per warpgroup, FP32) += A B: A (FP16) from registers, B from shared memory, N-major.
+__device__ __forceinline__ void wgmma_m64n40k16_rs(float (&d)[20], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %25, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n40k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19}, {%20, %21, %22, %23}, %24, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
+
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// Rows [r0, r0 + R) x columns [0, 48) of a [L, ld] matrix into the core-matrix layout; rows >= L and
+// columns >= D (a multiple of 8) as zeros. Consecutive threads take consecutive rows of one column block:
+// their 16-byte writes fill whole core matrices.
+template <int R>
+__device__ __forceinline__ void stage(__half* sm, const __half* g, int64_t r0, int64_t L, int64_t ld, int D) {
+  for (int idx = threadIdx.x; idx < R * kChunks; idx += blockDim.x) {
+    const int r = idx % R, c = idx / R;
+    const bool in = r0 + r < L && c * 8 < D;
+    cp_async16(sm + ((c * (R / 8) + r / 8) * 64 + (r % 8) * 8), in ? g + (r0 + r) * ld + c * 8 : g, in ? 16 : 0);
+  }
+}
+#endif
+
+__global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
+#ifdef SDRT_WGMMA
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __half* Qs = reinterpret_cast<__half*>(smem_raw);  // 128 x 48
+  __half* KV = Qs + kRows * kDP;                      // two buffers of K (64 x 48) then V (64 x 48)
+
+  const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
+  const int64_t q0 = (int64_t)blockIdx.x * kRows;
+  const __half* qg = p.q + b * p.Lq * p.ldq + h * p.D;
+  const __half* kg = p.k + b * p.Lk * p.ldk + h * p.D;
+  const __half* vg = p.v + b * p.Lk * p.ldv + h * p.D;
+  __half* og = p.o + b * p.Lq * p.ldo + h * p.D;
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+
+  stage<kRows>(Qs, qg, q0, p.Lq, p.ldq, p.D);
+  stage<kKeys>(KV, kg, 0, p.Lk, p.ldk, p.D);
+  stage<kKeys>(KV + kKeys * kDP, vg, 0, p.Lk, p.ldv, p.D);
+  cp_async_commit();
+
+  // descriptors' offsets (bytes): Q's core matrices are 128 apart along rows, 128 * 16 along columns;
+  // K's and V's 128 along keys, 128 * 8 along columns
+  constexpr uint32_t kQCol = kRows * 16, kKVCol = kKeys * 16;
+  const uint32_t v_lbo = p.v_swap ? kKVCol : 128, v_sbo = p.v_swap ? 128 : kKVCol;
+
+  float o[kNV * 4];
+#pragma unroll
+  for (int i = 0; i < kNV * 4; ++i) o[i] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+  float s[32];
+  const int64_t tiles = (p.Lk + kKeys - 1) / kKeys;
+  for (int64_t it = 0; it < tiles; ++it) {
+    const int64_t j0 = it * kKeys;
+    const __half* Kb = KV + (it & 1) * (2 * kKeys * kDP);
+    const __half* Vb = Kb + kKeys * kDP;
+    cp_async_wait_all();
+    fence_proxy_async();
+    __syncthreads();  // tile it is in; every warpgroup is done with tile it - 1 (its MMAs waited for)
+    if (it + 1 < tiles) {
+      __half* Kn = KV + ((it + 1) & 1) * (2 * kKeys * kDP);
+      stage<kKeys>(Kn, kg, j0 + kKeys, p.Lk, p.ldk, p.D);
+      stage<kKeys>(Kn + kKeys * kDP, vg, j0 + kKeys, p.Lk, p.ldv, p.D);
+      cp_async_commit();
+    }
+
+    wgmma_fence();
+#pragma unroll
+    for (int kt = 0; kt < kDP / 16; ++kt)
+      wgmma_m64n64k16_ss(s, smem_desc(Qs + (2 * kt * (kRows / 8) + 8 * wg) * 64, kQCol, 128), smem_desc(Kb + 2 * kt * (kKeys / 8) * 64, kKVCol, 128),
+                         kt > 0);
+    wgmma_commit();
+    wgmma_wait_all();
+
+    // online softmax of this warp's 16 rows (row g in s[4n], s[4n+1]; row g + 8 in s[4n+2], s[4n+3])
+    if (j0 + kKeys > p.Lk) {
+#pragma unroll
+      for (int n = 0; n < kKeys / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (j0 + n * 8 + t * 2 + (e & 1) >= p.Lk) s[4 * n + e] = -INFINITY;
+    }
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) {
+      mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+      mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+    }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
+    const float n0 = fmaxf(m0, mx0 * p.scale_log2), n1 = fmaxf(m1, mx1 * p.scale_log2);  // log2 domain (scale > 0)
+    const float base0 = n0 == -INFINITY ? 0.f : n0, base1 = n1 == -INFINITY ? 0.f : n1;
+    const float al0 = fast_exp2(m0 - base0), al1 = fast_exp2(m1 - base1);
+    m0 = n0;
+    m1 = n1;
+    l0 *= al0;
+    l1 *= al1;
+#pragma unroll
+    for (int i = 0; i < kNV; ++i) {
+      o[4 * i] *= al0;
+      o[4 * i + 1] *= al0;
+      o[4 * i + 2] *= al1;
+      o[4 * i + 3] *= al1;
+    }
+    uint32_t ph[kKeys / 8][2];
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) {
+      const float e0 = fast_exp2(fmaf(s[4 * n], p.scale_log2, -base0)), e1 = fast_exp2(fmaf(s[4 * n + 1], p.scale_log2, -base0));
+      const float e2 = fast_exp2(fmaf(s[4 * n + 2], p.scale_log2, -base1)), e3 = fast_exp2(fmaf(s[4 * n + 3], p.scale_log2, -base1));
+      l0 += e0 + e1;
+      l1 += e2 + e3;
+      ph[n][0] = pack_half2(e0, e1);
+      ph[n][1] = pack_half2(e2, e3);
+    }
+
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      const uint32_t a[4] = {ph[2 * kk][0], ph[2 * kk][1], ph[2 * kk + 1][0], ph[2 * kk + 1][1]};
+      wgmma_m64n40k16_rs(o, a, smem_desc(Vb + 2 * kk * 64, v_lbo, v_sbo));
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+  }
+
+  l0 += __shfl_xor_sync(0xffffffff, l0, 1);
+  l0 += __shfl_xor_sync(0xffffffff, l0, 2);
+  l1 += __shfl_xor_sync(0xffffffff, l1, 1);
+  l1 += __shfl_xor_sync(0xffffffff, l1, 2);
+  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+  const int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
+#pragma unroll
+  for (int i = 0; i < kNV; ++i) {
+    const int c = i * 8 + t * 2;  // D % 8 == 0: both columns of the pair are in or out together
+    if (c >= p.D) continue;
+    if (row0 < p.Lq) *reinterpret_cast<__half2*>(og + row0 * p.ldo + c) = __floats2half2_rn(o[4 * i] * inv0, o[4 * i + 1] * inv0);
+    if (row1 < p.Lq) *reinterpret_cast<__half2*>(og + row1 * p.ldo + c) = __floats2half2_rn(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
+  }
+#endif
+}
+
+bool wgmma_device() {
+  static const bool on = [] {
+    const char* e = std::getenv("SDRT_ATTN_WGMMA");
+    return !(e && std::string(e) == "0");
+  }();
+  if (!on) return false;
+  int dev = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+    return false;
+  return major == 9 && minor == 0;  // sm_90a code runs on 9.0 only
+}
+
+}  // namespace
+
+cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
+                                 int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s) {
+  auto aligned = [](const void* ptr) { return ((uintptr_t)ptr & 15) == 0; };
+  if (causal || D <= 32 || D > 8 * kNV || D % 8 || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || !aligned(q) || !aligned(k) || !aligned(v) ||
+      ((uintptr_t)o & 3) || Lq < 512 || Lk < 1 || B * H > 65535 || !wgmma_device())
+    return cudaErrorNotSupported;
+  const char* swap = std::getenv("SDRT_WGMMA_VSWAP");
+  const WParams p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, (int)D, scale * 1.4426950408889634f, swap && std::string(swap) == "1"};
+  const size_t smem = (size_t)(kRows + 4 * kKeys) * kDP * sizeof(__half);
+  const dim3 grid((unsigned)((Lq + kRows - 1) / kRows), (unsigned)(B * H));
+  flash_wgmma_k<<<grid, 256, smem, s>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace sdrt::cuda
