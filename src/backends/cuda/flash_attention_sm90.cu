@@ -70,12 +70,12 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t a, u
       : "l"(a), "l"(b), "r"(acc));
 }
 
-// d (64 x 40 per warpgroup, FP32) += A B: A (FP16) from registers, B from shared memory, N-major.
-__device__ __forceinline__ void wgmma_m64n40k16_rs(float (&d)[20], const uint32_t (&a)[4], uint64_t b) {
+// d (64 x 48 per warpgroup, FP32) += A B: A (FP16) from registers, B from shared memory, N-major.
+__device__ __forceinline__ void wgmma_m64n48k16_rs(float (&d)[24], const uint32_t (&a)[4], uint64_t b) {
   asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %25, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n40k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19}, {%20, %21, %22, %23}, %24, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19])
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, %28, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }
 
@@ -90,15 +90,20 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
-// Rows [r0, r0 + R) x columns [0, 48) of a [L, ld] matrix into the core-matrix layout; rows >= L and
-// columns >= D (a multiple of 8) as zeros. Consecutive threads take consecutive rows of one column block:
-// their 16-byte writes fill whole core matrices.
+// Rows [r0, r0 + R) x head columns [0, 40) of a [L, ld] matrix into the core-matrix layout (rows >= L as
+// zeros; columns 40-47, the sixth column block, are set once by the caller). Consecutive threads take
+// consecutive rows of one column block: their 16-byte writes fill whole core matrices.
 template <int R>
-__device__ __forceinline__ void stage(__half* sm, const __half* g, int64_t r0, int64_t L, int64_t ld, int D) {
-  for (int idx = threadIdx.x; idx < R * kChunks; idx += blockDim.x) {
-    const int r = idx % R, c = idx / R;
-    const bool in = r0 + r < L && c * 8 < D;
-    cp_async16(sm + ((c * (R / 8) + r / 8) * 64 + (r % 8) * 8), in ? g + (r0 + r) * ld + c * 8 : g, in ? 16 : 0);
+__device__ __forceinline__ void stage(__half* sm, const __half* g, int64_t r0, int64_t L, int64_t ld) {
+  constexpr int kReal = 5;  // column blocks holding head columns
+#pragma unroll
+  for (int k = 0; k < (R * kReal + 255) / 256; ++k) {
+    const int idx = threadIdx.x + 256 * k;
+    if (R * kReal % 256 == 0 || idx < R * kReal) {
+      const int r = idx % R, c = idx / R;
+      const bool in = r0 + r < L;
+      cp_async16(sm + ((c * (R / 8) + r / 8) * 64 + (r % 8) * 8), in ? g + (r0 + r) * ld + c * 8 : g, in ? 16 : 0);
+    }
   }
 }
 #endif
@@ -117,41 +122,60 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
   __half* og = p.o + b * p.Lq * p.ldo + h * p.D;
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
-  stage<kRows>(Qs, qg, q0, p.Lq, p.ldq, p.D);
-  stage<kKeys>(KV, kg, 0, p.Lk, p.ldk, p.D);
-  stage<kKeys>(KV + kKeys * kDP, vg, 0, p.Lk, p.ldv, p.D);
+  stage<kRows>(Qs, qg, q0, p.Lq, p.ldq);
+  stage<kKeys>(KV, kg, 0, p.Lk, p.ldk);
+  stage<kKeys>(KV + kKeys * kDP, vg, 0, p.Lk, p.ldv);
   cp_async_commit();
+  // The sixth column block (head columns 40-47), never loaded: zeros in Q and K (Q K^T runs over 48
+  // columns), and in V a column of ones then zeros, so that P V's sixth 8-column block accumulates the
+  // row sums of P in FP32 on the tensor cores (rescaled with O), instead of 32 additions per tile.
+  for (int r = threadIdx.x; r < kRows + 4 * kKeys; r += blockDim.x) {
+    __half* row;
+    bool ones = false;
+    if (r < kRows) {
+      row = Qs + (5 * (kRows / 8) + r / 8) * 64 + (r % 8) * 8;
+    } else {
+      const int k = r - kRows, buf = k / (2 * kKeys), which = k / kKeys % 2, kr = k % kKeys;  // which: 0 K, 1 V
+      row = KV + buf * (2 * kKeys * kDP) + which * (kKeys * kDP) + (5 * (kKeys / 8) + kr / 8) * 64 + (kr % 8) * 8;
+      ones = which == 1;
+    }
+    *reinterpret_cast<uint4*>(row) = make_uint4(ones ? 0x3C00u : 0u, 0u, 0u, 0u);  // 0x3C00: FP16 1.0 in the low half
+  }
 
-  // descriptors' offsets (bytes): Q's core matrices are 128 apart along rows, 128 * 16 along columns;
-  // K's and V's 128 along keys, 128 * 8 along columns
+  // Descriptors, made once: Q's for the three K-steps of this warpgroup's rows; K's and V's for buffer 0,
+  // the others an offset away (the start address sits in the low bits, in 16-byte units). Offsets
+  // (bytes): Q's core matrices are 128 apart along rows, 128 * 16 along columns; K's and V's 128 along
+  // keys, 128 * 8 along columns.
   constexpr uint32_t kQCol = kRows * 16, kKVCol = kKeys * 16;
-  const uint32_t v_lbo = p.v_swap ? kKVCol : 128, v_sbo = p.v_swap ? 128 : kKVCol;
-
-  float o[kNV * 4];
+  constexpr uint64_t kBufUnits = (2 * kKeys * kDP * sizeof(__half)) >> 4;
+  uint64_t dq[kDP / 16];
 #pragma unroll
-  for (int i = 0; i < kNV * 4; ++i) o[i] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
-  float s[32];
+  for (int kt = 0; kt < kDP / 16; ++kt) dq[kt] = smem_desc(Qs + (2 * kt * (kRows / 8) + 8 * wg) * 64, kQCol, 128);
+  const uint64_t dk0 = smem_desc(KV, kKVCol, 128);
+  const uint64_t dv0 = p.v_swap ? smem_desc(KV + kKeys * kDP, kKVCol, 128) : smem_desc(KV + kKeys * kDP, 128, kKVCol);
+
+  float o[24];  // 40 output columns, then the row sums (column 40) and zeros
+#pragma unroll
+  for (int i = 0; i < 24; ++i) o[i] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY;
   const int64_t tiles = (p.Lk + kKeys - 1) / kKeys;
   for (int64_t it = 0; it < tiles; ++it) {
     const int64_t j0 = it * kKeys;
-    const __half* Kb = KV + (it & 1) * (2 * kKeys * kDP);
-    const __half* Vb = Kb + kKeys * kDP;
+    const uint64_t buf = (it & 1) * kBufUnits;
     cp_async_wait_all();
     fence_proxy_async();
     __syncthreads();  // tile it is in; every warpgroup is done with tile it - 1 (its MMAs waited for)
     if (it + 1 < tiles) {
       __half* Kn = KV + ((it + 1) & 1) * (2 * kKeys * kDP);
-      stage<kKeys>(Kn, kg, j0 + kKeys, p.Lk, p.ldk, p.D);
-      stage<kKeys>(Kn + kKeys * kDP, vg, j0 + kKeys, p.Lk, p.ldv, p.D);
+      stage<kKeys>(Kn, kg, j0 + kKeys, p.Lk, p.ldk);
+      stage<kKeys>(Kn + kKeys * kDP, vg, j0 + kKeys, p.Lk, p.ldv);
       cp_async_commit();
     }
 
+    float s[32];
     wgmma_fence();
 #pragma unroll
-    for (int kt = 0; kt < kDP / 16; ++kt)
-      wgmma_m64n64k16_ss(s, smem_desc(Qs + (2 * kt * (kRows / 8) + 8 * wg) * 64, kQCol, 128), smem_desc(Kb + 2 * kt * (kKeys / 8) * 64, kKVCol, 128),
-                         kt > 0);
+    for (int kt = 0; kt < kDP / 16; ++kt) wgmma_m64n64k16_ss(s, dq[kt], dk0 + buf + kt * ((2 * kKVCol) >> 4), kt > 0);
     wgmma_commit();
     wgmma_wait_all();
 
@@ -178,10 +202,8 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
     const float al0 = fast_exp2(m0 - base0), al1 = fast_exp2(m1 - base1);
     m0 = n0;
     m1 = n1;
-    l0 *= al0;
-    l1 *= al1;
 #pragma unroll
-    for (int i = 0; i < kNV; ++i) {
+    for (int i = 0; i < 6; ++i) {
       o[4 * i] *= al0;
       o[4 * i + 1] *= al0;
       o[4 * i + 2] *= al1;
@@ -190,34 +212,27 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
     uint32_t ph[kKeys / 8][2];
 #pragma unroll
     for (int n = 0; n < kKeys / 8; ++n) {
-      const float e0 = fast_exp2(fmaf(s[4 * n], p.scale_log2, -base0)), e1 = fast_exp2(fmaf(s[4 * n + 1], p.scale_log2, -base0));
-      const float e2 = fast_exp2(fmaf(s[4 * n + 2], p.scale_log2, -base1)), e3 = fast_exp2(fmaf(s[4 * n + 3], p.scale_log2, -base1));
-      l0 += e0 + e1;
-      l1 += e2 + e3;
-      ph[n][0] = pack_half2(e0, e1);
-      ph[n][1] = pack_half2(e2, e3);
+      ph[n][0] = pack_half2(fast_exp2(fmaf(s[4 * n], p.scale_log2, -base0)), fast_exp2(fmaf(s[4 * n + 1], p.scale_log2, -base0)));
+      ph[n][1] = pack_half2(fast_exp2(fmaf(s[4 * n + 2], p.scale_log2, -base1)), fast_exp2(fmaf(s[4 * n + 3], p.scale_log2, -base1)));
     }
 
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
       const uint32_t a[4] = {ph[2 * kk][0], ph[2 * kk][1], ph[2 * kk + 1][0], ph[2 * kk + 1][1]};
-      wgmma_m64n40k16_rs(o, a, smem_desc(Vb + 2 * kk * 64, v_lbo, v_sbo));
+      wgmma_m64n48k16_rs(o, a, dv0 + buf + kk * (256 >> 4));
     }
     wgmma_commit();
     wgmma_wait_all();
   }
 
-  l0 += __shfl_xor_sync(0xffffffff, l0, 1);
-  l0 += __shfl_xor_sync(0xffffffff, l0, 2);
-  l1 += __shfl_xor_sync(0xffffffff, l1, 1);
-  l1 += __shfl_xor_sync(0xffffffff, l1, 2);
+  // the row sums: column 40, held by the quad's first lane
+  const float l0 = __shfl_sync(0xffffffff, o[20], lane & ~3), l1 = __shfl_sync(0xffffffff, o[22], lane & ~3);
   const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
   const int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
 #pragma unroll
   for (int i = 0; i < kNV; ++i) {
-    const int c = i * 8 + t * 2;  // D % 8 == 0: both columns of the pair are in or out together
-    if (c >= p.D) continue;
+    const int c = i * 8 + t * 2;
     if (row0 < p.Lq) *reinterpret_cast<__half2*>(og + row0 * p.ldo + c) = __floats2half2_rn(o[4 * i] * inv0, o[4 * i + 1] * inv0);
     if (row1 < p.Lq) *reinterpret_cast<__half2*>(og + row1 * p.ldo + c) = __floats2half2_rn(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
   }
@@ -242,7 +257,7 @@ bool wgmma_device() {
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
                                  int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s) {
   auto aligned = [](const void* ptr) { return ((uintptr_t)ptr & 15) == 0; };
-  if (causal || D <= 32 || D > 8 * kNV || D % 8 || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || !aligned(q) || !aligned(k) || !aligned(v) ||
+  if (causal || D != 8 * kNV || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || !aligned(q) || !aligned(k) || !aligned(v) ||
       ((uintptr_t)o & 3) || Lq < 512 || Lk < 1 || B * H > 65535 || !wgmma_device())
     return cudaErrorNotSupported;
   const char* swap = std::getenv("SDRT_WGMMA_VSWAP");
