@@ -48,20 +48,36 @@ __global__ void gn_stats_k(const __half* x, const __half* vec, float* part, int 
       add[v] = vec ? __half2float(vec[(int64_t)n * C + cp * V + v]) : 0.f;  // GroupNorm(x + vec[n, c])
       shift[v] = __half2float(xb[(int64_t)p0 * C + v]) + add[v], s[v] = ss[v] = 0.f;
     }
-    for (int p = p0; p < p1; ++p) {
-      float val[V];
+    // kBatch pixels' loads issued before any is used: the pass is bound by memory latency, not bandwidth
+    constexpr int kBatch = 8;
+    auto load = [&](int p, float (&val)[V]) {
       if constexpr (V == 2) {
         const float2 f = __half22float2(*reinterpret_cast<const __half2*>(xb + (int64_t)p * C));
         val[0] = f.x, val[1] = f.y;
       } else {
         val[0] = __half2float(xb[(int64_t)p * C]);
       }
+    };
+    auto accumulate = [&](const float (&val)[V]) {
 #pragma unroll
       for (int v = 0; v < V; ++v) {
         const float d = val[v] + add[v] - shift[v];
         s[v] += d;
         ss[v] += d * d;
       }
+    };
+    int p = p0;
+    for (; p + kBatch <= p1; p += kBatch) {
+      float val[kBatch][V];
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) load(p + k, val[k]);
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) accumulate(val[k]);
+    }
+    for (; p < p1; ++p) {
+      float val[V];
+      load(p, val);
+      accumulate(val);
     }
     float na = cnt, ma = shift[0] + s[0] / cnt, m2a = fmaxf(ss[0] - s[0] * s[0] / cnt, 0.f);
     if constexpr (V == 2) merge(na, ma, m2a, cnt, shift[1] + s[1] / cnt, fmaxf(ss[1] - s[1] * s[1] / cnt, 0.f));
@@ -122,9 +138,20 @@ __global__ void gn_apply_k(const __half* x, const float2* ss, __half* y, int64_t
     else if constexpr (V == 2) *reinterpret_cast<__half2*>(h) = reinterpret_cast<const __half2*>(x)[i];
     else h[0] = x[i];
     const float2* sp = ss + n * C + c0;
+    float2 kv[V];
+    if constexpr (V == 8) {  // C % 8 == 0: 64-byte aligned, four 16-byte loads
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const float4 f = reinterpret_cast<const float4*>(sp)[q];
+        kv[2 * q] = make_float2(f.x, f.y), kv[2 * q + 1] = make_float2(f.z, f.w);
+      }
+    } else {
+#pragma unroll
+      for (int v = 0; v < V; ++v) kv[v] = sp[v];
+    }
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      const float2 k = sp[v];
+      const float2 k = kv[v];
       float val = __half2float(h[v]) * k.x + k.y;
       if (silu) val = val / (1.f + __expf(-val));
       h[v] = __float2half_rn(val);
@@ -175,7 +202,7 @@ void nhwc_f16_to_nchw_f32(const __half* x, float* y, int64_t N, int64_t C, int64
 
 int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G) {
   int64_t px;
-  return N * gn_chunks(N, HW, &px) * G * 2 + N * C * 2;
+  return N * gn_chunks(N, HW, &px) * G * 2 + 4 + N * C * 2;
 }
 
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
@@ -189,11 +216,11 @@ bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, c
   const dim3 grid((unsigned)chunks, (unsigned)N);
   if (v2) gn_stats_k<2><<<grid, threads, 2 * vecs * sizeof(float), s>>>(x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
   else gn_stats_k<1><<<grid, threads, 2 * vecs * sizeof(float), s>>>(x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
-  float* ss = scratch + N * chunks * G * 2;
+  float* ss = scratch + ((N * chunks * G * 2 + 3) & ~int64_t(3));  // 16-byte aligned: the apply pass reads it as float4
   gn_finalize_k<<<dim3((unsigned)G, (unsigned)N), kFinalizeThreads, 0, s>>>(gamma, beta, vec, scratch, ss, (int)C, (int)HW, (int)G, chunks, (int)px, eps);
   const int64_t total = N * HW * C;
   const float2* ss2 = reinterpret_cast<const float2*>(ss);
-  if (C % 8 == 0 && aligned16(x) && aligned16(y)) gn_apply_k<8><<<blocks(total / 8), kThreads, 0, s>>>(x, ss2, y, C, HW * C, total / 8, silu);
+  if (C % 8 == 0 && aligned16(x) && aligned16(y) && aligned16(ss)) gn_apply_k<8><<<blocks(total / 8), kThreads, 0, s>>>(x, ss2, y, C, HW * C, total / 8, silu);
   else if (C % 2 == 0) gn_apply_k<2><<<blocks(total / 2), kThreads, 0, s>>>(x, ss2, y, C, HW * C, total / 2, silu);
   else gn_apply_k<1><<<blocks(total), kThreads, 0, s>>>(x, ss2, y, C, HW * C, total, silu);
   return true;
