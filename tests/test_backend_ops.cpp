@@ -166,7 +166,10 @@ std::vector<Case> cases() {
   c.push_back(attn("attention 32 rows per warp, ragged keys [1,1030]x[300] d 24", 1, 1030, 300, 48, 2, false));
   c.push_back(attn("attention VAE [1,1024,512] 1 head", 1, 1024, 1024, 512, 1, false));
   c.push_back(attn("attention SD cross [2,4096]x[77] d 40", 2, 4096, 77, 320, 8, false));
-  c.push_back(attn("attention ragged [1,1000]x[1000] d 40", 1, 1000, 1000, 160, 4, false));
+  // the Hopper kernel's cases (enough 128-row blocks to fill an H100 twice): ragged rows and keys, d 80
+  c.push_back(attn("attention ragged [6,1000]x[1000] d 40", 6, 1000, 1000, 320, 8, false));
+  c.push_back(attn("attention SD level 2 [8,1024,640] 8 heads (d 80)", 8, 1024, 1024, 640, 8, false));
+  c.push_back(attn("attention ragged [6,1000]x[77] d 80", 6, 1000, 77, 640, 8, false));
   c.push_back({"concat axis 1", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.concat({in(b, ins, rng, "a", {2, 3, 4, 4}), in(b, ins, rng, "c", {2, 5, 4, 4})}, 1), "y");
                }});

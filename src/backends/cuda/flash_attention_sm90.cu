@@ -1,19 +1,21 @@
-// Flash attention on Hopper's warpgroup MMAs (wgmma, sm_90a) for the case that dominates SD 1.x: long
-// self-attention with 40-wide heads (the 4096-token first level). One block takes 128 query rows of one
-// (batch, head) with two warpgroups of 64; key/value tiles of 64 rows are double-buffered in shared
-// memory (cp.async). Per tile a warpgroup computes S = Q K^T (64 x 64, FP32) with three asynchronous
+// Flash attention on Hopper's warpgroup MMAs (wgmma, sm_90a) for SD 1.x's long self-attentions: 40-wide
+// heads (the 4096-token first level) and 80-wide (the 1024-token second level). One block takes 128 query
+// rows of one (batch, head) with two warpgroups of 64; key/value tiles of 64 rows are double-buffered in
+// shared memory (cp.async). Per tile a warpgroup computes S = Q K^T (64 x 64, FP32) with asynchronous
 // m64n64k16 MMAs reading Q and K straight from shared memory, runs the online softmax on its registers
 // (each warp's 16 rows live in quads of lanes, as in mma.sync's fragments), and accumulates O += P V with
-// four m64n40k16 MMAs taking P from registers and V from shared memory. Compared with the mma.sync kernel
-// this removes the shared-memory fragment loads and most MMA issue slots, and doubles the warps per SM.
+// four MMAs taking P from registers and V from shared memory. V carries one more 8-column block than the
+// head: a column of ones then zeros, so P V also accumulates the row sums of P (in FP32, with the same P
+// that weights V, rescaled with O for free) instead of 32 additions per tile. Compared with the mma.sync
+// kernel this removes the shared-memory fragment loads and most MMA issue slots.
 //
-// Shared-memory layout (no swizzle): a tile of R rows x 48 columns is stored as 8-row x 8-column "core
-// matrices" of 128 contiguous bytes (row i of a core matrix at byte 16 i), core matrix (row block r8,
-// column block c) at ((c * R / 8) + r8) * 128 bytes. Q (A, K-major) and K (B, K-major: keys are N, head
-// columns are K) are read with the leading-dimension offset along columns (R * 16 bytes) and the stride
-// offset along rows (128); V is the same bytes read as an N-major B (keys are K, head columns are N): the
-// leading offset is along keys (128) and the stride offset along columns (R * 16). Compiled for sm_90a
-// only (CUDA_ARCHITECTURES of its own object library) and used only on compute capability 9.0.
+// Shared-memory layout (no swizzle): a tile of R rows is stored as 8-row x 8-column "core matrices" of 128
+// contiguous bytes (row i of a core matrix at byte 16 i), core matrix (row block r8, column block c) at
+// ((c * R / 8) + r8) * 128 bytes. Q (A, K-major) and K (B, K-major: keys are N, head columns are K) are
+// read with the leading-dimension offset along columns (R * 16 bytes) and the stride offset along rows
+// (128); V is read as an N-major B (keys are K, head columns are N): the leading offset is along keys
+// (128) and the stride offset along columns (R * 16). Compiled for sm_90a only (its own object library)
+// and used only on compute capability 9.0.
 #include <cfloat>
 #include <cstdlib>
 #include <string>
@@ -27,19 +29,26 @@
 namespace sdrt::cuda {
 namespace {
 
-constexpr int kRows = 128;   // query rows per block (two warpgroups)
-constexpr int kKeys = 64;    // key rows per tile
-constexpr int kDP = 48;      // head columns staged (D in (32, 40], zero-padded): three K-steps of 16
-constexpr int kNV = 5;       // 8-column blocks of the output (40 columns)
-constexpr int kChunks = kDP / 8;
+constexpr int kRows = 128;  // query rows per block (two warpgroups)
+constexpr int kKeys = 64;   // key rows per tile
+
+// Per head dim D: column blocks of Q and K (D padded to a multiple of 16 for the K-steps of Q K^T), of V
+// (the head's and the ones block), and the accumulator registers of P V.
+template <int D>
+struct Dims {
+  static constexpr int kReal = D / 8;                   // column blocks loaded from memory
+  static constexpr int kQK = (D + 15) / 16 * 2;         // 6 for 40, 10 for 80
+  static constexpr int kV = kReal + 1;                  // 6 for 40, 11 for 80
+  static constexpr int kO = kV * 4;                     // 24, 44
+  static constexpr int kBuf = kKeys * 8 * (kQK + kV);   // halves per K/V buffer
+  static constexpr size_t kSmem = (size_t)(kRows * 8 * kQK + 2 * kBuf) * sizeof(__half);
+};
 
 struct WParams {
   const __half *q, *k, *v;
   __half* o;
   int64_t H, Lq, Lk, ldq, ldk, ldv, ldo;
-  int D;
   float scale_log2;
-  int v_swap;  // 1: V's descriptor with the leading and stride offsets exchanged (layout check)
 };
 
 #ifdef SDRT_WGMMA
@@ -49,7 +58,7 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_b
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-// shared-memory writes of the generic proxy (cp.async) made visible to the MMAs' async proxy
+// shared-memory writes of the generic proxy (cp.async, stores) made visible to the MMAs' async proxy
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -62,7 +71,7 @@ __device__ __forceinline__ uint64_t smem_desc(const __half* p, uint32_t lbo, uin
 }
 
 // d (64 x 64 per warpgroup, FP32) = A B (+ d when acc): A and B from shared memory, both K-major.
-__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t a, uint64_t b, int acc) {
+__device__ __forceinline__ void wgmma_s(float (&d)[32], uint64_t a, uint64_t b, int acc) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
@@ -71,14 +80,21 @@ __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t a, u
 }
 
 // d (64 x 48 per warpgroup, FP32) += A B: A (FP16) from registers, B from shared memory, N-major.
-__device__ __forceinline__ void wgmma_m64n48k16_rs(float (&d)[24], const uint32_t (&a)[4], uint64_t b) {
+__device__ __forceinline__ void wgmma_pv(float (&d)[24], const uint32_t (&a)[4], uint64_t b) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n48k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, %28, p, 1, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }
-
+// d (64 x 88 per warpgroup, FP32) += A B: A (FP16) from registers, B from shared memory, N-major.
+__device__ __forceinline__ void wgmma_pv(float (&d)[44], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %49, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n88k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43}, {%44, %45, %46, %47}, %48, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -90,16 +106,15 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&h);
 }
 
-// Rows [r0, r0 + R) x head columns [0, 40) of a [L, ld] matrix into the core-matrix layout (rows >= L as
-// zeros; columns 40-47, the sixth column block, are set once by the caller). Consecutive threads take
-// consecutive rows of one column block: their 16-byte writes fill whole core matrices.
-template <int R>
+// Rows [r0, r0 + R) x head columns [0, 8 * NC) of a [L, ld] matrix into the core-matrix layout (rows >= L
+// as zeros). Consecutive threads take consecutive rows of one column block: their 16-byte writes fill
+// whole core matrices.
+template <int R, int NC>
 __device__ __forceinline__ void stage(__half* sm, const __half* g, int64_t r0, int64_t L, int64_t ld) {
-  constexpr int kReal = 5;  // column blocks holding head columns
 #pragma unroll
-  for (int k = 0; k < (R * kReal + 255) / 256; ++k) {
+  for (int k = 0; k < (R * NC + 255) / 256; ++k) {
     const int idx = threadIdx.x + 256 * k;
-    if (R * kReal % 256 == 0 || idx < R * kReal) {
+    if (R * NC % 256 == 0 || idx < R * NC) {
       const int r = idx % R, c = idx / R;
       const bool in = r0 + r < L;
       cp_async16(sm + ((c * (R / 8) + r / 8) * 64 + (r % 8) * 8), in ? g + (r0 + r) * ld + c * 8 : g, in ? 16 : 0);
@@ -108,55 +123,61 @@ __device__ __forceinline__ void stage(__half* sm, const __half* g, int64_t r0, i
 }
 #endif
 
+template <int D>
 __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
 #ifdef SDRT_WGMMA
+  using Dm = Dims<D>;
+  constexpr int kQK = Dm::kQK, kV = Dm::kV, kReal = Dm::kReal, kO = Dm::kO, kBuf = Dm::kBuf;
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  __half* Qs = reinterpret_cast<__half*>(smem_raw);  // 128 x 48
-  __half* KV = Qs + kRows * kDP;                      // two buffers of K (64 x 48) then V (64 x 48)
+  __half* Qs = reinterpret_cast<__half*>(smem_raw);  // 128 rows x kQK column blocks
+  __half* KV = Qs + kRows * 8 * kQK;                  // two buffers of K (64 rows x kQK blocks) then V (64 x kV)
 
   const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
   const int64_t q0 = (int64_t)blockIdx.x * kRows;
-  const __half* qg = p.q + b * p.Lq * p.ldq + h * p.D;
-  const __half* kg = p.k + b * p.Lk * p.ldk + h * p.D;
-  const __half* vg = p.v + b * p.Lk * p.ldv + h * p.D;
-  __half* og = p.o + b * p.Lq * p.ldo + h * p.D;
+  const __half* qg = p.q + b * p.Lq * p.ldq + h * D;
+  const __half* kg = p.k + b * p.Lk * p.ldk + h * D;
+  const __half* vg = p.v + b * p.Lk * p.ldv + h * D;
+  __half* og = p.o + b * p.Lq * p.ldo + h * D;
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
-  stage<kRows>(Qs, qg, q0, p.Lq, p.ldq);
-  stage<kKeys>(KV, kg, 0, p.Lk, p.ldk);
-  stage<kKeys>(KV + kKeys * kDP, vg, 0, p.Lk, p.ldv);
+  stage<kRows, kReal>(Qs, qg, q0, p.Lq, p.ldq);
+  stage<kKeys, kReal>(KV, kg, 0, p.Lk, p.ldk);
+  stage<kKeys, kReal>(KV + kKeys * 8 * kQK, vg, 0, p.Lk, p.ldv);
   cp_async_commit();
-  // The sixth column block (head columns 40-47), never loaded: zeros in Q and K (Q K^T runs over 48
-  // columns), and in V a column of ones then zeros, so that P V's sixth 8-column block accumulates the
-  // row sums of P in FP32 on the tensor cores (rescaled with O), instead of 32 additions per tile.
-  for (int r = threadIdx.x; r < kRows + 4 * kKeys; r += blockDim.x) {
+  // The column blocks never loaded: Q's and K's padding to the K-steps (zeros), and V's last block, a
+  // column of ones then zeros.
+  constexpr int kPadQK = kQK - kReal;  // 1 for 40, 0 for 80
+  for (int r = threadIdx.x; r < kPadQK * (kRows + 2 * kKeys) + 2 * kKeys; r += blockDim.x) {
     __half* row;
     bool ones = false;
-    if (r < kRows) {
-      row = Qs + (5 * (kRows / 8) + r / 8) * 64 + (r % 8) * 8;
-    } else {
-      const int k = r - kRows, buf = k / (2 * kKeys), which = k / kKeys % 2, kr = k % kKeys;  // which: 0 K, 1 V
-      row = KV + buf * (2 * kKeys * kDP) + which * (kKeys * kDP) + (5 * (kKeys / 8) + kr / 8) * 64 + (kr % 8) * 8;
-      ones = which == 1;
+    if (r < kPadQK * kRows) {
+      row = Qs + (kReal * (kRows / 8) + r / 8) * 64 + (r % 8) * 8;
+    } else if (r < kPadQK * (kRows + 2 * kKeys)) {  // K's padding, both buffers
+      const int k = r - kPadQK * kRows, buf = k / kKeys, kr = k % kKeys;
+      row = KV + buf * kBuf + (kReal * (kKeys / 8) + kr / 8) * 64 + (kr % 8) * 8;
+    } else {  // V's ones block, both buffers
+      const int k = r - kPadQK * (kRows + 2 * kKeys), buf = k / kKeys, kr = k % kKeys;
+      row = KV + buf * kBuf + kKeys * 8 * kQK + (kReal * (kKeys / 8) + kr / 8) * 64 + (kr % 8) * 8;
+      ones = true;
     }
     *reinterpret_cast<uint4*>(row) = make_uint4(ones ? 0x3C00u : 0u, 0u, 0u, 0u);  // 0x3C00: FP16 1.0 in the low half
   }
 
-  // Descriptors, made once: Q's for the three K-steps of this warpgroup's rows; K's and V's for buffer 0,
-  // the others an offset away (the start address sits in the low bits, in 16-byte units). Offsets
-  // (bytes): Q's core matrices are 128 apart along rows, 128 * 16 along columns; K's and V's 128 along
-  // keys, 128 * 8 along columns.
+  // Descriptors, made once: Q's for the K-steps of this warpgroup's rows; K's and V's for buffer 0, the
+  // other an offset away (the start address sits in the low bits, in 16-byte units). Offsets (bytes): Q's
+  // core matrices are 128 apart along rows, 128 * 16 along columns; K's and V's 128 along keys, 128 * 8
+  // along columns.
   constexpr uint32_t kQCol = kRows * 16, kKVCol = kKeys * 16;
-  constexpr uint64_t kBufUnits = (2 * kKeys * kDP * sizeof(__half)) >> 4;
-  uint64_t dq[kDP / 16];
+  constexpr uint64_t kBufUnits = (kBuf * sizeof(__half)) >> 4;
+  uint64_t dq[kQK / 2];
 #pragma unroll
-  for (int kt = 0; kt < kDP / 16; ++kt) dq[kt] = smem_desc(Qs + (2 * kt * (kRows / 8) + 8 * wg) * 64, kQCol, 128);
+  for (int kt = 0; kt < kQK / 2; ++kt) dq[kt] = smem_desc(Qs + (2 * kt * (kRows / 8) + 8 * wg) * 64, kQCol, 128);
   const uint64_t dk0 = smem_desc(KV, kKVCol, 128);
-  const uint64_t dv0 = p.v_swap ? smem_desc(KV + kKeys * kDP, kKVCol, 128) : smem_desc(KV + kKeys * kDP, 128, kKVCol);
+  const uint64_t dv0 = smem_desc(KV + kKeys * 8 * kQK, 128, kKVCol);
 
-  float o[24];  // 40 output columns, then the row sums (column 40) and zeros
+  float o[kO];  // the head's output columns, then the row sums (column D) and zeros
 #pragma unroll
-  for (int i = 0; i < 24; ++i) o[i] = 0.f;
+  for (int i = 0; i < kO; ++i) o[i] = 0.f;
   float m0 = -INFINITY, m1 = -INFINITY;
   const int64_t tiles = (p.Lk + kKeys - 1) / kKeys;
   for (int64_t it = 0; it < tiles; ++it) {
@@ -166,16 +187,16 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
     fence_proxy_async();
     __syncthreads();  // tile it is in; every warpgroup is done with tile it - 1 (its MMAs waited for)
     if (it + 1 < tiles) {
-      __half* Kn = KV + ((it + 1) & 1) * (2 * kKeys * kDP);
-      stage<kKeys>(Kn, kg, j0 + kKeys, p.Lk, p.ldk);
-      stage<kKeys>(Kn + kKeys * kDP, vg, j0 + kKeys, p.Lk, p.ldv);
+      __half* Kn = KV + ((it + 1) & 1) * kBuf;
+      stage<kKeys, kReal>(Kn, kg, j0 + kKeys, p.Lk, p.ldk);
+      stage<kKeys, kReal>(Kn + kKeys * 8 * kQK, vg, j0 + kKeys, p.Lk, p.ldv);
       cp_async_commit();
     }
 
     float s[32];
     wgmma_fence();
 #pragma unroll
-    for (int kt = 0; kt < kDP / 16; ++kt) wgmma_m64n64k16_ss(s, dq[kt], dk0 + buf + kt * ((2 * kKVCol) >> 4), kt > 0);
+    for (int kt = 0; kt < kQK / 2; ++kt) wgmma_s(s, dq[kt], dk0 + buf + kt * ((2 * kKVCol) >> 4), kt > 0);
     wgmma_commit();
     wgmma_wait_all();
 
@@ -203,7 +224,7 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
     m0 = n0;
     m1 = n1;
 #pragma unroll
-    for (int i = 0; i < 6; ++i) {
+    for (int i = 0; i < kV; ++i) {
       o[4 * i] *= al0;
       o[4 * i + 1] *= al0;
       o[4 * i + 2] *= al1;
@@ -220,18 +241,18 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
       const uint32_t a[4] = {ph[2 * kk][0], ph[2 * kk][1], ph[2 * kk + 1][0], ph[2 * kk + 1][1]};
-      wgmma_m64n48k16_rs(o, a, dv0 + buf + kk * (256 >> 4));
+      wgmma_pv(o, a, dv0 + buf + kk * (256 >> 4));
     }
     wgmma_commit();
     wgmma_wait_all();
   }
 
-  // the row sums: column 40, held by the quad's first lane
-  const float l0 = __shfl_sync(0xffffffff, o[20], lane & ~3), l1 = __shfl_sync(0xffffffff, o[22], lane & ~3);
+  // the row sums: column D, held by the quad's first lane
+  const float l0 = __shfl_sync(0xffffffff, o[4 * kReal], lane & ~3), l1 = __shfl_sync(0xffffffff, o[4 * kReal + 2], lane & ~3);
   const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
   const int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
 #pragma unroll
-  for (int i = 0; i < kNV; ++i) {
+  for (int i = 0; i < kReal; ++i) {
     const int c = i * 8 + t * 2;
     if (row0 < p.Lq) *reinterpret_cast<__half2*>(og + row0 * p.ldo + c) = __floats2half2_rn(o[4 * i] * inv0, o[4 * i + 1] * inv0);
     if (row1 < p.Lq) *reinterpret_cast<__half2*>(og + row1 * p.ldo + c) = __floats2half2_rn(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
@@ -239,7 +260,7 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
 #endif
 }
 
-bool wgmma_device() {
+bool wgmma_device(int* sms) {
   static const bool on = [] {
     const char* e = std::getenv("SDRT_ATTN_WGMMA");
     return !(e && std::string(e) == "0");
@@ -247,9 +268,20 @@ bool wgmma_device() {
   if (!on) return false;
   int dev = 0, major = 0, minor = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
     return false;
   return major == 9 && minor == 0;  // sm_90a code runs on 9.0 only
+}
+
+template <int D>
+cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
+  constexpr size_t smem = Dims<D>::kSmem;
+  static const cudaError_t attr = cudaFuncSetAttribute(flash_wgmma_k<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (attr != cudaSuccess) return attr;
+  const dim3 grid((unsigned)((p.Lq + kRows - 1) / kRows), (unsigned)(B * p.H));
+  flash_wgmma_k<D><<<grid, 256, smem, s>>>(p);
+  return cudaGetLastError();
 }
 
 }  // namespace
@@ -257,15 +289,15 @@ bool wgmma_device() {
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
                                  int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s) {
   auto aligned = [](const void* ptr) { return ((uintptr_t)ptr & 15) == 0; };
-  if (causal || D != 8 * kNV || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || !aligned(q) || !aligned(k) || !aligned(v) ||
-      ((uintptr_t)o & 3) || Lq < 512 || Lk < 1 || B * H > 65535 || !wgmma_device())
+  int sms = 0;
+  if (causal || (D != 40 && D != 80) || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || !aligned(q) || !aligned(k) || !aligned(v) ||
+      ((uintptr_t)o & 3) || Lq < 512 || Lk < 1 || B * H > 65535 || !wgmma_device(&sms))
     return cudaErrorNotSupported;
-  const char* swap = std::getenv("SDRT_WGMMA_VSWAP");
-  const WParams p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, (int)D, scale * 1.4426950408889634f, swap && std::string(swap) == "1"};
-  const size_t smem = (size_t)(kRows + 4 * kKeys) * kDP * sizeof(__half);
-  const dim3 grid((unsigned)((Lq + kRows - 1) / kRows), (unsigned)(B * H));
-  flash_wgmma_k<<<grid, 256, smem, s>>>(p);
-  return cudaGetLastError();
+  // two blocks of 128 rows fit an SM: fewer blocks than two per SM leave it idle where the mma.sync kernel's
+  // 64-row blocks would not
+  if (B * H * ((Lq + kRows - 1) / kRows) < 2 * (int64_t)sms) return cudaErrorNotSupported;
+  const WParams p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, scale * 1.4426950408889634f};
+  return D == 40 ? launch<40>(p, B, s) : launch<80>(p, B, s);
 }
 
 }  // namespace sdrt::cuda
