@@ -148,7 +148,10 @@ int cmd_build(const BuildArgs& a) {
       convs += n.op == Op::Conv2d;
       linears += n.op == Op::Linear;
       if (n.op == Op::Attention) {
-        const int64_t D = g->nodes[n.inputs[0]].shape.back() / n.a.heads, Dv = g->nodes[n.inputs[2]].shape.back() / n.a.heads;
+        std::vector<const Shape*> shapes;
+        for (int i : n.inputs) shapes.push_back(&g->nodes[i].shape);
+        const auto av = attention_views(shapes);
+        const int64_t D = av.is_ok() ? av->HD / n.a.heads : 0, Dv = av.is_ok() ? av->HDv / n.a.heads : -1;
         (a.precision == "fp16" && D == Dv && D <= 160 ? flash : materialized) += 1;
       }
     }

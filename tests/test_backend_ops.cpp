@@ -170,6 +170,22 @@ std::vector<Case> cases() {
   c.push_back(attn("attention ragged [6,1000]x[1000] d 40", 6, 1000, 1000, 320, 8, false));
   c.push_back(attn("attention SD level 2 [8,1024,640] 8 heads (d 80)", 8, 1024, 1024, 640, 8, false));
   c.push_back(attn("attention ragged [6,1000]x[77] d 80", 6, 1000, 77, 640, 8, false));
+  // packed projections (pass pack_qkv): q, k, v read in place from one [B, L, 3*H*D] tensor, or q and a
+  // [B, Lk, 2*H*D] kv
+  auto packed = [=](std::string name, int64_t B, int64_t Lq, int64_t Lk, int64_t C, int64_t H, bool causal, bool qkv) {
+    return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
+                  Attrs a;
+                  a.heads = H;
+                  a.causal = causal;
+                  a.scale = 1.f / std::sqrt((float)(C / H));
+                  if (qkv) b.output(b.add_node(Op::Attention, {in(b, ins, rng, "qkv", {B, Lq, 3 * C})}, a), "y");
+                  else b.output(b.add_node(Op::Attention, {in(b, ins, rng, "q", {B, Lq, C}), in(b, ins, rng, "kv", {B, Lk, 2 * C})}, a), "y");
+                }};
+  };
+  c.push_back(packed("attention packed qkv SD [2,4096,3x320] 8 heads", 2, 4096, 4096, 320, 8, false, true));
+  c.push_back(packed("attention packed qkv causal CLIP [1,77,3x768] 12 heads", 1, 77, 77, 768, 12, true, true));
+  c.push_back(packed("attention packed q + kv [8,1024]x[77] d 80", 8, 1024, 77, 640, 8, false, false));
+  c.push_back(packed("attention packed q + kv VAE-like [1,100]x[100] d 20", 1, 100, 100, 20, 1, false, false));
   c.push_back({"concat axis 1", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.concat({in(b, ins, rng, "a", {2, 3, 4, 4}), in(b, ins, rng, "c", {2, 5, 4, 4})}, 1), "y");
                }});

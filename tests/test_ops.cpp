@@ -97,14 +97,14 @@ TEST(CpuOps, Geglu) {
 TEST(CpuOps, AttentionSoftmaxWeights) {
   // one head, D=1: scores [0, ln 3] -> weights [1/4, 3/4]; values [2, 6] -> 5
   std::vector<float> q{1}, k{0, std::log(3.f)}, v{2, 6}, o(1);
-  cpu::attention(q.data(), k.data(), v.data(), o.data(), 1, 1, 2, 1, 1, 1, 1.f, false);
+  cpu::attention(q.data(), k.data(), v.data(), o.data(), 1, 1, 2, 1, 1, 1, 1, 1, 1, 1.f, false);
   EXPECT_NEAR(o[0], 5.f, 1e-5);
 }
 
 TEST(CpuOps, AttentionCausalAndHeads) {
   // two heads of width 1, two tokens, causal: token 0 sees only itself.
   std::vector<float> q{1, 1, 1, 1}, k{0, 0, std::log(3.f), 0}, v{2, 7, 6, 9}, o(4);
-  cpu::attention(q.data(), k.data(), v.data(), o.data(), 1, 2, 2, 2, 1, 1, 1.f, true);
+  cpu::attention(q.data(), k.data(), v.data(), o.data(), 1, 2, 2, 2, 1, 1, 2, 2, 2, 1.f, true);
   EXPECT_NEAR(o[0], 2.f, 1e-6);   // head 0, token 0
   EXPECT_NEAR(o[1], 7.f, 1e-6);   // head 1, token 0
   EXPECT_NEAR(o[2], 5.f, 1e-5);   // head 0, token 1: weights 1/4, 3/4
@@ -113,7 +113,7 @@ TEST(CpuOps, AttentionCausalAndHeads) {
 
 TEST(CpuOps, AttentionScale) {
   std::vector<float> q{2}, k{0, std::log(3.f)}, v{2, 6}, o(1);
-  cpu::attention(q.data(), k.data(), v.data(), o.data(), 1, 1, 2, 1, 1, 1, 0.5f, false);  // q*scale = 1
+  cpu::attention(q.data(), k.data(), v.data(), o.data(), 1, 1, 2, 1, 1, 1, 1, 1, 1, 0.5f, false);  // q*scale = 1
   EXPECT_NEAR(o[0], 5.f, 1e-5);
 }
 

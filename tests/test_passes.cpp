@@ -114,6 +114,47 @@ TEST(Passes, FuseGroupNormAddCountsAndMatches) {
   EXPECT_LT(max_abs_diff(run_cpu(f, in), run_cpu(g, in)), 1e-5);
 }
 
+TEST(Passes, PackQkvCountsAndMatches) {
+  std::mt19937 rng(13);
+  Graph g;
+  GraphBuilder gb(g);
+  const int64_t C = 8;
+  auto W = [&](const std::string& n, Shape s) { return gb.weight(n, randn(s, rng, 0.4f)); };
+  std::map<std::string, Tensor> in{{"x", randn({2, 6, C}, rng)}, {"ctx", randn({2, 5, 12}, rng)}};
+  int x = gb.input("x", {2, 6, C}), ctx = gb.input("ctx", {2, 5, 12});
+  Attrs a;
+  a.heads = 2;
+  a.scale = 0.5f;
+  // self-attention, no biases: one [3C, C] projection
+  int self = gb.add_node(Op::Attention, {gb.linear(x, W("q", {C, C}), -1), gb.linear(x, W("k", {C, C}), -1), gb.linear(x, W("v", {C, C}), -1)}, a);
+  // cross-attention with biases: k and v from the context packed into one [2C, 12] projection, q alone
+  int cross = gb.add_node(Op::Attention, {gb.linear(self, W("q2", {C, C}), W("q2b", {C})), gb.linear(ctx, W("k2", {C, 12}), W("k2b", {C})),
+                                          gb.linear(ctx, W("v2", {C, 12}), W("v2b", {C}))}, a);
+  // kept: k and v of different inputs; a projection read twice; causal self-attention packs too
+  int shared = gb.linear(cross, W("s", {C, C}), -1);
+  int kept = gb.add_node(Op::Attention, {shared, gb.linear(x, W("k3", {C, C}), -1), gb.linear(cross, W("v3", {C, C}), -1)}, a);
+  int kept2 = gb.add_node(Op::Attention, {shared, shared, gb.linear(x, W("v4", {C, C}), -1)}, a);
+  Attrs c = a;
+  c.causal = true;
+  int causal = gb.add_node(Op::Attention, {gb.linear(kept, W("q5", {C, C}), W("q5b", {C})), gb.linear(kept, W("k5", {C, C}), W("k5b", {C})),
+                                           gb.linear(kept, W("v5", {C, C}), W("v5b", {C}))}, c);
+  int raw = gb.add_node(Op::Attention, {gb.unary(Op::SiLU, x), gb.unary(Op::GELU, x), x}, a);  // no projections: kept
+  gb.output(gb.add(gb.add(gb.add(causal, kept2), self), raw), "y");
+  ASSERT_TRUE(gb.status().is_ok()) << gb.status().message();
+  int n = -1;
+  Graph f = pack_qkv(g, &n);
+  ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
+  EXPECT_EQ(n, 3);
+  EXPECT_EQ(count_ops(f, Op::Linear), count_ops(g, Op::Linear) - 2 - 1 - 2);
+  EXPECT_EQ(f.weights.count("q"), 0u);  // the separate weights are gone, the stacked ones there
+  ASSERT_EQ(f.weights.count("q+k+v"), 1u);
+  EXPECT_EQ(f.weights.at("q+k+v").shape(), (Shape{3 * C, C}));
+  EXPECT_EQ(f.weights.at("k2b+v").shape(), (Shape{2 * C}));
+  EXPECT_EQ(f.weights.count("k3"), 1u);
+  EXPECT_NEAR(f.flops(), g.flops(), 1e-6 * g.flops());
+  EXPECT_LT(max_abs_diff(run_cpu(f, in), run_cpu(g, in)), 1e-5);
+}
+
 TEST(Passes, ResidualOfWrongShapeIsRejectedByTheVerifier) {
   Graph g;
   GraphBuilder gb(g);
@@ -135,10 +176,12 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   std::vector<PassResult> log;
   Graph f = optimize_graph(**g, &log);
   ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
-  ASSERT_EQ(log.size(), 3u);
+  ASSERT_EQ(log.size(), 4u);
   EXPECT_GT(log[0].rewrites, 10);  // every ResNet norm + act, and conv_norm_out
   EXPECT_GT(log[1].rewrites, 10);  // ResNet shortcuts, attention/FF outputs, proj_out
   EXPECT_GT(log[2].rewrites, 5);   // every UNet ResNet's time embedding into its norm2
+  EXPECT_EQ(log[3].rewrites, count_ops(**g, Op::Attention));  // each transformer's self (qkv) and cross (kv) attention
+  EXPECT_EQ(count_ops(f, Op::Linear), count_ops(**g, Op::Linear) - 3 * count_ops(**g, Op::Attention) / 2);
   std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
                                    {"timestep", Tensor::from_f32({2}, {500.f, 500.f})},
                                    {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};

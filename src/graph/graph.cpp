@@ -8,7 +8,7 @@ const OpInfo& op_info(Op op) {
   static const OpInfo table[] = {
       {"Input", 0, 0},      {"Weight", 0, 0},      {"Conv2d", 2, 4},     {"Linear", 2, 4},
       {"GroupNorm", 3, 4},  {"LayerNorm", 3, 3},   {"SiLU", 1, 1},       {"GELU", 1, 1},
-      {"QuickGELU", 1, 1},  {"GEGLU", 1, 1},       {"Attention", 3, 3},  {"Upsample2x", 1, 1},
+      {"QuickGELU", 1, 1},  {"GEGLU", 1, 1},       {"Attention", 1, 3},  {"Upsample2x", 1, 1},
       {"Concat", 1, 64},    {"Add", 2, 2},         {"Mul", 2, 2},        {"Scale", 1, 1},
       {"Reshape", 1, 1},    {"ToTokens", 1, 1},    {"FromTokens", 1, 1}, {"TimestepEmbedding", 1, 1},
       {"Embedding", 2, 2},
@@ -37,6 +37,36 @@ Result<Shape> broadcast(const Node& n, const Shape& x, const Shape& y) {
 }
 
 }  // namespace
+
+Result<AttentionViews> attention_views(const std::vector<const Shape*>& in) {
+  for (const Shape* x : in)
+    if (x->size() != 3) return Status(Code::InvalidArgument, "attention inputs must be [B, L, width]");
+  AttentionViews v;
+  const Shape& q = *in[0];
+  v.B = q[0], v.Lq = q[1];
+  if (in.size() == 3) {
+    const Shape &k = *in[1], &vv = *in[2];
+    if (q[0] != k[0] || k[0] != vv[0] || k[1] != vv[1] || q[2] != k[2])
+      return Status(Code::InvalidArgument, "q " + shape_str(q) + ", k " + shape_str(k) + ", v " + shape_str(vv) + " disagree");
+    v.HD = q[2], v.HDv = vv[2], v.Lk = k[1];
+    v.ldq = v.ldk = q[2], v.ldv = vv[2];
+  } else if (in.size() == 2) {
+    const Shape& kv = *in[1];
+    if (q[0] != kv[0] || kv[2] != 2 * q[2]) return Status(Code::InvalidArgument, "q " + shape_str(q) + " and packed kv " + shape_str(kv) + " disagree");
+    v.HD = v.HDv = q[2], v.Lk = kv[1];
+    v.k_in = v.v_in = 1, v.v_col = q[2];
+    v.ldq = q[2], v.ldk = v.ldv = kv[2];
+  } else if (in.size() == 1) {
+    if (q[2] % 3) return Status(Code::InvalidArgument, "packed qkv " + shape_str(q) + " is not three equal widths");
+    v.HD = v.HDv = q[2] / 3, v.Lk = q[1];
+    v.k_in = v.v_in = 0, v.k_col = v.HD, v.v_col = 2 * v.HD;
+    v.ldq = v.ldk = v.ldv = q[2];
+  } else {
+    return Status(Code::InvalidArgument, "attention takes 1 to 3 inputs");
+  }
+  if (v.HD < 1 || v.HDv < 1 || v.Lk < 1) return Status(Code::InvalidArgument, "empty attention");
+  return v;
+}
 
 Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
   const OpInfo& info = op_info(n.op);
@@ -91,12 +121,11 @@ Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
       return s;
     }
     case Op::Attention: {
-      const Shape &q = *in[0], &k = *in[1], &v = *in[2];
-      if (q.size() != 3 || k.size() != 3 || v.size() != 3) return mismatch(n, "q, k, v must be [B, L, H*D]");
-      if (q[0] != k[0] || k[0] != v[0] || k[1] != v[1] || q[2] != k[2]) return mismatch(n, "q " + shape_str(q) + ", k " + shape_str(k) + ", v " + shape_str(v) + " disagree");
-      if (a.heads < 1 || q[2] % a.heads || v[2] % a.heads) return mismatch(n, "width not divisible by heads");
-      if (a.causal && q[1] != k[1]) return mismatch(n, "causal attention needs Lq == Lk");
-      return Shape{q[0], q[1], v[2]};
+      auto v = attention_views(in);
+      if (!v.is_ok()) return mismatch(n, v.status().message());
+      if (a.heads < 1 || v->HD % a.heads || v->HDv % a.heads) return mismatch(n, "width not divisible by heads");
+      if (a.causal && v->Lq != v->Lk) return mismatch(n, "causal attention needs Lq == Lk");
+      return Shape{v->B, v->Lq, v->HDv};
     }
     case Op::Upsample2x: {
       const Shape& x = *in[0];
@@ -195,8 +224,9 @@ double Graph::flops() const {
     } else if (n.op == Op::Linear) {
       f += 2.0 * (double)numel(n.shape) * (double)nodes[n.inputs[1]].shape[1];
     } else if (n.op == Op::Attention) {
-      const Shape &q = nodes[n.inputs[0]].shape, &k = nodes[n.inputs[1]].shape, &v = nodes[n.inputs[2]].shape;
-      f += 2.0 * (double)q[0] * (double)q[1] * (double)k[1] * (double)(q[2] + v[2]);
+      std::vector<const Shape*> in;
+      for (int i : n.inputs) in.push_back(&nodes[i].shape);
+      if (auto v = attention_views(in); v.is_ok()) f += 2.0 * (double)v->B * (double)v->Lq * (double)v->Lk * (double)(v->HD + v->HDv);
     }
   }
   return f;

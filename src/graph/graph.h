@@ -24,7 +24,8 @@ enum class Op : uint8_t {
   GELU,               // exact (erf) GELU
   QuickGELU,          // x * sigmoid(1.702 x), OpenAI CLIP
   GEGLU,              // x[...,2F] -> h * gelu(g), h = x[..., :F], g = x[..., F:]
-  Attention,          // q[B,Lq,H*D], k[B,Lk,H*D], v[B,Lk,H*Dv] -> [B,Lq,H*Dv]; softmax(q k^T * scale) v
+  Attention,          // q[B,Lq,H*D], k[B,Lk,H*D], v[B,Lk,H*Dv] -> [B,Lq,H*Dv]; softmax(q k^T * scale) v;
+                      // packed (pass pack_qkv): qkv[B,L,3*H*D] alone, or q and kv[B,Lk,2*H*D] (Dv = D)
   Upsample2x,         // nearest, [N,C,H,W] -> [N,C,2H,2W], or to dims {Ho, Wo} when given (odd skip sizes)
   Concat,             // along `axis`
   Add,                // numpy broadcasting
@@ -62,6 +63,18 @@ struct Node {
   std::string name;  // weight or input name, or a debug label
   Attrs a;
 };
+
+// Where an Attention node's q, k and v are: the input each is read from, its column offset and row width
+// (elements) there; with the sizes. Three inputs: one each; two (q, kv): k and v side by side in input 1;
+// one (qkv): all three side by side in input 0.
+struct AttentionViews {
+  int q_in = 0, k_in = 1, v_in = 2;
+  int64_t k_col = 0, v_col = 0;
+  int64_t ldq = 0, ldk = 0, ldv = 0;
+  int64_t B = 0, Lq = 0, Lk = 0, HD = 0, HDv = 0;  // HD: q's width (heads x head dim), HDv: v's
+};
+// Fails (with the reason) where the shapes do not fit the form the input count gives.
+Result<AttentionViews> attention_views(const std::vector<const Shape*>& in);
 
 struct OpInfo {
   const char* name;

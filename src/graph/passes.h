@@ -24,6 +24,10 @@ Graph fuse_groupnorm_add(const Graph& g, int* rewrites);
 // place in the order.
 Graph fuse_residual_add(const Graph& g, int* rewrites);
 
+// Attention(q, k, v) whose q, k, v (or k, v) are Linears of one input, read only there -> one Linear
+// with the weights stacked and the Attention reading its output packed (qkv, or q and kv).
+Graph pack_qkv(const Graph& g, int* rewrites);
+
 // The passes in order; `log` (optional) receives each pass's count.
 Graph optimize_graph(const Graph& g, std::vector<PassResult>* log = nullptr);
 
@@ -39,6 +43,8 @@ class Rewriter {
   explicit Rewriter(const Graph& g) : g_(g), map_(g.nodes.size(), -1) { out_.weights = g.weights; }
   int emit(Node n, int old_id);
   void alias(int old_id, int stands_for_old) { map_[old_id] = map_[stands_for_old]; }
+  void add_weight(const std::string& name, Tensor t) { out_.weights[name] = std::move(t); }
+  void drop_weight(const std::string& name) { out_.weights.erase(name); }
   Graph finish();
 
  private:

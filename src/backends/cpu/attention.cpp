@@ -13,18 +13,18 @@
 namespace sdrt::cpu {
 
 void attention(const float* q, const float* k, const float* v, float* o, int64_t B, int64_t Lq, int64_t Lk,
-               int64_t H, int64_t D, int64_t Dv, float scale, bool causal) {
+               int64_t H, int64_t D, int64_t Dv, int64_t ldq, int64_t ldk, int64_t ldv, float scale, bool causal) {
   const int64_t chunk = std::min<int64_t>(Lq, 1024);
   float* s = scratch(Scratch::Scores, (size_t)(chunk * Lk));
-  const int ldq = (int)(H * D), ldv = (int)(H * Dv);
+  const int64_t ldo = H * Dv;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i0 = 0; i0 < Lq; i0 += chunk) {
         const int64_t m = std::min(chunk, Lq - i0);
         const float* qb = q + (b * Lq + i0) * ldq + h * D;
-        const float* kb = k + b * Lk * ldq + h * D;
+        const float* kb = k + b * Lk * ldk + h * D;
         const float* vb = v + b * Lk * ldv + h * Dv;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)Lk, (int)D, scale, qb, ldq, kb, ldq, 0.f,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)Lk, (int)D, scale, qb, (int)ldq, kb, (int)ldk, 0.f,
                     s, (int)Lk);
 #pragma omp parallel for
         for (int64_t i = 0; i < m; ++i) {
@@ -45,8 +45,8 @@ void attention(const float* q, const float* k, const float* v, float* o, int64_t
           for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
           for (int64_t j = valid; j < Lk; ++j) row[j] = 0.f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)Dv, (int)Lk, 1.f, s, (int)Lk, vb, ldv,
-                    0.f, o + (b * Lq + i0) * ldv + h * Dv, ldv);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)Dv, (int)Lk, 1.f, s, (int)Lk, vb, (int)ldv,
+                    0.f, o + (b * Lq + i0) * ldo + h * Dv, (int)ldo);
       }
 }
 

@@ -142,9 +142,11 @@ class CpuExecutable : public Executable {
       case Op::QuickGELU: cpu::quick_gelu(x.f32(), y.f32(), x.numel()); break;
       case Op::GEGLU: cpu::geglu(x.f32(), y.f32(), y.numel() / y.dim(-1), y.dim(-1)); break;
       case Op::Attention: {
-        const Tensor &k = *in[1], &v = *in[2];
-        cpu::attention(x.f32(), k.f32(), v.f32(), y.f32(), x.dim(0), x.dim(1), k.dim(1), a.heads, x.dim(2) / a.heads,
-                       v.dim(2) / a.heads, a.scale, a.causal);
+        std::vector<const Shape*> shapes;
+        for (const Tensor* t : in) shapes.push_back(&t->shape());
+        SDRT_ASSIGN_OR_RETURN(const AttentionViews v, attention_views(shapes));
+        cpu::attention(in[v.q_in]->f32(), in[v.k_in]->f32() + v.k_col, in[v.v_in]->f32() + v.v_col, y.f32(), v.B, v.Lq, v.Lk, a.heads,
+                       v.HD / a.heads, v.HDv / a.heads, v.ldq, v.ldk, v.ldv, a.scale, a.causal);
         break;
       }
       case Op::Upsample2x:

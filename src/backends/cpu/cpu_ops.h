@@ -21,8 +21,9 @@ void quick_gelu(const float* x, float* y, int64_t n);
 // x[rows, 2F] -> y[rows, F]
 void geglu(const float* x, float* y, int64_t rows, int64_t F);
 // q[B,Lq,H*D], k[B,Lk,H*D], v[B,Lk,H*Dv] -> o[B,Lq,H*Dv]
+// q, k, v rows ldq, ldk, ldv elements apart (packed projections share one buffer); o is [B, Lq, H*Dv].
 void attention(const float* q, const float* k, const float* v, float* o, int64_t B, int64_t Lq, int64_t Lk,
-               int64_t H, int64_t D, int64_t Dv, float scale, bool causal);
+               int64_t H, int64_t D, int64_t Dv, int64_t ldq, int64_t ldk, int64_t ldv, float scale, bool causal);
 // nearest (torch 'nearest': src = floor(dst * in / out)) from [NC,H,W] to [NC,Ho,Wo]
 void upsample_nearest(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int64_t Ho, int64_t Wo);
 // [N, C, S] <-> [N, S, C]

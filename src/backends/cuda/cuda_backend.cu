@@ -903,11 +903,16 @@ class CudaExecutable : public Executable {
         cuda::geglu(in(0), y, total / n.shape.back(), n.shape.back(), stream_);
         return Status::ok();
       case Op::Attention: {
-        const Shape &qs = shp(0), &ks = shp(1), &vs = shp(2);
-        const int64_t B = qs[0], Lq = qs[1], Lk = ks[1], H = a.heads, D = qs[2] / H, Dv = vs[2] / H;
+        std::vector<const Shape*> shapes;
+        for (size_t i = 0; i < n.inputs.size(); ++i) shapes.push_back(&shp((int)i));
+        SDRT_ASSIGN_OR_RETURN(const AttentionViews av, attention_views(shapes));
+        const int64_t B = av.B, Lq = av.Lq, Lk = av.Lk, H = a.heads, D = av.HD / H, Dv = av.HDv / H;
+        const T* qp = in(av.q_in);
+        const T* kp = in(av.k_in) + av.k_col;  // packed projections: views into one buffer
+        const T* vp = in(av.v_in) + av.v_col;
         if constexpr (std::is_same_v<T, __half>) {
           if (cuda::flash_attention_supported(D, Dv) && B * H <= 65535) {
-            CUDA_TRY(cuda::flash_attention(in(0), in(1), in(2), y, B, H, Lq, Lk, D, H * D, H * D, H * Dv, H * Dv, a.scale, a.causal, stream_));
+            CUDA_TRY(cuda::flash_attention(qp, kp, vp, y, B, H, Lq, Lk, D, av.ldq, av.ldk, av.ldv, H * Dv, a.scale, a.causal, stream_));
             return Status::ok();
           }
         }
@@ -921,11 +926,11 @@ class CudaExecutable : public Executable {
         }
         for (int64_t b = 0; b < B; ++b) {
           // scores^T per head (column-major Lk x Lq) = K_h (Lk x D) . Q_h^T
-          SDRT_RETURN_IF_ERROR((gemm<T, float>(CUBLAS_OP_T, CUBLAS_OP_N, Lk, Lq, D, a.scale, in(1) + b * Lk * H * D, H * D, in(0) + b * Lq * H * D,
-                                              H * D, S, Lk, H, D, D, Lq * Lk)));
+          SDRT_RETURN_IF_ERROR((gemm<T, float>(CUBLAS_OP_T, CUBLAS_OP_N, Lk, Lq, D, a.scale, kp + b * Lk * av.ldk, av.ldk, qp + b * Lq * av.ldq,
+                                              av.ldq, S, Lk, H, D, D, Lq * Lk)));
           cuda::softmax_rows(S, P, H * Lq, Lk, Lq, a.causal, stream_);
           // out_h^T (Dv x Lq) = V_h^T (Dv x Lk) . P^T (Lk x Lq)
-          SDRT_RETURN_IF_ERROR(gemm(CUBLAS_OP_N, CUBLAS_OP_N, Dv, Lq, Lk, 1.f, in(2) + b * Lk * H * Dv, H * Dv, P, Lk, y + b * Lq * H * Dv,
+          SDRT_RETURN_IF_ERROR(gemm(CUBLAS_OP_N, CUBLAS_OP_N, Dv, Lq, Lk, 1.f, vp + b * Lk * av.ldv, av.ldv, P, Lk, y + b * Lq * H * Dv,
                                     H * Dv, H, Dv, Lq * Lk, Dv));
         }
         if ((void*)P != (void*)S) release(P);

@@ -34,8 +34,10 @@ Graph optimize_graph(const Graph& g, std::vector<PassResult>* log) {
   if (log) log->push_back({"fuse_residual_add", n});
   Graph c = fuse_groupnorm_add(b, &n);
   if (log) log->push_back({"fuse_groupnorm_add", n});
-  c.optimized = true;
-  return c;
+  Graph d = pack_qkv(c, &n);
+  if (log) log->push_back({"pack_qkv", n});
+  d.optimized = true;
+  return d;
 }
 
 }  // namespace sdrt

@@ -1,0 +1,142 @@
+// Attention's projections packed into one GEMM: q, k and v computed by three Linear layers from the same
+// input (self-attention) become one Linear with the three weights stacked, [3*H*D, C], whose output the
+// Attention reads as qkv; k and v from the same context (cross-attention) become one [2*H*D, C] Linear
+// read as kv. Fewer, wider GEMMs (SD's 320-wide projections become one 960-wide one) and no split: the
+// attention kernels read q, k and v in place, rows 3*H*D (or 2*H*D) apart. The stacked weights are new
+// constants of the graph; the separate ones are dropped where nothing else reads them.
+#include <algorithm>
+#include <cstring>
+
+#include "graph/passes.h"
+
+namespace sdrt {
+namespace {
+
+// Stacks 2-D weights (or 1-D biases) of one dtype along their first dimension.
+Tensor stack_rows(const std::vector<const Tensor*>& parts) {
+  Shape s = parts[0]->shape();
+  for (size_t i = 1; i < parts.size(); ++i) s[0] += parts[i]->shape()[0];
+  Tensor out = Tensor::empty(parts[0]->dtype(), s);
+  unsigned char* dst = static_cast<unsigned char*>(out.mutable_data());
+  for (const Tensor* t : parts) {
+    std::memcpy(dst, t->data(), t->nbytes());
+    dst += t->nbytes();
+  }
+  return out;
+}
+
+}  // namespace
+
+Graph pack_qkv(const Graph& g, int* rewrites) {
+  const std::vector<int> uses = passes::use_counts(g);
+  auto weight_of = [&](int id) -> const Tensor* {
+    const Node& w = g.nodes[id];
+    if (w.op != Op::Weight) return nullptr;
+    auto it = g.weights.find(w.name);
+    return it == g.weights.end() ? nullptr : &it->second;
+  };
+  // A projection that can be packed: a Linear with a weight (and maybe a bias) read only here, no residual.
+  auto projection = [&](int id) {
+    const Node& l = g.nodes[id];
+    if (l.op != Op::Linear || l.inputs.size() > 3 || uses[id] != 1) return false;
+    for (size_t k = 1; k < l.inputs.size(); ++k)
+      if (!weight_of(l.inputs[k]) || uses[l.inputs[k]] != 1) return false;
+    return true;
+  };
+  // Whether Linears a, b (, c) can share one GEMM: the same input, weights of one dtype and width, all with
+  // or all without a bias.
+  auto compatible = [&](const std::vector<int>& ls) {
+    for (int id : ls)
+      if (!projection(id)) return false;
+    const Node& first = g.nodes[ls[0]];
+    const Tensor* w0 = weight_of(first.inputs[1]);
+    for (int id : ls) {
+      const Node& l = g.nodes[id];
+      const Tensor* w = weight_of(l.inputs[1]);
+      if (l.inputs[0] != first.inputs[0] || l.inputs.size() != first.inputs.size() || w->dtype() != w0->dtype() ||
+          w->shape().size() != 2 || w->shape()[1] != w0->shape()[1])
+        return false;
+      if (l.inputs.size() == 3 && weight_of(l.inputs[2])->dtype() != weight_of(first.inputs[2])->dtype()) return false;
+    }
+    return true;
+  };
+
+  // Per Attention: the Linears that become one (q, k, v or k, v), in that order.
+  std::vector<std::vector<int>> group(g.nodes.size());
+  std::vector<int> packed_at(g.nodes.size(), -1);  // Linear -> the Attention whose packing it joins
+  int count = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (n.op != Op::Attention || n.inputs.size() != 3) continue;
+    const int q = n.inputs[0], k = n.inputs[1], v = n.inputs[2];
+    if (q == k || k == v || q == v) continue;
+    std::vector<int> ls;
+    if (compatible({q, k, v}))
+      ls = {q, k, v};
+    else if (compatible({k, v}) && g.nodes[k].shape.back() == g.nodes[v].shape.back())
+      ls = {k, v};
+    else
+      continue;
+    for (int l : ls) packed_at[l] = (int)i;
+    group[i] = ls;
+    ++count;
+  }
+
+  passes::Rewriter rw(g);
+  std::vector<bool> dropped(g.nodes.size(), false);  // weights of packed Linears: replaced by the stacked ones
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    if (packed_at[i] >= 0)
+      for (size_t k = 1; k < g.nodes[i].inputs.size(); ++k) dropped[g.nodes[i].inputs[k]] = true;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (dropped[i]) {
+      rw.drop_weight(n.name);
+      continue;
+    }
+    if (packed_at[i] >= 0) {
+      const std::vector<int>& ls = group[packed_at[i]];
+      int last = ls[0];  // emitted at the group's last Linear
+      for (int l : ls) last = std::max(last, l);
+      if ((int)i != last) continue;
+      // the stacked weight (and bias) as new constants, then one Linear standing for every member
+      std::vector<const Tensor*> ws, bs;
+      for (int l : ls) {
+        ws.push_back(weight_of(g.nodes[l].inputs[1]));
+        if (g.nodes[l].inputs.size() == 3) bs.push_back(weight_of(g.nodes[l].inputs[2]));
+      }
+      const std::string base = g.nodes[g.nodes[ls[0]].inputs[1]].name + (ls.size() == 3 ? "+k+v" : "+v");
+      Node wn{Op::Weight, {}, {}, ws[0]->dtype(), base, {}};
+      Tensor wt = stack_rows(ws);
+      wn.shape = wt.shape();
+      rw.add_weight(base, std::move(wt));
+      Node lin = g.nodes[ls[0]];
+      lin.inputs = {lin.inputs[0], g.nodes[ls[0]].inputs[1]};
+      rw.emit(std::move(wn), g.nodes[ls[0]].inputs[1]);  // stands for the first weight (read only by this Linear)
+      if (!bs.empty()) {
+        const std::string bname = g.nodes[g.nodes[ls[0]].inputs[2]].name + (ls.size() == 3 ? "+k+v" : "+v");
+        Tensor bt = stack_rows(bs);
+        Node bn{Op::Weight, {}, bt.shape(), bt.dtype(), bname, {}};
+        rw.add_weight(bname, std::move(bt));
+        rw.emit(std::move(bn), g.nodes[ls[0]].inputs[2]);
+        lin.inputs.push_back(g.nodes[ls[0]].inputs[2]);
+      }
+      lin.shape.back() *= (int64_t)ls.size();
+      lin.name = base;
+      rw.emit(std::move(lin), ls[0]);
+      for (size_t k = 1; k < ls.size(); ++k) rw.alias(ls[k], ls[0]);
+      continue;
+    }
+    if (n.op == Op::Attention && !group[i].empty()) {
+      Node att = n;
+      if (group[i].size() == 3) att.inputs = {group[i][0]};                 // qkv
+      else att.inputs = {n.inputs[0], group[i][0]};                          // q, kv
+      rw.emit(std::move(att), (int)i);
+      continue;
+    }
+    rw.emit(n, (int)i);
+  }
+  if (rewrites) *rewrites = count;
+  return rw.finish();
+}
+
+}  // namespace sdrt
