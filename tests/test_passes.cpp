@@ -139,13 +139,21 @@ TEST(Passes, PackQkvCountsAndMatches) {
   int causal = gb.add_node(Op::Attention, {gb.linear(kept, W("q5", {C, C}), W("q5b", {C})), gb.linear(kept, W("k5", {C, C}), W("k5b", {C})),
                                            gb.linear(kept, W("v5", {C, C}), W("v5b", {C}))}, c);
   int raw = gb.add_node(Op::Attention, {gb.unary(Op::SiLU, x), gb.unary(Op::GELU, x), x}, a);  // no projections: kept
+  // a constant bound by two Weight nodes: packed where one is read, still there for the other
+  const Tensor shared_w = randn({C, C}, rng, 0.4f);
+  int twice = gb.add_node(Op::Attention, {gb.linear(x, gb.weight("tw", shared_w), -1), gb.linear(x, W("tk", {C, C}), -1),
+                                          gb.linear(x, W("tv", {C, C}), -1)}, a);
+  int other = gb.linear(x, gb.weight("tw", shared_w), -1);
+  raw = gb.add(gb.add(raw, twice), other);
   gb.output(gb.add(gb.add(gb.add(causal, kept2), self), raw), "y");
   ASSERT_TRUE(gb.status().is_ok()) << gb.status().message();
   int n = -1;
   Graph f = pack_qkv(g, &n);
   ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
-  EXPECT_EQ(n, 3);
-  EXPECT_EQ(count_ops(f, Op::Linear), count_ops(g, Op::Linear) - 2 - 1 - 2);
+  EXPECT_EQ(n, 4);
+  EXPECT_EQ(count_ops(f, Op::Linear), count_ops(g, Op::Linear) - 2 - 1 - 2 - 2);
+  EXPECT_EQ(f.weights.count("tw"), 1u);
+  EXPECT_EQ(f.weights.count("tk"), 0u);
   EXPECT_EQ(f.weights.count("q"), 0u);  // the separate weights are gone, the stacked ones there
   ASSERT_EQ(f.weights.count("q+k+v"), 1u);
   EXPECT_EQ(f.weights.at("q+k+v").shape(), (Shape{3 * C, C}));

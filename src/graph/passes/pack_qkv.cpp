@@ -6,6 +6,7 @@
 // constants of the graph; the separate ones are dropped where nothing else reads them.
 #include <algorithm>
 #include <cstring>
+#include <set>
 
 #include "graph/passes.h"
 
@@ -77,6 +78,10 @@ Graph pack_qkv(const Graph& g, int* rewrites) {
       ls = {k, v};
     else
       continue;
+    const std::string suffix = ls.size() == 3 ? "+k+v" : "+v";  // the stacked constants' names must be new
+    const Node& first = g.nodes[ls[0]];
+    if (g.weights.count(g.nodes[first.inputs[1]].name + suffix) || (first.inputs.size() == 3 && g.weights.count(g.nodes[first.inputs[2]].name + suffix)))
+      continue;
     for (int l : ls) packed_at[l] = (int)i;
     group[i] = ls;
     ++count;
@@ -87,10 +92,13 @@ Graph pack_qkv(const Graph& g, int* rewrites) {
   for (size_t i = 0; i < g.nodes.size(); ++i)
     if (packed_at[i] >= 0)
       for (size_t k = 1; k < g.nodes[i].inputs.size(); ++k) dropped[g.nodes[i].inputs[k]] = true;
+  std::set<std::string> kept;  // constants another Weight node still reads (a name may be bound twice)
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    if (g.nodes[i].op == Op::Weight && !dropped[i]) kept.insert(g.nodes[i].name);
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     if (dropped[i]) {
-      rw.drop_weight(n.name);
+      if (!kept.count(n.name)) rw.drop_weight(n.name);
       continue;
     }
     if (packed_at[i] >= 0) {
