@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(ROWS * 2 / MT) flash_k(Params p) {
 template <int ROWS, int MT, int DP, int NV>
 cudaError_t launch(const Params& p, int64_t B, cudaStream_t s) {
   constexpr size_t smem = (size_t)(ROWS + 4 * kKeys) * (DP + 8) * sizeof(__half);  // Q, 2 x (K, V)
-  static const cudaError_t attr = cudaFuncSetAttribute(flash_k<ROWS, MT, DP, NV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  const cudaError_t attr = cudaFuncSetAttribute(flash_k<ROWS, MT, DP, NV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
   const dim3 grid((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H));
   flash_k<ROWS, MT, DP, NV><<<grid, ROWS * 2 / MT, smem, s>>>(p);

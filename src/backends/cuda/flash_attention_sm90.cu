@@ -277,7 +277,7 @@ bool wgmma_device(int* sms) {
 template <int D>
 cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   constexpr size_t smem = Dims<D>::kSmem;
-  static const cudaError_t attr = cudaFuncSetAttribute(flash_wgmma_k<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  const cudaError_t attr = cudaFuncSetAttribute(flash_wgmma_k<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
   const dim3 grid((unsigned)((p.Lq + kRows - 1) / kRows), (unsigned)(B * p.H));
   flash_wgmma_k<D><<<grid, 256, smem, s>>>(p);
