@@ -170,6 +170,7 @@ std::vector<Case> cases() {
   c.push_back(attn("attention ragged [6,1000]x[1000] d 40", 6, 1000, 1000, 320, 8, false));
   c.push_back(attn("attention SD level 2 [8,1024,640] 8 heads (d 80)", 8, 1024, 1024, 640, 8, false));
   c.push_back(attn("attention ragged [6,1000]x[77] d 80", 6, 1000, 77, 640, 8, false));
+  c.push_back(attn("attention SD 2.x-like [4,2000]x[2000] d 64", 4, 2000, 2000, 512, 8, false));
   // packed projections (pass pack_qkv): q, k, v read in place from one [B, L, 3*H*D] tensor, or q and a
   // [B, Lk, 2*H*D] kv
   auto packed = [=](std::string name, int64_t B, int64_t Lq, int64_t Lk, int64_t C, int64_t H, bool causal, bool qkv) {

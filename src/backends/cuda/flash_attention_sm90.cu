@@ -1,5 +1,5 @@
-// Flash attention on Hopper's warpgroup MMAs (wgmma, sm_90a) for SD 1.x's long self-attentions: 40-wide
-// heads (the 4096-token first level) and 80-wide (the 1024-token second level). One block takes 128 query
+// Flash attention on Hopper's warpgroup MMAs (wgmma, sm_90a) for long attentions with heads of 40 and 80
+// (SD 1.x's 4096- and 1024-token levels) and 64 (SD 2.x). One block takes 128 query
 // rows of one (batch, head) with two warpgroups of 64; key/value tiles of 64 rows are double-buffered in
 // shared memory (cp.async). Per tile a warpgroup computes S = Q K^T (64 x 64, FP32) with asynchronous
 // m64n64k16 MMAs reading Q and K straight from shared memory, runs the online softmax on its registers
@@ -37,9 +37,9 @@ constexpr int kKeys = 64;   // key rows per tile
 template <int D>
 struct Dims {
   static constexpr int kReal = D / 8;                   // column blocks loaded from memory
-  static constexpr int kQK = (D + 15) / 16 * 2;         // 6 for 40, 10 for 80
-  static constexpr int kV = kReal + 1;                  // 6 for 40, 11 for 80
-  static constexpr int kO = kV * 4;                     // 24, 44
+  static constexpr int kQK = (D + 15) / 16 * 2;         // 6 for 40, 8 for 64, 10 for 80
+  static constexpr int kV = kReal + 1;                  // 6, 9, 11
+  static constexpr int kO = kV * 4;                     // 24, 36, 44
   static constexpr int kBuf = kKeys * 8 * (kQK + kV);   // halves per K/V buffer
   static constexpr size_t kSmem = (size_t)(kRows * 8 * kQK + 2 * kBuf) * sizeof(__half);
 };
@@ -95,6 +95,14 @@ __device__ __forceinline__ void wgmma_pv(float (&d)[44], const uint32_t (&a)[4],
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }
+// d (64 x 72 per warpgroup, FP32) += A B: A (FP16) from registers, B from shared memory, N-major.
+__device__ __forceinline__ void wgmma_pv(float (&d)[36], const uint32_t (&a)[4], uint64_t b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n72k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35}, {%36, %37, %38, %39}, %40, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
+}
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -146,7 +154,7 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
   cp_async_commit();
   // The column blocks never loaded: Q's and K's padding to the K-steps (zeros), and V's last block, a
   // column of ones then zeros.
-  constexpr int kPadQK = kQK - kReal;  // 1 for 40, 0 for 80
+  constexpr int kPadQK = kQK - kReal;  // 1 for 40, 0 for 64 and 80
   for (int r = threadIdx.x; r < kPadQK * (kRows + 2 * kKeys) + 2 * kKeys; r += blockDim.x) {
     __half* row;
     bool ones = false;
@@ -290,14 +298,14 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
                                  int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s) {
   auto aligned = [](const void* ptr) { return ((uintptr_t)ptr & 15) == 0; };
   int sms = 0;
-  if (causal || (D != 40 && D != 80) || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || !aligned(q) || !aligned(k) || !aligned(v) ||
+  if (causal || (D != 40 && D != 64 && D != 80) || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || !aligned(q) || !aligned(k) || !aligned(v) ||
       ((uintptr_t)o & 3) || Lq < 512 || Lk < 1 || B * H > 65535 || !wgmma_device(&sms))
     return cudaErrorNotSupported;
   // two blocks of 128 rows fit an SM: fewer blocks than two per SM leave it idle where the mma.sync kernel's
   // 64-row blocks would not
   if (B * H * ((Lq + kRows - 1) / kRows) < 2 * (int64_t)sms) return cudaErrorNotSupported;
   const WParams p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, scale * 1.4426950408889634f};
-  return D == 40 ? launch<40>(p, B, s) : launch<80>(p, B, s);
+  return D == 40 ? launch<40>(p, B, s) : D == 64 ? launch<64>(p, B, s) : launch<80>(p, B, s);
 }
 
 }  // namespace sdrt::cuda
