@@ -11,9 +11,12 @@
 #include <cfloat>
 
 #include "backends/cuda/flash_attention.cuh"
+#include "backends/cuda/flash_common.cuh"
 
 namespace sdrt::cuda {
 namespace {
+
+using namespace flash;
 
 constexpr int kKeys = 64;  // key rows per tile
 
@@ -36,27 +39,7 @@ __device__ __forceinline__ void ldmatrix_x4_trans(const __half* p, uint32_t& r0,
                : "r"(addr));
 }
 
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
-  __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&h);
-}
-
 __device__ __forceinline__ uint32_t lds32(const __half* p) { return *reinterpret_cast<const uint32_t*>(p); }
-
-// 16 bytes global -> shared without passing through registers; src_bytes 0 writes zeros.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 // Stages rows [r0, r0 + ROWS) x columns [0, DP) of a [L, ld] matrix (column offset already applied) into
 // shared memory with row stride LD; rows >= L and columns >= D read as zero. The vector path is

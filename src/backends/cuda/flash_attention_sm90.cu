@@ -21,6 +21,7 @@
 #include <string>
 
 #include "backends/cuda/flash_attention.cuh"
+#include "backends/cuda/flash_common.cuh"
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define SDRT_WGMMA 1
@@ -28,6 +29,8 @@
 
 namespace sdrt::cuda {
 namespace {
+
+using namespace flash;
 
 constexpr int kRows = 128;  // query rows per block (two warpgroups)
 constexpr int kKeys = 64;   // key rows per tile
@@ -52,12 +55,6 @@ struct WParams {
 };
 
 #ifdef SDRT_WGMMA
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-  const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 // shared-memory writes of the generic proxy (cp.async, stores) made visible to the MMAs' async proxy
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -102,16 +99,6 @@ __device__ __forceinline__ void wgmma_pv(float (&d)[36], const uint32_t (&a)[4],
       "wgmma.mma_async.sync.aligned.m64n72k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35}, {%36, %37, %38, %39}, %40, p, 1, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
-}
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
-  __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&h);
 }
 
 // Rows [r0, r0 + R) x head columns [0, 8 * NC) of a [L, ld] matrix into the core-matrix layout (rows >= L
@@ -191,7 +178,7 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
   for (int64_t it = 0; it < tiles; ++it) {
     const int64_t j0 = it * kKeys;
     const uint64_t buf = (it & 1) * kBufUnits;
-    cp_async_wait_all();
+    cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();  // tile it is in; every warpgroup is done with tile it - 1 (its MMAs waited for)
     if (it + 1 < tiles) {
