@@ -225,6 +225,37 @@ std::vector<Case> cases() {
   return c;
 }
 
+// One case on the CPU and on a CUDA backend of its own: the setup error (the case could not be built or
+// compiled: the test stops), else the CUDA run's error (a failure to count), else the error against the CPU.
+struct CaseRun {
+  std::string setup_error, run_error;
+  double nmse = 0;
+  bool finite = true;
+  std::set<Op> ops;
+};
+CaseRun run_case(const Case& c, Backend& cpu, const std::string& precision) {
+  CaseRun r;
+  std::mt19937 rng(1234);
+  auto g = std::make_shared<Graph>();
+  GraphBuilder b(*g);
+  std::map<std::string, Tensor> ins;
+  c.build(b, ins, rng);
+  if (!b.status().is_ok()) return r.setup_error = b.status().message(), r;
+  for (const auto& n : g->nodes) r.ops.insert(n.op);
+  std::string why;
+  auto cuda = cuda_or_skip_reason(&why, true, precision);
+  if (!cuda) return r.setup_error = why, r;
+  auto ce = cpu.compile(g);
+  auto ge = cuda->compile(g);
+  if (!ce.is_ok() || !ge.is_ok()) return r.setup_error = (ce.is_ok() ? ge.status() : ce.status()).message(), r;
+  auto want = (*ce)->run(ins);
+  if (!want.is_ok()) return r.setup_error = want.status().message(), r;
+  auto got = (*ge)->run(ins);
+  if (!got.is_ok()) return r.run_error = got.status().message(), r;
+  r.nmse = nmse((*got)[0], (*want)[0], &r.finite);
+  return r;
+}
+
 }  // namespace
 
 // Per-precision bound on the normalised MSE against the float32 CPU result: float32 differs only by
@@ -239,30 +270,16 @@ TEST_P(BackendOpsP, EveryCudaOpMatchesTheCpu) {
   int failures = 0;
   std::printf("      %-44s %12s  %s (%s)\n", "op case", "nmse", "result", GetParam().c_str());
   for (const auto& c : cases()) {
-    std::mt19937 rng(1234);
-    auto g = std::make_shared<Graph>();
-    GraphBuilder b(*g);
-    std::map<std::string, Tensor> ins;
-    c.build(b, ins, rng);
-    ASSERT_TRUE(b.status().is_ok()) << c.name << ": " << b.status().message();
-    for (const auto& n : g->nodes) covered.insert(n.op);
-    auto cuda = cuda_or_skip_reason(&why_, true, GetParam());
-    ASSERT_NE(cuda, nullptr) << why_;
-    auto ce = cpu->compile(g);
-    auto ge = cuda->compile(g);
-    ASSERT_TRUE(ce.is_ok() && ge.is_ok()) << c.name << ": " << ge.status().message();
-    auto want = (*ce)->run(ins);
-    auto got = (*ge)->run(ins);
-    ASSERT_TRUE(want.is_ok()) << want.status().message();
-    if (!got.is_ok()) {
-      std::printf("      %-44s %12s  FAIL: %s\n", c.name.c_str(), "-", got.status().message().c_str());
+    const CaseRun r = run_case(c, *cpu, GetParam());
+    ASSERT_TRUE(r.setup_error.empty()) << c.name << ": " << r.setup_error;
+    covered.insert(r.ops.begin(), r.ops.end());
+    if (!r.run_error.empty()) {
+      std::printf("      %-44s %12s  FAIL: %s\n", c.name.c_str(), "-", r.run_error.c_str());
       ++failures;
       continue;
     }
-    bool finite = true;
-    const double e = nmse((*got)[0], (*want)[0], &finite);
-    const bool ok = finite && e < bound;
-    std::printf("      %-44s %12.3e  %s\n", c.name.c_str(), e, ok ? "ok" : finite ? "FAIL (error)" : "FAIL (NaN/Inf)");
+    const bool ok = r.finite && r.nmse < bound;
+    std::printf("      %-44s %12.3e  %s\n", c.name.c_str(), r.nmse, ok ? "ok" : r.finite ? "FAIL (error)" : "FAIL (NaN/Inf)");
     failures += !ok;
   }
   EXPECT_EQ(failures, 0);
@@ -283,23 +300,10 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
     ::setenv(var, value, 1);
     for (const auto& c : cases()) {
       if (c.name.rfind("conv", 0) != 0) continue;
-      std::mt19937 rng(1234);
-      auto g = std::make_shared<Graph>();
-      GraphBuilder b(*g);
-      std::map<std::string, Tensor> ins;
-      c.build(b, ins, rng);
-      auto cuda = cuda_or_skip_reason(&why_, true, "fp16");
-      ASSERT_NE(cuda, nullptr) << why_;
-      auto ce = cpu->compile(g);
-      auto ge = cuda->compile(g);
-      ASSERT_TRUE(ce.is_ok() && ge.is_ok()) << c.name << ": " << ge.status().message();
-      auto want = (*ce)->run(ins);
-      auto got = (*ge)->run(ins);
-      ASSERT_TRUE(want.is_ok() && got.is_ok()) << c.name << ": " << got.status().message();
-      bool finite = true;
-      const double e = nmse((*got)[0], (*want)[0], &finite);
-      const bool ok = finite && e < 1e-5;
-      std::printf("      %s=%s %-44s %12.3e  %s\n", var, value, c.name.c_str(), e, ok ? "ok" : "FAIL");
+      const CaseRun r = run_case(c, *cpu, "fp16");
+      ASSERT_TRUE(r.setup_error.empty() && r.run_error.empty()) << c.name << ": " << r.setup_error << r.run_error;
+      const bool ok = r.finite && r.nmse < 1e-5;
+      std::printf("      %s=%s %-44s %12.3e  %s\n", var, value, c.name.c_str(), r.nmse, ok ? "ok" : "FAIL");
       failures += !ok;
       ++cases_run;
     }

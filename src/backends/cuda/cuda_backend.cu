@@ -230,9 +230,10 @@ class CudaExecutable : public Executable {
         }
         SDRT_ASSIGN_OR_RETURN(plan_[&n - nodes.data()], lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3, *gemm_tuning_));
       }
-      // Convolutions over small images with many channels are short, deep GEMMs that cuDNN runs far below
-      // the GPU's speed (a [2,1280,8,8] 3x3 took 0.17 ms for 3.8 GFLOP); im2col + cuBLASLt (whose split-K
-      // tactics suit them, with bias and residual in the epilogue) is timed against cuDNN for each shape.
+      // Each convolution's form, timed per shape: cuDNN then a bias(+residual) kernel; cuDNN's fused call
+      // (bias and residual in it); or im2col + cuBLASLt, whose split-K tactics suit the short, deep GEMMs of
+      // small images with many channels that cuDNN runs far below the GPU's speed (a [2,1280,8,8] 3x3 took
+      // 0.17 ms for 3.8 GFLOP), with bias and residual in the epilogue.
       gemm_plan_.assign(nodes.size(), -1);
       fused_conv_.assign(nodes.size(), 0);
       for (const Node& n : nodes) {
