@@ -364,32 +364,8 @@ class CudaExecutable : public Executable {
       };
       auto with_fused = [&] { return conv_->run_fused(plan_[id], x, w, bias, res, y, conv_ws_, conv_ws_bytes_); };
       // Each form is timed as it runs in the engine: inside a CUDA graph, where the libraries' host-side
-      // launch costs (tens of microseconds for a cuDNN call) do not count, only the GPU's time. Returns
-      // milliseconds per run, or a negative number where the form failed.
-      auto time_form = [&](auto&& body) -> float {
-        if (!body().is_ok()) return cudaGetLastError(), -1.f;  // also warms the library up
-        cudaGraph_t graph = nullptr;
-        cudaGraphExec_t exec = nullptr;
-        cudaEvent_t e0 = nullptr, e1 = nullptr;
-        if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return -1.f;
-        bool good = true;
-        for (int i = 0; i < kRuns; ++i) good = good && body().is_ok();
-        good = cudaStreamEndCapture(stream_, &graph) == cudaSuccess && good;
-        good = good && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
-        good = good && cudaEventCreate(&e0) == cudaSuccess && cudaEventCreate(&e1) == cudaSuccess;
-        good = good && cudaGraphLaunch(exec, stream_) == cudaSuccess;  // warm
-        good = good && cudaEventRecord(e0, stream_) == cudaSuccess && cudaGraphLaunch(exec, stream_) == cudaSuccess &&
-               cudaEventRecord(e1, stream_) == cudaSuccess;
-        float ms = -1.f;
-        if (good && cudaEventSynchronize(e1) == cudaSuccess && cudaEventElapsedTime(&ms, e0, e1) == cudaSuccess) ms /= kRuns;
-        else ms = -1.f;
-        if (exec) cudaGraphExecDestroy(exec);
-        if (graph) cudaGraphDestroy(graph);
-        for (auto ev : {e0, e1})
-          if (ev) cudaEventDestroy(ev);
-        cudaGetLastError();
-        return ms;
-      };
+      // launch costs (tens of microseconds for a cuDNN call) do not count, only the GPU's time.
+      auto time_form = [&](auto&& body) { return cuda::time_in_graph(stream_, kRuns, [&] { return body().is_ok(); }); };
       float conv_ms = -1.f, gemm_ms = -1.f, fused_ms = -1.f;
       if (ok) {
         for (auto [p, bytes] : {std::pair{x, xb}, {w, (size_t)O * cg.K * 2}, {b, (size_t)O * 2}, {r, yb}}) cudaMemsetAsync(p, 0, bytes, stream_);

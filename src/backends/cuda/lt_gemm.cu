@@ -125,7 +125,7 @@ Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool res
     }
   }
   if (!have) {
-    constexpr int kCandidates = 8;
+    constexpr int kCandidates = 16, kRuns = 5;
     cublasLtMatmulHeuristicResult_t res[kCandidates] = {};
     int found = 0;
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(h, p->op, p->a, p->b, p->c, p->c, pref, kCandidates, res, &found);
@@ -134,12 +134,10 @@ Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool res
     CUBLAS_TRY(st);
     if (found < 1) return Status(Code::Unsupported, "cuBLASLt has no algorithm for this GEMM");
     p->algo = res[0].algo;
-    if (found > 1) {  // time the candidates on scratch operands, keep the fastest
+    if (found > 1) {  // time the candidates on scratch operands inside CUDA graphs (as they run), keep the fastest
       void *x = nullptr, *w = nullptr, *y = nullptr, *b = nullptr;
-      cudaEvent_t e0 = nullptr, e1 = nullptr;
       bool ok = cudaMalloc(&x, (size_t)M * K * 2) == cudaSuccess && cudaMalloc(&w, (size_t)N * K * 2) == cudaSuccess &&
-                cudaMalloc(&y, (size_t)M * N * 2) == cudaSuccess && cudaMalloc(&b, (size_t)N * 2) == cudaSuccess &&
-                cudaEventCreate(&e0) == cudaSuccess && cudaEventCreate(&e1) == cudaSuccess;
+                cudaMalloc(&y, (size_t)M * N * 2) == cudaSuccess && cudaMalloc(&b, (size_t)N * 2) == cudaSuccess;
       if (ok) {
         cudaMemsetAsync(x, 0, (size_t)M * K * 2, stream_);
         cudaMemsetAsync(w, 0, (size_t)N * K * 2, stream_);
@@ -150,15 +148,10 @@ Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool res
         float best = 1e30f;
         for (int i = 0; i < found; ++i) {
           if (res[i].state != CUBLAS_STATUS_SUCCESS || res[i].workspaceSize > ws_bytes_) continue;
-          auto once = [&] { return cublasLtMatmul(h, p->op, &alpha, w, p->a, x, p->b, &beta, y, p->c, y, p->c, &res[i].algo, ws_, ws_bytes_, stream_); };
-          if (once() != CUBLAS_STATUS_SUCCESS) continue;
-          cudaEventRecord(e0, stream_);
-          constexpr int kRuns = 3;
-          for (int r = 0; r < kRuns; ++r) once();
-          cudaEventRecord(e1, stream_);
-          float ms = 0;
-          if (cudaEventSynchronize(e1) != cudaSuccess || cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) continue;
-          if (ms < best) {
+          const float ms = time_in_graph(stream_, kRuns, [&] {
+            return cublasLtMatmul(h, p->op, &alpha, w, p->a, x, p->b, &beta, y, p->c, y, p->c, &res[i].algo, ws_, ws_bytes_, stream_) == CUBLAS_STATUS_SUCCESS;
+          });
+          if (ms >= 0.f && ms < best) {
             best = ms;
             p->algo = res[i].algo;
           }
@@ -167,8 +160,6 @@ Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool res
       cudaStreamSynchronize(stream_);
       for (void* q : {x, w, y, b})
         if (q) cudaFree(q);
-      if (e0) cudaEventDestroy(e0);
-      if (e1) cudaEventDestroy(e1);
       cudaGetLastError();
     }
     tuning.choices[k] = algo_hex(p->algo);
