@@ -36,6 +36,18 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
 
 // A ResNet-like block: GN -> SiLU -> conv (+ x), GN -> SiLU also read elsewhere, a linear + residual,
 // a broadcast add that must stay.
+// A graph being built with seeded random weights (weights of standard deviation `scale`), the set-up of
+// the pass tests that build their own graph.
+struct SeededGraph {
+  SeededGraph(unsigned seed, float scale) : rng(seed), scale(scale) {}
+  SeededGraph(const SeededGraph&) = delete;
+  int W(const std::string& name, Shape s) { return gb.weight(name, randn(s, rng, scale)); }
+  std::mt19937 rng;
+  float scale;
+  Graph g;
+  GraphBuilder gb{g};
+};
+
 struct Block {
   Graph g;
   std::map<std::string, Tensor> in;
@@ -91,19 +103,17 @@ TEST(Passes, FuseResidualAddCountsAndMatches) {
 }
 
 TEST(Passes, FuseGroupNormAddCountsAndMatches) {
-  std::mt19937 rng(11);
-  Graph g;
-  GraphBuilder gb(g);
+  SeededGraph sg(11, 0.5f);
+  [[maybe_unused]] auto& [rng, scale, g, gb] = sg;
   const int64_t C = 8;
-  auto W = [&](const std::string& n, Shape s) { return gb.weight(n, randn(s, rng, 0.5f)); };
   std::map<std::string, Tensor> in{{"x", randn({2, C, 5, 5}, rng)}, {"e", randn({2, 6}, rng)}};
   int x = gb.input("x", {2, C, 5, 5});
-  int t = gb.reshape(gb.linear(gb.input("e", {2, 6}), W("tw", {C, 6}), W("tb", {C})), {2, C, 1, 1});  // the time embedding
-  int h = gb.group_norm(gb.add(x, t), W("g1", {C}), W("b1", {C}), 4, 1e-5f);                             // fused
+  int t = gb.reshape(gb.linear(gb.input("e", {2, 6}), sg.W("tw", {C, 6}), sg.W("tb", {C})), {2, C, 1, 1});  // the time embedding
+  int h = gb.group_norm(gb.add(x, t), sg.W("g1", {C}), sg.W("b1", {C}), 4, 1e-5f);                             // fused
   int s = gb.add(t, h);                                                                                    // t first: fused too
-  int h2 = gb.group_norm(s, W("g2", {C}), W("b2", {C}), 2, 1e-5f);
+  int h2 = gb.group_norm(s, sg.W("g2", {C}), sg.W("b2", {C}), 2, 1e-5f);
   int kept = gb.add(h2, t);                                                                                // read twice: kept
-  int h3 = gb.group_norm(kept, W("g3", {C}), W("b3", {C}), 2, 1e-5f);
+  int h3 = gb.group_norm(kept, sg.W("g3", {C}), sg.W("b3", {C}), 2, 1e-5f);
   gb.output(gb.add(h3, kept), "y");
   ASSERT_TRUE(gb.status().is_ok()) << gb.status().message();
   int n = -1;
@@ -115,34 +125,32 @@ TEST(Passes, FuseGroupNormAddCountsAndMatches) {
 }
 
 TEST(Passes, PackQkvCountsAndMatches) {
-  std::mt19937 rng(13);
-  Graph g;
-  GraphBuilder gb(g);
+  SeededGraph sg(13, 0.4f);
+  [[maybe_unused]] auto& [rng, scale, g, gb] = sg;
   const int64_t C = 8;
-  auto W = [&](const std::string& n, Shape s) { return gb.weight(n, randn(s, rng, 0.4f)); };
   std::map<std::string, Tensor> in{{"x", randn({2, 6, C}, rng)}, {"ctx", randn({2, 5, 12}, rng)}};
   int x = gb.input("x", {2, 6, C}), ctx = gb.input("ctx", {2, 5, 12});
   Attrs a;
   a.heads = 2;
   a.scale = 0.5f;
   // self-attention, no biases: one [3C, C] projection
-  int self = gb.add_node(Op::Attention, {gb.linear(x, W("q", {C, C}), -1), gb.linear(x, W("k", {C, C}), -1), gb.linear(x, W("v", {C, C}), -1)}, a);
+  int self = gb.add_node(Op::Attention, {gb.linear(x, sg.W("q", {C, C}), -1), gb.linear(x, sg.W("k", {C, C}), -1), gb.linear(x, sg.W("v", {C, C}), -1)}, a);
   // cross-attention with biases: k and v from the context packed into one [2C, 12] projection, q alone
-  int cross = gb.add_node(Op::Attention, {gb.linear(self, W("q2", {C, C}), W("q2b", {C})), gb.linear(ctx, W("k2", {C, 12}), W("k2b", {C})),
-                                          gb.linear(ctx, W("v2", {C, 12}), W("v2b", {C}))}, a);
+  int cross = gb.add_node(Op::Attention, {gb.linear(self, sg.W("q2", {C, C}), sg.W("q2b", {C})), gb.linear(ctx, sg.W("k2", {C, 12}), sg.W("k2b", {C})),
+                                          gb.linear(ctx, sg.W("v2", {C, 12}), sg.W("v2b", {C}))}, a);
   // kept: k and v of different inputs; a projection read twice; causal self-attention packs too
-  int shared = gb.linear(cross, W("s", {C, C}), -1);
-  int kept = gb.add_node(Op::Attention, {shared, gb.linear(x, W("k3", {C, C}), -1), gb.linear(cross, W("v3", {C, C}), -1)}, a);
-  int kept2 = gb.add_node(Op::Attention, {shared, shared, gb.linear(x, W("v4", {C, C}), -1)}, a);
+  int shared = gb.linear(cross, sg.W("s", {C, C}), -1);
+  int kept = gb.add_node(Op::Attention, {shared, gb.linear(x, sg.W("k3", {C, C}), -1), gb.linear(cross, sg.W("v3", {C, C}), -1)}, a);
+  int kept2 = gb.add_node(Op::Attention, {shared, shared, gb.linear(x, sg.W("v4", {C, C}), -1)}, a);
   Attrs c = a;
   c.causal = true;
-  int causal = gb.add_node(Op::Attention, {gb.linear(kept, W("q5", {C, C}), W("q5b", {C})), gb.linear(kept, W("k5", {C, C}), W("k5b", {C})),
-                                           gb.linear(kept, W("v5", {C, C}), W("v5b", {C}))}, c);
+  int causal = gb.add_node(Op::Attention, {gb.linear(kept, sg.W("q5", {C, C}), sg.W("q5b", {C})), gb.linear(kept, sg.W("k5", {C, C}), sg.W("k5b", {C})),
+                                           gb.linear(kept, sg.W("v5", {C, C}), sg.W("v5b", {C}))}, c);
   int raw = gb.add_node(Op::Attention, {gb.unary(Op::SiLU, x), gb.unary(Op::GELU, x), x}, a);  // no projections: kept
   // a constant bound by two Weight nodes: packed where one is read, still there for the other
   const Tensor shared_w = randn({C, C}, rng, 0.4f);
-  int twice = gb.add_node(Op::Attention, {gb.linear(x, gb.weight("tw", shared_w), -1), gb.linear(x, W("tk", {C, C}), -1),
-                                          gb.linear(x, W("tv", {C, C}), -1)}, a);
+  int twice = gb.add_node(Op::Attention, {gb.linear(x, gb.weight("tw", shared_w), -1), gb.linear(x, sg.W("tk", {C, C}), -1),
+                                          gb.linear(x, sg.W("tv", {C, C}), -1)}, a);
   int other = gb.linear(x, gb.weight("tw", shared_w), -1);
   raw = gb.add(gb.add(raw, twice), other);
   gb.output(gb.add(gb.add(gb.add(causal, kept2), self), raw), "y");
