@@ -237,3 +237,39 @@ TEST(Passes, TinyUnetFusedMatchesUnfusedOnCuda) {
   std::printf("      cuda fp16 fused vs unfused UNet rel err %.2e\n", e);
   EXPECT_LT(e, 5e-3);  // fp16 rounding at different points only
 }
+
+// The side lane (a second stream for work off the critical path: timestep projections, cross-attention
+// keys/values, shortcut convolutions) runs the same kernels on the same values: the UNet's output is
+// the one-stream output bit for bit, on the first (captured) run and on replays. One backend compiles
+// both (SDRT_LANES=1 for the first), so both take the same tactics.
+TEST(Passes, TinyUnetSideLaneMatchesOneStreamOnCuda) {
+  SDRT_REQUIRE_CONFORMANCE();
+  std::string why;
+  CudaOptions o;
+  o.precision = "fp16";
+  auto cuda = make_cuda_backend(o, &why);
+  if (!cuda) GTEST_SKIP() << "CUDA backend not usable here: " << why;
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok());
+  std::mt19937 rng(7);
+  auto g = build_unet(*m, 2, 16, 16);
+  ASSERT_TRUE(g.is_ok());
+  ::setenv("SDRT_LANES", "1", 1);
+  auto one = cuda->compile(*g);
+  ::unsetenv("SDRT_LANES");
+  auto two = cuda->compile(*g);
+  ASSERT_TRUE(one.is_ok() && two.is_ok());
+  for (int run = 0; run < 3; ++run) {
+    std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
+                                     {"timestep", Tensor::from_f32({2}, {999.f - 400.f * run, 500.f})},
+                                     {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};
+    auto ra = (*one)->run(in), rb = (*two)->run(in);
+    ASSERT_TRUE(ra.is_ok() && rb.is_ok());
+    const Tensor &x = (*ra)[0], &y = (*rb)[0];
+    ASSERT_EQ(x.shape(), y.shape());
+    int64_t differ = 0;
+    for (int64_t k = 0; k < x.numel(); ++k) differ += x.f32()[k] != y.f32()[k];
+    std::printf("      run %d: %lld of %lld values differ\n", run, (long long)differ, (long long)x.numel());
+    EXPECT_EQ(differ, 0);
+  }
+}

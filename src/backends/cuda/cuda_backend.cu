@@ -47,16 +47,23 @@ struct WeightCache {
 // their internal allocations (the activations), where a stream per engine kept each graph's memory apart
 // (64 MiB more workspace and 2.72 instead of 2.66 GiB at batch 1 on an H100, before graphs were captured
 // on the first run).
+// The side stream (made by the first executable that has work off its critical path) carries that work
+// with a workspace of its own.
 struct SharedStream {
   int device = 0;
   cudaStream_t stream = nullptr;
   void* lt_ws = nullptr;  // kLtWorkspace bytes from the device's stream-ordered pool
+  cudaStream_t side = nullptr;
+  void* lt_ws_side = nullptr;
   ~SharedStream() {
     if (!stream) return;
     cudaSetDevice(device);
+    if (side) cudaStreamSynchronize(side);
     if (lt_ws) cudaFreeAsync(lt_ws, stream);
+    if (lt_ws_side) cudaFreeAsync(lt_ws_side, stream);
     cudaStreamSynchronize(stream);
     cudaStreamDestroy(stream);
+    if (side) cudaStreamDestroy(side);
   }
 };
 
@@ -129,7 +136,12 @@ class CudaExecutable : public Executable {
     cudaSetDevice(opt_.device);  // its stream, handles and pools belong to that GPU
     if (stream_) cudaStreamSynchronize(stream_);
     loop_.reset();
-    if (conv_ws_) cudaFreeAsync(conv_ws_, stream_);
+    for (void* w : conv_ws_)
+      if (w) cudaFreeAsync(w, stream_);
+    for (auto e : lane_ev_)
+      if (e) cudaEventDestroy(e);
+    for (auto e : {fork_ev_, join_ev_})
+      if (e) cudaEventDestroy(e);
     conv_.reset();
     lt_.reset();
     for (auto e : events_)
@@ -214,9 +226,9 @@ class CudaExecutable : public Executable {
         int64_t M, N, K;
         if (pointwise_gemm(*g_, n, &M, &N, &K)) continue;  // a cuBLASLt plan, below
         SDRT_ASSIGN_OR_RETURN(plan_[id], conv_->prepare(conv_shape(n), *tuning_));
-        conv_ws_bytes_ = std::max(conv_ws_bytes_, conv_->workspace(plan_[id]));
+        conv_ws_bytes_[0] = std::max(conv_ws_bytes_[0], conv_->workspace(plan_[id]));
       }
-      if (conv_ws_bytes_) CUDA_TRY(cudaMallocAsync(&conv_ws_, conv_ws_bytes_, stream_));
+      if (conv_ws_bytes_[0]) CUDA_TRY(cudaMallocAsync(&conv_ws_[0], conv_ws_bytes_[0], stream_));
       // linear layers: cuBLASLt plans with the bias (and fused residual) in the epilogue
       SDRT_ASSIGN_OR_RETURN(lt_, cuda::LtGemm::create(stream_, shared_->lt_ws, kLtWorkspace));
       for (const Node& n : nodes) {
@@ -257,6 +269,87 @@ class CudaExecutable : public Executable {
     for (size_t i = 0; i < nodes.size(); ++i)
       for (int in : nodes[i].inputs) last_use_[in] = (int)i;
     for (int o : g_->outputs) last_use_[o] = (int)nodes.size();
+    return plan_lanes();
+  }
+
+  // Work off the graph's critical path goes to a second stream (inside a captured graph: a parallel
+  // branch), where it fills SMs the critical path's small kernels leave idle: in a UNet the timestep
+  // embedding and every ResNet's projection of it, the cross-attention key/value projections of the
+  // prompt, the 1x1 shortcut convolutions beside GroupNorm + convolution. The critical path is the longest
+  // chain of nodes from an input to an output; every other node runs on the side lane. Off for float32
+  // (the baseline), guard checks, per-node profiling and SDRT_LANES=1.
+  Status plan_lanes() {
+    const auto& nodes = g_->nodes;
+    const size_t n = nodes.size();
+    lane_.assign(n, 0);
+    const char* env = std::getenv("SDRT_LANES");
+    if (!fp16() || opt_.guard_check || profile_ || (env && std::string(env) == "1")) return Status::ok();
+    std::vector<int> top(n, -1), bottom(n, 0);  // nodes on the longest chain from an input / to an output
+    for (size_t i = 0; i < n; ++i) {
+      if (nodes[i].op == Op::Weight) continue;
+      top[i] = 1;
+      for (int in : nodes[i].inputs) top[i] = std::max(top[i], top[in] + 1);
+    }
+    for (int o : g_->outputs) bottom[o] = 1;
+    for (size_t i = n; i-- > 0;) {
+      if (nodes[i].op == Op::Weight) continue;
+      bottom[i] = std::max(bottom[i], 1);
+      for (int in : nodes[i].inputs)
+        if (nodes[in].op != Op::Weight) bottom[in] = std::max(bottom[in], bottom[i] + 1);
+    }
+    int longest = 0;
+    for (size_t i = 0; i < n; ++i) longest = std::max(longest, top[i] + bottom[i]);
+    int side = 0;
+    for (size_t i = 0; i < n; ++i)
+      if (nodes[i].op != Op::Weight && top[i] + bottom[i] < longest) lane_[i] = 1, ++side;
+    if (!side) return Status::ok();
+    // What the two lanes share: an event after each node with a consumer on the other lane; per value,
+    // the last side-lane node that touches it and whether the main lane touches it (its release waits for both).
+    side_last_.assign(n, -1);
+    main_use_.assign(n, 0);
+    lane_ev_.assign(n, nullptr);
+    for (size_t i = 0; i < n; ++i) {
+      if (nodes[i].op == Op::Weight) continue;
+      std::vector<int> touched = {(int)i};
+      for (int in : nodes[i].inputs) {
+        if (nodes[in].op == Op::Weight) continue;
+        touched.push_back(in);
+        if (lane_[in] != lane_[i] && !lane_ev_[in]) CUDA_TRY(cudaEventCreateWithFlags(&lane_ev_[in], cudaEventDisableTiming));
+      }
+      for (int t : touched) {
+        if (lane_[i]) side_last_[t] = std::max(side_last_[t], (int)i);
+        else main_use_[t] = 1;
+      }
+    }
+    for (int o : g_->outputs) main_use_[o] = 1;
+    for (cudaEvent_t* e : {&fork_ev_, &join_ev_}) CUDA_TRY(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+    if (!shared_->side) {
+      CUDA_TRY(cudaStreamCreateWithFlags(&shared_->side, cudaStreamNonBlocking));
+      CUDA_TRY(cudaMallocAsync(&shared_->lt_ws_side, kLtWorkspace, stream_));
+    }
+    lanes_[0] = stream_, lanes_[1] = shared_->side;
+    lane_ws_[0] = shared_->lt_ws, lane_ws_[1] = shared_->lt_ws_side;
+    for (size_t i = 0; i < n; ++i)  // side-lane convolutions through cuDNN get their own workspace
+      if (lane_[i] && plan_[i] >= 0 && conv_ && nodes[i].op == Op::Conv2d && (gemm_plan_.empty() || gemm_plan_[i] < 0)) {
+        int64_t M, N, K;
+        if (!pointwise_gemm(*g_, nodes[i], &M, &N, &K)) conv_ws_bytes_[1] = std::max(conv_ws_bytes_[1], conv_->workspace(plan_[i]));
+      }
+    if (conv_ws_bytes_[1]) CUDA_TRY(cudaMallocAsync(&conv_ws_[1], conv_ws_bytes_[1], stream_));
+    CUDA_TRY(cudaStreamSynchronize(stream_));
+    use_lanes_ = true;
+    if (std::getenv("SDRT_VERBOSE")) std::fprintf(stderr, "sdrt: %d of %zu nodes on the side lane\n", side, n);
+    return Status::ok();
+  }
+
+  // Makes lane l current: the stream kernels go to and the libraries' streams and workspaces.
+  Status use_lane(int l) {
+    if (l == lane_now_) return Status::ok();
+    lane_now_ = l;
+    stream_ = lanes_[l];
+    if (lt_) lt_->bind(stream_, lane_ws_[l]);
+    if (conv_) SDRT_RETURN_IF_ERROR(conv_->set_stream(stream_));
+    CUBLAS_TRY(cublasSetStream(blas_, stream_));
+    CUBLAS_TRY(cublasSetWorkspace(blas_, lane_ws_[l], kLtWorkspace));  // cublasSetStream drops it
     return Status::ok();
   }
 
@@ -303,7 +396,7 @@ class CudaExecutable : public Executable {
   }
 
   // cuDNN's workspace (cuBLAS/cuBLASLt's is the backend's, shared by its executables)
-  int64_t workspace_bytes() const override { return (int64_t)conv_ws_bytes_; }
+  int64_t workspace_bytes() const override { return (int64_t)(conv_ws_bytes_[0] + conv_ws_bytes_[1]); }
   DeviceLoop* device_loop() override {
     // The calling thread works on this executable's GPU from here on (a server engine's worker thread).
     if (cudaSetDevice(opt_.device) != cudaSuccess) return nullptr;
@@ -353,7 +446,7 @@ class CudaExecutable : public Executable {
       const void* bias = cg.bias ? b : nullptr;
       const void* res = cg.residual ? r : nullptr;
       auto with_cudnn = [&] {
-        Status st = conv_->run(plan_[id], x, w, y, conv_ws_, conv_ws_bytes_);
+        Status st = conv_->run(plan_[id], x, w, y, conv_ws_[lane_now_], conv_ws_bytes_[lane_now_]);
         if (cg.bias) cuda::bias_residual_rows(static_cast<__half*>(y), static_cast<const __half*>(bias), static_cast<const __half*>(res), cg.M, O, stream_);
         return st;
       };
@@ -362,7 +455,7 @@ class CudaExecutable : public Executable {
                           cg.cs.pad_h, cg.cs.pad_w, cg.Ho, cg.Wo, stream_);
         return lt_->run(gp, col, w, bias, res, y);
       };
-      auto with_fused = [&] { return conv_->run_fused(plan_[id], x, w, bias, res, y, conv_ws_, conv_ws_bytes_); };
+      auto with_fused = [&] { return conv_->run_fused(plan_[id], x, w, bias, res, y, conv_ws_[lane_now_], conv_ws_bytes_[lane_now_]); };
       // Each form is timed as it runs in the engine: inside a CUDA graph, where the libraries' host-side
       // launch costs (tens of microseconds for a cuDNN call) do not count, only the GPU's time.
       auto time_form = [&](auto&& body) { return cuda::time_in_graph(stream_, kRuns, [&] { return body().is_ok(); }); };
@@ -546,8 +639,9 @@ class CudaExecutable : public Executable {
     sizes_[(char*)p + kGuard] = bytes;
     return (void*)((char*)p + kGuard);
   }
-  void release(void* p) {
-    cudaFreeAsync(opt_.guard_check ? (void*)((char*)p - kGuard) : p, stream_);
+  void release(void* p) { release_on(p, stream_); }
+  void release_on(void* p, cudaStream_t s) {
+    cudaFreeAsync(opt_.guard_check ? (void*)((char*)p - kGuard) : p, s);
     if (opt_.guard_check) sizes_.erase(p);
   }
   Status check_guard(void* p, const Node& n) {
@@ -597,7 +691,55 @@ class CudaExecutable : public Executable {
     cuda::transpose_last2(static_cast<const __half*>(x), static_cast<__half*>(y), N, A, B, stream_);
   }
 
+  // With two lanes: the side lane starts after the main lane's work so far (fork) and the main lane waits
+  // for all of it at the end (join; a captured graph must end joined, so this runs on errors too).
   Status execute(std::vector<void*>& vals, std::vector<bool>& owned) {
+    if (!use_lanes_) return execute_nodes(vals, owned);
+    CUDA_TRY(cudaEventRecord(fork_ev_, lanes_[0]));
+    CUDA_TRY(cudaStreamWaitEvent(lanes_[1], fork_ev_, 0));
+    waited_[0] = waited_[1] = -1;
+    pending_.clear();
+    Status st = execute_nodes(vals, owned);
+    Status lane_st = use_lane(0);
+    CUDA_TRY(cudaEventRecord(join_ev_, lanes_[1]));
+    CUDA_TRY(cudaStreamWaitEvent(lanes_[0], join_ev_, 0));
+    waited_[0] = (int)g_->nodes.size();
+    release_pending();
+    return st.is_ok() ? lane_st : st;
+  }
+
+  // Lane l's stream waits for node j of the other lane (and so for everything that lane enqueued before it).
+  Status wait_for(int l, int j) {
+    if (j <= waited_[l]) return Status::ok();
+    CUDA_TRY(cudaStreamWaitEvent(lanes_[l], lane_ev_[j], 0));
+    waited_[l] = j;
+    if (l == 0) release_pending();
+    return Status::ok();
+  }
+  // Values the main lane frees once it has waited for their last side-lane use.
+  void release_pending() {
+    size_t kept = 0;
+    for (const auto& [side_node, p] : pending_) {
+      if (side_node <= waited_[0]) release_on(p, lanes_[0]);
+      else pending_[kept++] = {side_node, p};
+    }
+    pending_.resize(kept);
+  }
+  // Frees value id after its last use: in stream order on one lane, or on the main lane once it has
+  // waited for the side lane's last use of it.
+  void release_value(int id, void* p) {
+    if (!use_lanes_) return release(p);
+    if (!main_use_[id]) return release_on(p, lanes_[1]);  // side lane only: it is the current lane
+    if (side_last_[id] <= waited_[0]) return release_on(p, lanes_[0]);
+    pending_.push_back({side_last_[id], p});
+  }
+  // Whether node i may take over its input's buffer: one lane touches both.
+  bool same_lane_only(size_t i, int in) const {
+    if (!use_lanes_) return true;
+    return lane_[i] ? !main_use_[in] : side_last_[in] < 0;
+  }
+
+  Status execute_nodes(std::vector<void*>& vals, std::vector<bool>& owned) {
     const auto& nodes = g_->nodes;
     std::vector<const void*> ins;
     std::vector<void*> temps;
@@ -607,12 +749,18 @@ class CudaExecutable : public Executable {
         vals[i] = weights_.at(n.name);
         continue;
       }
+      if (use_lanes_) {
+        SDRT_RETURN_IF_ERROR(use_lane(lane_[i]));
+        for (int in : n.inputs)
+          if (nodes[in].op != Op::Weight && lane_[in] != lane_[i]) SDRT_RETURN_IF_ERROR(wait_for(lane_[i], in));
+      }
       const size_t bytes = (size_t)numel(n.shape) * esz(i);
       // Shape-only ops on NHWC data take over their input's buffer when it dies here.
-      if (same_bytes(i) && owned[n.inputs[0]] && last_use_[n.inputs[0]] == (int)i && !opt_.guard_check) {
+      if (same_bytes(i) && owned[n.inputs[0]] && last_use_[n.inputs[0]] == (int)i && !opt_.guard_check && same_lane_only(i, n.inputs[0])) {
         vals[i] = vals[n.inputs[0]];
         owned[i] = true;
         owned[n.inputs[0]] = false;
+        if (use_lanes_ && lane_ev_[i]) CUDA_TRY(cudaEventRecord(lane_ev_[i], stream_));
         continue;
       }
       SDRT_ASSIGN_OR_RETURN(vals[i], alloc(std::max<size_t>(bytes, 4)));
@@ -656,9 +804,10 @@ class CudaExecutable : public Executable {
         temps.clear();
         if (opt_.guard_check) SDRT_RETURN_IF_ERROR(check_guard(vals[i], n));
       }
+      if (use_lanes_ && lane_ev_[i]) CUDA_TRY(cudaEventRecord(lane_ev_[i], stream_));
       for (int id : n.inputs)
         if (last_use_[id] == (int)i && owned[id]) {
-          release(vals[id]);
+          release_value(id, vals[id]);
           vals[id] = nullptr;
           owned[id] = false;
         }
@@ -789,11 +938,11 @@ class CudaExecutable : public Executable {
           }
           const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
           if (n.inputs.size() > 2 && !fused_conv_.empty() && fused_conv_[self]) {  // bias and residual in cuDNN's fused call
-            Status st = conv_->run_fused(plan_[self], x, in(1), in(2), res, y, conv_ws_, conv_ws_bytes_);
+            Status st = conv_->run_fused(plan_[self], x, in(1), in(2), res, y, conv_ws_[lane_now_], conv_ws_bytes_[lane_now_]);
             if (padded) release(padded);
             return st;
           }
-          Status st = conv_->run(plan_[self], x, in(1), y, conv_ws_, conv_ws_bytes_);
+          Status st = conv_->run(plan_[self], x, in(1), y, conv_ws_[lane_now_], conv_ws_bytes_[lane_now_]);
           if (padded) release(padded);
           SDRT_RETURN_IF_ERROR(st);
           if (n.inputs.size() > 2) cuda::bias_residual_rows(y, in(2), res, N * Ho * Wo, O, stream_);
@@ -1020,8 +1169,20 @@ class CudaExecutable : public Executable {
   std::vector<int> plan_;  // per node: its cuDNN convolution or cuBLASLt GEMM plan, -1 if none
   std::vector<int> gemm_plan_;  // per convolution node run as im2col + GEMM: its cuBLASLt plan, else -1
   std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
-  void* conv_ws_ = nullptr;
-  size_t conv_ws_bytes_ = 0;
+  // Lanes (plan_lanes): 0 the backend's stream, 1 the side stream.
+  bool use_lanes_ = false;
+  int lane_now_ = 0;
+  cudaStream_t lanes_[2] = {nullptr, nullptr};
+  void* lane_ws_[2] = {nullptr, nullptr};  // cuBLAS/cuBLASLt workspace per lane
+  std::vector<uint8_t> lane_;      // per node
+  std::vector<int> side_last_;     // per value: the last side-lane node that writes or reads it, -1 if none
+  std::vector<char> main_use_;     // per value: written or read on the main lane
+  std::vector<cudaEvent_t> lane_ev_;  // per node with a consumer on the other lane: recorded after it
+  cudaEvent_t fork_ev_ = nullptr, join_ev_ = nullptr;
+  int waited_[2] = {-1, -1};       // per lane: the other lane's last node it has waited for, this run
+  std::vector<std::pair<int, void*>> pending_;  // (side-lane node, buffer) the main lane frees after waiting for it
+  void* conv_ws_[2] = {nullptr, nullptr};  // cuDNN's workspace per lane
+  size_t conv_ws_bytes_[2] = {0, 0};
   std::map<std::string, void*> weights_;
   std::vector<bool> keep_f32_, nhwc_;
   std::vector<int> last_use_;

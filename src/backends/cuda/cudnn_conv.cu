@@ -181,6 +181,11 @@ Status CudnnConv::run_fused(int plan, const void* x, const void* w, const void* 
   return Status::ok();
 }
 
+Status CudnnConv::set_stream(cudaStream_t stream) {
+  CUDNN_TRY(cudnnSetStream(static_cast<cudnnHandle_t>(handle_), stream));
+  return Status::ok();
+}
+
 Status CudnnConv::run(int plan, const void* x, const void* w, void* y, void* workspace, size_t workspace_bytes) {
   if (plan < 0 || plan >= (int)entries_.size()) return Status(Code::Internal, "convolution was not prepared");
   const Entry& e = *entries_[plan];

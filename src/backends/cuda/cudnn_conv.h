@@ -57,6 +57,7 @@ class CudnnConv {
   // y = conv(x, w); x [N,H,W,C], w [O,kh,kw,C], y [N,Ho,Wo,O], all half.
   Status run(int plan, const void* x, const void* w, void* y, void* workspace, size_t workspace_bytes);
   bool fused_available(int plan) const;
+  Status set_stream(cudaStream_t stream);  // where run() and run_fused() enqueue from now on
   // y = conv(x, w) + bias[O] (+ res, shaped as y) in one cuDNN call.
   Status run_fused(int plan, const void* x, const void* w, const void* bias, const void* res, void* y, void* workspace, size_t workspace_bytes);
 

@@ -38,6 +38,9 @@ class LtGemm {
   Result<int> prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual, GemmTuning& tuning);
   static std::string key(int64_t M, int64_t N, int64_t K, bool bias, bool residual);
   Status run(int plan, const void* x, const void* w, const void* b, const void* r, void* y);
+  // Where run() enqueues from now on: a stream and a workspace of the size given to create() (one per
+  // stream, since GEMMs on two streams may run at once).
+  void bind(cudaStream_t stream, void* workspace) { stream_ = stream, ws_ = workspace; }
 
  private:
   struct Plan;
