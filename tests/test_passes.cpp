@@ -241,7 +241,7 @@ TEST(Passes, TinyUnetFusedMatchesUnfusedOnCuda) {
 // The side lane (a second stream for work off the critical path: timestep projections, cross-attention
 // keys/values, shortcut convolutions) runs the same kernels on the same values: the UNet's output is
 // the one-stream output bit for bit, on the first (captured) run and on replays. One backend compiles
-// both (SDRT_LANES=1 for the first), so both take the same tactics.
+// both (SDRT_LANES=2 for the second), so both take the same tactics.
 TEST(Passes, TinyUnetSideLaneMatchesOneStreamOnCuda) {
   SDRT_REQUIRE_CONFORMANCE();
   std::string why;
@@ -254,11 +254,13 @@ TEST(Passes, TinyUnetSideLaneMatchesOneStreamOnCuda) {
   std::mt19937 rng(7);
   auto g = build_unet(*m, 2, 16, 16);
   ASSERT_TRUE(g.is_ok());
-  ::setenv("SDRT_LANES", "1", 1);
   auto one = cuda->compile(*g);
-  ::unsetenv("SDRT_LANES");
+  ::setenv("SDRT_LANES", "2", 1);
   auto two = cuda->compile(*g);
+  ::unsetenv("SDRT_LANES");
   ASSERT_TRUE(one.is_ok() && two.is_ok());
+  EXPECT_EQ((*one)->streams(), 1);
+  EXPECT_EQ((*two)->streams(), 2);
   for (int run = 0; run < 3; ++run) {
     std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
                                      {"timestep", Tensor::from_f32({2}, {999.f - 400.f * run, 500.f})},

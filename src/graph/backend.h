@@ -39,6 +39,7 @@ class Executable {
   virtual DeviceLoop* device_loop() { return nullptr; }
   // Scratch the executable holds besides its values (convolution and GEMM workspaces), in bytes.
   virtual int64_t workspace_bytes() const { return 0; }
+  virtual int streams() const { return 1; }  // streams its work is spread over (CUDA: 2 with the side lane)
 };
 
 struct DeviceMemory {

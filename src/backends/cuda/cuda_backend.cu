@@ -47,20 +47,17 @@ struct WeightCache {
 // their internal allocations (the activations), where a stream per engine kept each graph's memory apart
 // (64 MiB more workspace and 2.72 instead of 2.66 GiB at batch 1 on an H100, before graphs were captured
 // on the first run).
-// The side stream (made by the first executable that has work off its critical path) carries that work
-// with a workspace of its own.
+// The side stream (made by the first executable that has work off its critical path) carries that work.
 struct SharedStream {
   int device = 0;
   cudaStream_t stream = nullptr;
   void* lt_ws = nullptr;  // kLtWorkspace bytes from the device's stream-ordered pool
   cudaStream_t side = nullptr;
-  void* lt_ws_side = nullptr;
   ~SharedStream() {
     if (!stream) return;
     cudaSetDevice(device);
     if (side) cudaStreamSynchronize(side);
     if (lt_ws) cudaFreeAsync(lt_ws, stream);
-    if (lt_ws_side) cudaFreeAsync(lt_ws_side, stream);
     cudaStreamSynchronize(stream);
     cudaStreamDestroy(stream);
     if (side) cudaStreamDestroy(side);
@@ -136,7 +133,7 @@ class CudaExecutable : public Executable {
     cudaSetDevice(opt_.device);  // its stream, handles and pools belong to that GPU
     if (stream_) cudaStreamSynchronize(stream_);
     loop_.reset();
-    for (void* w : conv_ws_)
+    for (void* w : {conv_ws_[0], conv_ws_[1], lane_ws_[1]})
       if (w) cudaFreeAsync(w, stream_);
     for (auto e : lane_ev_)
       if (e) cudaEventDestroy(e);
@@ -272,18 +269,20 @@ class CudaExecutable : public Executable {
     return plan_lanes();
   }
 
-  // Work off the graph's critical path goes to a second stream (inside a captured graph: a parallel
-  // branch), where it fills SMs the critical path's small kernels leave idle: in a UNet the timestep
-  // embedding and every ResNet's projection of it, the cross-attention key/value projections of the
-  // prompt, the 1x1 shortcut convolutions beside GroupNorm + convolution. The critical path is the longest
-  // chain of nodes from an input to an output; every other node runs on the side lane. Off for float32
-  // (the baseline), guard checks, per-node profiling and SDRT_LANES=1.
+  // SDRT_LANES=2 (fp16): work off the graph's critical path goes to a second stream (inside a captured
+  // graph: a parallel branch), to fill SMs the critical path's small kernels leave idle: in a UNet the
+  // timestep embedding and every ResNet's projection of it, the cross-attention key/value projections of
+  // the prompt, the 1x1 shortcut convolutions beside GroupNorm + convolution (63 of SD 1.5's 1104 nodes).
+  // The critical path is the longest chain of nodes from an input to an output; every other node runs on
+  // the side lane. Off by default: on an H100 it left SD 1.5's forward where it was (batch 2 6.28-6.29 vs
+  // 6.27-6.38 ms, batch 16 35.2 vs 35.2-35.6; docs/BENCHMARKS.md), the side work being ~2% of a step that
+  // its kernels, not launches, bound. Never with guard checks or per-node profiling.
   Status plan_lanes() {
     const auto& nodes = g_->nodes;
     const size_t n = nodes.size();
     lane_.assign(n, 0);
     const char* env = std::getenv("SDRT_LANES");
-    if (!fp16() || opt_.guard_check || profile_ || (env && std::string(env) == "1")) return Status::ok();
+    if (!fp16() || opt_.guard_check || profile_ || !env || std::string(env) != "2") return Status::ok();
     std::vector<int> top(n, -1), bottom(n, 0);  // nodes on the longest chain from an input / to an output
     for (size_t i = 0; i < n; ++i) {
       if (nodes[i].op == Op::Weight) continue;
@@ -323,21 +322,24 @@ class CudaExecutable : public Executable {
     }
     for (int o : g_->outputs) main_use_[o] = 1;
     for (cudaEvent_t* e : {&fork_ev_, &join_ev_}) CUDA_TRY(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
-    if (!shared_->side) {
-      CUDA_TRY(cudaStreamCreateWithFlags(&shared_->side, cudaStreamNonBlocking));
-      CUDA_TRY(cudaMallocAsync(&shared_->lt_ws_side, kLtWorkspace, stream_));
-    }
+    if (!shared_->side) CUDA_TRY(cudaStreamCreateWithFlags(&shared_->side, cudaStreamNonBlocking));
     lanes_[0] = stream_, lanes_[1] = shared_->side;
-    lane_ws_[0] = shared_->lt_ws, lane_ws_[1] = shared_->lt_ws_side;
-    for (size_t i = 0; i < n; ++i)  // side-lane convolutions through cuDNN get their own workspace
-      if (lane_[i] && plan_[i] >= 0 && conv_ && nodes[i].op == Op::Conv2d && (gemm_plan_.empty() || gemm_plan_[i] < 0)) {
-        int64_t M, N, K;
-        if (!pointwise_gemm(*g_, nodes[i], &M, &N, &K)) conv_ws_bytes_[1] = std::max(conv_ws_bytes_[1], conv_->workspace(plan_[i]));
-      }
+    lane_ws_[0] = shared_->lt_ws, lane_ws_bytes_[0] = kLtWorkspace;
+    for (size_t i = 0; i < n; ++i) {  // the side lane's own workspaces, as large as its GEMMs' and convolutions' algorithms need
+      if (!lane_[i] || plan_[i] < 0) continue;
+      int64_t M, N, K;
+      const bool lt = nodes[i].op == Op::Linear || pointwise_gemm(*g_, nodes[i], &M, &N, &K);
+      if (lt) lane_ws_bytes_[1] = std::max(lane_ws_bytes_[1], lt_->workspace(plan_[i]));
+      else if (!gemm_plan_.empty() && gemm_plan_[i] >= 0) lane_ws_bytes_[1] = std::max(lane_ws_bytes_[1], lt_->workspace(gemm_plan_[i]));
+      else conv_ws_bytes_[1] = std::max(conv_ws_bytes_[1], conv_->workspace(plan_[i]));
+    }
+    if (lane_ws_bytes_[1]) CUDA_TRY(cudaMallocAsync(&lane_ws_[1], lane_ws_bytes_[1], stream_));
     if (conv_ws_bytes_[1]) CUDA_TRY(cudaMallocAsync(&conv_ws_[1], conv_ws_bytes_[1], stream_));
     CUDA_TRY(cudaStreamSynchronize(stream_));
     use_lanes_ = true;
-    if (std::getenv("SDRT_VERBOSE")) std::fprintf(stderr, "sdrt: %d of %zu nodes on the side lane\n", side, n);
+    if (std::getenv("SDRT_VERBOSE"))
+      std::fprintf(stderr, "sdrt: %d of %zu nodes on the side lane (workspace %zu KiB GEMM, %zu KiB convolution)\n", side, n, lane_ws_bytes_[1] >> 10,
+                   conv_ws_bytes_[1] >> 10);
     return Status::ok();
   }
 
@@ -346,10 +348,10 @@ class CudaExecutable : public Executable {
     if (l == lane_now_) return Status::ok();
     lane_now_ = l;
     stream_ = lanes_[l];
-    if (lt_) lt_->bind(stream_, lane_ws_[l]);
+    if (lt_) lt_->bind(stream_, lane_ws_[l], lane_ws_bytes_[l]);
     if (conv_) SDRT_RETURN_IF_ERROR(conv_->set_stream(stream_));
     CUBLAS_TRY(cublasSetStream(blas_, stream_));
-    CUBLAS_TRY(cublasSetWorkspace(blas_, lane_ws_[l], kLtWorkspace));  // cublasSetStream drops it
+    CUBLAS_TRY(cublasSetWorkspace(blas_, lane_ws_[l], lane_ws_bytes_[l]));  // cublasSetStream drops it
     return Status::ok();
   }
 
@@ -396,7 +398,8 @@ class CudaExecutable : public Executable {
   }
 
   // cuDNN's workspace (cuBLAS/cuBLASLt's is the backend's, shared by its executables)
-  int64_t workspace_bytes() const override { return (int64_t)(conv_ws_bytes_[0] + conv_ws_bytes_[1]); }
+  int64_t workspace_bytes() const override { return (int64_t)(conv_ws_bytes_[0] + conv_ws_bytes_[1] + lane_ws_bytes_[1]); }
+  int streams() const override { return use_lanes_ ? 2 : 1; }
   DeviceLoop* device_loop() override {
     // The calling thread works on this executable's GPU from here on (a server engine's worker thread).
     if (cudaSetDevice(opt_.device) != cudaSuccess) return nullptr;
@@ -1173,7 +1176,8 @@ class CudaExecutable : public Executable {
   bool use_lanes_ = false;
   int lane_now_ = 0;
   cudaStream_t lanes_[2] = {nullptr, nullptr};
-  void* lane_ws_[2] = {nullptr, nullptr};  // cuBLAS/cuBLASLt workspace per lane
+  void* lane_ws_[2] = {nullptr, nullptr};  // cuBLAS/cuBLASLt workspace per lane (the main lane's is the backend's)
+  size_t lane_ws_bytes_[2] = {0, 0};
   std::vector<uint8_t> lane_;      // per node
   std::vector<int> side_last_;     // per value: the last side-lane node that writes or reads it, -1 if none
   std::vector<char> main_use_;     // per value: written or read on the main lane

@@ -17,6 +17,7 @@ struct LtGemm::Plan {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
   bool bias = false, residual = false;
+  size_t workspace = 0;  // bytes the chosen algorithm needs
   ~Plan() {
     if (op) cublasLtMatmulDescDestroy(op);
     if (a) cublasLtMatrixLayoutDestroy(a);
@@ -38,6 +39,7 @@ Result<std::unique_ptr<LtGemm>> LtGemm::create(cudaStream_t stream, void* worksp
   g->stream_ = stream;
   g->ws_ = workspace;
   g->ws_bytes_ = workspace_bytes;
+  g->run_ws_ = workspace, g->run_bytes_ = workspace_bytes;
   return Result<std::unique_ptr<LtGemm>>(std::move(g));
 }
 
@@ -165,10 +167,14 @@ Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool res
     tuning.choices[k] = algo_hex(p->algo);
   }
   if (pref) cublasLtMatmulPreferenceDestroy(pref);
+  cublasLtMatmulHeuristicResult_t need{};
+  p->workspace = cublasLtMatmulAlgoCheck(h, p->op, p->a, p->b, p->c, p->c, &p->algo, &need) == CUBLAS_STATUS_SUCCESS ? need.workspaceSize : ws_bytes_;
   plans_.push_back(std::move(p));
   by_shape_[shape] = (int)plans_.size() - 1;
   return (int)plans_.size() - 1;
 }
+
+size_t LtGemm::workspace(int plan) const { return plan >= 0 && plan < (int)plans_.size() ? plans_[plan]->workspace : ws_bytes_; }
 
 Status LtGemm::run(int plan, const void* x, const void* w, const void* b, const void* r, void* y) {
   if (plan < 0 || plan >= (int)plans_.size()) return Status(Code::Internal, "GEMM plan was not prepared");
@@ -176,7 +182,7 @@ Status LtGemm::run(int plan, const void* x, const void* w, const void* b, const 
   if ((b != nullptr) != p.bias || (r != nullptr) != p.residual) return Status(Code::Internal, "GEMM plan does not match its operands");
   if (b) CUBLAS_TRY(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b));
   const float alpha = 1.f, beta = r ? 1.f : 0.f;
-  CUBLAS_TRY(cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), p.op, &alpha, w, p.a, x, p.b, &beta, r ? r : y, p.c, y, p.c, &p.algo, ws_, ws_bytes_,
+  CUBLAS_TRY(cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), p.op, &alpha, w, p.a, x, p.b, &beta, r ? r : y, p.c, y, p.c, &p.algo, run_ws_, run_bytes_,
                         stream_));
   return Status::ok();
 }

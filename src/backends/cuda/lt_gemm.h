@@ -38,17 +38,20 @@ class LtGemm {
   Result<int> prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual, GemmTuning& tuning);
   static std::string key(int64_t M, int64_t N, int64_t K, bool bias, bool residual);
   Status run(int plan, const void* x, const void* w, const void* b, const void* r, void* y);
-  // Where run() enqueues from now on: a stream and a workspace of the size given to create() (one per
-  // stream, since GEMMs on two streams may run at once).
-  void bind(cudaStream_t stream, void* workspace) { stream_ = stream, ws_ = workspace; }
+  size_t workspace(int plan) const;  // bytes of workspace the plan's algorithm needs
+  // Where run() enqueues from now on: a stream and a workspace (one per stream, since GEMMs on two
+  // streams may run at once) of at least workspace(plan) bytes for the plans run there.
+  void bind(cudaStream_t stream, void* workspace, size_t bytes) { stream_ = stream, run_ws_ = workspace, run_bytes_ = bytes; }
 
  private:
   struct Plan;
   LtGemm() = default;
   void* handle_ = nullptr;
   cudaStream_t stream_ = nullptr;
-  void* ws_ = nullptr;
+  void* ws_ = nullptr;  // prepare()'s (the size candidates may use)
   size_t ws_bytes_ = 0;
+  void* run_ws_ = nullptr;  // run()'s (bind)
+  size_t run_bytes_ = 0;
   std::vector<std::unique_ptr<Plan>> plans_;
   std::map<std::tuple<int64_t, int64_t, int64_t, bool, bool>, int> by_shape_;
 };
