@@ -1,13 +1,13 @@
 // Flash attention on Hopper's warpgroup MMAs (wgmma, sm_90a) for long attentions with heads of 40 and 80
-// (SD 1.x's 4096- and 1024-token levels) and 64 (SD 2.x). One block takes 128 query
-// rows of one (batch, head) with two warpgroups of 64; key/value tiles of 64 rows are double-buffered in
-// shared memory (cp.async). Per tile a warpgroup computes S = Q K^T (64 x 64, FP32) with asynchronous
-// m64n64k16 MMAs reading Q and K straight from shared memory, runs the online softmax on its registers
-// (each warp's 16 rows live in quads of lanes, as in mma.sync's fragments), and accumulates O += P V with
-// four MMAs taking P from registers and V from shared memory. V carries one more 8-column block than the
-// head: a column of ones then zeros, so P V also accumulates the row sums of P (in FP32, with the same P
-// that weights V, rescaled with O for free) instead of 32 additions per tile. Compared with the mma.sync
-// kernel this removes the shared-memory fragment loads and most MMA issue slots.
+// (SD 1.x's 4096- and 1024-token levels) and 64 (SD 2.x). One block takes 128 query rows of one (batch,
+// head) with two warpgroups of 64; key/value tiles (128 rows for heads of 40, else 64) are double-buffered
+// in shared memory (cp.async). Per tile a warpgroup computes S = Q K^T (FP32) with asynchronous m64n64k16
+// MMAs reading K (and Q, unless Q is held in registers) straight from shared memory, runs the online
+// softmax on its registers (each warp's 16 rows live in quads of lanes, as in mma.sync's fragments), and
+// accumulates O += P V with MMAs taking P from registers and V from shared memory. V carries one more
+// 8-column block than the head: a column of ones then zeros, so P V also accumulates the row sums of P (in
+// FP32, with the same P that weights V, rescaled with O for free) instead of 32 additions per tile.
+// Compared with the mma.sync kernel this removes the shared-memory fragment loads and most MMA issue slots.
 //
 // Shared-memory layout (no swizzle): a tile of R rows is stored as 8-row x 8-column "core matrices" of 128
 // contiguous bytes (row i of a core matrix at byte 16 i), core matrix (row block r8, column block c) at
@@ -33,18 +33,19 @@ namespace {
 using namespace flash;
 
 constexpr int kRows = 128;  // query rows per block (two warpgroups)
-constexpr int kKeys = 64;   // key rows per tile
 
-// Per head dim D: column blocks of Q and K (D padded to a multiple of 16 for the K-steps of Q K^T), of V
-// (the head's and the ones block), and the accumulator registers of P V.
-template <int D>
+// Per head dim D and KEYS key rows per tile: column blocks of Q and K (D padded to a multiple of 16 for
+// the K-steps of Q K^T), of V (the head's and the ones block), the accumulator registers of P V, and the
+// shared memory (Q's tile only where Q is not held in registers).
+template <int D, int KEYS, bool QREG>
 struct Dims {
   static constexpr int kReal = D / 8;                   // column blocks loaded from memory
   static constexpr int kQK = (D + 15) / 16 * 2;         // 6 for 40, 8 for 64, 10 for 80
   static constexpr int kV = kReal + 1;                  // 6, 9, 11
   static constexpr int kO = kV * 4;                     // 24, 36, 44
-  static constexpr int kBuf = kKeys * 8 * (kQK + kV);   // halves per K/V buffer
-  static constexpr size_t kSmem = (size_t)(kRows * 8 * kQK + 2 * kBuf) * sizeof(__half);
+  static constexpr int kBuf = KEYS * 8 * (kQK + kV);    // halves per K/V buffer
+  static constexpr int kQs = QREG ? 0 : kRows * 8 * kQK;  // halves of Q's tile
+  static constexpr size_t kSmem = (size_t)(kQs + 2 * kBuf) * sizeof(__half);
 };
 
 struct WParams {
@@ -74,6 +75,15 @@ __device__ __forceinline__ void wgmma_s(float (&d)[32], uint64_t a, uint64_t b, 
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
       : "l"(a), "l"(b), "r"(acc));
+}
+
+// d (64 x 64 per warpgroup, FP32) = A B (+ d when acc): A (FP16) from registers, B from shared memory, K-major.
+__device__ __forceinline__ void wgmma_s(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
 }
 
 // d (64 x 48 per warpgroup, FP32) += A B: A (FP16) from registers, B from shared memory, N-major.
@@ -118,14 +128,22 @@ __device__ __forceinline__ void stage(__half* sm, const __half* g, int64_t r0, i
 }
 #endif
 
-template <int D>
+// KEYS key rows per tile: 128 for heads of 40 (half the per-tile barriers, waits and shuffles; S as two
+// m64n64 halves), 64 for wider heads (128 spill registers). QREG: Q's fragments held in registers for the
+// whole block (read once from global memory) instead of a shared tile read by every S = Q K^T; used for
+// cross-attention, whose one key tile makes staging Q a large part of the work. A row's running maximum
+// moves (and O and the row sums are rescaled) only when a score of the warp exceeds it by more than 2^8
+// ("lazy rescale"): P <= 256 stays exact in FP16's range with sums in FP32, and most tiles skip the quad
+// shuffles and the rescale.
+template <int D, int KEYS, bool QREG>
 __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
 #ifdef SDRT_WGMMA
-  using Dm = Dims<D>;
+  using Dm = Dims<D, KEYS, QREG>;
   constexpr int kQK = Dm::kQK, kV = Dm::kV, kReal = Dm::kReal, kO = Dm::kO, kBuf = Dm::kBuf;
+  constexpr int kHalves = KEYS / 64;  // 64-key halves of a tile: one m64n64 S accumulator each
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  __half* Qs = reinterpret_cast<__half*>(smem_raw);  // 128 rows x kQK column blocks
-  __half* KV = Qs + kRows * 8 * kQK;                  // two buffers of K (64 rows x kQK blocks) then V (64 x kV)
+  __half* Qs = reinterpret_cast<__half*>(smem_raw);  // kRows rows x kQK column blocks (unless QREG)
+  __half* KV = Qs + Dm::kQs;                          // two buffers of K (KEYS rows x kQK blocks) then V (KEYS x kV)
 
   const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
   const int64_t q0 = (int64_t)blockIdx.x * kRows;
@@ -134,118 +152,158 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
   const __half* vg = p.v + b * p.Lk * p.ldv + h * D;
   __half* og = p.o + b * p.Lq * p.ldo + h * D;
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
 
-  stage<kRows, kReal>(Qs, qg, q0, p.Lq, p.ldq);
-  stage<kKeys, kReal>(KV, kg, 0, p.Lk, p.ldk);
-  stage<kKeys, kReal>(KV + kKeys * 8 * kQK, vg, 0, p.Lk, p.ldv);
+  if constexpr (!QREG) stage<kRows, kReal>(Qs, qg, q0, p.Lq, p.ldq);
+  stage<KEYS, kReal>(KV, kg, 0, p.Lk, p.ldk);
+  stage<KEYS, kReal>(KV + KEYS * 8 * kQK, vg, 0, p.Lk, p.ldv);
   cp_async_commit();
-  // The column blocks never loaded: Q's and K's padding to the K-steps (zeros), and V's last block, a
-  // column of ones then zeros.
+  // The column blocks never loaded: Q's (in shared memory) and K's padding to the K-steps (zeros), and V's
+  // last block, a column of ones then zeros.
   constexpr int kPadQK = kQK - kReal;  // 1 for 40, 0 for 64 and 80
-  for (int r = threadIdx.x; r < kPadQK * (kRows + 2 * kKeys) + 2 * kKeys; r += blockDim.x) {
+  constexpr int kPadQ = QREG ? 0 : kPadQK * kRows;
+  for (int r = threadIdx.x; r < kPadQ + kPadQK * 2 * KEYS + 2 * KEYS; r += blockDim.x) {
     __half* row;
     bool ones = false;
-    if (r < kPadQK * kRows) {
+    if (r < kPadQ) {
       row = Qs + (kReal * (kRows / 8) + r / 8) * 64 + (r % 8) * 8;
-    } else if (r < kPadQK * (kRows + 2 * kKeys)) {  // K's padding, both buffers
-      const int k = r - kPadQK * kRows, buf = k / kKeys, kr = k % kKeys;
-      row = KV + buf * kBuf + (kReal * (kKeys / 8) + kr / 8) * 64 + (kr % 8) * 8;
+    } else if (r < kPadQ + kPadQK * 2 * KEYS) {  // K's padding, both buffers
+      const int k = r - kPadQ, buf = k / KEYS, kr = k % KEYS;
+      row = KV + buf * kBuf + (kReal * (KEYS / 8) + kr / 8) * 64 + (kr % 8) * 8;
     } else {  // V's ones block, both buffers
-      const int k = r - kPadQK * (kRows + 2 * kKeys), buf = k / kKeys, kr = k % kKeys;
-      row = KV + buf * kBuf + kKeys * 8 * kQK + (kReal * (kKeys / 8) + kr / 8) * 64 + (kr % 8) * 8;
+      const int k = r - kPadQ - kPadQK * 2 * KEYS, buf = k / KEYS, kr = k % KEYS;
+      row = KV + buf * kBuf + KEYS * 8 * kQK + (kReal * (KEYS / 8) + kr / 8) * 64 + (kr % 8) * 8;
       ones = true;
     }
     *reinterpret_cast<uint4*>(row) = make_uint4(ones ? 0x3C00u : 0u, 0u, 0u, 0u);  // 0x3C00: FP16 1.0 in the low half
   }
 
+  // Q as A fragments (mma.sync's m16n8k16 layout per warp: rows g and g + 8, columns 2t and 2t + 8 of each
+  // 16-column K-step; padding columns and rows past Lq as zeros)
+  uint32_t qa[QREG ? kQK / 2 : 1][4];
+  if constexpr (QREG) {
+    auto ld2 = [&](int64_t row, int col) -> uint32_t {
+      return row < p.Lq && col < D ? *reinterpret_cast<const uint32_t*>(qg + row * p.ldq + col) : 0u;
+    };
+#pragma unroll
+    for (int kt = 0; kt < kQK / 2; ++kt) {
+      qa[kt][0] = ld2(row0, kt * 16 + 2 * t);
+      qa[kt][1] = ld2(row1, kt * 16 + 2 * t);
+      qa[kt][2] = ld2(row0, kt * 16 + 8 + 2 * t);
+      qa[kt][3] = ld2(row1, kt * 16 + 8 + 2 * t);
+    }
+  }
+
   // Descriptors, made once: Q's for the K-steps of this warpgroup's rows; K's and V's for buffer 0, the
   // other an offset away (the start address sits in the low bits, in 16-byte units). Offsets (bytes): Q's
-  // core matrices are 128 apart along rows, 128 * 16 along columns; K's and V's 128 along keys, 128 * 8
+  // core matrices are 128 apart along rows, 128 * 16 along columns; K's and V's 128 along keys, KEYS * 16
   // along columns.
-  constexpr uint32_t kQCol = kRows * 16, kKVCol = kKeys * 16;
+  constexpr uint32_t kQCol = kRows * 16, kKVCol = KEYS * 16;
   constexpr uint64_t kBufUnits = (kBuf * sizeof(__half)) >> 4;
-  uint64_t dq[kQK / 2];
+  uint64_t dq[QREG ? 1 : kQK / 2];
+  if constexpr (!QREG) {
 #pragma unroll
-  for (int kt = 0; kt < kQK / 2; ++kt) dq[kt] = smem_desc(Qs + (2 * kt * (kRows / 8) + 8 * wg) * 64, kQCol, 128);
+    for (int kt = 0; kt < kQK / 2; ++kt) dq[kt] = smem_desc(Qs + (2 * kt * (kRows / 8) + 8 * wg) * 64, kQCol, 128);
+  }
   const uint64_t dk0 = smem_desc(KV, kKVCol, 128);
-  const uint64_t dv0 = smem_desc(KV + kKeys * 8 * kQK, 128, kKVCol);
+  const uint64_t dv0 = smem_desc(KV + KEYS * 8 * kQK, 128, kKVCol);
 
   float o[kO];  // the head's output columns, then the row sums (column D) and zeros
 #pragma unroll
   for (int i = 0; i < kO; ++i) o[i] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY;
-  const int64_t tiles = (p.Lk + kKeys - 1) / kKeys;
+  float m0 = -INFINITY, m1 = -INFINITY;  // running maxima (log2 domain) of rows g and g + 8
+  const int64_t tiles = (p.Lk + KEYS - 1) / KEYS;
   for (int64_t it = 0; it < tiles; ++it) {
-    const int64_t j0 = it * kKeys;
+    const int64_t j0 = it * KEYS;
     const uint64_t buf = (it & 1) * kBufUnits;
     cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();  // tile it is in; every warpgroup is done with tile it - 1 (its MMAs waited for)
     if (it + 1 < tiles) {
       __half* Kn = KV + ((it + 1) & 1) * kBuf;
-      stage<kKeys, kReal>(Kn, kg, j0 + kKeys, p.Lk, p.ldk);
-      stage<kKeys, kReal>(Kn + kKeys * 8 * kQK, vg, j0 + kKeys, p.Lk, p.ldv);
+      stage<KEYS, kReal>(Kn, kg, j0 + KEYS, p.Lk, p.ldk);
+      stage<KEYS, kReal>(Kn + KEYS * 8 * kQK, vg, j0 + KEYS, p.Lk, p.ldv);
       cp_async_commit();
     }
 
-    float s[32];
+    // S: keys [64 hf, 64 hf + 64) of the tile in s[hf] (that half of K starts 8 core matrices, 1024 bytes, on)
+    float s[kHalves][32];
     wgmma_fence();
 #pragma unroll
-    for (int kt = 0; kt < kQK / 2; ++kt) wgmma_s(s, dq[kt], dk0 + buf + kt * ((2 * kKVCol) >> 4), kt > 0);
+    for (int kt = 0; kt < kQK / 2; ++kt)
+#pragma unroll
+      for (int hf = 0; hf < kHalves; ++hf) {
+        const uint64_t dk = dk0 + buf + kt * ((2 * kKVCol) >> 4) + hf * ((8 * 128) >> 4);
+        if constexpr (QREG) wgmma_s(s[hf], qa[kt], dk, kt > 0);
+        else wgmma_s(s[hf], dq[kt], dk, kt > 0);
+      }
     wgmma_commit();
     wgmma_wait_all();
 
-    // online softmax of this warp's 16 rows (row g in s[4n], s[4n+1]; row g + 8 in s[4n+2], s[4n+3])
-    if (j0 + kKeys > p.Lk) {
+    // online softmax of this warp's 16 rows (row g in s[hf][4n], s[hf][4n+1]; row g + 8 in s[hf][4n+2],
+    // s[hf][4n+3]; n the 8-key block of the half)
+    if (j0 + KEYS > p.Lk) {
 #pragma unroll
-      for (int n = 0; n < kKeys / 8; ++n)
+      for (int hf = 0; hf < kHalves; ++hf)
 #pragma unroll
-        for (int e = 0; e < 4; ++e)
-          if (j0 + n * 8 + t * 2 + (e & 1) >= p.Lk) s[4 * n + e] = -INFINITY;
+        for (int n = 0; n < 8; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (j0 + hf * 64 + n * 8 + t * 2 + (e & 1) >= p.Lk) s[hf][4 * n + e] = -INFINITY;
     }
     float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-    for (int n = 0; n < kKeys / 8; ++n) {
-      mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
-      mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
-    }
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
-    const float n0 = fmaxf(m0, mx0 * p.scale_log2), n1 = fmaxf(m1, mx1 * p.scale_log2);  // log2 domain (scale > 0)
-    const float base0 = n0 == -INFINITY ? 0.f : n0, base1 = n1 == -INFINITY ? 0.f : n1;
-    const float al0 = fast_exp2(m0 - base0), al1 = fast_exp2(m1 - base1);
-    m0 = n0;
-    m1 = n1;
+    for (int hf = 0; hf < kHalves; ++hf)
 #pragma unroll
-    for (int i = 0; i < kV; ++i) {
-      o[4 * i] *= al0;
-      o[4 * i + 1] *= al0;
-      o[4 * i + 2] *= al1;
-      o[4 * i + 3] *= al1;
-    }
-    uint32_t ph[kKeys / 8][2];
+      for (int n = 0; n < 8; ++n) {
+        mx0 = fmaxf(mx0, fmaxf(s[hf][4 * n], s[hf][4 * n + 1]));
+        mx1 = fmaxf(mx1, fmaxf(s[hf][4 * n + 2], s[hf][4 * n + 3]));
+      }
+    // keep the maxima while this warp's scores stay within 2^8 of them (warp-uniform: no divergence)
+    const bool move = __any_sync(0xffffffff, mx0 * p.scale_log2 > m0 + 8.f || mx1 * p.scale_log2 > m1 + 8.f);
+    if (move) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
+      const float n0 = fmaxf(m0, mx0 * p.scale_log2), n1 = fmaxf(m1, mx1 * p.scale_log2);  // log2 domain (scale > 0)
+      const float al0 = n0 == -INFINITY ? 1.f : fast_exp2(m0 - n0), al1 = n1 == -INFINITY ? 1.f : fast_exp2(m1 - n1);
+      m0 = n0;
+      m1 = n1;
 #pragma unroll
-    for (int n = 0; n < kKeys / 8; ++n) {
-      ph[n][0] = pack_half2(fast_exp2(fmaf(s[4 * n], p.scale_log2, -base0)), fast_exp2(fmaf(s[4 * n + 1], p.scale_log2, -base0)));
-      ph[n][1] = pack_half2(fast_exp2(fmaf(s[4 * n + 2], p.scale_log2, -base1)), fast_exp2(fmaf(s[4 * n + 3], p.scale_log2, -base1)));
+      for (int i = 0; i < kV; ++i) {
+        o[4 * i] *= al0;
+        o[4 * i + 1] *= al0;
+        o[4 * i + 2] *= al1;
+        o[4 * i + 3] *= al1;
+      }
     }
-
-    wgmma_fence();
+    const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
+    // P of each 64-key half packed to FP16 and its P V issued before the next half's exponentials (they
+    // overlap its MMAs, and one half's P is live at a time)
 #pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk) {
-      const uint32_t a[4] = {ph[2 * kk][0], ph[2 * kk][1], ph[2 * kk + 1][0], ph[2 * kk + 1][1]};
-      wgmma_pv(o, a, dv0 + buf + kk * (256 >> 4));
+    for (int hf = 0; hf < kHalves; ++hf) {
+      uint32_t ph[8][2];
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        const float* sn = &s[hf][4 * n];
+        ph[n][0] = pack_half2(fast_exp2(fmaf(sn[0], p.scale_log2, -base0)), fast_exp2(fmaf(sn[1], p.scale_log2, -base0)));
+        ph[n][1] = pack_half2(fast_exp2(fmaf(sn[2], p.scale_log2, -base1)), fast_exp2(fmaf(sn[3], p.scale_log2, -base1)));
+      }
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const uint32_t a[4] = {ph[2 * kk][0], ph[2 * kk][1], ph[2 * kk + 1][0], ph[2 * kk + 1][1]};
+        wgmma_pv(o, a, dv0 + buf + (hf * 4 + kk) * (256 >> 4));
+      }
+      wgmma_commit();
     }
-    wgmma_commit();
     wgmma_wait_all();
   }
 
   // the row sums: column D, held by the quad's first lane
   const float l0 = __shfl_sync(0xffffffff, o[4 * kReal], lane & ~3), l1 = __shfl_sync(0xffffffff, o[4 * kReal + 2], lane & ~3);
   const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
-  const int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
 #pragma unroll
   for (int i = 0; i < kReal; ++i) {
     const int c = i * 8 + t * 2;
@@ -256,11 +314,9 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
 }
 
 bool wgmma_device(int* sms) {
-  static const bool on = [] {
-    const char* e = std::getenv("SDRT_ATTN_WGMMA");
-    return !(e && std::string(e) == "0");
-  }();
-  if (!on) return false;
+  // read at each launch (launches happen when graphs are captured), so a benchmark can compare kernels
+  const char* e = std::getenv("SDRT_ATTN_WGMMA");
+  if (e && std::string(e) == "0") return false;
   int dev = 0, major = 0, minor = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
@@ -269,13 +325,14 @@ bool wgmma_device(int* sms) {
   return major == 9 && minor == 0;  // sm_90a code runs on 9.0 only
 }
 
-template <int D>
+template <int D, int KEYS, bool QREG>
 cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
-  constexpr size_t smem = Dims<D>::kSmem;
-  const cudaError_t attr = cudaFuncSetAttribute(flash_wgmma_k<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
+  constexpr size_t smem = Dims<D, KEYS, QREG>::kSmem;
+  auto* k = flash_wgmma_k<D, KEYS, QREG>;
+  const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
   const dim3 grid((unsigned)((p.Lq + kRows - 1) / kRows), (unsigned)(B * p.H));
-  flash_wgmma_k<D><<<grid, 256, smem, s>>>(p);
+  k<<<grid, 256, smem, s>>>(p);
   return cudaGetLastError();
 }
 
@@ -292,7 +349,8 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
   // 64-row blocks would not
   if (B * H * ((Lq + kRows - 1) / kRows) < 2 * (int64_t)sms) return cudaErrorNotSupported;
   const WParams p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, scale * 1.4426950408889634f};
-  return D == 40 ? launch<40>(p, B, s) : D == 64 ? launch<64>(p, B, s) : launch<80>(p, B, s);
+  if (D == 40) return Lk <= 128 ? launch<40, 128, true>(p, B, s) : launch<40, 128, false>(p, B, s);
+  return D == 64 ? launch<64, 64, false>(p, B, s) : launch<80, 64, false>(p, B, s);
 }
 
 }  // namespace sdrt::cuda

@@ -1,0 +1,106 @@
+// Times the fused FP16 attention on SD 1.5's shapes with the portable mma.sync kernel (SDRT_ATTN_WGMMA=0)
+// and with the engine's choice (the Hopper wgmma kernel where it applies), and compares the second's
+// output with the first's. CUDA events around each launch; median of the repeats.
+//   bench_attention --batch 16 --repeats 20
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/flash_attention.cuh"
+
+namespace {
+
+#define CHECK(x)                                                                                  \
+  do {                                                                                            \
+    const cudaError_t e_ = (x);                                                                   \
+    if (e_ != cudaSuccess) return std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)), 1; \
+  } while (0)
+
+// deterministic N(0, 1)-like values from a hash (sum of four uniforms, centred and scaled)
+__global__ void fill_k(__half* x, int64_t n, uint32_t seed) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float acc = 0.f;
+  for (uint32_t r = 0; r < 4; ++r) {
+    uint32_t h = (uint32_t)i * 2654435761u ^ (seed + r * 0x9E3779B9u);
+    h ^= h >> 16, h *= 0x85EBCA6Bu, h ^= h >> 13, h *= 0xC2B2AE35u, h ^= h >> 16;
+    acc += (float)(h & 0xFFFFFF) / 16777216.f;
+  }
+  x[i] = __float2half((acc - 2.f) * 1.7320508f);
+}
+
+struct Shape {
+  const char* name;
+  int64_t Lq, Lk, C, H;
+  bool packed;  // q, k, v as one [B, L, 3C] tensor (self-attention after pack_qkv); else q [B, Lq, C], kv [B, Lk, 2C]
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"fused attention benchmark"};
+  int64_t batch = 16;
+  int repeats = 20;
+  app.add_option("--batch", batch, "the UNet's batch (2 per image with guidance)");
+  app.add_option("--repeats", repeats);
+  CLI11_PARSE(app, argc, argv);
+
+  const Shape shapes[] = {{"self [4096] d 40", 4096, 4096, 320, 8, true},
+                          {"self [1024] d 80", 1024, 1024, 640, 8, true},
+                          {"cross [4096]x[77] d 40", 4096, 77, 320, 8, false}};
+  cudaEvent_t e0, e1;
+  CHECK(cudaEventCreate(&e0));
+  CHECK(cudaEventCreate(&e1));
+  std::printf("%-24s %-9s %10s %9s %12s\n", "shape", "kernel", "ms", "TFLOP/s", "max |diff|");
+  for (const Shape& sh : shapes) {
+    const int64_t D = sh.C / sh.H, B = batch;
+    const int64_t nq = B * sh.Lq * (sh.packed ? 3 * sh.C : sh.C), nkv = sh.packed ? 0 : B * sh.Lk * 2 * sh.C, no = B * sh.Lq * sh.C;
+    __half *q = nullptr, *kv = nullptr, *o = nullptr;
+    CHECK(cudaMalloc(&q, nq * sizeof(__half)));
+    if (nkv) CHECK(cudaMalloc(&kv, nkv * sizeof(__half)));
+    CHECK(cudaMalloc(&o, no * sizeof(__half)));
+    fill_k<<<(unsigned)((nq + 255) / 256), 256>>>(q, nq, 1);
+    if (nkv) fill_k<<<(unsigned)((nkv + 255) / 256), 256>>>(kv, nkv, 2);
+    const __half* k = sh.packed ? q + sh.C : kv;
+    const __half* v = sh.packed ? q + 2 * sh.C : kv + sh.C;
+    const int64_t ldq = sh.packed ? 3 * sh.C : sh.C, ldkv = sh.packed ? 3 * sh.C : 2 * sh.C;
+    const double flop = 4.0 * B * sh.H * sh.Lq * sh.Lk * D;
+    std::vector<__half> ref, out(no);
+    for (const bool wgmma : {false, true}) {
+      if (wgmma) unsetenv("SDRT_ATTN_WGMMA");
+      else setenv("SDRT_ATTN_WGMMA", "0", 1);
+      CHECK(cudaMemset(o, 0xFF, no * sizeof(__half)));  // NaNs: an unwritten element shows in the difference
+      std::vector<float> ms;
+      for (int i = 0; i < repeats + 3; ++i) {
+        CHECK(cudaEventRecord(e0));
+        CHECK(sdrt::cuda::flash_attention(q, k, v, o, B, sh.H, sh.Lq, sh.Lk, D, ldq, ldkv, ldkv, sh.C, 1.f / std::sqrt((float)D), false, 0));
+        CHECK(cudaEventRecord(e1));
+        CHECK(cudaEventSynchronize(e1));
+        float t = 0.f;
+        CHECK(cudaEventElapsedTime(&t, e0, e1));
+        if (i >= 3) ms.push_back(t);
+      }
+      std::sort(ms.begin(), ms.end());
+      const float med = ms[ms.size() / 2];
+      CHECK(cudaMemcpy(out.data(), o, no * sizeof(__half), cudaMemcpyDeviceToHost));
+      if (ref.empty()) ref = out;
+      double maxd = 0.0;
+      for (int64_t i = 0; i < no; ++i) {
+        const double d = std::fabs((double)__half2float(out[i]) - (double)__half2float(ref[i]));
+        maxd = std::isnan(d) ? INFINITY : std::max(maxd, d);
+      }
+      std::printf("%-24s %-9s %10.4f %9.1f %12.3g\n", sh.name, wgmma ? "engine" : "mma.sync", med, flop / (med * 1e-3) / 1e12, maxd);
+    }
+    cudaFree(q);
+    if (kv) cudaFree(kv);
+    cudaFree(o);
+  }
+  return 0;
+}

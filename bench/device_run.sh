@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs the GPU checks and benchmarks on a machine without this project's build tree: binaries built
+# elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
+# lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
+# $OUT (or ./out). Steps: tests, attn, unet, bench, ncu-attn.
+#   bash bench/device_run.sh tests attn unet bench
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${OUT:-$root/out}
+mkdir -p "$out"
+bin=$root/.carry/bin
+cudnn=$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/cudnn/lib 2>/dev/null | head -1)
+export LD_LIBRARY_PATH=$root/.carry/lib:${cudnn}:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+# the tests look for ../shared/conformance beside the checkout they were built in, and for the sdrt binary
+# where it was built
+mkdir -p /work/shared
+[ -e /work/main ] || ln -s "$root" /work/main
+[ -e /work/shared/conformance ] || ln -s "$root/.carry/conformance" /work/shared/conformance
+mkdir -p "$root/build-cuda/tests" && cp "$bin/sdrt" "$root/build-cuda/sdrt"
+tok=$root/.carry/conformance/tiny-sd15/diffusers/tokenizer
+export SDRT_HOME=/tmp/sdrt-home
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$out/gpu.txt"
+for step in "$@"; do
+  echo "=== $step $(date +%T)"
+  case $step in
+    tests)
+      "$bin/sdrt_tests" --gtest_filter='*Cuda*:*BackendOps*:Passes*:Plan*:Pipeline*:Server*' > "$out/tests.log" 2>&1
+      echo "rc $?"; grep -E '^\[  (PASSED|FAILED)|FAILED|nmse|max' "$out/tests.log" | tail -25 ;;
+    attn)
+      for b in 2 16; do "$bin/bench_attention" --batch $b --repeats 20; done 2>&1 | tee "$out/attn.txt" ;;
+    unet)
+      for b in 2 16; do
+        echo "batch $b: $("$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep median)"
+      done 2>&1 | tee "$out/unet.txt" ;;
+    bench)  # at most 8 files come back from the device tool: the CSVs, b1's JSON
+      for cfg in "1 3 baseline,optimized" "16 3 optimized" "50 2 optimized"; do
+        read -r nb reps opts <<< "$cfg"
+        "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt "$opts" --no-engine-cache -o /tmp/bench/b$nb 2>&1 | grep -v '^wrote'
+        cp /tmp/bench/b$nb/bench.csv "$out/b$nb.csv"
+      done
+      cp /tmp/bench/b1/bench.json "$out/b1.json"
+      for i in 1 2; do ( cd /tmp && "$bin/sdrt" build -m random:sd15 -o sd15.plan --batch 1 --timing-cache tc.json 2>&1 | grep -E 'tactics:|build took' ); done ;;
+    ncu-attn)  # the Hopper kernel on the batch-16 4096-token self-attention
+      timeout 120 ncu --clock-control none -k regex:flash_wgmma --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+        --section WarpStateStats --section ComputeWorkloadAnalysis "$bin/bench_attention" --batch 16 --repeats 1 > "$out/ncu-attn.txt" 2>&1
+      grep -E 'Duration|L2 Cache Throughput|Issue Slots Busy|Warp Cycles Per Issued' "$out/ncu-attn.txt" ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
