@@ -48,8 +48,8 @@ int main(int argc, char** argv) {
   CLI::App app{"fused attention benchmark"};
   int64_t batch = 16;
   int repeats = 20;
-  app.add_option("--batch", batch, "the UNet's batch (2 per image with guidance)");
-  app.add_option("--repeats", repeats);
+  app.add_option("--batch", batch, "the UNet's batch (2 per image with guidance)")->check(CLI::Range(1, 512));
+  app.add_option("--repeats", repeats)->check(CLI::Range(1, 10000));
   CLI11_PARSE(app, argc, argv);
 
   const Shape shapes[] = {{"self [4096] d 40", 4096, 4096, 320, 8, true},
@@ -68,6 +68,7 @@ int main(int argc, char** argv) {
     CHECK(cudaMalloc(&o, no * sizeof(__half)));
     fill_k<<<(unsigned)((nq + 255) / 256), 256>>>(q, nq, 1);
     if (nkv) fill_k<<<(unsigned)((nkv + 255) / 256), 256>>>(kv, nkv, 2);
+    CHECK(cudaGetLastError());
     const __half* k = sh.packed ? q + sh.C : kv;
     const __half* v = sh.packed ? q + 2 * sh.C : kv + sh.C;
     const int64_t ldq = sh.packed ? 3 * sh.C : sh.C, ldkv = sh.packed ? 3 * sh.C : 2 * sh.C;
