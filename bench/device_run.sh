@@ -2,7 +2,8 @@
 # Runs the GPU checks and benchmarks on a machine without this project's build tree: binaries built
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
-# $OUT (or ./out). Steps: tests, attn, unet, bench, ncu-attn.
+# $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
+# gn, unet, kernels, bench, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +20,7 @@ mkdir -p /work/shared
 mkdir -p "$root/build-cuda/tests" && cp "$bin/sdrt" "$root/build-cuda/sdrt"
 tok=$root/.carry/conformance/tiny-sd15/diffusers/tokenizer
 export SDRT_HOME=/tmp/sdrt-home
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$out/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
 for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
@@ -28,8 +29,14 @@ for step in "$@"; do
       echo "rc $?"; grep -E '^\[  (PASSED|FAILED)|FAILED|nmse|max' "$out/tests.log" | tail -25 ;;
     attn)
       for b in 2 16; do "$bin/bench_attention" --batch $b --repeats 20; done 2>&1 | tee "$out/attn.txt" ;;
+    gn)  # GroupNorm: one-pass vs three-pass on the UNet's shapes
+      for b in 2 16; do "$bin/bench_group_norm" --batch $b --repeats 15; done 2>&1 | tee "$out/gn.txt" ;;
+    kernels)  # GPU time per kernel of one batch-2 UNet forward (Nsight Compute, summed by kernel name)
+      timeout 200 ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --cache-control none --clock-control none \
+        "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 2 --repeats 1 --warmup 2 --profile-range > /tmp/k2.csv 2>/dev/null
+      python3 "$root/bench/ncu_summary.py" /tmp/k2.csv > "$out/kernels-b2.txt"; head -20 "$out/kernels-b2.txt" ;;
     unet)
-      for b in 2 16; do
+      for b in 2 16 2 16; do
         echo "batch $b: $("$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep median)"
       done 2>&1 | tee "$out/unet.txt" ;;
     bench)  # at most 8 files come back from the device tool: the CSVs, b1's JSON

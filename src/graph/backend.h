@@ -86,6 +86,10 @@ struct CudaOptions {
 // executables by weight name.
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt = {}, std::string* why = nullptr);
 
+// GroupNorms this process ran as one cooperative kernel (the CUDA FP16 path's one-pass form): tests use
+// it to know which form they checked. 0 without CUDA.
+int64_t cuda_group_norm_onepass_launches();
+
 // "auto" (cuda where usable, else cpu), "cpu" or "cuda"; precision "auto" (fp16 on cuda, fp32 on cpu),
 // "fp32" or "fp16" (cuda only); device: the CUDA device index. An error names why a backend is unavailable.
 Result<std::unique_ptr<Backend>> make_backend(std::string name, std::string precision = "auto", int device = 0);

@@ -202,7 +202,7 @@ void nhwc_f16_to_nchw_f32(const __half* x, float* y, int64_t N, int64_t C, int64
 
 int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G) {
   int64_t px;
-  return N * gn_chunks(N, HW, &px) * G * 2 + 4 + N * C * 2;
+  return std::max(N * gn_chunks(N, HW, &px) * G * 2 + 4 + N * C * 2, group_norm_onepass_scratch(G));
 }
 
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
@@ -211,6 +211,7 @@ bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, c
   const bool v2 = (C / G) % 2 == 0;
   const int vecs = (int)(v2 ? C / 2 : C), threads = std::min(vecs, 1024);
   if (vecs * 2 * sizeof(float) > 48 * 1024) return false;
+  if (group_norm_onepass(x, gamma, beta, vec, y, N, C, HW, G, eps, silu, scratch, s)) return true;
   int64_t px;
   const int chunks = gn_chunks(N, HW, &px);
   const dim3 grid((unsigned)chunks, (unsigned)N);

@@ -21,6 +21,14 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G);
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
                      int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s);
 
+// The same GroupNorm as one cooperative kernel (statistics, a grid-wide barrier, the normalisation, the
+// pixels kept in shared memory in between): false where it does not apply (a tensor larger than the
+// chip's shared memory, odd channels per group, a device without cooperative launch, SDRT_GN_ONEPASS=0),
+// and group_norm_nhwc runs its three passes. Its scratch: group_norm_onepass_scratch(G) floats.
+int64_t group_norm_onepass_scratch(int64_t G);
+bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
+                        int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s);
+
 // nearest upsampling [N, H, W, C] -> [N, Ho, Wo, C] (source index floor(o * in / out), as torch)
 void upsample_nearest_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, cudaStream_t s);
 

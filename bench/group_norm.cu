@@ -1,0 +1,98 @@
+// Times the FP16 engine's NHWC GroupNorm on the shapes SD 1.5's UNet runs it at: the one-pass cooperative
+// kernel against the three-pass form (SDRT_GN_ONEPASS=0), each as `calls` launches captured in a CUDA
+// graph (as the engine runs them), and the largest difference between their outputs.
+//   bench_group_norm --batch 2 --repeats 20
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "backends/cuda/common.cuh"
+#include "backends/cuda/nhwc_kernels.cuh"
+
+namespace {
+
+#define CHECK(x)                                                                                  \
+  do {                                                                                            \
+    const cudaError_t e_ = (x);                                                                   \
+    if (e_ != cudaSuccess) return std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)), 1; \
+  } while (0)
+
+// deterministic values with a per-channel offset (a mean away from 0, as activations have)
+__global__ void fill_k(__half* x, int64_t n, int64_t C, uint32_t seed) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+  h ^= h >> 16, h *= 0x85EBCA6Bu, h ^= h >> 13, h *= 0xC2B2AE35u, h ^= h >> 16;
+  x[i] = __float2half(((float)(h & 0xFFFF) / 65536.f - 0.5f) * 3.f + (float)(i % C % 7) * 0.5f);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"GroupNorm benchmark"};
+  int64_t batch = 2;
+  int repeats = 20;
+  app.add_option("--batch", batch, "the UNet's batch (2 per image with guidance)")->check(CLI::Range(1, 512));
+  app.add_option("--repeats", repeats, "graph launches timed; the median is printed")->check(CLI::Range(1, 10000));
+  CLI11_PARSE(app, argc, argv);
+  // (channels, side) of the UNet's GroupNorms, with how many of each one forward runs
+  struct S {
+    int64_t C, side;
+    int count;
+  };
+  const S shapes[] = {{320, 64, 13}, {640, 64, 2}, {960, 64, 1}, {320, 32, 1}, {640, 32, 11}, {960, 32, 1}, {1280, 32, 1},
+                      {1920, 32, 1}, {640, 16, 1}, {1280, 16, 11}, {1920, 16, 1}, {2560, 16, 2}, {1280, 8, 12}, {2560, 8, 3}};  // 61
+  constexpr int kCalls = 10;  // launches per graph
+  std::printf("GroupNorm (32 groups, + SiLU), batch %lld, %d launches per graph, median of %d\n", (long long)batch, kCalls, repeats);
+  std::printf("%-18s %12s %12s %10s %9s\n", "[C, H, W]", "3-pass us", "1-pass us", "speed-up", "max diff");
+  double total3 = 0, total1 = 0;
+  for (const S& s : shapes) {
+    const int64_t HW = s.side * s.side, n = batch * HW * s.C, G = 32;
+    __half *x, *y0, *y1, *gb;
+    float* scratch;
+    const int64_t scratch_floats = sdrt::cuda::group_norm_nhwc_scratch(batch, s.C, HW, G);
+    CHECK(cudaMalloc(&x, n * 2));
+    CHECK(cudaMalloc(&y0, n * 2));
+    CHECK(cudaMalloc(&y1, n * 2));
+    CHECK(cudaMalloc(&gb, 2 * s.C * 2));
+    CHECK(cudaMalloc(&scratch, scratch_floats * 4));
+    fill_k<<<(unsigned)((n + 255) / 256), 256>>>(x, n, s.C, 1);
+    fill_k<<<(unsigned)((2 * s.C + 255) / 256), 256>>>(gb, 2 * s.C, 2 * s.C, 2);
+    CHECK(cudaGetLastError());
+    cudaStream_t st;
+    CHECK(cudaStreamCreate(&st));
+    double us[2];
+    for (int onepass = 0; onepass < 2; ++onepass) {
+      setenv("SDRT_GN_ONEPASS", onepass ? "1" : "0", 1);
+      __half* y = onepass ? y1 : y0;
+      std::vector<float> t;
+      for (int r = 0; r < repeats; ++r)
+        t.push_back(sdrt::cuda::time_in_graph(st, kCalls, [&] {
+          return sdrt::cuda::group_norm_nhwc(x, gb, gb + s.C, nullptr, y, batch, s.C, HW, G, 1e-5f, true, scratch, st);
+        }));
+      std::sort(t.begin(), t.end());
+      if (t[0] < 0) return std::fprintf(stderr, "GroupNorm [%lld,%lld,%lld] failed\n", (long long)s.C, (long long)s.side, (long long)s.side), 1;
+      us[onepass] = t[t.size() / 2] * 1000.0;
+    }
+    CHECK(cudaStreamSynchronize(st));
+    std::vector<__half> h0(n), h1(n);
+    CHECK(cudaMemcpy(h0.data(), y0, n * 2, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(h1.data(), y1, n * 2, cudaMemcpyDeviceToHost));
+    double md = 0;
+    for (int64_t i = 0; i < n; ++i) md = std::max(md, (double)std::fabs(__half2float(h0[i]) - __half2float(h1[i])));
+    char name[48];
+    std::snprintf(name, sizeof name, "[%lld,%lld,%lld] x%d", (long long)s.C, (long long)s.side, (long long)s.side, s.count);
+    std::printf("%-18s %12.2f %12.2f %9.2fx %9.4f\n", name, us[0], us[1], us[0] / us[1], md);
+    total3 += us[0] * s.count, total1 += us[1] * s.count;
+    for (void* p : {(void*)x, (void*)y0, (void*)y1, (void*)gb, (void*)scratch}) cudaFree(p);
+    cudaStreamDestroy(st);
+  }
+  std::printf("one forward's GroupNorms (counts as above): 3-pass %.1f us, 1-pass %.1f us\n", total3, total1);
+  return 0;
+}
