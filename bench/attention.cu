@@ -13,15 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "cuda_bench.cuh"
 #include "backends/cuda/flash_attention.cuh"
 
 namespace {
-
-#define CHECK(x)                                                                                  \
-  do {                                                                                            \
-    const cudaError_t e_ = (x);                                                                   \
-    if (e_ != cudaSuccess) return std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)), 1; \
-  } while (0)
 
 // deterministic N(0, 1)-like values from a hash (sum of four uniforms, centred and scaled)
 __global__ void fill_k(__half* x, int64_t n, uint32_t seed) {
@@ -29,9 +24,7 @@ __global__ void fill_k(__half* x, int64_t n, uint32_t seed) {
   if (i >= n) return;
   float acc = 0.f;
   for (uint32_t r = 0; r < 4; ++r) {
-    uint32_t h = (uint32_t)i * 2654435761u ^ (seed + r * 0x9E3779B9u);
-    h ^= h >> 16, h *= 0x85EBCA6Bu, h ^= h >> 13, h *= 0xC2B2AE35u, h ^= h >> 16;
-    acc += (float)(h & 0xFFFFFF) / 16777216.f;
+    acc += (float)(bench_hash((uint32_t)i, seed + r * 0x9E3779B9u) & 0xFFFFFF) / 16777216.f;
   }
   x[i] = __float2half((acc - 2.f) * 1.7320508f);
 }

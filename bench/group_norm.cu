@@ -12,23 +12,17 @@
 #include <cstdlib>
 #include <vector>
 
+#include "cuda_bench.cuh"
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/nhwc_kernels.cuh"
 
 namespace {
 
-#define CHECK(x)                                                                                  \
-  do {                                                                                            \
-    const cudaError_t e_ = (x);                                                                   \
-    if (e_ != cudaSuccess) return std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)), 1; \
-  } while (0)
-
 // deterministic values with a per-channel offset (a mean away from 0, as activations have)
 __global__ void fill_k(__half* x, int64_t n, int64_t C, uint32_t seed) {
   const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  uint32_t h = (uint32_t)i * 2654435761u ^ seed;
-  h ^= h >> 16, h *= 0x85EBCA6Bu, h ^= h >> 13, h *= 0xC2B2AE35u, h ^= h >> 16;
+  const uint32_t h = bench_hash((uint32_t)i, seed);
   x[i] = __float2half(((float)(h & 0xFFFF) / 65536.f - 0.5f) * 3.f + (float)(i % C % 7) * 0.5f);
 }
 
