@@ -18,8 +18,8 @@ cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, _
                             int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s);
 
 // The same on Hopper's warpgroup MMAs (flash_attention_sm90.cu) where it applies: compute capability 9.0,
-// non-causal, head dims 40, 64 or 80 with 16-byte-aligned rows, at least 512 query rows and enough 128-row
-// blocks to give every SM two; returns cudaErrorNotSupported otherwise (or with SDRT_ATTN_WGMMA=0) so
+// non-causal, head dims 40, 64 or 80 with 16-byte-aligned rows, at least 512 query rows and enough 256-row
+// blocks to give every SM one; returns cudaErrorNotSupported otherwise (or with SDRT_ATTN_WGMMA=0) so
 // the caller runs flash_attention's kernel.
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
                                  int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s);

@@ -1,8 +1,8 @@
 // Flash attention on Hopper's warpgroup MMAs (wgmma, sm_90a) for long attentions with heads of 40 and 80
-// (SD 1.x's 4096- and 1024-token levels) and 64 (SD 2.x). One block takes 128 query rows of one (batch,
-// head) with two warpgroups of 64; key/value tiles (128 rows for heads of 40, else 64) are double-buffered
-// in shared memory (cp.async). Per tile a warpgroup computes S = Q K^T (FP32) with asynchronous m64n64k16
-// MMAs reading K (and Q, unless Q is held in registers) straight from shared memory, runs the online
+// (SD 1.x's 4096- and 1024-token levels) and 64 (SD 2.x). One block takes 256 query rows of one (batch,
+// head) with four warpgroups of 64; key/value tiles (128 rows for heads of 40, else 64) go through a ring
+// of four shared-memory buffers (cp.async, mbarriers). Per tile a warpgroup computes S = Q K^T (FP32) with
+// asynchronous m64n64k16 MMAs reading K (and Q, unless Q is held in registers) straight from shared memory, runs the online
 // softmax on its registers (each warp's 16 rows live in quads of lanes, as in mma.sync's fragments), and
 // accumulates O += P V with MMAs taking P from registers and V from shared memory. V carries one more
 // 8-column block than the head: a column of ones then zeros, so P V also accumulates the row sums of P (in
@@ -32,20 +32,23 @@ namespace {
 
 using namespace flash;
 
-constexpr int kRows = 128;  // query rows per block (two warpgroups)
-
-// Per head dim D and KEYS key rows per tile: column blocks of Q and K (D padded to a multiple of 16 for
-// the K-steps of Q K^T), of V (the head's and the ones block), the accumulator registers of P V, and the
-// shared memory (Q's tile only where Q is not held in registers).
+// Per head dim D and KEYS key rows per tile: query rows per block (256, four warpgroups, K/V in a ring of
+// four buffers; 128, two warpgroups and two buffers where Q is held in registers), column blocks of Q and
+// K (D padded to a multiple of 16 for the K-steps of Q K^T), of V (the head's and the ones block), the
+// accumulator registers of P V, and the shared memory (Q's tile only where Q is not held in registers;
+// the ring's eight mbarriers).
 template <int D, int KEYS, bool QREG>
 struct Dims {
+  static constexpr int kRows = QREG ? 128 : 256;
+  static constexpr int kThreads = 2 * kRows;  // 64 query rows per warpgroup
+  static constexpr int kStages = QREG ? 2 : 4;
   static constexpr int kReal = D / 8;                   // column blocks loaded from memory
   static constexpr int kQK = (D + 15) / 16 * 2;         // 6 for 40, 8 for 64, 10 for 80
   static constexpr int kV = kReal + 1;                  // 6, 9, 11
   static constexpr int kO = kV * 4;                     // 24, 36, 44
   static constexpr int kBuf = KEYS * 8 * (kQK + kV);    // halves per K/V buffer
   static constexpr int kQs = QREG ? 0 : kRows * 8 * kQK;  // halves of Q's tile
-  static constexpr size_t kSmem = (size_t)(kQs + 2 * kBuf) * sizeof(__half);
+  static constexpr size_t kSmem = (size_t)(kQs + kStages * kBuf) * sizeof(__half) + (QREG ? 0 : 8 * sizeof(uint64_t));
 };
 
 struct WParams {
@@ -61,6 +64,17 @@ __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// mbarriers of the K/V ring (shared::cta addresses)
+__device__ __forceinline__ void mbar_init(uint32_t a, uint32_t count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(a), "r"(count) : "memory"); }
+__device__ __forceinline__ void mbar_arrive(uint32_t a) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(a) : "memory"); }
+// arrives once this thread's earlier cp.async copies have landed (one of the barrier's expected arrivals)
+__device__ __forceinline__ void mbar_arrive_cp_async(uint32_t a) { asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(a) : "memory"); }
+__device__ __forceinline__ void mbar_wait(uint32_t a, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred P;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 P, [%0], %1;\n@!P bra WAIT;\n}\n" ::"r"(a), "r"(parity)
+      : "memory");
+}
 
 // Matrix descriptor: start address, leading and stride byte offsets (all >> 4), no swizzle.
 __device__ __forceinline__ uint64_t smem_desc(const __half* p, uint32_t lbo, uint32_t sbo) {
@@ -114,18 +128,47 @@ __device__ __forceinline__ void wgmma_pv(float (&d)[36], const uint32_t (&a)[4],
 // Rows [r0, r0 + R) x head columns [0, 8 * NC) of a [L, ld] matrix into the core-matrix layout (rows >= L
 // as zeros). Consecutive threads take consecutive rows of one column block: their 16-byte writes fill
 // whole core matrices.
-template <int R, int NC>
+template <int R, int NC, int THREADS>
 __device__ __forceinline__ void stage(__half* sm, const __half* g, int64_t r0, int64_t L, int64_t ld) {
 #pragma unroll
-  for (int k = 0; k < (R * NC + 255) / 256; ++k) {
-    const int idx = threadIdx.x + 256 * k;
-    if (R * NC % 256 == 0 || idx < R * NC) {
+  for (int k = 0; k < (R * NC + THREADS - 1) / THREADS; ++k) {
+    const int idx = threadIdx.x + THREADS * k;
+    if (R * NC % THREADS == 0 || idx < R * NC) {
       const int r = idx % R, c = idx / R;
       const bool in = r0 + r < L;
       cp_async16(sm + ((c * (R / 8) + r / 8) * 64 + (r % 8) * 8), in ? g + (r0 + r) * ld + c * 8 : g, in ? 16 : 0);
     }
   }
 }
+
+// The per-thread plan for staging K and V tiles (R key rows x NC column blocks) in the loop: thread t copies
+// row r = t % R of column blocks c0 + (THREADS / R) k, c0 = t / R, so its global offset within a tile and
+// its shared offset within a buffer are fixed, and a tile costs one pointer add and a few cp.async per
+// thread (the generic stage() spends about 35 instructions of index arithmetic on each).
+template <int R, int NC, int THREADS>
+struct TileStager {
+  static constexpr int kPer = THREADS / R;  // column blocks per pass of the block's threads
+  static constexpr int kPasses = (NC + kPer - 1) / kPer;
+  int32_t goff;   // r * ld + c0 * 8 (elements)
+  uint32_t soff;  // (c0 * R + r) * 16 (bytes)
+  int r, c0;
+  __device__ __forceinline__ explicit TileStager(int64_t ld) {
+    r = threadIdx.x % R;
+    c0 = threadIdx.x / R;
+    goff = (int32_t)(r * ld + c0 * 8);
+    soff = (uint32_t)(c0 * R + r) * 16u;
+  }
+  // rows [j0, j0 + R) of g (whose row j0 exists) into the buffer at shared address sbase; rows >= L as zeros
+  __device__ __forceinline__ void load(uint32_t sbase, const __half* g, int64_t j0, int64_t L, int64_t ld) const {
+    const bool in = j0 + r < L;
+    const __half* src = g + j0 * ld + (in ? goff : 0);
+#pragma unroll
+    for (int k = 0; k < kPasses; ++k)
+      if (NC % kPer == 0 || c0 + kPer * k < NC)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sbase + soff + k * kPer * R * 16), "l"(src + k * kPer * 8),
+                     "r"(in ? 16 : 0));
+  }
+};
 #endif
 
 // KEYS key rows per tile: 128 for heads of 40 (half the per-tile barriers, waits and shuffles; S as two
@@ -135,15 +178,26 @@ __device__ __forceinline__ void stage(__half* sm, const __half* g, int64_t r0, i
 // moves (and O and the row sums are rescaled) only when a score of the warp exceeds it by more than 2^8
 // ("lazy rescale"): P <= 256 stays exact in FP16's range with sums in FP32, and most tiles skip the quad
 // shuffles and the rescale.
+//
+// Blocks of 256 query rows (four warpgroups, one block per SM) read each K/V tile once for 256 rows: half
+// the L2 requests of 128-row blocks, whose 16-byte cp.async requests kept L2 at 86% of its throughput.
+// The K/V tiles go through a ring of four buffers with mbarriers instead of a block-wide barrier per tile
+// (full: every thread's copies of the tile landed; empty: all 16 warps are done with it), so the
+// warpgroups drift apart and one's MMAs overlap another's softmax. Tile it + 1 is loaded at the start of
+// iteration it into the buffer of tile it - 3, whose empty barrier is long complete unless a warpgroup
+// falls three tiles behind. Cross-attention (QREG, one tile) keeps 128-row blocks, two per SM.
 template <int D, int KEYS, bool QREG>
-__global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
+__global__ void __launch_bounds__(Dims<D, KEYS, QREG>::kThreads, QREG ? 2 : 1) flash_wgmma_k(WParams p) {
 #ifdef SDRT_WGMMA
   using Dm = Dims<D, KEYS, QREG>;
   constexpr int kQK = Dm::kQK, kV = Dm::kV, kReal = Dm::kReal, kO = Dm::kO, kBuf = Dm::kBuf;
+  constexpr int kRows = Dm::kRows, kThreads = Dm::kThreads, kStages = Dm::kStages;
+  constexpr bool kRing = !QREG;
   constexpr int kHalves = KEYS / 64;  // 64-key halves of a tile: one m64n64 S accumulator each
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __half* Qs = reinterpret_cast<__half*>(smem_raw);  // kRows rows x kQK column blocks (unless QREG)
-  __half* KV = Qs + Dm::kQs;                          // two buffers of K (KEYS rows x kQK blocks) then V (KEYS x kV)
+  __half* KV = Qs + Dm::kQs;                          // kStages buffers of K (KEYS rows x kQK blocks) then V (KEYS x kV)
+  const uint32_t bars = (uint32_t)__cvta_generic_to_shared(KV + kStages * kBuf);  // the ring's full[4], then empty[4]
 
   const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
   const int64_t q0 = (int64_t)blockIdx.x * kRows;
@@ -154,24 +208,34 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
 
-  if constexpr (!QREG) stage<kRows, kReal>(Qs, qg, q0, p.Lq, p.ldq);
-  stage<KEYS, kReal>(KV, kg, 0, p.Lk, p.ldk);
-  stage<KEYS, kReal>(KV + KEYS * 8 * kQK, vg, 0, p.Lk, p.ldv);
+  const TileStager<KEYS, kReal, kThreads> kst(p.ldk), vst(p.ldv);
+  const uint32_t kv_s = (uint32_t)__cvta_generic_to_shared(KV);  // buffer 0's K; its V kVOff bytes on
+  constexpr uint32_t kVOff = KEYS * 16 * kQK, kBufBytes = kBuf * sizeof(__half);
+  if (kRing && threadIdx.x == 0) {
+    for (int i = 0; i < 4; ++i) {
+      mbar_init(bars + 8 * i, kThreads);            // full: every thread, once its copies of the tile landed
+      mbar_init(bars + 32 + 8 * i, kThreads / 32);  // empty: one arrival per warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  if constexpr (!QREG) stage<kRows, kReal, kThreads>(Qs, qg, q0, p.Lq, p.ldq);
+  kst.load(kv_s, kg, 0, p.Lk, p.ldk);
+  vst.load(kv_s + kVOff, vg, 0, p.Lk, p.ldv);
   cp_async_commit();
   // The column blocks never loaded: Q's (in shared memory) and K's padding to the K-steps (zeros), and V's
   // last block, a column of ones then zeros.
   constexpr int kPadQK = kQK - kReal;  // 1 for 40, 0 for 64 and 80
   constexpr int kPadQ = QREG ? 0 : kPadQK * kRows;
-  for (int r = threadIdx.x; r < kPadQ + kPadQK * 2 * KEYS + 2 * KEYS; r += blockDim.x) {
+  for (int r = threadIdx.x; r < kPadQ + kPadQK * kStages * KEYS + kStages * KEYS; r += blockDim.x) {
     __half* row;
     bool ones = false;
     if (r < kPadQ) {
       row = Qs + (kReal * (kRows / 8) + r / 8) * 64 + (r % 8) * 8;
-    } else if (r < kPadQ + kPadQK * 2 * KEYS) {  // K's padding, both buffers
+    } else if (r < kPadQ + kPadQK * kStages * KEYS) {  // K's padding, every buffer
       const int k = r - kPadQ, buf = k / KEYS, kr = k % KEYS;
       row = KV + buf * kBuf + (kReal * (KEYS / 8) + kr / 8) * 64 + (kr % 8) * 8;
-    } else {  // V's ones block, both buffers
-      const int k = r - kPadQ - kPadQK * 2 * KEYS, buf = k / KEYS, kr = k % KEYS;
+    } else {  // V's ones block, every buffer
+      const int k = r - kPadQ - kPadQK * kStages * KEYS, buf = k / KEYS, kr = k % KEYS;
       row = KV + buf * kBuf + KEYS * 8 * kQK + (kReal * (KEYS / 8) + kr / 8) * 64 + (kr % 8) * 8;
       ones = true;
     }
@@ -208,6 +272,13 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
   const uint64_t dk0 = smem_desc(KV, kKVCol, 128);
   const uint64_t dv0 = smem_desc(KV + KEYS * 8 * kQK, 128, kKVCol);
 
+  if constexpr (kRing) {
+    cp_async_wait<0>();  // Q and this thread's part of tile 0
+    fence_proxy_async();
+    __syncthreads();  // the barriers' initialisation, Q and the constant blocks seen by all
+    mbar_arrive_cp_async(bars);  // tile 0 (landed already)
+  }
+
   float o[kO];  // the head's output columns, then the row sums (column D) and zeros
 #pragma unroll
   for (int i = 0; i < kO; ++i) o[i] = 0.f;
@@ -215,15 +286,28 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
   const int64_t tiles = (p.Lk + KEYS - 1) / KEYS;
   for (int64_t it = 0; it < tiles; ++it) {
     const int64_t j0 = it * KEYS;
-    const uint64_t buf = (it & 1) * kBufUnits;
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncthreads();  // tile it is in; every warpgroup is done with tile it - 1 (its MMAs waited for)
-    if (it + 1 < tiles) {
-      __half* Kn = KV + ((it + 1) & 1) * kBuf;
-      stage<KEYS, kReal>(Kn, kg, j0 + KEYS, p.Lk, p.ldk);
-      stage<KEYS, kReal>(Kn + KEYS * 8 * kQK, vg, j0 + KEYS, p.Lk, p.ldv);
-      cp_async_commit();
+    const uint64_t buf = (kRing ? it % 4 : it & 1) * kBufUnits;
+    if constexpr (kRing) {
+      if (it + 1 < tiles) {  // tile n = it + 1 into the buffer of tile n - 4, once all warps are done with that
+        const int64_t n = it + 1;
+        if (n >= 4) mbar_wait(bars + 32 + 8 * (n % 4), (uint32_t)((n / 4 - 1) & 1));
+        const uint32_t kn = kv_s + (uint32_t)(n % 4) * kBufBytes;
+        kst.load(kn, kg, n * KEYS, p.Lk, p.ldk);
+        vst.load(kn + kVOff, vg, n * KEYS, p.Lk, p.ldv);
+        mbar_arrive_cp_async(bars + 8 * (n % 4));
+      }
+      mbar_wait(bars + 8 * (it % 4), (uint32_t)((it / 4) & 1));  // tile it landed
+      fence_proxy_async();  // the copies (generic proxy) before the MMAs' reads (async proxy)
+    } else {
+      cp_async_wait<0>();
+      fence_proxy_async();
+      __syncthreads();  // tile it is in; every warpgroup is done with tile it - 1 (its MMAs waited for)
+      if (it + 1 < tiles) {
+        const uint32_t kn = kv_s + (uint32_t)((it + 1) & 1) * kBufBytes;
+        kst.load(kn, kg, j0 + KEYS, p.Lk, p.ldk);
+        vst.load(kn + kVOff, vg, j0 + KEYS, p.Lk, p.ldv);
+        cp_async_commit();
+      }
     }
 
     // S: keys [64 hf, 64 hf + 64) of the tile in s[hf] (that half of K starts 8 core matrices, 1024 bytes, on)
@@ -299,6 +383,10 @@ __global__ void __launch_bounds__(256, 2) flash_wgmma_k(WParams p) {
       wgmma_commit();
     }
     wgmma_wait_all();
+    if constexpr (kRing) {  // this warp is done with the tile's buffer
+      __syncwarp();
+      if ((threadIdx.x & 31) == 0) mbar_arrive(bars + 32 + 8 * (it % 4));
+    }
   }
 
   // the row sums: column D, held by the quad's first lane
@@ -331,8 +419,9 @@ cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   auto* k = flash_wgmma_k<D, KEYS, QREG>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
-  const dim3 grid((unsigned)((p.Lq + kRows - 1) / kRows), (unsigned)(B * p.H));
-  k<<<grid, 256, smem, s>>>(p);
+  constexpr int rows = Dims<D, KEYS, QREG>::kRows;
+  const dim3 grid((unsigned)((p.Lq + rows - 1) / rows), (unsigned)(B * p.H));
+  k<<<grid, Dims<D, KEYS, QREG>::kThreads, smem, s>>>(p);
   return cudaGetLastError();
 }
 
@@ -345,11 +434,12 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
   if (causal || (D != 40 && D != 64 && D != 80) || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || !aligned(q) || !aligned(k) || !aligned(v) ||
       ((uintptr_t)o & 3) || Lq < 512 || Lk < 1 || B * H > 65535 || !wgmma_device(&sms))
     return cudaErrorNotSupported;
-  // two blocks of 128 rows fit an SM: fewer blocks than two per SM leave it idle where the mma.sync kernel's
-  // 64-row blocks would not
-  if (B * H * ((Lq + kRows - 1) / kRows) < 2 * (int64_t)sms) return cudaErrorNotSupported;
+  // a block of 256 rows (or two of 128, Q in registers) fills an SM: fewer blocks than that leave SMs idle
+  // where the mma.sync kernel's 64-row blocks would not
+  const bool qreg = D == 40 && Lk <= 128;
+  if (B * H * ((Lq + 255) / 256) < (int64_t)sms) return cudaErrorNotSupported;
   const WParams p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, scale * 1.4426950408889634f};
-  if (D == 40) return Lk <= 128 ? launch<40, 128, true>(p, B, s) : launch<40, 128, false>(p, B, s);
+  if (D == 40) return qreg ? launch<40, 128, true>(p, B, s) : launch<40, 128, false>(p, B, s);
   return D == 64 ? launch<64, 64, false>(p, B, s) : launch<80, 64, false>(p, B, s);
 }
 
