@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, unet, kernels, bench, ncu-attn.
+# gn, unet, kernels, bench, ab, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,6 +47,18 @@ for step in "$@"; do
       done
       cp /tmp/bench/b1/bench.json "$out/b1.json"
       for i in 1 2; do ( cd /tmp && "$bin/sdrt" build -m random:sd15 -o sd15.plan --batch 1 --timing-cache tc.json 2>&1 | grep -E 'tactics:|build took' ); done ;;
+    ab)  # a change against the engine before it, in one session: bench_attention_base and
+         # bench_unet_forward_base (built from the previous commit) beside the current binaries
+      for b in 2 16; do
+        echo "--- base, batch $b"; "$bin/bench_attention_base" --batch $b --repeats 20
+        echo "--- new, batch $b"; "$bin/bench_attention" --batch $b --repeats 20
+      done > "$out/attn.txt" 2>&1; cat "$out/attn.txt"
+      for r in 1 2; do for b in 2 16; do
+        for v in base new; do
+          exe="$bin/bench_unet_forward"; [ $v = base ] && exe="${exe}_base"
+          echo "batch $b $v: $("$exe" --backend cuda --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep median)"
+        done
+      done; done 2>&1 | tee "$out/unet-ab.txt" ;;
     ncu-attn)  # the Hopper kernel on the batch-16 4096-token self-attention
       timeout 120 ncu --clock-control none -k regex:flash_wgmma --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
         --section WarpStateStats --section ComputeWorkloadAnalysis "$bin/bench_attention" --batch 16 --repeats 1 > "$out/ncu-attn.txt" 2>&1
