@@ -171,11 +171,14 @@ std::vector<Case> cases() {
   c.push_back(attn("attention 32 rows per warp, ragged keys [1,1030]x[300] d 24", 1, 1030, 300, 48, 2, false));
   c.push_back(attn("attention VAE [1,1024,512] 1 head", 1, 1024, 1024, 512, 1, false));
   c.push_back(attn("attention SD cross [2,4096]x[77] d 40", 2, 4096, 77, 320, 8, false));
-  // the Hopper kernel's cases (enough 128-row blocks to fill an H100 twice): ragged rows and keys, d 80
+  // the Hopper kernel's cases (enough 256-row blocks to fill an H100): ragged rows and keys, d 80
   c.push_back(attn("attention ragged [6,1000]x[1000] d 40", 6, 1000, 1000, 320, 8, false));
   c.push_back(attn("attention SD level 2 [8,1024,640] 8 heads (d 80)", 8, 1024, 1024, 640, 8, false));
   c.push_back(attn("attention ragged [6,1000]x[77] d 80", 6, 1000, 77, 640, 8, false));
   c.push_back(attn("attention SD 2.x-like [4,2000]x[2000] d 64", 4, 2000, 2000, 512, 8, false));
+  // too few 256-row blocks for the SMs of an H100/H200 (132): the Hopper kernel's 128-row blocks
+  c.push_back(attn("attention 128-row blocks [1,4096]x[4096] d 40", 1, 4096, 4096, 320, 8, false));
+  c.push_back(attn("attention 128-row blocks, ragged [2,1000]x[1000] d 80", 2, 1000, 1000, 640, 8, false));
   // packed projections (pass pack_qkv): q, k, v read in place from one [B, L, 3*H*D] tensor, or q and a
   // [B, Lk, 2*H*D] kv
   auto packed = [=](std::string name, int64_t B, int64_t Lq, int64_t Lk, int64_t C, int64_t H, bool causal, bool qkv) {

@@ -37,11 +37,12 @@ using namespace flash;
 // K (D padded to a multiple of 16 for the K-steps of Q K^T), of V (the head's and the ones block), the
 // accumulator registers of P V, and the shared memory (Q's tile only where Q is not held in registers;
 // the ring's eight mbarriers).
-template <int D, int KEYS, bool QREG>
+template <int D, int KEYS, bool QREG, int ROWS>
 struct Dims {
-  static constexpr int kRows = QREG ? 128 : 256;
+  static constexpr int kRows = ROWS;
   static constexpr int kThreads = 2 * kRows;  // 64 query rows per warpgroup
   static constexpr int kStages = QREG ? 2 : 4;
+  static_assert(!QREG || ROWS == 128, "Q in registers: 128-row blocks");
   static constexpr int kReal = D / 8;                   // column blocks loaded from memory
   static constexpr int kQK = (D + 15) / 16 * 2;         // 6 for 40, 8 for 64, 10 for 80
   static constexpr int kV = kReal + 1;                  // 6, 9, 11
@@ -185,11 +186,12 @@ struct TileStager {
 // (full: every thread's copies of the tile landed; empty: all 16 warps are done with it), so the
 // warpgroups drift apart and one's MMAs overlap another's softmax. Tile it + 1 is loaded at the start of
 // iteration it into the buffer of tile it - 3, whose empty barrier is long complete unless a warpgroup
-// falls three tiles behind. Cross-attention (QREG, one tile) keeps 128-row blocks, two per SM.
-template <int D, int KEYS, bool QREG>
-__global__ void __launch_bounds__(Dims<D, KEYS, QREG>::kThreads, QREG ? 2 : 1) flash_wgmma_k(WParams p) {
+// falls three tiles behind. Cross-attention (QREG, one tile) keeps 128-row blocks, two per SM; so do
+// self-attentions with too few 256-row blocks to fill the SMs (ROWS 128).
+template <int D, int KEYS, bool QREG, int ROWS>
+__global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(WParams p) {
 #ifdef SDRT_WGMMA
-  using Dm = Dims<D, KEYS, QREG>;
+  using Dm = Dims<D, KEYS, QREG, ROWS>;
   constexpr int kQK = Dm::kQK, kV = Dm::kV, kReal = Dm::kReal, kO = Dm::kO, kBuf = Dm::kBuf;
   constexpr int kRows = Dm::kRows, kThreads = Dm::kThreads, kStages = Dm::kStages;
   constexpr bool kRing = !QREG;
@@ -413,15 +415,14 @@ bool wgmma_device(int* sms) {
   return major == 9 && minor == 0;  // sm_90a code runs on 9.0 only
 }
 
-template <int D, int KEYS, bool QREG>
+template <int D, int KEYS, bool QREG, int ROWS>
 cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
-  constexpr size_t smem = Dims<D, KEYS, QREG>::kSmem;
-  auto* k = flash_wgmma_k<D, KEYS, QREG>;
+  constexpr size_t smem = Dims<D, KEYS, QREG, ROWS>::kSmem;
+  auto* k = flash_wgmma_k<D, KEYS, QREG, ROWS>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
-  constexpr int rows = Dims<D, KEYS, QREG>::kRows;
-  const dim3 grid((unsigned)((p.Lq + rows - 1) / rows), (unsigned)(B * p.H));
-  k<<<grid, Dims<D, KEYS, QREG>::kThreads, smem, s>>>(p);
+  const dim3 grid((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H));
+  k<<<grid, 2 * ROWS, smem, s>>>(p);
   return cudaGetLastError();
 }
 
@@ -434,13 +435,18 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
   if (causal || (D != 40 && D != 64 && D != 80) || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || !aligned(q) || !aligned(k) || !aligned(v) ||
       ((uintptr_t)o & 3) || Lq < 512 || Lk < 1 || B * H > 65535 || !wgmma_device(&sms))
     return cudaErrorNotSupported;
-  // a block of 256 rows (or two of 128, Q in registers) fills an SM: fewer blocks than that leave SMs idle
-  // where the mma.sync kernel's 64-row blocks would not
+  // A block of 256 rows (or two of 128, Q in registers) fills an SM. With fewer such blocks than SMs, blocks
+  // of 128 rows (two warpgroups) as long as they reach half the SMs; below that the mma.sync kernel's 64-row
+  // blocks spread the work better.
   const bool qreg = D == 40 && Lk <= 128;
-  if (B * H * ((Lq + 255) / 256) < (int64_t)sms) return cudaErrorNotSupported;
+  const int64_t heads = B * H, b256 = heads * ((Lq + 255) / 256), b128 = heads * ((Lq + 127) / 128);
+  const bool rows256 = b256 >= sms;
+  if (qreg ? b256 < sms : !rows256 && 2 * b128 < sms) return cudaErrorNotSupported;
   const WParams p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, scale * 1.4426950408889634f};
-  if (D == 40) return qreg ? launch<40, 128, true>(p, B, s) : launch<40, 128, false>(p, B, s);
-  return D == 64 ? launch<64, 64, false>(p, B, s) : launch<80, 64, false>(p, B, s);
+  if (qreg) return launch<40, 128, true, 128>(p, B, s);
+  if (D == 40) return rows256 ? launch<40, 128, false, 256>(p, B, s) : launch<40, 128, false, 128>(p, B, s);
+  if (D == 64) return rows256 ? launch<64, 64, false, 256>(p, B, s) : launch<64, 64, false, 128>(p, B, s);
+  return rows256 ? launch<80, 64, false, 256>(p, B, s) : launch<80, 64, false, 128>(p, B, s);
 }
 
 }  // namespace sdrt::cuda
