@@ -175,6 +175,7 @@ std::vector<Case> cases() {
   c.push_back(attn("attention ragged [6,1000]x[1000] d 40", 6, 1000, 1000, 320, 8, false));
   c.push_back(attn("attention SD level 2 [8,1024,640] 8 heads (d 80)", 8, 1024, 1024, 640, 8, false));
   c.push_back(attn("attention ragged [6,1000]x[77] d 80", 6, 1000, 77, 640, 8, false));
+  c.push_back(attn("attention ragged cross [6,1000]x[77] d 40", 6, 1000, 77, 320, 8, false));
   c.push_back(attn("attention SD 2.x-like [4,2000]x[2000] d 64", 4, 2000, 2000, 512, 8, false));
   // too few 256-row blocks for the SMs of an H100/H200 (132): the Hopper kernel's 128-row blocks
   c.push_back(attn("attention 128-row blocks [1,4096]x[4096] d 40", 1, 4096, 4096, 320, 8, false));

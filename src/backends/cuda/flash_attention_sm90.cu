@@ -186,9 +186,10 @@ struct TileStager {
 // (full: every thread's copies of the tile landed; empty: all 16 warps are done with it), so the
 // warpgroups drift apart and one's MMAs overlap another's softmax. Tile it + 1 is loaded at the start of
 // iteration it into the buffer of tile it - 3, whose empty barrier is long complete unless a warpgroup
-// falls three tiles behind. Cross-attention (QREG, one tile) keeps 128-row blocks, two per SM; so do
-// self-attentions with too few 256-row blocks to fill the SMs (ROWS 128).
-template <int D, int KEYS, bool QREG, int ROWS>
+// falls three tiles behind. Cross-attention (QREG, one tile) keeps 128-row blocks, two per SM, each taking
+// RT row tiles in turn with K and V staged once; self-attentions with too few 256-row blocks to fill the
+// SMs take 128-row blocks too (ROWS 128).
+template <int D, int KEYS, bool QREG, int ROWS, int RT>
 __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(WParams p) {
 #ifdef SDRT_WGMMA
   using Dm = Dims<D, KEYS, QREG, ROWS>;
@@ -202,13 +203,14 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
   const uint32_t bars = (uint32_t)__cvta_generic_to_shared(KV + kStages * kBuf);  // the ring's full[4], then empty[4]
 
   const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
-  const int64_t q0 = (int64_t)blockIdx.x * kRows;
+  static_assert(QREG || RT == 1, "row tiles per block: Q in registers only");
+  const int64_t q0 = (int64_t)blockIdx.x * kRows * RT;
   const __half* qg = p.q + b * p.Lq * p.ldq + h * D;
   const __half* kg = p.k + b * p.Lk * p.ldk + h * D;
   const __half* vg = p.v + b * p.Lk * p.ldv + h * D;
   __half* og = p.o + b * p.Lq * p.ldo + h * D;
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
+  int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
 
   const TileStager<KEYS, kReal, kThreads> kst(p.ldk), vst(p.ldv);
   const uint32_t kv_s = (uint32_t)__cvta_generic_to_shared(KV);  // buffer 0's K; its V kVOff bytes on
@@ -244,22 +246,6 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
     *reinterpret_cast<uint4*>(row) = make_uint4(ones ? 0x3C00u : 0u, 0u, 0u, 0u);  // 0x3C00: FP16 1.0 in the low half
   }
 
-  // Q as A fragments (mma.sync's m16n8k16 layout per warp: rows g and g + 8, columns 2t and 2t + 8 of each
-  // 16-column K-step; padding columns and rows past Lq as zeros)
-  uint32_t qa[QREG ? kQK / 2 : 1][4];
-  if constexpr (QREG) {
-    auto ld2 = [&](int64_t row, int col) -> uint32_t {
-      return row < p.Lq && col < D ? *reinterpret_cast<const uint32_t*>(qg + row * p.ldq + col) : 0u;
-    };
-#pragma unroll
-    for (int kt = 0; kt < kQK / 2; ++kt) {
-      qa[kt][0] = ld2(row0, kt * 16 + 2 * t);
-      qa[kt][1] = ld2(row1, kt * 16 + 2 * t);
-      qa[kt][2] = ld2(row0, kt * 16 + 8 + 2 * t);
-      qa[kt][3] = ld2(row1, kt * 16 + 8 + 2 * t);
-    }
-  }
-
   // Descriptors, made once: Q's for the K-steps of this warpgroup's rows; K's and V's for buffer 0, the
   // other an offset away (the start address sits in the low bits, in 16-byte units). Offsets (bytes): Q's
   // core matrices are 128 apart along rows, 128 * 16 along columns; K's and V's 128 along keys, KEYS * 16
@@ -279,6 +265,25 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
     fence_proxy_async();
     __syncthreads();  // the barriers' initialisation, Q and the constant blocks seen by all
     mbar_arrive_cp_async(bars);  // tile 0 (landed already)
+  }
+
+  // RT row tiles of kRows rows per block (QREG: K and V, one tile, staged once for all of them)
+  for (int rt = 0; rt < RT; ++rt, row0 += kRows, row1 += kRows) {
+  if (RT > 1 && q0 + rt * kRows >= p.Lq) break;  // the same for the whole block
+  // Q as A fragments (mma.sync's m16n8k16 layout per warp: rows g and g + 8, columns 2t and 2t + 8 of each
+  // 16-column K-step; padding columns and rows past Lq as zeros)
+  uint32_t qa[QREG ? kQK / 2 : 1][4];
+  if constexpr (QREG) {
+    auto ld2 = [&](int64_t row, int col) -> uint32_t {
+      return row < p.Lq && col < D ? *reinterpret_cast<const uint32_t*>(qg + row * p.ldq + col) : 0u;
+    };
+#pragma unroll
+    for (int kt = 0; kt < kQK / 2; ++kt) {
+      qa[kt][0] = ld2(row0, kt * 16 + 2 * t);
+      qa[kt][1] = ld2(row1, kt * 16 + 2 * t);
+      qa[kt][2] = ld2(row0, kt * 16 + 8 + 2 * t);
+      qa[kt][3] = ld2(row1, kt * 16 + 8 + 2 * t);
+    }
   }
 
   float o[kO];  // the head's output columns, then the row sums (column D) and zeros
@@ -400,6 +405,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
     if (row0 < p.Lq) *reinterpret_cast<__half2*>(og + row0 * p.ldo + c) = __floats2half2_rn(o[4 * i] * inv0, o[4 * i + 1] * inv0);
     if (row1 < p.Lq) *reinterpret_cast<__half2*>(og + row1 * p.ldo + c) = __floats2half2_rn(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
   }
+  }  // row tiles
 #endif
 }
 
@@ -415,13 +421,13 @@ bool wgmma_device(int* sms) {
   return major == 9 && minor == 0;  // sm_90a code runs on 9.0 only
 }
 
-template <int D, int KEYS, bool QREG, int ROWS>
+template <int D, int KEYS, bool QREG, int ROWS, int RT = 1>
 cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   constexpr size_t smem = Dims<D, KEYS, QREG, ROWS>::kSmem;
-  auto* k = flash_wgmma_k<D, KEYS, QREG, ROWS>;
+  auto* k = flash_wgmma_k<D, KEYS, QREG, ROWS, RT>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
-  const dim3 grid((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H));
+  const dim3 grid((unsigned)((p.Lq + ROWS * RT - 1) / (ROWS * RT)), (unsigned)(B * p.H));
   k<<<grid, 2 * ROWS, smem, s>>>(p);
   return cudaGetLastError();
 }
@@ -443,7 +449,13 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
   const bool rows256 = b256 >= sms;
   if (qreg ? b256 < sms : !rows256 && 2 * b128 < sms) return cudaErrorNotSupported;
   const WParams p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, scale * 1.4426950408889634f};
-  if (qreg) return launch<40, 128, true, 128>(p, B, s);
+  if (qreg) {  // row tiles per block: four where that still gives every SM two blocks, else two where every SM
+              // gets one (SDRT_ATTN_RT=1/2/4 overrides, for benchmarks)
+    const char* e = std::getenv("SDRT_ATTN_RT");
+    int rt = heads * ((Lq + 511) / 512) >= 2 * sms ? 4 : heads * ((Lq + 255) / 256) >= sms ? 2 : 1;
+    if (e && (e[0] == '1' || e[0] == '2' || e[0] == '4') && !e[1]) rt = e[0] - '0';
+    return rt == 4 ? launch<40, 128, true, 128, 4>(p, B, s) : rt == 2 ? launch<40, 128, true, 128, 2>(p, B, s) : launch<40, 128, true, 128, 1>(p, B, s);
+  }
   if (D == 40) return rows256 ? launch<40, 128, false, 256>(p, B, s) : launch<40, 128, false, 128>(p, B, s);
   if (D == 64) return rows256 ? launch<64, 64, false, 256>(p, B, s) : launch<64, 64, false, 128>(p, B, s);
   return rows256 ? launch<80, 64, false, 256>(p, B, s) : launch<80, 64, false, 128>(p, B, s);
