@@ -269,142 +269,142 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 
   // RT row tiles of kRows rows per block (QREG: K and V, one tile, staged once for all of them)
   for (int rt = 0; rt < RT; ++rt, row0 += kRows, row1 += kRows) {
-  if (RT > 1 && q0 + rt * kRows >= p.Lq) break;  // the same for the whole block
-  // Q as A fragments (mma.sync's m16n8k16 layout per warp: rows g and g + 8, columns 2t and 2t + 8 of each
-  // 16-column K-step; padding columns and rows past Lq as zeros)
-  uint32_t qa[QREG ? kQK / 2 : 1][4];
-  if constexpr (QREG) {
-    auto ld2 = [&](int64_t row, int col) -> uint32_t {
-      return row < p.Lq && col < D ? *reinterpret_cast<const uint32_t*>(qg + row * p.ldq + col) : 0u;
-    };
+    if (RT > 1 && q0 + rt * kRows >= p.Lq) break;  // the same for the whole block
+    // Q as A fragments (mma.sync's m16n8k16 layout per warp: rows g and g + 8, columns 2t and 2t + 8 of each
+    // 16-column K-step; padding columns and rows past Lq as zeros)
+    uint32_t qa[QREG ? kQK / 2 : 1][4];
+    if constexpr (QREG) {
+      auto ld2 = [&](int64_t row, int col) -> uint32_t {
+        return row < p.Lq && col < D ? *reinterpret_cast<const uint32_t*>(qg + row * p.ldq + col) : 0u;
+      };
 #pragma unroll
-    for (int kt = 0; kt < kQK / 2; ++kt) {
-      qa[kt][0] = ld2(row0, kt * 16 + 2 * t);
-      qa[kt][1] = ld2(row1, kt * 16 + 2 * t);
-      qa[kt][2] = ld2(row0, kt * 16 + 8 + 2 * t);
-      qa[kt][3] = ld2(row1, kt * 16 + 8 + 2 * t);
-    }
-  }
-
-  float o[kO];  // the head's output columns, then the row sums (column D) and zeros
-#pragma unroll
-  for (int i = 0; i < kO; ++i) o[i] = 0.f;
-  float m0 = -INFINITY, m1 = -INFINITY;  // running maxima (log2 domain) of rows g and g + 8
-  const int64_t tiles = (p.Lk + KEYS - 1) / KEYS;
-  for (int64_t it = 0; it < tiles; ++it) {
-    const int64_t j0 = it * KEYS;
-    const uint64_t buf = (kRing ? it % 4 : it & 1) * kBufUnits;
-    if constexpr (kRing) {
-      if (it + 1 < tiles) {  // tile n = it + 1 into the buffer of tile n - 4, once all warps are done with that
-        const int64_t n = it + 1;
-        if (n >= 4) mbar_wait(bars + 32 + 8 * (n % 4), (uint32_t)((n / 4 - 1) & 1));
-        const uint32_t kn = kv_s + (uint32_t)(n % 4) * kBufBytes;
-        kst.load(kn, kg, n * KEYS, p.Lk, p.ldk);
-        vst.load(kn + kVOff, vg, n * KEYS, p.Lk, p.ldv);
-        mbar_arrive_cp_async(bars + 8 * (n % 4));
-      }
-      mbar_wait(bars + 8 * (it % 4), (uint32_t)((it / 4) & 1));  // tile it landed
-      fence_proxy_async();  // the copies (generic proxy) before the MMAs' reads (async proxy)
-    } else {
-      cp_async_wait<0>();
-      fence_proxy_async();
-      __syncthreads();  // tile it is in; every warpgroup is done with tile it - 1 (its MMAs waited for)
-      if (it + 1 < tiles) {
-        const uint32_t kn = kv_s + (uint32_t)((it + 1) & 1) * kBufBytes;
-        kst.load(kn, kg, j0 + KEYS, p.Lk, p.ldk);
-        vst.load(kn + kVOff, vg, j0 + KEYS, p.Lk, p.ldv);
-        cp_async_commit();
+      for (int kt = 0; kt < kQK / 2; ++kt) {
+        qa[kt][0] = ld2(row0, kt * 16 + 2 * t);
+        qa[kt][1] = ld2(row1, kt * 16 + 2 * t);
+        qa[kt][2] = ld2(row0, kt * 16 + 8 + 2 * t);
+        qa[kt][3] = ld2(row1, kt * 16 + 8 + 2 * t);
       }
     }
 
-    // S: keys [64 hf, 64 hf + 64) of the tile in s[hf] (that half of K starts 8 core matrices, 1024 bytes, on)
-    float s[kHalves][32];
-    wgmma_fence();
+    float o[kO];  // the head's output columns, then the row sums (column D) and zeros
 #pragma unroll
-    for (int kt = 0; kt < kQK / 2; ++kt)
-#pragma unroll
-      for (int hf = 0; hf < kHalves; ++hf) {
-        const uint64_t dk = dk0 + buf + kt * ((2 * kKVCol) >> 4) + hf * ((8 * 128) >> 4);
-        if constexpr (QREG) wgmma_s(s[hf], qa[kt], dk, kt > 0);
-        else wgmma_s(s[hf], dq[kt], dk, kt > 0);
+    for (int i = 0; i < kO; ++i) o[i] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY;  // running maxima (log2 domain) of rows g and g + 8
+    const int64_t tiles = (p.Lk + KEYS - 1) / KEYS;
+    for (int64_t it = 0; it < tiles; ++it) {
+      const int64_t j0 = it * KEYS;
+      const uint64_t buf = (kRing ? it % 4 : it & 1) * kBufUnits;
+      if constexpr (kRing) {
+        if (it + 1 < tiles) {  // tile n = it + 1 into the buffer of tile n - 4, once all warps are done with that
+          const int64_t n = it + 1;
+          if (n >= 4) mbar_wait(bars + 32 + 8 * (n % 4), (uint32_t)((n / 4 - 1) & 1));
+          const uint32_t kn = kv_s + (uint32_t)(n % 4) * kBufBytes;
+          kst.load(kn, kg, n * KEYS, p.Lk, p.ldk);
+          vst.load(kn + kVOff, vg, n * KEYS, p.Lk, p.ldv);
+          mbar_arrive_cp_async(bars + 8 * (n % 4));
+        }
+        mbar_wait(bars + 8 * (it % 4), (uint32_t)((it / 4) & 1));  // tile it landed
+        fence_proxy_async();  // the copies (generic proxy) before the MMAs' reads (async proxy)
+      } else {
+        cp_async_wait<0>();
+        fence_proxy_async();
+        __syncthreads();  // tile it is in; every warpgroup is done with tile it - 1 (its MMAs waited for)
+        if (it + 1 < tiles) {
+          const uint32_t kn = kv_s + (uint32_t)((it + 1) & 1) * kBufBytes;
+          kst.load(kn, kg, j0 + KEYS, p.Lk, p.ldk);
+          vst.load(kn + kVOff, vg, j0 + KEYS, p.Lk, p.ldv);
+          cp_async_commit();
+        }
       }
-    wgmma_commit();
-    wgmma_wait_all();
 
-    // online softmax of this warp's 16 rows (row g in s[hf][4n], s[hf][4n+1]; row g + 8 in s[hf][4n+2],
-    // s[hf][4n+3]; n the 8-key block of the half)
-    if (j0 + KEYS > p.Lk) {
+      // S: keys [64 hf, 64 hf + 64) of the tile in s[hf] (that half of K starts 8 core matrices, 1024 bytes, on)
+      float s[kHalves][32];
+      wgmma_fence();
+#pragma unroll
+      for (int kt = 0; kt < kQK / 2; ++kt)
+#pragma unroll
+        for (int hf = 0; hf < kHalves; ++hf) {
+          const uint64_t dk = dk0 + buf + kt * ((2 * kKVCol) >> 4) + hf * ((8 * 128) >> 4);
+          if constexpr (QREG) wgmma_s(s[hf], qa[kt], dk, kt > 0);
+          else wgmma_s(s[hf], dq[kt], dk, kt > 0);
+        }
+      wgmma_commit();
+      wgmma_wait_all();
+
+      // online softmax of this warp's 16 rows (row g in s[hf][4n], s[hf][4n+1]; row g + 8 in s[hf][4n+2],
+      // s[hf][4n+3]; n the 8-key block of the half)
+      if (j0 + KEYS > p.Lk) {
+#pragma unroll
+        for (int hf = 0; hf < kHalves; ++hf)
+#pragma unroll
+          for (int n = 0; n < 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              if (j0 + hf * 64 + n * 8 + t * 2 + (e & 1) >= p.Lk) s[hf][4 * n + e] = -INFINITY;
+      }
+      float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
       for (int hf = 0; hf < kHalves; ++hf)
 #pragma unroll
-        for (int n = 0; n < 8; ++n)
+        for (int n = 0; n < 8; ++n) {
+          mx0 = fmaxf(mx0, fmaxf(s[hf][4 * n], s[hf][4 * n + 1]));
+          mx1 = fmaxf(mx1, fmaxf(s[hf][4 * n + 2], s[hf][4 * n + 3]));
+        }
+      // keep the maxima while this warp's scores stay within 2^8 of them (warp-uniform: no divergence)
+      const bool move = __any_sync(0xffffffff, mx0 * p.scale_log2 > m0 + 8.f || mx1 * p.scale_log2 > m1 + 8.f);
+      if (move) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
+        const float n0 = fmaxf(m0, mx0 * p.scale_log2), n1 = fmaxf(m1, mx1 * p.scale_log2);  // log2 domain (scale > 0)
+        const float al0 = n0 == -INFINITY ? 1.f : fast_exp2(m0 - n0), al1 = n1 == -INFINITY ? 1.f : fast_exp2(m1 - n1);
+        m0 = n0;
+        m1 = n1;
 #pragma unroll
-          for (int e = 0; e < 4; ++e)
-            if (j0 + hf * 64 + n * 8 + t * 2 + (e & 1) >= p.Lk) s[hf][4 * n + e] = -INFINITY;
-    }
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int hf = 0; hf < kHalves; ++hf)
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        mx0 = fmaxf(mx0, fmaxf(s[hf][4 * n], s[hf][4 * n + 1]));
-        mx1 = fmaxf(mx1, fmaxf(s[hf][4 * n + 2], s[hf][4 * n + 3]));
+        for (int i = 0; i < kV; ++i) {
+          o[4 * i] *= al0;
+          o[4 * i + 1] *= al0;
+          o[4 * i + 2] *= al1;
+          o[4 * i + 3] *= al1;
+        }
       }
-    // keep the maxima while this warp's scores stay within 2^8 of them (warp-uniform: no divergence)
-    const bool move = __any_sync(0xffffffff, mx0 * p.scale_log2 > m0 + 8.f || mx1 * p.scale_log2 > m1 + 8.f);
-    if (move) {
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
-      const float n0 = fmaxf(m0, mx0 * p.scale_log2), n1 = fmaxf(m1, mx1 * p.scale_log2);  // log2 domain (scale > 0)
-      const float al0 = n0 == -INFINITY ? 1.f : fast_exp2(m0 - n0), al1 = n1 == -INFINITY ? 1.f : fast_exp2(m1 - n1);
-      m0 = n0;
-      m1 = n1;
+      const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
+      // P of each 64-key half packed to FP16 and its P V issued before the next half's exponentials (they
+      // overlap its MMAs, and one half's P is live at a time)
 #pragma unroll
-      for (int i = 0; i < kV; ++i) {
-        o[4 * i] *= al0;
-        o[4 * i + 1] *= al0;
-        o[4 * i + 2] *= al1;
-        o[4 * i + 3] *= al1;
+      for (int hf = 0; hf < kHalves; ++hf) {
+        uint32_t ph[8][2];
+#pragma unroll
+        for (int n = 0; n < 8; ++n) {
+          const float* sn = &s[hf][4 * n];
+          ph[n][0] = pack_half2(fast_exp2(fmaf(sn[0], p.scale_log2, -base0)), fast_exp2(fmaf(sn[1], p.scale_log2, -base0)));
+          ph[n][1] = pack_half2(fast_exp2(fmaf(sn[2], p.scale_log2, -base1)), fast_exp2(fmaf(sn[3], p.scale_log2, -base1)));
+        }
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          const uint32_t a[4] = {ph[2 * kk][0], ph[2 * kk][1], ph[2 * kk + 1][0], ph[2 * kk + 1][1]};
+          wgmma_pv(o, a, dv0 + buf + (hf * 4 + kk) * (256 >> 4));
+        }
+        wgmma_commit();
+      }
+      wgmma_wait_all();
+      if constexpr (kRing) {  // this warp is done with the tile's buffer
+        __syncwarp();
+        if ((threadIdx.x & 31) == 0) mbar_arrive(bars + 32 + 8 * (it % 4));
       }
     }
-    const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
-    // P of each 64-key half packed to FP16 and its P V issued before the next half's exponentials (they
-    // overlap its MMAs, and one half's P is live at a time)
-#pragma unroll
-    for (int hf = 0; hf < kHalves; ++hf) {
-      uint32_t ph[8][2];
-#pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        const float* sn = &s[hf][4 * n];
-        ph[n][0] = pack_half2(fast_exp2(fmaf(sn[0], p.scale_log2, -base0)), fast_exp2(fmaf(sn[1], p.scale_log2, -base0)));
-        ph[n][1] = pack_half2(fast_exp2(fmaf(sn[2], p.scale_log2, -base1)), fast_exp2(fmaf(sn[3], p.scale_log2, -base1)));
-      }
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        const uint32_t a[4] = {ph[2 * kk][0], ph[2 * kk][1], ph[2 * kk + 1][0], ph[2 * kk + 1][1]};
-        wgmma_pv(o, a, dv0 + buf + (hf * 4 + kk) * (256 >> 4));
-      }
-      wgmma_commit();
-    }
-    wgmma_wait_all();
-    if constexpr (kRing) {  // this warp is done with the tile's buffer
-      __syncwarp();
-      if ((threadIdx.x & 31) == 0) mbar_arrive(bars + 32 + 8 * (it % 4));
-    }
-  }
 
-  // the row sums: column D, held by the quad's first lane
-  const float l0 = __shfl_sync(0xffffffff, o[4 * kReal], lane & ~3), l1 = __shfl_sync(0xffffffff, o[4 * kReal + 2], lane & ~3);
-  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    // the row sums: column D, held by the quad's first lane
+    const float l0 = __shfl_sync(0xffffffff, o[4 * kReal], lane & ~3), l1 = __shfl_sync(0xffffffff, o[4 * kReal + 2], lane & ~3);
+    const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
 #pragma unroll
-  for (int i = 0; i < kReal; ++i) {
-    const int c = i * 8 + t * 2;
-    if (row0 < p.Lq) *reinterpret_cast<__half2*>(og + row0 * p.ldo + c) = __floats2half2_rn(o[4 * i] * inv0, o[4 * i + 1] * inv0);
-    if (row1 < p.Lq) *reinterpret_cast<__half2*>(og + row1 * p.ldo + c) = __floats2half2_rn(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
-  }
+    for (int i = 0; i < kReal; ++i) {
+      const int c = i * 8 + t * 2;
+      if (row0 < p.Lq) *reinterpret_cast<__half2*>(og + row0 * p.ldo + c) = __floats2half2_rn(o[4 * i] * inv0, o[4 * i + 1] * inv0);
+      if (row1 < p.Lq) *reinterpret_cast<__half2*>(og + row1 * p.ldo + c) = __floats2half2_rn(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
+    }
   }  // row tiles
 #endif
 }
