@@ -1,0 +1,262 @@
+// How much FP8 (E4M3) could take off the UNet's 3x3 convolutions: the stride-1 3x3 convolution shapes of
+// the SD 1.5 UNet (NHWC), each built as a cuDNN operation graph twice - FP16 x and w to an FP16 y (FP32
+// accumulation), and FP8 E4M3 x and w to an FP32 virtual y scaled by a per-tensor factor into FP16 - and
+// timed with each of the heuristic's engine configurations (the fastest kept), weighted by how often the
+// shape occurs in a forward. Quantising the activations is not timed (it belongs in the kernel that
+// produces them, the GroupNorm + SiLU before each of these convolutions); the FP8 result is compared with
+// the FP16 one on the same (FP8-representable) values.
+//   bench_fp8_conv --batch 16 --repeats 10
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "cuda_bench.cuh"
+
+namespace {
+
+// values in [-1, 1) from a hash, as FP16 and as FP8 E4M3 (the FP16 copy holds the FP8 value)
+__global__ void fill_k(__half* h, __nv_fp8_e4m3* q, int64_t n, uint32_t seed) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float v = (float)(bench_hash((uint32_t)i, seed) & 0xFFFF) / 32768.f - 1.f;
+  const __nv_fp8_e4m3 e(v);
+  q[i] = e;
+  h[i] = __float2half((float)e);
+}
+
+using Desc = cudnnBackendDescriptor_t;
+
+// Every descriptor made here, destroyed at the end of a shape.
+struct Pool {
+  std::vector<Desc> all;
+  ~Pool() {
+    for (Desc d : all) cudnnBackendDestroyDescriptor(d);
+  }
+  Desc make(cudnnBackendDescriptorType_t t) {
+    Desc d = nullptr;
+    if (cudnnBackendCreateDescriptor(t, &d) != CUDNN_STATUS_SUCCESS) return nullptr;
+    all.push_back(d);
+    return d;
+  }
+};
+
+bool set(Desc d, cudnnBackendAttributeName_t a, cudnnBackendAttributeType_t t, int64_t n, const void* v) {
+  return cudnnBackendSetAttribute(d, a, t, n, v) == CUDNN_STATUS_SUCCESS;
+}
+
+// An NHWC tensor of logical dims [N, C, H, W].
+Desc tensor(Pool& pool, int64_t uid, cudnnDataType_t dt, int64_t N, int64_t C, int64_t H, int64_t W, bool virt) {
+  Desc d = pool.make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+  const int64_t dims[4] = {N, C, H, W}, strides[4] = {H * W * C, 1, W * C, C}, align = 16;
+  const bool ok = d && set(d, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt) && set(d, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims) &&
+                  set(d, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides) && set(d, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid) &&
+                  set(d, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align) &&
+                  set(d, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt) && cudnnBackendFinalize(d) == CUDNN_STATUS_SUCCESS;
+  return ok ? d : nullptr;
+}
+
+struct Timed {
+  float ms = -1.f;
+  int engines = 0;   // configurations that ran
+  const char* why = "";
+};
+
+// y = conv3x3(x, w) (pad 1), FP16 (fp8 false) or FP8 operands scaled by *scale into FP16; the fastest engine.
+Timed run_conv(cudnnHandle_t h, bool fp8, int64_t N, int64_t C, int64_t K, int64_t H, int64_t W, void* x, void* w, float* scale, __half* y,
+               int repeats) {
+  Pool pool;
+  Timed t;
+  const cudnnDataType_t in = fp8 ? CUDNN_DATA_FP8_E4M3 : CUDNN_DATA_HALF;
+  enum : int64_t { kX = 1, kW = 2, kY = 3, kT = 4, kS = 5 };
+  Desc dx = tensor(pool, kX, in, N, C, H, W, false), dw = tensor(pool, kW, in, K, C, 3, 3, false);
+  Desc dy = tensor(pool, kY, CUDNN_DATA_HALF, N, K, H, W, false);
+  Desc dt = fp8 ? tensor(pool, kT, CUDNN_DATA_FLOAT, N, K, H, W, true) : nullptr;
+  Desc ds = nullptr;
+  if (fp8) {  // a [1,1,1,1] float
+    ds = pool.make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
+    const cudnnDataType_t f = CUDNN_DATA_FLOAT;
+    const int64_t one[4] = {1, 1, 1, 1}, uid = kS, align = 16;
+    const bool virt = false;
+    if (!(set(ds, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f) && set(ds, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, one) &&
+          set(ds, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, one) && set(ds, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid) &&
+          set(ds, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align) && set(ds, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt) &&
+          cudnnBackendFinalize(ds) == CUDNN_STATUS_SUCCESS))
+      ds = nullptr;
+  }
+  if (!dx || !dw || !dy || (fp8 && (!dt || !ds))) return t.why = "tensor descriptors", t;
+
+  Desc conv = pool.make(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+  const int64_t dims = 2, pad[2] = {1, 1}, one2[2] = {1, 1};
+  const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
+  const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  if (!(set(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &dims) && set(conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp) &&
+        set(conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode) &&
+        set(conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad) && set(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad) &&
+        set(conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, one2) &&
+        set(conv, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, one2) && cudnnBackendFinalize(conv) == CUDNN_STATUS_SUCCESS))
+    return t.why = "convolution descriptor", t;
+
+  Desc op = pool.make(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+  const float alpha = 1.f, beta = 0.f;
+  Desc conv_y = fp8 ? dt : dy;
+  if (!(set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dx) &&
+        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dw) &&
+        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv_y) &&
+        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv) &&
+        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha) &&
+        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta) && cudnnBackendFinalize(op) == CUDNN_STATUS_SUCCESS))
+    return t.why = "convolution operation", t;
+  std::vector<Desc> ops{op};
+  if (fp8) {  // y = t * scale
+    Desc pw = pool.make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+    const cudnnPointwiseMode_t mul = CUDNN_POINTWISE_MUL;
+    const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
+    Desc pop = pool.make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+    if (!(set(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mul) && set(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec) &&
+          cudnnBackendFinalize(pw) == CUDNN_STATUS_SUCCESS && set(pop, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw) &&
+          set(pop, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dt) &&
+          set(pop, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &ds) &&
+          set(pop, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dy) && cudnnBackendFinalize(pop) == CUDNN_STATUS_SUCCESS))
+      return t.why = "scale operation", t;
+    ops.push_back(pop);
+  }
+  Desc graph = pool.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  if (!(set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, (int64_t)ops.size(), ops.data()) &&
+        set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) && cudnnBackendFinalize(graph) == CUDNN_STATUS_SUCCESS))
+    return t.why = "operation graph (not supported)", t;
+  Desc heur = pool.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
+  const cudnnBackendHeurMode_t hm = CUDNN_HEUR_MODE_A;
+  if (!(set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph) &&
+        set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &hm) && cudnnBackendFinalize(heur) == CUDNN_STATUS_SUCCESS))
+    return t.why = "heuristics", t;
+  int64_t count = 0;
+  cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr);
+  count = std::min<int64_t>(count, 6);
+  std::vector<Desc> cfgs;
+  for (int64_t i = 0; i < count; ++i) cfgs.push_back(pool.make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
+  int64_t got = 0;
+  if (count == 0 || cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs.data()) != CUDNN_STATUS_SUCCESS)
+    return t.why = "no engine configurations", t;
+
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  for (int64_t i = 0; i < got; ++i) {
+    Desc plan = pool.make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+    if (!(set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) &&
+          set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]) && cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS))
+      continue;
+    int64_t ws_bytes = 0, n = 0;
+    cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws_bytes);
+    if (ws_bytes > (int64_t(1) << 30)) continue;
+    void* ws = nullptr;
+    if (ws_bytes > 0 && cudaMalloc(&ws, ws_bytes) != cudaSuccess) continue;
+    Desc vp = pool.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+    const int64_t uids[4] = {kX, kW, kY, kS};
+    void* ptrs[4] = {x, w, y, scale};
+    const int64_t nptr = fp8 ? 4 : 3;
+    if (set(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, nptr, uids) &&
+        set(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, nptr, ptrs) &&
+        set(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws) && cudnnBackendFinalize(vp) == CUDNN_STATUS_SUCCESS &&
+        cudnnBackendExecute(h, plan, vp) == CUDNN_STATUS_SUCCESS && cudaDeviceSynchronize() == cudaSuccess) {
+      std::vector<float> ms;
+      for (int r = 0; r < repeats; ++r) {
+        cudaEventRecord(e0);
+        for (int k = 0; k < 5; ++k) cudnnBackendExecute(h, plan, vp);
+        cudaEventRecord(e1);
+        cudaEventSynchronize(e1);
+        float v = 0.f;
+        cudaEventElapsedTime(&v, e0, e1);
+        ms.push_back(v / 5.f);
+      }
+      std::sort(ms.begin(), ms.end());
+      ++t.engines;
+      if (t.ms < 0.f || ms[ms.size() / 2] < t.ms) t.ms = ms[ms.size() / 2];
+    }
+    cudaGetLastError();
+    if (ws) cudaFree(ws);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  if (t.engines == 0) t.why = "no engine ran";
+  return t;  // y holds the last engine's result: every engine computes the same convolution
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"FP16 vs FP8 3x3 convolutions of the SD 1.5 UNet (cuDNN graph API)"};
+  int64_t batch = 16;
+  int repeats = 10;
+  app.add_option("--batch", batch, "the UNet's batch (2 per image with guidance)")->check(CLI::Range(1, 256));
+  app.add_option("--repeats", repeats)->check(CLI::Range(1, 1000));
+  CLI11_PARSE(app, argc, argv);
+
+  struct Shape {
+    int64_t C, K, HW;
+    int count;  // stride-1 3x3 convolutions of this shape per forward
+  };
+  const Shape shapes[] = {{320, 320, 64, 7},  {640, 320, 64, 2},   {960, 320, 64, 1},    {640, 640, 64, 1},   {320, 640, 32, 1},  {640, 640, 32, 6},
+                          {960, 640, 32, 1},  {1280, 640, 32, 1},  {1920, 640, 32, 1},   {1280, 1280, 32, 1}, {640, 1280, 16, 1}, {1280, 1280, 16, 7},
+                          {1920, 1280, 16, 1}, {2560, 1280, 16, 2}, {1280, 1280, 8, 11}, {2560, 1280, 8, 3}};
+  cudnnHandle_t h = nullptr;
+  if (cudnnCreate(&h) != CUDNN_STATUS_SUCCESS) return std::fprintf(stderr, "cuDNN could not start\n"), 1;
+  float* scale = nullptr;
+  const float one = 1.f;
+  CHECK(cudaMalloc(&scale, sizeof(float)));
+  CHECK(cudaMemcpy(scale, &one, sizeof one, cudaMemcpyHostToDevice));
+  std::printf("batch %lld; cuDNN %zu\n", (long long)batch, cudnnGetVersion());
+  std::printf("%5s %5s %4s %3s %10s %10s %7s %9s %9s %9s  %s\n", "C", "K", "HW", "n", "fp16 ms", "fp8 ms", "ratio", "fp16 TF/s", "fp8 TF/s", "rel diff",
+              "note");
+  double sum16 = 0.0, sum8 = 0.0, sum16_both = 0.0;
+  for (const Shape& s : shapes) {
+    const int64_t N = batch, nx = N * s.HW * s.HW * s.C, nw = s.K * 9 * s.C, ny = N * s.HW * s.HW * s.K;
+    __half *x16 = nullptr, *w16 = nullptr, *y16 = nullptr, *y8 = nullptr;
+    __nv_fp8_e4m3 *x8 = nullptr, *w8 = nullptr;
+    CHECK(cudaMalloc(&x16, nx * 2));
+    CHECK(cudaMalloc(&w16, nw * 2));
+    CHECK(cudaMalloc(&x8, nx));
+    CHECK(cudaMalloc(&w8, nw));
+    CHECK(cudaMalloc(&y16, ny * 2));
+    CHECK(cudaMalloc(&y8, ny * 2));
+    fill_k<<<(unsigned)((nx + 255) / 256), 256>>>(x16, x8, nx, 1);
+    fill_k<<<(unsigned)((nw + 255) / 256), 256>>>(w16, w8, nw, 2);
+    CHECK(cudaGetLastError());
+    const Timed t16 = run_conv(h, false, N, s.C, s.K, s.HW, s.HW, x16, w16, scale, y16, repeats);
+    const Timed t8 = run_conv(h, true, N, s.C, s.K, s.HW, s.HW, x8, w8, scale, y8, repeats);
+    double rel = -1.0;
+    if (t16.ms > 0.f && t8.ms > 0.f) {
+      std::vector<__half> a(ny), b(ny);
+      CHECK(cudaMemcpy(a.data(), y16, ny * 2, cudaMemcpyDeviceToHost));
+      CHECK(cudaMemcpy(b.data(), y8, ny * 2, cudaMemcpyDeviceToHost));
+      double num = 0.0, den = 0.0;
+      for (int64_t i = 0; i < ny; i += 7) {
+        const double u = __half2float(a[i]), v = __half2float(b[i]);
+        num += (u - v) * (u - v);
+        den += u * u;
+      }
+      rel = den > 0.0 ? std::sqrt(num / den) : 0.0;
+    }
+    const double flop = 2.0 * N * s.HW * s.HW * s.K * s.C * 9;
+    std::printf("%5lld %5lld %4lld %3d %10.4f %10.4f %7.2f %9.1f %9.1f %9.2e  %s%s%s\n", (long long)s.C, (long long)s.K, (long long)s.HW, s.count, t16.ms, t8.ms,
+                t16.ms > 0.f && t8.ms > 0.f ? t16.ms / t8.ms : 0.0, t16.ms > 0.f ? flop / (t16.ms * 1e9) : 0.0, t8.ms > 0.f ? flop / (t8.ms * 1e9) : 0.0,
+                rel, t16.why, t16.ms > 0.f && t8.ms < 0.f ? "fp8: " : "", t8.ms < 0.f ? t8.why : "");
+    if (t16.ms > 0.f) sum16 += s.count * t16.ms;
+    if (t16.ms > 0.f && t8.ms > 0.f) sum8 += s.count * t8.ms, sum16_both += s.count * t16.ms;
+    for (void* p : {(void*)x16, (void*)w16, (void*)x8, (void*)w8, (void*)y16, (void*)y8}) cudaFree(p);
+  }
+  std::printf("per forward (shapes x counts): fp16 %.3f ms; where FP8 ran: fp16 %.3f ms, fp8 %.3f ms (%.2fx)\n", sum16, sum16_both, sum8,
+              sum8 > 0.0 ? sum16_both / sum8 : 0.0);
+  cudaFree(scale);
+  cudnnDestroy(h);
+  return 0;
+}
