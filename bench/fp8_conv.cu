@@ -14,24 +14,13 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
-#include "cuda_bench.cuh"
+#include "fp8_bench.cuh"
 
 namespace {
-
-// values in [-1, 1) from a hash, as FP16 and as FP8 E4M3 (the FP16 copy holds the FP8 value)
-__global__ void fill_k(__half* h, __nv_fp8_e4m3* q, int64_t n, uint32_t seed) {
-  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float v = (float)(bench_hash((uint32_t)i, seed) & 0xFFFF) / 32768.f - 1.f;
-  const __nv_fp8_e4m3 e(v);
-  q[i] = e;
-  h[i] = __float2half((float)e);
-}
 
 using Desc = cudnnBackendDescriptor_t;
 
@@ -228,24 +217,12 @@ int main(int argc, char** argv) {
     CHECK(cudaMalloc(&w8, nw));
     CHECK(cudaMalloc(&y16, ny * 2));
     CHECK(cudaMalloc(&y8, ny * 2));
-    fill_k<<<(unsigned)((nx + 255) / 256), 256>>>(x16, x8, nx, 1);
-    fill_k<<<(unsigned)((nw + 255) / 256), 256>>>(w16, w8, nw, 2);
+    fill_fp8_pair(x16, x8, nx, 1);
+    fill_fp8_pair(w16, w8, nw, 2);
     CHECK(cudaGetLastError());
     const Timed t16 = run_conv(h, false, N, s.C, s.K, s.HW, s.HW, x16, w16, scale, y16, repeats);
     const Timed t8 = run_conv(h, true, N, s.C, s.K, s.HW, s.HW, x8, w8, scale, y8, repeats);
-    double rel = -1.0;
-    if (t16.ms > 0.f && t8.ms > 0.f) {
-      std::vector<__half> a(ny), b(ny);
-      CHECK(cudaMemcpy(a.data(), y16, ny * 2, cudaMemcpyDeviceToHost));
-      CHECK(cudaMemcpy(b.data(), y8, ny * 2, cudaMemcpyDeviceToHost));
-      double num = 0.0, den = 0.0;
-      for (int64_t i = 0; i < ny; i += 7) {
-        const double u = __half2float(a[i]), v = __half2float(b[i]);
-        num += (u - v) * (u - v);
-        den += u * u;
-      }
-      rel = den > 0.0 ? std::sqrt(num / den) : 0.0;
-    }
+    const double rel = t16.ms > 0.f && t8.ms > 0.f ? relative_l2_diff(y16, y8, ny) : -1.0;
     const double flop = 2.0 * N * s.HW * s.HW * s.K * s.C * 9;
     std::printf("%5lld %5lld %4lld %3d %10.4f %10.4f %7.2f %9.1f %9.1f %9.2e  %s%s%s\n", (long long)s.C, (long long)s.K, (long long)s.HW, s.count, t16.ms, t8.ms,
                 t16.ms > 0.f && t8.ms > 0.f ? t16.ms / t8.ms : 0.0, t16.ms > 0.f ? flop / (t16.ms * 1e9) : 0.0, t8.ms > 0.f ? flop / (t8.ms * 1e9) : 0.0,

@@ -13,12 +13,11 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
-#include "cuda_bench.cuh"
+#include "fp8_bench.cuh"
 
 #define LT_CHECK(x)                                                                  \
   do {                                                                               \
@@ -37,16 +36,6 @@ namespace {
     const cudaError_t e_ = (x);                                                                \
     if (e_ != cudaSuccess) std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)), std::exit(1); \
   } while (0)
-
-// values in [-1, 1) from a hash, as FP16 and as FP8 E4M3 (the same numbers where E4M3 holds them)
-__global__ void fill_k(__half* h, __nv_fp8_e4m3* q, int64_t n, uint32_t seed) {
-  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  const float v = (float)(bench_hash((uint32_t)i, seed) & 0xFFFF) / 32768.f - 1.f;
-  const __nv_fp8_e4m3 e(v);
-  q[i] = e;
-  h[i] = __float2half((float)e);  // FP16 gets the FP8-representable value: the comparison sees only the GEMM
-}
 
 struct Shape {
   const char* what;
@@ -172,26 +161,17 @@ int main(int argc, char** argv) {
     CHECK(cudaMalloc(&bias, N * 2));
     CHECK(cudaMalloc(&y16, M * N * 2));
     CHECK(cudaMalloc(&y8, M * N * 2));
-    fill_k<<<(unsigned)((M * K + 255) / 256), 256>>>(x16, x8, M * K, 1);
-    fill_k<<<(unsigned)((N * K + 255) / 256), 256>>>(w16, w8, N * K, 2);
+    fill_fp8_pair(x16, x8, M * K, 1);
+    fill_fp8_pair(w16, w8, N * K, 2);
     CHECK(cudaMemset(bias, 0, N * 2));
     CHECK(cudaGetLastError());
     const Timed t16 = time_gemm(h, CUDA_R_16F, M, N, K, w16, x16, bias, y16, ws, ws_bytes, repeats, scale);
     const Timed t8 = time_gemm(h, CUDA_R_8F_E4M3, M, N, K, w8, x8, bias, y8, ws, ws_bytes, repeats, scale);
-    // the two results on the same (FP8-representable) inputs: relative L2 difference
-    std::vector<__half> a(M * N), b(M * N);
-    CHECK(cudaMemcpy(a.data(), y16, M * N * 2, cudaMemcpyDeviceToHost));
-    CHECK(cudaMemcpy(b.data(), y8, M * N * 2, cudaMemcpyDeviceToHost));
-    double num = 0.0, den = 0.0;
-    for (int64_t i = 0; i < M * N; i += 7) {
-      const double u = __half2float(a[i]), v = __half2float(b[i]);
-      num += (u - v) * (u - v);
-      den += u * u;
-    }
+    const double rel = relative_l2_diff(y16, y8, M * N);  // the two results on the same inputs
     const double flop = 2.0 * M * N * K;
     std::printf("%-22s %6lld %6lld %6lld %3d %10.4f %10.4f %7.2f %9.1f %9.1f %10.2e\n", s.what, (long long)M, (long long)N, (long long)K, s.count, t16.ms,
                 t8.ms, t8.ms > 0.f ? t16.ms / t8.ms : 0.0, flop / (t16.ms * 1e9), t8.ms > 0.f ? flop / (t8.ms * 1e9) : 0.0,
-                den > 0.0 ? std::sqrt(num / den) : 0.0);
+                rel);
     sum16 += s.count * t16.ms;
     if (t8.ms > 0.f) sum8 += s.count * t8.ms;
     for (void* p : {(void*)x16, (void*)w16, (void*)x8, (void*)w8, (void*)bias, (void*)y16, (void*)y8}) cudaFree(p);
