@@ -87,6 +87,14 @@ std::vector<Case> cases() {
                                                   in(b, ins, rng, "r", {2, 8, 8, 8})}, a),
                           "y");
                }});
+  c.push_back({"conv odd channels + residual [2,5,9,9]->6", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 Attrs a;
+                 a.stride = 1;
+                 for (int i = 0; i < 4; ++i) a.pad[i] = 1;
+                 b.output(b.add_node(Op::Conv2d, {in(b, ins, rng, "x", {2, 5, 9, 9}), w(b, rng, "w", {6, 5, 3, 3}, 1.f / 7), w(b, rng, "b", {6}, 1),
+                                                  in(b, ins, rng, "r", {2, 6, 9, 9})}, a),
+                          "y");
+               }});
   auto linear = [=](std::string name, Shape x, int64_t N, bool bias) {
     return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
                   int xi = in(b, ins, rng, "x", x);
@@ -179,6 +187,9 @@ std::vector<Case> cases() {
   c.push_back(attn("attention SD 2.x-like [4,2000]x[2000] d 64", 4, 2000, 2000, 512, 8, false));
   // too few 256-row blocks for the SMs of an H100/H200 (132): the Hopper kernel's 128-row blocks
   c.push_back(attn("attention 128-row blocks [1,4096]x[4096] d 40", 1, 4096, 4096, 320, 8, false));
+  // SD's d 160 levels at batch 2: a ragged cross-attention and the mid-block's 64 tokens
+  c.push_back(attn("attention wide heads, ragged cross [2,300]x[77] d 160", 2, 300, 77, 1280, 8, false));
+  c.push_back(attn("attention wide heads, mid-block [2,64]x[64] d 160", 2, 64, 64, 1280, 8, false));
   c.push_back(attn("attention 128-row blocks, ragged [2,1000]x[1000] d 80", 2, 1000, 1000, 640, 8, false));
   // packed projections (pass pack_qkv): q, k, v read in place from one [B, L, 3*H*D] tensor, or q and a
   // [B, Lk, 2*H*D] kv
@@ -366,6 +377,34 @@ TEST(BackendOps, CudaRejectsBadTokenIds) {
   auto r = (*e)->run({{"ids", ids}});
   ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("outside the vocabulary"), std::string::npos);
+}
+
+// The device loop's vectors are freed by release_scratch() (the pipeline frees them after each batch's
+// sampling: a server must not keep one set per request), and alloc() works again after it.
+TEST(BackendOps, CudaDeviceLoopReleasesItsScratch) {
+  REQUIRE_CUDA(cuda, false);
+  auto g = std::make_shared<Graph>();
+  GraphBuilder b(*g);
+  const int x = b.input("x", {1, 8});
+  b.output(b.add_node(Op::Add, {x, x}), "y");
+  auto e = cuda->compile(g);
+  ASSERT_TRUE(e.is_ok()) << e.status().message();
+  DeviceLoop* L = (*e)->device_loop();
+  ASSERT_NE(L, nullptr);
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_EQ(L->scratch_bytes(), 0);
+    auto a = L->alloc(1000), c = L->alloc(24);
+    ASSERT_TRUE(a.is_ok() && c.is_ok());
+    EXPECT_EQ(L->scratch_bytes(), 4096);
+    const std::vector<float> v = {1, 2, 3};
+    std::vector<float> back(3);
+    ASSERT_TRUE(L->upload(*c, v.data(), 3).is_ok());
+    ASSERT_TRUE(L->combine(*a, 3, {{*c, 2.f}}).is_ok());
+    ASSERT_TRUE(L->download(back.data(), *a, 3).is_ok());
+    EXPECT_EQ(back, (std::vector<float>{2, 4, 6}));
+    ASSERT_TRUE(L->release_scratch().is_ok());
+  }
+  EXPECT_EQ(L->scratch_bytes(), 0);
 }
 
 // The conformance components on CUDA: float32 within the CPU tolerance (1e-4 relative), fp16 within the

@@ -19,7 +19,9 @@ class DeviceLoop {
   virtual ~DeviceLoop() = default;
   virtual Result<float*> input(const std::string& name) = 0;  // an F32 graph input's buffer
   virtual Result<float*> output(int i) = 0;
-  virtual Result<float*> alloc(int64_t n) = 0;                // freed with the executable
+  virtual Result<float*> alloc(int64_t n) = 0;                // freed by release_scratch() or with the executable
+  virtual Status release_scratch() = 0;                       // frees every alloc() buffer (waits for the device)
+  virtual int64_t scratch_bytes() const = 0;                  // bytes alloc() holds now
   virtual Status upload(float* dst, const float* src, int64_t n) = 0;
   virtual Status download(float* dst, const float* src, int64_t n) = 0;
   virtual Status copy(float* dst, const float* src, int64_t n) = 0;

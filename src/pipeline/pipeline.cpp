@@ -234,6 +234,13 @@ Status Pipeline::sample_on_device(Executable& unet, Scheduler& sched, size_t sta
                                   std::vector<std::unique_ptr<Generator>>& gens, Tensor& x, const ProgressFn& progress, int& done, int total,
                                   StageTimes& times) {
   DeviceLoop& L = *unet.device_loop();
+  // The loop's vectors live for this call: freed on the way out (an error included), so a long-running
+  // server does not accumulate one set per request.
+  SDRT_RETURN_IF_ERROR(L.release_scratch());
+  struct Release {
+    DeviceLoop& l;
+    ~Release() { (void)l.release_scratch(); }
+  } release{L};
   const auto& ts = sched.timesteps();
   const int64_t B = x.dim(0), n = x.numel(), per = n / B, Bu = cfg ? 2 * B : B, steps = (int64_t)(ts.size() - start);
   const std::string key = unet_key(Bu, x.dim(2), x.dim(3), ctx.dim(1));

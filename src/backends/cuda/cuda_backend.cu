@@ -564,10 +564,21 @@ class CudaExecutable : public Executable {
     }
     Result<float*> alloc(int64_t n) override {
       void* d = nullptr;
-      CUDA_TRY(cudaMalloc(&d, std::max<size_t>((size_t)n * 4, 4)));
+      const size_t bytes = std::max<size_t>((size_t)n * 4, 4);
+      CUDA_TRY(cudaMalloc(&d, bytes));
       allocs_.push_back(d);
+      scratch_bytes_ += (int64_t)bytes;
       return static_cast<float*>(d);
     }
+    Status release_scratch() override {
+      cudaError_t first = cudaSuccess;
+      for (void* p : allocs_)  // cudaFree waits for the device's work on it
+        if (const cudaError_t e = cudaFree(p); e != cudaSuccess && first == cudaSuccess) first = e;
+      allocs_.clear();
+      scratch_bytes_ = 0;
+      return cuda::cuda_status(first, "cudaFree");
+    }
+    int64_t scratch_bytes() const override { return scratch_bytes_; }
     Status upload(float* dst, const float* src, int64_t n) override {
       CUDA_TRY(cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyHostToDevice, e_->stream_));
       return Status::ok();
@@ -606,6 +617,7 @@ class CudaExecutable : public Executable {
    private:
     CudaExecutable* e_;
     std::vector<void*> allocs_;
+    int64_t scratch_bytes_ = 0;
     cudaEvent_t events_[4] = {nullptr, nullptr, nullptr, nullptr};
   };
 
