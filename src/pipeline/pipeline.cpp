@@ -2,6 +2,8 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -346,7 +348,25 @@ std::string Pipeline::infotext(const GenerateRequest& r, int64_t seed) const {
 }
 
 Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& progress) {
+  // SDRT_TRACE_TIMES=1: wall time between points of the call on stderr (where an image's time goes
+  // besides the stage times the benchmark reports)
+  static const bool trace = std::getenv("SDRT_TRACE_TIMES") != nullptr;
+  std::vector<std::pair<const char*, clk::time_point>> marks;
+  auto mark = [&](const char* what) {
+    if (trace) marks.push_back({what, clk::now()});
+  };
+  struct Print {
+    const std::vector<std::pair<const char*, clk::time_point>>& m;
+    ~Print() {
+      std::string line = "generate:";
+      for (size_t i = 1; i < m.size(); ++i)
+        line += std::string(" ") + m[i].first + " " + std::to_string(std::chrono::duration<double, std::milli>(m[i].second - m[i - 1].second).count()) + " ms";
+      if (m.size() > 1) std::fprintf(stderr, "%s\n", line.c_str());
+    }
+  } print{marks};
+  mark("start");
   SDRT_RETURN_IF_ERROR(validate(r));
+  mark("validate");
   GenerateResult res;
   unet_flops_ = 0;
   if (r.seed == -1) r.seed = std::random_device{}() & 0xffffffffu;
@@ -381,6 +401,7 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
     SDRT_ASSIGN_OR_RETURN(ctx_u, stack(r.negative_prompts, r.negative_prompt, "negative prompt"));
   }
   res.times.text_s = since(t0);
+  mark("text");
 
   const int evals_per_batch = (int)make_scheduler(kind, sched_, r.steps)->timesteps().size();
   if (r.init_image && !r.init_tensor) {  // 8-bit RGB -> [-1, 1] at the requested size
@@ -440,6 +461,7 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
                                                         [&] { return build_unet(model_, ctx.dim(0), h, w, ctx.dim(1)); }));
       if (ex->device_loop()) on_device = ex;
     }
+    mark("setup");
     if (on_device) {
       SDRT_RETURN_IF_ERROR(sample_on_device(*on_device, *sched, start, r, joint, joint ? ctx_joint : ctx_c, gens, x, progress, done, total, res.times));
     }
@@ -481,6 +503,7 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
       if (preview_ && done % preview_every_ == 0) preview_(x.f32(), C4, h, w);
       if (progress && !progress(done, total)) return Status(Code::OutOfRange, "interrupted");
     }
+    mark("sampling");
     // VAE decode in slices of the batch: latents / scaling_factor -> [-1, 1] -> 8-bit
     auto tv = clk::now();
     const int64_t S = vae_slice(B);
@@ -494,14 +517,21 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
       decoded.push_back(std::move(img[0]));
     }
     res.times.vae_s += since(tv);
+    mark("vae");
     for (int i = 0; i < B; ++i) {
       Image im{r.width, r.height, std::vector<uint8_t>(HW * 3)};
       const float* p = decoded[i / S].f32() + (int64_t)(i % S) * 3 * HW;
-      for (int c = 0; c < 3; ++c)
-        for (int64_t q = 0; q < HW; ++q) {
-          const float v = std::clamp(p[c * HW + q] / 2.f + 0.5f, 0.f, 1.f);
-          im.rgb[q * 3 + c] = (uint8_t)std::lround(v * 255.f);
-        }
+      uint8_t* rgb = im.rgb.data();
+      // planar [3, H, W] floats to interleaved bytes, rows in parallel (5 ms of a 512x512 image on one
+      // core, much of a 0.3 s image). v * 255 rounded half away from zero, as lround: v >= 0 and adding
+      // 0.5 in double is exact, so truncating gives the same byte (fmax takes NaN to 0).
+#pragma omp parallel for schedule(static) if (HW >= 65536)
+      for (int y = 0; y < r.height; ++y)
+        for (int64_t q = (int64_t)y * r.width; q < (int64_t)(y + 1) * r.width; ++q)
+          for (int c = 0; c < 3; ++c) {
+            const float v = std::fmin(std::fmax(p[c * HW + q] / 2.f + 0.5f, 0.f), 1.f);
+            rgb[q * 3 + c] = (uint8_t)(int)((double)(v * 255.f) + 0.5);
+          }
       res.images.push_back(std::move(im));
       Tensor lat = Tensor::empty(DType::F32, {1, C4, h, w});
       std::memcpy(lat.f32(), x.f32() + i * per, per * 4);
@@ -516,6 +546,7 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
       }
     }
   }
+  mark("images");
   res.times.unet_flops = unet_flops_;
   return res;
 }
