@@ -65,26 +65,21 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
     const float shift = __half2float(ximg[g * cpg]) + (p.vec ? __half2float(p.vec[(int64_t)n * p.C + g * cpg]) : 0.f);
     const float a0 = add.x - shift, a1 = add.y - shift;
     float s = 0.f, q = 0.f;
-    constexpr int kBatch = 8;  // loads in flight before any is used
-    int i = 0;
-    for (; i + kBatch <= my_px; i += kBatch) {
+    // kBatch loads in flight before any is used, the last batch predicated: a thread often has fewer
+    // than kBatch pixels (SD's [2,320,64,64]: 5 or 6), which one at a time cost a memory round trip each
+    constexpr int kBatch = 8;
+    for (int i = 0; i < my_px; i += kBatch) {
       __half2 v[kBatch];
 #pragma unroll
-      for (int b = 0; b < kBatch; ++b) v[b] = xb[(int64_t)(row + (i + b) * R) * P + cp];
+      for (int b = 0; b < kBatch; ++b) v[b] = i + b < my_px ? xb[(int64_t)(row + (i + b) * R) * P + cp] : __half2{};
 #pragma unroll
       for (int b = 0; b < kBatch; ++b) {
+        if (i + b >= my_px) break;
         cache[(row + (i + b) * R) * P + cp] = v[b];
         const float2 f = __half22float2(v[b]);
         const float d0 = f.x + a0, d1 = f.y + a1;
         s += d0 + d1, q += d0 * d0 + d1 * d1;
       }
-    }
-    for (; i < my_px; ++i) {
-      const __half2 v = xb[(int64_t)(row + i * R) * P + cp];
-      cache[(row + i * R) * P + cp] = v;
-      const float2 f = __half22float2(v);
-      const float d0 = f.x + a0, d1 = f.y + a1;
-      s += d0 + d1, q += d0 * d0 + d1 * d1;
     }
     pair_s[row * P + cp] = s;
     pair_q[row * P + cp] = q;
@@ -133,7 +128,7 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
       const int q = row + i * R;
       const float2 f = __half22float2(cache[q * P + cp]);
       float v0 = f.x * sc0 + sf0, v1 = f.y * sc1 + sf1;
-      if (p.silu) v0 = v0 / (1.f + __expf(-v0)), v1 = v1 / (1.f + __expf(-v1));
+      if (p.silu) v0 = __fdividef(v0, 1.f + __expf(-v0)), v1 = __fdividef(v1, 1.f + __expf(-v1));  // -0 where exp overflows
       yb[(int64_t)q * P + cp] = __floats2half2_rn(v0, v1);
     }
   }

@@ -153,7 +153,7 @@ __global__ void gn_apply_k(const __half* x, const float2* ss, __half* y, int64_t
     for (int v = 0; v < V; ++v) {
       const float2 k = kv[v];
       float val = __half2float(h[v]) * k.x + k.y;
-      if (silu) val = val / (1.f + __expf(-val));
+      if (silu) val = __fdividef(val, 1.f + __expf(-val));  // -0 where exp overflows
       h[v] = __float2half_rn(val);
     }
     if constexpr (V == 8) reinterpret_cast<uint4*>(y)[i] = *reinterpret_cast<uint4*>(h);
