@@ -407,6 +407,66 @@ TEST(BackendOps, CudaDeviceLoopReleasesItsScratch) {
   EXPECT_EQ(L->scratch_bytes(), 0);
 }
 
+// A held input's work (here the projection of c) runs once per write to c, not per run(): runs that
+// change only x reuse it; writes to c by upload, combine or Executable::run make it run again.
+class CudaHeldInputP : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaHeldInputP, WorkRunsOncePerWrite) {
+  REQUIRE_CUDA_P(cuda, false, GetParam());
+  auto g = std::make_shared<Graph>();
+  GraphBuilder b(*g);
+  std::mt19937 rng(5);
+  const Tensor w = randn({8, 4}, rng);
+  const int x = b.input("x", {1, 8}), c = b.input("c", {2, 4});
+  b.output(b.add(x, b.linear(c, b.weight("w", w), -1)), "y");
+  auto e = cuda->compile(g);
+  ASSERT_TRUE(e.is_ok()) << e.status().message();
+  DeviceLoop* L = (*e)->device_loop();
+  ASSERT_NE(L, nullptr);
+  EXPECT_FALSE(L->hold_input("nope").is_ok());
+  auto xi = L->input("x"), ci = L->input("c"), yo = L->output(0);
+  ASSERT_TRUE(xi.is_ok() && ci.is_ok() && yo.is_ok());
+  ASSERT_TRUE(L->hold_input("c").is_ok());
+  auto want = [&](const std::vector<float>& xv, const std::vector<float>& cv) {
+    std::vector<float> y(16);
+    for (int r = 0; r < 2; ++r)
+      for (int j = 0; j < 8; ++j) {
+        double acc = xv[j];
+        for (int k = 0; k < 4; ++k) acc += (double)cv[r * 4 + k] * w.f32()[j * 4 + k];
+        y[r * 8 + j] = (float)acc;
+      }
+    return y;
+  };
+  auto got = [&] {
+    std::vector<float> y(16);
+    EXPECT_TRUE(L->run().is_ok());
+    EXPECT_TRUE(L->download(y.data(), *yo, 16).is_ok());
+    return y;
+  };
+  auto near = [](const std::vector<float>& a, const std::vector<float>& b) {
+    for (size_t i = 0; i < a.size(); ++i)
+      if (std::fabs(a[i] - b[i]) > 2e-2f * (1.f + std::fabs(b[i]))) return false;
+    return true;
+  };
+  std::vector<float> x1(8), x2(8), c1(8), c2(8);
+  for (int i = 0; i < 8; ++i) x1[i] = 0.1f * i, x2[i] = 1.f - 0.2f * i, c1[i] = 0.5f - 0.1f * i, c2[i] = 0.3f * (i % 3);
+  ASSERT_TRUE(L->upload(*xi, x1.data(), 8).is_ok() && L->upload(*ci, c1.data(), 8).is_ok());
+  EXPECT_TRUE(near(got(), want(x1, c1)));
+  ASSERT_TRUE(L->upload(*xi, x2.data(), 8).is_ok());  // only x: the held projection is reused
+  EXPECT_TRUE(near(got(), want(x2, c1)));
+  ASSERT_TRUE(L->upload(*ci, c2.data(), 8).is_ok());  // c written: projected again
+  EXPECT_TRUE(near(got(), want(x2, c2)));
+  ASSERT_TRUE(L->combine(*ci, 8, {{*ci, 2.f}}).is_ok());
+  std::vector<float> c3(8);
+  for (int i = 0; i < 8; ++i) c3[i] = 2.f * c2[i];
+  EXPECT_TRUE(near(got(), want(x2, c3)));
+  auto r = (*e)->run({{"x", Tensor::from_f32({1, 8}, x1)}, {"c", Tensor::from_f32({2, 4}, c1)}});
+  ASSERT_TRUE(r.is_ok()) << r.status().message();
+  EXPECT_TRUE(near(std::vector<float>(r->at(0).f32(), r->at(0).f32() + 16), want(x1, c1)));
+}
+
+INSTANTIATE_TEST_SUITE_P(Precisions, CudaHeldInputP, ::testing::Values("fp32", "fp16"), [](const auto& i) { return i.param; });
+
 // The conformance components on CUDA: float32 within the CPU tolerance (1e-4 relative), fp16 within the
 // README's 2e-2.
 class CudaConformanceP : public ::testing::TestWithParam<std::string> {};

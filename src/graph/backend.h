@@ -27,6 +27,10 @@ class DeviceLoop {
   virtual Status copy(float* dst, const float* src, int64_t n) = 0;
   // dst[k] = sum_j coef_j * src_j[k] for k < n (dst may be a source); at most 8 terms.
   virtual Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms) = 0;
+  // The named input keeps its value between run()s until written again (upload, copy, combine into its
+  // buffer, or Executable::run): work that depends only on held inputs and weights runs once after each
+  // write instead of in every run() (the sampling loop's prompt embeddings: their key/value projections).
+  virtual Status hold_input(const std::string& name) = 0;
   virtual Status run() = 0;              // the graph on the buffers
   virtual Status mark(int64_t step) = 0;  // a point in the stream, waited for by wait(step)
   virtual Status wait(int64_t step) = 0;  // steps marked at most 3 marks ago

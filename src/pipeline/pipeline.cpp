@@ -272,6 +272,7 @@ Status Pipeline::sample_on_device(Executable& unet, Scheduler& sched, size_t sta
   SDRT_ASSIGN_OR_RETURN(float* in, L.input("sample"));
   SDRT_ASSIGN_OR_RETURN(float* t_in, L.input("timestep"));
   SDRT_ASSIGN_OR_RETURN(float* ctx_in, L.input("encoder_hidden_states"));
+  SDRT_RETURN_IF_ERROR(L.hold_input("encoder_hidden_states"));  // the same for every step
   SDRT_ASSIGN_OR_RETURN(float* out, L.output(0));
   SDRT_RETURN_IF_ERROR(L.upload(T, tv.data(), steps * Bu));
   SDRT_RETURN_IF_ERROR(L.upload(X, x.f32(), n));
