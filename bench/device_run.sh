@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, unet, kernels, bench, ab, ncu-attn.
+# gn, unet, kernels, bench, ab, ab-bench, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,6 +59,13 @@ for step in "$@"; do
           echo "batch $b $v: $("$exe" --backend cuda --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep median)"
         done
       done; done 2>&1 | tee "$out/unet-ab.txt" ;;
+    ab-bench)  # sdrt bench of the engine before a change (sdrt_base, built from the previous commit) and of
+               # this one, alternating, batch 1 and 16, in one session
+      for cfg in "1 3" "16 2"; do read -r nb reps <<< "$cfg"; for r in 1 2; do for v in base new; do
+        exe="$bin/sdrt"; [ $v = base ] && exe="$bin/sdrt_base"
+        echo "$v batch $nb: $("$exe" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
+          --no-engine-cache -o "/tmp/ab/$v$nb$r" 2>&1 | grep '^optimized')"
+      done; done; done 2>&1 | tee "$out/bench-ab.txt" ;;
     ncu-attn)  # the Hopper kernel on the batch-16 4096-token self-attention
       timeout 120 ncu --clock-control none -k regex:flash_wgmma --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
         --section WarpStateStats --section ComputeWorkloadAnalysis "$bin/bench_attention" --batch 16 --repeats 1 > "$out/ncu-attn.txt" 2>&1
