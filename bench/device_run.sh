@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, unet, kernels, bench, ab, ab-bench, ncu-attn.
+# gn, geglu, unet, kernels, bench, ab, ab-bench, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +29,8 @@ for step in "$@"; do
       echo "rc $?"; grep -E '^\[  (PASSED|FAILED)|FAILED|nmse|max' "$out/tests.log" | tail -25 ;;
     attn)
       for b in 2 16; do "$bin/bench_attention" --batch $b --repeats 20; done 2>&1 | tee "$out/attn.txt" ;;
+    geglu)  # the GEGLU projection: cuBLASLt + GEGLU pass vs the fused kernel (bench_geglu_gemm)
+      for b in 2 16; do "$bin/bench_geglu_gemm" --batch $b --repeats 15; done 2>&1 | tee "$out/geglu.txt" ;;
     gn)  # GroupNorm: one-pass vs three-pass on the UNet's shapes
       for b in 2 16; do "$bin/bench_group_norm" --batch $b --repeats 15; done 2>&1 | tee "$out/gn.txt" ;;
     kernels)  # GPU time per kernel of one batch-2 UNet forward (Nsight Compute, summed by kernel name)
