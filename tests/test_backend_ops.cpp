@@ -79,22 +79,18 @@ std::vector<Case> cases() {
   c.push_back(conv("conv_out [2,320,32,32]->4", {2, 320, 32, 32}, 4, 3, 1, {1, 1, 1, 1}));
   c.push_back(conv("few outputs, stride 2, asym pad [1,16,9,9]->3", {1, 16, 9, 9}, 3, 3, 2, {0, 0, 1, 1}));
   c.push_back(conv("few inputs [2,3,10,10]->16 (VAE-like conv_in)", {2, 3, 10, 10}, 16, 3, 1, {1, 1, 1, 1}));
-  c.push_back({"conv_out + residual [2,64,8,8]->8", [=](GraphBuilder& b, auto& ins, auto& rng) {
-                 Attrs a;
-                 a.stride = 1;
-                 for (int i = 0; i < 4; ++i) a.pad[i] = 1;
-                 b.output(b.add_node(Op::Conv2d, {in(b, ins, rng, "x", {2, 64, 8, 8}), w(b, rng, "w", {8, 64, 3, 3}, 1.f / 24), w(b, rng, "b", {8}, 1),
-                                                  in(b, ins, rng, "r", {2, 8, 8, 8})}, a),
-                          "y");
-               }});
-  c.push_back({"conv odd channels + residual [2,5,9,9]->6", [=](GraphBuilder& b, auto& ins, auto& rng) {
-                 Attrs a;
-                 a.stride = 1;
-                 for (int i = 0; i < 4; ++i) a.pad[i] = 1;
-                 b.output(b.add_node(Op::Conv2d, {in(b, ins, rng, "x", {2, 5, 9, 9}), w(b, rng, "w", {6, 5, 3, 3}, 1.f / 7), w(b, rng, "b", {6}, 1),
-                                                  in(b, ins, rng, "r", {2, 6, 9, 9})}, a),
-                          "y");
-               }});
+  auto conv_residual = [=](std::string name, Shape x, int64_t O) {  // 3x3, pad 1, + bias + residual
+    return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
+                  Attrs a;
+                  a.stride = 1;
+                  for (int i = 0; i < 4; ++i) a.pad[i] = 1;
+                  b.output(b.add_node(Op::Conv2d, {in(b, ins, rng, "x", x), w(b, rng, "w", {O, x[1], 3, 3}, 1.f / std::sqrt((float)x[1] * 9)),
+                                                   w(b, rng, "b", {O}, 1), in(b, ins, rng, "r", {x[0], O, x[2], x[3]})}, a),
+                           "y");
+                }};
+  };
+  c.push_back(conv_residual("conv_out + residual [2,64,8,8]->8", {2, 64, 8, 8}, 8));
+  c.push_back(conv_residual("conv odd channels + residual [2,5,9,9]->6", {2, 5, 9, 9}, 6));
   auto linear = [=](std::string name, Shape x, int64_t N, bool bias) {
     return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
                   int xi = in(b, ins, rng, "x", x);

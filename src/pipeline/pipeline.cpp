@@ -238,7 +238,6 @@ Status Pipeline::sample_on_device(Executable& unet, Scheduler& sched, size_t sta
   DeviceLoop& L = *unet.device_loop();
   // The loop's vectors live for this call: freed on the way out (an error included), so a long-running
   // server does not accumulate one set per request.
-  SDRT_RETURN_IF_ERROR(L.release_scratch());
   struct Release {
     DeviceLoop& l;
     ~Release() { (void)l.release_scratch(); }
