@@ -130,7 +130,7 @@ int cmd_build(const BuildArgs& a) {
 
   std::printf("building a %s plan of %s for %s (sm_%d%d; %s)\n", a.precision.c_str(), a.model.c_str(), here.device.c_str(), here.cc_major,
               here.cc_minor, here.libraries.c_str());
-  int gn_silu = 0, gn_add = 0, residual = 0, flash = 0, materialized = 0, convs = 0, linears = 0;
+  int gn_silu = 0, gn_add = 0, residual = 0, flash = 0, materialized = 0, convs = 0, linears = 0, geglu = 0;
   for (auto& [key, build] : todo) {
     auto t0 = clk::now();
     auto g0 = build();
@@ -147,6 +147,7 @@ int cmd_build(const BuildArgs& a) {
       residual += (n.op == Op::Conv2d || n.op == Op::Linear) && n.inputs.size() == 4;
       convs += n.op == Op::Conv2d;
       linears += n.op == Op::Linear;
+      geglu += n.op == Op::Linear && n.a.geglu;
       if (n.op == Op::Attention) {
         std::vector<const Shape*> shapes;
         for (int i : n.inputs) shapes.push_back(&g->nodes[i].shape);
@@ -166,13 +167,18 @@ int cmd_build(const BuildArgs& a) {
   const double mib = fs::file_size(a.out, ec) / 1048576.0;
   const double write_s = since(tw);
 
-  int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0, as_fused = 0;
+  int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0, as_fused = 0, geglu_n = 0, geglu_fused = 0;
   std::map<std::string, int> algos;
   for (const auto& [k, v] : plan.tactics) {
     const bool cached = seeded.count(k) > 0;
     if (k.rfind("conv_form/", 0) == 0) {  // cuDNN, im2col + GEMM or cuDNN's fused call, timed per shape
       as_gemm += v == "im2col-gemm";
       as_fused += v == "cudnn-fused";
+      continue;
+    }
+    if (k.rfind("geglu_form/", 0) == 0) {  // the fused GEGLU kernel or GEMM + GEGLU pass, timed per shape
+      ++geglu_n;
+      geglu_fused += v != "split";
       continue;
     }
     if (k.rfind("lt_gemm/", 0) == 0) {
@@ -190,8 +196,9 @@ int cmd_build(const BuildArgs& a) {
   for (const auto& [name, n] : algos) std::printf(" %s %d", name.c_str(), n);
   std::printf("; %d of them run as im2col + cuBLASLt GEMM, %d as cuDNN's fused convolution + bias + residual (faster there)", as_gemm, as_fused);
   std::printf("; %d GEMM shapes (%d from the timing cache, %d timed)", gemm_n, gemm_cached, gemm_n - gemm_cached);
-  std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized; fused: %d GroupNorm+SiLU, %d residual adds, %d time embeddings into GroupNorm\n",
-              convs, linears, flash, materialized, gn_silu, residual, gn_add);
+  if (geglu_n) std::printf("; %d GEGLU projection shapes, %d of them as one fused kernel (faster there)", geglu_n, geglu_fused);
+  std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized; fused: %d GroupNorm+SiLU, %d residual adds, %d time embeddings into GroupNorm, %d GEGLU projections\n",
+              convs, linears, flash, materialized, gn_silu, residual, gn_add, geglu);
   if (!a.timing_cache.empty()) {
     auto all = seeded;
     for (const auto& [k, v] : be->tactics(nullptr)) all[k] = v;

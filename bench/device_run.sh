@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, unet, kernels, bench, ab, ab-bench, ncu-attn.
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,6 +31,13 @@ for step in "$@"; do
       for b in 2 16; do "$bin/bench_attention" --batch $b --repeats 20; done 2>&1 | tee "$out/attn.txt" ;;
     geglu)  # the GEGLU projection: cuBLASLt + GEGLU pass vs the fused kernel (bench_geglu_gemm)
       for b in 2 16; do "$bin/bench_geglu_gemm" --batch $b --repeats 15; done 2>&1 | tee "$out/geglu.txt" ;;
+    geglu-ncu)  # what limits the fused GEGLU kernel: two of its forms on the batch-16 first-level shape (the first
+                # launch of each is that shape's correctness check)
+      for k in ILi128ELi4ELb1ELb0ELb0 ILi64ELi3ELb0ELb1ELb0; do
+        timeout 100 ncu --kernel-name-base mangled -k regex:$k --launch-count 1 --section SpeedOfLight --section WarpStateStats --section Occupancy \
+          --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$bin/bench_geglu_gemm" --batch 16 --repeats 1 > "$out/ncu-geglu-$k.txt" 2>&1
+        grep -E "Duration|Throughput|Warp Cycles Per Issued|Issue Slots Busy|Achieved Occupancy|Registers Per" "$out/ncu-geglu-$k.txt" | head -16
+      done ;;
     gn)  # GroupNorm: one-pass vs three-pass on the UNet's shapes
       for b in 2 16; do "$bin/bench_group_norm" --batch $b --repeats 15; done 2>&1 | tee "$out/gn.txt" ;;
     kernels)  # GPU time per kernel of one batch-2 UNet forward (Nsight Compute, summed by kernel name)

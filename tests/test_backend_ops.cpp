@@ -100,6 +100,21 @@ std::vector<Case> cases() {
   };
   c.push_back(linear("linear no bias [2,77,768]->320", {2, 77, 768}, 320, false));
   c.push_back(linear("linear SD FF [2,4096,320]->2560", {2, 4096, 320}, 2560, true));
+  // a Linear with its GEGLU fused (pass fuse_linear_geglu): y = value * gelu(gate) of the [..., 2F] projection
+  auto linear_geglu = [=](std::string name, Shape x, int64_t F, bool bias) {
+    return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
+                  Attrs a;
+                  a.geglu = true;
+                  std::vector<int> args{in(b, ins, rng, "x", x), w(b, rng, "w", {2 * F, x.back()}, 1.f / std::sqrt((float)x.back()))};
+                  if (bias) args.push_back(w(b, rng, "b", {2 * F}, 1));
+                  b.output(b.add_node(Op::Linear, args, a), "y");
+                }};
+  };
+  c.push_back(linear_geglu("linear+geglu SD [2,4096,320]->2x1280", {2, 4096, 320}, 1280, true));
+  c.push_back(linear_geglu("linear+geglu SD mid [2,64,1280]->2x5120", {2, 64, 1280}, 5120, true));
+  c.push_back(linear_geglu("linear+geglu ragged rows [3,43,128]->2x256", {3, 43, 128}, 256, true));
+  c.push_back(linear_geglu("linear+geglu odd sizes [1,5,24]->2x20", {1, 5, 24}, 20, true));
+  c.push_back(linear_geglu("linear+geglu no bias [2,9,64]->2x128", {2, 9, 64}, 128, false));
   auto unary = [=](std::string name, Op op, Shape x) {
     return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) { b.output(b.unary(op, in(b, ins, rng, "x", x)), "y"); }};
   };
@@ -326,6 +341,38 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
     ::unsetenv(var);
   }
   EXPECT_GE(cases_run, 30);
+  EXPECT_EQ(failures, 0);
+}
+
+// Each form of a Linear with a fused GEGLU (the cuBLASLt GEMM then the GEGLU pass, and every form of the
+// fused Hopper kernel), forced in turn with SDRT_GEGLU_FORM, against the CPU. Where a form cannot take a
+// case (its sizes or its GPU) the split form runs it.
+TEST(BackendOps, EveryGegluProjectionFormMatchesTheCpu) {
+  REQUIRE_CUDA_P(probe, true, "fp16");
+  auto cpu = make_cpu_backend();
+  std::vector<std::string> forms{"split"};
+  for (int f = 0; f < cuda_geglu_gemm_forms(); ++f) forms.push_back(cuda_geglu_gemm_form_name(f));
+  int failures = 0, cases_run = 0;
+  const bool hopper = probe->compute_capability() == std::pair{9, 0};
+  for (const std::string& form : forms) {
+    ::setenv("SDRT_GEGLU_FORM", form.c_str(), 1);
+    const int64_t before = cuda_geglu_gemm_launches();
+    for (const auto& c : cases()) {
+      if (c.name.rfind("linear+geglu", 0) != 0) continue;
+      const CaseRun r = run_case(c, *cpu, "fp16");
+      ASSERT_TRUE(r.setup_error.empty() && r.run_error.empty()) << form << " " << c.name << ": " << r.setup_error << r.run_error;
+      const bool ok = r.finite && r.nmse < 1e-5;
+      std::printf("      SDRT_GEGLU_FORM=%-10s %-44s %12.3e  %s\n", form.c_str(), c.name.c_str(), r.nmse, ok ? "ok" : "FAIL");
+      failures += !ok;
+      ++cases_run;
+    }
+    // the fused kernel took the cases it can (sizes, bias) as one launch each, on a Hopper GPU
+    const int64_t launches = cuda_geglu_gemm_launches() - before;
+    if (form == "split" || !hopper) EXPECT_EQ(launches, 0) << form;
+    else EXPECT_EQ(launches, 3) << form;  // SD's two shapes and the ragged rows; not the odd sizes, not without a bias
+  }
+  ::unsetenv("SDRT_GEGLU_FORM");
+  EXPECT_GE(cases_run, 5 * (int)forms.size());
   EXPECT_EQ(failures, 0);
 }
 

@@ -171,6 +171,59 @@ TEST(Passes, PackQkvCountsAndMatches) {
   EXPECT_LT(max_abs_diff(run_cpu(f, in), run_cpu(g, in)), 1e-5);
 }
 
+TEST(Passes, FuseLinearGegluCountsAndMatches) {
+  SeededGraph sg(17, 0.4f);
+  [[maybe_unused]] auto& [rng, scale, g, gb] = sg;
+  const int64_t C = 8, F = 12;
+  std::map<std::string, Tensor> in{{"x", randn({2, 5, C}, rng)}, {"r", randn({2, 5, 2 * F}, rng)}};
+  int x = gb.input("x", {2, 5, C});
+  int ff = gb.unary(Op::GEGLU, gb.linear(x, sg.W("w1", {2 * F, C}), sg.W("b1", {2 * F})));  // fused
+  int nob = gb.unary(Op::GEGLU, gb.linear(x, sg.W("w2", {2 * F, C}), -1));                  // no bias: fused too
+  int shared = gb.linear(x, sg.W("w3", {2 * F, C}), sg.W("b3", {2 * F}));
+  int kept = gb.add(gb.unary(Op::GEGLU, shared), gb.reshape(gb.unary(Op::GEGLU, gb.add(shared, shared)), {2, 5, F}));  // read twice: kept
+  Attrs none;
+  int res = gb.add_node(Op::Linear, {x, sg.W("w4", {2 * F, C}), sg.W("b4", {2 * F}), gb.input("r", {2, 5, 2 * F})}, none);
+  int with_res = gb.unary(Op::GEGLU, res);  // a residual in the epilogue already: kept
+  gb.output(gb.add(gb.add(gb.add(ff, nob), kept), with_res), "y");
+  ASSERT_TRUE(gb.status().is_ok()) << gb.status().message();
+  int n = -1;
+  Graph f = fuse_linear_geglu(g, &n);
+  ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(count_ops(f, Op::GEGLU), count_ops(g, Op::GEGLU) - 2);
+  int fused = 0;
+  for (const auto& node : f.nodes)
+    if (node.op == Op::Linear && node.a.geglu) {
+      ++fused;
+      EXPECT_EQ(node.shape, (Shape{2, 5, F}));
+    }
+  EXPECT_EQ(fused, 2);
+  EXPECT_NEAR(f.flops(), g.flops(), 1e-9 * g.flops());
+  EXPECT_LT(max_abs_diff(run_cpu(f, in), run_cpu(g, in)), 1e-5);
+  // and after fuse_residual_add, which must leave a GEGLU projection's epilogue alone
+  int r = -1;
+  Graph again = fuse_residual_add(f, &r);
+  ASSERT_TRUE(again.verify().is_ok()) << again.verify().message();
+  for (const auto& node : again.nodes) EXPECT_FALSE(node.a.geglu && node.inputs.size() == 4);
+}
+
+TEST(Passes, GegluProjectionOfOddWidthOrWithResidualIsRejected) {
+  Graph g;
+  GraphBuilder gb(g);
+  int x = gb.input("x", {2, 4});
+  Attrs a;
+  a.geglu = true;
+  gb.add_node(Op::Linear, {x, gb.weight("w", Tensor::zeros(DType::F32, {5, 4}))}, a);
+  ASSERT_FALSE(gb.status().is_ok());
+  EXPECT_NE(gb.status().message().find("even width"), std::string::npos) << gb.status().message();
+  Graph g2;
+  GraphBuilder gb2(g2);
+  int x2 = gb2.input("x", {2, 4}), r2 = gb2.input("r", {2, 3});
+  gb2.add_node(Op::Linear, {x2, gb2.weight("w", Tensor::zeros(DType::F32, {6, 4})), gb2.weight("b", Tensor::zeros(DType::F32, {6})), r2}, a);
+  ASSERT_FALSE(gb2.status().is_ok());
+  EXPECT_NE(gb2.status().message().find("no residual"), std::string::npos) << gb2.status().message();
+}
+
 TEST(Passes, ResidualOfWrongShapeIsRejectedByTheVerifier) {
   Graph g;
   GraphBuilder gb(g);
@@ -192,12 +245,15 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   std::vector<PassResult> log;
   Graph f = optimize_graph(**g, &log);
   ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
-  ASSERT_EQ(log.size(), 4u);
+  ASSERT_EQ(log.size(), 5u);
   EXPECT_GT(log[0].rewrites, 10);  // every ResNet norm + act, and conv_norm_out
   EXPECT_GT(log[1].rewrites, 10);  // ResNet shortcuts, attention/FF outputs, proj_out
   EXPECT_GT(log[2].rewrites, 5);   // every UNet ResNet's time embedding into its norm2
   EXPECT_EQ(log[3].rewrites, count_ops(**g, Op::Attention));  // each transformer's self (qkv) and cross (kv) attention
   EXPECT_EQ(count_ops(f, Op::Linear), count_ops(**g, Op::Linear) - 3 * count_ops(**g, Op::Attention) / 2);
+  EXPECT_GT(count_ops(**g, Op::GEGLU), 0);
+  EXPECT_EQ(log[4].rewrites, count_ops(**g, Op::GEGLU));  // every transformer's feed-forward projection
+  EXPECT_EQ(count_ops(f, Op::GEGLU), 0);
   std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
                                    {"timestep", Tensor::from_f32({2}, {500.f, 500.f})},
                                    {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};

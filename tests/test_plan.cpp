@@ -99,12 +99,15 @@ TEST(Plan, RoundTripKeepsGraphsAndWeightsAndRunsIdentically) {
   for (size_t k = 0; k < p.entries.size(); ++k) {
     const Graph &a = *p.entries[k].graph, &b = *r->entries[k].graph;
     ASSERT_EQ(a.nodes.size(), b.nodes.size());
+    EXPECT_TRUE(std::any_of(b.nodes.begin(), b.nodes.end(), [](const Node& n) { return n.op == Op::Linear && n.a.geglu; }));  // fused GEGLU kept
     EXPECT_TRUE(b.optimized);
     for (size_t i = 0; i < a.nodes.size(); ++i) {
       EXPECT_EQ(a.nodes[i].op, b.nodes[i].op);
       EXPECT_EQ(a.nodes[i].inputs, b.nodes[i].inputs);
       EXPECT_EQ(a.nodes[i].name, b.nodes[i].name);
       EXPECT_EQ(a.nodes[i].a.silu, b.nodes[i].a.silu);
+      EXPECT_EQ(a.nodes[i].a.geglu, b.nodes[i].a.geglu);
+      EXPECT_EQ(a.nodes[i].shape, b.nodes[i].shape);
       EXPECT_EQ(a.nodes[i].a.eps, b.nodes[i].a.eps);
     }
     ASSERT_EQ(a.weights.size(), b.weights.size());

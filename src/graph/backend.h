@@ -95,6 +95,11 @@ std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt = {}, std::str
 // GroupNorms this process ran as one cooperative kernel (the CUDA FP16 path's one-pass form): tests use
 // it to know which form they checked. 0 without CUDA.
 int64_t cuda_group_norm_onepass_launches();
+// The fused GEGLU projection kernel's forms (CUDA FP16 on compute capability 9.0; the tactic names of
+// "geglu_form/..." besides "split") and its launches in this process, for tests. 0 forms without CUDA.
+int cuda_geglu_gemm_forms();
+const char* cuda_geglu_gemm_form_name(int form);
+int64_t cuda_geglu_gemm_launches();
 
 // "auto" (cuda where usable, else cpu), "cpu" or "cuda"; precision "auto" (fp16 on cuda, fp32 on cpu),
 // "fp32" or "fp16" (cuda only); device: the CUDA device index. An error names why a backend is unavailable.

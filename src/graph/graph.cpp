@@ -97,6 +97,11 @@ Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
       if (in.size() >= 3 && (in[2]->size() != 1 || (*in[2])[0] != w[0])) return mismatch(n, "bias shape " + shape_str(*in[2]));
       Shape out = x;
       out.back() = w[0];
+      if (a.geglu) {  // the GEGLU of the projection: its value half times gelu of its gate half
+        if (w[0] % 2) return mismatch(n, "a GEGLU projection needs an even width, got " + std::to_string(w[0]));
+        if (in.size() == 4) return mismatch(n, "a GEGLU projection takes no residual");
+        out.back() = w[0] / 2;
+      }
       if (in.size() == 4 && *in[3] != out) return mismatch(n, "residual " + shape_str(*in[3]) + " is not the output shape " + shape_str(out));
       return out;
     }
@@ -221,8 +226,8 @@ double Graph::flops() const {
     if (n.op == Op::Conv2d) {
       const Shape& w = nodes[n.inputs[1]].shape;
       f += 2.0 * (double)numel(n.shape) * (double)(w[1] * w[2] * w[3]);
-    } else if (n.op == Op::Linear) {
-      f += 2.0 * (double)numel(n.shape) * (double)nodes[n.inputs[1]].shape[1];
+    } else if (n.op == Op::Linear) {  // a fused GEGLU's projection is twice its output's width
+      f += 2.0 * (double)numel(n.shape) * (double)nodes[n.inputs[1]].shape[1] * (n.a.geglu ? 2 : 1);
     } else if (n.op == Op::Attention) {
       std::vector<const Shape*> in;
       for (int i : n.inputs) in.push_back(&nodes[i].shape);

@@ -17,7 +17,8 @@ enum class Op : uint8_t {
   Weight,             // named constant from Graph::weights
   Conv2d,             // x[N,C,H,W], w[O,C,kh,kw], b[O]?, r[N,O,Ho,Wo]? (NCHW; pads top,left,bottom,right);
                       // r (fused residual, only with a bias) is added to the output
-  Linear,             // x[...,K], w[N,K], b[N]?, r[...,N]? -> [...,N]; r as for Conv2d
+  Linear,             // x[...,K], w[N,K], b[N]?, r[...,N]? -> [...,N]; r as for Conv2d; with Attrs::geglu
+                      // (fused GEGLU, no r) -> [...,N/2], the GEGLU of the [...,N] projection
   GroupNorm,          // x[N,C,...], gamma[C], beta[C]; followed by SiLU when Attrs::silu (fused)
   LayerNorm,          // x[...,C], gamma[C], beta[C]
   SiLU,
@@ -51,6 +52,7 @@ struct Attrs {
   int64_t dim = 0;                // TimestepEmbedding width
   bool flip_sin_to_cos = true;
   bool silu = false;              // GroupNorm: SiLU fused after the normalisation
+  bool geglu = false;             // Linear: GEGLU fused after the projection (pass fuse_linear_geglu)
   float freq_shift = 0.f;
   Shape dims;                     // Reshape target / FromTokens [H, W]
 };

@@ -24,6 +24,10 @@ Graph fuse_groupnorm_add(const Graph& g, int* rewrites);
 // place in the order.
 Graph fuse_residual_add(const Graph& g, int* rewrites);
 
+// GEGLU(Linear(x, w, b)), the projection read only there -> one Linear with Attrs::geglu (the GEGLU
+// in the projection's epilogue: its [..., 2F] result is never stored).
+Graph fuse_linear_geglu(const Graph& g, int* rewrites);
+
 // Attention(q, k, v) whose q, k, v (or k, v) are Linears of one input, read only there -> one Linear
 // with the weights stacked and the Attention reading its output packed (qkv, or q and kv).
 Graph pack_qkv(const Graph& g, int* rewrites);

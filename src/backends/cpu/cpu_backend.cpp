@@ -117,7 +117,14 @@ class CpuExecutable : public Executable {
       }
       case Op::Linear: {
         const Tensor& w = *in[1];
-        cpu::linear(x.f32(), w.f32(), in.size() > 2 ? in[2]->f32() : nullptr, y.f32(), x.numel() / x.dim(-1), x.dim(-1), w.dim(0));
+        const int64_t rows = x.numel() / x.dim(-1);
+        if (a.geglu) {  // the [rows, 2F] projection, then its GEGLU into y
+          std::vector<float> proj((size_t)rows * w.dim(0));
+          cpu::linear(x.f32(), w.f32(), in.size() > 2 ? in[2]->f32() : nullptr, proj.data(), rows, x.dim(-1), w.dim(0));
+          cpu::geglu(proj.data(), y.f32(), rows, w.dim(0) / 2);
+          break;
+        }
+        cpu::linear(x.f32(), w.f32(), in.size() > 2 ? in[2]->f32() : nullptr, y.f32(), rows, x.dim(-1), w.dim(0));
         if (in.size() > 3) add_residual(y, *in[3]);
         break;
       }

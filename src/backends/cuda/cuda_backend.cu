@@ -20,6 +20,7 @@
 #include "backends/cuda/cudnn_conv.h"
 #include "backends/cuda/device_info.h"
 #include "backends/cuda/flash_attention.cuh"
+#include "backends/cuda/geglu_gemm.h"
 #include "backends/cuda/kernels.cuh"
 #include "backends/cuda/lt_gemm.h"
 #include "backends/cuda/nhwc_kernels.cuh"
@@ -241,6 +242,9 @@ class CudaExecutable : public Executable {
         }
         SDRT_ASSIGN_OR_RETURN(plan_[&n - nodes.data()], lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3, *gemm_tuning_));
       }
+      geglu_form_.assign(nodes.size(), -1);
+      for (const Node& n : nodes)
+        if (n.op == Op::Linear && n.a.geglu && plan_[&n - nodes.data()] >= 0) SDRT_RETURN_IF_ERROR(choose_geglu_form(n));
       // Each convolution's form, timed per shape: cuDNN then a bias(+residual) kernel; cuDNN's fused call
       // (bias and residual in it); or im2col + cuBLASLt, whose split-K tactics suit the short, deep GEMMs of
       // small images with many channels that cuDNN runs far below the GPU's speed (a [2,1280,8,8] 3x3 took
@@ -491,6 +495,60 @@ class CudaExecutable : public Executable {
     } else if (form == cuda::ConvForm::CudnnFused) {
       fused_conv_[id] = 1;
     }
+    return Status::ok();
+  }
+
+  // How a Linear with a fused GEGLU runs: the fused kernel in one of its forms, or the cuBLASLt GEMM to
+  // [M, 2F] and then the GEGLU pass ("split"); the recorded choice for its shape, else each timed here as
+  // it runs in the engine (inside a CUDA graph). SDRT_GEGLU_FORM=<form>|split forces one (tests).
+  Status choose_geglu_form(const Node& n) {
+    const size_t id = &n - g_->nodes.data();
+    const Shape& xs = g_->nodes[n.inputs[0]].shape;
+    const int64_t K = xs.back(), M = numel(xs) / K, N = g_->nodes[n.inputs[1]].shape[0], F = N / 2;
+    if (n.inputs.size() < 3 || !cuda::geglu_gemm_supported(M, K, F, nullptr, nullptr, nullptr, nullptr)) return Status::ok();
+    const std::string key = cuda::LtGemm::key(M, N, K, true, false);
+    std::string choice;
+    {
+      std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
+      auto it = gemm_tuning_->geglu.find(key);
+      if (it != gemm_tuning_->geglu.end()) choice = it->second;
+    }
+    if (const char* e = std::getenv("SDRT_GEGLU_FORM"); e && *e) choice = e;
+    if (!choice.empty() && choice != "split" && cuda::geglu_gemm_form_by_name(choice.c_str()) < 0)
+      return invalid_argument("unknown GEGLU projection form '" + choice + "'");
+    if (choice.empty()) {
+      void *x = nullptr, *w = nullptr, *b = nullptr, *y = nullptr, *mid = nullptr;
+      bool ok = cudaMalloc(&x, (size_t)M * K * 2) == cudaSuccess && cudaMalloc(&w, (size_t)N * K * 2) == cudaSuccess &&
+                cudaMalloc(&b, (size_t)N * 2) == cudaSuccess && cudaMalloc(&y, (size_t)M * F * 2) == cudaSuccess &&
+                cudaMalloc(&mid, (size_t)M * N * 2) == cudaSuccess;
+      constexpr int kRuns = 5;
+      const auto *xh = static_cast<const __half*>(x), *wh = static_cast<const __half*>(w), *bh = static_cast<const __half*>(b);
+      auto* yh = static_cast<__half*>(y);
+      float best = -1.f;
+      std::string timings;
+      if (ok) {
+        for (auto [p, bytes] : {std::pair{x, (size_t)M * K * 2}, {w, (size_t)N * K * 2}, {b, (size_t)N * 2}}) cudaMemsetAsync(p, 0, bytes, stream_);
+        best = cuda::time_in_graph(stream_, kRuns, [&] {
+          return lt_->run(plan_[id], x, w, b, nullptr, mid).is_ok() && cuda::geglu_fast(static_cast<const __half*>(mid), yh, M, F, stream_);
+        });
+        choice = "split";
+        timings = "split " + std::to_string(best);
+        for (int f = 0; f < cuda::geglu_gemm_forms(); ++f) {
+          const float ms = cuda::time_in_graph(stream_, kRuns, [&] { return cuda::geglu_gemm(f, xh, wh, bh, yh, M, K, F, stream_) == cudaSuccess; });
+          timings += std::string(", ") + cuda::geglu_gemm_form_name(f) + " " + std::to_string(ms);
+          if (ms > 0.f && (best <= 0.f || ms < best)) best = ms, choice = cuda::geglu_gemm_form_name(f);
+        }
+      }
+      cudaStreamSynchronize(stream_);
+      for (void* p : {x, w, b, y, mid})
+        if (p) cudaFree(p);
+      cudaGetLastError();
+      if (!ok) choice = "split";
+      if (std::getenv("SDRT_PROFILE")) std::fprintf(stderr, "geglu projection %s: %s ms -> %s\n", key.c_str(), timings.c_str(), choice.c_str());
+      std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
+      gemm_tuning_->geglu[key] = choice;
+    }
+    geglu_form_[id] = choice == "split" ? -1 : cuda::geglu_gemm_form_by_name(choice.c_str());
     return Status::ok();
   }
 
@@ -1095,18 +1153,37 @@ class CudaExecutable : public Executable {
         const int64_t K = xs.back(), M = numel(xs) / K, N = shp(1)[0];
         const T* bias = n.inputs.size() > 2 ? in(2) : nullptr;
         const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
-        if constexpr (std::is_same_v<T, __half>) {
-          if (plan_[self] >= 0 && cuda::LtGemm::usable(M, N, K, in(0), in(1), bias, res, y)) return lt_->run(plan_[self], in(0), in(1), bias, res, y);
-        }
-        // y[M,N] = x[M,K] w[N,K]^T  (column-major: y^T = w x^T)
-        SDRT_RETURN_IF_ERROR(gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, 1.f, in(1), K, in(0), K, y, N));
-        if constexpr (std::is_same_v<T, __half>) {
-          if (bias) cuda::bias_residual_rows(y, bias, res, M, N, stream_);
+        auto project = [&](T* out) -> Status {  // out[M, N] = x w^T + b (+ r)
+          if constexpr (std::is_same_v<T, __half>) {
+            if (plan_[self] >= 0 && cuda::LtGemm::usable(M, N, K, in(0), in(1), bias, res, out)) return lt_->run(plan_[self], in(0), in(1), bias, res, out);
+          }
+          // out[M,N] = x[M,K] w[N,K]^T  (column-major: out^T = w x^T)
+          SDRT_RETURN_IF_ERROR(gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, 1.f, in(1), K, in(0), K, out, N));
+          if constexpr (std::is_same_v<T, __half>) {
+            if (bias) cuda::bias_residual_rows(out, bias, res, M, N, stream_);
+            return Status::ok();
+          }
+          if (bias) cuda::add_row_bias(out, bias, M, N, stream_);
+          if (res) add_into(out, res, M * N);
           return Status::ok();
+        };
+        if (!a.geglu) return project(y);
+        const int64_t F = N / 2;  // the GEGLU of the [M, 2F] projection into y[M, F]
+        if constexpr (std::is_same_v<T, __half>) {
+          if (!geglu_form_.empty() && geglu_form_[self] >= 0 && bias) {
+            const cudaError_t e = cuda::geglu_gemm(geglu_form_[self], in(0), in(1), bias, y, M, K, F, stream_);
+            if (e != cudaErrorNotSupported) return cuda::cuda_status(e, "fused GEGLU projection");
+          }
         }
-        if (bias) cuda::add_row_bias(y, bias, M, N, stream_);
-        if (res) add_into(y, res, total);
-        return Status::ok();
+        SDRT_ASSIGN_OR_RETURN(void* mid, alloc((size_t)M * N * sizeof(T)));
+        Status st = project(static_cast<T*>(mid));
+        if (st.is_ok()) {
+          bool done = false;
+          if constexpr (std::is_same_v<T, __half>) done = cuda::geglu_fast(static_cast<const T*>(mid), y, M, F, stream_);
+          if (!done) cuda::geglu(static_cast<const T*>(mid), y, M, F, stream_);
+        }
+        release(mid);
+        return st;
       }
       case Op::GroupNorm: {
         const int64_t N = xs[0], C = xs[1], S = numel(xs) / (N * C);
@@ -1293,6 +1370,7 @@ class CudaExecutable : public Executable {
   std::unique_ptr<cuda::LtGemm> lt_;
   std::vector<int> plan_;  // per node: its cuDNN convolution or cuBLASLt GEMM plan, -1 if none
   std::vector<int> gemm_plan_;  // per convolution node run as im2col + GEMM: its cuBLASLt plan, else -1
+  std::vector<int> geglu_form_;  // per Linear with a fused GEGLU: the fused kernel's form, else -1 (GEMM, then the GEGLU pass)
   std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
   // Lanes (plan_lanes): 0 the backend's stream, 1 the side stream.
   bool use_lanes_ = false;
@@ -1410,11 +1488,11 @@ class CudaBackend : public Backend {
   std::string libraries() const override {
     return "cuDNN " + cuda::cudnn_version() + ", cuBLASLt " + cuda::cublaslt_version();
   }
-  // Convolution algorithms ("cudnn_conv/<shape>") and cuBLASLt algorithms ("lt_gemm/<shape>"), the
-  // tactics this backend times.
+  // Convolution algorithms ("cudnn_conv/<shape>"), cuBLASLt algorithms ("lt_gemm/<shape>") and the forms
+  // of GEGLU projections ("geglu_form/<shape>"), the tactics this backend times.
   std::map<std::string, std::string> tactics(const Graph* g) const override {
     std::map<std::string, std::string> out;
-    std::set<std::string> conv, gemm;
+    std::set<std::string> conv, gemm, geglu;
     if (g && opt_.precision == "fp16")
       for (const Node& n : g->nodes) {
         int64_t M, N, K;
@@ -1430,6 +1508,7 @@ class CudaBackend : public Backend {
           const Shape& xs = g->nodes[n.inputs[0]].shape;
           K = xs.back(), M = numel(xs) / K, N = g->nodes[n.inputs[1]].shape[0];
           gemm.insert(cuda::LtGemm::key(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
+          if (n.a.geglu) geglu.insert(cuda::LtGemm::key(M, N, K, true, false));
         }
       }
     {
@@ -1442,6 +1521,8 @@ class CudaBackend : public Backend {
     std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
     for (const auto& [key, v] : gemm_tuning_->choices)
       if (!g || gemm.count(key)) out["lt_gemm/" + key] = v;
+    for (const auto& [key, v] : gemm_tuning_->geglu)
+      if (!g || geglu.count(key)) out["geglu_form/" + key] = v;
     return out;
   }
   Status add_tactics(const std::map<std::string, std::string>& tactics) override {
@@ -1451,6 +1532,11 @@ class CudaBackend : public Backend {
       if (key.rfind("lt_gemm/", 0) == 0) {
         if (!cuda::gemm_tactic_valid(v)) return invalid_argument("bad GEMM tactic for '" + key + "'");
         if (gemm_tuning_->choices.emplace(key.substr(8), v).second) gemm_tuning_->seeded[key.substr(8)] = true;
+        continue;
+      }
+      if (key.rfind("geglu_form/", 0) == 0) {
+        if (v != "split" && cuda::geglu_gemm_form_by_name(v.c_str()) < 0) return invalid_argument("bad GEGLU projection form '" + v + "' for '" + key + "'");
+        gemm_tuning_->geglu.emplace(key.substr(11), v);
         continue;
       }
       if (key.rfind("conv_form/", 0) == 0) {

@@ -24,6 +24,9 @@ struct GemmTuning {
   std::mutex mu;
   std::map<std::string, std::string> choices;
   std::map<std::string, bool> seeded;
+  // Linear layers with a fused GEGLU, by the projection's GEMM key: the fused kernel's form
+  // (geglu_gemm.h), or "split" for the cuBLASLt GEMM and then the GEGLU pass.
+  std::map<std::string, std::string> geglu;
 };
 
 bool gemm_tactic_valid(const std::string& hex);

@@ -17,7 +17,7 @@ Graph fuse_residual_add(const Graph& g, int* rewrites) {
     for (int k = 0; k < 2; ++k) {
       const int p = n.inputs[k], r = n.inputs[1 - k];
       const Node& prod = g.nodes[p];
-      if ((prod.op != Op::Conv2d && prod.op != Op::Linear) || prod.inputs.size() != 3 || uses[p] != 1 || moved[p] || p == r) continue;
+      if ((prod.op != Op::Conv2d && prod.op != Op::Linear) || prod.a.geglu || prod.inputs.size() != 3 || uses[p] != 1 || moved[p] || p == r) continue;
       if (prod.shape != n.shape || g.nodes[r].shape != n.shape) continue;
       plan[i] = {p, r};
       moved[p] = true;

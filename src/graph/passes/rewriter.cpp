@@ -36,8 +36,10 @@ Graph optimize_graph(const Graph& g, std::vector<PassResult>* log) {
   if (log) log->push_back({"fuse_groupnorm_add", n});
   Graph d = pack_qkv(c, &n);
   if (log) log->push_back({"pack_qkv", n});
-  d.optimized = true;
-  return d;
+  Graph e = fuse_linear_geglu(d, &n);
+  if (log) log->push_back({"fuse_linear_geglu", n});
+  e.optimized = true;
+  return e;
 }
 
 }  // namespace sdrt

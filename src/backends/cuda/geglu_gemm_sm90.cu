@@ -1,0 +1,269 @@
+// The GEGLU projection as one Hopper kernel (see geglu_gemm.h). Blocks of 128 rows x BN output columns,
+// two warpgroups of 64 rows; each warpgroup's m64n(2 BN)k16 MMAs compute the BN value and the BN matching
+// gate columns of its rows at once (B's rows: BN value rows of w, then the BN gate rows), so a thread holds
+// each value beside its gate in registers and the epilogue (bias, value * gelu(gate)) is elementwise. K in
+// steps of 64 through a ring of shared-memory stages filled by cp.async in the 128-byte-swizzled layout
+// the MMAs read (8 rows of 128 bytes per 1024-byte atom, 16-byte chunk c of row r at chunk c ^ (r % 8):
+// a warp's copies are whole rows, coalesced, without bank conflicts).
+//
+// Persistent forms: a block takes tiles blockIdx.x, + gridDim.x, ... and its K steps form one stream
+// across tiles, so the next tile's first stages load during a tile's last MMAs and its epilogue (SD's
+// K = 320 level has five K steps per tile: per-tile prologues would dominate). Synchronous forms wait for
+// each step's MMAs before the next barrier (two blocks per SM overlap each other); asynchronous ones keep
+// one step's MMAs in flight and load two steps ahead into the stage freed two steps back.
+#include "backends/cuda/geglu_gemm.h"
+#include "graph/backend.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <mutex>
+
+namespace sdrt::cuda {
+namespace {
+
+constexpr int kBM = 128, kBK = 64, kThreads = 256;
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SDRT_GG_WGMMA 1
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool in) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(in ? 16 : 0) : "memory");
+}
+// Matrix descriptor of a K-major tile in the 128-byte swizzle: start address, leading offset unused (1),
+// stride offset 1024 bytes between 8-row atoms, layout type 1. The tile starts on a 1024-byte boundary;
+// a K step of 16 moves the start by 32 bytes.
+__device__ __forceinline__ uint64_t desc_sw128(uint32_t saddr) {
+  return (uint64_t)((saddr >> 4) & 0x3FFF) | ((uint64_t)1 << 16) | ((uint64_t)(1024 >> 4) << 32) | ((uint64_t)1 << 62);
+}
+// d (64 x N per warpgroup, FP32) = A B + (scale_d ? d : 0); A and B K-major in shared memory.
+__device__ __forceinline__ void wgmma_n128(float (&d)[64], uint64_t a, uint64_t b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(scale_d));
+}
+__device__ __forceinline__ void wgmma_n256(float (&d)[128], uint64_t a, uint64_t b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(a), "l"(b), "r"(scale_d));
+}
+template <int BN>
+__device__ __forceinline__ void mma_step(float (&acc)[BN], uint64_t a, uint64_t b, int scale_d) {
+  if constexpr (BN == 64) wgmma_n128(acc, a, b, scale_d);
+  else wgmma_n256(acc, a, b, scale_d);
+}
+#endif
+
+__device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }
+// The tanh form of GELU on the MUFU pipe (an experiment: how much of the kernel the epilogue's erf costs).
+__device__ __forceinline__ float gelu_tanh(float v) {
+  float th;
+  const float u = 0.7978845608f * v * (1.f + 0.044715f * v * v);
+  asm("tanh.approx.f32 %0, %1;" : "=f"(th) : "f"(u));
+  return 0.5f * v * (1.f + th);
+}
+template <bool FAST>
+__device__ __forceinline__ float gelu(float v) { return FAST ? gelu_tanh(v) : gelu_erf(v); }
+
+template <int BN, int STAGES, bool ASYNC, bool TWO, bool FAST = false>
+__global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
+    geglu_gemm_k(const __half* __restrict__ x, const __half* __restrict__ w, const __half* __restrict__ bias, __half* __restrict__ y, int M, int K, int F) {
+#ifdef SDRT_GG_WGMMA
+  constexpr int kStage = (kBM + 2 * BN) * kBK * 2;  // A's 128 rows and B's 2 BN rows of 128 bytes
+  constexpr int kAhead = ASYNC ? STAGES - 2 : STAGES - 1;  // steps loaded ahead of the one computed
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;  // the swizzle atoms' alignment
+  const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int c = tid & 7, r0 = tid >> 3;  // this thread's 16-byte chunk of rows r0 + 32 i
+  const int tiles_n = F / BN, tiles = tiles_n * ((M + kBM - 1) / kBM), KT = K / kBK;
+  const int step = gridDim.x, step_m = step / tiles_n, step_n = step % tiles_n;
+  const int total = (tiles - (int)blockIdx.x + step - 1) / step * KT;  // this block's K steps, over all its tiles
+  // Tiles as (row block, column block) cursors advanced by gridDim.x tiles at a time: no divisions per
+  // K step (integer division costs ~20 instructions per thread, per step).
+  struct Cursor {
+    int m, n, kt;
+  };
+  auto advance = [&](Cursor& q) {
+    if (++q.kt < KT) return;
+    q.kt = 0, q.m += step_m, q.n += step_n;
+    if (q.n >= tiles_n) q.n -= tiles_n, ++q.m;
+  };
+  Cursor ld{(int)blockIdx.x / tiles_n, (int)blockIdx.x % tiles_n, 0}, mm = ld;  // the next step to load; the step computed
+
+  auto load = [&](int stage) {  // step `ld` into `stage`, then on to the next
+    const int m0 = ld.m * kBM, n0 = ld.n * BN;
+    const uint32_t a_s = sbase + stage * kStage, b_s = a_s + kBM * 128;
+    const int64_t k0 = (int64_t)ld.kt * kBK + c * 8;
+#pragma unroll
+    for (int i = 0; i < kBM / 32; ++i) {
+      const int r = r0 + 32 * i, gm = m0 + r;
+      cp_async16(a_s + r * 128 + ((c ^ (r & 7)) << 4), x + (int64_t)(gm < M ? gm : 0) * K + k0, gm < M);
+    }
+#pragma unroll
+    for (int i = 0; i < 2 * BN / 32; ++i) {
+      const int r = r0 + 32 * i, wr = r < BN ? n0 + r : F + n0 + (r - BN);  // value rows, then their gate rows
+      cp_async16(b_s + r * 128 + ((c ^ (r & 7)) << 4), w + (int64_t)wr * K + k0, true);
+    }
+    advance(ld);
+  };
+
+  float acc[BN];
+#pragma unroll
+  for (int i = 0; i < BN; ++i) acc[i] = 0.f;
+#pragma unroll
+  for (int s = 0; s < kAhead; ++s) {
+    if (s < total) load(s);
+    cp_async_commit();
+  }
+  int stage = 0, ld_stage = kAhead % STAGES;  // it % STAGES, (it + kAhead) % STAGES
+  for (int it = 0; it < total; ++it) {
+    cp_async_wait<kAhead - 1>();  // this thread's copies of step it
+    fence_proxy_async();          // made visible to the MMAs (async proxy)
+    // Everyone's copies; and every warpgroup is done with the stage refilled next: step it - 1's
+    // (synchronous forms) or it - 2's (asynchronous: each waited for it before this barrier).
+    __syncthreads();
+    if (it + kAhead < total) load(ld_stage);
+    cp_async_commit();
+    ld_stage = ld_stage + 1 == STAGES ? 0 : ld_stage + 1;
+    const int kt = mm.kt;
+    const uint32_t st0 = sbase + stage * kStage;
+    stage = stage + 1 == STAGES ? 0 : stage + 1;
+    const uint64_t da = desc_sw128(st0 + wg * 64 * 128), db = desc_sw128(st0 + kBM * 128);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) mma_step<BN>(acc, da + kk * 2, db + kk * 2, kt > 0 || kk > 0);
+    wgmma_commit();
+    if (kt != KT - 1) {
+      if (ASYNC) wgmma_wait<1>();
+      else wgmma_wait<0>();
+      advance(mm);
+      continue;
+    }
+    wgmma_wait<0>();
+    // epilogue: acc[4j + e] is row g (e < 2) or g + 8, column 8j + 2t + (e & 1) of the warpgroup's 2 BN
+    // (j < BN / 8: value, then gate)
+    const int row_a = mm.m * kBM + wg * 64 + warp * 16 + g, row_b = row_a + 8, n0 = mm.n * BN;
+    advance(mm);
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j) {
+      const int col = n0 + 8 * j + 2 * t;
+      const float2 bv = __half22float2(*reinterpret_cast<const __half2*>(bias + col));
+      const float2 bg = __half22float2(*reinterpret_cast<const __half2*>(bias + F + col));
+      constexpr int G = BN / 2;  // the gate's offset in acc
+      if (row_a < M)
+        *reinterpret_cast<__half2*>(y + (int64_t)row_a * F + col) = __floats2half2_rn((acc[4 * j] + bv.x) * gelu<FAST>(acc[4 * j + G] + bg.x),
+                                                                                      (acc[4 * j + 1] + bv.y) * gelu<FAST>(acc[4 * j + 1 + G] + bg.y));
+      if (row_b < M)
+        *reinterpret_cast<__half2*>(y + (int64_t)row_b * F + col) = __floats2half2_rn((acc[4 * j + 2] + bv.x) * gelu<FAST>(acc[4 * j + 2 + G] + bg.x),
+                                                                                      (acc[4 * j + 3] + bv.y) * gelu<FAST>(acc[4 * j + 3 + G] + bg.y));
+    }
+  }
+  wgmma_wait<0>();  // nothing is in flight here; said so, or ptxas adds the wait itself (C7517)
+#endif
+}
+
+struct Form {
+  const char* name;
+  void (*kernel)(const __half*, const __half*, const __half*, __half*, int, int, int);
+  int bn, stages;
+  bool persistent;
+};
+
+template <int BN, int STAGES, bool ASYNC, bool TWO, bool FAST = false>
+constexpr Form form(const char* name, bool persistent) {
+  return {name, geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST>, BN, STAGES, persistent};
+}
+
+// tiled: one tile per block; pNxS: persistent, N-column tiles, S stages, a = asynchronous MMAs
+const Form kForms[] = {
+    form<64, 3, false, true>("tiled64x3", false), form<64, 3, false, true>("p64x3", true),  form<64, 3, true, true>("p64x3a", true),
+    form<64, 4, true, false>("p64x4a", true),     form<128, 3, true, false>("p128x3a", true), form<128, 4, true, false>("p128x4a", true),
+    form<64, 3, false, true, true>("tiled64x3t", false), form<64, 3, false, true, true>("p64x3t", true), form<128, 4, true, false, true>("p128x4at", true),
+};
+constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
+
+size_t smem_bytes(const Form& f) { return (size_t)f.stages * (kBM + 2 * f.bn) * kBK * 2 + 1024; }  // + alignment slack
+
+// Per device: whether it runs sm_90a code, its SM count, and each form's blocks per SM (0: not yet known).
+struct DeviceInfo {
+  std::once_flag once;
+  bool hopper = false;
+  int sms = 0;
+  int per_sm[kNumForms] = {};
+};
+std::array<DeviceInfo, 64> g_dev;
+
+DeviceInfo* device_info() {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= (int)g_dev.size()) return cudaGetLastError(), nullptr;
+  DeviceInfo& d = g_dev[dev];
+  std::call_once(d.once, [&] {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+      return (void)cudaGetLastError();
+    if (major != 9 || minor != 0) return;
+    for (int i = 0; i < kNumForms; ++i) {
+      const Form& f = kForms[i];
+      if (cudaFuncSetAttribute(f.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes(f)) != cudaSuccess ||
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&d.per_sm[i], f.kernel, kThreads, smem_bytes(f)) != cudaSuccess)
+        d.per_sm[i] = 0, cudaGetLastError();
+    }
+    d.hopper = true;
+  });
+  return &d;
+}
+
+bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+
+std::atomic<int64_t> g_launches{0};
+
+}  // namespace
+
+int geglu_gemm_forms() { return kNumForms; }
+const char* geglu_gemm_form_name(int form) { return form >= 0 && form < kNumForms ? kForms[form].name : "?"; }
+int geglu_gemm_form_by_name(const char* name) {
+  for (int i = 0; i < kNumForms; ++i)
+    if (std::strcmp(kForms[i].name, name) == 0) return i;
+  return -1;
+}
+
+bool geglu_gemm_supported(int64_t M, int64_t K, int64_t F, const void* x, const void* w, const void* b, const void* y) {
+  if (M <= 0 || K <= 0 || F <= 0 || K % kBK || F % 128 || M >= (int64_t(1) << 31) || K >= (int64_t(1) << 31) || F >= (int64_t(1) << 30)) return false;
+  if (!aligned(x, 16) || !aligned(w, 16) || !aligned(y, 16) || !aligned(b, 4)) return false;
+  const DeviceInfo* d = device_info();
+  return d && d->hopper;
+}
+
+cudaError_t geglu_gemm(int form, const __half* x, const __half* w, const __half* b, __half* y, int64_t M, int64_t K, int64_t F, cudaStream_t s) {
+  if (form < 0 || form >= kNumForms || !geglu_gemm_supported(M, K, F, x, w, b, y)) return cudaErrorNotSupported;
+  const DeviceInfo* d = device_info();
+  const Form& f = kForms[form];
+  if (d->per_sm[form] <= 0) return cudaErrorNotSupported;
+  const int64_t tiles = (F / f.bn) * ((M + kBM - 1) / kBM);
+  if (tiles >= (int64_t(1) << 31) / kBK) return cudaErrorNotSupported;  // K steps of a block counted in int
+  const int64_t grid = f.persistent ? std::min<int64_t>(tiles, (int64_t)d->per_sm[form] * d->sms) : tiles;
+  f.kernel<<<(unsigned)grid, kThreads, smem_bytes(f), s>>>(x, w, b, y, (int)M, (int)K, (int)F);
+  const cudaError_t e = cudaGetLastError();
+  if (e == cudaSuccess) ++g_launches;
+  return e;
+}
+
+}  // namespace sdrt::cuda
+
+int sdrt::cuda_geglu_gemm_forms() { return sdrt::cuda::geglu_gemm_forms(); }
+const char* sdrt::cuda_geglu_gemm_form_name(int form) { return sdrt::cuda::geglu_gemm_form_name(form); }
+int64_t sdrt::cuda_geglu_gemm_launches() { return sdrt::cuda::g_launches.load(); }
