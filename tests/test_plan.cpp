@@ -286,6 +286,8 @@ TEST(Plan, CudaPlanReusesTacticsAndGivesTheSameOutput) {
   ASSERT_TRUE(second->add_tactics(r->tactics).is_ok());
   EXPECT_FALSE(second->add_tactics({{"cudnn_conv/x", "algo=99 workspace=0 ms=1"}}).is_ok());
   EXPECT_FALSE(second->add_tactics({{"conv_form/x", "winograd"}}).is_ok());  // cudnn, im2col-gemm or cudnn-fused only
+  EXPECT_FALSE(second->add_tactics({{"geglu_form/x", "fastest"}}).is_ok());  // split or a fused kernel's exact form only
+  if (cuda_geglu_gemm_forms() > 0) EXPECT_TRUE(second->add_tactics({{"geglu_form/x", cuda_geglu_gemm_form_name(0)}}).is_ok());
   const Tensor got = run_on(*second, r->entries[0].graph, in);
   // taken, not timed afresh: the same algorithm for every shape (the workspace may be re-sized)
   auto algos = [](const std::map<std::string, std::string>& t) {

@@ -14,6 +14,8 @@ namespace sdrt::cuda {
 int geglu_gemm_forms();
 const char* geglu_gemm_form_name(int form);
 int geglu_gemm_form_by_name(const char* name);  // -1 if unknown
+// Whether the form computes the model's GELU (erf); the others use its tanh approximation (experiments).
+bool geglu_gemm_form_exact(int form);
 
 // Whether the fused kernel handles this shape and these pointers: a compute capability 9.0 GPU (sm_90a
 // code), K % 64 == 0, F % 128 == 0, 16-byte-aligned x, w and y, 4-byte-aligned b, M, K, F < 2^31.
