@@ -348,7 +348,20 @@ __global__ void geglu8_k(const uint4* x, uint4* y, int64_t fv, int64_t total) {
   }
 }
 
+// uniform values in [-scale, scale) from a hash of the index (grid-stride)
+__global__ void fill_uniform_k(__half* p, int64_t n, float scale, uint32_t seed) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+    h ^= h >> 16, h *= 0x85EBCA6Bu, h ^= h >> 13, h *= 0xC2B2AE35u, h ^= h >> 16;
+    p[i] = __float2half(((float)(h & 0xFFFFFF) / 16777216.f * 2.f - 1.f) * scale);
+  }
+}
+
 }  // namespace
+
+void fill_uniform(__half* p, int64_t n, float scale, uint32_t seed, cudaStream_t s) {
+  if (n > 0) fill_uniform_k<<<blocks(n), kThreads, 0, s>>>(p, n, scale, seed);
+}
 
 void bias_residual_rows(__half* y, const __half* b, const __half* res, int64_t rows, int64_t C, cudaStream_t s) {
   if (C % 2 == 0 && aligned4(y) && aligned4(b) && (!res || aligned4(res))) {

@@ -37,6 +37,10 @@ bool group_norm_cluster_enabled();
 bool group_norm_cluster(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
                         int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s);
 
+// p[i] uniform in [-scale, scale), a deterministic hash of i and seed: inputs for timing tactics whose speed
+// may depend on the values (zeros take one branch of every data-dependent path).
+void fill_uniform(__half* p, int64_t n, float scale, uint32_t seed, cudaStream_t s);
+
 // nearest upsampling [N, H, W, C] -> [N, Ho, Wo, C] (source index floor(o * in / out), as torch)
 void upsample_nearest_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, cudaStream_t s);
 
