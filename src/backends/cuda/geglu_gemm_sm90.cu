@@ -134,9 +134,6 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
     // Everyone's copies; and every warpgroup is done with the stage refilled next: step it - 1's
     // (synchronous forms) or it - 2's (asynchronous: each waited for it before this barrier).
     __syncthreads();
-    if (it + kAhead < total) load(ld_stage);
-    cp_async_commit();
-    ld_stage = ld_stage + 1 == STAGES ? 0 : ld_stage + 1;
     const int kt = mm.kt;
     const uint32_t st0 = sbase + stage * kStage;
     stage = stage + 1 == STAGES ? 0 : stage + 1;
@@ -145,6 +142,10 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
 #pragma unroll
     for (int kk = 0; kk < kBK / 16; ++kk) mma_step<BN>(acc, da + kk * 2, db + kk * 2, kt > 0 || kk > 0);
     wgmma_commit();
+    // the copies of a later step go out while these MMAs run (their stage's MMAs are done: see above)
+    if (it + kAhead < total) load(ld_stage);
+    cp_async_commit();
+    ld_stage = ld_stage + 1 == STAGES ? 0 : ld_stage + 1;
     if (kt != KT - 1) {
       if (ASYNC) wgmma_wait<1>();
       else wgmma_wait<0>();
