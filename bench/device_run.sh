@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, gn-unet, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, ncu-attn.
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,10 +44,6 @@ for step in "$@"; do
       timeout 200 ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --cache-control none --clock-control none \
         "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 2 --repeats 1 --warmup 2 --profile-range > /tmp/k2.csv 2>/dev/null
       python3 "$root/bench/ncu_summary.py" /tmp/k2.csv > "$out/kernels-b2.txt"; head -20 "$out/kernels-b2.txt" ;;
-    gn-unet)  # the UNet forward with GroupNorm's cluster kernel (SDRT_GN_CLUSTER=1) and without, alternating
-      for r in 1 2; do for b in 2 16; do for cl in 0 1; do
-        echo "batch $b SDRT_GN_CLUSTER=$cl: $(SDRT_GN_CLUSTER=$cl "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep median)"
-      done; done; done 2>&1 | tee "$out/unet-gn-cluster.txt" ;;
     unet)
       for b in 2 16 2 16; do
         echo "batch $b: $("$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep median)"
