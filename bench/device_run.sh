@@ -38,7 +38,7 @@ for step in "$@"; do
           --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$bin/bench_geglu_gemm" --batch 16 --repeats 1 > "$out/ncu-geglu-$k.txt" 2>&1
         grep -E "Duration|Throughput|Warp Cycles Per Issued|Issue Slots Busy|Achieved Occupancy|Registers Per" "$out/ncu-geglu-$k.txt" | head -16
       done ;;
-    gn)  # GroupNorm: three-pass, one-pass and cluster kernels on the UNet's shapes
+    gn)  # GroupNorm: one-pass vs three-pass on the UNet's shapes
       for b in 2 16; do "$bin/bench_group_norm" --batch $b --repeats 15; done 2>&1 | tee "$out/gn.txt" ;;
     kernels)  # GPU time per kernel of one batch-2 UNet forward (Nsight Compute, summed by kernel name)
       timeout 200 ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --cache-control none --clock-control none \

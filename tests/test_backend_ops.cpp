@@ -376,48 +376,34 @@ TEST(BackendOps, EveryGegluProjectionFormMatchesTheCpu) {
   EXPECT_EQ(failures, 0);
 }
 
-// GroupNorm as one kernel of thread-block clusters (SDRT_GN_CLUSTER=1), as one cooperative kernel (the
-// default where it applies) and as the three-pass form (SDRT_GN_ONEPASS=0), each against the CPU; the
-// launch counters show which form ran.
-TEST(BackendOps, GroupNormClusterOnePassAndThreePassMatchTheCpu) {
+// GroupNorm as one cooperative kernel (the default where it applies) and as the three-pass form
+// (SDRT_GN_ONEPASS=0), each against the CPU; the launch counter shows which form ran.
+TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
   REQUIRE_CUDA_P(probe, true, "fp16");
   auto cpu = make_cpu_backend();
-  const bool clusters = probe->compute_capability().first >= 9;
   int failures = 0;
-  struct Mode {
-    const char *name, *onepass, *cluster;
-  };
-  for (const Mode& m : {Mode{"cluster", "1", "1"}, Mode{"one-pass", "1", "0"}, Mode{"three-pass", "0", "0"}}) {
-    ::setenv("SDRT_GN_ONEPASS", m.onepass, 1);
-    ::setenv("SDRT_GN_CLUSTER", m.cluster, 1);
-    const int64_t before = cuda_group_norm_onepass_launches(), before_cl = cuda_group_norm_cluster_launches();
+  for (const char* onepass : {"1", "0"}) {
+    ::setenv("SDRT_GN_ONEPASS", onepass, 1);
+    const int64_t before = cuda_group_norm_onepass_launches();
     int cases_run = 0;
     for (const auto& c : cases()) {
       if (c.name.rfind("group_norm", 0) != 0) continue;
       const CaseRun r = run_case(c, *cpu, "fp16");
       ASSERT_TRUE(r.setup_error.empty() && r.run_error.empty()) << c.name << ": " << r.setup_error << r.run_error;
       const bool ok = r.finite && r.nmse < 1e-5;
-      std::printf("      %-10s %-56s %12.3e  %s\n", m.name, c.name.c_str(), r.nmse, ok ? "ok" : "FAIL");
+      std::printf("      SDRT_GN_ONEPASS=%s %-56s %12.3e  %s\n", onepass, c.name.c_str(), r.nmse, ok ? "ok" : "FAIL");
       failures += !ok;
       ++cases_run;
     }
-    const int64_t launches = cuda_group_norm_onepass_launches() - before, cluster = cuda_group_norm_cluster_launches() - before_cl;
-    std::printf("      %s: %d cases, %lld one-pass launches, %lld cluster launches\n", m.name, cases_run, (long long)launches, (long long)cluster);
+    const int64_t launches = cuda_group_norm_onepass_launches() - before;
+    std::printf("      SDRT_GN_ONEPASS=%s: %d cases, %lld one-pass launches\n", onepass, cases_run, (long long)launches);
     EXPECT_GE(cases_run, 16);
-    if (std::string(m.name) == "cluster") {
-      // all but the channel counts off 16-byte chunks (12, 15) and the 520-channel slices of [1,2080,3,3]
-      if (clusters) EXPECT_EQ(cluster, cases_run - 3);
-      else EXPECT_EQ(cluster, 0);
-    } else {
-      EXPECT_EQ(cluster, 0);
-    }
     // all but the three cases with an odd channel count per group and the one too large for shared
     // memory take the one-pass kernel on an H100/H200 (a smaller GPU may fit a case or two fewer)
-    if (std::string(m.name) == "one-pass") EXPECT_GE(launches, cases_run - 6);
-    if (std::string(m.name) == "three-pass") EXPECT_EQ(launches, 0);
+    if (std::string(onepass) == "1") EXPECT_GE(launches, cases_run - 6);
+    else EXPECT_EQ(launches, 0);
   }
   ::unsetenv("SDRT_GN_ONEPASS");
-  ::unsetenv("SDRT_GN_CLUSTER");
   EXPECT_EQ(failures, 0);
 }
 

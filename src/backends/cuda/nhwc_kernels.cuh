@@ -29,14 +29,6 @@ int64_t group_norm_onepass_scratch(int64_t G);
 bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
                         int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s);
 
-// The same GroupNorm in one kernel of thread-block clusters (group_norm_cluster.cu; compute capability
-// 9.0 and later): false where it does not apply (C % 8, channels per group that no slice of whole groups and
-// 16-byte chunks divides, a slice's pixels larger than shared memory). group_norm_nhwc tries it first when
-// group_norm_cluster_enabled() (SDRT_GN_CLUSTER=1: not yet the default, its speed unmeasured).
-bool group_norm_cluster_enabled();
-bool group_norm_cluster(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
-                        int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s);
-
 // p[i] uniform in [-scale, scale), a deterministic hash of i and seed: inputs for timing tactics whose speed
 // may depend on the values (zeros take one branch of every data-dependent path).
 void fill_uniform(__half* p, int64_t n, float scale, uint32_t seed, cudaStream_t s);
