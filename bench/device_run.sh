@@ -29,8 +29,12 @@ for step in "$@"; do
       echo "rc $?"; grep -E '^\[  (PASSED|FAILED)|FAILED|nmse|max' "$out/tests.log" | tail -25 ;;
     attn)
       for b in 2 16; do "$bin/bench_attention" --batch $b --repeats 20; done 2>&1 | tee "$out/attn.txt" ;;
-    geglu)  # the GEGLU projection: cuBLASLt + GEGLU pass vs the fused kernel (bench_geglu_gemm)
-      for b in 2 16; do "$bin/bench_geglu_gemm" --batch $b --repeats 15; done 2>&1 | tee "$out/geglu.txt" ;;
+    geglu)  # the GEGLU projection: cuBLASLt + GEGLU pass vs the fused kernel's forms (bench_geglu_gemm); then, each in
+            # a process of its own, the experimental warp-specialized forms' op test and timings
+      for b in 2 16; do "$bin/bench_geglu_gemm" --batch $b --repeats 15; done 2>&1 | grep -v checking | tee "$out/geglu.txt"
+      SDRT_GEGLU_EXPERIMENTAL=1 timeout 120 "$bin/sdrt_tests" --gtest_filter='BackendOps.EveryGegluProjectionFormMatchesTheCpu' > "$out/geglu-ws-test.log" 2>&1
+      echo "experimental forms' op test rc $?"; grep -E "ws64|PASSED|FAILED" "$out/geglu-ws-test.log" | tail -12
+      for b in 2 16; do SDRT_GEGLU_EXPERIMENTAL=1 timeout 120 "$bin/bench_geglu_gemm" --batch $b --repeats 15; done 2>&1 | tee "$out/geglu-ws.txt" ;;
     geglu-ncu)  # what limits the fused GEGLU kernel: two of its forms on the batch-16 first-level shape (the first
                 # launch of each is that shape's correctness check)
       for k in ILi128ELi4ELb1ELb0ELb0 ILi64ELi3ELb0ELb1ELb0; do

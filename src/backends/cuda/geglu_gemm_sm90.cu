@@ -14,8 +14,12 @@
 #include "backends/cuda/geglu_gemm.h"
 #include "graph/backend.h"
 
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <algorithm>
 #include <array>
+#include <cstdlib>
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -175,28 +179,164 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
 #endif
 }
 
+
+// Warp-specialized form (experimental: SDRT_GEGLU_EXPERIMENTAL=1 lists it): one producer thread moves each
+// K step's tiles with the tensor memory accelerator (TMA: one instruction per tile, the 128-byte swizzle
+// applied by the copy engine, rows past M filled with zeros) into a ring of STAGES stages guarded by
+// mbarriers ("full": the step's bytes arrived; "empty": both consumer warpgroups' MMAs on it are done); two
+// consumer warpgroups (64 rows each) only issue MMAs and run the epilogue, while the producer is already
+// loading the next tile's steps. Persistent over tiles in the same order as the forms above.
+#ifdef SDRT_GG_WGMMA
+__device__ __forceinline__ void mbar_init(uint32_t a, uint32_t count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(a), "r"(count) : "memory"); }
+__device__ __forceinline__ void mbar_arrive(uint32_t a) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(a) : "memory"); }
+__device__ __forceinline__ void mbar_expect_tx(uint32_t a, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(a), "r"(bytes) : "memory");
+}
+// Waits for the phase of parity `parity` to complete; traps after ~2^24 polls (a protocol error would
+// otherwise hang the stream: a trap reports it as a launch failure).
+__device__ __forceinline__ void mbar_wait(uint32_t a, uint32_t parity) {
+  for (uint32_t n = 0;; ++n) {
+    uint32_t done;
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n" : "=r"(done) : "r"(a), "r"(parity) : "memory");
+    if (done) return;
+    if (n > (1u << 24)) asm volatile("trap;");
+  }
+}
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+               "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+               : "memory");
+}
+#endif
+
+template <int BN, int STAGES>
+__global__ void __launch_bounds__(384, 1)
+    geglu_ws_k(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb, const __half* __restrict__ bias, __half* __restrict__ y, int M,
+               int K, int F) {
+#ifdef SDRT_GG_WGMMA
+  constexpr int kStage = (kBM + 2 * BN) * kBK * 2;
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
+  const uint32_t bars = sbase + STAGES * kStage;  // full[STAGES], then empty[STAGES]
+  const int tid = threadIdx.x, wg = tid >> 7;
+  if (tid == 0) {
+    for (int i = 0; i < STAGES; ++i) mbar_init(bars + 8 * i, 1), mbar_init(bars + 8 * (STAGES + i), 8);  // empty: 8 consumer warps
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  const int tiles_n = F / BN, tiles = tiles_n * ((M + kBM - 1) / kBM), KT = K / kBK;
+  const int step = gridDim.x, step_m = step / tiles_n, step_n = step % tiles_n;
+  const int total = (tiles - (int)blockIdx.x + step - 1) / step * KT;
+  struct Cursor {
+    int m, n, kt;
+  };
+  auto advance = [&](Cursor& q) {
+    if (++q.kt < KT) return;
+    q.kt = 0, q.m += step_m, q.n += step_n;
+    if (q.n >= tiles_n) q.n -= tiles_n, ++q.m;
+  };
+  Cursor cur{(int)blockIdx.x / tiles_n, (int)blockIdx.x % tiles_n, 0};
+  if (wg == 0) {  // producer warpgroup: one thread issues every copy
+    if (tid == 0) {
+      int stage = 0;
+      uint32_t phase = 0;
+      for (int it = 0; it < total; ++it) {
+        mbar_wait(bars + 8 * (STAGES + stage), phase ^ 1);  // the consumers released it (a fresh barrier passes)
+        const uint32_t full = bars + 8 * stage, a_s = sbase + stage * kStage, b_s = a_s + kBM * 128;
+        mbar_expect_tx(full, kStage);
+        const int k0 = cur.kt * kBK;
+        tma_load_2d(a_s, &ta, k0, cur.m * kBM, full);
+        tma_load_2d(b_s, &tb, k0, cur.n * BN, full);               // the value rows
+        tma_load_2d(b_s + BN * 128, &tb, k0, F + cur.n * BN, full);  // their gate rows
+        advance(cur);
+        if (++stage == STAGES) stage = 0, phase ^= 1;
+      }
+    }
+    return;
+  }
+  const int cw = wg - 1, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  float acc[BN];
+#pragma unroll
+  for (int i = 0; i < BN; ++i) acc[i] = 0.f;
+  int stage = 0, prev = -1;
+  uint32_t phase = 0;
+  for (int it = 0; it < total; ++it) {
+    mbar_wait(bars + 8 * stage, phase);
+    const int kt = cur.kt;
+    const uint32_t st0 = sbase + stage * kStage;
+    const uint64_t da = desc_sw128(st0 + cw * 64 * 128), db = desc_sw128(st0 + kBM * 128);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) mma_step<BN>(acc, da + kk * 2, db + kk * 2, kt > 0 || kk > 0);
+    wgmma_commit();
+    wgmma_wait<1>();  // the previous step's MMAs are done: its stage goes back to the producer
+    if (prev >= 0 && lane == 0) mbar_arrive(bars + 8 * (STAGES + prev));
+    prev = stage;
+    if (kt == KT - 1) {
+      wgmma_wait<0>();
+      if (lane == 0) mbar_arrive(bars + 8 * (STAGES + stage));
+      prev = -1;
+      const int row_a = cur.m * kBM + cw * 64 + warp * 16 + g, row_b = row_a + 8, n0 = cur.n * BN;
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j) {
+        const int col = n0 + 8 * j + 2 * t;
+        const float2 bv = __half22float2(*reinterpret_cast<const __half2*>(bias + col));
+        const float2 bg = __half22float2(*reinterpret_cast<const __half2*>(bias + F + col));
+        constexpr int G = BN / 2;
+        if (row_a < M)
+          *reinterpret_cast<__half2*>(y + (int64_t)row_a * F + col) =
+              __floats2half2_rn((acc[4 * j] + bv.x) * gelu_erf(acc[4 * j + G] + bg.x), (acc[4 * j + 1] + bv.y) * gelu_erf(acc[4 * j + 1 + G] + bg.y));
+        if (row_b < M)
+          *reinterpret_cast<__half2*>(y + (int64_t)row_b * F + col) =
+              __floats2half2_rn((acc[4 * j + 2] + bv.x) * gelu_erf(acc[4 * j + 2 + G] + bg.x), (acc[4 * j + 3] + bv.y) * gelu_erf(acc[4 * j + 3 + G] + bg.y));
+      }
+    }
+    advance(cur);
+    if (++stage == STAGES) stage = 0, phase ^= 1;
+  }
+  wgmma_wait<0>();
+#endif
+}
+
+struct Form;
+struct DeviceInfo;
+using Launch = cudaError_t (*)(const Form&, int grid, const __half*, const __half*, const __half*, __half*, int, int, int, cudaStream_t);
+
 struct Form {
   const char* name;
-  void (*kernel)(const __half*, const __half*, const __half*, __half*, int, int, int);
-  int bn, stages;
+  const void* kernel;
+  Launch launch;
+  int bn, stages, threads;
   bool persistent, exact;  // exact: GELU through erf, as the model defines it (else the tanh form: experiments)
+  bool experimental;       // listed only with SDRT_GEGLU_EXPERIMENTAL=1 (not yet run on a GPU)
 };
+
+template <int BN, int STAGES, bool ASYNC, bool TWO, bool FAST>
+cudaError_t launch_cp(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
+template <int BN, int STAGES>
+cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
 
 template <int BN, int STAGES, bool ASYNC, bool TWO, bool FAST = false>
 constexpr Form form(const char* name, bool persistent) {
-  return {name, geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST>, BN, STAGES, persistent, !FAST};
+  return {name, (const void*)geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST>, launch_cp<BN, STAGES, ASYNC, TWO, FAST>, BN, STAGES, kThreads, persistent, !FAST, false};
+}
+template <int BN, int STAGES>
+constexpr Form ws_form(const char* name) {
+  return {name, (const void*)geglu_ws_k<BN, STAGES>, launch_ws<BN, STAGES>, BN, STAGES, 384, true, true, true};
 }
 
 // tiled: one tile per block; pNxS: persistent, N-column tiles, S stages, a = asynchronous MMAs; t = the
-// tanh form of GELU (not the model's function: measured by bench_geglu_gemm, never chosen by the engine)
+// tanh form of GELU (not the model's function: measured by bench_geglu_gemm, never chosen by the engine);
+// wsNxS: warp-specialized with TMA (experimental, last)
 const Form kForms[] = {
     form<64, 3, false, true>("tiled64x3", false), form<64, 3, false, true>("p64x3", true),  form<64, 3, true, true>("p64x3a", true),
     form<64, 4, true, false>("p64x4a", true),     form<128, 3, true, false>("p128x3a", true), form<128, 4, true, false>("p128x4a", true),
     form<64, 3, false, true, true>("tiled64x3t", false), form<64, 3, false, true, true>("p64x3t", true), form<128, 4, true, false, true>("p128x4at", true),
+    ws_form<64, 4>("ws64x4"), ws_form<64, 6>("ws64x6"),
 };
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
 
-size_t smem_bytes(const Form& f) { return (size_t)f.stages * (kBM + 2 * f.bn) * kBK * 2 + 1024; }  // + alignment slack
+size_t smem_bytes(const Form& f) { return (size_t)f.stages * (kBM + 2 * f.bn) * kBK * 2 + 1024 + 16 * f.stages; }  // + alignment slack, mbarriers
 
 // Per device: whether it runs sm_90a code, its SM count, and each form's blocks per SM (0: not yet known).
 struct DeviceInfo {
@@ -221,7 +361,7 @@ DeviceInfo* device_info() {
     for (int i = 0; i < kNumForms; ++i) {
       const Form& f = kForms[i];
       if (cudaFuncSetAttribute(f.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes(f)) != cudaSuccess ||
-          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&d.per_sm[i], f.kernel, kThreads, smem_bytes(f)) != cudaSuccess)
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&d.per_sm[i], f.kernel, f.threads, smem_bytes(f)) != cudaSuccess)
         d.per_sm[i] = 0, cudaGetLastError();
     }
     d.hopper = true;
@@ -231,15 +371,57 @@ DeviceInfo* device_info() {
 
 bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
 
+template <int BN, int STAGES, bool ASYNC, bool TWO, bool FAST>
+cudaError_t launch_cp(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
+  geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST><<<(unsigned)grid, kThreads, smem_bytes(f), s>>>(x, w, b, y, M, K, F);
+  return cudaGetLastError();
+}
+
+// The driver's cuTensorMapEncodeTiled (through the runtime: no link to libcuda), or null.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess || q != cudaDriverEntryPointSuccess)
+      return cudaGetLastError(), (PFN_cuTensorMapEncodeTiled_v12000) nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
+
+// A [rows, K] row-major half matrix read in boxes of 64 columns (128 bytes, the swizzle's span) x box_rows.
+bool make_map(CUtensorMap* map, const __half* base, int64_t rows, int64_t K, int box_rows) {
+  const auto encode = tensor_map_encoder();
+  if (!encode) return false;
+  const cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)K * 2};
+  const cuuint32_t box[2] = {(cuuint32_t)kBK, (cuuint32_t)box_rows}, elem[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<__half*>(base), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <int BN, int STAGES>
+cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
+  CUtensorMap ta, tb;
+  if (!make_map(&ta, x, M, K, kBM) || !make_map(&tb, w, 2 * (int64_t)F, K, BN)) return cudaErrorNotSupported;
+  geglu_ws_k<BN, STAGES><<<(unsigned)grid, 384, smem_bytes(f), s>>>(ta, tb, b, y, M, K, F);
+  return cudaGetLastError();
+}
+
 std::atomic<int64_t> g_launches{0};
 
 }  // namespace
 
-int geglu_gemm_forms() { return kNumForms; }
+int geglu_gemm_forms() {
+  const char* e = std::getenv("SDRT_GEGLU_EXPERIMENTAL");
+  if (e && std::strcmp(e, "1") == 0) return kNumForms;
+  int n = 0;
+  while (n < kNumForms && !kForms[n].experimental) ++n;
+  return n;
+}
 const char* geglu_gemm_form_name(int form) { return form >= 0 && form < kNumForms ? kForms[form].name : "?"; }
 bool geglu_gemm_form_exact(int form) { return form >= 0 && form < kNumForms && kForms[form].exact; }
-int geglu_gemm_form_by_name(const char* name) {
-  for (int i = 0; i < kNumForms; ++i)
+int geglu_gemm_form_by_name(const char* name) {  // among the forms listed now (geglu_gemm_forms)
+  for (int i = 0; i < geglu_gemm_forms(); ++i)
     if (std::strcmp(kForms[i].name, name) == 0) return i;
   return -1;
 }
@@ -259,8 +441,7 @@ cudaError_t geglu_gemm(int form, const __half* x, const __half* w, const __half*
   const int64_t tiles = (F / f.bn) * ((M + kBM - 1) / kBM);
   if (tiles >= (int64_t(1) << 31) / kBK) return cudaErrorNotSupported;  // K steps of a block counted in int
   const int64_t grid = f.persistent ? std::min<int64_t>(tiles, (int64_t)d->per_sm[form] * d->sms) : tiles;
-  f.kernel<<<(unsigned)grid, kThreads, smem_bytes(f), s>>>(x, w, b, y, (int)M, (int)K, (int)F);
-  const cudaError_t e = cudaGetLastError();
+  const cudaError_t e = f.launch(f, (int)grid, x, w, b, y, (int)M, (int)K, (int)F, s);
   if (e == cudaSuccess) ++g_launches;
   return e;
 }
