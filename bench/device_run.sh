@@ -37,7 +37,7 @@ for step in "$@"; do
       for b in 2 16; do SDRT_GEGLU_EXPERIMENTAL=1 timeout 120 "$bin/bench_geglu_gemm" --batch $b --repeats 15; done 2>&1 | tee "$out/geglu-ws.txt" ;;
     geglu-ncu)  # what limits the fused GEGLU kernel: two of its forms on the batch-16 first-level shape (the first
                 # launch of each is that shape's correctness check)
-      for k in ILi128ELi4ELb1ELb0ELb0 ILi64ELi3ELb0ELb1ELb0; do
+      for k in ILi128ELi4ELb1ELb0ELi0E ILi64ELi3ELb0ELb1ELi0E; do
         timeout 100 ncu --kernel-name-base mangled -k regex:$k --launch-count 1 --section SpeedOfLight --section WarpStateStats --section Occupancy \
           --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$bin/bench_geglu_gemm" --batch 16 --repeats 1 > "$out/ncu-geglu-$k.txt" 2>&1
         grep -E "Duration|Throughput|Warp Cycles Per Issued|Issue Slots Busy|Achieved Occupancy|Registers Per" "$out/ncu-geglu-$k.txt" | head -16
