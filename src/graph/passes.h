@@ -3,6 +3,7 @@
 // that implement the fused forms run them (the CPU backend implements every form, so each pass is
 // tested against the unfused graph on the CPU and on the GPU).
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,12 @@ namespace passes {
 
 // Counts of each node's consumers (inputs of other nodes, plus one per graph output).
 std::vector<int> use_counts(const Graph& g);
+
+// The fusion where a node absorbs its only consumer, a one-input op (GroupNorm + SiLU, Linear + GEGLU):
+// every node of op `consumer` whose input p is read only there and fits(p) is dropped, and p, edited by
+// absorb(p, consumer), stands for its value in p's place in the order. *rewrites (optional): how many.
+Graph absorb_consumers(const Graph& g, Op consumer, const std::function<bool(const Node&)>& fits,
+                       const std::function<void(Node&, const Node&)>& absorb, int* rewrites);
 
 // Builds a rewritten graph in a new order: emit() appends a node whose inputs are old ids (mapped to
 // their new ids), alias() makes an old id stand for another's value; finish() maps the outputs.

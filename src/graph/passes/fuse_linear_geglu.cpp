@@ -6,31 +6,13 @@
 namespace sdrt {
 
 Graph fuse_linear_geglu(const Graph& g, int* rewrites) {
-  const std::vector<int> uses = passes::use_counts(g);
-  std::vector<bool> fused(g.nodes.size(), false);  // Linears that absorb their GEGLU
-  int count = 0;
-  for (const Node& n : g.nodes) {
-    if (n.op != Op::GEGLU) continue;
-    const int src = n.inputs[0];
-    const Node& l = g.nodes[src];
-    if (l.op == Op::Linear && !l.a.geglu && l.inputs.size() <= 3 && uses[src] == 1) fused[src] = true, ++count;
-  }
-  passes::Rewriter rw(g);
-  for (size_t i = 0; i < g.nodes.size(); ++i) {
-    const Node& n = g.nodes[i];
-    if (n.op == Op::GEGLU && fused[n.inputs[0]]) {
-      rw.alias((int)i, n.inputs[0]);
-      continue;
-    }
-    Node copy = n;
-    if (fused[i]) {
-      copy.a.geglu = true;
-      copy.shape.back() /= 2;
-    }
-    rw.emit(std::move(copy), (int)i);
-  }
-  if (rewrites) *rewrites = count;
-  return rw.finish();
+  return passes::absorb_consumers(
+      g, Op::GEGLU, [](const Node& p) { return p.op == Op::Linear && !p.a.geglu && p.inputs.size() <= 3; },  // no residual in its epilogue
+      [](Node& p, const Node& geglu) {
+        p.a.geglu = true;
+        p.shape = geglu.shape;
+      },
+      rewrites);
 }
 
 }  // namespace sdrt

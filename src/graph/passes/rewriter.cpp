@@ -11,6 +11,32 @@ std::vector<int> use_counts(const Graph& g) {
   return uses;
 }
 
+Graph absorb_consumers(const Graph& g, Op consumer, const std::function<bool(const Node&)>& fits,
+                       const std::function<void(Node&, const Node&)>& absorb, int* rewrites) {
+  const std::vector<int> uses = use_counts(g);
+  std::vector<int> taker(g.nodes.size(), -1);  // per producer: the consumer it absorbs
+  int count = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (n.op != consumer || n.inputs.size() != 1) continue;
+    const int src = n.inputs[0];
+    if (uses[src] == 1 && fits(g.nodes[src])) taker[src] = (int)i, ++count;
+  }
+  Rewriter rw(g);
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const Node& n = g.nodes[i];
+    if (n.op == consumer && n.inputs.size() == 1 && taker[n.inputs[0]] == (int)i) {
+      rw.alias((int)i, n.inputs[0]);
+      continue;
+    }
+    Node copy = n;
+    if (taker[i] >= 0) absorb(copy, g.nodes[taker[i]]);
+    rw.emit(std::move(copy), (int)i);
+  }
+  if (rewrites) *rewrites = count;
+  return rw.finish();
+}
+
 int Rewriter::emit(Node n, int old_id) {
   for (int& in : n.inputs) in = map_[in];
   out_.nodes.push_back(std::move(n));
