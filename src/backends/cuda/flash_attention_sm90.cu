@@ -22,8 +22,9 @@
 
 #include "backends/cuda/flash_attention.cuh"
 #include "backends/cuda/flash_common.cuh"
+#include "backends/cuda/sm90_common.cuh"
 
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#ifdef SDRT_SM90A
 #define SDRT_WGMMA 1
 #endif
 
@@ -60,22 +61,9 @@ struct WParams {
 };
 
 #ifdef SDRT_WGMMA
-// shared-memory writes of the generic proxy (cp.async, stores) made visible to the MMAs' async proxy
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
-
-// mbarriers of the K/V ring (shared::cta addresses)
-__device__ __forceinline__ void mbar_init(uint32_t a, uint32_t count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(a), "r"(count) : "memory"); }
-__device__ __forceinline__ void mbar_arrive(uint32_t a) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(a) : "memory"); }
+using namespace sm90;
 // arrives once this thread's earlier cp.async copies have landed (one of the barrier's expected arrivals)
 __device__ __forceinline__ void mbar_arrive_cp_async(uint32_t a) { asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(a) : "memory"); }
-__device__ __forceinline__ void mbar_wait(uint32_t a, uint32_t parity) {
-  asm volatile(
-      "{\n.reg .pred P;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 P, [%0], %1;\n@!P bra WAIT;\n}\n" ::"r"(a), "r"(parity)
-      : "memory");
-}
 
 // Matrix descriptor: start address, leading and stride byte offsets (all >> 4), no swizzle.
 __device__ __forceinline__ uint64_t smem_desc(const __half* p, uint32_t lbo, uint32_t sbo) {
@@ -329,7 +317,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
           else wgmma_s(s[hf], dq[kt], dk, kt > 0);
         }
       wgmma_commit();
-      wgmma_wait_all();
+      wgmma_wait<0>();
 
       // online softmax of this warp's 16 rows (row g in s[hf][4n], s[hf][4n+1]; row g + 8 in s[hf][4n+2],
       // s[hf][4n+3]; n the 8-key block of the half)
@@ -389,7 +377,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
         }
         wgmma_commit();
       }
-      wgmma_wait_all();
+      wgmma_wait<0>();
       if constexpr (kRing) {  // this warp is done with the tile's buffer
         __syncwarp();
         if ((threadIdx.x & 31) == 0) mbar_arrive(bars + 32 + 8 * (it % 4));

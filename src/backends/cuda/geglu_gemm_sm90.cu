@@ -12,6 +12,7 @@
 // each step's MMAs before the next barrier (two blocks per SM overlap each other); asynchronous ones keep
 // one step's MMAs in flight and load two steps ahead into the stage freed two steps back.
 #include "backends/cuda/geglu_gemm.h"
+#include "backends/cuda/sm90_common.cuh"
 #include "graph/backend.h"
 
 #include <cuda.h>
@@ -29,13 +30,9 @@ namespace {
 
 constexpr int kBM = 128, kBK = 64, kThreads = 256;
 
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#ifdef SDRT_SM90A
 #define SDRT_GG_WGMMA 1
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory"); }
+using namespace sm90;
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
@@ -96,6 +93,50 @@ __device__ __forceinline__ float gelu_erf_nr(float v) {
 template <int FAST>
 __device__ __forceinline__ float gelu(float v) { return FAST == 1 ? gelu_tanh(v) : FAST == 2 ? gelu_erf_nr(v) : gelu_erf(v); }
 
+// A block's tiles - blockIdx.x, + gridDim.x, ... of the (row block, column block) grid, column blocks
+// fastest - and their K steps as one sequence; cursors advance without divisions (an integer division is
+// ~20 instructions per thread, per step).
+struct TileWalk {
+  int tiles_n, KT, step_m, step_n, total;  // total: this block's K steps over all its tiles
+  struct Cursor {
+    int m, n, kt;
+  };
+  __device__ TileWalk(int M, int K, int F, int BN) {
+    tiles_n = F / BN, KT = K / kBK;
+    const int tiles = tiles_n * ((M + kBM - 1) / kBM), step = gridDim.x;
+    step_m = step / tiles_n, step_n = step % tiles_n;
+    total = (tiles - (int)blockIdx.x + step - 1) / step * KT;
+  }
+  __device__ Cursor first() const { return {(int)blockIdx.x / tiles_n, (int)blockIdx.x % tiles_n, 0}; }
+  __device__ void advance(Cursor& q) const {
+    if (++q.kt < KT) return;
+    q.kt = 0, q.m += step_m, q.n += step_n;
+    if (q.n >= tiles_n) q.n -= tiles_n, ++q.m;
+  }
+};
+
+// The epilogue: acc[4j + e] is row g (e < 2) or g + 8 of the warp's 16 rows (row_a = the first), column
+// 8j + 2t + (e & 1) of the warpgroup's 2 BN (j < BN / 8: value, then the gate at + BN / 2):
+// y = (value + b_v) * gelu(gate + b_g).
+template <int BN, int FAST>
+__device__ __forceinline__ void store_geglu(const float (&acc)[BN], const __half* __restrict__ bias, __half* __restrict__ y, int M, int F, int row_a, int n0,
+                                            int t) {
+  const int row_b = row_a + 8;
+#pragma unroll
+  for (int j = 0; j < BN / 8; ++j) {
+    const int col = n0 + 8 * j + 2 * t;
+    const float2 bv = __half22float2(*reinterpret_cast<const __half2*>(bias + col));
+    const float2 bg = __half22float2(*reinterpret_cast<const __half2*>(bias + F + col));
+    constexpr int G = BN / 2;
+    if (row_a < M)
+      *reinterpret_cast<__half2*>(y + (int64_t)row_a * F + col) = __floats2half2_rn((acc[4 * j] + bv.x) * gelu<FAST>(acc[4 * j + G] + bg.x),
+                                                                                    (acc[4 * j + 1] + bv.y) * gelu<FAST>(acc[4 * j + 1 + G] + bg.y));
+    if (row_b < M)
+      *reinterpret_cast<__half2*>(y + (int64_t)row_b * F + col) = __floats2half2_rn((acc[4 * j + 2] + bv.x) * gelu<FAST>(acc[4 * j + 2 + G] + bg.x),
+                                                                                    (acc[4 * j + 3] + bv.y) * gelu<FAST>(acc[4 * j + 3 + G] + bg.y));
+  }
+}
+
 template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST = 0>
 __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
     geglu_gemm_k(const __half* __restrict__ x, const __half* __restrict__ w, const __half* __restrict__ bias, __half* __restrict__ y, int M, int K, int F) {
@@ -106,20 +147,9 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
   const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;  // the swizzle atoms' alignment
   const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int c = tid & 7, r0 = tid >> 3;  // this thread's 16-byte chunk of rows r0 + 32 i
-  const int tiles_n = F / BN, tiles = tiles_n * ((M + kBM - 1) / kBM), KT = K / kBK;
-  const int step = gridDim.x, step_m = step / tiles_n, step_n = step % tiles_n;
-  const int total = (tiles - (int)blockIdx.x + step - 1) / step * KT;  // this block's K steps, over all its tiles
-  // Tiles as (row block, column block) cursors advanced by gridDim.x tiles at a time: no divisions per
-  // K step (integer division costs ~20 instructions per thread, per step).
-  struct Cursor {
-    int m, n, kt;
-  };
-  auto advance = [&](Cursor& q) {
-    if (++q.kt < KT) return;
-    q.kt = 0, q.m += step_m, q.n += step_n;
-    if (q.n >= tiles_n) q.n -= tiles_n, ++q.m;
-  };
-  Cursor ld{(int)blockIdx.x / tiles_n, (int)blockIdx.x % tiles_n, 0}, mm = ld;  // the next step to load; the step computed
+  const TileWalk walk(M, K, F, BN);
+  const int KT = walk.KT, total = walk.total;
+  TileWalk::Cursor ld = walk.first(), mm = ld;  // the next step to load; the step computed
 
   auto load = [&](int stage) {  // step `ld` into `stage`, then on to the next
     const int m0 = ld.m * kBM, n0 = ld.n * BN;
@@ -135,7 +165,7 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
       const int r = r0 + 32 * i, wr = r < BN ? n0 + r : F + n0 + (r - BN);  // value rows, then their gate rows
       cp_async16(b_s + r * 128 + ((c ^ (r & 7)) << 4), w + (int64_t)wr * K + k0, true);
     }
-    advance(ld);
+    walk.advance(ld);
   };
 
   float acc[BN];
@@ -168,27 +198,12 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
     if (kt != KT - 1) {
       if (ASYNC) wgmma_wait<1>();
       else wgmma_wait<0>();
-      advance(mm);
+      walk.advance(mm);
       continue;
     }
     wgmma_wait<0>();
-    // epilogue: acc[4j + e] is row g (e < 2) or g + 8, column 8j + 2t + (e & 1) of the warpgroup's 2 BN
-    // (j < BN / 8: value, then gate)
-    const int row_a = mm.m * kBM + wg * 64 + warp * 16 + g, row_b = row_a + 8, n0 = mm.n * BN;
-    advance(mm);
-#pragma unroll
-    for (int j = 0; j < BN / 8; ++j) {
-      const int col = n0 + 8 * j + 2 * t;
-      const float2 bv = __half22float2(*reinterpret_cast<const __half2*>(bias + col));
-      const float2 bg = __half22float2(*reinterpret_cast<const __half2*>(bias + F + col));
-      constexpr int G = BN / 2;  // the gate's offset in acc
-      if (row_a < M)
-        *reinterpret_cast<__half2*>(y + (int64_t)row_a * F + col) = __floats2half2_rn((acc[4 * j] + bv.x) * gelu<FAST>(acc[4 * j + G] + bg.x),
-                                                                                      (acc[4 * j + 1] + bv.y) * gelu<FAST>(acc[4 * j + 1 + G] + bg.y));
-      if (row_b < M)
-        *reinterpret_cast<__half2*>(y + (int64_t)row_b * F + col) = __floats2half2_rn((acc[4 * j + 2] + bv.x) * gelu<FAST>(acc[4 * j + 2 + G] + bg.x),
-                                                                                      (acc[4 * j + 3] + bv.y) * gelu<FAST>(acc[4 * j + 3 + G] + bg.y));
-    }
+    store_geglu<BN, FAST>(acc, bias, y, M, F, mm.m * kBM + wg * 64 + warp * 16 + g, mm.n * BN, t);
+    walk.advance(mm);
   }
   wgmma_wait<0>();  // nothing is in flight here; said so, or ptxas adds the wait itself (C7517)
 #endif
@@ -202,14 +217,12 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
 // consumer warpgroups (64 rows each) only issue MMAs and run the epilogue, while the producer is already
 // loading the next tile's steps. Persistent over tiles in the same order as the forms above.
 #ifdef SDRT_GG_WGMMA
-__device__ __forceinline__ void mbar_init(uint32_t a, uint32_t count) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(a), "r"(count) : "memory"); }
-__device__ __forceinline__ void mbar_arrive(uint32_t a) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(a) : "memory"); }
 __device__ __forceinline__ void mbar_expect_tx(uint32_t a, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(a), "r"(bytes) : "memory");
 }
-// Waits for the phase of parity `parity` to complete; traps after ~2^24 polls (a protocol error would
+// sm90::mbar_wait that traps after ~2^24 polls (a protocol error of these experimental forms would
 // otherwise hang the stream: a trap reports it as a launch failure).
-__device__ __forceinline__ void mbar_wait(uint32_t a, uint32_t parity) {
+__device__ __forceinline__ void mbar_wait_bounded(uint32_t a, uint32_t parity) {
   for (uint32_t n = 0;; ++n) {
     uint32_t done;
     asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n" : "=r"(done) : "r"(a), "r"(parity) : "memory");
@@ -239,31 +252,22 @@ __global__ void __launch_bounds__(384, 1)
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  const int tiles_n = F / BN, tiles = tiles_n * ((M + kBM - 1) / kBM), KT = K / kBK;
-  const int step = gridDim.x, step_m = step / tiles_n, step_n = step % tiles_n;
-  const int total = (tiles - (int)blockIdx.x + step - 1) / step * KT;
-  struct Cursor {
-    int m, n, kt;
-  };
-  auto advance = [&](Cursor& q) {
-    if (++q.kt < KT) return;
-    q.kt = 0, q.m += step_m, q.n += step_n;
-    if (q.n >= tiles_n) q.n -= tiles_n, ++q.m;
-  };
-  Cursor cur{(int)blockIdx.x / tiles_n, (int)blockIdx.x % tiles_n, 0};
+  const TileWalk walk(M, K, F, BN);
+  const int KT = walk.KT, total = walk.total;
+  TileWalk::Cursor cur = walk.first();
   if (wg == 0) {  // producer warpgroup: one thread issues every copy
     if (tid == 0) {
       int stage = 0;
       uint32_t phase = 0;
       for (int it = 0; it < total; ++it) {
-        mbar_wait(bars + 8 * (STAGES + stage), phase ^ 1);  // the consumers released it (a fresh barrier passes)
+        mbar_wait_bounded(bars + 8 * (STAGES + stage), phase ^ 1);  // the consumers released it (a fresh barrier passes)
         const uint32_t full = bars + 8 * stage, a_s = sbase + stage * kStage, b_s = a_s + kBM * 128;
         mbar_expect_tx(full, kStage);
         const int k0 = cur.kt * kBK;
         tma_load_2d(a_s, &ta, k0, cur.m * kBM, full);
         tma_load_2d(b_s, &tb, k0, cur.n * BN, full);               // the value rows
         tma_load_2d(b_s + BN * 128, &tb, k0, F + cur.n * BN, full);  // their gate rows
-        advance(cur);
+        walk.advance(cur);
         if (++stage == STAGES) stage = 0, phase ^= 1;
       }
     }
@@ -276,7 +280,7 @@ __global__ void __launch_bounds__(384, 1)
   int stage = 0, prev = -1;
   uint32_t phase = 0;
   for (int it = 0; it < total; ++it) {
-    mbar_wait(bars + 8 * stage, phase);
+    mbar_wait_bounded(bars + 8 * stage, phase);
     const int kt = cur.kt;
     const uint32_t st0 = sbase + stage * kStage;
     const uint64_t da = desc_sw128(st0 + cw * 64 * 128), db = desc_sw128(st0 + kBM * 128);
@@ -291,22 +295,9 @@ __global__ void __launch_bounds__(384, 1)
       wgmma_wait<0>();
       if (lane == 0) mbar_arrive(bars + 8 * (STAGES + stage));
       prev = -1;
-      const int row_a = cur.m * kBM + cw * 64 + warp * 16 + g, row_b = row_a + 8, n0 = cur.n * BN;
-#pragma unroll
-      for (int j = 0; j < BN / 8; ++j) {
-        const int col = n0 + 8 * j + 2 * t;
-        const float2 bv = __half22float2(*reinterpret_cast<const __half2*>(bias + col));
-        const float2 bg = __half22float2(*reinterpret_cast<const __half2*>(bias + F + col));
-        constexpr int G = BN / 2;
-        if (row_a < M)
-          *reinterpret_cast<__half2*>(y + (int64_t)row_a * F + col) =
-              __floats2half2_rn((acc[4 * j] + bv.x) * gelu_erf(acc[4 * j + G] + bg.x), (acc[4 * j + 1] + bv.y) * gelu_erf(acc[4 * j + 1 + G] + bg.y));
-        if (row_b < M)
-          *reinterpret_cast<__half2*>(y + (int64_t)row_b * F + col) =
-              __floats2half2_rn((acc[4 * j + 2] + bv.x) * gelu_erf(acc[4 * j + 2 + G] + bg.x), (acc[4 * j + 3] + bv.y) * gelu_erf(acc[4 * j + 3 + G] + bg.y));
-      }
+      store_geglu<BN, 0>(acc, bias, y, M, F, cur.m * kBM + cw * 64 + warp * 16 + g, cur.n * BN, t);
     }
-    advance(cur);
+    walk.advance(cur);
     if (++stage == STAGES) stage = 0, phase ^= 1;
   }
   wgmma_wait<0>();
@@ -438,7 +429,7 @@ int geglu_gemm_forms() {
 const char* geglu_gemm_form_name(int form) { return form >= 0 && form < kNumForms ? kForms[form].name : "?"; }
 bool geglu_gemm_form_exact(int form) { return form >= 0 && form < kNumForms && kForms[form].exact; }
 int geglu_gemm_form_by_name(const char* name) {  // among the forms listed now (geglu_gemm_forms)
-  for (int i = 0; i < geglu_gemm_forms(); ++i)
+  for (int i = 0, n = geglu_gemm_forms(); i < n; ++i)
     if (std::strcmp(kForms[i].name, name) == 0) return i;
   return -1;
 }
