@@ -27,12 +27,6 @@
 
 namespace {
 
-__global__ void fill_k(__half* x, int64_t n, uint32_t seed, float scale) {
-  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  x[i] = __float2half(((float)(bench_hash((uint32_t)i, seed) & 0xFFFF) / 65536.f - 0.5f) * 2.f * scale);
-}
-
 struct Shape {
   const char* what;
   int64_t tokens, K, F;
@@ -82,9 +76,9 @@ int main(int argc, char** argv) {
     CHECK(cudaMalloc(&mid, M * 2 * F * 2));
     CHECK(cudaMalloc(&y0, M * F * 2));
     CHECK(cudaMalloc(&y1, M * F * 2));
-    fill_k<<<(unsigned)((M * K + 255) / 256), 256, 0, st>>>(x, M * K, 1, 2.f);
-    fill_k<<<(unsigned)((2 * F * K + 255) / 256), 256, 0, st>>>(w, 2 * F * K, 2, 1.f / std::sqrt((float)K));
-    fill_k<<<(unsigned)((2 * F + 255) / 256), 256, 0, st>>>(b, 2 * F, 3, 0.5f);
+    sdrt::cuda::fill_uniform(x, M * K, 2.f, 1, st);
+    sdrt::cuda::fill_uniform(w, 2 * F * K, 1.f / std::sqrt((float)K), 2, st);
+    sdrt::cuda::fill_uniform(b, 2 * F, 0.5f, 3, st);
     CHECK(cudaGetLastError());
     auto plan = (*lt)->prepare(M, 2 * F, K, true, false, tuning);
     if (!plan) return std::fprintf(stderr, "cuBLASLt plan: %s\n", plan.status().message().c_str()), 1;
