@@ -4,6 +4,8 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -211,6 +213,59 @@ TEST(Server, EndpointsDefaultsAndImageIdenticalToGenerate) {
   });
   EXPECT_NE(stream.find("data: {"), std::string::npos);
   EXPECT_NE(stream.find("\"sampling_steps\""), std::string::npos);
+}
+
+// A subscriber that is connected when a job starts sees its steps, however short the job: frames follow
+// the steps (not only a fixed 4-a-second tick), and the last frame after the job is idle again.
+TEST(Server, EventsShowTheStepsOfAShortJob) {
+  SDRT_REQUIRE_CONFORMANCE();
+  Running s = start_server();
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<json> frames;
+  std::atomic<bool> hang_up{false};
+  std::thread sub([&] {
+    auto c = s.client();
+    std::string buf;
+    c.Get("/sdrt/v1/events", [&](const char* d, size_t n) {
+      buf.append(d, n);
+      for (size_t e; (e = buf.find("\n\n")) != std::string::npos; buf.erase(0, e + 2)) {
+        EXPECT_EQ(buf.rfind("data: ", 0), 0u) << buf;
+        std::lock_guard<std::mutex> lk(m);
+        frames.push_back(json::parse(buf.substr(6, e - 6)));
+        cv.notify_all();
+      }
+      return !hang_up.load();
+    });
+  });
+  {
+    std::unique_lock<std::mutex> lk(m);  // subscribed: the first frame (idle) has come
+    ASSERT_TRUE(cv.wait_for(lk, std::chrono::seconds(30), [&] { return !frames.empty(); }));
+    EXPECT_EQ(frames[0]["state"]["sampling_steps"], 0) << frames[0].dump();
+  }
+  auto c = s.client();
+  int st = 0;
+  json res = post(c, "/sdapi/v1/txt2img", {{"prompt", "a cube"}, {"steps", 20}, {"width", 64}, {"height", 64}, {"seed", 1}}, &st);
+  ASSERT_EQ(st, 200) << res.dump();
+  {
+    std::unique_lock<std::mutex> lk(m);  // the job's end is a change too: an idle frame follows it
+    EXPECT_TRUE(cv.wait_for(lk, std::chrono::seconds(30), [&] {
+      return frames.size() > 1 && frames.back()["state"]["sampling_steps"] == 0 && frames.back()["progress"] == 0.0;
+    }));
+  }
+  hang_up = true;
+  sub.join();
+  int stepped = 0;
+  for (const json& f : frames) {
+    const json& stt = f["state"];
+    if (stt["sampling_steps"] == 20) {
+      EXPECT_GE(stt["sampling_step"].get<int>(), 0);
+      EXPECT_LE(stt["sampling_step"].get<int>(), 20);
+      EXPECT_EQ(stt["job"], "job(1)");
+      ++stepped;
+    }
+  }
+  EXPECT_GE(stepped, 1) << "no frame showed the job's steps; frames: " << frames.size();
 }
 
 TEST(Server, MalformedRequestsGet4xxAndTheServerKeepsServing) {

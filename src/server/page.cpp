@@ -110,6 +110,8 @@ $('f').onsubmit = async ev => {
   events = new EventSource('/sdrt/v1/events');
   events.onmessage = onProgress;
   $('fill').style.width = '0'; $('status').textContent = 'starting…';
+  // subscribe before submitting, so that a short job's steps are not missed (without the stream, after 2 s, go on)
+  await new Promise(ok => { events.onopen = ok; events.onerror = ok; setTimeout(ok, 2000); });
   const t0 = performance.now();
   try {
     const r = await fetch('/sdapi/v1/txt2img', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});

@@ -127,6 +127,8 @@ struct Server::Impl {
 
   std::mutex mu;  // queue, progress, options, metrics
   std::condition_variable cv;
+  std::condition_variable progress_cv;  // progress_seq changed (a batch stepped or ended) or stopping
+  uint64_t progress_seq = 0;
   std::deque<std::shared_ptr<Job>> queue;
   int64_t next_id = 1;
   json options;
@@ -271,6 +273,8 @@ struct Server::Impl {
       run(sl, batch);
       std::lock_guard<std::mutex> lk(mu);
       sl.running.clear();
+      ++progress_seq;
+      progress_cv.notify_all();
       if (draining) cv.notify_all();  // drain() waits for idle workers
     }
   }
@@ -293,7 +297,9 @@ struct Server::Impl {
         std::lock_guard<std::mutex> lk(mu);
         sl.step = done;
         sl.steps = total;
+        ++progress_seq;
       }
+      progress_cv.notify_all();
       if (sl.interrupt || sl.skip) return false;
       for (const auto& j : batch)
         if (!j->cancelled) return true;
@@ -619,14 +625,39 @@ struct Server::Impl {
       send_json(r, 200, {{"status", is_ready ? (draining ? "draining" : "ready") : "loading"}});
     });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& r) { r.set_content(metrics_text(), "text/plain; version=0.0.4"); });
-    http.Get("/sdrt/v1/events", [this](const httplib::Request&, httplib::Response& r) {  // progress as server-sent events, 4 a second
+    // Progress as server-sent events: one frame as soon as the stream opens, one as soon as a batch takes
+    // its first step or ends after a quiet spell, then at most one per 100 ms while it steps, and one every
+    // 250 ms while nothing changes (a client that has gone is noticed at the next write).
+    http.Get("/sdrt/v1/events", [this](const httplib::Request&, httplib::Response& r) {
       r.set_header("Cache-Control", "no-cache");
-      r.set_chunked_content_provider("text/event-stream", [this](size_t, httplib::DataSink& sink) {
+      struct Cursor {
+        bool first = true;
+        uint64_t seen = 0;
+        clk::time_point changed{};  // when the last frame for a change was sent
+      };
+      auto cur = std::make_shared<Cursor>();
+      r.set_chunked_content_provider("text/event-stream", [this, cur](size_t, httplib::DataSink& sink) {
+        if (!cur->first) {
+          std::unique_lock<std::mutex> lk(mu);
+          progress_cv.wait_for(lk, std::chrono::milliseconds(250), [&] { return stopping || progress_seq != cur->seen; });
+          if (stopping) return false;
+          if (progress_seq != cur->seen) {
+            const auto next = cur->changed + std::chrono::milliseconds(100);
+            if (clk::now() < next) {
+              lk.unlock();
+              std::this_thread::sleep_until(next);
+            }
+            cur->changed = clk::now();
+          }
+        }
         if (stopping) return false;
+        {
+          std::lock_guard<std::mutex> lk(mu);
+          cur->seen = progress_seq;
+        }
+        cur->first = false;
         const std::string ev = "data: " + progress_json(true).dump() + "\n\n";
-        if (!sink.write(ev.data(), ev.size())) return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(250));
-        return true;
+        return sink.write(ev.data(), ev.size());
       });
     });
     http.Get("/", [](const httplib::Request&, httplib::Response& r) { r.set_content(web_page(), "text/html; charset=utf-8"); });
@@ -697,6 +728,10 @@ void Server::stop() {
   if (s.stopping.exchange(true)) return;
   for (auto& sl : s.slots) sl->interrupt = true;
   s.cv.notify_all();
+  {
+    std::lock_guard<std::mutex> lk(s.mu);  // wakes event streams waiting for progress
+    s.progress_cv.notify_all();
+  }
   s.http.stop();
   if (s.listen_thread.joinable()) s.listen_thread.join();
   if (s.load_thread.joinable()) s.load_thread.join();
