@@ -73,11 +73,12 @@ for step in "$@"; do
         done
       done; done 2>&1 | tee "$out/unet-ab.txt" ;;
     ab-bench)  # sdrt bench of the engine before a change (sdrt_base, built from the previous commit) and of
-               # this one, alternating, batch 1 and 16, in one session
-      for cfg in "1 3" "16 2"; do read -r nb reps <<< "$cfg"; for r in 1 2; do for v in base new; do
+               # this one, alternating, batch 1 and 16 (AB_BATCH1_ONLY=1: batch 1 only), in one session
+      cfgs=("1 3" "16 2"); [ "${AB_BATCH1_ONLY:-0}" = 1 ] && cfgs=("1 4")
+      for cfg in "${cfgs[@]}"; do read -r nb reps <<< "$cfg"; for r in 1 2; do for v in base new; do
         exe="$bin/sdrt"; [ $v = base ] && exe="$bin/sdrt_base"
         echo "$v batch $nb: $("$exe" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
-          --no-engine-cache -o "/tmp/ab/$v$nb$r" 2>&1 | grep '^optimized')"
+          --no-engine-cache -o "/tmp/ab/$v$nb$r" 2>&1 | grep '^optimized') png p50 $(awk -F, 'NR==2{print $23}' "/tmp/ab/$v$nb$r/bench.csv") s"
       done; done; done 2>&1 | tee "$out/bench-ab.txt" ;;
     ncu-attn)  # the Hopper kernel on the batch-16 4096-token self-attention
       timeout 120 ncu --clock-control none -k regex:flash_wgmma --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
