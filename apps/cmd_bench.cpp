@@ -206,8 +206,8 @@ int cmd_bench(const BenchArgs& args) {
                  {"command", a.command_line}};
 
   std::vector<BenchRow> rows;
-  std::printf("%-10s %5s %9s %9s %9s %10s %8s %8s %8s %8s %9s %8s %8s\n", "opt", "batch", "mean s", "p50 s", "p90 s", "unet step", "vae s",
-              "text s", "img/s", "steps/s", "TFLOP/s", "host GiB", "dev GiB");
+  std::printf("%-10s %5s %9s %9s %9s %10s %8s %8s %8s %8s %8s %9s %8s %8s\n", "opt", "batch", "mean s", "p50 s", "p90 s", "unet step", "vae s",
+              "text s", "png s", "img/s", "steps/s", "TFLOP/s", "host GiB", "dev GiB");
   for (size_t oi = 0; oi < a.opts.size(); ++oi) {
     const std::string& opt = a.opts[oi];
     if (oi > 0) {
@@ -294,8 +294,8 @@ int cmd_bench(const BenchArgs& args) {
       }
       rows.push_back(row);
       if (row.status == "ok")
-        std::printf("%-10s %5d %9.3f %9.3f %9.3f %10.4f %8.3f %8.3f %8.3f %8.2f %9.3f %8.2f %8.2f\n", opt.c_str(), b, row.whole.mean,
-                    row.whole.p50, row.whole.p90, row.unet_step.mean, row.vae.mean, row.text.mean, row.images_per_s, row.steps_per_s,
+        std::printf("%-10s %5d %9.3f %9.3f %9.3f %10.4f %8.3f %8.3f %8.4f %8.3f %8.2f %9.3f %8.2f %8.2f\n", opt.c_str(), b, row.whole.mean,
+                    row.whole.p50, row.whole.p90, row.unet_step.mean, row.vae.mean, row.text.mean, row.png.mean, row.images_per_s, row.steps_per_s,
                     row.unet_tflops, row.peak_host_gib, row.peak_device_gib);
       else
         std::printf("%-10s %5d %s\n", opt.c_str(), b, row.status.c_str());

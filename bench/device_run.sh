@@ -78,7 +78,7 @@ for step in "$@"; do
       for cfg in "${cfgs[@]}"; do read -r nb reps <<< "$cfg"; for r in 1 2; do for v in base new; do
         exe="$bin/sdrt"; [ $v = base ] && exe="$bin/sdrt_base"
         echo "$v batch $nb: $("$exe" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
-          --no-engine-cache -o "/tmp/ab/$v$nb$r" 2>&1 | grep '^optimized') png p50 $(awk -F, 'NR==2{print $23}' "/tmp/ab/$v$nb$r/bench.csv") s"
+          --no-engine-cache -o "/tmp/ab/$v$nb$r" 2>&1 | grep '^optimized') (png p50 $(awk -F, 'NR==2{print $23}' "/tmp/ab/$v$nb$r/bench.csv") s)"
       done; done; done 2>&1 | tee "$out/bench-ab.txt" ;;
     ncu-attn)  # the Hopper kernel on the batch-16 4096-token self-attention
       timeout 120 ncu --clock-control none -k regex:flash_wgmma --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
