@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, ncu-attn.
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, clocks, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,6 +80,28 @@ for step in "$@"; do
         echo "$v batch $nb: $("$exe" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
           --no-engine-cache -o "/tmp/ab/$v$nb$r" 2>&1 | grep '^optimized') (png p50 $(awk -F, 'NR==2{print $23}' "/tmp/ab/$v$nb$r/bench.csv") s)"
       done; done; done 2>&1 | tee "$out/bench-ab.txt" ;;
+    split)  # the batch in two parts on two streams (SDRT_SPLIT=2) against the whole batch on one stream,
+            # alternating; the parts on one stream (SDRT_LANES=1, the cost of the smaller kernels alone); the parts
+            # with GroupNorm's one-pass kernel on half the SMs (SDRT_GN_ONEPASS=1, time-limited: a cooperative grid
+            # beside another stream's kernels); sdrt bench at batch 1 both ways
+      fwd() { "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch "$1" --repeats 20 --warmup 3 2>&1 | grep -E 'median|error'; }
+      for r in 1 2; do for b in 2 16; do for v in 1 2; do
+        echo "batch $b split $v: $(SDRT_SPLIT=$v fwd $b)"
+      done; done; done 2>&1 | tee "$out/split.txt"
+      { echo "batch 2 split 2 on one stream: $(SDRT_SPLIT=2 SDRT_LANES=1 fwd 2)"
+        for b in 2 16; do echo "batch $b split 2 one-pass GroupNorm: $(SDRT_SPLIT=2 SDRT_GN_ONEPASS=1 timeout 120 "$bin/bench_unet_forward" --backend cuda \
+          --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep -E 'median|error')"; done
+        for r in 1 2; do for v in 1 2; do
+          echo "split $v batch 1: $(SDRT_SPLIT=$v "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 3 --warmup 1 \
+            --opt optimized --no-engine-cache -o "/tmp/split/$v$r" 2>&1 | grep '^optimized')"
+        done; done; } 2>&1 | tee -a "$out/split.txt" ;;
+    clocks)  # SM clock, power and throttle reasons while batch-16 forwards run back to back (is the graph's time
+             # over its kernels' sum under ncu the clock, not gaps?)
+      nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active --format=csv -lms 250 > "$out/clocks.csv" &
+      smi=$!; sleep 1
+      "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 16 --repeats 150 --warmup 3 2>&1 | grep -E 'median|error'
+      kill $smi; sleep 0.5
+      awk -F', ' 'NR>1{c[$2" "$5]++; p+=$3; n++} END{for (k in c) print c[k], k; if (n) print "mean power", p/n, "W,", n, "samples"}' "$out/clocks.csv" | sort -rn | head -10 ;;
     ncu-attn)  # the Hopper kernel on the batch-16 4096-token self-attention
       timeout 120 ncu --clock-control none -k regex:flash_wgmma --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
         --section WarpStateStats --section ComputeWorkloadAnalysis "$bin/bench_attention" --batch 16 --repeats 1 > "$out/ncu-attn.txt" 2>&1

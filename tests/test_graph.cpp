@@ -70,3 +70,36 @@ TEST(Graph, RunRejectsWrongInputShapeAndBadTokenIds) {
   ASSERT_FALSE(r2.is_ok());
   EXPECT_NE(r2.status().message().find("expected [1, 2]"), std::string::npos) << r2.status().message();
 }
+
+// Slice: rows of the first axis, in the input's dtype; rows outside the input are a shape error.
+TEST(Graph, SliceTakesRowsOfTheFirstAxis) {
+  auto g = std::make_shared<Graph>();
+  GraphBuilder b(*g);
+  int x = b.input("x", {3, 2});
+  int ids = b.input("ids", {3, 1}, DType::I32);
+  Attrs a;
+  a.dims = {1, 2};
+  int s = b.add_node(Op::Slice, {x}, a);
+  int e = b.add_node(Op::Embedding, {b.add_node(Op::Slice, {ids}, a), b.weight("table", Tensor::from_f32({4, 1}, {10, 11, 12, 13}))});
+  b.output(s, "s");
+  b.output(e, "e");
+  ASSERT_TRUE(b.status().is_ok()) << b.status().message();
+  EXPECT_EQ(g->nodes[s].shape, (Shape{2, 2}));
+  auto exe = make_cpu_backend()->compile(g);
+  ASSERT_TRUE(exe.is_ok()) << exe.status().message();
+  EXPECT_EQ(g->nodes[e - 2].dtype, DType::I32);  // the ids' slice
+  Tensor idv = Tensor::empty(DType::I32, {3, 1});
+  auto* ip = static_cast<int32_t*>(idv.mutable_data());
+  ip[0] = 0, ip[1] = 3, ip[2] = 2;
+  auto out = (*exe)->run({{"x", Tensor::from_f32({3, 2}, {1, 2, 3, 4, 5, 6})}, {"ids", idv}});
+  ASSERT_TRUE(out.is_ok()) << out.status().message();
+  EXPECT_EQ(std::vector<float>((*out)[0].f32(), (*out)[0].f32() + 4), (std::vector<float>{3, 4, 5, 6}));
+  EXPECT_EQ(std::vector<float>((*out)[1].f32(), (*out)[1].f32() + 2), (std::vector<float>{13, 12}));
+
+  Graph bad;
+  GraphBuilder bb(bad);
+  int y = bb.input("y", {2, 2});
+  a.dims = {1, 2};  // rows [1, 3) of 2
+  EXPECT_EQ(bb.add_node(Op::Slice, {y}, a), -1);
+  EXPECT_NE(bb.status().message().find("not within"), std::string::npos) << bb.status().message();
+}

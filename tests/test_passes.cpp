@@ -331,3 +331,138 @@ TEST(Passes, TinyUnetSideLaneMatchesOneStreamOnCuda) {
     EXPECT_EQ(differ, 0);
   }
 }
+
+// split_batch: the tiny UNet (fused or not) and text encoder in two batch parts compute what the whole
+// batch does on the CPU, each part's nodes depending on its own slices only; graphs whose batch does not
+// divide, or with a node that does not keep the batch first, are left alone.
+TEST(Passes, SplitBatchMatchesTheWholeBatchOnCpu) {
+  SDRT_REQUIRE_CONFORMANCE();
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok()) << m.status().message();
+  std::mt19937 rng(11);
+  auto g = build_unet(*m, 2, 16, 16);
+  ASSERT_TRUE(g.is_ok());
+  const Graph fused = optimize_graph(**g);
+  std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
+                                   {"timestep", Tensor::from_f32({2}, {999.f, 20.f})},  // each part its own
+                                   {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};
+  for (const Graph* src : std::vector<const Graph*>{g->get(), &fused}) {
+    int parts = 0;
+    const Graph s = split_batch(*src, 2, &parts);
+    ASSERT_EQ(parts, 2);
+    ASSERT_TRUE(s.verify().is_ok()) << s.verify().message();
+    EXPECT_EQ(count_ops(s, Op::Slice), 6);  // three inputs, two parts
+    EXPECT_EQ(count_ops(s, Op::Conv2d), 2 * count_ops(*src, Op::Conv2d));
+    EXPECT_EQ(s.weights.size(), src->weights.size());
+    EXPECT_EQ(s.optimized, src->optimized);
+    const std::vector<int> part = passes::batch_parts(s);
+    int per[2] = {0, 0};
+    for (size_t i = 0; i < s.nodes.size(); ++i) {
+      const Op op = s.nodes[i].op;
+      if (op == Op::Input || op == Op::Weight) EXPECT_EQ(part[i], -1);
+      else if (part[i] >= 0) ++per[part[i]];
+    }
+    EXPECT_EQ(per[0], per[1]);
+    EXPECT_EQ(part[s.outputs[0]], -1);  // the parts' outputs concatenated
+    EXPECT_EQ(s.nodes[s.outputs[0]].shape, (Shape{2, 4, 16, 16}));
+    EXPECT_LT(rel_err(run_cpu(s, in), run_cpu(*src, in)), 1e-5);
+  }
+
+  auto te = build_text_encoder(*m, 2);
+  ASSERT_TRUE(te.is_ok());
+  int parts = 0;
+  const Graph ts = split_batch(**te, 2, &parts);
+  ASSERT_EQ(parts, 2);
+  Tensor ids = Tensor::empty(DType::I32, {2, 77});
+  for (int64_t i = 0; i < 154; ++i) static_cast<int32_t*>(ids.mutable_data())[i] = (int32_t)((i * 37 + 5) % m->clip.vocab);
+  EXPECT_LT(rel_err(run_cpu(ts, {{"input_ids", ids}}), run_cpu(**te, {{"input_ids", ids}})), 1e-5);
+
+  auto vae = build_vae_decoder(*m, 1, 16, 16);  // batch 1: nothing to split
+  ASSERT_TRUE(vae.is_ok());
+  EXPECT_EQ(split_batch(**vae, 2, &parts).nodes.size(), (*vae)->nodes.size());
+  EXPECT_EQ(parts, 0);
+  auto g3 = build_unet(*m, 3, 16, 16);  // 3 rows into 2 parts
+  ASSERT_TRUE(g3.is_ok());
+  split_batch(**g3, 2, &parts);
+  EXPECT_EQ(parts, 0);
+
+  Graph cat;  // a concatenation along the batch cannot be cut per part
+  GraphBuilder b(cat);
+  const int x = b.input("x", {2, 3});
+  b.output(b.concat({x, x}, 0), "y");
+  ASSERT_TRUE(b.status().is_ok());
+  split_batch(cat, 2, &parts);
+  EXPECT_EQ(parts, 0);
+  Graph bc;  // a weight broadcast along the batch rows
+  GraphBuilder b2(bc);
+  const int y = b2.input("y", {2, 3});
+  b2.output(b2.add(y, b2.weight("w", Tensor::from_f32({2, 1}, {1, 2}))), "z");
+  ASSERT_TRUE(b2.status().is_ok());
+  split_batch(bc, 2, &parts);
+  EXPECT_EQ(parts, 0);
+}
+
+// The UNet's batch in two parts on two streams (CudaOptions::split_batch): within fp16 rounding of the
+// whole batch on one stream (each part takes the tactics of its own shapes), the same on the first
+// (captured) run and on replays, and through the device loop with the prompt held.
+TEST(Passes, TinyUnetSplitBatchOnTwoStreamsMatchesOnCuda) {
+  SDRT_REQUIRE_CONFORMANCE();
+  std::string why;
+  CudaOptions whole, split;
+  whole.precision = split.precision = "fp16";
+  whole.split_batch = 1;
+  split.split_batch = 2;
+  auto a = make_cuda_backend(whole, &why);
+  if (!a) GTEST_SKIP() << "CUDA backend not usable here: " << why;
+  auto b = make_cuda_backend(split, &why);
+  ASSERT_TRUE(b);
+  EXPECT_EQ(a->variant(), "");
+  EXPECT_EQ(b->variant(), "split2");
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok());
+  std::mt19937 rng(13);
+  auto g = build_unet(*m, 2, 16, 16);
+  ASSERT_TRUE(g.is_ok());
+  auto ea = a->compile(*g);
+  auto eb = b->compile(*g);
+  ASSERT_TRUE(ea.is_ok() && eb.is_ok()) << (ea.is_ok() ? eb.status().message() : ea.status().message());
+  EXPECT_EQ((*ea)->streams(), 1);
+  EXPECT_EQ((*eb)->streams(), 2);
+  const int64_t ctx = m->unet.cross_attention_dim;
+  std::vector<std::map<std::string, Tensor>> ins;
+  for (int run = 0; run < 3; ++run)
+    ins.push_back({{"sample", randn({2, 4, 16, 16}, rng)},
+                   {"timestep", Tensor::from_f32({2}, {999.f - 400.f * run, 30.f})},
+                   {"encoder_hidden_states", randn({2, 77, ctx}, rng)}});
+  Tensor first;
+  for (int run = 0; run < 3; ++run) {
+    auto ra = (*ea)->run(ins[run]), rb = (*eb)->run(ins[run]);
+    ASSERT_TRUE(ra.is_ok() && rb.is_ok());
+    const double e = rel_err((*rb)[0], (*ra)[0]);
+    std::printf("      run %d: split vs whole batch rel err %.2e\n", run, e);
+    EXPECT_LT(e, 5e-3);
+    if (run == 0) first = (*rb)[0];
+  }
+  auto again = (*eb)->run(ins[0]);  // a replay of the captured graph, the first inputs again
+  ASSERT_TRUE(again.is_ok());
+  EXPECT_EQ(rel_err((*again)[0], first), 0.0);
+
+  // the device loop with the prompt held: its key/value projections run before the graph, per part
+  DeviceLoop* L = (*eb)->device_loop();
+  ASSERT_NE(L, nullptr);
+  auto xs = L->input("sample"), ts = L->input("timestep"), cs = L->input("encoder_hidden_states"), ys = L->output(0);
+  ASSERT_TRUE(xs.is_ok() && ts.is_ok() && cs.is_ok() && ys.is_ok());
+  ASSERT_TRUE(L->hold_input("encoder_hidden_states").is_ok());
+  for (int run : {1, 2, 2}) {
+    const auto& in = ins[run];
+    ASSERT_TRUE(L->upload(*xs, in.at("sample").f32(), in.at("sample").numel()).is_ok());
+    ASSERT_TRUE(L->upload(*ts, in.at("timestep").f32(), 2).is_ok());
+    ASSERT_TRUE(L->upload(*cs, in.at("encoder_hidden_states").f32(), in.at("encoder_hidden_states").numel()).is_ok());
+    ASSERT_TRUE(L->run().is_ok());
+    Tensor y = Tensor::empty(DType::F32, {2, 4, 16, 16});
+    ASSERT_TRUE(L->download(y.f32(), *ys, y.numel()).is_ok());
+    auto want = (*eb)->run(in);
+    ASSERT_TRUE(want.is_ok());
+    EXPECT_LT(rel_err(y, (*want)[0]), 1e-6) << "run " << run;
+  }
+}

@@ -70,6 +70,8 @@ class Backend {
   virtual std::string device_name() const { return {}; }
   virtual std::pair<int, int> compute_capability() const { return {0, 0}; }
   virtual std::string libraries() const { return {}; }  // library versions tactics depend on
+  // What else the built graph depends on besides the precision (CUDA: the batch split), for cache keys.
+  virtual std::string variant() const { return {}; }
   // Autotuning results by op-instance key (text), for plans and timing caches: those the graph's ops
   // use, or all chosen so far when graph is null. add_tactics() seeds choices so that they are not
   // timed again (a value this backend cannot read is an error naming the key).
@@ -85,6 +87,10 @@ struct CudaOptions {
   std::string precision = "fp32";  // "fp32" (true float32) or "fp16" (half storage, float accumulation)
   bool fuse = true;                // run the build passes (graph/passes.h) before compiling
   bool cuda_graphs = true;         // capture each executable's work into a CUDA graph after its first run
+  // Batch parts run side by side (fp16 with the build passes): pass split_batch makes each part's nodes
+  // independent of the others', and each part runs on a stream of its own (branches of one captured
+  // graph). 0 takes SDRT_SPLIT (1 - off - when unset).
+  int split_batch = 0;
 };
 // The CUDA backend (float32 stage), or nullptr with the reason in *why: not built with CUDA, no driver,
 // no device.

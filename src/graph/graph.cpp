@@ -11,7 +11,7 @@ const OpInfo& op_info(Op op) {
       {"QuickGELU", 1, 1},  {"GEGLU", 1, 1},       {"Attention", 1, 3},  {"Upsample2x", 1, 1},
       {"Concat", 1, 64},    {"Add", 2, 2},         {"Mul", 2, 2},        {"Scale", 1, 1},
       {"Reshape", 1, 1},    {"ToTokens", 1, 1},    {"FromTokens", 1, 1}, {"TimestepEmbedding", 1, 1},
-      {"Embedding", 2, 2},
+      {"Embedding", 2, 2},  {"Slice", 1, 1},
   };
   static_assert(sizeof(table) / sizeof(table[0]) == (size_t)Op::kCount, "op table out of sync with Op");
   return table[(size_t)op];
@@ -177,6 +177,15 @@ Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
       out.push_back((*in[1])[1]);
       return out;
     }
+    case Op::Slice: {
+      const Shape& x = *in[0];
+      if (x.empty() || a.dims.size() != 2) return mismatch(n, "needs x [N,...] and dims {start, length}");
+      if (a.dims[0] < 0 || a.dims[1] < 1 || a.dims[0] + a.dims[1] > x[0])
+        return mismatch(n, "rows [" + std::to_string(a.dims[0]) + ", " + std::to_string(a.dims[0] + a.dims[1]) + ") are not within " + shape_str(x));
+      Shape out = x;
+      out[0] = a.dims[1];
+      return out;
+    }
     case Op::kCount: break;
   }
   return mismatch(n, "unknown op");
@@ -267,6 +276,7 @@ int GraphBuilder::add_node(Op op, std::vector<int> inputs, Attrs a, std::string 
     return -1;
   }
   n.shape = *s;
+  if (op == Op::Slice) n.dtype = g_.nodes[n.inputs[0]].dtype;  // rows of its input, as they are
   g_.nodes.push_back(std::move(n));
   return (int)g_.nodes.size() - 1;
 }

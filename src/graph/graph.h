@@ -37,6 +37,8 @@ enum class Op : uint8_t {
   FromTokens,         // [N,H*W,C] -> [N,C,H,W] with H = dims[0], W = dims[1]
   TimestepEmbedding,  // t[N] -> [N,dim] sinusoidal (diffusers get_timestep_embedding)
   Embedding,          // ids[...] (I32) , table[V,C] -> [...,C]
+  Slice,              // x[N,...] -> x[start : start + length, ...] (rows of the first axis), dims = {start, length};
+                      // the batch parts of pass split_batch (any dtype: its input's)
   kCount
 };
 
@@ -54,7 +56,7 @@ struct Attrs {
   bool silu = false;              // GroupNorm: SiLU fused after the normalisation
   bool geglu = false;             // Linear: GEGLU fused after the projection (pass fuse_linear_geglu)
   float freq_shift = 0.f;
-  Shape dims;                     // Reshape target / FromTokens [H, W]
+  Shape dims;                     // Reshape target / FromTokens [H, W] / Slice {start, length}
 };
 
 struct Node {

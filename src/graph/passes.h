@@ -33,6 +33,13 @@ Graph fuse_linear_geglu(const Graph& g, int* rewrites);
 // with the weights stacked and the Attention reading its output packed (qkv, or q and kv).
 Graph pack_qkv(const Graph& g, int* rewrites);
 
+// Every input [N, ...] sliced into `parts` batch parts, the graph's nodes copied per part (weights shared),
+// batched outputs concatenated back: independent parts a backend can run side by side. Returns g as it
+// is (*rewrites 0) where the batch does not divide or a node does not keep the batch on its first axis;
+// else *rewrites = parts. Not one of optimize_graph's passes: backends that run parts side by side apply
+// it (CUDA, SDRT_SPLIT).
+Graph split_batch(const Graph& g, int parts, int* rewrites);
+
 // The passes in order; `log` (optional) receives each pass's count.
 Graph optimize_graph(const Graph& g, std::vector<PassResult>* log = nullptr);
 
@@ -46,6 +53,10 @@ std::vector<int> use_counts(const Graph& g);
 // absorb(p, consumer), stands for its value in p's place in the order. *rewrites (optional): how many.
 Graph absorb_consumers(const Graph& g, Op consumer, const std::function<bool(const Node&)>& fits,
                        const std::function<void(Node&, const Node&)>& absorb, int* rewrites);
+
+// Per node of a split_batch graph: the batch part it works on (from the Slice its value derives from), or
+// -1 for inputs, weights and the outputs' concatenations (every node -1 in a graph not split).
+std::vector<int> batch_parts(const Graph& g);
 
 // Builds a rewritten graph in a new order: emit() appends a node whose inputs are old ids (mapped to
 // their new ids), alias() makes an old id stand for another's value; finish() maps the outputs.

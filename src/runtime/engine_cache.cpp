@@ -21,7 +21,7 @@ PlanTarget backend_target(const Backend& be) {
 std::string engine_cache_path(const std::string& dir, const Backend& be, const std::string& model_id, const std::string& key) {
   const PlanTarget t = backend_target(be);
   const std::string id = model_id + "\n" + t.device + "\n" + std::to_string(t.cc_major) + "." + std::to_string(t.cc_minor) + "\n" + t.libraries + "\n" +
-                         be.precision() + "\n" + key + "\n" SDRT_VERSION "\n" + std::to_string(kPlanFormat);
+                         be.precision() + "\n" + (be.variant().empty() ? "" : be.variant() + "\n") + key + "\n" SDRT_VERSION "\n" + std::to_string(kPlanFormat);
   std::string name = key;
   std::replace(name.begin(), name.end(), '/', '_');
   char hex[17];

@@ -105,6 +105,12 @@ class CpuExecutable : public Executable {
 
   static Result<Tensor> exec(const Node& n, const std::vector<const Tensor*>& in) {
     const Tensor& x = *in[0];
+    if (n.op == Op::Slice) {  // rows of the first axis, in the input's dtype (I32 ids too)
+      Tensor y = Tensor::empty(x.dtype(), n.shape);
+      const size_t row = x.nbytes() / (size_t)x.dim(0);
+      std::memcpy(y.mutable_data(), static_cast<const char*>(x.data()) + (size_t)n.a.dims[0] * row, y.nbytes());
+      return y;
+    }
     Tensor y = Tensor::empty(DType::F32, n.shape);
     const Attrs& a = n.a;
     switch (n.op) {

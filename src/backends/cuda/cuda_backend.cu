@@ -112,6 +112,7 @@ bool layout_aware(Op op) {
     case Op::GroupNorm:
     case Op::Upsample2x:
     case Op::Concat:
+    case Op::Slice:
     case Op::Add:
     case Op::Mul:
     case Op::Reshape:
@@ -166,10 +167,18 @@ class CudaExecutable : public Executable {
     keep_f32_.assign(nodes.size(), false);
     nhwc_.assign(nodes.size(), false);
     std::set<std::string> filters;  // conv weights, stored [O, kh, kw, C] in fp16 mode
+    // 4-byte values: int32 ids and the float timesteps, through the batch parts' slices of them too
     for (size_t i = 0; i < nodes.size(); ++i) {
       const Node& n = nodes[i];
       if (n.op == Op::Input && n.dtype == DType::I32) keep_f32_[i] = true;
       if (n.op == Op::TimestepEmbedding) keep_f32_[n.inputs[0]] = true;
+    }
+    for (size_t i = nodes.size(); i-- > 0;)
+      if (nodes[i].op == Op::Slice && keep_f32_[i]) keep_f32_[nodes[i].inputs[0]] = true;
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i].op == Op::Slice && keep_f32_[nodes[i].inputs[0]]) keep_f32_[i] = true;
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      const Node& n = nodes[i];
       nhwc_[i] = fp16() && n.shape.size() == 4 && n.op != Op::Weight && !keep_f32_[i];
       if (fp16() && n.op == Op::Conv2d) {
         const Node& w = nodes[n.inputs[1]];
@@ -276,20 +285,39 @@ class CudaExecutable : public Executable {
     return plan_lanes();
   }
 
-  // SDRT_LANES=2 (fp16): work off the graph's critical path goes to a second stream (inside a captured
-  // graph: a parallel branch), to fill SMs the critical path's small kernels leave idle: in a UNet the
-  // timestep embedding and every ResNet's projection of it, the cross-attention key/value projections of
-  // the prompt, the 1x1 shortcut convolutions beside GroupNorm + convolution (63 of SD 1.5's 1104 nodes).
-  // The critical path is the longest chain of nodes from an input to an output; every other node runs on
-  // the side lane. Off by default: on an H100 it left SD 1.5's forward where it was (batch 2 6.28-6.29 vs
-  // 6.27-6.38 ms, batch 16 35.2 vs 35.2-35.6; docs/BENCHMARKS.md), the side work being ~2% of a step that
-  // its kernels, not launches, bound. Never with guard checks or per-node profiling.
+  // Two lanes (fp16), two streams of which the second is a parallel branch inside a captured graph:
+  // - a graph split into batch parts (pass split_batch): the odd parts run on the second lane, so two
+  //   independent halves of the batch fill the SMs each one's small kernels leave idle;
+  // - else, with SDRT_LANES=2, work off the graph's critical path goes to the second lane: in a UNet the
+  //   timestep embedding and every ResNet's projection of it, the cross-attention key/value projections
+  //   of the prompt, the 1x1 shortcut convolutions beside GroupNorm + convolution (63 of SD 1.5's 1104
+  //   nodes). The critical path is the longest chain of nodes from an input to an output; every other node
+  //   runs on the side lane. Off by default: on an H100 it left SD 1.5's forward where it was (batch 2
+  //   6.28-6.29 vs 6.27-6.38 ms, batch 16 35.2 vs 35.2-35.6; docs/BENCHMARKS.md), the side work being ~2%
+  //   of a step that its kernels, not launches, bound.
+  // SDRT_LANES=1 keeps one stream (a split graph's parts then run one after the other). Never with guard
+  // checks or per-node profiling.
   Status plan_lanes() {
     const auto& nodes = g_->nodes;
     const size_t n = nodes.size();
     lane_.assign(n, 0);
     const char* env = std::getenv("SDRT_LANES");
-    if (!fp16() || opt_.guard_check || profile_ || !env || std::string(env) != "2") return Status::ok();
+    const std::string lanes = env ? env : "";
+    if (!fp16() || opt_.guard_check || profile_ || lanes == "1") return Status::ok();
+    int side = 0;
+    const std::vector<int> part = passes::batch_parts(*g_);
+    for (size_t i = 0; i < n; ++i)
+      if (part[i] > 0 && part[i] % 2 == 1) lane_[i] = 1, ++side;
+    split_ = side > 0;
+    if (!split_ && lanes != "2") return Status::ok();
+    if (!split_) side = critical_path_lanes();
+    if (!side) return Status::ok();
+    return setup_lanes(side);
+  }
+  // SDRT_LANES=2 without batch parts: nodes off the critical path on lane 1; returns how many.
+  int critical_path_lanes() {
+    const auto& nodes = g_->nodes;
+    const size_t n = nodes.size();
     std::vector<int> top(n, -1), bottom(n, 0);  // nodes on the longest chain from an input / to an output
     for (size_t i = 0; i < n; ++i) {
       if (nodes[i].op == Op::Weight) continue;
@@ -308,7 +336,12 @@ class CudaExecutable : public Executable {
     int side = 0;
     for (size_t i = 0; i < n; ++i)
       if (nodes[i].op != Op::Weight && top[i] + bottom[i] < longest) lane_[i] = 1, ++side;
-    if (!side) return Status::ok();
+    return side;
+  }
+  // The events, streams and workspaces of two lanes, lane_ assigned (`side` nodes on lane 1).
+  Status setup_lanes(int side) {
+    const auto& nodes = g_->nodes;
+    const size_t n = nodes.size();
     // What the two lanes share: an event after each node with a consumer on the other lane; per value,
     // the last side-lane node that touches it and whether the main lane touches it (its release waits for both).
     side_last_.assign(n, -1);
@@ -345,8 +378,8 @@ class CudaExecutable : public Executable {
     CUDA_TRY(cudaStreamSynchronize(stream_));
     use_lanes_ = true;
     if (std::getenv("SDRT_VERBOSE"))
-      std::fprintf(stderr, "sdrt: %d of %zu nodes on the side lane (workspace %zu KiB GEMM, %zu KiB convolution)\n", side, n, lane_ws_bytes_[1] >> 10,
-                   conv_ws_bytes_[1] >> 10);
+      std::fprintf(stderr, "sdrt: %d of %zu nodes on the second lane (%s; workspace %zu KiB GEMM, %zu KiB convolution)\n", side, n,
+                   split_ ? "batch parts" : "off the critical path", lane_ws_bytes_[1] >> 10, conv_ws_bytes_[1] >> 10);
     return Status::ok();
   }
 
@@ -701,15 +734,16 @@ class CudaExecutable : public Executable {
   // Held inputs (DeviceLoop::hold_input; in the sampling loop the prompt's embeddings, the same for every
   // step): the nodes that depend on nothing else but weights (the cross-attention key/value projections)
   // run once after each write to a held input (run_held, eagerly) instead of in every replay of the
-  // graph; the values the rest of the graph reads from them stay in buffers of their own. Not with the
-  // side lane, guard checks or per-node profiling (a no-op there).
+  // graph; the values the rest of the graph reads from them stay in buffers of their own. With two lanes
+  // the held work runs on the first (its values exist before the graph starts). Not with guard checks or
+  // per-node profiling (a no-op there).
   Status hold_input(const std::string& name) {
     const auto& nodes = g_->nodes;
     int id = -1;
     for (size_t i = 0; i < nodes.size(); ++i)
       if (nodes[i].op == Op::Input && nodes[i].name == name) id = (int)i;
     if (id < 0) return not_found("the graph has no input '" + name + "'");
-    if (use_lanes_ || opt_.guard_check || profile_ || held_.count(id)) return Status::ok();
+    if (opt_.guard_check || profile_ || held_.count(id)) return Status::ok();
     std::set<int> held = held_;
     held.insert(id);
     std::vector<char> node(nodes.size(), 0);  // depends only on held inputs (and weights)
@@ -912,14 +946,14 @@ class CudaExecutable : public Executable {
   // Frees value id after its last use: in stream order on one lane, or on the main lane once it has
   // waited for the side lane's last use of it.
   void release_value(int id, void* p) {
-    if (!use_lanes_) return release(p);
+    if (!use_lanes_ || part_ == Part::Held) return release(p);  // the held work runs on the first lane alone
     if (!main_use_[id]) return release_on(p, lanes_[1]);  // side lane only: it is the current lane
     if (side_last_[id] <= waited_[0]) return release_on(p, lanes_[0]);
     pending_.push_back({side_last_[id], p});
   }
   // Whether node i may take over its input's buffer: one lane touches both.
   bool same_lane_only(size_t i, int in) const {
-    if (!use_lanes_) return true;
+    if (!use_lanes_ || part_ == Part::Held) return true;
     return lane_[i] ? !main_use_[in] : side_last_[in] < 0;
   }
 
@@ -938,10 +972,12 @@ class CudaExecutable : public Executable {
         continue;
       }
       if (part_ == Part::Held && !held_node_[i]) continue;
-      if (use_lanes_) {
+      if (use_lanes_ && part_ == Part::Held) {
+        SDRT_RETURN_IF_ERROR(use_lane(0));
+      } else if (use_lanes_) {  // held values (computed before the graph) need no wait
         SDRT_RETURN_IF_ERROR(use_lane(lane_[i]));
         for (int in : n.inputs)
-          if (nodes[in].op != Op::Weight && lane_[in] != lane_[i]) SDRT_RETURN_IF_ERROR(wait_for(lane_[i], in));
+          if (nodes[in].op != Op::Weight && lane_[in] != lane_[i] && !(holding_ && held_node_[in])) SDRT_RETURN_IF_ERROR(wait_for(lane_[i], in));
       }
       const size_t bytes = (size_t)numel(n.shape) * esz(i);
       // Shape-only ops on NHWC data take over their input's buffer when it dies here.
@@ -1199,7 +1235,8 @@ class CudaExecutable : public Executable {
         if constexpr (std::is_same_v<T, __half>) {
           if (nhwc_in(0)) {
             SDRT_ASSIGN_OR_RETURN(void* scratch, alloc((size_t)cuda::group_norm_nhwc_scratch(N, C, S, a.groups) * 4));
-            const bool done = cuda::group_norm_nhwc(in(0), in(1), in(2), vec, y, N, C, S, a.groups, a.eps, a.silu, static_cast<float*>(scratch), stream_);
+            const bool done = cuda::group_norm_nhwc(in(0), in(1), in(2), vec, y, N, C, S, a.groups, a.eps, a.silu, static_cast<float*>(scratch), stream_,
+                                                    use_lanes_ && split_ ? 2 : 1);
             release(scratch);
             if (done) return Status::ok();
             // outside the NHWC kernel's range: through NCHW
@@ -1357,6 +1394,12 @@ class CudaExecutable : public Executable {
       case Op::TimestepEmbedding:
         cuda::timestep_embedding(static_cast<const float*>(ins[0]), y, xs[0], a.dim, a.flip_sin_to_cos, a.freq_shift, stream_);
         return Status::ok();
+      case Op::Slice: {  // rows of the first axis: contiguous in NHWC and NCHW alike
+        const size_t row = (size_t)(numel(xs) / xs[0]) * esz(self);
+        CUDA_TRY(cudaMemcpyAsync(out, static_cast<const char*>(ins[0]) + (size_t)a.dims[0] * row, (size_t)a.dims[1] * row, cudaMemcpyDeviceToDevice,
+                                 stream_));
+        return Status::ok();
+      }
       case Op::Embedding: {
         const Shape& ts = shp(1);
         cuda::embedding(static_cast<const int32_t*>(ins[0]), in(1), y, numel(xs), ts[0], ts[1], bad_ids_, stream_);
@@ -1382,6 +1425,7 @@ class CudaExecutable : public Executable {
   std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
   // Lanes (plan_lanes): 0 the backend's stream, 1 the side stream.
   bool use_lanes_ = false;
+  bool split_ = false;  // the lanes run batch parts (GroupNorm's one-pass kernel then stays off, see group_norm_onepass)
   int lane_now_ = 0;
   cudaStream_t lanes_[2] = {nullptr, nullptr};
   void* lane_ws_[2] = {nullptr, nullptr};  // cuBLAS/cuBLASLt workspace per lane (the main lane's is the backend's)
@@ -1457,6 +1501,8 @@ class CudaBackend : public Backend {
   bool supports(Op op) const override { return op != Op::kCount; }
   // The build passes (when fusing), and in fp16 the weights rounded to half once, here: the graph a plan
   // stores is then what the executor uploads as is.
+  // With a batch split (split_parts() > 1) the fused graph's batch is cut into independent parts, which
+  // the executable runs on streams of their own (plans store the split graph).
   std::shared_ptr<const Graph> optimize(std::shared_ptr<const Graph> graph) const override {
     const bool fuse = opt_.fuse && !graph->optimized;
     bool cast = false;
@@ -1466,8 +1512,22 @@ class CudaBackend : public Backend {
     auto g = std::make_shared<Graph>(fuse ? optimize_graph(*graph) : *graph);
     if (cast)
       for (auto& [name, t] : g->weights) t = t.to_f16();
+    if (fuse && split_parts() > 1) {
+      int parts = 0;
+      Graph s = split_batch(*g, split_parts(), &parts);
+      if (parts > 1) *g = std::move(s);
+    }
     return g;
   }
+  // Batch parts (CudaOptions::split_batch, else SDRT_SPLIT): only for fp16 engines built with the passes.
+  int split_parts() const {
+    if (opt_.precision != "fp16" || !opt_.fuse) return 1;
+    if (opt_.split_batch > 0) return std::min(opt_.split_batch, 8);
+    const char* e = std::getenv("SDRT_SPLIT");
+    const int v = e ? std::atoi(e) : 1;
+    return v >= 1 && v <= 8 ? v : 1;
+  }
+  std::string variant() const override { return split_parts() > 1 ? "split" + std::to_string(split_parts()) : std::string(); }
   Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> graph) override {
     SDRT_RETURN_IF_ERROR(graph->verify());
     if (auto g = optimize(graph); g != graph) {  // the result is verified again

@@ -166,8 +166,10 @@ DeviceLimits device_limits() {
 int64_t group_norm_onepass_scratch(int64_t G) { return (int64_t)kMaxBlocks * G * 2; }
 
 bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
-                        int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s) {
-  if (const char* e = std::getenv("SDRT_GN_ONEPASS"); e && std::strcmp(e, "0") == 0) return false;
+                        int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share) {
+  const char* env = std::getenv("SDRT_GN_ONEPASS");
+  if (env && std::strcmp(env, "0") == 0) return false;
+  if (share < 1 || (share > 1 && !(env && std::strcmp(env, "1") == 0))) return false;
   if (G <= 0 || C % G || (C / G) % 2 || N <= 0 || N > kMaxBlocks || HW <= 0 || HW > (1 << 30)) return false;
   if (((uintptr_t)x | (uintptr_t)y | (uintptr_t)vec) & 3) return false;
   const int P = (int)(C / 2), k = (P + 1023) / 1024;
@@ -183,7 +185,7 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
   size_t smem = 0;
   bool cache = false;
   for (int per_sm = 2; per_sm >= 1 && !cache; --per_sm) {
-    const int64_t per_image = std::min<int64_t>(std::min<int64_t>((int64_t)d.sms * per_sm, kMaxBlocks) / N, HW);
+    const int64_t per_image = std::min<int64_t>(std::min<int64_t>((int64_t)d.sms * per_sm / share, kMaxBlocks) / N, HW);
     if (per_image < 1) continue;
     const int64_t px = (HW + per_image - 1) / per_image;
     const size_t need = base + (size_t)px * P * sizeof(__half2);
@@ -191,7 +193,7 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
     int occ = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gn_onepass_k, T, need) != cudaSuccess) return cudaGetLastError(), false;
     const int64_t chunks = (HW + px - 1) / px;
-    if ((int64_t)occ * d.sms >= N * chunks) cache = true, nchunks = (int)chunks, chunk_px = (int)px, smem = need;
+    if ((int64_t)occ * d.sms / share >= N * chunks) cache = true, nchunks = (int)chunks, chunk_px = (int)px, smem = need;
   }
   // Without the cache (a tensor larger than the chip's shared memory) one block per SM cannot keep
   // enough loads in flight: the three-pass form is faster there (H200, batch 16: 0.7-0.8x at 42 MB).

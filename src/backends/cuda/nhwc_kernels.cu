@@ -206,12 +206,12 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G) {
 }
 
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
-                     int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s) {
+                     int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share) {
   if (G <= 0 || C % G || C > 8192 || N > 65535 || HW <= 0 || HW > (1 << 30)) return false;
   const bool v2 = (C / G) % 2 == 0;
   const int vecs = (int)(v2 ? C / 2 : C), threads = std::min(vecs, 1024);
   if (vecs * 2 * sizeof(float) > 48 * 1024) return false;
-  if (group_norm_onepass(x, gamma, beta, vec, y, N, C, HW, G, eps, silu, scratch, s)) return true;
+  if (group_norm_onepass(x, gamma, beta, vec, y, N, C, HW, G, eps, silu, scratch, s, share)) return true;
   int64_t px;
   const int chunks = gn_chunks(N, HW, &px);
   const dim3 grid((unsigned)chunks, (unsigned)N);

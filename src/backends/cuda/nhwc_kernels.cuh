@@ -18,16 +18,20 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G);
 // in float: per-chunk mean and M2 merged with Chan's formula (deterministic, no atomics). Returns false
 // when the shape is outside what the kernel handles (C > 8192); the caller falls back.
 // vec (optional, [N, C]): GroupNorm(x + vec[n, c]) without writing the sum (the ResNet time embedding).
+// share: streams running side by side on the GPU (batch parts), for the one-pass form below.
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
-                     int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s);
+                     int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1);
 
 // The same GroupNorm as one cooperative kernel (statistics, a grid-wide barrier, the normalisation, the
 // pixels kept in shared memory in between): false where it does not apply (a tensor larger than the
 // chip's shared memory, odd channels per group, a device without cooperative launch, SDRT_GN_ONEPASS=0),
-// and group_norm_nhwc runs its three passes. Its scratch: group_norm_onepass_scratch(G) floats.
+// and group_norm_nhwc runs its three passes. Its scratch: group_norm_onepass_scratch(G) floats. With
+// share > 1 streams side by side (batch parts) it stays off - its grid takes the whole chip's shared memory,
+// so it would wait for the other streams' kernels to drain - unless SDRT_GN_ONEPASS=1, which runs it on
+// 1/share of the SMs (for measurements).
 int64_t group_norm_onepass_scratch(int64_t G);
 bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
-                        int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s);
+                        int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1);
 
 // p[i] uniform in [-scale, scale), a deterministic hash of i and seed: inputs for timing tactics whose speed
 // may depend on the values (zeros take one branch of every data-dependent path).
