@@ -445,7 +445,7 @@ TEST(Passes, TinyUnetSplitBatchOnTwoStreamsMatchesOnCuda) {
   }
   auto again = (*eb)->run(ins[0]);  // a replay of the captured graph, the first inputs again
   ASSERT_TRUE(again.is_ok());
-  EXPECT_EQ(rel_err((*again)[0], first), 0.0);
+  EXPECT_LT(rel_err((*again)[0], first), 1e-6);  // a race between the parts' streams would be far larger
 
   // the device loop with the prompt held: its key/value projections run before the graph, per part
   DeviceLoop* L = (*eb)->device_loop();
