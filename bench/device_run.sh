@@ -84,15 +84,16 @@ for step in "$@"; do
             # alternating; the parts on one stream (SDRT_LANES=1, the cost of the smaller kernels alone); the parts
             # with GroupNorm's one-pass kernel on half the SMs (SDRT_GN_ONEPASS=1, time-limited: a cooperative grid
             # beside another stream's kernels); sdrt bench at batch 1 both ways
-      fwd() { "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch "$1" --repeats 20 --warmup 3 2>&1 | grep -E 'median|error'; }
+      fwd() { timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch "$1" --repeats 20 --warmup 3 2>&1 | grep -E 'median|error'; }
       for r in 1 2; do for b in 2 16; do for v in 1 2; do
         echo "batch $b split $v: $(SDRT_SPLIT=$v fwd $b)"
       done; done; done 2>&1 | tee "$out/split.txt"
       { echo "batch 2 split 2 on one stream: $(SDRT_SPLIT=2 SDRT_LANES=1 fwd 2)"
+        echo "batch 16 split 4 (two parts per stream): $(SDRT_SPLIT=4 fwd 16)"
         for b in 2 16; do echo "batch $b split 2 one-pass GroupNorm: $(SDRT_SPLIT=2 SDRT_GN_ONEPASS=1 timeout 120 "$bin/bench_unet_forward" --backend cuda \
           --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep -E 'median|error')"; done
         for r in 1 2; do for v in 1 2; do
-          echo "split $v batch 1: $(SDRT_SPLIT=$v "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 3 --warmup 1 \
+          echo "split $v batch 1: $(SDRT_SPLIT=$v timeout 180 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 3 --warmup 1 \
             --opt optimized --no-engine-cache -o "/tmp/split/$v$r" 2>&1 | grep '^optimized')"
         done; done; } 2>&1 | tee -a "$out/split.txt" ;;
     clocks)  # SM clock, power and throttle reasons while batch-16 forwards run back to back (is the graph's time
