@@ -25,7 +25,7 @@ for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
     tests)
-      "$bin/sdrt_tests" --gtest_filter='*Cuda*:*BackendOps*:Passes*:Plan*:Pipeline*:Server*' > "$out/tests.log" 2>&1
+      timeout 420 "$bin/sdrt_tests" --gtest_filter='*Cuda*:*BackendOps*:Passes*:Plan*:Pipeline*:Server*' > "$out/tests.log" 2>&1
       echo "rc $?"; grep -E '^\[  (PASSED|FAILED)|FAILED|nmse|max' "$out/tests.log" | tail -25 ;;
     attn)
       for b in 2 16; do "$bin/bench_attention" --batch $b --repeats 20; done 2>&1 | tee "$out/attn.txt" ;;
