@@ -120,6 +120,38 @@ TEST(Plan, RoundTripKeepsGraphsAndWeightsAndRunsIdentically) {
   EXPECT_EQ(std::memcmp(want.data(), got.data(), want.nbytes()), 0) << "outputs differ after the round trip";
 }
 
+// A batch-split graph (what a CUDA fp16 plan built with SDRT_SPLIT=2 stores): its slices keep their rows
+// and dtype through the file and the read-back graph runs to the same output.
+TEST(Plan, SplitBatchGraphRoundTrips) {
+  SDRT_REQUIRE_CONFORMANCE();
+  const Model m = tiny_model();
+  Plan p = tiny_plan(m, "fp32");
+  int parts = 0;
+  p.entries[0].graph = std::make_shared<Graph>(split_batch(*p.entries[0].graph, 2, &parts));
+  ASSERT_EQ(parts, 2);
+  const fs::path file = scratch("split.plan");
+  ASSERT_TRUE(write_plan(p, file.string()).is_ok());
+  auto r = read_plan(file.string());
+  ASSERT_TRUE(r.is_ok()) << r.status().message();
+  const Graph &a = *p.entries[0].graph, &b = *r->entries[0].graph;
+  ASSERT_EQ(a.nodes.size(), b.nodes.size());
+  int slices = 0;
+  for (size_t i = 0; i < a.nodes.size(); ++i) {
+    if (a.nodes[i].op != Op::Slice) continue;
+    ++slices;
+    EXPECT_EQ(b.nodes[i].op, Op::Slice);
+    EXPECT_EQ(a.nodes[i].a.dims, b.nodes[i].a.dims);
+    EXPECT_EQ(a.nodes[i].dtype, b.nodes[i].dtype);
+  }
+  EXPECT_EQ(slices, 6);
+  EXPECT_EQ(passes::batch_parts(b), passes::batch_parts(a));
+  auto cpu = make_cpu_backend();
+  const auto in = unet_inputs(m, 2, 16);
+  const Tensor want = run_on(*cpu, p.entries[0].graph, in), got = run_on(*cpu, r->entries[0].graph, in);
+  ASSERT_EQ(want.shape(), got.shape());
+  EXPECT_EQ(std::memcmp(want.data(), got.data(), want.nbytes()), 0);
+}
+
 TEST(Plan, Fp16PlansHoldHalfWeightsRoundedToNearestEven) {
   SDRT_REQUIRE_CONFORMANCE();
   const Model m = tiny_model();
