@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, clocks, ncu-attn.
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, clocks, png-env, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -96,6 +96,14 @@ for step in "$@"; do
           echo "split $v batch 1: $(SDRT_SPLIT=$v timeout 180 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 3 --warmup 1 \
             --opt optimized --no-engine-cache -o "/tmp/split/$v$r" 2>&1 | grep '^optimized')"
         done; done; } 2>&1 | tee -a "$out/split.txt" ;;
+    png-env)  # the PNG time inside sdrt bench (4.5-10 ms on the H200 host against 3 ms in bench_png_encode) under
+              # OpenMP settings: default, 8 threads, passive and active waiting; the host's CPU quota
+      echo "nproc $(nproc); cpu.max $(cat /sys/fs/cgroup/cpu.max 2>/dev/null); governor $(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null)"
+      for r in 1 2; do for env in "X=1" "OMP_NUM_THREADS=8" "OMP_WAIT_POLICY=passive" "OMP_WAIT_POLICY=active"; do
+        env "$env" timeout 120 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 5 --warmup 1 --opt optimized \
+          --no-engine-cache -o /tmp/pngenv > /dev/null 2>&1
+        echo "$env: whole p50 $(awk -F, 'NR==2{print $5}' /tmp/pngenv/bench.csv) s, png p50 $(awk -F, 'NR==2{print $23}' /tmp/pngenv/bench.csv) s"
+      done; done 2>&1 | tee "$out/png-env.txt" ;;
     clocks)  # SM clock, power and throttle reasons while batch-16 forwards run back to back (is the graph's time
              # over its kernels' sum under ncu the clock, not gaps?)
       nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active --format=csv -lms 250 > "$out/clocks.csv" &
