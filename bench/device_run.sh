@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, clocks, png-env, ncu-attn.
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, clocks, png-env, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -96,6 +96,17 @@ for step in "$@"; do
           echo "split $v batch 1: $(SDRT_SPLIT=$v timeout 180 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 3 --warmup 1 \
             --opt optimized --no-engine-cache -o "/tmp/split/$v$r" 2>&1 | grep '^optimized')"
         done; done; } 2>&1 | tee -a "$out/split.txt" ;;
+    attn-pipe)  # the intra-warpgroup pipelined d-40 attention (SDRT_ATTN_PIPE=1): its op test, then bench_attention and
+                # the UNet forward against the kept kernel, alternating
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.PipelinedAttentionMatchesTheCpu' > "$out/attn-pipe-test.log" 2>&1
+      echo "op test rc $?"; grep -E "SDRT_ATTN_PIPE|launches|PASSED|FAILED" "$out/attn-pipe-test.log" | tail -30
+      for r in 1 2; do for b in 2 16; do for v in 0 1; do
+        echo "--- SDRT_ATTN_PIPE=$v batch $b"; SDRT_ATTN_PIPE=$v timeout 100 "$bin/bench_attention" --batch $b --repeats 20 2>&1 | grep -E "\[4096\] d 40|error"
+      done; done; done 2>&1 | tee "$out/attn-pipe.txt"
+      for r in 1 2; do for b in 2 16; do for v in 0 1; do
+        echo "batch $b SDRT_ATTN_PIPE=$v: $(SDRT_ATTN_PIPE=$v timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 \
+          --batch $b --repeats 20 --warmup 3 2>&1 | grep -E 'median|error')"
+      done; done; done 2>&1 | tee -a "$out/attn-pipe.txt" ;;
     png-env)  # the PNG time inside sdrt bench (4.5-10 ms on the H200 host against 3 ms in bench_png_encode) under
               # OpenMP settings: default, 8 threads, passive and active waiting; the host's CPU quota
       echo "nproc $(nproc); cpu.max $(cat /sys/fs/cgroup/cpu.max 2>/dev/null); governor $(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null)"

@@ -407,6 +407,41 @@ TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
   EXPECT_EQ(failures, 0);
 }
 
+// The intra-warpgroup pipelined attention (SDRT_ATTN_PIPE=1: heads of 40 in 256-row blocks on compute
+// capability 9.0) on every attention case, plus key counts of one, two and three 64-key tiles (ragged),
+// against the CPU; the cases that fill the SMs with 256-row blocks must take it.
+TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
+  REQUIRE_CUDA_P(probe, true, "fp16");
+  auto cpu = make_cpu_backend();
+  std::vector<Case> cs;
+  for (const auto& c : cases())
+    if (c.name.rfind("attention", 0) == 0) cs.push_back(c);
+  for (int64_t lk : {40, 100, 190})  // 17 x 8 heads x 2 blocks of 256 rows: enough blocks for 132 SMs
+    cs.push_back({"attention d 40 [17,512]x[" + std::to_string(lk) + "]", [lk](GraphBuilder& b, auto& ins, auto& rng) {
+                    auto in = [&](const std::string& name, Shape sh) {
+                      ins[name] = randn(sh, rng);
+                      return b.input(name, sh);
+                    };
+                    b.output(b.attention(in("q", {17, 512, 320}), in("k", {17, lk, 320}), in("v", {17, lk, 320}), 8, false), "y");
+                  }});
+  ::setenv("SDRT_ATTN_PIPE", "1", 1);
+  const int64_t before = cuda_attention_pipe_launches();
+  int failures = 0;
+  for (const auto& c : cs) {
+    const CaseRun r = run_case(c, *cpu, "fp16");
+    ASSERT_TRUE(r.setup_error.empty() && r.run_error.empty()) << c.name << ": " << r.setup_error << r.run_error;
+    const bool ok = r.finite && r.nmse < 1e-5;
+    std::printf("      SDRT_ATTN_PIPE=1 %-56s %12.3e  %s\n", c.name.c_str(), r.nmse, ok ? "ok" : "FAIL");
+    failures += !ok;
+  }
+  ::unsetenv("SDRT_ATTN_PIPE");
+  const int64_t launches = cuda_attention_pipe_launches() - before;
+  std::printf("      %zu cases, %lld pipelined launches\n", cs.size(), (long long)launches);
+  EXPECT_EQ(failures, 0);
+  if (probe->compute_capability() == std::make_pair(9, 0))  // H100 / H200 (114-132 SMs)
+    EXPECT_GE(launches, 5);  // SD self [2,4096], ragged [6,1000] and the three [17,512] cases
+}
+
 TEST(BackendOps, CudaRejectsBadTokenIds) {
   REQUIRE_CUDA(cuda, false);
   auto g = std::make_shared<Graph>();

@@ -16,6 +16,7 @@
 // (128); V is read as an N-major B (keys are K, head columns are N): the leading offset is along keys
 // (128) and the stride offset along columns (R * 16). Compiled for sm_90a only (its own object library)
 // and used only on compute capability 9.0.
+#include <atomic>
 #include <cfloat>
 #include <cstdlib>
 #include <string>
@@ -23,6 +24,7 @@
 #include "backends/cuda/flash_attention.cuh"
 #include "backends/cuda/flash_common.cuh"
 #include "backends/cuda/sm90_common.cuh"
+#include "graph/backend.h"
 
 #ifdef SDRT_SM90A
 #define SDRT_WGMMA 1
@@ -397,6 +399,248 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 #endif
 }
 
+// Intra-warpgroup pipelining (FlashAttention-3's ordering), heads of 40 in 256-row blocks: per tile a
+// warpgroup issues S' = Q K'^T for the NEXT tile and O += P V for this one (each its own wgmma stage),
+// waits for S' alone, runs S''s softmax while P V is still in the tensor cores, then waits for P V and
+// rescales O by the step of the row maxima. The softmax's exponentials (the MUFU pipe) so overlap the
+// MMAs within each warpgroup instead of only across the four. 64-key tiles (S', P, P' and O fit 128
+// registers: 114); K/V through a ring of kPipeStages buffers, tile it + 2 loaded at iteration it (tiles
+// it and it + 1 are in use), so the warpgroups may drift up to kPipeStages - 3 tiles apart. Nothing is in
+// flight across the loop's edge, and P and P' are two arrays taking turns (a copy of P' into P let the
+// register allocator compute P' into P's registers while P V still read them: ptxas then serialised
+// the MMAs, C7513). Experimental: SDRT_ATTN_PIPE=1 selects it.
+constexpr int kPipeStages = 8;
+std::atomic<int64_t> g_pipe_launches{0};
+
+template <int D>
+struct PipeDims {
+  static constexpr int kKeys = 64, kRows = 256, kThreads = 512, kStages = kPipeStages;
+  static constexpr int kReal = D / 8, kQK = (D + 15) / 16 * 2, kV = kReal + 1, kO = kV * 4;
+  static constexpr int kBuf = kKeys * 8 * (kQK + kV);
+  static constexpr int kQs = kRows * 8 * kQK;
+  static constexpr size_t kSmem = (size_t)(kQs + kStages * kBuf) * sizeof(__half) + 2 * kStages * sizeof(uint64_t);
+};
+
+#ifdef SDRT_WGMMA
+// Pins registers at this point of the compiler's instruction order (as CUTLASS's warpgroup_fence_operand):
+// accumulators are read only after the wait that ends their MMAs, values an MMA reads are defined before
+// the fence that starts it (plain register code may otherwise move past the asm statements; ptxas would
+// then serialise the kernel's MMAs). It emits nothing, so it does not extend a register's life for ptxas.
+template <int N>
+__device__ __forceinline__ void reg_fence(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+__device__ __forceinline__ void reg_fence(uint32_t (&r)[8][2]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) asm volatile("" : "+r"(r[i][0]), "+r"(r[i][1])::"memory");
+}
+
+// Online softmax of one 64-key tile's scores (this thread's rows g and g + 8: s[4n], s[4n+1] and s[4n+2],
+// s[4n+3] for key block n), keys from j0 (those >= Lk masked): the running maxima m0, m1 move lazily
+// (only when a score of the warp exceeds them by 2^8), al0 / al1 the factor O's rows need for the move
+// (1 when none); P packed to FP16 as the A fragments of P V.
+__device__ __forceinline__ void pipe_softmax(float (&s)[32], int64_t j0, int64_t Lk, int t, float scale_log2, float& m0, float& m1, float& al0,
+                                             float& al1, uint32_t (&ph)[8][2]) {
+  if (j0 + 64 > Lk) {
+#pragma unroll
+    for (int n = 0; n < 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        if (j0 + n * 8 + t * 2 + (e & 1) >= Lk) s[4 * n + e] = -INFINITY;
+  }
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+  }
+  al0 = al1 = 1.f;
+  if (__any_sync(0xffffffff, mx0 * scale_log2 > m0 + 8.f || mx1 * scale_log2 > m1 + 8.f)) {
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
+    const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
+    al0 = n0 == -INFINITY ? 1.f : fast_exp2(m0 - n0);
+    al1 = n1 == -INFINITY ? 1.f : fast_exp2(m1 - n1);
+    m0 = n0;
+    m1 = n1;
+  }
+  const float b0 = m0 == -INFINITY ? 0.f : m0, b1 = m1 == -INFINITY ? 0.f : m1;
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    ph[n][0] = pack_half2(fast_exp2(fmaf(s[4 * n], scale_log2, -b0)), fast_exp2(fmaf(s[4 * n + 1], scale_log2, -b0)));
+    ph[n][1] = pack_half2(fast_exp2(fmaf(s[4 * n + 2], scale_log2, -b1)), fast_exp2(fmaf(s[4 * n + 3], scale_log2, -b1)));
+  }
+}
+#endif
+
+template <int D>
+__global__ void __launch_bounds__(512, 1) flash_wgmma_pipe_k(WParams p) {
+#ifdef SDRT_WGMMA
+  using Dm = PipeDims<D>;
+  constexpr int KEYS = Dm::kKeys, kRows = Dm::kRows, kThreads = Dm::kThreads, R = Dm::kStages;
+  constexpr int kQK = Dm::kQK, kV = Dm::kV, kReal = Dm::kReal, kO = Dm::kO, kBuf = Dm::kBuf;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __half* Qs = reinterpret_cast<__half*>(smem_raw);  // kRows rows x kQK column blocks
+  __half* KV = Qs + Dm::kQs;                          // R buffers of K (KEYS rows x kQK blocks) then V (KEYS x kV)
+  const uint32_t bars = (uint32_t)__cvta_generic_to_shared(KV + R * kBuf);  // full[R], then empty[R]
+  auto full = [&](int64_t n) { return bars + 8u * (uint32_t)(n % R); };
+  auto empty = [&](int64_t n) { return bars + 8u * (uint32_t)(R + n % R); };
+
+  const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
+  const int64_t q0 = (int64_t)blockIdx.x * kRows;
+  const __half* qg = p.q + b * p.Lq * p.ldq + h * D;
+  const __half* kg = p.k + b * p.Lk * p.ldk + h * D;
+  const __half* vg = p.v + b * p.Lk * p.ldv + h * D;
+  __half* og = p.o + b * p.Lq * p.ldo + h * D;
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
+
+  const TileStager<KEYS, kReal, kThreads> kst(p.ldk), vst(p.ldv);
+  const uint32_t kv_s = (uint32_t)__cvta_generic_to_shared(KV);
+  constexpr uint32_t kVOff = KEYS * 16 * kQK, kBufBytes = kBuf * sizeof(__half);
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < R; ++i) {
+      mbar_init(bars + 8 * i, kThreads);            // full: every thread, once its copies of the tile landed
+      mbar_init(bars + 8 * (R + i), kThreads / 32);  // empty: one arrival per warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  const int64_t tiles = (p.Lk + KEYS - 1) / KEYS;
+  stage<kRows, kReal, kThreads>(Qs, qg, q0, p.Lq, p.ldq);
+  kst.load(kv_s, kg, 0, p.Lk, p.ldk);
+  vst.load(kv_s + kVOff, vg, 0, p.Lk, p.ldv);
+  cp_async_commit();
+  // the column blocks never loaded: Q's and K's padding to the K-steps (zeros), V's ones block
+  constexpr int kPadQK = kQK - kReal;
+  for (int r = threadIdx.x; r < kPadQK * kRows + kPadQK * R * KEYS + R * KEYS; r += blockDim.x) {
+    __half* row;
+    bool ones = false;
+    if (r < kPadQK * kRows) {
+      row = Qs + (kReal * (kRows / 8) + r / 8) * 64 + (r % 8) * 8;
+    } else if (r < kPadQK * kRows + kPadQK * R * KEYS) {
+      const int k = r - kPadQK * kRows, buf = k / KEYS, kr = k % KEYS;
+      row = KV + buf * kBuf + (kReal * (KEYS / 8) + kr / 8) * 64 + (kr % 8) * 8;
+    } else {
+      const int k = r - kPadQK * kRows - kPadQK * R * KEYS, buf = k / KEYS, kr = k % KEYS;
+      row = KV + buf * kBuf + KEYS * 8 * kQK + (kReal * (KEYS / 8) + kr / 8) * 64 + (kr % 8) * 8;
+      ones = true;
+    }
+    *reinterpret_cast<uint4*>(row) = make_uint4(ones ? 0x3C00u : 0u, 0u, 0u, 0u);
+  }
+  constexpr uint32_t kQCol = kRows * 16, kKVCol = KEYS * 16;
+  constexpr uint64_t kBufUnits = (kBuf * sizeof(__half)) >> 4;
+  uint64_t dq[kQK / 2];
+#pragma unroll
+  for (int kt = 0; kt < kQK / 2; ++kt) dq[kt] = smem_desc(Qs + (2 * kt * (kRows / 8) + 8 * wg) * 64, kQCol, 128);
+  const uint64_t dk0 = smem_desc(KV, kKVCol, 128);
+  const uint64_t dv0 = smem_desc(KV + KEYS * 8 * kQK, 128, kKVCol);
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+  mbar_arrive_cp_async(full(0));
+  if (tiles > 1) {
+    kst.load(kv_s + kBufBytes, kg, KEYS, p.Lk, p.ldk);
+    vst.load(kv_s + kBufBytes + kVOff, vg, KEYS, p.Lk, p.ldv);
+    mbar_arrive_cp_async(full(1));
+  }
+
+  float o[kO];
+#pragma unroll
+  for (int i = 0; i < kO; ++i) o[i] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, al0, al1;
+  uint32_t ph[8][2];
+  {  // tile 0's scores and P
+    float s[32];
+    mbar_wait(full(0), 0);
+    fence_proxy_async();
+    wgmma_fence();
+#pragma unroll
+    for (int kt = 0; kt < kQK / 2; ++kt) wgmma_s(s, dq[kt], dk0 + kt * ((2 * kKVCol) >> 4), kt > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    reg_fence(s);
+    pipe_softmax(s, 0, p.Lk, t, p.scale_log2, m0, m1, al0, al1, ph);
+    reg_fence(ph);
+    reg_fence(o);
+  }
+  // O += P V of tile it (P in pc) - its MMAs only issued and committed
+  auto issue_pv = [&](int64_t it, const uint32_t (&pc)[8][2]) {
+    wgmma_fence();  // a pipeline stage of its own: S''s ends at the wait for it, not at this one's
+    const uint64_t dv = dv0 + (uint64_t)(it % R) * kBufUnits;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      const uint32_t a[4] = {pc[2 * kk][0], pc[2 * kk][1], pc[2 * kk + 1][0], pc[2 * kk + 1][1]};
+      wgmma_pv(o, a, dv + kk * (256 >> 4));
+    }
+    wgmma_commit();
+  };
+  // Tile it (P in pc) and the next tile's scores, whose P goes to pn: two P arrays taking turns, so no
+  // copy of P' into P, which the register allocator would merge with P while P V still reads it.
+  auto step = [&](int64_t it, const uint32_t (&pc)[8][2], uint32_t (&pn)[8][2]) {
+    if (it + 2 < tiles) {  // tile n = it + 2 into the buffer of tile n - R, once every warp is done with that
+      const int64_t n = it + 2;
+      if (n >= R) mbar_wait(empty(n), (uint32_t)((n / R - 1) & 1));
+      const uint32_t kn = kv_s + (uint32_t)(n % R) * kBufBytes;
+      kst.load(kn, kg, n * KEYS, p.Lk, p.ldk);
+      vst.load(kn + kVOff, vg, n * KEYS, p.Lk, p.ldv);
+      mbar_arrive_cp_async(full(n));
+    }
+    mbar_wait(full(it + 1), (uint32_t)(((it + 1) / R) & 1));
+    fence_proxy_async();
+    float sn[32];
+    wgmma_fence();
+    const uint64_t dk = dk0 + (uint64_t)((it + 1) % R) * kBufUnits;  // S' = Q K'^T of the next tile
+#pragma unroll
+    for (int kt = 0; kt < kQK / 2; ++kt) wgmma_s(sn, dq[kt], dk + kt * ((2 * kKVCol) >> 4), kt > 0);
+    wgmma_commit();
+    issue_pv(it, pc);
+    wgmma_wait<1>();  // S' landed; P V may still run: S''s softmax beside it
+    reg_fence(sn);
+    pipe_softmax(sn, (it + 1) * KEYS, p.Lk, t, p.scale_log2, m0, m1, al0, al1, pn);
+    wgmma_wait<0>();
+    reg_fence(o);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(empty(it));  // this warp is done with tile it's buffer
+    if (al0 != 1.f || al1 != 1.f) {
+#pragma unroll
+      for (int i = 0; i < kV; ++i) {
+        o[4 * i] *= al0;
+        o[4 * i + 1] *= al0;
+        o[4 * i + 2] *= al1;
+        o[4 * i + 3] *= al1;
+      }
+    }
+  };
+  // every tile but the last, two per turn (no branch around an MMA but the turn's own test)
+  uint32_t ph2[8][2];
+  int64_t it = 0;
+  for (; it + 2 < tiles; it += 2) {
+    step(it, ph, ph2);
+    step(it + 1, ph2, ph);
+  }
+  if (it + 1 < tiles) {
+    step(it, ph, ph2);
+    issue_pv(tiles - 1, ph2);
+  } else {
+    issue_pv(tiles - 1, ph);
+  }
+  wgmma_wait<0>();
+  reg_fence(o);
+
+  const float l0 = __shfl_sync(0xffffffff, o[4 * kReal], lane & ~3), l1 = __shfl_sync(0xffffffff, o[4 * kReal + 2], lane & ~3);
+  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+#pragma unroll
+  for (int i = 0; i < kReal; ++i) {
+    const int c = i * 8 + t * 2;
+    if (row0 < p.Lq) *reinterpret_cast<__half2*>(og + row0 * p.ldo + c) = __floats2half2_rn(o[4 * i] * inv0, o[4 * i + 1] * inv0);
+    if (row1 < p.Lq) *reinterpret_cast<__half2*>(og + row1 * p.ldo + c) = __floats2half2_rn(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
+  }
+#endif
+}
+
 bool wgmma_device(int* sms) {
   // read at each launch (launches happen when graphs are captured), so a benchmark can compare kernels
   const char* e = std::getenv("SDRT_ATTN_WGMMA");
@@ -444,9 +688,23 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     if (e && (e[0] == '1' || e[0] == '2' || e[0] == '4') && !e[1]) rt = e[0] - '0';
     return rt == 4 ? launch<40, 128, true, 128, 4>(p, B, s) : rt == 2 ? launch<40, 128, true, 128, 2>(p, B, s) : launch<40, 128, true, 128, 1>(p, B, s);
   }
+  if (D == 40 && rows256) {
+    const char* e = std::getenv("SDRT_ATTN_PIPE");  // the intra-warpgroup pipelined form (experimental)
+    if (e && e[0] == '1' && !e[1]) {
+      constexpr size_t smem = PipeDims<40>::kSmem;
+      const cudaError_t attr = cudaFuncSetAttribute(flash_wgmma_pipe_k<40>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+      if (attr != cudaSuccess) return attr;
+      flash_wgmma_pipe_k<40><<<dim3((unsigned)((Lq + 255) / 256), (unsigned)(B * H)), 512, smem, s>>>(p);
+      const cudaError_t e = cudaGetLastError();
+      if (e == cudaSuccess) ++g_pipe_launches;
+      return e;
+    }
+  }
   if (D == 40) return rows256 ? launch<40, 128, false, 256>(p, B, s) : launch<40, 128, false, 128>(p, B, s);
   if (D == 64) return rows256 ? launch<64, 64, false, 256>(p, B, s) : launch<64, 64, false, 128>(p, B, s);
   return rows256 ? launch<80, 64, false, 256>(p, B, s) : launch<80, 64, false, 128>(p, B, s);
 }
 
 }  // namespace sdrt::cuda
+
+int64_t sdrt::cuda_attention_pipe_launches() { return sdrt::cuda::g_pipe_launches.load(); }
