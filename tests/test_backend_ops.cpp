@@ -407,9 +407,10 @@ TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
   EXPECT_EQ(failures, 0);
 }
 
-// The intra-warpgroup pipelined attention (SDRT_ATTN_PIPE=1: heads of 40 in 256-row blocks on compute
-// capability 9.0) on every attention case, plus key counts of one, two and three 64-key tiles (ragged),
-// against the CPU; the cases that fill the SMs with 256-row blocks must take it.
+// The intra-warpgroup pipelined attention (SDRT_ATTN_PIPE=1: heads of 40 on compute capability 9.0, in
+// 256-row blocks or, where those are too few for the SMs, 128-row ones) on every attention case, plus key
+// counts of one, two and three 64-key tiles (ragged), against the CPU; the d-40 self-attentions the
+// Hopper kernel takes must run it.
 TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
   REQUIRE_CUDA_P(probe, true, "fp16");
   auto cpu = make_cpu_backend();
@@ -439,7 +440,7 @@ TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
   std::printf("      %zu cases, %lld pipelined launches\n", cs.size(), (long long)launches);
   EXPECT_EQ(failures, 0);
   if (probe->compute_capability() == std::make_pair(9, 0))  // H100 / H200 (114-132 SMs)
-    EXPECT_GE(launches, 5);  // SD self [2,4096], ragged [6,1000] and the three [17,512] cases
+    EXPECT_GE(launches, 6);  // SD self [2,4096], ragged [6,1000], 128-row blocks [1,4096], the three [17,512] cases
 }
 
 TEST(BackendOps, CudaRejectsBadTokenIds) {

@@ -107,7 +107,7 @@ int cuda_geglu_gemm_forms();
 const char* cuda_geglu_gemm_form_name(int form);
 int64_t cuda_geglu_gemm_launches();
 // Launches of the intra-warpgroup pipelined attention kernel (SDRT_ATTN_PIPE=1, compute capability 9.0,
-// heads of 40), for tests. 0 without CUDA.
+// heads of 40) in this process, for tests. 0 without CUDA.
 int64_t cuda_attention_pipe_launches();
 
 // "auto" (cuda where usable, else cpu), "cpu" or "cuda"; precision "auto" (fp16 on cuda, fp32 on cpu),

@@ -404,17 +404,18 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 // waits for S' alone, runs S''s softmax while P V is still in the tensor cores, then waits for P V and
 // rescales O by the step of the row maxima. The softmax's exponentials (the MUFU pipe) so overlap the
 // MMAs within each warpgroup instead of only across the four. 64-key tiles (S', P, P' and O fit 128
-// registers: 114); K/V through a ring of kPipeStages buffers, tile it + 2 loaded at iteration it (tiles
-// it and it + 1 are in use), so the warpgroups may drift up to kPipeStages - 3 tiles apart. Nothing is in
+// registers: 114); K/V through a ring of PipeDims::kStages buffers, tile it + 2 loaded at iteration it
+// (tiles it and it + 1 are in use), so the warpgroups may drift up to kStages - 3 tiles apart. Nothing is in
 // flight across the loop's edge, and P and P' are two arrays taking turns (a copy of P' into P let the
 // register allocator compute P' into P's registers while P V still read them: ptxas then serialised
 // the MMAs, C7513). Experimental: SDRT_ATTN_PIPE=1 selects it.
-constexpr int kPipeStages = 8;
 std::atomic<int64_t> g_pipe_launches{0};
 
-template <int D>
+// ROWS 256: four warpgroups, one block per SM, a ring of 8 buffers; ROWS 128 (where 256-row blocks are
+// too few for the SMs, e.g. one image's half of a guided batch): two warpgroups, two blocks per SM, 6.
+template <int D, int ROWS>
 struct PipeDims {
-  static constexpr int kKeys = 64, kRows = 256, kThreads = 512, kStages = kPipeStages;
+  static constexpr int kKeys = 64, kRows = ROWS, kThreads = 2 * ROWS, kStages = ROWS == 256 ? 8 : 6;
   static constexpr int kReal = D / 8, kQK = (D + 15) / 16 * 2, kV = kReal + 1, kO = kV * 4;
   static constexpr int kBuf = kKeys * 8 * (kQK + kV);
   static constexpr int kQs = kRows * 8 * kQK;
@@ -476,10 +477,10 @@ __device__ __forceinline__ void pipe_softmax(float (&s)[32], int64_t j0, int64_t
 }
 #endif
 
-template <int D>
-__global__ void __launch_bounds__(512, 1) flash_wgmma_pipe_k(WParams p) {
+template <int D, int ROWS>
+__global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pipe_k(WParams p) {
 #ifdef SDRT_WGMMA
-  using Dm = PipeDims<D>;
+  using Dm = PipeDims<D, ROWS>;
   constexpr int KEYS = Dm::kKeys, kRows = Dm::kRows, kThreads = Dm::kThreads, R = Dm::kStages;
   constexpr int kQK = Dm::kQK, kV = Dm::kV, kReal = Dm::kReal, kO = Dm::kO, kBuf = Dm::kBuf;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -664,6 +665,16 @@ cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   return cudaGetLastError();
 }
 
+template <int D, int ROWS>
+cudaError_t launch_pipe(const WParams& p, int64_t B, cudaStream_t s) {
+  constexpr size_t smem = PipeDims<D, ROWS>::kSmem;
+  auto* k = flash_wgmma_pipe_k<D, ROWS>;
+  const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+  if (attr != cudaSuccess) return attr;
+  k<<<dim3((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H)), 2 * ROWS, smem, s>>>(p);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
@@ -688,16 +699,12 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     if (e && (e[0] == '1' || e[0] == '2' || e[0] == '4') && !e[1]) rt = e[0] - '0';
     return rt == 4 ? launch<40, 128, true, 128, 4>(p, B, s) : rt == 2 ? launch<40, 128, true, 128, 2>(p, B, s) : launch<40, 128, true, 128, 1>(p, B, s);
   }
-  if (D == 40 && rows256) {
+  if (D == 40) {
     const char* e = std::getenv("SDRT_ATTN_PIPE");  // the intra-warpgroup pipelined form (experimental)
     if (e && e[0] == '1' && !e[1]) {
-      constexpr size_t smem = PipeDims<40>::kSmem;
-      const cudaError_t attr = cudaFuncSetAttribute(flash_wgmma_pipe_k<40>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-      if (attr != cudaSuccess) return attr;
-      flash_wgmma_pipe_k<40><<<dim3((unsigned)((Lq + 255) / 256), (unsigned)(B * H)), 512, smem, s>>>(p);
-      const cudaError_t e = cudaGetLastError();
-      if (e == cudaSuccess) ++g_pipe_launches;
-      return e;
+      const cudaError_t r = rows256 ? launch_pipe<40, 256>(p, B, s) : launch_pipe<40, 128>(p, B, s);
+      if (r == cudaSuccess) ++g_pipe_launches;
+      return r;
     }
   }
   if (D == 40) return rows256 ? launch<40, 128, false, 256>(p, B, s) : launch<40, 128, false, 128>(p, B, s);
