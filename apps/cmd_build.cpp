@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "graph/passes.h"
 #include "pipeline/resolve.h"
 #include "runtime/engine_cache.h"
 
@@ -156,8 +157,10 @@ int cmd_build(const BuildArgs& a) {
         (a.precision == "fp16" && D == Dv && D <= 160 ? flash : materialized) += 1;
       }
     }
-    std::printf("  %-22s %5zu nodes  %6.1f GFLOP  workspace %6.1f MiB  %6.2f s\n", key.c_str(), g->nodes.size(), g->flops() / 1e9,
-                workspace / 1048576.0, since(t0));
+    int parts = 0;  // batch parts run side by side (SDRT_SPLIT)
+    for (int pt : passes::batch_parts(*g)) parts = std::max(parts, pt + 1);
+    std::printf("  %-22s %5zu nodes  %6.1f GFLOP  workspace %6.1f MiB  %6.2f s%s\n", key.c_str(), g->nodes.size(), g->flops() / 1e9,
+                workspace / 1048576.0, since(t0), parts > 1 ? ("  batch in " + std::to_string(parts) + " parts side by side").c_str() : "");
     std::fflush(stdout);
     plan.entries.push_back({key, std::const_pointer_cast<Graph>(g)});
   }
