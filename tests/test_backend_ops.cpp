@@ -253,6 +253,30 @@ std::vector<Case> cases() {
                  ins["ids"] = ids;
                  b.output(b.add_node(Op::Embedding, {b.input("ids", {2, 77}, DType::I32), w(b, rng, "table", {1000, 32}, 1)}), "y");
                }});
+  // batch rows (pass split_batch): NHWC and plain values, float32 timesteps and int32 ids through a slice
+  auto slice = [](GraphBuilder& b, int x, int64_t start, int64_t len) {
+    Attrs a;
+    a.dims = {start, len};
+    return b.add_node(Op::Slice, {x}, a);
+  };
+  c.push_back({"slice rows [1,3) of [3,8,5,5]", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(b.unary(Op::SiLU, slice(b, in(b, ins, rng, "x", {3, 8, 5, 5}), 1, 2)), "y");
+               }});
+  c.push_back({"slice rows [2,4) of [4,7,16]", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(slice(b, in(b, ins, rng, "x", {4, 7, 16}), 2, 2), "y");
+               }});
+  c.push_back({"slice of timesteps into timestep_embedding", [=](GraphBuilder& b, auto& ins, auto&) {
+                 ins["t"] = Tensor::from_f32({3}, {999.f, 500.5f, 1.f});
+                 Attrs a;
+                 a.dim = 64;
+                 b.output(b.add_node(Op::TimestepEmbedding, {slice(b, b.input("t", {3}), 1, 2)}, a), "y");
+               }});
+  c.push_back({"slice of token ids into embedding", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 Tensor ids = Tensor::empty(DType::I32, {4, 9});
+                 for (int i = 0; i < 36; ++i) static_cast<int32_t*>(ids.mutable_data())[i] = (int32_t)(rng() % 500);
+                 ins["ids"] = ids;
+                 b.output(b.add_node(Op::Embedding, {slice(b, b.input("ids", {4, 9}, DType::I32), 2, 2), w(b, rng, "table", {500, 16}, 1)}), "y");
+               }});
   return c;
 }
 
