@@ -91,6 +91,8 @@ for step in "$@"; do
       { echo "batch 2 split 2 on one stream: $(SDRT_SPLIT=2 SDRT_LANES=1 fwd 2)"
         echo "batch 16 split 4 (two parts per stream): $(SDRT_SPLIT=4 fwd 16)"
         for b in 2 16; do echo "batch $b split 2 with the pipelined attention: $(SDRT_SPLIT=2 SDRT_ATTN_PIPE=1 fwd $b)"; done
+        for b in 2 16; do echo "batch $b split auto: $(SDRT_SPLIT=auto SDRT_VERBOSE=1 timeout 150 "$bin/bench_unet_forward" --backend cuda --precision fp16 \
+          --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep -E 'batch split|median|error')"; done
         for b in 2 16; do echo "batch $b split 2 one-pass GroupNorm: $(SDRT_SPLIT=2 SDRT_GN_ONEPASS=1 timeout 120 "$bin/bench_unet_forward" --backend cuda \
           --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep -E 'median|error')"; done
         for r in 1 2; do for v in 1 2; do

@@ -466,3 +466,45 @@ TEST(Passes, TinyUnetSplitBatchOnTwoStreamsMatchesOnCuda) {
     EXPECT_LT(rel_err(y, (*want)[0]), 1e-6) << "run " << run;
   }
 }
+
+// SDRT_SPLIT=auto (CudaOptions::split_batch -1): building the UNet times it whole and in two batch parts
+// and keeps the faster; the choice is a tactic (plans, timing caches) that another backend takes as it is.
+TEST(Passes, TinyUnetSplitAutoChoiceIsRecordedOnCuda) {
+  SDRT_REQUIRE_CONFORMANCE();
+  std::string why;
+  CudaOptions o;
+  o.precision = "fp16";
+  o.split_batch = -1;
+  auto a = make_cuda_backend(o, &why);
+  if (!a) GTEST_SKIP() << "CUDA backend not usable here: " << why;
+  EXPECT_EQ(a->variant(), "split-auto");
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok());
+  auto g = build_unet(*m, 2, 16, 16);
+  ASSERT_TRUE(g.is_ok());
+  auto opt = a->optimize(*g);
+  std::string choice;
+  for (const auto& [k, v] : a->tactics(opt.get()))
+    if (k.rfind("batch_split/", 0) == 0) choice = v;
+  std::printf("      the tiny UNet at batch 2: %s\n", choice == "2" ? "split" : "whole");
+  ASSERT_TRUE(choice == "1" || choice == "2") << choice;
+  EXPECT_EQ(opt->nodes.size() > (*g)->nodes.size(), choice == "2");  // the split graph copies the nodes
+  auto ea = a->compile(opt);
+  ASSERT_TRUE(ea.is_ok()) << ea.status().message();
+  EXPECT_EQ((*ea)->streams(), choice == "2" ? 2 : 1);
+
+  auto b = make_cuda_backend(o, &why);
+  ASSERT_TRUE(b);
+  ASSERT_TRUE(b->add_tactics(a->tactics(nullptr)).is_ok());
+  auto eb = b->compile(*g);  // the recorded choice, not timed again
+  ASSERT_TRUE(eb.is_ok()) << eb.status().message();
+  EXPECT_EQ((*eb)->streams(), (*ea)->streams());
+  std::mt19937 rng(17);
+  std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
+                                   {"timestep", Tensor::from_f32({2}, {700.f, 300.f})},
+                                   {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};
+  auto ra = (*ea)->run(in), rb = (*eb)->run(in);
+  ASSERT_TRUE(ra.is_ok() && rb.is_ok());
+  EXPECT_LT(rel_err((*rb)[0], (*ra)[0]), 1e-6);
+  EXPECT_FALSE(b->add_tactics({{"batch_split/x", "0"}}).is_ok());
+}

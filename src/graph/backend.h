@@ -89,7 +89,8 @@ struct CudaOptions {
   bool cuda_graphs = true;         // capture each executable's work into a CUDA graph after its first run
   // Batch parts run side by side (fp16 with the build passes): pass split_batch makes each part's nodes
   // independent of the others', and each part runs on a stream of its own (branches of one captured
-  // graph). 0 takes SDRT_SPLIT (1 - off - when unset).
+  // graph). 0 takes SDRT_SPLIT (1 - off - when unset; "auto" times both forms of each graph at its build
+  // and keeps the faster, recorded in plans and timing caches); -1 is auto.
   int split_batch = 0;
 };
 // The CUDA backend (float32 stage), or nullptr with the reason in *why: not built with CUDA, no driver,

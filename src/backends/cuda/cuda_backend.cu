@@ -6,6 +6,7 @@
 //   flash-style kernel, GroupNorm to a two-kernel NHWC implementation.
 // Weights are uploaded once per backend; each value gets a stream-ordered allocation freed after its
 // last use. Fusion, plan files and CUDA graphs build on this executor.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -1501,8 +1502,9 @@ class CudaBackend : public Backend {
   bool supports(Op op) const override { return op != Op::kCount; }
   // The build passes (when fusing), and in fp16 the weights rounded to half once, here: the graph a plan
   // stores is then what the executor uploads as is.
-  // With a batch split (split_parts() > 1) the fused graph's batch is cut into independent parts, which
-  // the executable runs on streams of their own (plans store the split graph).
+  // With a batch split the fused graph's batch is cut into independent parts, which the executable runs
+  // on streams of their own (plans store the split graph): always with a part count, or in "auto" where
+  // the split forward is faster than the whole one on this GPU (split_choice; recorded as a tactic).
   std::shared_ptr<const Graph> optimize(std::shared_ptr<const Graph> graph) const override {
     const bool fuse = opt_.fuse && !graph->optimized;
     bool cast = false;
@@ -1512,22 +1514,89 @@ class CudaBackend : public Backend {
     auto g = std::make_shared<Graph>(fuse ? optimize_graph(*graph) : *graph);
     if (cast)
       for (auto& [name, t] : g->weights) t = t.to_f16();
-    if (fuse && split_parts() > 1) {
+    const int mode = split_mode();
+    if (fuse && mode != 1) {
       int parts = 0;
-      Graph s = split_batch(*g, split_parts(), &parts);
-      if (parts > 1) *g = std::move(s);
+      auto s = std::make_shared<Graph>(split_batch(*g, mode == kSplitAuto ? 2 : mode, &parts));
+      if (parts > 1 && (mode != kSplitAuto || split_choice(g, s))) return s;
     }
     return g;
   }
-  // Batch parts (CudaOptions::split_batch, else SDRT_SPLIT): only for fp16 engines built with the passes.
-  int split_parts() const {
+  static constexpr int kSplitAuto = -1;
+  // Batch parts (CudaOptions::split_batch, else SDRT_SPLIT: a count, or "auto"): only for fp16 engines
+  // built with the passes; 1 is off.
+  int split_mode() const {
     if (opt_.precision != "fp16" || !opt_.fuse) return 1;
+    if (opt_.split_batch == kSplitAuto) return kSplitAuto;
     if (opt_.split_batch > 0) return std::min(opt_.split_batch, 8);
     const char* e = std::getenv("SDRT_SPLIT");
+    if (e && std::string(e) == "auto") return kSplitAuto;
     const int v = e ? std::atoi(e) : 1;
     return v >= 1 && v <= 8 ? v : 1;
   }
-  std::string variant() const override { return split_parts() > 1 ? "split" + std::to_string(split_parts()) : std::string(); }
+  std::string variant() const override {
+    const int m = split_mode();
+    return m == kSplitAuto ? "split-auto" : m > 1 ? "split" + std::to_string(m) : std::string();
+  }
+  // What identifies a graph for the split choice, the same for its whole and split forms: its inputs and
+  // outputs, weights and matrix work.
+  static std::string split_key(const Graph& g) {
+    std::string k;
+    for (const Node& n : g.nodes)
+      if (n.op == Op::Input) k += n.name + shape_str(n.shape) + " ";
+    k += "->";
+    for (int o : g.outputs) k += " " + shape_str(g.nodes[o].shape);
+    char tail[64];
+    std::snprintf(tail, sizeof tail, " w%zu %.0fMF", g.weights.size(), g.flops() / 1e6);
+    return k + tail;
+  }
+  // Whether the batch split of `whole` runs faster on this GPU: recorded, else both forms compiled and
+  // their forwards timed as the sampling loop runs them (graph replays on the device loop, float inputs
+  // of pseudo-random values), the split kept if 3% faster. A graph with other inputs (token ids), or
+  // whose timing fails, stays whole.
+  bool split_choice(const std::shared_ptr<const Graph>& whole, const std::shared_ptr<const Graph>& split) const {
+    const std::string key = split_key(*whole);
+    {
+      std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
+      auto it = gemm_tuning_->split.find(key);
+      if (it != gemm_tuning_->split.end()) return it->second > 1;
+    }
+    for (const Node& n : whole->nodes)
+      if (n.op == Op::Input && n.dtype != DType::F32) return false;
+    auto time_of = [&](const std::shared_ptr<const Graph>& g) -> double {
+      auto exe = const_cast<CudaBackend*>(this)->compile(g);  // the graph is optimized: no second split
+      if (!exe) return -1;
+      DeviceLoop* L = (*exe)->device_loop();
+      if (!L) return -1;
+      uint32_t seed = 12345;
+      for (const Node& n : g->nodes) {
+        if (n.op != Op::Input) continue;
+        auto d = L->input(n.name);
+        if (!d) return -1;
+        std::vector<float> v((size_t)numel(n.shape));
+        for (float& x : v) seed = seed * 1664525u + 1013904223u, x = (float)((seed >> 8) & 0xFFFF) / 32768.f - 1.f;
+        if (!L->upload(*d, v.data(), (int64_t)v.size())) return -1;
+      }
+      std::vector<double> ms;
+      for (int i = 0; i < 8; ++i) {  // the first two capture and warm up
+        const auto t0 = std::chrono::steady_clock::now();
+        if (!L->run() || !L->mark(i) || !L->wait(i)) return -1;
+        if (i >= 2) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::sort(ms.begin(), ms.end());
+      return ms[ms.size() / 2];
+    };
+    const double t_whole = time_of(whole), t_split = t_whole > 0 ? time_of(split) : -1;
+    const bool use = t_whole > 0 && t_split > 0 && t_split < 0.97 * t_whole;
+    int parts = 0;
+    for (int pt : passes::batch_parts(*split)) parts = std::max(parts, pt + 1);
+    if (std::getenv("SDRT_VERBOSE"))
+      std::fprintf(stderr, "sdrt: batch split of %s: whole %.3f ms, %d parts %.3f ms -> %s\n", key.c_str(), t_whole, parts, t_split,
+                   use ? "split" : "whole");
+    std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
+    gemm_tuning_->split[key] = use ? parts : 1;
+    return use;
+  }
   Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> graph) override {
     SDRT_RETURN_IF_ERROR(graph->verify());
     if (auto g = optimize(graph); g != graph) {  // the result is verified again
@@ -1591,6 +1660,9 @@ class CudaBackend : public Backend {
       if (!g || gemm.count(key)) out["lt_gemm/" + key] = v;
     for (const auto& [key, v] : gemm_tuning_->geglu)
       if (!g || geglu.count(key)) out["geglu_form/" + key] = v;
+    const std::string sk = g ? split_key(*g) : std::string();
+    for (const auto& [key, parts] : gemm_tuning_->split)
+      if (!g || key == sk) out["batch_split/" + key] = std::to_string(parts);
     return out;
   }
   Status add_tactics(const std::map<std::string, std::string>& tactics) override {
@@ -1606,6 +1678,12 @@ class CudaBackend : public Backend {
         if (v != "split" && !cuda::geglu_gemm_form_exact(cuda::geglu_gemm_form_by_name(v.c_str())))
           return invalid_argument("bad GEGLU projection form '" + v + "' for '" + key + "'");
         gemm_tuning_->geglu.emplace(key.substr(11), v);
+        continue;
+      }
+      if (key.rfind("batch_split/", 0) == 0) {
+        const int parts = std::atoi(v.c_str());
+        if (parts < 1 || parts > 8 || v != std::to_string(parts)) return invalid_argument("bad batch split '" + v + "' for '" + key + "'");
+        gemm_tuning_->split.emplace(key.substr(12), parts);
         continue;
       }
       if (key.rfind("conv_form/", 0) == 0) {

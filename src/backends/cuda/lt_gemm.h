@@ -27,6 +27,10 @@ struct GemmTuning {
   // Linear layers with a fused GEGLU, by the projection's GEMM key: the fused kernel's form
   // (geglu_gemm.h), or "split" for the cuBLASLt GEMM and then the GEGLU pass.
   std::map<std::string, std::string> geglu;
+  // Graphs whose batch split was timed (CUDA backend, SDRT_SPLIT=auto), by the graph's key: the parts it
+  // runs in (1: whole). Kept here with the other timed choices (the backend's one tuning record besides
+  // the convolutions').
+  std::map<std::string, int> split;
 };
 
 bool gemm_tactic_valid(const std::string& hex);
