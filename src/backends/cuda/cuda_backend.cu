@@ -1551,8 +1551,8 @@ class CudaBackend : public Backend {
     return k + tail;
   }
   // Whether the batch split of `whole` runs faster on this GPU: recorded, else both forms compiled and
-  // their forwards timed as the sampling loop runs them (graph replays on the device loop, float inputs
-  // of pseudo-random values), the split kept if 3% faster. A graph with other inputs (token ids), or
+  // their forwards timed as the sampling loop runs them (graph replays on the device loop, a UNet's prompt
+  // held, float inputs of pseudo-random values), the split kept if 3% faster. A graph with other inputs (token ids), or
   // whose timing fails, stays whole.
   bool split_choice(const std::shared_ptr<const Graph>& whole, const std::shared_ptr<const Graph>& split) const {
     const std::string key = split_key(*whole);
@@ -1576,6 +1576,7 @@ class CudaBackend : public Backend {
         std::vector<float> v((size_t)numel(n.shape));
         for (float& x : v) seed = seed * 1664525u + 1013904223u, x = (float)((seed >> 8) & 0xFFFF) / 32768.f - 1.f;
         if (!L->upload(*d, v.data(), (int64_t)v.size())) return -1;
+        if (n.name == "encoder_hidden_states" && !L->hold_input(n.name)) return -1;  // as the sampling loop holds the prompt
       }
       std::vector<double> ms;
       for (int i = 0; i < 8; ++i) {  // the first two capture and warm up
