@@ -399,7 +399,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 #endif
 }
 
-// Intra-warpgroup pipelining (FlashAttention-3's ordering), heads of 40 in 256-row blocks: per tile a
+// Intra-warpgroup pipelining (FlashAttention-3's ordering), heads of 40 (and 80): per tile a
 // warpgroup issues S' = Q K'^T for the NEXT tile and O += P V for this one (each its own wgmma stage),
 // waits for S' alone, runs S''s softmax while P V is still in the tensor cores, then waits for P V and
 // rescales O by the step of the row maxima. The softmax's exponentials (the MUFU pipe) so overlap the
@@ -408,14 +408,16 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 // (tiles it and it + 1 are in use), so the warpgroups may drift up to kStages - 3 tiles apart. Nothing is in
 // flight across the loop's edge, and P and P' are two arrays taking turns (a copy of P' into P let the
 // register allocator compute P' into P's registers while P V still read them: ptxas then serialised
-// the MMAs, C7513). Experimental: SDRT_ATTN_PIPE=1 selects it.
+// the MMAs, C7513). Heads of 80 the same way (123 registers; the 1024-token level). Experimental:
+// SDRT_ATTN_PIPE=1 selects it for heads of 40, 2 for heads of 40 and 80.
 std::atomic<int64_t> g_pipe_launches{0};
 
 // ROWS 256: four warpgroups, one block per SM, a ring of 8 buffers; ROWS 128 (where 256-row blocks are
-// too few for the SMs, e.g. one image's half of a guided batch): two warpgroups, two blocks per SM, 6.
+// too few for the SMs, e.g. one image's half of a guided batch): two warpgroups, two blocks per SM, a ring
+// of 6 (heads of 40) or 4 (80: 104 KB a block).
 template <int D, int ROWS>
 struct PipeDims {
-  static constexpr int kKeys = 64, kRows = ROWS, kThreads = 2 * ROWS, kStages = ROWS == 256 ? 8 : 6;
+  static constexpr int kKeys = 64, kRows = ROWS, kThreads = 2 * ROWS, kStages = ROWS == 256 ? 8 : D > 64 ? 4 : 6;
   static constexpr int kReal = D / 8, kQK = (D + 15) / 16 * 2, kV = kReal + 1, kO = kV * 4;
   static constexpr int kBuf = kKeys * 8 * (kQK + kV);
   static constexpr int kQs = kRows * 8 * kQK;
@@ -699,10 +701,11 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     if (e && (e[0] == '1' || e[0] == '2' || e[0] == '4') && !e[1]) rt = e[0] - '0';
     return rt == 4 ? launch<40, 128, true, 128, 4>(p, B, s) : rt == 2 ? launch<40, 128, true, 128, 2>(p, B, s) : launch<40, 128, true, 128, 1>(p, B, s);
   }
-  if (D == 40) {
-    const char* e = std::getenv("SDRT_ATTN_PIPE");  // the intra-warpgroup pipelined form (experimental)
-    if (e && e[0] == '1' && !e[1]) {
-      const cudaError_t r = rows256 ? launch_pipe<40, 256>(p, B, s) : launch_pipe<40, 128>(p, B, s);
+  if (D == 40 || D == 80) {  // the intra-warpgroup pipelined form (experimental): SDRT_ATTN_PIPE=1 heads of 40, 2 also 80
+    const char* e = std::getenv("SDRT_ATTN_PIPE");
+    if (e && (e[0] == '1' || e[0] == '2') && !e[1] && (D == 40 || e[0] == '2')) {
+      const cudaError_t r = D == 40 ? (rows256 ? launch_pipe<40, 256>(p, B, s) : launch_pipe<40, 128>(p, B, s))
+                                    : (rows256 ? launch_pipe<80, 256>(p, B, s) : launch_pipe<80, 128>(p, B, s));
       if (r == cudaSuccess) ++g_pipe_launches;
       return r;
     }
