@@ -85,7 +85,7 @@ for step in "$@"; do
             # alternating; the parts on one stream (SDRT_LANES=1, the cost of the smaller kernels alone); the parts
             # with GroupNorm's one-pass kernel on half the SMs (SDRT_GN_ONEPASS=1, time-limited: a cooperative grid
             # beside another stream's kernels); sdrt bench at batch 1 both ways
-      fwd() { timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch "$1" --repeats 20 --warmup 3 2>&1 | grep -E 'median|error'; }
+      fwd() { timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch "$1" --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'median|error'; }
       for r in 1 2; do for b in 2 16; do for v in 1 2; do
         echo "batch $b split $v: $(SDRT_SPLIT=$v fwd $b)"
       done; done; done 2>&1 | tee "$out/split.txt"
@@ -93,9 +93,8 @@ for step in "$@"; do
         echo "batch 16 split 4 (two parts per stream): $(SDRT_SPLIT=4 fwd 16)"
         for b in 2 16; do echo "batch $b split 2 with the pipelined attention: $(SDRT_SPLIT=2 SDRT_ATTN_PIPE=1 fwd $b)"; done
         for b in 2 16; do echo "batch $b split auto: $(SDRT_SPLIT=auto SDRT_VERBOSE=1 timeout 150 "$bin/bench_unet_forward" --backend cuda --precision fp16 \
-          --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep -E 'batch split|median|error')"; done
-        for b in 2 16; do echo "batch $b split 2 one-pass GroupNorm: $(SDRT_SPLIT=2 SDRT_GN_ONEPASS=1 timeout 120 "$bin/bench_unet_forward" --backend cuda \
-          --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep -E 'median|error')"; done
+          --model random:sd15 --batch $b --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'batch split|median|error')"; done
+        for b in 2 16; do echo "batch $b split 2 one-pass GroupNorm: $(SDRT_SPLIT=2 SDRT_GN_ONEPASS=1 fwd $b)"; done
         for r in 1 2; do for v in 1 2; do
           echo "split $v batch 1: $(SDRT_SPLIT=$v timeout 180 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 3 --warmup 1 \
             --opt optimized --no-engine-cache -o "/tmp/split/$v$r" 2>&1 | grep '^optimized')"
@@ -109,7 +108,7 @@ for step in "$@"; do
       done; done; done 2>&1 | tee "$out/attn-pipe.txt"
       for r in 1 2; do for b in 2 16; do for v in 0 1 2; do
         echo "batch $b SDRT_ATTN_PIPE=$v: $(SDRT_ATTN_PIPE=$v timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 \
-          --batch $b --repeats 20 --warmup 3 2>&1 | grep -E 'median|error')"
+          --batch $b --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'median|error')"
       done; done; done 2>&1 | tee -a "$out/attn-pipe.txt" ;;
     png-env)  # the PNG time inside sdrt bench (4.5-10 ms on the H200 host against 3 ms in bench_png_encode) under
               # OpenMP settings: default, 8 threads, passive and active waiting; the host's CPU quota
@@ -123,7 +122,7 @@ for step in "$@"; do
              # over its kernels' sum under ncu the clock, not gaps?)
       nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active --format=csv -lms 250 > "$out/clocks.csv" &
       smi=$!; sleep 1
-      "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 16 --repeats 150 --warmup 3 2>&1 | grep -E 'median|error'
+      "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 16 --repeats 150 --warmup 3 --device-loop 2>&1 | grep -E 'median|error'
       kill $smi; sleep 0.5
       awk -F', ' 'NR>1{c[$2" "$5]++; p+=$3; n++} END{for (k in c) print c[k], k; if (n) print "mean power", p/n, "W,", n, "samples"}' "$out/clocks.csv" | sort -rn | head -10 ;;
     ncu-attn)  # the Hopper kernel on the batch-16 4096-token self-attention
