@@ -4,10 +4,13 @@
 #include <cblas.h>
 #include <omp.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -76,6 +79,18 @@ std::string model_label(const std::string& spec) {
 }
 
 }  // namespace
+
+// The SDRT_ variables set in the environment (but SDRT_HOME): switches that change the engine (SDRT_SPLIT,
+// SDRT_ATTN_PIPE, ...), recorded with the figures they produced.
+static std::string sdrt_environment() {
+  std::vector<std::string> vars;
+  for (char** e = environ; e && *e; ++e)
+    if (std::strncmp(*e, "SDRT_", 5) == 0 && std::strncmp(*e, "SDRT_HOME=", 10) != 0) vars.push_back(*e);
+  std::sort(vars.begin(), vars.end());
+  std::string out;
+  for (const auto& v : vars) out += (out.empty() ? "" : " ") + v;
+  return out.empty() ? "none" : out;
+}
 
 int cmd_bench(const BenchArgs& args) {
   auto devices = parse_devices(args.devices, args.backend);
@@ -203,7 +218,8 @@ int cmd_bench(const BenchArgs& args) {
                  {"repeats", std::to_string(a.repeats)},
                  {"warmup", std::to_string(a.warmup)},
                  {"date", utc_now()},
-                 {"command", a.command_line}};
+                 {"command", a.command_line},
+                 {"sdrt_env", sdrt_environment()}};
 
   std::vector<BenchRow> rows;
   std::printf("%-10s %5s %9s %9s %9s %10s %8s %8s %8s %8s %8s %9s %8s %8s\n", "opt", "batch", "mean s", "p50 s", "p90 s", "unet step", "vae s",
