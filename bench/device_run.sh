@@ -3,7 +3,8 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, clocks, png-env, ncu-attn.
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, conv-engines, clocks, png-env,
+# ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -119,6 +120,8 @@ for step in "$@"; do
           --no-engine-cache -o /tmp/pngenv > /dev/null 2>&1
         echo "$env: whole p50 $(awk -F, 'NR==2{print $5}' /tmp/pngenv/bench.csv) s, png p50 $(awk -F, 'NR==2{print $23}' /tmp/pngenv/bench.csv) s"
       done; done 2>&1 | tee "$out/png-env.txt" ;;
+    conv-engines)  # the engine's cuDNN algorithm (legacy find) against every graph-API engine configuration, per 3x3 shape
+      for b in 2 16; do timeout 250 "$bin/bench_conv_engines" --batch $b --repeats 10; done 2>&1 | tee "$out/conv-engines.txt" ;;
     clocks)  # SM clock, power and throttle reasons while batch-16 forwards run back to back (is the graph's time
              # over its kernels' sum under ncu the clock, not gaps?)
       nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active --format=csv -lms 250 > "$out/clocks.csv" &

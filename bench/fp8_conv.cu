@@ -18,40 +18,10 @@
 #include <cstdlib>
 #include <vector>
 
+#include "cudnn_graph.cuh"
 #include "fp8_bench.cuh"
 
 namespace {
-
-using Desc = cudnnBackendDescriptor_t;
-
-// Every descriptor made here, destroyed at the end of a shape.
-struct Pool {
-  std::vector<Desc> all;
-  ~Pool() {
-    for (Desc d : all) cudnnBackendDestroyDescriptor(d);
-  }
-  Desc make(cudnnBackendDescriptorType_t t) {
-    Desc d = nullptr;
-    if (cudnnBackendCreateDescriptor(t, &d) != CUDNN_STATUS_SUCCESS) return nullptr;
-    all.push_back(d);
-    return d;
-  }
-};
-
-bool set(Desc d, cudnnBackendAttributeName_t a, cudnnBackendAttributeType_t t, int64_t n, const void* v) {
-  return cudnnBackendSetAttribute(d, a, t, n, v) == CUDNN_STATUS_SUCCESS;
-}
-
-// An NHWC tensor of logical dims [N, C, H, W].
-Desc tensor(Pool& pool, int64_t uid, cudnnDataType_t dt, int64_t N, int64_t C, int64_t H, int64_t W, bool virt) {
-  Desc d = pool.make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-  const int64_t dims[4] = {N, C, H, W}, strides[4] = {H * W * C, 1, W * C, C}, align = 16;
-  const bool ok = d && set(d, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt) && set(d, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, dims) &&
-                  set(d, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, strides) && set(d, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid) &&
-                  set(d, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align) &&
-                  set(d, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt) && cudnnBackendFinalize(d) == CUDNN_STATUS_SUCCESS;
-  return ok ? d : nullptr;
-}
 
 struct Timed {
   float ms = -1.f;
@@ -83,16 +53,8 @@ Timed run_conv(cudnnHandle_t h, bool fp8, int64_t N, int64_t C, int64_t K, int64
   }
   if (!dx || !dw || !dy || (fp8 && (!dt || !ds))) return t.why = "tensor descriptors", t;
 
-  Desc conv = pool.make(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
-  const int64_t dims = 2, pad[2] = {1, 1}, one2[2] = {1, 1};
-  const cudnnDataType_t comp = CUDNN_DATA_FLOAT;
-  const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
-  if (!(set(conv, CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, CUDNN_TYPE_INT64, 1, &dims) && set(conv, CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &comp) &&
-        set(conv, CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode) &&
-        set(conv, CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, CUDNN_TYPE_INT64, 2, pad) && set(conv, CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, CUDNN_TYPE_INT64, 2, pad) &&
-        set(conv, CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, CUDNN_TYPE_INT64, 2, one2) &&
-        set(conv, CUDNN_ATTR_CONVOLUTION_DILATIONS, CUDNN_TYPE_INT64, 2, one2) && cudnnBackendFinalize(conv) == CUDNN_STATUS_SUCCESS))
-    return t.why = "convolution descriptor", t;
+  Desc conv = conv2d_desc(pool, 1, 1);
+  if (!conv) return t.why = "convolution descriptor", t;
 
   Desc op = pool.make(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
   const float alpha = 1.f, beta = 0.f;
@@ -122,19 +84,9 @@ Timed run_conv(cudnnHandle_t h, bool fp8, int64_t N, int64_t C, int64_t K, int64
   if (!(set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, (int64_t)ops.size(), ops.data()) &&
         set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) && cudnnBackendFinalize(graph) == CUDNN_STATUS_SUCCESS))
     return t.why = "operation graph (not supported)", t;
-  Desc heur = pool.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
-  const cudnnBackendHeurMode_t hm = CUDNN_HEUR_MODE_A;
-  if (!(set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph) &&
-        set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &hm) && cudnnBackendFinalize(heur) == CUDNN_STATUS_SUCCESS))
-    return t.why = "heuristics", t;
-  int64_t count = 0;
-  cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count, nullptr);
-  count = std::min<int64_t>(count, 6);
-  std::vector<Desc> cfgs;
-  for (int64_t i = 0; i < count; ++i) cfgs.push_back(pool.make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR));
-  int64_t got = 0;
-  if (count == 0 || cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, cfgs.data()) != CUDNN_STATUS_SUCCESS)
-    return t.why = "no engine configurations", t;
+  std::vector<Desc> cfgs = engine_configs(pool, graph, CUDNN_HEUR_MODE_A, 6);
+  const int64_t got = (int64_t)cfgs.size();
+  if (got == 0) return t.why = "no engine configurations", t;
 
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);

@@ -1,0 +1,228 @@
+// Whether the engine's convolution choices leave time on the table: for each 3x3 convolution shape of the
+// SD 1.5 UNet (NHWC, FP16, float accumulation), the algorithm the engine takes (the fastest of
+// cudnnFindConvolutionForwardAlgorithm, as src/backends/cuda/cudnn_conv.cu) against every engine
+// configuration of the cuDNN graph API's heuristics (modes A and fallback), each timed the way the engine
+// runs - five launches captured in a CUDA graph, median of the replays - and weighted by the shape's count
+// in a forward. The fastest configuration's output is checked against the legacy algorithm's.
+//   bench_conv_engines --batch 16 --repeats 10 [--limit 24]
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "cuda_bench.cuh"
+#include "cudnn_graph.cuh"
+
+namespace {
+
+__global__ void fill_k(__half* p, int64_t n, uint32_t seed) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) p[i] = __float2half((float)(bench_hash((uint32_t)i, seed) & 0xFFFF) / 32768.f - 1.f);
+}
+
+// Median ms of one launch: five launches of `body` captured in a CUDA graph, replayed `repeats` times; -1 if
+// the body fails or cannot be captured.
+float time_in_graph(cudaStream_t s, int repeats, const std::function<bool()>& body) {
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t ge = nullptr;
+  if (cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return -1.f;
+  bool ok = true;
+  for (int k = 0; k < 5 && ok; ++k) ok = body();
+  const bool ended = cudaStreamEndCapture(s, &g) == cudaSuccess;
+  if (!ok || !ended || cudaGraphInstantiate(&ge, g, 0) != cudaSuccess) {
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();
+    return -1.f;
+  }
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<float> ms;
+  cudaGraphLaunch(ge, s);  // warm-up
+  for (int r = 0; r < repeats; ++r) {
+    cudaEventRecord(e0, s);
+    cudaGraphLaunch(ge, s);
+    cudaEventRecord(e1, s);
+    cudaEventSynchronize(e1);
+    float v = 0.f;
+    cudaEventElapsedTime(&v, e0, e1);
+    ms.push_back(v / 5.f);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaGraphExecDestroy(ge);
+  cudaGraphDestroy(g);
+  const bool fine = cudaGetLastError() == cudaSuccess;
+  std::sort(ms.begin(), ms.end());
+  return fine ? ms[ms.size() / 2] : -1.f;
+}
+
+double rel_diff(const __half* a_dev, const __half* b_dev, int64_t n) {
+  std::vector<__half> a(n), b(n);
+  if (cudaMemcpy(a.data(), a_dev, n * 2, cudaMemcpyDeviceToHost) != cudaSuccess || cudaMemcpy(b.data(), b_dev, n * 2, cudaMemcpyDeviceToHost) != cudaSuccess)
+    return -1.0;
+  double num = 0.0, den = 0.0;
+  for (int64_t i = 0; i < n; i += 7) {
+    const double u = __half2float(a[i]), v = __half2float(b[i]);
+    num += (u - v) * (u - v);
+    den += u * u;
+  }
+  return den > 0.0 ? std::sqrt(num / den) : 0.0;
+}
+
+struct Best {
+  float ms = -1.f;
+  int tried = 0, ran = 0, index = -1;  // configurations tried / that ran; the fastest's index in the list
+  int64_t workspace = 0;
+};
+
+// Every graph-API engine configuration (heuristics mode A, then fallback; at most `limit` of each) of y =
+// conv(x, w), timed; y holds the fastest one's output.
+Best graph_api(cudnnHandle_t h, cudaStream_t s, int64_t N, int64_t C, int64_t K, int64_t H, int64_t W, int64_t kh, int64_t pad, __half* x,
+               __half* w, __half* y, int repeats, int limit) {
+  Pool pool;
+  Best best;
+  enum : int64_t { kX = 1, kW = 2, kY = 3 };
+  const int64_t Ho = H + 2 * pad - kh + 1, Wo = W + 2 * pad - kh + 1;
+  Desc dx = tensor(pool, kX, CUDNN_DATA_HALF, N, C, H, W, false), dw = tensor(pool, kW, CUDNN_DATA_HALF, K, C, kh, kh, false);
+  Desc dy = tensor(pool, kY, CUDNN_DATA_HALF, N, K, Ho, Wo, false);
+  Desc conv = conv2d_desc(pool, pad, 1);
+  Desc op = pool.make(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+  const float alpha = 1.f, beta = 0.f;
+  if (!(dx && dw && dy && conv && op && set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dx) &&
+        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dw) &&
+        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dy) &&
+        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv) &&
+        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha) &&
+        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta) && cudnnBackendFinalize(op) == CUDNN_STATUS_SUCCESS))
+    return best;
+  Desc graph = pool.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
+  if (!(graph && set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op) &&
+        set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) && cudnnBackendFinalize(graph) == CUDNN_STATUS_SUCCESS))
+    return best;
+  std::vector<Desc> cfgs = engine_configs(pool, graph, CUDNN_HEUR_MODE_A, limit);
+  for (Desc d : engine_configs(pool, graph, CUDNN_HEUR_MODE_FALLBACK, limit)) cfgs.push_back(d);
+  for (size_t i = 0; i < cfgs.size(); ++i) {
+    ++best.tried;
+    Desc plan = pool.make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
+    if (!(plan && set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) &&
+          set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]) && cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS))
+      continue;
+    int64_t ws_bytes = 0, n = 0;
+    cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws_bytes);
+    if (ws_bytes > (int64_t(256) << 20)) continue;  // the engine's own bound
+    void* ws = nullptr;
+    if (ws_bytes > 0 && cudaMalloc(&ws, ws_bytes) != cudaSuccess) continue;
+    Desc vp = pool.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+    const int64_t uids[3] = {kX, kW, kY};
+    void* ptrs[3] = {x, w, y};
+    float ms = -1.f;
+    if (vp && set(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids) &&
+        set(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs) &&
+        set(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws) && cudnnBackendFinalize(vp) == CUDNN_STATUS_SUCCESS &&
+        cudnnBackendExecute(h, plan, vp) == CUDNN_STATUS_SUCCESS && cudaStreamSynchronize(s) == cudaSuccess)
+      ms = time_in_graph(s, repeats, [&] { return cudnnBackendExecute(h, plan, vp) == CUDNN_STATUS_SUCCESS; });
+    cudaGetLastError();
+    if (ms > 0.f) {
+      ++best.ran;
+      if (best.ms < 0.f || ms < best.ms) {
+        best.ms = ms, best.index = (int)i, best.workspace = ws_bytes;
+        cudnnBackendExecute(h, plan, vp);  // y: the fastest configuration's output
+        cudaStreamSynchronize(s);
+      }
+    }
+    if (ws) cudaFree(ws);
+  }
+  return best;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"the engine's cuDNN convolution choices against every graph-API engine configuration"};
+  int64_t batch = 16;
+  int repeats = 10, limit = 24;
+  app.add_option("--batch", batch, "the UNet's batch (2 per image with guidance)")->check(CLI::Range(1, 256));
+  app.add_option("--repeats", repeats)->check(CLI::Range(1, 1000));
+  app.add_option("--limit", limit, "configurations taken from each heuristics mode")->check(CLI::Range(1, 1000));
+  CLI11_PARSE(app, argc, argv);
+
+  struct Shape {
+    int64_t C, K, HW;
+    int count;  // stride-1 3x3 convolutions of this shape per forward
+  };
+  const Shape shapes[] = {{320, 320, 64, 7},  {640, 320, 64, 2},   {960, 320, 64, 1},    {640, 640, 64, 1},   {320, 640, 32, 1},  {640, 640, 32, 6},
+                          {960, 640, 32, 1},  {1280, 640, 32, 1},  {1920, 640, 32, 1},   {1280, 1280, 32, 1}, {640, 1280, 16, 1}, {1280, 1280, 16, 7},
+                          {1920, 1280, 16, 1}, {2560, 1280, 16, 2}, {1280, 1280, 8, 11}, {2560, 1280, 8, 3}};
+  cudaStream_t s;
+  CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudnnHandle_t h = nullptr;
+  if (cudnnCreate(&h) != CUDNN_STATUS_SUCCESS || cudnnSetStream(h, s) != CUDNN_STATUS_SUCCESS) return std::fprintf(stderr, "cuDNN could not start\n"), 1;
+  std::printf("batch %lld; cuDNN %zu; graph API: up to %d configurations from heuristics mode A and %d from fallback\n", (long long)batch,
+              cudnnGetVersion(), limit, limit);
+  std::printf("%5s %5s %4s %3s %6s %10s %10s %6s %6s %7s %9s\n", "C", "K", "HW", "n", "algo", "legacy ms", "graph ms", "ran", "best", "gain", "rel diff");
+  double sum_legacy = 0.0, sum_best = 0.0;
+  for (const Shape& sh : shapes) {
+    const int64_t N = batch, nx = N * sh.HW * sh.HW * sh.C, nw = sh.K * 9 * sh.C, ny = N * sh.HW * sh.HW * sh.K;
+    __half *x = nullptr, *w = nullptr, *y0 = nullptr, *y1 = nullptr;
+    CHECK(cudaMalloc(&x, nx * 2));
+    CHECK(cudaMalloc(&w, nw * 2));
+    CHECK(cudaMalloc(&y0, ny * 2));
+    CHECK(cudaMalloc(&y1, ny * 2));
+    fill_k<<<(unsigned)((nx + 255) / 256), 256, 0, s>>>(x, nx, 1);
+    fill_k<<<(unsigned)((nw + 255) / 256), 256, 0, s>>>(w, nw, 2);
+    CHECK(cudaStreamSynchronize(s));
+
+    // the engine's way (cudnn_conv.cu): the legacy API's fastest algorithm within 256 MiB of workspace
+    cudnnTensorDescriptor_t xd, yd;
+    cudnnFilterDescriptor_t wd;
+    cudnnConvolutionDescriptor_t cd;
+    cudnnCreateTensorDescriptor(&xd);
+    cudnnCreateTensorDescriptor(&yd);
+    cudnnCreateFilterDescriptor(&wd);
+    cudnnCreateConvolutionDescriptor(&cd);
+    cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, (int)N, (int)sh.C, (int)sh.HW, (int)sh.HW);
+    cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_HALF, CUDNN_TENSOR_NHWC, (int)sh.K, (int)sh.C, 3, 3);
+    cudnnSetConvolution2dDescriptor(cd, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
+    cudnnSetConvolutionMathType(cd, CUDNN_TENSOR_OP_MATH);
+    cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, (int)N, (int)sh.K, (int)sh.HW, (int)sh.HW);
+    std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+    int returned = 0, algo = -1;
+    size_t need = 0;
+    if (cudnnFindConvolutionForwardAlgorithm(h, xd, wd, cd, yd, (int)perf.size(), &returned, perf.data()) == CUDNN_STATUS_SUCCESS)
+      for (int i = 0; i < returned && algo < 0; ++i)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= (size_t(256) << 20)) algo = (int)perf[i].algo, need = perf[i].memory;
+    float legacy = -1.f;
+    void* ws = nullptr;
+    if (algo >= 0 && (need == 0 || cudaMalloc(&ws, need) == cudaSuccess)) {
+      const float one = 1.f, zero = 0.f;
+      legacy = time_in_graph(s, repeats, [&] {
+        return cudnnConvolutionForward(h, &one, xd, x, wd, w, cd, (cudnnConvolutionFwdAlgo_t)algo, ws, need, &zero, yd, y0) == CUDNN_STATUS_SUCCESS;
+      });
+      cudnnConvolutionForward(h, &one, xd, x, wd, w, cd, (cudnnConvolutionFwdAlgo_t)algo, ws, need, &zero, yd, y0);
+      cudaStreamSynchronize(s);
+    }
+    if (ws) cudaFree(ws);
+    const Best b = graph_api(h, s, N, sh.C, sh.K, sh.HW, sh.HW, 3, 1, x, w, y1, repeats, limit);
+    const double rel = legacy > 0.f && b.ms > 0.f ? rel_diff(y0, y1, ny) : -1.0;
+    std::printf("%5lld %5lld %4lld %3d %6d %10.4f %10.4f %3d/%-3d %5d %6.2fx %9.2e\n", (long long)sh.C, (long long)sh.K, (long long)sh.HW, sh.count, algo,
+                legacy, b.ms, b.ran, b.tried, b.index, legacy > 0.f && b.ms > 0.f ? legacy / b.ms : 0.0, rel);
+    if (legacy > 0.f && b.ms > 0.f) sum_legacy += sh.count * legacy, sum_best += sh.count * std::min(legacy, b.ms);
+    cudnnDestroyTensorDescriptor(xd);
+    cudnnDestroyTensorDescriptor(yd);
+    cudnnDestroyFilterDescriptor(wd);
+    cudnnDestroyConvolutionDescriptor(cd);
+    for (void* p : {(void*)x, (void*)w, (void*)y0, (void*)y1}) cudaFree(p);
+  }
+  std::printf("per forward (shapes x counts): the engine's algorithms %.3f ms; with the faster of them and the graph API's best %.3f ms (%.2fx)\n",
+              sum_legacy, sum_best, sum_best > 0.0 ? sum_legacy / sum_best : 0.0);
+  cudnnDestroy(h);
+  cudaStreamDestroy(s);
+  return 0;
+}
