@@ -116,6 +116,21 @@ __device__ __forceinline__ void wgmma_pv(float (&d)[36], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));
 }
 
+// O's rows g and g + 8 of this warp (row0, row1) divided by their sums - V's ones column, column 8 * NREAL of
+// O, held by each quad's first lane - and written as FP16 (rows past Lq left alone).
+template <int NREAL, int NO>
+__device__ __forceinline__ void store_rows(const float (&o)[NO], __half* og, int64_t row0, int64_t row1, int64_t Lq, int64_t ldo, int lane) {
+  const int t = lane & 3;
+  const float l0 = __shfl_sync(0xffffffff, o[4 * NREAL], lane & ~3), l1 = __shfl_sync(0xffffffff, o[4 * NREAL + 2], lane & ~3);
+  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+#pragma unroll
+  for (int i = 0; i < NREAL; ++i) {
+    const int c = i * 8 + t * 2;
+    if (row0 < Lq) *reinterpret_cast<__half2*>(og + row0 * ldo + c) = __floats2half2_rn(o[4 * i] * inv0, o[4 * i + 1] * inv0);
+    if (row1 < Lq) *reinterpret_cast<__half2*>(og + row1 * ldo + c) = __floats2half2_rn(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
+  }
+}
+
 // Rows [r0, r0 + R) x head columns [0, 8 * NC) of a [L, ld] matrix into the core-matrix layout (rows >= L
 // as zeros). Consecutive threads take consecutive rows of one column block: their 16-byte writes fill
 // whole core matrices.
@@ -386,15 +401,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
       }
     }
 
-    // the row sums: column D, held by the quad's first lane
-    const float l0 = __shfl_sync(0xffffffff, o[4 * kReal], lane & ~3), l1 = __shfl_sync(0xffffffff, o[4 * kReal + 2], lane & ~3);
-    const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
-#pragma unroll
-    for (int i = 0; i < kReal; ++i) {
-      const int c = i * 8 + t * 2;
-      if (row0 < p.Lq) *reinterpret_cast<__half2*>(og + row0 * p.ldo + c) = __floats2half2_rn(o[4 * i] * inv0, o[4 * i + 1] * inv0);
-      if (row1 < p.Lq) *reinterpret_cast<__half2*>(og + row1 * p.ldo + c) = __floats2half2_rn(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
-    }
+    store_rows<kReal>(o, og, row0, row1, p.Lq, p.ldo, lane);
   }  // row tiles
 #endif
 }
@@ -650,15 +657,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
   }
   wgmma_wait<0>();
   reg_fence(o);
-
-  const float l0 = __shfl_sync(0xffffffff, o[4 * kReal], lane & ~3), l1 = __shfl_sync(0xffffffff, o[4 * kReal + 2], lane & ~3);
-  const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
-#pragma unroll
-  for (int i = 0; i < kReal; ++i) {
-    const int c = i * 8 + t * 2;
-    if (row0 < p.Lq) *reinterpret_cast<__half2*>(og + row0 * p.ldo + c) = __floats2half2_rn(o[4 * i] * inv0, o[4 * i + 1] * inv0);
-    if (row1 < p.Lq) *reinterpret_cast<__half2*>(og + row1 * p.ldo + c) = __floats2half2_rn(o[4 * i + 2] * inv1, o[4 * i + 3] * inv1);
-  }
+  store_rows<kReal>(o, og, row0, row1, p.Lq, p.ldo, lane);
 #endif
 }
 
