@@ -813,13 +813,18 @@ class CudaExecutable : public Executable {
     return Status::ok();
   }
   // The held nodes, in stream order (execute_nodes copies each boundary value to held_vals_ as it is made).
+  // With two lanes the held work runs on the first alone, as one stream (before the graph, which waits for it).
   Status run_held() {
     const auto& nodes = g_->nodes;
     std::vector<void*> vals(nodes.size(), nullptr);
     std::vector<bool> owned(nodes.size(), false);
+    SDRT_RETURN_IF_ERROR(use_lane(0));
+    const bool lanes = use_lanes_;
+    use_lanes_ = false;
     part_ = Part::Held;
     Status st = execute_nodes(vals, owned);
     part_ = Part::All;
+    use_lanes_ = lanes;
     for (size_t i = 0; i < nodes.size(); ++i)
       if (owned[i] && vals[i]) release(vals[i]);
     return st;
@@ -947,14 +952,14 @@ class CudaExecutable : public Executable {
   // Frees value id after its last use: in stream order on one lane, or on the main lane once it has
   // waited for the side lane's last use of it.
   void release_value(int id, void* p) {
-    if (!use_lanes_ || part_ == Part::Held) return release(p);  // the held work runs on the first lane alone
+    if (!use_lanes_) return release(p);
     if (!main_use_[id]) return release_on(p, lanes_[1]);  // side lane only: it is the current lane
     if (side_last_[id] <= waited_[0]) return release_on(p, lanes_[0]);
     pending_.push_back({side_last_[id], p});
   }
   // Whether node i may take over its input's buffer: one lane touches both.
   bool same_lane_only(size_t i, int in) const {
-    if (!use_lanes_ || part_ == Part::Held) return true;
+    if (!use_lanes_) return true;
     return lane_[i] ? !main_use_[in] : side_last_[in] < 0;
   }
 
@@ -973,9 +978,7 @@ class CudaExecutable : public Executable {
         continue;
       }
       if (part_ == Part::Held && !held_node_[i]) continue;
-      if (use_lanes_ && part_ == Part::Held) {
-        SDRT_RETURN_IF_ERROR(use_lane(0));
-      } else if (use_lanes_) {  // held values (computed before the graph) need no wait
+      if (use_lanes_) {  // held values (computed before the graph) need no wait
         SDRT_RETURN_IF_ERROR(use_lane(lane_[i]));
         for (int in : n.inputs)
           if (nodes[in].op != Op::Weight && lane_[in] != lane_[i] && !(holding_ && held_node_[in])) SDRT_RETURN_IF_ERROR(wait_for(lane_[i], in));
