@@ -11,11 +11,10 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
-#include <functional>
 #include <vector>
 
+#include "backends/cuda/common.cuh"
 #include "cuda_bench.cuh"
 #include "cudnn_graph.cuh"
 
@@ -26,54 +25,18 @@ __global__ void fill_k(__half* p, int64_t n, uint32_t seed) {
   if (i < n) p[i] = __float2half((float)(bench_hash((uint32_t)i, seed) & 0xFFFF) / 32768.f - 1.f);
 }
 
-// Median ms of one launch: five launches of `body` captured in a CUDA graph, replayed `repeats` times; -1 if
-// the body fails or cannot be captured.
-float time_in_graph(cudaStream_t s, int repeats, const std::function<bool()>& body) {
-  cudaGraph_t g = nullptr;
-  cudaGraphExec_t ge = nullptr;
-  if (cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) != cudaSuccess) return -1.f;
-  bool ok = true;
-  for (int k = 0; k < 5 && ok; ++k) ok = body();
-  const bool ended = cudaStreamEndCapture(s, &g) == cudaSuccess;
-  if (!ok || !ended || cudaGraphInstantiate(&ge, g, 0) != cudaSuccess) {
-    if (g) cudaGraphDestroy(g);
-    cudaGetLastError();
-    return -1.f;
-  }
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
+// Median ms of one launch over `repeats` timings of five launches in a CUDA graph (the engine's own
+// time_in_graph, which times the way the engine runs); -1 if any failed.
+template <class F>
+float median_in_graph(cudaStream_t s, int repeats, F&& body) {
   std::vector<float> ms;
-  cudaGraphLaunch(ge, s);  // warm-up
   for (int r = 0; r < repeats; ++r) {
-    cudaEventRecord(e0, s);
-    cudaGraphLaunch(ge, s);
-    cudaEventRecord(e1, s);
-    cudaEventSynchronize(e1);
-    float v = 0.f;
-    cudaEventElapsedTime(&v, e0, e1);
-    ms.push_back(v / 5.f);
+    const float v = sdrt::cuda::time_in_graph(s, 5, body);
+    if (v < 0.f) return -1.f;
+    ms.push_back(v);
   }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaGraphExecDestroy(ge);
-  cudaGraphDestroy(g);
-  const bool fine = cudaGetLastError() == cudaSuccess;
   std::sort(ms.begin(), ms.end());
-  return fine ? ms[ms.size() / 2] : -1.f;
-}
-
-double rel_diff(const __half* a_dev, const __half* b_dev, int64_t n) {
-  std::vector<__half> a(n), b(n);
-  if (cudaMemcpy(a.data(), a_dev, n * 2, cudaMemcpyDeviceToHost) != cudaSuccess || cudaMemcpy(b.data(), b_dev, n * 2, cudaMemcpyDeviceToHost) != cudaSuccess)
-    return -1.0;
-  double num = 0.0, den = 0.0;
-  for (int64_t i = 0; i < n; i += 7) {
-    const double u = __half2float(a[i]), v = __half2float(b[i]);
-    num += (u - v) * (u - v);
-    den += u * u;
-  }
-  return den > 0.0 ? std::sqrt(num / den) : 0.0;
+  return ms[ms.size() / 2];
 }
 
 struct Best {
@@ -125,9 +88,8 @@ Best graph_api(cudnnHandle_t h, cudaStream_t s, int64_t N, int64_t C, int64_t K,
     float ms = -1.f;
     if (vp && set(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids) &&
         set(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs) &&
-        set(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws) && cudnnBackendFinalize(vp) == CUDNN_STATUS_SUCCESS &&
-        cudnnBackendExecute(h, plan, vp) == CUDNN_STATUS_SUCCESS && cudaStreamSynchronize(s) == cudaSuccess)
-      ms = time_in_graph(s, repeats, [&] { return cudnnBackendExecute(h, plan, vp) == CUDNN_STATUS_SUCCESS; });
+        set(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws) && cudnnBackendFinalize(vp) == CUDNN_STATUS_SUCCESS)
+      ms = median_in_graph(s, repeats, [&] { return cudnnBackendExecute(h, plan, vp) == CUDNN_STATUS_SUCCESS; });
     cudaGetLastError();
     if (ms > 0.f) {
       ++best.ran;
@@ -153,13 +115,7 @@ int main(int argc, char** argv) {
   app.add_option("--limit", limit, "configurations taken from each heuristics mode")->check(CLI::Range(1, 1000));
   CLI11_PARSE(app, argc, argv);
 
-  struct Shape {
-    int64_t C, K, HW;
-    int count;  // stride-1 3x3 convolutions of this shape per forward
-  };
-  const Shape shapes[] = {{320, 320, 64, 7},  {640, 320, 64, 2},   {960, 320, 64, 1},    {640, 640, 64, 1},   {320, 640, 32, 1},  {640, 640, 32, 6},
-                          {960, 640, 32, 1},  {1280, 640, 32, 1},  {1920, 640, 32, 1},   {1280, 1280, 32, 1}, {640, 1280, 16, 1}, {1280, 1280, 16, 7},
-                          {1920, 1280, 16, 1}, {2560, 1280, 16, 2}, {1280, 1280, 8, 11}, {2560, 1280, 8, 3}};
+  const auto& shapes = kUnetConv3x3;
   cudaStream_t s;
   CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   cudnnHandle_t h = nullptr;
@@ -168,7 +124,7 @@ int main(int argc, char** argv) {
               cudnnGetVersion(), limit, limit);
   std::printf("%5s %5s %4s %3s %6s %10s %10s %6s %6s %7s %9s\n", "C", "K", "HW", "n", "algo", "legacy ms", "graph ms", "ran", "best", "gain", "rel diff");
   double sum_legacy = 0.0, sum_best = 0.0;
-  for (const Shape& sh : shapes) {
+  for (const UnetConv3x3& sh : shapes) {
     const int64_t N = batch, nx = N * sh.HW * sh.HW * sh.C, nw = sh.K * 9 * sh.C, ny = N * sh.HW * sh.HW * sh.K;
     __half *x = nullptr, *w = nullptr, *y0 = nullptr, *y1 = nullptr;
     CHECK(cudaMalloc(&x, nx * 2));
@@ -202,7 +158,7 @@ int main(int argc, char** argv) {
     void* ws = nullptr;
     if (algo >= 0 && (need == 0 || cudaMalloc(&ws, need) == cudaSuccess)) {
       const float one = 1.f, zero = 0.f;
-      legacy = time_in_graph(s, repeats, [&] {
+      legacy = median_in_graph(s, repeats, [&] {
         return cudnnConvolutionForward(h, &one, xd, x, wd, w, cd, (cudnnConvolutionFwdAlgo_t)algo, ws, need, &zero, yd, y0) == CUDNN_STATUS_SUCCESS;
       });
       cudnnConvolutionForward(h, &one, xd, x, wd, w, cd, (cudnnConvolutionFwdAlgo_t)algo, ws, need, &zero, yd, y0);
@@ -210,7 +166,7 @@ int main(int argc, char** argv) {
     }
     if (ws) cudaFree(ws);
     const Best b = graph_api(h, s, N, sh.C, sh.K, sh.HW, sh.HW, 3, 1, x, w, y1, repeats, limit);
-    const double rel = legacy > 0.f && b.ms > 0.f ? rel_diff(y0, y1, ny) : -1.0;
+    const double rel = legacy > 0.f && b.ms > 0.f ? relative_l2_diff(y0, y1, ny) : -1.0;
     std::printf("%5lld %5lld %4lld %3d %6d %10.4f %10.4f %3d/%-3d %5d %6.2fx %9.2e\n", (long long)sh.C, (long long)sh.K, (long long)sh.HW, sh.count, algo,
                 legacy, b.ms, b.ran, b.tried, b.index, legacy > 0.f && b.ms > 0.f ? legacy / b.ms : 0.0, rel);
     if (legacy > 0.f && b.ms > 0.f) sum_legacy += sh.count * legacy, sum_best += sh.count * std::min(legacy, b.ms);

@@ -1,13 +1,11 @@
 // What the two FP8 probes (fp8_gemm.cu, fp8_conv.cu) share: inputs held in FP16 and FP8 E4M3 with the same
-// values, and the relative difference of the FP16 and FP8 paths' outputs.
+// values (the outputs' relative difference is cuda_bench.cuh's).
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
-#include <cmath>
 #include <cstdint>
-#include <vector>
 
 #include "cuda_bench.cuh"
 
@@ -24,19 +22,4 @@ __global__ void fill_fp8_pair_k(__half* h, __nv_fp8_e4m3* q, int64_t n, uint32_t
 
 inline void fill_fp8_pair(__half* h, __nv_fp8_e4m3* q, int64_t n, uint32_t seed) {
   fill_fp8_pair_k<<<(unsigned)((n + 255) / 256), 256>>>(h, q, n, seed);
-}
-
-// || a - b || / || a || over every 7th element of two device FP16 arrays of n; -1 if they cannot be read
-inline double relative_l2_diff(const __half* a_dev, const __half* b_dev, int64_t n) {
-  std::vector<__half> a(n), b(n);
-  if (cudaMemcpy(a.data(), a_dev, n * sizeof(__half), cudaMemcpyDeviceToHost) != cudaSuccess ||
-      cudaMemcpy(b.data(), b_dev, n * sizeof(__half), cudaMemcpyDeviceToHost) != cudaSuccess)
-    return -1.0;
-  double num = 0.0, den = 0.0;
-  for (int64_t i = 0; i < n; i += 7) {
-    const double u = __half2float(a[i]), v = __half2float(b[i]);
-    num += (u - v) * (u - v);
-    den += u * u;
-  }
-  return den > 0.0 ? std::sqrt(num / den) : 0.0;
 }

@@ -142,13 +142,7 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", repeats)->check(CLI::Range(1, 1000));
   CLI11_PARSE(app, argc, argv);
 
-  struct Shape {
-    int64_t C, K, HW;
-    int count;  // stride-1 3x3 convolutions of this shape per forward
-  };
-  const Shape shapes[] = {{320, 320, 64, 7},  {640, 320, 64, 2},   {960, 320, 64, 1},    {640, 640, 64, 1},   {320, 640, 32, 1},  {640, 640, 32, 6},
-                          {960, 640, 32, 1},  {1280, 640, 32, 1},  {1920, 640, 32, 1},   {1280, 1280, 32, 1}, {640, 1280, 16, 1}, {1280, 1280, 16, 7},
-                          {1920, 1280, 16, 1}, {2560, 1280, 16, 2}, {1280, 1280, 8, 11}, {2560, 1280, 8, 3}};
+  const auto& shapes = kUnetConv3x3;
   cudnnHandle_t h = nullptr;
   if (cudnnCreate(&h) != CUDNN_STATUS_SUCCESS) return std::fprintf(stderr, "cuDNN could not start\n"), 1;
   float* scale = nullptr;
@@ -159,7 +153,7 @@ int main(int argc, char** argv) {
   std::printf("%5s %5s %4s %3s %10s %10s %7s %9s %9s %9s  %s\n", "C", "K", "HW", "n", "fp16 ms", "fp8 ms", "ratio", "fp16 TF/s", "fp8 TF/s", "rel diff",
               "note");
   double sum16 = 0.0, sum8 = 0.0, sum16_both = 0.0;
-  for (const Shape& s : shapes) {
+  for (const UnetConv3x3& s : shapes) {
     const int64_t N = batch, nx = N * s.HW * s.HW * s.C, nw = s.K * 9 * s.C, ny = N * s.HW * s.HW * s.K;
     __half *x16 = nullptr, *w16 = nullptr, *y16 = nullptr, *y8 = nullptr;
     __nv_fp8_e4m3 *x8 = nullptr, *w8 = nullptr;
