@@ -3,8 +3,8 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, conv-engines, clocks, png-env,
-# ncu-attn.
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, pdl, conv-engines, clocks,
+# png-env, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +21,11 @@ mkdir -p /work/shared
 mkdir -p "$root/build-cuda/tests" && cp "$bin/sdrt" "$root/build-cuda/sdrt"
 tok=$root/.carry/conformance/tiny-sd15/diffusers/tokenizer
 export SDRT_HOME=/tmp/sdrt-home
+# one UNet forward's median time at batch $1, replayed on the device loop (the prompt held), as sampling runs it
+fwd() {
+  timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch "$1" --repeats 20 --warmup 3 --device-loop 2>&1 |
+    grep -E 'median|error'
+}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
 for step in "$@"; do
   echo "=== $step $(date +%T)"
@@ -86,7 +91,6 @@ for step in "$@"; do
             # alternating; the parts on one stream (SDRT_LANES=1, the cost of the smaller kernels alone); the parts
             # with GroupNorm's one-pass kernel on half the SMs (SDRT_GN_ONEPASS=1, time-limited: a cooperative grid
             # beside another stream's kernels); sdrt bench at batch 1 both ways
-      fwd() { timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch "$1" --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'median|error'; }
       for r in 1 2; do for b in 2 16; do for v in 1 2; do
         echo "batch $b split $v: $(SDRT_SPLIT=$v fwd $b)"
       done; done; done 2>&1 | tee "$out/split.txt"
@@ -112,6 +116,18 @@ for step in "$@"; do
         echo "batch $b SDRT_ATTN_PIPE=$v: $(SDRT_ATTN_PIPE=$v timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 \
           --batch $b --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'median|error')"
       done; done; done 2>&1 | tee -a "$out/attn-pipe.txt" ;;
+    pdl)  # programmatic dependent launch (SDRT_PDL=1): the GPU tests with every kernel of ours launched so, then the
+          # forward with and without it, alternating, whole and in two batch parts, and sdrt bench at batch 1 both ways
+      SDRT_PDL=1 timeout 300 "$bin/sdrt_tests" --gtest_filter='*BackendOps*:Passes*:Pipeline*' > "$out/pdl-tests.log" 2>&1
+      echo "tests with SDRT_PDL=1 rc $?"; grep -E 'dependent|^\[  (PASSED|FAILED)|FAILED' "$out/pdl-tests.log" | tail -12
+      for r in 1 2; do for b in 2 16; do for v in 0 1; do
+        echo "batch $b SDRT_PDL=$v: $(SDRT_PDL=$v fwd $b)"
+      done; done; done 2>&1 | tee "$out/pdl.txt"
+      { for v in 0 1; do echo "batch 2 split 2 SDRT_PDL=$v: $(SDRT_SPLIT=2 SDRT_PDL=$v fwd 2)"; done
+        for r in 1 2; do for v in 0 1; do
+          echo "SDRT_PDL=$v batch 1: $(SDRT_PDL=$v timeout 180 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 3 \
+            --warmup 1 --opt optimized --no-engine-cache -o "/tmp/pdl/$v$r" 2>&1 | grep '^optimized')"
+        done; done; } 2>&1 | tee -a "$out/pdl.txt" ;;
     png-env)  # the PNG time inside sdrt bench (4.5-10 ms on the H200 host against 3 ms in bench_png_encode) under
               # OpenMP settings: default, 8 threads, passive and active waiting; the host's CPU quota
       echo "nproc $(nproc); cpu.max $(cat /sys/fs/cgroup/cpu.max 2>/dev/null); governor $(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null)"

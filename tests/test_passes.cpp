@@ -508,3 +508,78 @@ TEST(Passes, TinyUnetSplitAutoChoiceIsRecordedOnCuda) {
   EXPECT_LT(rel_err((*rb)[0], (*ra)[0]), 1e-6);
   EXPECT_FALSE(b->add_tactics({{"batch_split/x", "0"}}).is_ok());
 }
+
+// Programmatic dependent launch (SDRT_PDL=1): the engine's kernels launched so may start before the kernel
+// they follow has finished, waiting at their top. The tiny UNet's outputs stay those of plain launches (the
+// same kernels and tactics: the same backend), captured and on replays, on one stream and with the batch in
+// two parts on two (a kernel node then depends on the other lane too), and through the device loop with the
+// prompt held; a race would show far above 1e-6.
+TEST(Passes, TinyUnetWithDependentLaunchesMatchesOnCuda) {
+  SDRT_REQUIRE_CONFORMANCE();
+  std::string why;
+  CudaOptions o;
+  o.precision = "fp16";
+  o.split_batch = 1;
+  auto a = make_cuda_backend(o, &why);
+  if (!a) GTEST_SKIP() << "CUDA backend not usable here: " << why;
+  o.split_batch = 2;
+  auto s = make_cuda_backend(o, &why);
+  ASSERT_TRUE(s);
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok());
+  auto g = build_unet(*m, 2, 16, 16);
+  ASSERT_TRUE(g.is_ok());
+  std::mt19937 rng(19);
+  std::vector<std::map<std::string, Tensor>> ins;
+  for (int run = 0; run < 2; ++run)
+    ins.push_back({{"sample", randn({2, 4, 16, 16}, rng)},
+                   {"timestep", Tensor::from_f32({2}, {900.f - 500.f * run, 40.f})},
+                   {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}});
+  ::unsetenv("SDRT_PDL");
+  auto plain = a->compile(*g), plain_split = s->compile(*g);
+  ASSERT_TRUE(plain.is_ok() && plain_split.is_ok());
+  std::vector<Tensor> want, want_split;
+  for (const auto& in : ins) {
+    auto r = (*plain)->run(in), rs = (*plain_split)->run(in);
+    ASSERT_TRUE(r.is_ok() && rs.is_ok());
+    want.push_back((*r)[0]);
+    want_split.push_back((*rs)[0]);
+  }
+  ::setenv("SDRT_PDL", "1", 1);
+  struct Unset {
+    ~Unset() { ::unsetenv("SDRT_PDL"); }
+  } unset;
+  const int64_t before = cuda_dependent_launches();
+  auto dep = a->compile(*g), dep_split = s->compile(*g);
+  ASSERT_TRUE(dep.is_ok() && dep_split.is_ok());
+  ASSERT_EQ((*dep_split)->streams(), 2);
+  for (int pass = 0; pass < 2; ++pass)  // the first run captures the graphs, the second replays them
+    for (size_t i = 0; i < ins.size(); ++i) {
+      auto r = (*dep)->run(ins[i]), rs = (*dep_split)->run(ins[i]);
+      ASSERT_TRUE(r.is_ok() && rs.is_ok()) << (r.is_ok() ? rs.status().message() : r.status().message());
+      const double e = rel_err((*r)[0], want[i]), es = rel_err((*rs)[0], want_split[i]);
+      std::printf("      pass %d input %zu: dependent launches vs plain rel err %.2e, in two parts %.2e\n", pass, i, e, es);
+      EXPECT_LT(e, 1e-6);
+      EXPECT_LT(es, 1e-6);
+    }
+  const int64_t launches = cuda_dependent_launches() - before;
+  std::printf("      %lld kernels launched as dependents\n", (long long)launches);
+  if (a->compute_capability().first >= 9) EXPECT_GT(launches, 0);
+  else EXPECT_EQ(launches, 0);  // before Hopper the attribute is not set
+
+  DeviceLoop* L = (*dep_split)->device_loop();
+  ASSERT_NE(L, nullptr);
+  auto xs = L->input("sample"), ts = L->input("timestep"), cs = L->input("encoder_hidden_states"), ys = L->output(0);
+  ASSERT_TRUE(xs.is_ok() && ts.is_ok() && cs.is_ok() && ys.is_ok());
+  ASSERT_TRUE(L->hold_input("encoder_hidden_states").is_ok());
+  for (size_t i : {1, 0, 0}) {
+    const auto& in = ins[i];
+    ASSERT_TRUE(L->upload(*xs, in.at("sample").f32(), in.at("sample").numel()).is_ok());
+    ASSERT_TRUE(L->upload(*ts, in.at("timestep").f32(), 2).is_ok());
+    ASSERT_TRUE(L->upload(*cs, in.at("encoder_hidden_states").f32(), in.at("encoder_hidden_states").numel()).is_ok());
+    ASSERT_TRUE(L->run().is_ok());
+    Tensor y = Tensor::empty(DType::F32, {2, 4, 16, 16});
+    ASSERT_TRUE(L->download(y.f32(), *ys, y.numel()).is_ok());
+    EXPECT_LT(rel_err(y, want_split[i]), 1e-6) << "device loop, input " << i;
+  }
+}

@@ -110,6 +110,9 @@ int64_t cuda_geglu_gemm_launches();
 // Launches of the intra-warpgroup pipelined attention kernel (SDRT_ATTN_PIPE=1, compute capability 9.0,
 // heads of 40) in this process, for tests. 0 without CUDA.
 int64_t cuda_attention_pipe_launches();
+// Kernels launched with programmatic dependent launch (SDRT_PDL=1, compute capability 9.0+) in this
+// process, for tests. 0 without CUDA.
+int64_t cuda_dependent_launches();
 
 // "auto" (cuda where usable, else cpu), "cpu" or "cuda"; precision "auto" (fp16 on cuda, fp32 on cpu),
 // "fp32" or "fp16" (cuda only); device: the CUDA device index. An error names why a backend is unavailable.

@@ -11,6 +11,7 @@
 #include <cfloat>
 
 #include "backends/cuda/flash_attention.cuh"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda/flash_common.cuh"
 
 namespace sdrt::cuda {
@@ -76,6 +77,7 @@ struct Params {
 // output that hold real columns (P V skips the all-padding ones).
 template <int ROWS, int MT, int DP, int NV>
 __global__ void __launch_bounds__(ROWS * 2 / MT) flash_k(Params p) {
+  dep_entry();
   constexpr int kRows = ROWS;
   constexpr int LD = DP + 8;  // padded row stride: conflict-free fragment loads and ldmatrix rows
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -250,7 +252,7 @@ cudaError_t launch(const Params& p, int64_t B, cudaStream_t s) {
   const cudaError_t attr = cudaFuncSetAttribute(flash_k<ROWS, MT, DP, NV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
   const dim3 grid((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H));
-  flash_k<ROWS, MT, DP, NV><<<grid, ROWS * 2 / MT, smem, s>>>(p);
+  launch_kernel(flash_k<ROWS, MT, DP, NV>, grid, ROWS * 2 / MT, smem, s, p);
   return cudaGetLastError();
 }
 

@@ -22,6 +22,7 @@
 #include <string>
 
 #include "backends/cuda/flash_attention.cuh"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda/flash_common.cuh"
 #include "backends/cuda/sm90_common.cuh"
 #include "graph/backend.h"
@@ -196,6 +197,7 @@ struct TileStager {
 // SMs take 128-row blocks too (ROWS 128).
 template <int D, int KEYS, bool QREG, int ROWS, int RT>
 __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(WParams p) {
+  dep_entry();
 #ifdef SDRT_WGMMA
   using Dm = Dims<D, KEYS, QREG, ROWS>;
   constexpr int kQK = Dm::kQK, kV = Dm::kV, kReal = Dm::kReal, kO = Dm::kO, kBuf = Dm::kBuf;
@@ -506,6 +508,7 @@ __device__ __forceinline__ void pipe_softmax(float (&s)[32], int64_t j0, int64_t
 
 template <int D, int ROWS, bool POLY>
 __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pipe_k(WParams p) {
+  dep_entry();
 #ifdef SDRT_WGMMA
   using Dm = PipeDims<D, ROWS>;
   constexpr int KEYS = Dm::kKeys, kRows = Dm::kRows, kThreads = Dm::kThreads, R = Dm::kStages;
@@ -680,7 +683,7 @@ cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
   const dim3 grid((unsigned)((p.Lq + ROWS * RT - 1) / (ROWS * RT)), (unsigned)(B * p.H));
-  k<<<grid, 2 * ROWS, smem, s>>>(p);
+  launch_kernel(k, grid, 2 * ROWS, smem, s, p);
   return cudaGetLastError();
 }
 
@@ -690,7 +693,7 @@ cudaError_t launch_pipe(const WParams& p, int64_t B, cudaStream_t s) {
   auto* k = flash_wgmma_pipe_k<D, ROWS, POLY>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (attr != cudaSuccess) return attr;
-  k<<<dim3((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H)), 2 * ROWS, smem, s>>>(p);
+  launch_kernel(k, dim3((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H)), 2 * ROWS, smem, s, p);
   return cudaGetLastError();
 }
 

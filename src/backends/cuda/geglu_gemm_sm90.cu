@@ -12,6 +12,7 @@
 // each step's MMAs before the next barrier (two blocks per SM overlap each other); asynchronous ones keep
 // one step's MMAs in flight and load two steps ahead into the stage freed two steps back.
 #include "backends/cuda/geglu_gemm.h"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda/sm90_common.cuh"
 #include "graph/backend.h"
 
@@ -140,6 +141,7 @@ __device__ __forceinline__ void store_geglu(const float (&acc)[BN], const __half
 template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST = 0>
 __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
     geglu_gemm_k(const __half* __restrict__ x, const __half* __restrict__ w, const __half* __restrict__ bias, __half* __restrict__ y, int M, int K, int F) {
+  dep_entry();
 #ifdef SDRT_GG_WGMMA
   constexpr int kStage = (kBM + 2 * BN) * kBK * 2;  // A's 128 rows and B's 2 BN rows of 128 bytes
   constexpr int kAhead = ASYNC ? STAGES - 2 : STAGES - 1;  // steps loaded ahead of the one computed
@@ -241,6 +243,7 @@ template <int BN, int STAGES>
 __global__ void __launch_bounds__(384, 1)
     geglu_ws_k(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb, const __half* __restrict__ bias, __half* __restrict__ y, int M,
                int K, int F) {
+  dep_entry();
 #ifdef SDRT_GG_WGMMA
   constexpr int kStage = (kBM + 2 * BN) * kBK * 2;
   extern __shared__ __align__(1024) unsigned char smem[];
@@ -381,7 +384,7 @@ bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0;
 
 template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST>
 cudaError_t launch_cp(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
-  geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST><<<(unsigned)grid, kThreads, smem_bytes(f), s>>>(x, w, b, y, M, K, F);
+  launch_kernel(geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST>, (unsigned)grid, kThreads, smem_bytes(f), s, x, w, b, y, M, K, F);
   return cudaGetLastError();
 }
 
@@ -411,7 +414,7 @@ template <int BN, int STAGES>
 cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
   CUtensorMap ta, tb;
   if (!make_map(&ta, x, M, K, kBM) || !make_map(&tb, w, 2 * (int64_t)F, K, BN)) return cudaErrorNotSupported;
-  geglu_ws_k<BN, STAGES><<<(unsigned)grid, 384, smem_bytes(f), s>>>(ta, tb, b, y, M, K, F);
+  launch_kernel(geglu_ws_k<BN, STAGES>, (unsigned)grid, 384, smem_bytes(f), s, ta, tb, b, y, M, K, F);
   return cudaGetLastError();
 }
 

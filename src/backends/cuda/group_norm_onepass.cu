@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "backends/cuda/nhwc_kernels.cuh"
+#include "backends/cuda/launch.cuh"
 #include "graph/backend.h"
 
 namespace sdrt::cuda {
@@ -41,6 +42,7 @@ struct OnePass {
 // divisions on the way), and the shift keeps the variance's cancellation small.
 // Shared memory: [cache: np * P half2][pair sums: 2 * R * P][block sums: 2 * blockDim][group mean, rstd: 2G]
 __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
+  dep_entry();
   extern __shared__ __align__(16) unsigned char smem[];
   const int T = blockDim.x, t = threadIdx.x, P = p.P, Q = p.Q, R = p.R, G = p.G;
   const int lane = t % Q, row = t / Q;

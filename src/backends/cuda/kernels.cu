@@ -1,6 +1,10 @@
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 
 #include "backends/cuda/kernels.cuh"
+#include "backends/cuda/launch.cuh"
+#include "graph/backend.h"
 
 namespace sdrt::cuda {
 namespace {
@@ -16,6 +20,7 @@ inline unsigned blocks(int64_t n) { return (unsigned)std::min<int64_t>((n + kThr
 template <class T>
 __global__ void im2col_k(const T* x, T* col, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t stride, int64_t pt,
                          int64_t pl, int64_t Ho, int64_t Wo) {
+  dep_entry();
   const int64_t S = Ho * Wo, total = C * kh * kw * S;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t s = i % S, r = i / S, kj = r % kw, ki = (r / kw) % kh, c = r / (kw * kh);
@@ -26,12 +31,14 @@ __global__ void im2col_k(const T* x, T* col, int64_t C, int64_t H, int64_t W, in
 
 template <class T>
 __global__ void channel_bias_k(T* y, const T* b, int64_t C, int64_t S, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
     st(y + i, ld(y + i) + ld(b + (i / S) % C));
 }
 
 template <class T>
 __global__ void row_bias_k(T* y, const T* b, int64_t C, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
     st(y + i, ld(y + i) + ld(b + i % C));
 }
@@ -67,6 +74,7 @@ __device__ void block_mean_rstd(const T* x, int64_t n, float eps, float* mean_ou
 
 template <class T>
 __global__ void group_norm_k(const T* x, const T* g, const T* b, T* y, int64_t C, int64_t S, int64_t G, float eps) {
+  dep_entry();
   const int64_t n = blockIdx.x / G, grp = blockIdx.x % G, cpg = C / G, span = cpg * S;
   const T* xs = x + (n * C + grp * cpg) * S;
   T* ys = y + (n * C + grp * cpg) * S;
@@ -80,6 +88,7 @@ __global__ void group_norm_k(const T* x, const T* g, const T* b, T* y, int64_t C
 
 template <class T>
 __global__ void layer_norm_k(const T* x, const T* g, const T* b, T* y, int64_t C, float eps) {
+  dep_entry();
   const T* xr = x + blockIdx.x * C;
   T* yr = y + blockIdx.x * C;
   float mean, rstd;
@@ -91,6 +100,7 @@ __device__ float gelu1(float v) { return 0.5f * v * (1.f + erff(v * 0.7071067811
 
 template <class T>
 __global__ void act_k(int a, const T* x, T* y, int64_t n) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     const float v = ld(x + i);
     st(y + i, a == 0 ? v / (1.f + expf(-v)) : a == 1 ? gelu1(v) : v / (1.f + expf(-1.702f * v)));
@@ -99,6 +109,7 @@ __global__ void act_k(int a, const T* x, T* y, int64_t n) {
 
 template <class T>
 __global__ void geglu_k(const T* x, T* y, int64_t F, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / F, c = i % F;
     st(y + i, ld(x + r * 2 * F + c) * gelu1(ld(x + r * 2 * F + F + c)));
@@ -108,6 +119,7 @@ __global__ void geglu_k(const T* x, T* y, int64_t F, int64_t total) {
 // One block per row; masked entries (causal) become 0.
 template <class T>
 __global__ void softmax_k(float* x, T* p, int64_t cols, int64_t rows_per_head, bool causal) {
+  dep_entry();
   float* row = x + blockIdx.x * cols;
   T* prow = p + blockIdx.x * cols;
   const int64_t valid = causal ? min(cols, (int64_t)blockIdx.x % rows_per_head + 1) : cols;
@@ -136,6 +148,7 @@ __global__ void softmax_k(float* x, T* p, int64_t cols, int64_t rows_per_head, b
 
 template <class T>
 __global__ void upsample_k(const T* x, T* y, int64_t H, int64_t W, int64_t Ho, int64_t Wo, int64_t total) {
+  dep_entry();
   const float sh = (float)H / (float)Ho, sw = (float)W / (float)Wo;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t ox = i % Wo, oy = (i / Wo) % Ho, p = i / (Wo * Ho);
@@ -146,6 +159,7 @@ __global__ void upsample_k(const T* x, T* y, int64_t H, int64_t W, int64_t Ho, i
 
 template <class T>
 __global__ void transpose_k(const T* x, T* y, int64_t R, int64_t C, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i % R, c = (i / R) % C, n = i / (R * C);  // i indexes y[n][c][r]
     y[i] = x[(n * R + r) * C + c];
@@ -154,6 +168,7 @@ __global__ void transpose_k(const T* x, T* y, int64_t R, int64_t C, int64_t tota
 
 template <class T>
 __global__ void timestep_k(const float* t, T* y, int64_t N, int64_t dim, bool flip, float shift) {
+  dep_entry();
   const int64_t half = dim / 2;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < N * half; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t n = i / half, k = i % half;
@@ -168,6 +183,7 @@ __global__ void timestep_k(const float* t, T* y, int64_t N, int64_t dim, bool fl
 
 template <class T>
 __global__ void embedding_k(const int32_t* ids, const T* table, T* y, int64_t n, int64_t V, int64_t C, int* bad) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n * C; i += (int64_t)gridDim.x * blockDim.x) {
     const int32_t id = ids[i / C];
     if (id < 0 || id >= V) {
@@ -185,6 +201,7 @@ struct Dims {
 
 template <class T>
 __global__ void binary_k(bool mul, const T* x, const T* z, T* y, int64_t n, int rank, Dims d) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t rem = i, ox = 0, oz = 0;
     for (int k = rank - 1; k >= 0; --k) {
@@ -199,13 +216,16 @@ __global__ void binary_k(bool mul, const T* x, const T* z, T* y, int64_t n, int 
 
 template <class T>
 __global__ void scale_k(const T* x, T* y, int64_t n, float a) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) st(y + i, ld(x + i) * a);
 }
 
 __global__ void f32_to_f16_k(const float* x, __half* y, int64_t n) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) y[i] = __float2half_rn(x[i]);
 }
 __global__ void f16_to_f32_k(const __half* x, float* y, int64_t n) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) y[i] = __half2float(x[i]);
 }
 
@@ -214,62 +234,62 @@ __global__ void f16_to_f32_k(const __half* x, float* y, int64_t n) {
 template <class T>
 void im2col(const T* x, T* col, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t stride, const int64_t pad[4], int64_t Ho,
             int64_t Wo, cudaStream_t s) {
-  im2col_k<<<blocks(C * kh * kw * Ho * Wo), kThreads, 0, s>>>(x, col, C, H, W, kh, kw, stride, pad[0], pad[1], Ho, Wo);
+  launch_kernel(im2col_k<T>, blocks(C * kh * kw * Ho * Wo), kThreads, 0, s, x, col, C, H, W, kh, kw, stride, pad[0], pad[1], Ho, Wo);
 }
 template <class T>
 void add_channel_bias(T* y, const T* b, int64_t N, int64_t C, int64_t S, cudaStream_t s) {
-  channel_bias_k<<<blocks(N * C * S), kThreads, 0, s>>>(y, b, C, S, N * C * S);
+  launch_kernel(channel_bias_k<T>, blocks(N * C * S), kThreads, 0, s, y, b, C, S, N * C * S);
 }
 template <class T>
 void add_row_bias(T* y, const T* b, int64_t rows, int64_t C, cudaStream_t s) {
-  row_bias_k<<<blocks(rows * C), kThreads, 0, s>>>(y, b, C, rows * C);
+  launch_kernel(row_bias_k<T>, blocks(rows * C), kThreads, 0, s, y, b, C, rows * C);
 }
 template <class T>
 void group_norm(const T* x, const T* g, const T* b, T* y, int64_t N, int64_t C, int64_t S, int64_t G, float eps, cudaStream_t s) {
-  group_norm_k<<<(unsigned)(N * G), 512, 0, s>>>(x, g, b, y, C, S, G, eps);
+  launch_kernel(group_norm_k<T>, (unsigned)(N * G), 512, 0, s, x, g, b, y, C, S, G, eps);
 }
 template <class T>
 void layer_norm(const T* x, const T* g, const T* b, T* y, int64_t rows, int64_t C, float eps, cudaStream_t s) {
-  layer_norm_k<<<(unsigned)rows, 256, 0, s>>>(x, g, b, y, C, eps);
+  launch_kernel(layer_norm_k<T>, (unsigned)rows, 256, 0, s, x, g, b, y, C, eps);
 }
 template <class T>
 void activation(Act a, const T* x, T* y, int64_t n, cudaStream_t s) {
-  act_k<<<blocks(n), kThreads, 0, s>>>((int)a, x, y, n);
+  launch_kernel(act_k<T>, blocks(n), kThreads, 0, s, (int)a, x, y, n);
 }
 template <class T>
 void geglu(const T* x, T* y, int64_t rows, int64_t F, cudaStream_t s) {
-  geglu_k<<<blocks(rows * F), kThreads, 0, s>>>(x, y, F, rows * F);
+  launch_kernel(geglu_k<T>, blocks(rows * F), kThreads, 0, s, x, y, F, rows * F);
 }
 template <class T>
 void softmax_rows(float* x, T* p, int64_t rows, int64_t cols, int64_t rows_per_head, bool causal, cudaStream_t s) {
-  softmax_k<<<(unsigned)rows, 256, 0, s>>>(x, p, cols, rows_per_head, causal);
+  launch_kernel(softmax_k<T>, (unsigned)rows, 256, 0, s, x, p, cols, rows_per_head, causal);
 }
 template <class T>
 void upsample_nearest(const T* x, T* y, int64_t NC, int64_t H, int64_t W, int64_t Ho, int64_t Wo, cudaStream_t s) {
-  upsample_k<<<blocks(NC * Ho * Wo), kThreads, 0, s>>>(x, y, H, W, Ho, Wo, NC * Ho * Wo);
+  launch_kernel(upsample_k<T>, blocks(NC * Ho * Wo), kThreads, 0, s, x, y, H, W, Ho, Wo, NC * Ho * Wo);
 }
 template <class T>
 void transpose_last2(const T* x, T* y, int64_t N, int64_t R, int64_t C, cudaStream_t s) {
-  transpose_k<<<blocks(N * R * C), kThreads, 0, s>>>(x, y, R, C, N * R * C);
+  launch_kernel(transpose_k<T>, blocks(N * R * C), kThreads, 0, s, x, y, R, C, N * R * C);
 }
 template <class T>
 void timestep_embedding(const float* t, T* y, int64_t N, int64_t dim, bool flip, float shift, cudaStream_t s) {
-  timestep_k<<<blocks(N * dim / 2), kThreads, 0, s>>>(t, y, N, dim, flip, shift);
+  launch_kernel(timestep_k<T>, blocks(N * dim / 2), kThreads, 0, s, t, y, N, dim, flip, shift);
 }
 template <class T>
 void embedding(const int32_t* ids, const T* table, T* y, int64_t n, int64_t V, int64_t C, int* bad, cudaStream_t s) {
-  embedding_k<<<blocks(n * C), kThreads, 0, s>>>(ids, table, y, n, V, C, bad);
+  launch_kernel(embedding_k<T>, blocks(n * C), kThreads, 0, s, ids, table, y, n, V, C, bad);
 }
 template <class T>
 void broadcast_binary(bool mul, const T* x, const T* z, T* y, int64_t n, int rank, const int64_t* out_shape, const int64_t* sx,
                       const int64_t* sz, cudaStream_t s) {
   Dims d{};
   for (int k = 0; k < rank; ++k) d.shape[k] = out_shape[k], d.sx[k] = sx[k], d.sz[k] = sz[k];
-  binary_k<<<blocks(n), kThreads, 0, s>>>(mul, x, z, y, n, rank, d);
+  launch_kernel(binary_k<T>, blocks(n), kThreads, 0, s, mul, x, z, y, n, rank, d);
 }
 template <class T>
 void scale(const T* x, T* y, int64_t n, float a, cudaStream_t s) {
-  scale_k<<<blocks(n), kThreads, 0, s>>>(x, y, n, a);
+  launch_kernel(scale_k<T>, blocks(n), kThreads, 0, s, x, y, n, a);
 }
 struct Combine {
   const float* src[kMaxCombine];
@@ -277,6 +297,7 @@ struct Combine {
   int terms;
 };
 __global__ void lin_combine_k(float* dst, Combine c, int64_t n) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     float acc = 0.f;
     for (int j = 0; j < c.terms; ++j) acc += c.coef[j] * c.src[j][i];
@@ -290,10 +311,29 @@ void lin_combine(float* dst, int64_t n, const float* const* src, const float* co
     c.coef[j] = coef[j];
   }
   c.terms = terms;
-  lin_combine_k<<<blocks(n), kThreads, 0, s>>>(dst, c, n);
+  launch_kernel(lin_combine_k, blocks(n), kThreads, 0, s, dst, c, n);
 }
-void f32_to_f16(const float* x, __half* y, int64_t n, cudaStream_t s) { f32_to_f16_k<<<blocks(n), kThreads, 0, s>>>(x, y, n); }
-void f16_to_f32(const __half* x, float* y, int64_t n, cudaStream_t s) { f16_to_f32_k<<<blocks(n), kThreads, 0, s>>>(x, y, n); }
+void f32_to_f16(const float* x, __half* y, int64_t n, cudaStream_t s) { launch_kernel(f32_to_f16_k, blocks(n), kThreads, 0, s, x, y, n); }
+void f16_to_f32(const __half* x, float* y, int64_t n, cudaStream_t s) { launch_kernel(f16_to_f32_k, blocks(n), kThreads, 0, s, x, y, n); }
+
+namespace {
+std::atomic<int64_t> g_dependent_launches{0};
+std::atomic<int> g_cc_major[16] = {};  // per device: compute capability major + 1 once read
+}  // namespace
+
+bool dependent_launch() {
+  const char* e = std::getenv("SDRT_PDL");
+  if (!e || e[0] != '1' || e[1]) return false;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 16) return cudaGetLastError(), false;
+  int major = g_cc_major[dev].load(std::memory_order_relaxed) - 1;
+  if (major < 0) {
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) return cudaGetLastError(), false;
+    g_cc_major[dev].store(major + 1, std::memory_order_relaxed);
+  }
+  return major >= 9;
+}
+void count_dependent_launch() { ++g_dependent_launches; }
 
 #define SDRT_INSTANTIATE(T)                                                                                                          \
   template void im2col<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, const int64_t*, int64_t, int64_t,     \
@@ -316,3 +356,5 @@ SDRT_INSTANTIATE(float)
 SDRT_INSTANTIATE(__half)
 
 }  // namespace sdrt::cuda
+
+int64_t sdrt::cuda_dependent_launches() { return sdrt::cuda::g_dependent_launches.load(); }

@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "backends/cuda/nhwc_kernels.cuh"
+#include "backends/cuda/launch.cuh"
 
 namespace sdrt::cuda {
 namespace {
@@ -11,12 +12,14 @@ inline bool aligned4(const void* p) { return ((uintptr_t)p & 3) == 0; }
 inline bool aligned16(const void* p) { return ((uintptr_t)p & 15) == 0; }
 
 __global__ void nchw_to_nhwc_k(const float* x, __half* y, int64_t C, int64_t HW, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t c = i % C, p = (i / C) % HW, n = i / (C * HW);  // i indexes y[n][p][c]
     y[i] = __float2half_rn(x[(n * C + c) * HW + p]);
   }
 }
 __global__ void nhwc_to_nchw_k(const __half* x, float* y, int64_t C, int64_t HW, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t p = i % HW, c = (i / HW) % C, n = i / (C * HW);  // i indexes y[n][c][p]
     y[i] = __half2float(x[(n * HW + p) * C + c]);
@@ -36,6 +39,7 @@ __device__ __forceinline__ void merge(float& na, float& ma, float& m2a, float nb
 // shifted sum and sum of squares (shift = the chunk's first value) give a stable mean and M2.
 template <int V>
 __global__ void gn_stats_k(const __half* x, const __half* vec, float* part, int C, int HW, int G, int chunk_px) {
+  dep_entry();
   extern __shared__ float sm[];  // mean, M2 per V-channel vector
   const int n = blockIdx.y, chunk = blockIdx.x, nchunks = gridDim.x, P = C / V;
   const int p0 = chunk * chunk_px, p1 = min(HW, p0 + chunk_px);
@@ -101,6 +105,7 @@ __global__ void gn_stats_k(const __half* x, const __half* vec, float* part, int 
 constexpr int kFinalizeThreads = 128;
 __global__ void gn_finalize_k(const __half* gamma, const __half* beta, const __half* vec, const float* part, float* scale_shift, int C,
                               int HW, int G, int nchunks, int chunk_px, float eps) {
+  dep_entry();
   __shared__ float sn[kFinalizeThreads], sm_[kFinalizeThreads], sq[kFinalizeThreads];
   const int grp = blockIdx.x, n = blockIdx.y, cpg = C / G, tid = threadIdx.x;
   float na = 0.f, ma = 0.f, m2a = 0.f;
@@ -131,6 +136,7 @@ __global__ void gn_finalize_k(const __half* gamma, const __half* beta, const __h
 // y = x * scale[n, c] + shift[n, c] (then SiLU), V halves per thread (8: one 16-byte load).
 template <int V>
 __global__ void gn_apply_k(const __half* x, const float2* ss, __half* y, int64_t C, int64_t HWC, int64_t total_v, bool silu) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total_v; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t e = i * V, n = e / HWC, c0 = e % C;
     __half h[V];
@@ -173,6 +179,7 @@ int gn_chunks(int64_t N, int64_t HW, int64_t* chunk_px) {
 // Copies of VEC halves (uint4 when C % 8 == 0).
 template <class U>
 __global__ void upsample_nhwc_k(const U* x, U* y, int64_t H, int64_t W, int64_t Cv, int64_t Ho, int64_t Wo, int64_t total) {
+  dep_entry();
   const float sh = (float)H / (float)Ho, sw = (float)W / (float)Wo;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t c = i % Cv, ox = (i / Cv) % Wo, oy = (i / (Cv * Wo)) % Ho, n = i / (Cv * Wo * Ho);
@@ -183,6 +190,7 @@ __global__ void upsample_nhwc_k(const U* x, U* y, int64_t H, int64_t W, int64_t 
 
 template <class U>
 __global__ void pad_nhwc_k(const U* x, U* y, int64_t H, int64_t W, int64_t Cv, int64_t pt, int64_t pl, int64_t Hp, int64_t Wp, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t c = i % Cv, px = (i / Cv) % Wp, py = (i / (Cv * Wp)) % Hp, n = i / (Cv * Wp * Hp);
     const int64_t iy = py - pt, ix = px - pl;
@@ -194,10 +202,10 @@ __global__ void pad_nhwc_k(const U* x, U* y, int64_t H, int64_t W, int64_t Cv, i
 }  // namespace
 
 void nchw_f32_to_nhwc_f16(const float* x, __half* y, int64_t N, int64_t C, int64_t HW, cudaStream_t s) {
-  nchw_to_nhwc_k<<<blocks(N * C * HW), kThreads, 0, s>>>(x, y, C, HW, N * C * HW);
+  launch_kernel(nchw_to_nhwc_k, blocks(N * C * HW), kThreads, 0, s, x, y, C, HW, N * C * HW);
 }
 void nhwc_f16_to_nchw_f32(const __half* x, float* y, int64_t N, int64_t C, int64_t HW, cudaStream_t s) {
-  nhwc_to_nchw_k<<<blocks(N * C * HW), kThreads, 0, s>>>(x, y, C, HW, N * C * HW);
+  launch_kernel(nhwc_to_nchw_k, blocks(N * C * HW), kThreads, 0, s, x, y, C, HW, N * C * HW);
 }
 
 int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G) {
@@ -215,25 +223,28 @@ bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, c
   int64_t px;
   const int chunks = gn_chunks(N, HW, &px);
   const dim3 grid((unsigned)chunks, (unsigned)N);
-  if (v2) gn_stats_k<2><<<grid, threads, 2 * vecs * sizeof(float), s>>>(x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
-  else gn_stats_k<1><<<grid, threads, 2 * vecs * sizeof(float), s>>>(x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
+  if (v2) launch_kernel(gn_stats_k<2>, grid, threads, 2 * vecs * sizeof(float), s, x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
+  else launch_kernel(gn_stats_k<1>, grid, threads, 2 * vecs * sizeof(float), s, x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
   float* ss = scratch + ((N * chunks * G * 2 + 3) & ~int64_t(3));  // 16-byte aligned: the apply pass reads it as float4
-  gn_finalize_k<<<dim3((unsigned)G, (unsigned)N), kFinalizeThreads, 0, s>>>(gamma, beta, vec, scratch, ss, (int)C, (int)HW, (int)G, chunks, (int)px, eps);
+  launch_kernel(gn_finalize_k, dim3((unsigned)G, (unsigned)N), kFinalizeThreads, 0, s, gamma, beta, vec, scratch, ss, (int)C, (int)HW, (int)G, chunks,
+                (int)px, eps);
   const int64_t total = N * HW * C;
   const float2* ss2 = reinterpret_cast<const float2*>(ss);
-  if (C % 8 == 0 && aligned16(x) && aligned16(y) && aligned16(ss)) gn_apply_k<8><<<blocks(total / 8), kThreads, 0, s>>>(x, ss2, y, C, HW * C, total / 8, silu);
-  else if (C % 2 == 0) gn_apply_k<2><<<blocks(total / 2), kThreads, 0, s>>>(x, ss2, y, C, HW * C, total / 2, silu);
-  else gn_apply_k<1><<<blocks(total), kThreads, 0, s>>>(x, ss2, y, C, HW * C, total, silu);
+  if (C % 8 == 0 && aligned16(x) && aligned16(y) && aligned16(ss))
+    launch_kernel(gn_apply_k<8>, blocks(total / 8), kThreads, 0, s, x, ss2, y, C, HW * C, total / 8, silu);
+  else if (C % 2 == 0) launch_kernel(gn_apply_k<2>, blocks(total / 2), kThreads, 0, s, x, ss2, y, C, HW * C, total / 2, silu);
+  else launch_kernel(gn_apply_k<1>, blocks(total), kThreads, 0, s, x, ss2, y, C, HW * C, total, silu);
   return true;
 }
 
 void upsample_nearest_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, cudaStream_t s) {
   if (C % 8 == 0) {
     const int64_t total = N * Ho * Wo * (C / 8);
-    upsample_nhwc_k<<<blocks(total), kThreads, 0, s>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(y), H, W, C / 8, Ho, Wo, total);
+    launch_kernel(upsample_nhwc_k<uint4>, blocks(total), kThreads, 0, s, reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(y), H, W, C / 8, Ho,
+                  Wo, total);
   } else {
     const int64_t total = N * Ho * Wo * C;
-    upsample_nhwc_k<<<blocks(total), kThreads, 0, s>>>(x, y, H, W, C, Ho, Wo, total);
+    launch_kernel(upsample_nhwc_k<__half>, blocks(total), kThreads, 0, s, x, y, H, W, C, Ho, Wo, total);
   }
 }
 
@@ -241,11 +252,11 @@ void pad_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64
               cudaStream_t s) {
   if (C % 8 == 0) {
     const int64_t total = N * Hp * Wp * (C / 8);
-    pad_nhwc_k<<<blocks(total), kThreads, 0, s>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(y), H, W, C / 8, pt, pl, Hp, Wp,
-                                                    total);
+    launch_kernel(pad_nhwc_k<uint4>, blocks(total), kThreads, 0, s, reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(y), H, W, C / 8, pt, pl,
+                  Hp, Wp, total);
   } else {
     const int64_t total = N * Hp * Wp * C;
-    pad_nhwc_k<<<blocks(total), kThreads, 0, s>>>(x, y, H, W, C, pt, pl, Hp, Wp, total);
+    launch_kernel(pad_nhwc_k<__half>, blocks(total), kThreads, 0, s, x, y, H, W, C, pt, pl, Hp, Wp, total);
   }
 }
 
@@ -255,6 +266,7 @@ namespace sdrt::cuda {
 namespace {
 
 __global__ void bias_res_k(__half2* y, const __half2* b, const __half2* r, int64_t C2, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     float2 v = __half22float2(y[i]);
     const float2 bb = __half22float2(b[i % C2]);
@@ -267,22 +279,26 @@ __global__ void bias_res_k(__half2* y, const __half2* b, const __half2* r, int64
   }
 }
 __global__ void bias_res1_k(__half* y, const __half* b, const __half* r, int64_t C, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
     y[i] = __float2half_rn(__half2float(y[i]) + __half2float(b[i % C]) + (r ? __half2float(r[i]) : 0.f));
 }
 __global__ void binary2_k(bool mul, const __half2* x, const __half2* z, __half2* y, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const float2 a = __half22float2(x[i]), c = __half22float2(z[i]);
     y[i] = mul ? __floats2half2_rn(a.x * c.x, a.y * c.y) : __floats2half2_rn(a.x + c.x, a.y + c.y);
   }
 }
 __global__ void binary1_k(bool mul, const __half* x, const __half* z, __half* y, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const float a = __half2float(x[i]), c = __half2float(z[i]);
     y[i] = __float2half_rn(mul ? a * c : a + c);
   }
 }
 __global__ void pixel_bcast_k(const __half* x, const __half* t, __half* y, int64_t HW, int64_t C, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x)
     y[i] = __float2half_rn(__half2float(x[i]) + __half2float(t[(i / (HW * C)) * C + i % C]));
 }
@@ -292,6 +308,7 @@ __global__ void pixel_bcast_k(const __half* x, const __half* t, __half* y, int64
 // one read, mean then variance from the registers, one write.
 template <int MAXV>
 __global__ void layer_norm_warp_k(const uint4* x, const uint4* g, const uint4* b, uint4* y, int64_t rows, int cv, float eps) {
+  dep_entry();
   const int lane = threadIdx.x & 31;
   const int64_t row = blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5);
   if (row >= rows) return;
@@ -336,6 +353,7 @@ __device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1.f + er
 
 // y[r, c] = x[r, c] * gelu(x[r, F + c]), 8 halves per thread.
 __global__ void geglu8_k(const uint4* x, uint4* y, int64_t fv, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t r = i / fv, c = i % fv;
     uint4 a = x[r * 2 * fv + c], gt = x[r * 2 * fv + fv + c], out;
@@ -349,6 +367,7 @@ __global__ void geglu8_k(const uint4* x, uint4* y, int64_t fv, int64_t total) {
 
 // uniform values in [-scale, scale) from a hash of the index (grid-stride)
 __global__ void fill_uniform_k(__half* p, int64_t n, float scale, uint32_t seed) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     uint32_t h = (uint32_t)i * 2654435761u ^ seed;
     h ^= h >> 16, h *= 0x85EBCA6Bu, h ^= h >> 13, h *= 0xC2B2AE35u, h ^= h >> 16;
@@ -359,29 +378,29 @@ __global__ void fill_uniform_k(__half* p, int64_t n, float scale, uint32_t seed)
 }  // namespace
 
 void fill_uniform(__half* p, int64_t n, float scale, uint32_t seed, cudaStream_t s) {
-  if (n > 0) fill_uniform_k<<<blocks(n), kThreads, 0, s>>>(p, n, scale, seed);
+  if (n > 0) launch_kernel(fill_uniform_k, blocks(n), kThreads, 0, s, p, n, scale, seed);
 }
 
 void bias_residual_rows(__half* y, const __half* b, const __half* res, int64_t rows, int64_t C, cudaStream_t s) {
   if (C % 2 == 0 && aligned4(y) && aligned4(b) && (!res || aligned4(res))) {
     const int64_t total = rows * C / 2;
-    bias_res_k<<<blocks(total), kThreads, 0, s>>>(reinterpret_cast<__half2*>(y), reinterpret_cast<const __half2*>(b),
-                                                   reinterpret_cast<const __half2*>(res), C / 2, total);
+    launch_kernel(bias_res_k, blocks(total), kThreads, 0, s, reinterpret_cast<__half2*>(y), reinterpret_cast<const __half2*>(b),
+                  reinterpret_cast<const __half2*>(res), C / 2, total);
   } else {
-    bias_res1_k<<<blocks(rows * C), kThreads, 0, s>>>(y, b, res, C, rows * C);
+    launch_kernel(bias_res1_k, blocks(rows * C), kThreads, 0, s, y, b, res, C, rows * C);
   }
 }
 
 void binary_same(bool mul, const __half* x, const __half* z, __half* y, int64_t n, cudaStream_t s) {
   if (n % 2 == 0 && aligned4(x) && aligned4(z) && aligned4(y))
-    binary2_k<<<blocks(n / 2), kThreads, 0, s>>>(mul, reinterpret_cast<const __half2*>(x), reinterpret_cast<const __half2*>(z),
-                                                  reinterpret_cast<__half2*>(y), n / 2);
+    launch_kernel(binary2_k, blocks(n / 2), kThreads, 0, s, mul, reinterpret_cast<const __half2*>(x), reinterpret_cast<const __half2*>(z),
+                  reinterpret_cast<__half2*>(y), n / 2);
   else
-    binary1_k<<<blocks(n), kThreads, 0, s>>>(mul, x, z, y, n);
+    launch_kernel(binary1_k, blocks(n), kThreads, 0, s, mul, x, z, y, n);
 }
 
 void add_pixel_broadcast(const __half* x, const __half* t, __half* y, int64_t N, int64_t HW, int64_t C, cudaStream_t s) {
-  pixel_bcast_k<<<blocks(N * HW * C), kThreads, 0, s>>>(x, t, y, HW, C, N * HW * C);
+  launch_kernel(pixel_bcast_k, blocks(N * HW * C), kThreads, 0, s, x, t, y, HW, C, N * HW * C);
 }
 
 bool layer_norm_fast(const __half* x, const __half* g, const __half* b, __half* y, int64_t rows, int64_t C, float eps, cudaStream_t s) {
@@ -391,17 +410,17 @@ bool layer_norm_fast(const __half* x, const __half* g, const __half* b, __half* 
   if (rows > (int64_t)per_block * 0x7fffffff) return false;
   auto X = reinterpret_cast<const uint4*>(x), G = reinterpret_cast<const uint4*>(g), B = reinterpret_cast<const uint4*>(b);
   auto Y = reinterpret_cast<uint4*>(y);
-  if (cv <= 32) layer_norm_warp_k<1><<<grid, kThreads, 0, s>>>(X, G, B, Y, rows, cv, eps);
-  else if (cv <= 64) layer_norm_warp_k<2><<<grid, kThreads, 0, s>>>(X, G, B, Y, rows, cv, eps);
-  else if (cv <= 128) layer_norm_warp_k<4><<<grid, kThreads, 0, s>>>(X, G, B, Y, rows, cv, eps);
-  else layer_norm_warp_k<8><<<grid, kThreads, 0, s>>>(X, G, B, Y, rows, cv, eps);
+  if (cv <= 32) launch_kernel(layer_norm_warp_k<1>, grid, kThreads, 0, s, X, G, B, Y, rows, cv, eps);
+  else if (cv <= 64) launch_kernel(layer_norm_warp_k<2>, grid, kThreads, 0, s, X, G, B, Y, rows, cv, eps);
+  else if (cv <= 128) launch_kernel(layer_norm_warp_k<4>, grid, kThreads, 0, s, X, G, B, Y, rows, cv, eps);
+  else launch_kernel(layer_norm_warp_k<8>, grid, kThreads, 0, s, X, G, B, Y, rows, cv, eps);
   return true;
 }
 
 bool geglu_fast(const __half* x, __half* y, int64_t rows, int64_t F, cudaStream_t s) {
   if (F % 8 || !aligned16(x) || !aligned16(y)) return false;
   const int64_t total = rows * F / 8;
-  geglu8_k<<<blocks(total), kThreads, 0, s>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(y), F / 8, total);
+  launch_kernel(geglu8_k, blocks(total), kThreads, 0, s, reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(y), F / 8, total);
   return true;
 }
 
@@ -413,6 +432,7 @@ namespace {
 // one thread per 8 channels of one (output pixel, ky, kx)
 __global__ void im2col_nhwc_k(const uint4* x, uint4* col, int64_t H, int64_t W, int64_t Cv, int64_t kh, int64_t kw, int64_t stride, int64_t ph,
                               int64_t pw, int64_t Ho, int64_t Wo, int64_t total) {
+  dep_entry();
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t c = i % Cv;
     int64_t r = i / Cv;
@@ -431,8 +451,8 @@ __global__ void im2col_nhwc_k(const uint4* x, uint4* col, int64_t H, int64_t W, 
 void im2col_nhwc(const __half* x, __half* col, int64_t N, int64_t H, int64_t W, int64_t C, int64_t kh, int64_t kw, int64_t stride,
                  int64_t pad_h, int64_t pad_w, int64_t Ho, int64_t Wo, cudaStream_t s) {
   const int64_t total = N * Ho * Wo * kh * kw * (C / 8);
-  im2col_nhwc_k<<<blocks(total), kThreads, 0, s>>>(reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(col), H, W, C / 8, kh, kw, stride,
-                                                   pad_h, pad_w, Ho, Wo, total);
+  launch_kernel(im2col_nhwc_k, blocks(total), kThreads, 0, s, reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(col), H, W, C / 8, kh, kw,
+                stride, pad_h, pad_w, Ho, Wo, total);
 }
 
 }  // namespace sdrt::cuda
