@@ -170,7 +170,8 @@ int cmd_build(const BuildArgs& a) {
   const double mib = fs::file_size(a.out, ec) / 1048576.0;
   const double write_s = since(tw);
 
-  int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0, as_fused = 0, geglu_n = 0, geglu_fused = 0, split_n = 0, split_parts = 0;
+  int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0, as_fused = 0, geglu_n = 0, geglu_fused = 0, split_n = 0, split_parts = 0,
+      attn_n = 0, attn_pipe = 0;
   std::map<std::string, int> algos;
   for (const auto& [k, v] : plan.tactics) {
     const bool cached = seeded.count(k) > 0;
@@ -182,6 +183,11 @@ int cmd_build(const BuildArgs& a) {
     if (k.rfind("geglu_form/", 0) == 0) {  // the fused GEGLU kernel or GEMM + GEGLU pass, timed per shape
       ++geglu_n;
       geglu_fused += v != "split";
+      continue;
+    }
+    if (k.rfind("attn_form/", 0) == 0) {  // the Hopper attention kernel, kept or pipelined, timed per shape
+      ++attn_n;
+      attn_pipe += v != "wgmma";
       continue;
     }
     if (k.rfind("batch_split/", 0) == 0) {  // SDRT_SPLIT=auto: whether the graph runs its batch in parts
@@ -205,6 +211,7 @@ int cmd_build(const BuildArgs& a) {
   std::printf("; %d of them run as im2col + cuBLASLt GEMM, %d as cuDNN's fused convolution + bias + residual (faster there)", as_gemm, as_fused);
   std::printf("; %d GEMM shapes (%d from the timing cache, %d timed)", gemm_n, gemm_cached, gemm_n - gemm_cached);
   if (geglu_n) std::printf("; %d GEGLU projection shapes, %d of them as one fused kernel (faster there)", geglu_n, geglu_fused);
+  if (attn_n) std::printf("; %d attention shapes, %d of them on the pipelined kernel (faster there)", attn_n, attn_pipe);
   if (split_n) std::printf("; %d graphs timed whole and in batch parts, %d of them split (faster there)", split_n, split_parts);
   std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized; fused: %d GroupNorm+SiLU, %d residual adds, %d time embeddings into GroupNorm, %d GEGLU projections\n",
               convs, linears, flash, materialized, gn_silu, residual, gn_add, geglu);

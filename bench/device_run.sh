@@ -105,17 +105,21 @@ for step in "$@"; do
             --opt optimized --no-engine-cache -o "/tmp/split/$v$r" 2>&1 | grep '^optimized')"
         done; done; } 2>&1 | tee -a "$out/split.txt" ;;
     attn-pipe)  # the intra-warpgroup pipelined attention (SDRT_ATTN_PIPE=1 heads of 40, 2 also 80, 3 with a quarter of
-                # the d-40 exponentials on the FMA pipe): its op test, then bench_attention and the UNet forward against
-                # the kept kernel, alternating
-      timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.PipelinedAttentionMatchesTheCpu' > "$out/attn-pipe-test.log" 2>&1
-      echo "op test rc $?"; grep -E "SDRT_ATTN_PIPE|launches|PASSED|FAILED" "$out/attn-pipe-test.log" | tail -30
+                # the d-40 exponentials on the FMA pipe): its op tests, then bench_attention and the UNet forward against
+                # the kept kernel, alternating, and the forms the engine picks by timing
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.PipelinedAttentionMatchesTheCpu:BackendOps.AttentionForm*' > "$out/attn-pipe-test.log" 2>&1
+      echo "op test rc $?"; grep -E "SDRT_ATTN_PIPE|launches|attn_form|PASSED|FAILED" "$out/attn-pipe-test.log" | tail -30
       for r in 1 2; do for b in 2 16; do for v in 0 2 3; do
         echo "--- SDRT_ATTN_PIPE=$v batch $b"; SDRT_ATTN_PIPE=$v timeout 100 "$bin/bench_attention" --batch $b --repeats 20 2>&1 | grep -E "self \[|error"
       done; done; done 2>&1 | tee "$out/attn-pipe.txt"
       for r in 1 2; do for b in 2 16; do for v in 0 2 3; do
         echo "batch $b SDRT_ATTN_PIPE=$v: $(SDRT_ATTN_PIPE=$v timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 \
           --batch $b --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'median|error')"
-      done; done; done 2>&1 | tee -a "$out/attn-pipe.txt" ;;
+      done; done; done 2>&1 | tee -a "$out/attn-pipe.txt"
+      for b in 2 16; do  # the engine's own choice per shape (timed at build, SDRT_ATTN_PIPE unset)
+        echo "batch $b timed choice:"; SDRT_VERBOSE=1 timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 \
+          --batch $b --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'sdrt: attention|median|error'
+      done 2>&1 | tee -a "$out/attn-pipe.txt" ;;
     pdl)  # programmatic dependent launch (SDRT_PDL=1): the GPU tests with every kernel of ours launched so, then the
           # forward with and without it, alternating, whole and in two batch parts, and sdrt bench at batch 1 both ways
       SDRT_PDL=1 timeout 300 "$bin/sdrt_tests" --gtest_filter='*BackendOps*:Passes*:Pipeline*' > "$out/pdl-tests.log" 2>&1

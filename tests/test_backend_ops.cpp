@@ -470,6 +470,55 @@ TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
   EXPECT_EQ(failures, 0);
 }
 
+// Where several Hopper attention kernels apply (compute capability 9.0: heads of 40 and 80 over long
+// sequences), the engine times them per shape at build, checks each against the kept kernel, and records the
+// choice ("attn_form/" tactics); another backend given that record runs the recorded form (here forced to the
+// pipelined one with FMA-pipe exponentials, seen by its launch counter) and still matches the CPU.
+TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
+  REQUIRE_CUDA_P(a, false, "fp16");
+  ::unsetenv("SDRT_ATTN_PIPE");
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(29);
+  auto g = std::make_shared<Graph>();
+  GraphBuilder b(*g);
+  std::map<std::string, Tensor> ins{{"q", randn({2, 4096, 320}, rng)}, {"k", randn({2, 4096, 320}, rng)}, {"v", randn({2, 4096, 320}, rng)}};
+  b.output(b.attention(b.input("q", {2, 4096, 320}), b.input("k", {2, 4096, 320}), b.input("v", {2, 4096, 320}), 8, false), "y");
+  ASSERT_TRUE(b.status().is_ok());
+  auto want = (*cpu->compile(g))->run(ins);
+  ASSERT_TRUE(want.is_ok());
+  auto ea = a->compile(g);
+  ASSERT_TRUE(ea.is_ok()) << ea.status().message();
+  std::map<std::string, std::string> forms;
+  for (const auto& [k, v] : a->tactics(g.get()))
+    if (k.rfind("attn_form/", 0) == 0) forms[k] = v;
+  auto ra = (*ea)->run(ins);
+  ASSERT_TRUE(ra.is_ok());
+  bool finite = false;
+  EXPECT_LT(nmse((*ra)[0], (*want)[0], &finite), 1e-5);
+  if (a->compute_capability() != std::make_pair(9, 0)) {
+    EXPECT_TRUE(forms.empty());  // one kernel applies: nothing to choose
+    return;
+  }
+  ASSERT_EQ(forms.size(), 1u);
+  const std::string key = forms.begin()->first;
+  std::printf("      %s -> %s\n", key.c_str(), forms.begin()->second.c_str());
+  EXPECT_TRUE(forms[key] == "wgmma" || forms[key] == "pipe" || forms[key] == "pipe-fma") << forms[key];
+
+  auto c = cuda_or_skip_reason(nullptr, false, "fp16");
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(c->add_tactics({{key, "fastest"}}).is_ok());
+  ASSERT_TRUE(c->add_tactics({{key, "pipe-fma"}}).is_ok());
+  auto ec = c->compile(g);
+  ASSERT_TRUE(ec.is_ok()) << ec.status().message();
+  EXPECT_EQ(c->tactics(g.get())[key], "pipe-fma");  // taken as recorded, not timed again
+  const int64_t before = cuda_attention_pipe_launches();
+  auto rc = (*ec)->run(ins);
+  ASSERT_TRUE(rc.is_ok());
+  EXPECT_GE(cuda_attention_pipe_launches() - before, 1);
+  EXPECT_LT(nmse((*rc)[0], (*want)[0], &finite), 1e-5);
+  EXPECT_TRUE(finite);
+}
+
 TEST(BackendOps, CudaRejectsBadTokenIds) {
   REQUIRE_CUDA(cuda, false);
   auto g = std::make_shared<Graph>();

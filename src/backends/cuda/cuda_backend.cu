@@ -103,6 +103,22 @@ bool pointwise_gemm(const Graph& g, const Node& n, int64_t* M, int64_t* N, int64
   return *N % 8 == 0 && *K % 8 == 0;
 }
 
+// An fp16 attention's key for the timed choice of Hopper kernel ("attn_form/<key>": batch, heads, query and
+// key rows, head size, row strides); empty where at most one kernel applies to it on this device.
+std::string attention_key(const Graph& g, const Node& n) {
+  if (n.op != Op::Attention) return {};
+  std::vector<const Shape*> shapes;
+  for (int in : n.inputs) shapes.push_back(&g.nodes[in].shape);
+  auto av = attention_views(shapes);
+  if (!av.is_ok() || n.a.heads <= 0 || av->HD % n.a.heads || av->HD != av->HDv || av->k_col % 8 || av->v_col % 8) return {};
+  const int64_t H = n.a.heads, D = av->HD / H;
+  if (cuda::flash_attention_forms(av->B, H, av->Lq, av->Lk, D, av->ldq, av->ldk, av->ldv, H * D, n.a.causal) < 2) return {};
+  char b[128];
+  std::snprintf(b, sizeof b, "b%lld h%lld q%lld k%lld d%lld ld%lld,%lld,%lld", (long long)av->B, (long long)H, (long long)av->Lq, (long long)av->Lk,
+                (long long)D, (long long)av->ldq, (long long)av->ldk, (long long)av->ldv);
+  return b;
+}
+
 // Logical NCHW axis -> NHWC storage axis.
 constexpr int kNhwcAxis[4] = {0, 3, 1, 2};
 
@@ -256,6 +272,9 @@ class CudaExecutable : public Executable {
       geglu_form_.assign(nodes.size(), -1);
       for (const Node& n : nodes)
         if (n.op == Op::Linear && n.a.geglu && plan_[&n - nodes.data()] >= 0) SDRT_RETURN_IF_ERROR(choose_geglu_form(n));
+      attn_form_.assign(nodes.size(), -1);
+      for (const Node& n : nodes)
+        if (n.op == Op::Attention) SDRT_RETURN_IF_ERROR(choose_attention_form(n));
       // Each convolution's form, timed per shape: cuDNN then a bias(+residual) kernel; cuDNN's fused call
       // (bias and residual in it); or im2col + cuBLASLt, whose split-K tactics suit the short, deep GEMMs of
       // small images with many channels that cuDNN runs far below the GPU's speed (a [2,1280,8,8] 3x3 took
@@ -591,6 +610,85 @@ class CudaExecutable : public Executable {
       gemm_tuning_->geglu[key] = choice;
     }
     geglu_form_[id] = choice == "split" ? -1 : cuda::geglu_gemm_form_by_name(choice.c_str());
+    return Status::ok();
+  }
+
+  // Which Hopper attention kernel an attention runs where several apply (flash_attention_forms): the
+  // recorded choice for its shape, else each form timed here as it runs in the engine (inside a CUDA graph,
+  // on pseudo-random inputs of the layer's sizes) and its output checked against the kept kernel's (a form
+  // that disagrees is never chosen); another form must beat the kept one by 3%. SDRT_ATTN_PIPE, where set,
+  // decides instead (benchmarks, the op test).
+  Status choose_attention_form(const Node& n) {
+    const size_t id = &n - g_->nodes.data();
+    const std::string key = attention_key(*g_, n);
+    if (key.empty()) return Status::ok();
+    if (const char* e = std::getenv("SDRT_ATTN_PIPE"); e && *e) return Status::ok();
+    std::string choice;
+    {
+      std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
+      auto it = gemm_tuning_->attn.find(key);
+      if (it != gemm_tuning_->attn.end()) choice = it->second;
+    }
+    if (choice.empty()) {
+      std::vector<const Shape*> shapes;
+      for (int in : n.inputs) shapes.push_back(&g_->nodes[in].shape);
+      SDRT_ASSIGN_OR_RETURN(const AttentionViews av, attention_views(shapes));
+      const int64_t H = n.a.heads, D = av.HD / H, B = av.B, Lq = av.Lq, Lk = av.Lk, ldo = H * D;
+      const int forms = cuda::flash_attention_forms(B, H, Lq, Lk, D, av.ldq, av.ldk, av.ldv, ldo, n.a.causal);
+      // one buffer per distinct input (packed projections: q, k and v are column views into one)
+      const int ins[3] = {av.q_in, av.k_in, av.v_in};
+      const int64_t rows[3] = {B * Lq, B * Lk, B * Lk}, lds[3] = {av.ldq, av.ldk, av.ldv}, cols[3] = {0, av.k_col, av.v_col};
+      const size_t no = (size_t)(B * Lq * ldo);
+      std::vector<void*> bufs(n.inputs.size() + 1, nullptr);  // the inputs', then the output's
+      bool ok = cudaMalloc(&bufs.back(), no * 2) == cudaSuccess;
+      for (int i = 0; i < 3 && ok; ++i)
+        if (!bufs[ins[i]]) {
+          const int64_t count = rows[i] * lds[i];
+          ok = cudaMalloc(&bufs[ins[i]], (size_t)count * 2) == cudaSuccess;
+          if (ok) cuda::fill_uniform(static_cast<__half*>(bufs[ins[i]]), count, 1.7f, 11 + i, stream_);
+        }
+      void* o = bufs.back();
+      auto view = [&](int i) { return static_cast<const __half*>(bufs[ins[i]]) + cols[i]; };
+      auto* oh = static_cast<__half*>(o);
+      auto run = [&](int f) {
+        const __half *qh = view(0), *kh = view(1), *vh = view(2);
+        return cuda::flash_attention(qh, kh, vh, oh, B, H, Lq, Lk, D, av.ldq, av.ldk, av.ldv, ldo, n.a.scale, n.a.causal, stream_, f) == cudaSuccess;
+      };
+      std::vector<__half> want(ok ? no : 0), got(ok ? no : 0);
+      auto output = [&](std::vector<__half>& dst) {
+        return cudaMemcpyAsync(dst.data(), o, no * 2, cudaMemcpyDeviceToHost, stream_) == cudaSuccess && cudaStreamSynchronize(stream_) == cudaSuccess;
+      };
+      std::string timings;
+      choice = cuda::attention_form_name(0);
+      if (ok) {
+        constexpr int kRuns = 5;
+        float best = -1.f;
+        for (int f = 0; f < forms; ++f) {
+          if (!run(f) || !output(f == 0 ? want : got)) break;
+          double md = 0, mr = 0;  // the form's output against the kept kernel's, relative to the largest value
+          for (size_t i = 0; f > 0 && i < no; ++i) {
+            md = std::max(md, (double)std::fabs(__half2float(got[i]) - __half2float(want[i])));
+            mr = std::max(mr, (double)std::fabs(__half2float(want[i])));
+          }
+          const bool agrees = f == 0 || (std::isfinite(md) && md <= 1e-2 * mr);
+          const float ms = agrees ? cuda::time_in_graph(stream_, kRuns, [&] { return run(f); }) : -1.f;
+          char t[96];
+          std::snprintf(t, sizeof t, "%s%s %.4f%s", f ? ", " : "", cuda::attention_form_name(f), ms, agrees ? "" : " (disagrees)");
+          timings += t;
+          if (ms > 0.f && (best <= 0.f || ms < (f ? 0.97f : 1.f) * best)) best = ms, choice = cuda::attention_form_name(f);
+          if (f == 0 && ms <= 0.f) break;
+        }
+      }
+      cudaStreamSynchronize(stream_);
+      for (void* p : bufs)
+        if (p) cudaFree(p);
+      cudaGetLastError();
+      if (std::getenv("SDRT_PROFILE") || std::getenv("SDRT_VERBOSE"))
+        std::fprintf(stderr, "sdrt: attention %s: %s ms -> %s\n", key.c_str(), timings.c_str(), choice.c_str());
+      std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
+      gemm_tuning_->attn[key] = choice;
+    }
+    attn_form_[id] = cuda::attention_form_by_name(choice);
     return Status::ok();
   }
 
@@ -1289,7 +1387,8 @@ class CudaExecutable : public Executable {
         const T* vp = in(av.v_in) + av.v_col;
         if constexpr (std::is_same_v<T, __half>) {
           if (cuda::flash_attention_supported(D, Dv) && B * H <= 65535) {
-            CUDA_TRY(cuda::flash_attention(qp, kp, vp, y, B, H, Lq, Lk, D, av.ldq, av.ldk, av.ldv, H * Dv, a.scale, a.causal, stream_));
+            CUDA_TRY(cuda::flash_attention(qp, kp, vp, y, B, H, Lq, Lk, D, av.ldq, av.ldk, av.ldv, H * Dv, a.scale, a.causal, stream_,
+                                           attn_form_.empty() ? -1 : attn_form_[self]));
             return Status::ok();
           }
         }
@@ -1425,6 +1524,7 @@ class CudaExecutable : public Executable {
   std::unique_ptr<cuda::LtGemm> lt_;
   std::vector<int> plan_;  // per node: its cuDNN convolution or cuBLASLt GEMM plan, -1 if none
   std::vector<int> gemm_plan_;  // per convolution node run as im2col + GEMM: its cuBLASLt plan, else -1
+  std::vector<int> attn_form_;  // per Attention with a timed choice of Hopper kernel: its form, else -1 (SDRT_ATTN_PIPE decides)
   std::vector<int> geglu_form_;  // per Linear with a fused GEGLU: the fused kernel's form, else -1 (GEMM, then the GEGLU pass)
   std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
   // Lanes (plan_lanes): 0 the backend's stream, 1 the side stream.
@@ -1629,15 +1729,18 @@ class CudaBackend : public Backend {
   std::string libraries() const override {
     return "cuDNN " + cuda::cudnn_version() + ", cuBLASLt " + cuda::cublaslt_version();
   }
-  // Convolution algorithms ("cudnn_conv/<shape>"), cuBLASLt algorithms ("lt_gemm/<shape>") and the forms
-  // of GEGLU projections ("geglu_form/<shape>"), the tactics this backend times.
+  // Convolution algorithms ("cudnn_conv/<shape>"), cuBLASLt algorithms ("lt_gemm/<shape>"), the forms of
+  // GEGLU projections ("geglu_form/<shape>") and of Hopper attentions ("attn_form/<shape>"), and batch splits
+  // ("batch_split/<graph>"): the tactics this backend times.
   std::map<std::string, std::string> tactics(const Graph* g) const override {
     std::map<std::string, std::string> out;
-    std::set<std::string> conv, gemm, geglu;
+    std::set<std::string> conv, gemm, geglu, attn;
     if (g && opt_.precision == "fp16")
       for (const Node& n : g->nodes) {
         int64_t M, N, K;
-        if (pointwise_gemm(*g, n, &M, &N, &K)) {
+        if (n.op == Op::Attention) {
+          if (std::string k = attention_key(*g, n); !k.empty()) attn.insert(k);
+        } else if (pointwise_gemm(*g, n, &M, &N, &K)) {
           gemm.insert(cuda::LtGemm::key(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
         } else if (n.op == Op::Conv2d) {
           const ConvGemm cg = conv_gemm_of(*g, n);
@@ -1664,6 +1767,8 @@ class CudaBackend : public Backend {
       if (!g || gemm.count(key)) out["lt_gemm/" + key] = v;
     for (const auto& [key, v] : gemm_tuning_->geglu)
       if (!g || geglu.count(key)) out["geglu_form/" + key] = v;
+    for (const auto& [key, v] : gemm_tuning_->attn)
+      if (!g || attn.count(key)) out["attn_form/" + key] = v;
     const std::string sk = g ? split_key(*g) : std::string();
     for (const auto& [key, parts] : gemm_tuning_->split)
       if (!g || key == sk) out["batch_split/" + key] = std::to_string(parts);
@@ -1682,6 +1787,11 @@ class CudaBackend : public Backend {
         if (v != "split" && !cuda::geglu_gemm_form_exact(cuda::geglu_gemm_form_by_name(v.c_str())))
           return invalid_argument("bad GEGLU projection form '" + v + "' for '" + key + "'");
         gemm_tuning_->geglu.emplace(key.substr(11), v);
+        continue;
+      }
+      if (key.rfind("attn_form/", 0) == 0) {
+        if (cuda::attention_form_by_name(v) < 0) return invalid_argument("bad attention form '" + v + "' for '" + key + "'");
+        gemm_tuning_->attn.emplace(key.substr(10), v);
         continue;
       }
       if (key.rfind("batch_split/", 0) == 0) {

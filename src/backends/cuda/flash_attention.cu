@@ -8,11 +8,12 @@
 // layout) and accumulates O += P V with V fragments from ldmatrix.trans. Head dims are padded with zeros
 // to a multiple of 16 (DP) for Q K^T; P V computes only the 8-column tiles holding real columns (40 of 48
 // for SD 1.x's first level). The softmax scale is folded into the exponent (one FMA per score).
+#include <algorithm>
 #include <cfloat>
 
 #include "backends/cuda/flash_attention.cuh"
-#include "backends/cuda/launch.cuh"
 #include "backends/cuda/flash_common.cuh"
+#include "backends/cuda/launch.cuh"
 
 namespace sdrt::cuda {
 namespace {
@@ -270,10 +271,26 @@ cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s) {
 
 bool flash_attention_supported(int64_t D, int64_t Dv) { return D == Dv && D >= 1 && D <= 160; }
 
+const char* attention_form_name(int form) {
+  static const char* const names[] = {"wgmma", "pipe", "pipe-fma"};
+  return form >= 0 && form < 3 ? names[form] : "?";
+}
+int attention_form_by_name(const std::string& name) {
+  for (int f = 0; f < 3; ++f)
+    if (name == attention_form_name(f)) return f;
+  return -1;
+}
+int flash_attention_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
+                          bool causal) {
+  if (!flash_attention_supported(D, D) || B * H > 65535 || Lq <= 0 || Lk <= 0) return 1;
+  return std::max(1, flash_attention_sm90_forms(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal));
+}
+
 cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
-                            int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s) {
+                            int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s, int form) {
   if (!flash_attention_supported(D, D) || B * H > 65535 || Lq <= 0 || Lk <= 0) return cudaErrorInvalidValue;
-  if (const cudaError_t e = flash_attention_sm90(q, k, v, o, B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, scale, causal, s); e != cudaErrorNotSupported)
+  if (const cudaError_t e = flash_attention_sm90(q, k, v, o, B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, scale, causal, s, form);
+      e != cudaErrorNotSupported)
     return e;
   cudaGetLastError();  // clear the "not supported"
   auto aligned = [](const void* ptr) { return ((uintptr_t)ptr & 15) == 0; };

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
 
 namespace sdrt::cuda {
 
@@ -13,15 +14,30 @@ namespace sdrt::cuda {
 bool flash_attention_supported(int64_t D, int64_t Dv);
 
 // q[b, i, h*D + d] at q + b*Lq*ldq + i*ldq + h*D + d (ld* in elements; likewise k, v with Lk, and o with
-// Lq); causal masks key j > query i.
+// Lq); causal masks key j > query i. form: which Hopper kernel runs where several apply (below); -1 lets
+// SDRT_ATTN_PIPE decide (benchmarks, the op test), as without a timed choice.
 cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
-                            int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s);
+                            int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s,
+                            int form = -1);
+
+// The Hopper kernel's forms, chosen per shape by timing (the CUDA executable's "attn_form/" tactics): 0 the
+// kept kernel ("wgmma"), 1 the intra-warpgroup pipelined one ("pipe", heads of 40 and 80), 2 that with a
+// quarter of the exponentials on the FMA pipe ("pipe-fma", heads of 40).
+const char* attention_form_name(int form);
+int attention_form_by_name(const std::string& name);  // -1 when unknown
+// How many forms apply to a shape on this device (1: only the kept kernel, or no Hopper kernel at all);
+// pointers are assumed 16-byte aligned, as the engine's buffers and packed views at multiples of 8 columns are.
+int flash_attention_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
+                          bool causal);
 
 // The same on Hopper's warpgroup MMAs (flash_attention_sm90.cu) where it applies: compute capability 9.0,
 // non-causal, head dims 40, 64 or 80 with 16-byte-aligned rows, at least 512 query rows and enough 256-row
 // blocks to give every SM one; returns cudaErrorNotSupported otherwise (or with SDRT_ATTN_WGMMA=0) so
 // the caller runs flash_attention's kernel.
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
-                                 int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s);
+                                 int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s,
+                                 int form = -1);
+int flash_attention_sm90_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
+                               bool causal);  // 0 where the Hopper kernel does not apply
 
 }  // namespace sdrt::cuda

@@ -16,6 +16,7 @@
 // (128); V is read as an N-major B (keys are K, head columns are N): the leading offset is along keys
 // (128) and the stride offset along columns (R * 16). Compiled for sm_90a only (its own object library)
 // and used only on compute capability 9.0.
+#include <algorithm>
 #include <atomic>
 #include <cfloat>
 #include <cstdlib>
@@ -417,9 +418,10 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 // (tiles it and it + 1 are in use), so the warpgroups may drift up to kStages - 3 tiles apart. Nothing is in
 // flight across the loop's edge, and P and P' are two arrays taking turns (a copy of P' into P let the
 // register allocator compute P' into P's registers while P V still read them: ptxas then serialised
-// the MMAs, C7513). Heads of 80 the same way (123 registers; the 1024-token level). Experimental:
-// SDRT_ATTN_PIPE=1 selects it for heads of 40, 2 for heads of 40 and 80, 3 as 2 with a quarter of the
-// d-40 exponentials computed on the FMA pipe (exp2_fma: with the MMAs overlapped, MUFU may become the limit).
+// the MMAs, C7513). Heads of 80 the same way (123 registers; the 1024-token level). The engine times it
+// against the kept kernel per shape (forms "pipe", and "pipe-fma" for heads of 40: a quarter of the
+// exponentials computed on the FMA pipe, exp2_fma - with the MMAs overlapped, MUFU may become the limit);
+// SDRT_ATTN_PIPE=1 forces it for heads of 40, 2 for heads of 40 and 80, 3 as 2 with the FMA-pipe exponentials.
 std::atomic<int64_t> g_pipe_launches{0};
 
 // ROWS 256: four warpgroups, one block per SM, a ring of 8 buffers; ROWS 128 (where 256-row blocks are
@@ -699,40 +701,67 @@ cudaError_t launch_pipe(const WParams& p, int64_t B, cudaStream_t s) {
 
 }  // namespace
 
-cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
-                                 int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s) {
-  auto aligned = [](const void* ptr) { return ((uintptr_t)ptr & 15) == 0; };
+namespace {
+// Where the Hopper kernel applies to a shape (pointers aside) and how it runs: Q in registers (cross-
+// attention, one key tile), blocks of 256 or 128 rows; false where it does not apply.
+struct Sm90Plan {
+  bool qreg = false, rows256 = false;
   int sms = 0;
-  if (causal || (D != 40 && D != 64 && D != 80) || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || !aligned(q) || !aligned(k) || !aligned(v) ||
-      ((uintptr_t)o & 3) || Lq < 512 || Lk < 1 || B * H > 65535 || !wgmma_device(&sms))
-    return cudaErrorNotSupported;
+};
+bool sm90_plan(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, bool causal,
+               Sm90Plan* pl) {
+  if (causal || (D != 40 && D != 64 && D != 80) || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || Lq < 512 || Lk < 1 || B * H > 65535 ||
+      !wgmma_device(&pl->sms))
+    return false;
   // A block of 256 rows (or two of 128, Q in registers) fills an SM. With fewer such blocks than SMs, blocks
   // of 128 rows (two warpgroups) as long as they reach half the SMs; below that the mma.sync kernel's 64-row
   // blocks spread the work better.
-  const bool qreg = D == 40 && Lk <= 128;
+  pl->qreg = D == 40 && Lk <= 128;
   const int64_t heads = B * H, b256 = heads * ((Lq + 255) / 256), b128 = heads * ((Lq + 127) / 128);
-  const bool rows256 = b256 >= sms;
-  if (qreg ? b256 < sms : !rows256 && 2 * b128 < sms) return cudaErrorNotSupported;
+  pl->rows256 = b256 >= pl->sms;
+  return !(pl->qreg ? b256 < pl->sms : !pl->rows256 && 2 * b128 < pl->sms);
+}
+}  // namespace
+
+int flash_attention_sm90_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
+                               bool causal) {
+  Sm90Plan pl;
+  if (!sm90_plan(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal, &pl)) return 0;
+  return pl.qreg || D == 64 ? 1 : D == 80 ? 2 : 3;
+}
+
+cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
+                                 int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s, int form) {
+  auto aligned = [](const void* ptr) { return ((uintptr_t)ptr & 15) == 0; };
+  Sm90Plan pl;
+  if (!aligned(q) || !aligned(k) || !aligned(v) || ((uintptr_t)o & 3) || !sm90_plan(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal, &pl))
+    return cudaErrorNotSupported;
+  const bool rows256 = pl.rows256;
   const WParams p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, scale * 1.4426950408889634f};
-  if (qreg) {  // row tiles per block: four where that still gives every SM two blocks, else two where every SM
-              // gets one (SDRT_ATTN_RT=1/2/4 overrides, for benchmarks)
+  if (pl.qreg) {  // row tiles per block: four where that still gives every SM two blocks, else two where every SM
+                  // gets one (SDRT_ATTN_RT=1/2/4 overrides, for benchmarks)
+    const int64_t heads = B * H;
     const char* e = std::getenv("SDRT_ATTN_RT");
-    int rt = heads * ((Lq + 511) / 512) >= 2 * sms ? 4 : heads * ((Lq + 255) / 256) >= sms ? 2 : 1;
+    int rt = heads * ((Lq + 511) / 512) >= 2 * pl.sms ? 4 : heads * ((Lq + 255) / 256) >= pl.sms ? 2 : 1;
     if (e && (e[0] == '1' || e[0] == '2' || e[0] == '4') && !e[1]) rt = e[0] - '0';
     return rt == 4 ? launch<40, 128, true, 128, 4>(p, B, s) : rt == 2 ? launch<40, 128, true, 128, 2>(p, B, s) : launch<40, 128, true, 128, 1>(p, B, s);
   }
-  // the intra-warpgroup pipelined form (experimental): SDRT_ATTN_PIPE=1 heads of 40, 2 also 80, 3 as 2 with a
-  // quarter of the d-40 exponentials on the FMA pipe
-  if (D == 40 || D == 80) {
+  // the form: given (a timed choice), else SDRT_ATTN_PIPE: 1 the pipelined kernel for heads of 40, 2 also 80,
+  // 3 as 2 with a quarter of the d-40 exponentials on the FMA pipe
+  int pipe = form;
+  if (pipe < 0) {
     const char* e = std::getenv("SDRT_ATTN_PIPE");
     const char m = e && e[0] >= '1' && e[0] <= '3' && !e[1] ? e[0] : '0';
-    if (m != '0' && (D == 40 || m >= '2')) {
-      const cudaError_t r = D == 80 ? (rows256 ? launch_pipe<80, 256>(p, B, s) : launch_pipe<80, 128>(p, B, s))
-                            : m == '3' ? (rows256 ? launch_pipe<40, 256, true>(p, B, s) : launch_pipe<40, 128, true>(p, B, s))
-                                       : (rows256 ? launch_pipe<40, 256>(p, B, s) : launch_pipe<40, 128>(p, B, s));
-      if (r == cudaSuccess) ++g_pipe_launches;
-      return r;
-    }
+    pipe = m == '0' || (D == 80 && m == '1') ? 0 : m == '3' ? 2 : 1;
+  }
+  if (D == 64) pipe = 0;  // forms that do not exist for a head size
+  if (D == 80) pipe = std::min(pipe, 1);
+  if (pipe > 0) {
+    const cudaError_t r = D == 80 ? (rows256 ? launch_pipe<80, 256>(p, B, s) : launch_pipe<80, 128>(p, B, s))
+                          : pipe == 2 ? (rows256 ? launch_pipe<40, 256, true>(p, B, s) : launch_pipe<40, 128, true>(p, B, s))
+                                      : (rows256 ? launch_pipe<40, 256>(p, B, s) : launch_pipe<40, 128>(p, B, s));
+    if (r == cudaSuccess) ++g_pipe_launches;
+    return r;
   }
   if (D == 40) return rows256 ? launch<40, 128, false, 256>(p, B, s) : launch<40, 128, false, 128>(p, B, s);
   if (D == 64) return rows256 ? launch<64, 64, false, 256>(p, B, s) : launch<64, 64, false, 128>(p, B, s);

@@ -31,6 +31,8 @@ struct GemmTuning {
   // runs in (1: whole). Kept here with the other timed choices (the backend's one tuning record besides
   // the convolutions').
   std::map<std::string, int> split;
+  // Attentions on the Hopper kernel, by attention_key: the form that runs (flash_attention.cuh's names).
+  std::map<std::string, std::string> attn;
 };
 
 bool gemm_tactic_valid(const std::string& hex);
