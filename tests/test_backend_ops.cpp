@@ -221,6 +221,17 @@ std::vector<Case> cases() {
   c.push_back({"concat axis 1", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.concat({in(b, ins, rng, "a", {2, 3, 4, 4}), in(b, ins, rng, "c", {2, 5, 4, 4})}, 1), "y");
                }});
+  // channel counts of 8s (SD's skip connections: 16-byte pieces in fp16 NHWC), three sources along the
+  // height, and the last axis of tokens
+  c.push_back({"concat axis 1 [2,320,8,8]+[2,640,8,8]", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(b.concat({in(b, ins, rng, "a", {2, 320, 8, 8}), in(b, ins, rng, "c", {2, 640, 8, 8})}, 1), "y");
+               }});
+  c.push_back({"concat axis 2, three sources", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(b.concat({in(b, ins, rng, "a", {2, 3, 4, 5}), in(b, ins, rng, "c", {2, 3, 2, 5}), in(b, ins, rng, "d", {2, 3, 1, 5})}, 2), "y");
+               }});
+  c.push_back({"concat last axis [2,6,16]+[2,6,8]", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                 b.output(b.concat({in(b, ins, rng, "a", {2, 6, 16}), in(b, ins, rng, "c", {2, 6, 8})}, 2), "y");
+               }});
   c.push_back({"add broadcast [2,8,4,4]+[2,8,1,1]", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.add(in(b, ins, rng, "a", {2, 8, 4, 4}), in(b, ins, rng, "c", {2, 8, 1, 1})), "y");
                }});

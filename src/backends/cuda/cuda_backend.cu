@@ -1431,6 +1431,15 @@ class CudaExecutable : public Executable {
         for (int64_t d = 0; d < axis; ++d) outer *= ps[d];
         for (size_t d = axis + 1; d < ps.size(); ++d) inner *= ps[d];
         const int64_t out_row = ps[axis] * inner;
+        {  // one kernel for all sources (captured: one graph node, not one or two per copy)
+          std::vector<const void*> srcs;
+          std::vector<int64_t> bytes;
+          for (size_t k = 0; k < n.inputs.size(); ++k) {
+            srcs.push_back(in((int)k));
+            bytes.push_back(shp((int)k)[a.axis] * inner * (int64_t)sizeof(T));
+          }
+          if (cuda::concat_rows(y, srcs.data(), bytes.data(), (int)srcs.size(), outer, stream_)) return Status::ok();
+        }
         int64_t off = 0;
         for (size_t k = 0; k < n.inputs.size(); ++k) {
           const int64_t row = shp((int)k)[a.axis] * inner;

@@ -381,6 +381,45 @@ void fill_uniform(__half* p, int64_t n, float scale, uint32_t seed, cudaStream_t
   if (n > 0) launch_kernel(fill_uniform_k, blocks(n), kThreads, 0, s, p, n, scale, seed);
 }
 
+constexpr int kCatMax = 8;
+struct Cat {
+  const void* src[kCatMax];
+  int64_t off[kCatMax + 1];  // each source's first unit within an output row; off[k] the row's width
+  int k;
+};
+
+template <class U>
+__global__ void concat_rows_k(U* y, Cat c, int64_t total) {
+  dep_entry();
+  const int64_t W = c.off[c.k];
+  for (int64_t u = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; u < total; u += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = u / W, col = u - r * W;
+    int i = 0;
+    while (i + 1 < c.k && col >= c.off[i + 1]) ++i;
+    const int64_t w = c.off[i + 1] - c.off[i];
+    y[u] = static_cast<const U*>(c.src[i])[r * w + col - c.off[i]];
+  }
+}
+
+bool concat_rows(void* y, const void* const* xs, const int64_t* row_bytes, int k, int64_t outer, cudaStream_t s) {
+  if (k < 1 || k > kCatMax) return false;
+  uint64_t bits = (uintptr_t)y;  // the unit: the largest power of two (to 16) dividing every size and address
+  for (int i = 0; i < k; ++i) bits |= (uint64_t)row_bytes[i] | (uint64_t)(uintptr_t)xs[i];
+  const int unit = bits % 16 == 0 ? 16 : bits % 4 == 0 ? 4 : bits % 2 == 0 ? 2 : 1;
+  Cat c{};
+  c.k = k;
+  for (int i = 0; i < k; ++i) c.src[i] = xs[i], c.off[i + 1] = c.off[i] + row_bytes[i] / unit;
+  const int64_t total = outer * c.off[k];
+  if (total == 0) return true;
+  switch (unit) {
+    case 16: launch_kernel(concat_rows_k<uint4>, blocks(total), kThreads, 0, s, static_cast<uint4*>(y), c, total); break;
+    case 4: launch_kernel(concat_rows_k<uint32_t>, blocks(total), kThreads, 0, s, static_cast<uint32_t*>(y), c, total); break;
+    case 2: launch_kernel(concat_rows_k<uint16_t>, blocks(total), kThreads, 0, s, static_cast<uint16_t*>(y), c, total); break;
+    default: launch_kernel(concat_rows_k<uint8_t>, blocks(total), kThreads, 0, s, static_cast<uint8_t*>(y), c, total);
+  }
+  return true;
+}
+
 void bias_residual_rows(__half* y, const __half* b, const __half* res, int64_t rows, int64_t C, cudaStream_t s) {
   if (C % 2 == 0 && aligned4(y) && aligned4(b) && (!res || aligned4(res))) {
     const int64_t total = rows * C / 2;

@@ -62,6 +62,12 @@ void binary_same(bool mul, const __half* x, const __half* z, __half* y, int64_t 
 // y[n, p, c] = x[n, p, c] + t[n, c] (a per-image channel vector over NHWC pixels: the ResNet time embedding)
 void add_pixel_broadcast(const __half* x, const __half* t, __half* y, int64_t N, int64_t HW, int64_t C, cudaStream_t s);
 
+// Concatenation of rows: row r of y is row r of each of the k sources side by side (row_bytes[i] each), for
+// `outer` rows, in one kernel (a Concat along any axis is this with the axis' outer extent as rows); in the
+// widest unit (16, 4, 2 or 1 bytes) that divides every row and address. False for more than 8 sources
+// (the caller copies them one by one).
+bool concat_rows(void* y, const void* const* xs, const int64_t* row_bytes, int k, int64_t outer, cudaStream_t s);
+
 // LayerNorm over the last dimension, one warp per row held in registers (C % 8 == 0, C <= 2048, 16-byte
 // aligned); false when outside that range (the caller falls back).
 bool layer_norm_fast(const __half* x, const __half* g, const __half* b, __half* y, int64_t rows, int64_t C, float eps, cudaStream_t s);
