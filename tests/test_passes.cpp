@@ -402,6 +402,30 @@ TEST(Passes, SplitBatchMatchesTheWholeBatchOnCpu) {
   EXPECT_EQ(parts, 0);
 }
 
+// The tiny UNet's batch-2 executable run through its device loop with the prompt held (its key/value
+// projections then run before the graph), for the input sets of `order` in turn: the outputs in that order,
+// none where a step failed (reported).
+namespace {
+std::vector<Tensor> on_device_loop(Executable& e, const std::vector<std::map<std::string, Tensor>>& ins, const std::vector<int>& order) {
+  DeviceLoop* L = e.device_loop();
+  if (!L) return ADD_FAILURE() << "no device loop", std::vector<Tensor>{};
+  auto xs = L->input("sample"), ts = L->input("timestep"), cs = L->input("encoder_hidden_states"), ys = L->output(0);
+  if (!xs.is_ok() || !ts.is_ok() || !cs.is_ok() || !ys.is_ok() || !L->hold_input("encoder_hidden_states").is_ok())
+    return ADD_FAILURE() << "device loop buffers", std::vector<Tensor>{};
+  std::vector<Tensor> out;
+  for (int i : order) {
+    const auto& in = ins[i];
+    Tensor y = Tensor::empty(DType::F32, {2, 4, 16, 16});
+    const bool ok = L->upload(*xs, in.at("sample").f32(), in.at("sample").numel()).is_ok() && L->upload(*ts, in.at("timestep").f32(), 2).is_ok() &&
+                    L->upload(*cs, in.at("encoder_hidden_states").f32(), in.at("encoder_hidden_states").numel()).is_ok() && L->run().is_ok() &&
+                    L->download(y.f32(), *ys, y.numel()).is_ok();
+    if (!ok) return ADD_FAILURE() << "device loop run, input " << i, std::vector<Tensor>{};
+    out.push_back(y);
+  }
+  return out;
+}
+}  // namespace
+
 // The UNet's batch in two parts on two streams (CudaOptions::split_batch): within fp16 rounding of the
 // whole batch on one stream (each part takes the tactics of its own shapes), the same on the first
 // (captured) run and on replays, and through the device loop with the prompt held.
@@ -448,22 +472,13 @@ TEST(Passes, TinyUnetSplitBatchOnTwoStreamsMatchesOnCuda) {
   EXPECT_LT(rel_err((*again)[0], first), 1e-6);  // a race between the parts' streams would be far larger
 
   // the device loop with the prompt held: its key/value projections run before the graph, per part
-  DeviceLoop* L = (*eb)->device_loop();
-  ASSERT_NE(L, nullptr);
-  auto xs = L->input("sample"), ts = L->input("timestep"), cs = L->input("encoder_hidden_states"), ys = L->output(0);
-  ASSERT_TRUE(xs.is_ok() && ts.is_ok() && cs.is_ok() && ys.is_ok());
-  ASSERT_TRUE(L->hold_input("encoder_hidden_states").is_ok());
-  for (int run : {1, 2, 2}) {
-    const auto& in = ins[run];
-    ASSERT_TRUE(L->upload(*xs, in.at("sample").f32(), in.at("sample").numel()).is_ok());
-    ASSERT_TRUE(L->upload(*ts, in.at("timestep").f32(), 2).is_ok());
-    ASSERT_TRUE(L->upload(*cs, in.at("encoder_hidden_states").f32(), in.at("encoder_hidden_states").numel()).is_ok());
-    ASSERT_TRUE(L->run().is_ok());
-    Tensor y = Tensor::empty(DType::F32, {2, 4, 16, 16});
-    ASSERT_TRUE(L->download(y.f32(), *ys, y.numel()).is_ok());
-    auto want = (*eb)->run(in);
+  const std::vector<int> order = {1, 2, 2};
+  const std::vector<Tensor> ys = on_device_loop(**eb, ins, order);
+  ASSERT_EQ(ys.size(), order.size());
+  for (size_t k = 0; k < order.size(); ++k) {
+    auto want = (*eb)->run(ins[order[k]]);
     ASSERT_TRUE(want.is_ok());
-    EXPECT_LT(rel_err(y, (*want)[0]), 1e-6) << "run " << run;
+    EXPECT_LT(rel_err(ys[k], (*want)[0]), 1e-6) << "run " << order[k];
   }
 }
 
@@ -567,19 +582,8 @@ TEST(Passes, TinyUnetWithDependentLaunchesMatchesOnCuda) {
   if (a->compute_capability().first >= 9) EXPECT_GT(launches, 0);
   else EXPECT_EQ(launches, 0);  // before Hopper the attribute is not set
 
-  DeviceLoop* L = (*dep_split)->device_loop();
-  ASSERT_NE(L, nullptr);
-  auto xs = L->input("sample"), ts = L->input("timestep"), cs = L->input("encoder_hidden_states"), ys = L->output(0);
-  ASSERT_TRUE(xs.is_ok() && ts.is_ok() && cs.is_ok() && ys.is_ok());
-  ASSERT_TRUE(L->hold_input("encoder_hidden_states").is_ok());
-  for (size_t i : {1, 0, 0}) {
-    const auto& in = ins[i];
-    ASSERT_TRUE(L->upload(*xs, in.at("sample").f32(), in.at("sample").numel()).is_ok());
-    ASSERT_TRUE(L->upload(*ts, in.at("timestep").f32(), 2).is_ok());
-    ASSERT_TRUE(L->upload(*cs, in.at("encoder_hidden_states").f32(), in.at("encoder_hidden_states").numel()).is_ok());
-    ASSERT_TRUE(L->run().is_ok());
-    Tensor y = Tensor::empty(DType::F32, {2, 4, 16, 16});
-    ASSERT_TRUE(L->download(y.f32(), *ys, y.numel()).is_ok());
-    EXPECT_LT(rel_err(y, want_split[i]), 1e-6) << "device loop, input " << i;
-  }
+  const std::vector<int> order = {1, 0, 0};
+  const std::vector<Tensor> ys = on_device_loop(**dep_split, ins, order);
+  ASSERT_EQ(ys.size(), order.size());
+  for (size_t k = 0; k < order.size(); ++k) EXPECT_LT(rel_err(ys[k], want_split[order[k]]), 1e-6) << "device loop, input " << order[k];
 }

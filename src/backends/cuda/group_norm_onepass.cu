@@ -202,17 +202,10 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
   if (!cache) return false;
   OnePass prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, reinterpret_cast<__half2*>(y), reinterpret_cast<float2*>(scratch),
               (int)C, P, Q, R, k, (int)HW, (int)G, nchunks, chunk_px, eps, silu};
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)(N * nchunks));
-  cfg.blockDim = dim3((unsigned)T);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;
-  attr[0].val.cooperative = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  if (cudaLaunchKernelEx(&cfg, gn_onepass_k, prm) != cudaSuccess) return cudaGetLastError(), false;
+  cudaLaunchAttribute coop = {};
+  coop.id = cudaLaunchAttributeCooperative;
+  coop.val.cooperative = 1;
+  if (launch_with(coop, gn_onepass_k, dim3((unsigned)(N * nchunks)), dim3((unsigned)T), smem, s, prm) != cudaSuccess) return cudaGetLastError(), false;
   ++g_launches;
   return true;
 }

@@ -29,6 +29,21 @@ __device__ __forceinline__ void dep_entry() {
 bool dependent_launch();
 void count_dependent_launch();
 
+// k<<<grid, block, smem, s>>>(args...) through cudaLaunchKernelEx with one launch attribute (cooperative,
+// programmatic, ...).
+template <class... P, class... A>
+cudaError_t launch_with(const cudaLaunchAttribute& attr, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cudaLaunchAttribute at = attr;
+  cfg.attrs = &at;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...);
+}
+
 // k<<<grid, block, smem, s>>>(args...), with the PDL attribute where dependent_launch(); errors are left for
 // cudaGetLastError, as with <<<>>>.
 template <class... P, class... A>
@@ -37,17 +52,10 @@ void launch_kernel(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStre
     k<<<grid, block, smem, s>>>(std::forward<A>(args)...);
     return;
   }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  if (cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...) == cudaSuccess) count_dependent_launch();
+  cudaLaunchAttribute attr = {};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  if (launch_with(attr, k, grid, block, smem, s, std::forward<A>(args)...) == cudaSuccess) count_dependent_launch();
 }
 
 }  // namespace sdrt::cuda
