@@ -167,6 +167,26 @@ DeviceLimits device_limits() {
 
 int64_t group_norm_onepass_scratch(int64_t G) { return (int64_t)kMaxBlocks * G * 2; }
 
+namespace {
+std::atomic<int> g_coop_pdl{-1};  // whether a cooperative launch may also be a dependent one: -1 not yet probed
+__global__ void coop_probe_k() { dep_entry(); }
+}  // namespace
+
+bool cooperative_dependent_launch() {
+  int v = g_coop_pdl.load();
+  if (v >= 0) return v == 1;
+  cudaStream_t s = nullptr;
+  cudaLaunchAttribute coop = {};
+  coop.id = cudaLaunchAttributeCooperative;
+  coop.val.cooperative = 1;
+  v = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess &&
+      launch_with({coop, programmatic_attr()}, coop_probe_k, dim3(1), dim3(32), 0, s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess;
+  if (s) cudaStreamDestroy(s);
+  cudaGetLastError();
+  g_coop_pdl.store(v);
+  return v == 1;
+}
+
 bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
                         int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share) {
   const char* env = std::getenv("SDRT_GN_ONEPASS");
@@ -205,7 +225,17 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
   cudaLaunchAttribute coop = {};
   coop.id = cudaLaunchAttributeCooperative;
   coop.val.cooperative = 1;
-  if (launch_with(coop, gn_onepass_k, dim3((unsigned)(N * nchunks)), dim3((unsigned)T), smem, s, prm) != cudaSuccess) return cudaGetLastError(), false;
+  const dim3 grid((unsigned)(N * nchunks)), block((unsigned)T);
+  // Under SDRT_PDL=1 also as a dependent launch where the driver takes both attributes (probed outside any
+  // capture, cooperative_dependent_launch): its blocks, resident early, wait at the top for the kernel before,
+  // and all of them are resident before any passes the grid barrier.
+  bool launched = false;
+  if (dependent_launch() && g_coop_pdl.load() == 1) {
+    launched = launch_with({coop, programmatic_attr()}, gn_onepass_k, grid, block, smem, s, prm) == cudaSuccess;
+    if (launched) count_dependent_launch();
+    else cudaGetLastError();
+  }
+  if (!launched && launch_with({coop}, gn_onepass_k, grid, block, smem, s, prm) != cudaSuccess) return cudaGetLastError(), false;
   ++g_launches;
   return true;
 }

@@ -13,6 +13,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <initializer_list>
 #include <utility>
 
 namespace sdrt::cuda {
@@ -29,19 +30,30 @@ __device__ __forceinline__ void dep_entry() {
 bool dependent_launch();
 void count_dependent_launch();
 
-// k<<<grid, block, smem, s>>>(args...) through cudaLaunchKernelEx with one launch attribute (cooperative,
+// k<<<grid, block, smem, s>>>(args...) through cudaLaunchKernelEx with launch attributes (cooperative,
 // programmatic, ...).
 template <class... P, class... A>
-cudaError_t launch_with(const cudaLaunchAttribute& attr, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, A&&... args) {
+cudaError_t launch_with(std::initializer_list<cudaLaunchAttribute> attrs, void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                        A&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cudaLaunchAttribute at = attr;
-  cfg.attrs = &at;
-  cfg.numAttrs = 1;
+  cudaLaunchAttribute at[4];
+  unsigned n = 0;
+  for (const cudaLaunchAttribute& a : attrs)
+    if (n < 4) at[n++] = a;
+  cfg.attrs = at;
+  cfg.numAttrs = n;
   return cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...);
+}
+
+inline cudaLaunchAttribute programmatic_attr() {
+  cudaLaunchAttribute a = {};
+  a.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  a.val.programmaticStreamSerializationAllowed = 1;
+  return a;
 }
 
 // k<<<grid, block, smem, s>>>(args...), with the PDL attribute where dependent_launch(); errors are left for
@@ -52,10 +64,7 @@ void launch_kernel(void (*k)(P...), dim3 grid, dim3 block, size_t smem, cudaStre
     k<<<grid, block, smem, s>>>(std::forward<A>(args)...);
     return;
   }
-  cudaLaunchAttribute attr = {};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  if (launch_with(attr, k, grid, block, smem, s, std::forward<A>(args)...) == cudaSuccess) count_dependent_launch();
+  if (launch_with({programmatic_attr()}, k, grid, block, smem, s, std::forward<A>(args)...) == cudaSuccess) count_dependent_launch();
 }
 
 }  // namespace sdrt::cuda

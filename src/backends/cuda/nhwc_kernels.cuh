@@ -30,6 +30,10 @@ bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, c
 // so it would wait for the other streams' kernels to drain - unless SDRT_GN_ONEPASS=1, which runs it on
 // 1/share of the SMs (for measurements).
 int64_t group_norm_onepass_scratch(int64_t G);
+// Whether the driver takes a cooperative launch that is also a programmatic dependent one (probed once, on
+// a stream of its own: call outside any stream capture; the one-pass GroupNorm launches so under SDRT_PDL=1
+// only once this said yes).
+bool cooperative_dependent_launch();
 bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
                         int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1);
 
