@@ -1,6 +1,6 @@
 // Whether the engine's convolution choices leave time on the table: for each 3x3 convolution shape of the
 // SD 1.5 UNet (NHWC, FP16, float accumulation), the algorithm the engine takes (the fastest of
-// cudnnFindConvolutionForwardAlgorithm, as src/backends/cuda/cudnn_conv.cu) against every engine
+// cudnnFindConvolutionForwardAlgorithmEx on the shape's operands, as src/backends/cuda/cudnn_conv.cu) against every engine
 // configuration of the cuDNN graph API's heuristics (modes A and fallback), each timed the way the engine
 // runs - five launches captured in a CUDA graph, median of the replays - and weighted by the shape's count
 // in a forward. The fastest configuration's output is checked against the legacy algorithm's.
@@ -151,11 +151,15 @@ int main(int argc, char** argv) {
     std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
     int returned = 0, algo = -1;
     size_t need = 0;
-    if (cudnnFindConvolutionForwardAlgorithm(h, xd, wd, cd, yd, (int)perf.size(), &returned, perf.data()) == CUDNN_STATUS_SUCCESS)
+    void* ws = nullptr;  // the search's workspace, on the shape's own operands (as the engine searches)
+    CHECK(cudaMalloc(&ws, size_t(256) << 20));
+    if (cudnnFindConvolutionForwardAlgorithmEx(h, xd, x, wd, w, cd, yd, y0, (int)perf.size(), &returned, perf.data(), ws, size_t(256) << 20) ==
+        CUDNN_STATUS_SUCCESS)
       for (int i = 0; i < returned && algo < 0; ++i)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= (size_t(256) << 20)) algo = (int)perf[i].algo, need = perf[i].memory;
+    CHECK(cudaFree(ws));
+    ws = nullptr;
     float legacy = -1.f;
-    void* ws = nullptr;
     if (algo >= 0 && (need == 0 || cudaMalloc(&ws, need) == cudaSuccess)) {
       const float one = 1.f, zero = 0.f;
       legacy = median_in_graph(s, repeats, [&] {
