@@ -3,8 +3,8 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, pdl, conv-engines, clocks,
-# png-env, ncu-attn.
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, pdl, search, conv-engines,
+# clocks, png-env, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -132,6 +132,10 @@ for step in "$@"; do
           echo "SDRT_PDL=$v batch 1: $(SDRT_PDL=$v timeout 180 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 3 \
             --warmup 1 --opt optimized --no-engine-cache -o "/tmp/pdl/$v$r" 2>&1 | grep '^optimized')"
         done; done; } 2>&1 | tee -a "$out/pdl.txt" ;;
+    search)  # the GEMM tactic search widened: cuBLASLt's first 64 heuristic candidates timed instead of 16, alternating
+      for r in 1 2; do for b in 2 16; do for v in 16 64; do
+        echo "batch $b SDRT_GEMM_CANDIDATES=$v: $(SDRT_GEMM_CANDIDATES=$v fwd $b)"
+      done; done; done 2>&1 | tee "$out/search.txt" ;;
     png-env)  # the PNG time inside sdrt bench (4.5-10 ms on the H200 host against 3 ms in bench_png_encode) under
               # OpenMP settings: default, 8 threads, passive and active waiting; the host's CPU quota
       echo "nproc $(nproc); cpu.max $(cat /sys/fs/cgroup/cpu.max 2>/dev/null); governor $(cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null)"
