@@ -39,7 +39,8 @@ TEST(Bench, QuickRunWritesConsistentFiles) {
   ASSERT_EQ(run("bench --model " + (tiny_dir() / "diffusers").string() + " --quick --batch 1,2 -o " + out.string(), &log), 0) << log;
 
   auto j = nlohmann::json::parse(std::ifstream(out / "bench.json"));
-  for (const char* k : {"device", "driver", "backend", "sdrt_version", "git_revision", "model", "size", "steps", "sampler", "date", "command"})
+  for (const char* k :
+       {"device", "driver", "backend", "sdrt_version", "git_revision", "model", "size", "steps", "sampler", "date", "command", "sdrt_env", "tactics"})
     EXPECT_TRUE(j["meta"].contains(k)) << k;
   ASSERT_EQ(j["rows"].size(), 4u);  // baseline and optimized x batch 1, 2
   for (const auto& r : j["rows"]) {
