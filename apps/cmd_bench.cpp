@@ -92,28 +92,6 @@ static std::string sdrt_environment() {
   return out.empty() ? "none" : out;
 }
 
-// What the engine chose at build, in a line: the count of timed tactics of each kind, and for the kinds that
-// pick among forms, how many shapes took each ("attn_form: wgmma 1, pipe 1; ..."); "none" on the CPU.
-static std::string tactics_summary(const std::map<std::string, std::string>& tactics) {
-  std::map<std::string, int> kinds;
-  std::map<std::string, std::map<std::string, int>> forms;
-  for (const auto& [k, v] : tactics) {
-    const std::string kind = k.substr(0, k.find('/'));
-    ++kinds[kind];
-    if (kind == "attn_form" || kind == "conv_form" || kind == "geglu_form" || kind == "batch_split") ++forms[kind][v];
-  }
-  std::string out;
-  for (const auto& [kind, n] : kinds) {
-    out += (out.empty() ? "" : "; ") + kind + " " + std::to_string(n);
-    if (forms.count(kind)) {
-      std::string f;
-      for (const auto& [v, c] : forms[kind]) f += (f.empty() ? "" : ", ") + v + " " + std::to_string(c);
-      out += " (" + f + ")";
-    }
-  }
-  return out.empty() ? "none" : out;
-}
-
 int cmd_bench(const BenchArgs& args) {
   auto devices = parse_devices(args.devices, args.backend);
   if (!devices) {

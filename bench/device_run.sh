@@ -118,7 +118,7 @@ for step in "$@"; do
       done; done; done 2>&1 | tee -a "$out/attn-pipe.txt"
       for b in 2 16; do  # the engine's own choice per shape (timed at build, SDRT_ATTN_PIPE unset)
         echo "batch $b timed choice:"; SDRT_VERBOSE=1 timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 \
-          --batch $b --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'sdrt: attention|median|error'
+          --batch $b --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'sdrt: attention|engine tactics|median|error'
       done 2>&1 | tee -a "$out/attn-pipe.txt" ;;
     pdl)  # programmatic dependent launch (SDRT_PDL=1): the GPU tests with every kernel of ours launched so, then the
           # forward with and without it, alternating, whole and in two batch parts, and sdrt bench at batch 1 both ways

@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
   std::printf("model %s, UNet %lldx%lld latents, batch %lld, %d threads: %.1f M params, %.1f GFLOP per forward\n", model.c_str(),
               (long long)height / 8, (long long)width / 8, (long long)batch, omp_get_max_threads(), (*g)->weight_params() / 1e6,
               (*g)->flops() / 1e9);
+  std::printf("engine tactics: %s\n", tactics_summary((*be)->tactics(nullptr)).c_str());
   std::printf("load+build %.2f s; forward median %.2f ms (min %.2f, max %.2f, %zu runs%s) = %.1f GFLOP/s\n", load_s, med * 1e3,
               times.front() * 1e3, times.back() * 1e3, times.size(), L ? ", device loop" : "", (*g)->flops() / med / 1e9);
   return 0;

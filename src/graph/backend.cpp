@@ -27,4 +27,24 @@ Result<std::unique_ptr<Backend>> make_backend(std::string name, std::string prec
   return invalid_argument("unknown backend '" + name + "' (auto, cpu or cuda)");
 }
 
+std::string tactics_summary(const std::map<std::string, std::string>& tactics) {
+  std::map<std::string, int> kinds;
+  std::map<std::string, std::map<std::string, int>> forms;
+  for (const auto& [k, v] : tactics) {
+    const std::string kind = k.substr(0, k.find('/'));
+    ++kinds[kind];
+    if (kind == "attn_form" || kind == "conv_form" || kind == "geglu_form" || kind == "batch_split") ++forms[kind][v];
+  }
+  std::string out;
+  for (const auto& [kind, n] : kinds) {
+    out += (out.empty() ? "" : "; ") + kind + " " + std::to_string(n);
+    if (forms.count(kind)) {
+      std::string f;
+      for (const auto& [v, c] : forms[kind]) f += (f.empty() ? "" : ", ") + v + " " + std::to_string(c);
+      out += " (" + f + ")";
+    }
+  }
+  return out.empty() ? "none" : out;
+}
+
 }  // namespace sdrt

@@ -114,6 +114,10 @@ int64_t cuda_attention_pipe_launches();
 // process, for tests. 0 without CUDA.
 int64_t cuda_dependent_launches();
 
+// A backend's tactics (Backend::tactics) in a line: how many of each kind were timed, and for the kinds that
+// pick among forms, how many shapes took each ("attn_form 2 (pipe 1, wgmma 1); ..."); "none" when empty.
+std::string tactics_summary(const std::map<std::string, std::string>& tactics);
+
 // "auto" (cuda where usable, else cpu), "cpu" or "cuda"; precision "auto" (fp16 on cuda, fp32 on cpu),
 // "fp32" or "fp16" (cuda only); device: the CUDA device index. An error names why a backend is unavailable.
 Result<std::unique_ptr<Backend>> make_backend(std::string name, std::string precision = "auto", int device = 0);
