@@ -170,16 +170,18 @@ int cmd_build(const BuildArgs& a) {
   const double mib = fs::file_size(a.out, ec) / 1048576.0;
   const double write_s = since(tw);
 
-  int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0, as_fused = 0, geglu_n = 0, geglu_fused = 0, split_n = 0, split_parts = 0,
-      attn_n = 0, attn_pipe = 0;
+  int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0, as_fused = 0, as_graph = 0, geglu_n = 0, geglu_fused = 0, split_n = 0,
+      split_parts = 0, attn_n = 0, attn_pipe = 0;
   std::map<std::string, int> algos;
   for (const auto& [k, v] : plan.tactics) {
     const bool cached = seeded.count(k) > 0;
-    if (k.rfind("conv_form/", 0) == 0) {  // cuDNN, im2col + GEMM or cuDNN's fused call, timed per shape
+    if (k.rfind("conv_form/", 0) == 0) {  // cuDNN, im2col + GEMM, cuDNN's fused call or graph, timed per shape
       as_gemm += v == "im2col-gemm";
       as_fused += v == "cudnn-fused";
+      as_graph += v == "cudnn-graph";
       continue;
     }
+    if (k.rfind("conv_graph/", 0) == 0) continue;  // the graph form's engine configuration
     if (k.rfind("geglu_form/", 0) == 0) {  // the fused GEGLU kernel or GEMM + GEGLU pass, timed per shape
       ++geglu_n;
       geglu_fused += v != "split";
@@ -208,7 +210,9 @@ int cmd_build(const BuildArgs& a) {
   }
   std::printf("tactics: %d convolution shapes (%d from the timing cache, %d timed):", conv_n, conv_cached, conv_n - conv_cached);
   for (const auto& [name, n] : algos) std::printf(" %s %d", name.c_str(), n);
-  std::printf("; %d of them run as im2col + cuBLASLt GEMM, %d as cuDNN's fused convolution + bias + residual (faster there)", as_gemm, as_fused);
+  std::printf("; %d of them run as im2col + cuBLASLt GEMM, %d as cuDNN's fused convolution + bias + residual", as_gemm, as_fused);
+  if (as_graph) std::printf(", %d as one cuDNN operation graph", as_graph);
+  std::printf(" (faster there)");
   std::printf("; %d GEMM shapes (%d from the timing cache, %d timed)", gemm_n, gemm_cached, gemm_n - gemm_cached);
   if (geglu_n) std::printf("; %d GEGLU projection shapes, %d of them as one fused kernel (faster there)", geglu_n, geglu_fused);
   if (attn_n) std::printf("; %d attention shapes, %d of them on the pipelined kernel (faster there)", attn_n, attn_pipe);

@@ -56,30 +56,17 @@ Best graph_api(cudnnHandle_t h, cudaStream_t s, int64_t N, int64_t C, int64_t K,
   Desc dx = tensor(pool, kX, CUDNN_DATA_HALF, N, C, H, W, false), dw = tensor(pool, kW, CUDNN_DATA_HALF, K, C, kh, kh, false);
   Desc dy = tensor(pool, kY, CUDNN_DATA_HALF, N, K, Ho, Wo, false);
   Desc conv = conv2d_desc(pool, pad, 1);
-  Desc op = pool.make(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-  const float alpha = 1.f, beta = 0.f;
-  if (!(dx && dw && dy && conv && op && set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dx) &&
-        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dw) &&
-        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dy) &&
-        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv) &&
-        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha) &&
-        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta) && cudnnBackendFinalize(op) == CUDNN_STATUS_SUCCESS))
-    return best;
-  Desc graph = pool.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-  if (!(graph && set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &op) &&
-        set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) && cudnnBackendFinalize(graph) == CUDNN_STATUS_SUCCESS))
-    return best;
+  if (!(dx && dw && dy && conv)) return best;
+  Desc op = conv_forward(pool, dx, dw, dy, conv);
+  Desc graph = op ? op_graph(pool, h, {op}) : nullptr;
+  if (!graph) return best;
   std::vector<Desc> cfgs = engine_configs(pool, graph, CUDNN_HEUR_MODE_A, limit);
   for (Desc d : engine_configs(pool, graph, CUDNN_HEUR_MODE_FALLBACK, limit)) cfgs.push_back(d);
   for (size_t i = 0; i < cfgs.size(); ++i) {
     ++best.tried;
-    Desc plan = pool.make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-    if (!(plan && set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) &&
-          set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]) && cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS))
-      continue;
-    int64_t ws_bytes = 0, n = 0;
-    cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws_bytes);
-    if (ws_bytes > (int64_t(256) << 20)) continue;  // the engine's own bound
+    int64_t ws_bytes = 0;
+    Desc plan = exec_plan(pool, h, cfgs[i], &ws_bytes);
+    if (!plan || ws_bytes > (int64_t(256) << 20)) continue;  // the engine's own bound
     void* ws = nullptr;
     if (ws_bytes > 0 && cudaMalloc(&ws, ws_bytes) != cudaSuccess) continue;
     Desc vp = pool.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);

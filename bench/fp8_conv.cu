@@ -56,34 +56,16 @@ Timed run_conv(cudnnHandle_t h, bool fp8, int64_t N, int64_t C, int64_t K, int64
   Desc conv = conv2d_desc(pool, 1, 1);
   if (!conv) return t.why = "convolution descriptor", t;
 
-  Desc op = pool.make(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-  const float alpha = 1.f, beta = 0.f;
-  Desc conv_y = fp8 ? dt : dy;
-  if (!(set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dx) &&
-        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dw) &&
-        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv_y) &&
-        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv) &&
-        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha) &&
-        set(op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta) && cudnnBackendFinalize(op) == CUDNN_STATUS_SUCCESS))
-    return t.why = "convolution operation", t;
+  Desc op = conv_forward(pool, dx, dw, fp8 ? dt : dy, conv);
+  if (!op) return t.why = "convolution operation", t;
   std::vector<Desc> ops{op};
   if (fp8) {  // y = t * scale
-    Desc pw = pool.make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
-    const cudnnPointwiseMode_t mul = CUDNN_POINTWISE_MUL;
-    const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
-    Desc pop = pool.make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-    if (!(set(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mul) && set(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec) &&
-          cudnnBackendFinalize(pw) == CUDNN_STATUS_SUCCESS && set(pop, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw) &&
-          set(pop, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dt) &&
-          set(pop, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &ds) &&
-          set(pop, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &dy) && cudnnBackendFinalize(pop) == CUDNN_STATUS_SUCCESS))
-      return t.why = "scale operation", t;
+    Desc pop = pointwise(pool, CUDNN_POINTWISE_MUL, dt, ds, dy);
+    if (!pop) return t.why = "scale operation", t;
     ops.push_back(pop);
   }
-  Desc graph = pool.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
-  if (!(set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, (int64_t)ops.size(), ops.data()) &&
-        set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) && cudnnBackendFinalize(graph) == CUDNN_STATUS_SUCCESS))
-    return t.why = "operation graph (not supported)", t;
+  Desc graph = op_graph(pool, h, ops);
+  if (!graph) return t.why = "operation graph (not supported)", t;
   std::vector<Desc> cfgs = engine_configs(pool, graph, CUDNN_HEUR_MODE_A, 6);
   const int64_t got = (int64_t)cfgs.size();
   if (got == 0) return t.why = "no engine configurations", t;
@@ -92,13 +74,9 @@ Timed run_conv(cudnnHandle_t h, bool fp8, int64_t N, int64_t C, int64_t K, int64
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
   for (int64_t i = 0; i < got; ++i) {
-    Desc plan = pool.make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
-    if (!(set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h) &&
-          set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfgs[i]) && cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS))
-      continue;
-    int64_t ws_bytes = 0, n = 0;
-    cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &n, &ws_bytes);
-    if (ws_bytes > (int64_t(1) << 30)) continue;
+    int64_t ws_bytes = 0;
+    Desc plan = exec_plan(pool, h, cfgs[i], &ws_bytes);
+    if (!plan || ws_bytes > (int64_t(1) << 30)) continue;
     void* ws = nullptr;
     if (ws_bytes > 0 && cudaMalloc(&ws, ws_bytes) != cudaSuccess) continue;
     Desc vp = pool.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);

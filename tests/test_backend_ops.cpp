@@ -355,15 +355,17 @@ TEST_P(BackendOpsP, EveryCudaOpMatchesTheCpu) {
 INSTANTIATE_TEST_SUITE_P(Precisions, BackendOpsP, ::testing::Values("fp32", "fp16"), [](const auto& i) { return i.param; });
 
 // Each form a convolution can take in FP16 (cuDNN + bias kernel, im2col + cuBLASLt GEMM with the bias and
-// residual in its epilogue, cuDNN's fused convolution + bias + residual), forced for every convolution
-// case in turn, against the CPU.
+// residual in its epilogue, cuDNN's fused convolution + bias + residual, one cuDNN operation graph),
+// forced for every convolution case in turn, against the CPU.
 TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
   REQUIRE_CUDA_P(probe, true, "fp16");
   auto cpu = make_cpu_backend();
-  const std::vector<std::pair<const char*, const char*>> forms = {{"SDRT_CONV_GEMM", "0"}, {"SDRT_CONV_GEMM", "1"}, {"SDRT_CONV_FUSED", "1"}};
+  const std::vector<std::pair<const char*, const char*>> forms = {
+      {"SDRT_CONV_GEMM", "0"}, {"SDRT_CONV_GEMM", "1"}, {"SDRT_CONV_FUSED", "1"}, {"SDRT_CONV_GRAPH", "force"}};
   int failures = 0, cases_run = 0;
   for (const auto& [var, value] : forms) {
     ::setenv(var, value, 1);
+    const int64_t graph_runs = cuda_conv_graph_runs();
     for (const auto& c : cases()) {
       if (c.name.rfind("conv", 0) != 0) continue;
       const CaseRun r = run_case(c, *cpu, "fp16");
@@ -374,8 +376,12 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
       ++cases_run;
     }
     ::unsetenv(var);
+    if (std::string(var) == "SDRT_CONV_GRAPH") {  // the convolutions ran as cuDNN operation graphs (on Hopper at least)
+      std::printf("      %lld convolutions ran as one cuDNN operation graph\n", (long long)(cuda_conv_graph_runs() - graph_runs));
+      if (probe->compute_capability() == std::make_pair(9, 0)) EXPECT_GT(cuda_conv_graph_runs() - graph_runs, 0);
+    }
   }
-  EXPECT_GE(cases_run, 30);
+  EXPECT_GE(cases_run, 40);
   EXPECT_EQ(failures, 0);
 }
 

@@ -113,6 +113,8 @@ int64_t cuda_attention_pipe_launches();
 // Kernels launched with programmatic dependent launch (SDRT_PDL=1, compute capability 9.0+) in this
 // process, for tests. 0 without CUDA.
 int64_t cuda_dependent_launches();
+// Convolutions run as one cuDNN operation graph (the graph form, SDRT_CONV_GRAPH) in this process, for tests.
+int64_t cuda_conv_graph_runs();
 
 // A backend's tactics (Backend::tactics) in a line: how many of each kind were timed, and for the kinds that
 // pick among forms, how many shapes took each ("attn_form 2 (pipe 1, wgmma 1); ..."); "none" when empty.

@@ -6,6 +6,7 @@
 //   flash-style kernel, GroupNorm to a two-kernel NHWC implementation.
 // Weights are uploaded once per backend; each value gets a stream-ordered allocation freed after its
 // last use. Fusion, plan files and CUDA graphs build on this executor.
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -103,6 +104,8 @@ bool pointwise_gemm(const Graph& g, const Node& n, int64_t* M, int64_t* N, int64
   *M = xs[0] * xs[2] * xs[3], *N = ws[0], *K = xs[1];
   return *N % 8 == 0 && *K % 8 == 0;
 }
+
+std::atomic<int64_t> g_conv_graph_runs{0};  // convolutions executed in the graph form (cuda_conv_graph_runs)
 
 // An fp16 attention's key for the timed choice of Hopper kernel ("attn_form/<key>": batch, heads, query and
 // key rows, head size, row strides); empty where at most one kernel applies to it on this device.
@@ -282,6 +285,7 @@ class CudaExecutable : public Executable {
       // small images with many channels that cuDNN runs far below the GPU's speed (a [2,1280,8,8] 3x3 took
       // 0.17 ms for 3.8 GFLOP), with bias and residual in the epilogue.
       gemm_plan_.assign(nodes.size(), -1);
+      graph_plan_.assign(nodes.size(), -1);
       fused_conv_.assign(nodes.size(), 0);
       for (const Node& n : nodes) {
         if (n.op != Op::Conv2d || plan_[&n - nodes.data()] < 0) continue;
@@ -393,6 +397,7 @@ class CudaExecutable : public Executable {
       const bool lt = nodes[i].op == Op::Linear || pointwise_gemm(*g_, nodes[i], &M, &N, &K);
       if (lt) lane_ws_bytes_[1] = std::max(lane_ws_bytes_[1], lt_->workspace(plan_[i]));
       else if (!gemm_plan_.empty() && gemm_plan_[i] >= 0) lane_ws_bytes_[1] = std::max(lane_ws_bytes_[1], lt_->workspace(gemm_plan_[i]));
+      else if (!graph_plan_.empty() && graph_plan_[i] >= 0) conv_ws_bytes_[1] = std::max(conv_ws_bytes_[1], conv_->graph_workspace(graph_plan_[i]));
       else conv_ws_bytes_[1] = std::max(conv_ws_bytes_[1], conv_->workspace(plan_[i]));
     }
     if (lane_ws_bytes_[1]) CUDA_TRY(cudaMallocAsync(&lane_ws_[1], lane_ws_bytes_[1], stream_));
@@ -473,6 +478,51 @@ class CudaExecutable : public Executable {
  private:
   static constexpr size_t kMaxColBytes = size_t(64) << 20;  // im2col buffers stay small
 
+  // The graph form of convolution n (SDRT_CONV_GRAPH=1): each of the first engine configurations of cuDNN's
+  // heuristics run on the operands given, its output checked against the cuDNN form's (with_cudnn: the
+  // convolution, then bias and residual), and timed as the engine runs it; the fastest one's time and its
+  // index in *cfg (where none could be timed, the first that agreed and -1 ms; *cfg -1 where none agreed).
+  template <class Reference>
+  float time_graph_configs(const Node& n, const void* x, const void* w, const void* bias, const void* res, void* y, size_t yb, Reference&& with_cudnn,
+                           int* cfg) {
+    constexpr int kConfigs = 4, kRuns = 5;  // the heuristics' first four (runtime-fusion engines compile on first use)
+    const size_t id = &n - g_->nodes.data();
+    const bool has_bias = bias != nullptr, has_res = res != nullptr;
+    std::vector<__half> want(yb / 2), got(yb / 2);
+    auto output = [&](std::vector<__half>& d) {
+      return cudaMemcpyAsync(d.data(), y, yb, cudaMemcpyDeviceToHost, stream_) == cudaSuccess && cudaStreamSynchronize(stream_) == cudaSuccess;
+    };
+    float best = -1.f;
+    *cfg = -1;
+    if (!with_cudnn().is_ok() || !output(want)) return cudaGetLastError(), -1.f;
+    const int configs = std::min(conv_->graph_configs(plan_[id], has_bias, has_res), kConfigs);
+    for (int i = 0; i < configs; ++i) {
+      auto gid = conv_->prepare_graph(plan_[id], has_bias, has_res, i);
+      if (!gid) continue;
+      void* ws = nullptr;
+      const size_t wsb = conv_->graph_workspace(*gid);
+      if (wsb && cudaMalloc(&ws, wsb) != cudaSuccess) {
+        cudaGetLastError();
+        continue;
+      }
+      auto with_graph = [&] { return conv_->run_graph(*gid, x, w, bias, res, y, ws, wsb); };
+      bool agrees = with_graph().is_ok() && output(got);
+      double md = 0, mr = 0;
+      for (size_t k = 0; agrees && k < want.size(); ++k) {
+        md = std::max(md, (double)std::fabs(__half2float(got[k]) - __half2float(want[k])));
+        mr = std::max(mr, (double)std::fabs(__half2float(want[k])));
+      }
+      agrees = agrees && std::isfinite(md) && md <= 1e-2 * mr;
+      const float ms = agrees ? cuda::time_in_graph(stream_, kRuns, [&] { return with_graph().is_ok(); }) : -1.f;
+      if (ms > 0.f && (best <= 0.f || ms < best)) best = ms, *cfg = i;
+      if (agrees && *cfg < 0) *cfg = i;  // the first that agrees, even untimed (SDRT_CONV_GRAPH=force takes it)
+      cudaStreamSynchronize(stream_);
+      if (ws) cudaFree(ws);
+      cudaGetLastError();
+    }
+    return best;
+  }
+
   // How convolution n runs (ConvForm): the recorded choice for its shape, else every form it can take
   // timed here (SDRT_CONV_GEMM=1 or 0 forces the GEMM or cuDNN, SDRT_CONV_FUSED=1 cuDNN's fused call, for tests).
   Status choose_conv_form(const Node& n) {
@@ -482,22 +532,28 @@ class CudaExecutable : public Executable {
     const bool gemm_ok = cg.cs.C % 8 == 0 && O % 8 == 0 && (size_t)(cg.M * cg.K * 2) <= kMaxColBytes &&
                          cuda::LtGemm::usable(cg.M, O, cg.K, nullptr, nullptr, nullptr, nullptr, nullptr);
     const bool fused_ok = cg.bias && conv_->fused_available(plan_[id]);
-    if (!gemm_ok && !fused_ok) return Status::ok();
-    const std::string key = cg.cs.key();
+    const std::string key = cg.cs.key(), gkey = cuda::graph_key(cg.cs, cg.bias, cg.residual);
     cuda::ConvForm form = cuda::ConvForm::Cudnn;
     bool known = false;
+    int graph_cfg = -1;  // the graph form's engine configuration for this convolution's epilogue
     {
       std::lock_guard<std::mutex> lock(tuning_->mu);
       auto it = tuning_->form.find(key);
       if (it != tuning_->form.end()) known = true, form = it->second;
+      auto gc = tuning_->graph_config.find(gkey);
+      if (gc != tuning_->graph_config.end()) graph_cfg = gc->second;
     }
     auto env_is = [](const char* name, const char* v) {
       const char* e = std::getenv(name);
       return e && std::string(e) == v;
     };
+    // experimental: time cuDNN's graph-API engines too (force: take the graph form wherever one agrees, for tests)
+    const bool graph_forced = env_is("SDRT_CONV_GRAPH", "force"), graph_timed = graph_forced || env_is("SDRT_CONV_GRAPH", "1");
+    if (!gemm_ok && !fused_ok && !graph_timed && form != cuda::ConvForm::Graph) return Status::ok();
     if (env_is("SDRT_CONV_GEMM", "0") || env_is("SDRT_CONV_GEMM", "1")) known = true, form = env_is("SDRT_CONV_GEMM", "1") ? cuda::ConvForm::Gemm : cuda::ConvForm::Cudnn;
     if (env_is("SDRT_CONV_FUSED", "1")) known = true, form = cuda::ConvForm::CudnnFused;
     if ((form == cuda::ConvForm::Gemm && !gemm_ok) || (form == cuda::ConvForm::CudnnFused && !fused_ok)) form = cuda::ConvForm::Cudnn;
+    if (form == cuda::ConvForm::Graph && graph_cfg < 0 && graph_timed) known = false;  // this epilogue's configuration: timed now
     if (!known) {
       int gp = -1;
       if (gemm_ok) {
@@ -525,7 +581,7 @@ class CudaExecutable : public Executable {
       // Each form is timed as it runs in the engine: inside a CUDA graph, where the libraries' host-side
       // launch costs (tens of microseconds for a cuDNN call) do not count, only the GPU's time.
       auto time_form = [&](auto&& body) { return cuda::time_in_graph(stream_, kRuns, [&] { return body().is_ok(); }); };
-      float conv_ms = -1.f, gemm_ms = -1.f, fused_ms = -1.f;
+      float conv_ms = -1.f, gemm_ms = -1.f, fused_ms = -1.f, graph_ms = -1.f;
       if (ok) {
         // operands of a layer's magnitudes (zeros draw less power and the GPU clocks higher on them)
         uint32_t seed = 31;
@@ -535,6 +591,7 @@ class CudaExecutable : public Executable {
         conv_ms = time_form(with_cudnn);
         if (gemm_ok) gemm_ms = time_form(with_gemm);
         if (fused_ok) fused_ms = time_form(with_fused);
+        if (graph_timed) graph_ms = time_graph_configs(n, x, w, bias, res, y, yb, with_cudnn, &graph_cfg);
       }
       cudaStreamSynchronize(stream_);
       for (void* p : {x, w, y, col, b, r})
@@ -543,13 +600,32 @@ class CudaExecutable : public Executable {
       // cuDNN's faster form; the GEMM only for a clear win over it
       float cudnn_ms = conv_ms;
       if (fused_ms > 0.f && (cudnn_ms <= 0.f || fused_ms < cudnn_ms)) form = cuda::ConvForm::CudnnFused, cudnn_ms = fused_ms;
+      if (graph_ms > 0.f && (cudnn_ms <= 0.f || graph_ms < 0.97f * cudnn_ms)) form = cuda::ConvForm::Graph, cudnn_ms = graph_ms;
+      if (graph_forced && graph_cfg >= 0) form = cuda::ConvForm::Graph, cudnn_ms = -1.f, gemm_ms = -1.f;
       if (gemm_ms > 0.f && (cudnn_ms <= 0.f || gemm_ms < 0.9f * cudnn_ms)) form = cuda::ConvForm::Gemm;
-      if (std::getenv("SDRT_PROFILE"))
-        std::fprintf(stderr, "conv %s: cuDNN %.4f ms, im2col+GEMM %.4f ms, cuDNN fused %.4f ms -> %s\n", key.c_str(), conv_ms, gemm_ms, fused_ms,
-                     cuda::conv_form_name(form));
+      if (std::getenv("SDRT_PROFILE") || (graph_timed && std::getenv("SDRT_VERBOSE")))
+        std::fprintf(stderr, "conv %s: cuDNN %.4f ms, im2col+GEMM %.4f ms, cuDNN fused %.4f ms, graph API %.4f ms (configuration %d) -> %s\n", key.c_str(),
+                     conv_ms, gemm_ms, fused_ms, graph_ms, graph_cfg, cuda::conv_form_name(form));
       std::lock_guard<std::mutex> lock(tuning_->mu);
       tuning_->form[key] = form;
+      if (form == cuda::ConvForm::Graph) tuning_->graph_config[gkey] = graph_cfg;
     }
+    if (form == cuda::ConvForm::Graph) {  // the recorded configuration for this epilogue, else cuDNN's other forms
+      Result<int> gid = graph_cfg >= 0 ? conv_->prepare_graph(plan_[id], cg.bias, cg.residual, graph_cfg) : Status(Code::NotFound, "no configuration");
+      if (gid) {
+        graph_plan_[id] = *gid;
+        const size_t need = conv_->graph_workspace(*gid);
+        if (need > conv_ws_bytes_[0]) {  // the first lane's workspace grows to it (the second's is sized with the lanes)
+          if (conv_ws_[0]) CUDA_TRY(cudaFreeAsync(conv_ws_[0], stream_));
+          conv_ws_[0] = nullptr;
+          CUDA_TRY(cudaMallocAsync(&conv_ws_[0], need, stream_));
+          conv_ws_bytes_[0] = need;
+        }
+        return Status::ok();
+      }
+      form = fused_ok ? cuda::ConvForm::CudnnFused : cuda::ConvForm::Cudnn;
+    }
+    if (form == cuda::ConvForm::Gemm && !gemm_ok) form = cuda::ConvForm::Cudnn;
     if (form == cuda::ConvForm::Gemm) {
       SDRT_ASSIGN_OR_RETURN(gemm_plan_[id], lt_->prepare(cg.M, O, cg.K, cg.bias, cg.residual, *gemm_tuning_));
     } else if (form == cuda::ConvForm::CudnnFused) {
@@ -1272,6 +1348,13 @@ class CudaExecutable : public Executable {
             return st;
           }
           const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
+          if (!graph_plan_.empty() && graph_plan_[self] >= 0) {  // one cuDNN operation graph: convolution, bias, residual
+            Status st = conv_->run_graph(graph_plan_[self], x, in(1), n.inputs.size() > 2 ? in(2) : nullptr, res, y, conv_ws_[lane_now_],
+                                         conv_ws_bytes_[lane_now_]);
+            if (padded) release(padded);
+            if (st.is_ok()) ++g_conv_graph_runs;
+            return st;
+          }
           if (n.inputs.size() > 2 && !fused_conv_.empty() && fused_conv_[self]) {  // bias and residual in cuDNN's fused call
             Status st = conv_->run_fused(plan_[self], x, in(1), in(2), res, y, conv_ws_[lane_now_], conv_ws_bytes_[lane_now_]);
             if (padded) release(padded);
@@ -1539,6 +1622,7 @@ class CudaExecutable : public Executable {
   std::unique_ptr<cuda::LtGemm> lt_;
   std::vector<int> plan_;  // per node: its cuDNN convolution or cuBLASLt GEMM plan, -1 if none
   std::vector<int> gemm_plan_;  // per convolution node run as im2col + GEMM: its cuBLASLt plan, else -1
+  std::vector<int> graph_plan_;  // per convolution node run as one cuDNN operation graph: its graph, else -1
   std::vector<int> attn_form_;  // per Attention with a timed choice of Hopper kernel: its form, else -1 (SDRT_ATTN_PIPE decides)
   std::vector<int> geglu_form_;  // per Linear with a fused GEGLU: the fused kernel's form, else -1 (GEMM, then the GEGLU pass)
   std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
@@ -1761,7 +1845,7 @@ class CudaBackend : public Backend {
   // ("batch_split/<graph>"): the tactics this backend times.
   std::map<std::string, std::string> tactics(const Graph* g) const override {
     std::map<std::string, std::string> out;
-    std::set<std::string> conv, gemm, geglu, attn;
+    std::set<std::string> conv, cgraph, gemm, geglu, attn;
     if (g && opt_.precision == "fp16")
       for (const Node& n : g->nodes) {
         int64_t M, N, K;
@@ -1772,6 +1856,7 @@ class CudaBackend : public Backend {
         } else if (n.op == Op::Conv2d) {
           const ConvGemm cg = conv_gemm_of(*g, n);
           conv.insert(cg.cs.key());
+          cgraph.insert(cuda::graph_key(cg.cs, cg.bias, cg.residual));
           std::lock_guard<std::mutex> lock(tuning_->mu);
           auto it = tuning_->form.find(cg.cs.key());
           if (it != tuning_->form.end() && it->second == cuda::ConvForm::Gemm) gemm.insert(cg.lt_key());  // its GEMM's tactic too
@@ -1788,6 +1873,8 @@ class CudaBackend : public Backend {
         if (!g || conv.count(key)) out["cudnn_conv/" + key] = c.text();
       for (const auto& [key, form] : tuning_->form)
         if (!g || conv.count(key)) out["conv_form/" + key] = cuda::conv_form_name(form);
+      for (const auto& [key, cfg] : tuning_->graph_config)
+        if (!g || cgraph.count(key)) out["conv_graph/" + key] = std::to_string(cfg);
     }
     std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
     for (const auto& [key, v] : gemm_tuning_->choices)
@@ -1827,6 +1914,12 @@ class CudaBackend : public Backend {
         gemm_tuning_->split.emplace(key.substr(12), parts);
         continue;
       }
+      if (key.rfind("conv_graph/", 0) == 0) {
+        const int cfg = std::atoi(v.c_str());
+        if (cfg < 0 || cfg > 1000 || v != std::to_string(cfg)) return invalid_argument("bad graph engine configuration '" + v + "' for '" + key + "'");
+        tuning_->graph_config.emplace(key.substr(11), cfg);
+        continue;
+      }
       if (key.rfind("conv_form/", 0) == 0) {
         cuda::ConvForm form;
         if (!cuda::parse_conv_form(v, &form)) return invalid_argument("bad convolution form '" + v + "' for '" + key + "'");
@@ -1850,6 +1943,8 @@ class CudaBackend : public Backend {
 };
 
 }  // namespace
+
+int64_t cuda_conv_graph_runs() { return g_conv_graph_runs.load(); }
 
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt, std::string* why) {
   auto gpus = list_gpus(why);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backends/cuda/cudnn_conv.h"
+#include "backends/cuda/cudnn_graph.h"
 #include "backends/cuda/nhwc_kernels.cuh"
 
 namespace sdrt::cuda {
@@ -55,17 +56,24 @@ const char* conv_form_name(ConvForm f) {
   switch (f) {
     case ConvForm::Gemm: return "im2col-gemm";
     case ConvForm::CudnnFused: return "cudnn-fused";
+    case ConvForm::Graph: return "cudnn-graph";
     default: return "cudnn";
   }
 }
 
 bool parse_conv_form(const std::string& s, ConvForm* f) {
-  for (ConvForm c : {ConvForm::Cudnn, ConvForm::Gemm, ConvForm::CudnnFused})
+  for (ConvForm c : {ConvForm::Cudnn, ConvForm::Gemm, ConvForm::CudnnFused, ConvForm::Graph})
     if (s == conv_form_name(c)) return *f = c, true;
   return false;
 }
 
+std::string graph_key(const ConvShape& s, bool bias, bool residual) {
+  return s.key() + (bias ? " b1" : " b0") + (residual ? " r1" : " r0");
+}
+
 struct CudnnConv::Entry {
+  ConvShape shape;
+  int out[4] = {0, 0, 0, 0};  // the output's N, C, H, W
   cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
@@ -83,7 +91,16 @@ struct CudnnConv::Entry {
   }
 };
 
+// One graph-form convolution: its descriptors (owned by the pool) and execution plan.
+struct CudnnConv::GraphEntry {
+  dnn::Pool pool;
+  dnn::Desc plan = nullptr;
+  int64_t workspace = 0;
+  bool bias = false, residual = false;
+};
+
 CudnnConv::~CudnnConv() {
+  graphs_.clear();
   entries_.clear();
   if (handle_) cudnnDestroy(static_cast<cudnnHandle_t>(handle_));
 }
@@ -116,6 +133,8 @@ Result<int> CudnnConv::prepare(const ConvShape& s, ConvTuning& tuning) {
   CUDNN_TRY(cudnnSetConvolutionMathType(e->conv, CUDNN_TENSOR_OP_MATH));
   int on, oc, oh, ow;  // the output's dims
   CUDNN_TRY(cudnnGetConvolution2dForwardOutputDim(e->conv, e->x, e->w, &on, &oc, &oh, &ow));
+  e->shape = s;
+  e->out[0] = on, e->out[1] = oc, e->out[2] = oh, e->out[3] = ow;
   CUDNN_TRY(cudnnSetTensor4dDescriptor(e->y, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, on, oc, oh, ow));
   {  // the fused form: implicit precomputed GEMM is the one algorithm it has with an identity activation
     CUDNN_TRY(cudnnCreateTensorDescriptor(&e->bias));
@@ -187,6 +206,92 @@ Result<int> CudnnConv::prepare(const ConvShape& s, ConvTuning& tuning) {
 }
 
 size_t CudnnConv::workspace(int plan) const { return std::max(entries_.at(plan)->choice.workspace, entries_.at(plan)->fused_workspace); }
+
+namespace {
+enum : int64_t { kUidX = 1, kUidW, kUidBias, kUidRes, kUidY, kUidT1, kUidT2 };
+
+// y = conv(x, w) (+ bias) (+ res) of a prepared convolution as an operation graph on handle h (null where
+// it does not build): the convolution into a float virtual tensor where an addition follows.
+dnn::Desc build_conv_graph(dnn::Pool& pool, cudnnHandle_t h, const ConvShape& s, const int (&out)[4], bool bias, bool residual) {
+  using namespace dnn;
+  const int64_t N = out[0], O = out[1], Ho = out[2], Wo = out[3];
+  Desc dx = tensor(pool, kUidX, CUDNN_DATA_HALF, s.N, s.C, s.H, s.W, false), dw = tensor(pool, kUidW, CUDNN_DATA_HALF, s.O, s.C, s.kh, s.kw, false);
+  Desc dy = tensor(pool, kUidY, CUDNN_DATA_HALF, N, O, Ho, Wo, false);
+  Desc conv = conv2d_desc(pool, s.pad_h, s.pad_w, s.stride);
+  if (!dx || !dw || !dy || !conv) return nullptr;
+  std::vector<Desc> ops;
+  Desc t = bias || residual ? tensor(pool, kUidT1, CUDNN_DATA_FLOAT, N, O, Ho, Wo, true) : dy;
+  if (!t) return nullptr;
+  ops.push_back(conv_forward(pool, dx, dw, t, conv));
+  if (bias) {
+    Desc db = tensor(pool, kUidBias, CUDNN_DATA_HALF, 1, O, 1, 1, false);
+    Desc t2 = residual ? tensor(pool, kUidT2, CUDNN_DATA_FLOAT, N, O, Ho, Wo, true) : dy;
+    if (!db || !t2) return nullptr;
+    ops.push_back(pointwise(pool, CUDNN_POINTWISE_ADD, t, db, t2));
+    t = t2;
+  }
+  if (residual) {
+    Desc dr = tensor(pool, kUidRes, CUDNN_DATA_HALF, N, O, Ho, Wo, false);
+    if (!dr) return nullptr;
+    ops.push_back(pointwise(pool, CUDNN_POINTWISE_ADD, t, dr, dy));
+  }
+  for (Desc op : ops)
+    if (!op) return nullptr;
+  return op_graph(pool, h, ops);
+}
+}  // namespace
+
+int CudnnConv::graph_configs(int plan, bool bias, bool residual) {
+  if (plan < 0 || plan >= (int)entries_.size()) return 0;
+  const Entry& e = *entries_[plan];
+  dnn::Pool pool;
+  dnn::Desc g = build_conv_graph(pool, static_cast<cudnnHandle_t>(handle_), e.shape, e.out, bias, residual);
+  return g ? (int)dnn::engine_configs(pool, g, CUDNN_HEUR_MODE_A, 64).size() : 0;
+}
+
+Result<int> CudnnConv::prepare_graph(int plan, bool bias, bool residual, int index) {
+  if (plan < 0 || plan >= (int)entries_.size()) return Status(Code::Internal, "convolution was not prepared");
+  const std::string key = std::to_string(plan) + (bias ? " 1" : " 0") + (residual ? " 1 " : " 0 ") + std::to_string(index);
+  if (auto it = graph_by_key_.find(key); it != graph_by_key_.end()) return it->second;
+  const Entry& e = *entries_[plan];
+  auto ge = std::make_unique<GraphEntry>();
+  ge->bias = bias, ge->residual = residual;
+  auto* h = static_cast<cudnnHandle_t>(handle_);
+  dnn::Desc g = build_conv_graph(ge->pool, h, e.shape, e.out, bias, residual);
+  if (!g) return Status(Code::Unsupported, "cuDNN's graph API does not build the convolution " + e.shape.key());
+  std::vector<dnn::Desc> cfgs = dnn::engine_configs(ge->pool, g, CUDNN_HEUR_MODE_A, index + 1);
+  if (index < 0 || index >= (int)cfgs.size()) return Status(Code::Unsupported, "no engine configuration " + std::to_string(index) + " for " + e.shape.key());
+  ge->plan = dnn::exec_plan(ge->pool, h, cfgs[index], &ge->workspace);
+  cudaGetLastError();
+  if (!ge->plan) return Status(Code::Unsupported, "engine configuration " + std::to_string(index) + " does not finalize for " + e.shape.key());
+  if (ge->workspace < 0 || (size_t)ge->workspace > kMaxWorkspace) return Status(Code::Unsupported, "engine configuration needs too much workspace");
+  graphs_.push_back(std::move(ge));
+  graph_by_key_[key] = (int)graphs_.size() - 1;
+  return (int)graphs_.size() - 1;
+}
+
+size_t CudnnConv::graph_workspace(int graph) const { return (size_t)graphs_.at(graph)->workspace; }
+
+Status CudnnConv::run_graph(int graph, const void* x, const void* w, const void* bias, const void* res, void* y, void* workspace,
+                            size_t workspace_bytes) {
+  if (graph < 0 || graph >= (int)graphs_.size()) return Status(Code::Internal, "graph convolution was not prepared");
+  const GraphEntry& ge = *graphs_[graph];
+  if (workspace_bytes < (size_t)ge.workspace) return Status(Code::Internal, "convolution workspace too small");
+  if ((ge.bias && !bias) || (ge.residual && !res)) return Status(Code::Internal, "graph convolution without its bias or residual");
+  int64_t uids[5] = {kUidX, kUidW, kUidY, 0, 0};
+  void* ptrs[5] = {const_cast<void*>(x), const_cast<void*>(w), y, nullptr, nullptr};
+  int n = 3;
+  if (ge.bias) uids[n] = kUidBias, ptrs[n++] = const_cast<void*>(bias);
+  if (ge.residual) uids[n] = kUidRes, ptrs[n++] = const_cast<void*>(res);
+  dnn::Pool pool;
+  dnn::Desc vp = pool.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
+  if (!(vp && dnn::set(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids) &&
+        dnn::set(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs) &&
+        dnn::set(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace) && cudnnBackendFinalize(vp) == CUDNN_STATUS_SUCCESS))
+    return Status(Code::Internal, "cuDNN variant pack");
+  CUDNN_TRY(cudnnBackendExecute(static_cast<cudnnHandle_t>(handle_), ge.plan, vp));
+  return Status::ok();
+}
 
 bool CudnnConv::fused_available(int plan) const { return plan >= 0 && plan < (int)entries_.size() && entries_[plan]->fused; }
 

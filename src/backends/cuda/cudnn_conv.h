@@ -30,9 +30,11 @@ struct ConvChoice {
 
 // The forms a convolution with bias (and residual) can take: cuDNN's convolution then one bias(+residual)
 // kernel; im2col + a cuBLASLt GEMM with both in its epilogue; cuDNN's fused convolution + bias + residual
-// (cudnnConvolutionBiasActivationForward, identity activation: implicit precomputed GEMM only).
-enum class ConvForm { Cudnn, Gemm, CudnnFused };
-const char* conv_form_name(ConvForm f);  // "cudnn", "im2col-gemm", "cudnn-fused"
+// (cudnnConvolutionBiasActivationForward, identity activation: implicit precomputed GEMM only); or one
+// operation graph of cuDNN's graph API, convolution + bias + residual, in the engine configuration timed
+// fastest (timed only under SDRT_CONV_GRAPH=1, experimental; a recorded choice is used as it is).
+enum class ConvForm { Cudnn, Gemm, CudnnFused, Graph };
+const char* conv_form_name(ConvForm f);  // "cudnn", "im2col-gemm", "cudnn-fused", "cudnn-graph"
 bool parse_conv_form(const std::string& s, ConvForm* f);
 
 // Chosen algorithms by shape key, shared by a backend's executables; seeded from plans and timing
@@ -43,7 +45,11 @@ struct ConvTuning {
   int timed = 0, reused = 0;  // shapes timed with cudnnFind, seeded choices taken
   // How each convolution shape runs (by shape key), chosen by timing the forms on the GPU.
   std::map<std::string, ConvForm> form;
+  // The graph form's engine configuration (an index into heuristics mode A's list) by graph_key.
+  std::map<std::string, int> graph_config;
 };
+// A convolution shape's key with the graph form's epilogue: "<shape key> b1 r0".
+std::string graph_key(const ConvShape& s, bool bias, bool residual);
 
 std::string cudnn_version();  // "9.19.0"
 
@@ -61,12 +67,24 @@ class CudnnConv {
   // y = conv(x, w) + bias[O] (+ res, shaped as y) in one cuDNN call.
   Status run_fused(int plan, const void* x, const void* w, const void* bias, const void* res, void* y, void* workspace, size_t workspace_bytes);
 
+  // The graph form of a prepared convolution: y = conv(x, w) (+ bias[O]) (+ res) as one cuDNN operation graph
+  // (float intermediates). graph_configs: how many engine configurations heuristics mode A offers for it (0
+  // where the graph does not build); prepare_graph: the execution plan of configuration `index` (an id for
+  // run_graph), an error where it does not finalize or needs more than 256 MiB of workspace.
+  int graph_configs(int plan, bool bias, bool residual);
+  Result<int> prepare_graph(int plan, bool bias, bool residual, int index);
+  size_t graph_workspace(int graph) const;
+  Status run_graph(int graph, const void* x, const void* w, const void* bias, const void* res, void* y, void* workspace, size_t workspace_bytes);
+
  private:
   struct Entry;
+  struct GraphEntry;
   CudnnConv() = default;
   void* handle_ = nullptr;
   std::vector<std::unique_ptr<Entry>> entries_;
   std::map<std::string, int> by_key_;
+  std::vector<std::unique_ptr<GraphEntry>> graphs_;
+  std::map<std::string, int> graph_by_key_;  // "<plan> <bias> <residual> <index>"
 };
 
 }  // namespace sdrt::cuda
