@@ -4,7 +4,7 @@
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, pdl, search, conv-engines,
-# clocks, png-env, ncu-attn.
+# conv-graph, clocks, png-env, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -144,14 +144,14 @@ for step in "$@"; do
           --no-engine-cache -o /tmp/pngenv > /dev/null 2>&1
         echo "$env: whole p50 $(awk -F, 'NR==2{print $5}' /tmp/pngenv/bench.csv) s, png p50 $(awk -F, 'NR==2{print $23}' /tmp/pngenv/bench.csv) s"
       done; done 2>&1 | tee "$out/png-env.txt" ;;
-    conv-engines)  # the engine's cuDNN algorithm (legacy find) against every graph-API engine configuration, per 3x3 shape;
-                   # then the engine's graph form (SDRT_CONV_GRAPH: its op test forced, the forward with it timed or not)
-      for b in 2 16; do timeout 250 "$bin/bench_conv_engines" --batch $b --repeats 10; done 2>&1 | tee "$out/conv-engines.txt"
+    conv-engines)  # the engine's cuDNN algorithm (legacy find) against every graph-API engine configuration, per 3x3 shape
+      for b in 2 16; do timeout 250 "$bin/bench_conv_engines" --batch $b --repeats 10; done 2>&1 | tee "$out/conv-engines.txt" ;;
+    conv-graph)  # the engine's graph-API convolution form (SDRT_CONV_GRAPH): its op test forced, the forward with it or not
       timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.EveryConvolutionFormMatchesTheCpu' > "$out/conv-graph-test.log" 2>&1
       echo "convolution forms' op test rc $?"; grep -E "SDRT_CONV_GRAPH|operation graph|PASSED|FAILED" "$out/conv-graph-test.log" | tail -16
       for r in 1 2; do for b in 2 16; do for v in 0 1; do
         echo "batch $b SDRT_CONV_GRAPH=$v: $(SDRT_CONV_GRAPH=$v FWD_TIMEOUT=300 fwd $b)"
-      done; done; done 2>&1 | tee -a "$out/conv-engines.txt" ;;
+      done; done; done 2>&1 | tee "$out/conv-graph.txt" ;;
     clocks)  # SM clock, power and throttle reasons while batch-16 forwards run back to back (is the graph's time
              # over its kernels' sum under ncu the clock, not gaps?)
       nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active --format=csv -lms 250 > "$out/clocks.csv" &
