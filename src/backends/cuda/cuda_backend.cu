@@ -481,10 +481,11 @@ class CudaExecutable : public Executable {
   // The graph form of convolution n (SDRT_CONV_GRAPH=1): each of the first engine configurations of cuDNN's
   // heuristics run on the operands given, its output checked against the cuDNN form's (with_cudnn: the
   // convolution, then bias and residual), and timed as the engine runs it; the fastest one's time and its
-  // index in *cfg (where none could be timed, the first that agreed and -1 ms; *cfg -1 where none agreed).
+  // index in *cfg (where none could be timed, the first that agreed and -1 ms; *cfg -1 where none agreed);
+  // first_only stops at the first that agrees (SDRT_CONV_GRAPH=force, the op test).
   template <class Reference>
   float time_graph_configs(const Node& n, const void* x, const void* w, const void* bias, const void* res, void* y, size_t yb, Reference&& with_cudnn,
-                           int* cfg) {
+                           int* cfg, bool first_only) {
     constexpr int kConfigs = 4, kRuns = 5;  // the heuristics' first four (runtime-fusion engines compile on first use)
     const size_t id = &n - g_->nodes.data();
     const bool has_bias = bias != nullptr, has_res = res != nullptr;
@@ -519,6 +520,7 @@ class CudaExecutable : public Executable {
       cudaStreamSynchronize(stream_);
       if (ws) cudaFree(ws);
       cudaGetLastError();
+      if (first_only && *cfg >= 0) break;
     }
     return best;
   }
@@ -591,7 +593,7 @@ class CudaExecutable : public Executable {
         conv_ms = time_form(with_cudnn);
         if (gemm_ok) gemm_ms = time_form(with_gemm);
         if (fused_ok) fused_ms = time_form(with_fused);
-        if (graph_timed) graph_ms = time_graph_configs(n, x, w, bias, res, y, yb, with_cudnn, &graph_cfg);
+        if (graph_timed) graph_ms = time_graph_configs(n, x, w, bias, res, y, yb, with_cudnn, &graph_cfg, graph_forced);
       }
       cudaStreamSynchronize(stream_);
       for (void* p : {x, w, y, col, b, r})
