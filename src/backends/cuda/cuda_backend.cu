@@ -105,6 +105,21 @@ bool pointwise_gemm(const Graph& g, const Node& n, int64_t* M, int64_t* N, int64
   return *N % 8 == 0 && *K % 8 == 0;
 }
 
+// Whether a candidate tactic's output agrees with the reference form's: the largest difference within 1% of
+// the largest reference value, sizes equal, nothing infinite or NaN (the timed choices keep only such forms).
+inline float value_of(float v) { return v; }
+inline float value_of(__half v) { return __half2float(v); }
+template <class T>
+bool agrees_with(const std::vector<T>& got, const std::vector<T>& want) {
+  if (got.size() != want.size()) return false;
+  double md = 0, mr = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    md = std::max(md, (double)std::fabs(value_of(got[i]) - value_of(want[i])));
+    mr = std::max(mr, (double)std::fabs(value_of(want[i])));
+  }
+  return std::isfinite(md) && md <= 1e-2 * mr;
+}
+
 std::atomic<int64_t> g_conv_graph_runs{0};  // convolutions executed in the graph form (cuda_conv_graph_runs)
 
 // An fp16 attention's key for the timed choice of Hopper kernel ("attn_form/<key>": batch, heads, query and
@@ -507,13 +522,7 @@ class CudaExecutable : public Executable {
         continue;
       }
       auto with_graph = [&] { return conv_->run_graph(*gid, x, w, bias, res, y, ws, wsb); };
-      bool agrees = with_graph().is_ok() && output(got);
-      double md = 0, mr = 0;
-      for (size_t k = 0; agrees && k < want.size(); ++k) {
-        md = std::max(md, (double)std::fabs(__half2float(got[k]) - __half2float(want[k])));
-        mr = std::max(mr, (double)std::fabs(__half2float(want[k])));
-      }
-      agrees = agrees && std::isfinite(md) && md <= 1e-2 * mr;
+      const bool agrees = with_graph().is_ok() && output(got) && agrees_with(got, want);
       const float ms = agrees ? cuda::time_in_graph(stream_, kRuns, [&] { return with_graph().is_ok(); }) : -1.f;
       if (ms > 0.f && (best <= 0.f || ms < best)) best = ms, *cfg = i;
       if (agrees && *cfg < 0) *cfg = i;  // the first that agrees, even untimed (SDRT_CONV_GRAPH=force takes it)
@@ -749,12 +758,7 @@ class CudaExecutable : public Executable {
         float best = -1.f;
         for (int f = 0; f < forms; ++f) {
           if (!run(f) || !output(f == 0 ? want : got)) break;
-          double md = 0, mr = 0;  // the form's output against the kept kernel's, relative to the largest value
-          for (size_t i = 0; f > 0 && i < no; ++i) {
-            md = std::max(md, (double)std::fabs(__half2float(got[i]) - __half2float(want[i])));
-            mr = std::max(mr, (double)std::fabs(__half2float(want[i])));
-          }
-          const bool agrees = f == 0 || (std::isfinite(md) && md <= 1e-2 * mr);
+          const bool agrees = f == 0 || agrees_with(got, want);  // against the kept kernel's output
           const float ms = agrees ? cuda::time_in_graph(stream_, kRuns, [&] { return run(f); }) : -1.f;
           char t[96];
           std::snprintf(t, sizeof t, "%s%s %.4f%s", f ? ", " : "", cuda::attention_form_name(f), ms, agrees ? "" : " (disagrees)");
@@ -1798,12 +1802,7 @@ class CudaBackend : public Backend {
       return ms[ms.size() / 2];
     };
     const double t_whole = time_of(whole), t_split = t_whole > 0 ? time_of(split) : -1;
-    double md = t_split > 0 ? 0 : INFINITY, mr = 0;
-    for (size_t i = 0; i < outs[1].size() && i < outs[0].size(); ++i) {
-      md = std::max(md, (double)std::fabs(outs[1][i] - outs[0][i]));
-      mr = std::max(mr, (double)std::fabs(outs[0][i]));
-    }
-    const bool agrees = outs[0].size() == outs[1].size() && std::isfinite(md) && md <= 1e-2 * mr;
+    const bool agrees = t_split > 0 && agrees_with(outs[1], outs[0]);
     const bool use = t_whole > 0 && t_split > 0 && agrees && t_split < 0.97 * t_whole;
     int parts = 0;
     for (int pt : passes::batch_parts(*split)) parts = std::max(parts, pt + 1);

@@ -179,6 +179,38 @@ struct TileStager {
 };
 #endif
 
+#ifdef SDRT_WGMMA
+// The lazy running maxima of rows g and g + 8 (log2 domain), given this thread's raw score maxima mx0, mx1:
+// they move only when a score of the warp exceeds them by more than 2^8 (warp-uniform, so no divergence;
+// P <= 256 stays exact in FP16's range), and then to the row's maximum over its quad. al0, al1: the factor
+// O's rows (and sums) need for the move, 1 when none.
+__device__ __forceinline__ void lazy_max(float mx0, float mx1, float scale_log2, float& m0, float& m1, float& al0, float& al1) {
+  al0 = al1 = 1.f;
+  if (!__any_sync(0xffffffff, mx0 * scale_log2 > m0 + 8.f || mx1 * scale_log2 > m1 + 8.f)) return;
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
+  mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
+  mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
+  const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);  // scale > 0
+  al0 = n0 == -INFINITY ? 1.f : fast_exp2(m0 - n0);
+  al1 = n1 == -INFINITY ? 1.f : fast_exp2(m1 - n1);
+  m0 = n0;
+  m1 = n1;
+}
+
+// O's rows g (al0) and g + 8 (al1) rescaled, in the P V accumulator layout (kV column blocks of four).
+template <int NO>
+__device__ __forceinline__ void rescale_rows(float (&o)[NO], float al0, float al1) {
+#pragma unroll
+  for (int i = 0; i < NO / 4; ++i) {
+    o[4 * i] *= al0;
+    o[4 * i + 1] *= al0;
+    o[4 * i + 2] *= al1;
+    o[4 * i + 3] *= al1;
+  }
+}
+#endif
+
 // KEYS key rows per tile: 128 for heads of 40 (half the per-tile barriers, waits and shuffles; S as two
 // m64n64 halves), 64 for wider heads (128 spill registers). QREG: Q's fragments held in registers for the
 // whole block (read once from global memory) instead of a shared tile read by every S = Q K^T; used for
@@ -201,7 +233,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
   dep_entry();
 #ifdef SDRT_WGMMA
   using Dm = Dims<D, KEYS, QREG, ROWS>;
-  constexpr int kQK = Dm::kQK, kV = Dm::kV, kReal = Dm::kReal, kO = Dm::kO, kBuf = Dm::kBuf;
+  constexpr int kQK = Dm::kQK, kReal = Dm::kReal, kO = Dm::kO, kBuf = Dm::kBuf;
   constexpr int kRows = Dm::kRows, kThreads = Dm::kThreads, kStages = Dm::kStages;
   constexpr bool kRing = !QREG;
   constexpr int kHalves = KEYS / 64;  // 64-key halves of a tile: one m64n64 S accumulator each
@@ -358,25 +390,9 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
           mx0 = fmaxf(mx0, fmaxf(s[hf][4 * n], s[hf][4 * n + 1]));
           mx1 = fmaxf(mx1, fmaxf(s[hf][4 * n + 2], s[hf][4 * n + 3]));
         }
-      // keep the maxima while this warp's scores stay within 2^8 of them (warp-uniform: no divergence)
-      const bool move = __any_sync(0xffffffff, mx0 * p.scale_log2 > m0 + 8.f || mx1 * p.scale_log2 > m1 + 8.f);
-      if (move) {
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
-        const float n0 = fmaxf(m0, mx0 * p.scale_log2), n1 = fmaxf(m1, mx1 * p.scale_log2);  // log2 domain (scale > 0)
-        const float al0 = n0 == -INFINITY ? 1.f : fast_exp2(m0 - n0), al1 = n1 == -INFINITY ? 1.f : fast_exp2(m1 - n1);
-        m0 = n0;
-        m1 = n1;
-#pragma unroll
-        for (int i = 0; i < kV; ++i) {
-          o[4 * i] *= al0;
-          o[4 * i + 1] *= al0;
-          o[4 * i + 2] *= al1;
-          o[4 * i + 3] *= al1;
-        }
-      }
+      float al0, al1;
+      lazy_max(mx0, mx1, p.scale_log2, m0, m1, al0, al1);
+      if (al0 != 1.f || al1 != 1.f) rescale_rows(o, al0, al1);
       const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
       // P of each 64-key half packed to FP16 and its P V issued before the next half's exponentials (they
       // overlap its MMAs, and one half's P is live at a time)
@@ -486,18 +502,7 @@ __device__ __forceinline__ void pipe_softmax(float (&s)[32], int64_t j0, int64_t
     mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
     mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
   }
-  al0 = al1 = 1.f;
-  if (__any_sync(0xffffffff, mx0 * scale_log2 > m0 + 8.f || mx1 * scale_log2 > m1 + 8.f)) {
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
-    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
-    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
-    const float n0 = fmaxf(m0, mx0 * scale_log2), n1 = fmaxf(m1, mx1 * scale_log2);
-    al0 = n0 == -INFINITY ? 1.f : fast_exp2(m0 - n0);
-    al1 = n1 == -INFINITY ? 1.f : fast_exp2(m1 - n1);
-    m0 = n0;
-    m1 = n1;
-  }
+  lazy_max(mx0, mx1, scale_log2, m0, m1, al0, al1);
   const float b0 = m0 == -INFINITY ? 0.f : m0, b1 = m1 == -INFINITY ? 0.f : m1;
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
@@ -514,7 +519,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
 #ifdef SDRT_WGMMA
   using Dm = PipeDims<D, ROWS>;
   constexpr int KEYS = Dm::kKeys, kRows = Dm::kRows, kThreads = Dm::kThreads, R = Dm::kStages;
-  constexpr int kQK = Dm::kQK, kV = Dm::kV, kReal = Dm::kReal, kO = Dm::kO, kBuf = Dm::kBuf;
+  constexpr int kQK = Dm::kQK, kReal = Dm::kReal, kO = Dm::kO, kBuf = Dm::kBuf;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __half* Qs = reinterpret_cast<__half*>(smem_raw);  // kRows rows x kQK column blocks
   __half* KV = Qs + Dm::kQs;                          // R buffers of K (KEYS rows x kQK blocks) then V (KEYS x kV)
@@ -637,15 +642,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
     reg_fence(o);
     __syncwarp();
     if (lane == 0) mbar_arrive(empty(it));  // this warp is done with tile it's buffer
-    if (al0 != 1.f || al1 != 1.f) {
-#pragma unroll
-      for (int i = 0; i < kV; ++i) {
-        o[4 * i] *= al0;
-        o[4 * i + 1] *= al0;
-        o[4 * i + 2] *= al1;
-        o[4 * i + 3] *= al1;
-      }
-    }
+    if (al0 != 1.f || al1 != 1.f) rescale_rows(o, al0, al1);
   };
   // every tile but the last, two per turn (no branch around an MMA but the turn's own test)
   uint32_t ph2[8][2];
