@@ -76,6 +76,7 @@ int cmd_generate(const GenerateArgs& a) {
   auto t0 = std::chrono::steady_clock::now();
   auto rm = resolve_for_run(*run, a.tokenizer_dir, a.engine_cache);
   if (!rm) return fail(rm.status());
+  rm->options.overlap_decode = a.decode_overlap;
   auto pipe = Pipeline::create(std::move(rm->model), rm->options, std::move(backend).value());
   if (!pipe) return fail(pipe.status());
   if (Status v = (*pipe)->validate(r); !v) return fail(v);

@@ -34,6 +34,7 @@ int cmd_serve(const ServeArgs& a) {
   // Resolved now (a missing model is an error before binding); the weights load behind /health.
   auto rm = resolve_for_run(*run, a.tokenizer_dir, a.engine_cache);
   if (!rm) return fail(rm.status());
+  rm->options.overlap_decode = a.decode_overlap;
 
   server::ServeOptions so;
   so.host = a.host;

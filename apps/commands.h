@@ -9,7 +9,7 @@ namespace sdrt::app {
 struct GenerateArgs {
   std::string model, prompt, negative_prompt, sampler = "euler_a", schedule_type, rng = "cpu", init_image, out_dir = "outputs";
   std::string tokenizer_dir, backend = "auto", prompt_file, precision = "auto", plan;
-  bool engine_cache = true;
+  bool engine_cache = true, decode_overlap = true;
   int steps = 20, width = 512, height = 512, batch_size = 1, batch_count = 1, clip_skip = 1;
   double cfg_scale = 7.0, strength = 0.75;
   int64_t seed = -1;
@@ -35,7 +35,7 @@ struct ServeArgs {
   std::string devices;  // --devices: "" one engine, "all", "0,1"
   int port = 7860, max_queue = 32, max_batch = 8;
   double drain_timeout = 25;  // seconds SIGTERM waits for accepted jobs (below Kubernetes' 30 s grace period)
-  bool engine_cache = true;
+  bool engine_cache = true, decode_overlap = true;
 };
 
 int cmd_info(const std::string& model);

@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
   gen->add_option("--plan", g.plan, "run the engines of a plan from `sdrt build` (cuda; the model defaults to the plan's)");
   bool gen_no_cache = false;
   gen->add_flag("--no-engine-cache", gen_no_cache, "do not read or write the engine cache ($SDRT_HOME/engines)");
+  bool gen_no_overlap = false;
+  gen->add_flag("--no-decode-overlap", gen_no_overlap,
+                "with --batch-count > 1, decode each batch before sampling the next instead of beside it (less GPU memory)");
 
   sdrt::app::ServeArgs sv;
   auto* serve = app.add_subcommand("serve", "HTTP server with the AUTOMATIC1111 WebUI API (/sdapi/v1/...), a job queue and a web page");
@@ -82,6 +85,9 @@ int main(int argc, char** argv) {
   serve->add_option("--output-dir", sv.output_dir, "where requests with save_images write their PNGs (names chosen by the server)");
   bool serve_no_cache = false;
   serve->add_flag("--no-engine-cache", serve_no_cache, "do not read or write the engine cache");
+  bool serve_no_overlap = false;
+  serve->add_flag("--no-decode-overlap", serve_no_overlap,
+                  "for requests of several batches (n_iter), decode each batch before sampling the next instead of beside it (less GPU memory)");
 
   sdrt::app::BenchArgs ba;
   bool quick = false;
@@ -118,11 +124,13 @@ int main(int argc, char** argv) {
   if (*build) return sdrt::app::cmd_build(bd);
   if (*serve) {
     sv.engine_cache = !serve_no_cache;
+    sv.decode_overlap = !serve_no_overlap;
     return sdrt::app::cmd_serve(sv);
   }
   if (*pull) return sdrt::app::cmd_pull(pull_model, pull_tokenizer);
   if (*gen) {
     g.engine_cache = !gen_no_cache;
+    g.decode_overlap = !gen_no_overlap;
     return sdrt::app::cmd_generate(g);
   }
   if (*bench) {

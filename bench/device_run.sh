@@ -4,7 +4,7 @@
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, pdl, search, conv-engines,
-# conv-graph, clocks, png-env, ncu-attn.
+# conv-graph, clocks, png-env, overlap, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -159,6 +159,16 @@ for step in "$@"; do
       "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 16 --repeats 150 --warmup 3 --device-loop 2>&1 | grep -E 'median|error'
       kill $smi; sleep 0.5
       awk -F', ' 'NR>1{c[$2" "$5]++; p+=$3; n++} END{for (k in c) print c[k], k; if (n) print "mean power", p/n, "W,", n, "samples"}' "$out/clocks.csv" | sort -rn | head -10 ;;
+    overlap)  # eight batches of one image (50 steps) with each batch's VAE decode beside the next batch's sampling or after
+              # it (--no-decode-overlap), alternating; the engines built into the engine cache by a first, untimed run
+      gen() { "$bin/sdrt" generate --backend cuda -m random:sd15 --tokenizer "$tok" -p "a photo of an astronaut riding a horse on mars" \
+                --sampler pndm --steps 50 --cfg-scale 7.5 --seed 1 -o /tmp/overlap "$@" 2>&1 | grep -E '^seed|error'; }
+      gen --batch-count 2 > /dev/null
+      for r in 1 2; do for v in on off; do
+        flag=""; [ $v = off ] && flag=--no-decode-overlap
+        t0=$(date +%s.%N); line=$(gen --batch-count 8 $flag); t1=$(date +%s.%N)
+        echo "decode overlap $v: $(awk "BEGIN{print $t1 - $t0}") s wall for 8 images; $line"
+      done; done 2>&1 | tee "$out/overlap.txt" ;;
     ncu-attn)  # the Hopper kernel on the batch-16 4096-token self-attention
       timeout 120 ncu --clock-control none -k regex:flash_wgmma --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
         --section WarpStateStats --section ComputeWorkloadAnalysis "$bin/bench_attention" --batch 16 --repeats 1 > "$out/ncu-attn.txt" 2>&1

@@ -777,4 +777,55 @@ TEST_P(CudaConformanceP, DeviceLoopMatchesHostLoop) {
   EXPECT_EQ(calls, 3);
 }
 
+// Several batches with each batch's VAE decode on a stream of its own beside the next batch's sampling
+// (set_concurrent): each batch's images as a request for that batch alone gives them - decoded in turn on
+// the backend's stream before, and on the decoder's own stream after (its graph captured again there).
+TEST_P(CudaConformanceP, DecodeBesideTheNextBatchMatchesOneBatchAtATime) {
+  SDRT_REQUIRE_CONFORMANCE();
+  REQUIRE_CUDA_P(cuda, false, GetParam());
+  PipelineOptions o;
+  o.tokenizer_dir = (tiny_dir() / "diffusers/tokenizer").string();
+  o.scheduler_config = (tiny_dir() / "diffusers/scheduler/scheduler_config.json").string();
+  auto pipe = Pipeline::create(load_model((tiny_dir() / "diffusers").string()).value(), o, std::move(cuda));
+  ASSERT_TRUE(pipe.is_ok());
+  GenerateRequest r;
+  r.prompt = "a red cube on a table";
+  r.width = r.height = 128;
+  r.steps = 4;
+  r.seed = 21;
+  r.sampler = "euler_a";
+  r.batch_size = 2;
+  auto one_batch = [&](int bc) {
+    GenerateRequest one = r;
+    one.seed = r.seed + 2 * bc;
+    auto res = (*pipe)->generate(one);
+    EXPECT_TRUE(res.is_ok()) << res.status().message();
+    return std::move(res).value();
+  };
+  std::vector<GenerateResult> before;
+  for (int bc = 0; bc < 3; ++bc) before.push_back(one_batch(bc));
+  r.batch_count = 3;
+  auto all = (*pipe)->generate(r);
+  ASSERT_TRUE(all.is_ok()) << all.status().message();
+  ASSERT_EQ(all->images.size(), 6u);
+  auto after = one_batch(2);
+  for (int i = 0; i < 6; ++i) {
+    const GenerateResult& ref = before[i / 2];
+    int worst = 0;
+    for (size_t k = 0; k < ref.images[i % 2].rgb.size(); ++k)
+      worst = std::max(worst, std::abs((int)all->images[i].rgb[k] - (int)ref.images[i % 2].rgb[k]));
+    const double e = rel_err(all->latents[i], ref.latents[i % 2]);
+    std::printf("      cuda %s image %d: decoded beside the next batch vs alone: worst pixel difference %d/255, latents rel err %.1e\n",
+                GetParam().c_str(), i, worst, e);
+    EXPECT_LE(worst, 1) << "image " << i;
+    EXPECT_LT(e, 1e-6) << "image " << i;
+    EXPECT_EQ(all->seeds[i], ref.seeds[i % 2]);
+  }
+  for (int i = 0; i < 2; ++i) {
+    int worst = 0;
+    for (size_t k = 0; k < after.images[i].rgb.size(); ++k) worst = std::max(worst, std::abs((int)after.images[i].rgb[k] - (int)before[2].images[i].rgb[k]));
+    EXPECT_LE(worst, 1) << "the decoder on its own stream, image " << i;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Precisions, CudaConformanceP, ::testing::Values("fp32", "fp16"), [](const auto& i) { return i.param; });

@@ -46,6 +46,11 @@ class Executable {
   // Scratch the executable holds besides its values (convolution and GEMM workspaces), in bytes.
   virtual int64_t workspace_bytes() const { return 0; }
   virtual int streams() const { return 1; }  // streams its work is spread over (CUDA: 2 with the side lane)
+  // From now on this executable may run() on another host thread while the backend's other executables run
+  // (the VAE decode of one batch during the next batch's sampling): on CUDA it takes a stream and library
+  // workspaces of its own, so its work overlaps theirs on the GPU. False where the backend cannot (the CPU
+  // backend, whose executables share the cores anyway): then callers run it in turn.
+  virtual bool set_concurrent() { return false; }
 };
 
 struct DeviceMemory {

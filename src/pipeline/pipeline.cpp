@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <random>
 #include <sstream>
 
@@ -48,6 +49,41 @@ Image resize(const Image& in, int w, int h) {
     }
   }
   return out;
+}
+
+// Final latents x [B, C4, h, w] (before 1/scaling_factor) to 8-bit images through the VAE decoder `dec`, in
+// slices of S images; the seconds it took in *secs.
+Result<std::vector<Image>> decode_images(Executable& dec, const Tensor& x, int64_t S, float scaling_factor, double* secs) {
+  const auto t0 = clk::now();
+  const int64_t B = x.dim(0), C4 = x.dim(1), h = x.dim(2), w = x.dim(3), per = C4 * h * w;
+  const int W = (int)w * 8, H = (int)h * 8;
+  const int64_t HW = (int64_t)W * H;
+  std::vector<Tensor> decoded;
+  for (int64_t s0 = 0; s0 < B; s0 += S) {
+    Tensor z = Tensor::empty(DType::F32, {S, C4, h, w});
+    for (int64_t k = 0; k < S * per; ++k) z.f32()[k] = x.f32()[s0 * per + k] / scaling_factor;
+    SDRT_ASSIGN_OR_RETURN(auto img, dec.run({{"latent", z}}));
+    decoded.push_back(std::move(img[0]));
+  }
+  std::vector<Image> images;
+  for (int64_t i = 0; i < B; ++i) {
+    Image im{W, H, std::vector<uint8_t>(HW * 3)};
+    const float* p = decoded[i / S].f32() + (i % S) * 3 * HW;
+    uint8_t* rgb = im.rgb.data();
+    // planar [3, H, W] floats to interleaved bytes, rows in parallel (5 ms of a 512x512 image on one
+    // core, much of a 0.3 s image). v * 255 rounded half away from zero, as lround: v >= 0 and adding
+    // 0.5 in double is exact, so truncating gives the same byte (fmax takes NaN to 0).
+#pragma omp parallel for schedule(static) if (HW >= 65536)
+    for (int y = 0; y < H; ++y)
+      for (int64_t q = (int64_t)y * W; q < (int64_t)(y + 1) * W; ++q)
+        for (int c = 0; c < 3; ++c) {
+          const float v = std::fmin(std::fmax(p[c * HW + q] / 2.f + 0.5f, 0.f), 1.f);
+          rgb[q * 3 + c] = (uint8_t)(int)((double)(v * 255.f) + 0.5);
+        }
+    images.push_back(std::move(im));
+  }
+  *secs = since(t0);
+  return images;
 }
 
 }  // namespace
@@ -429,6 +465,40 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
     std::memcpy(ctx_joint.f32() + ctx_u.numel(), ctx_c.f32(), ctx_c.numel() * 4);
   }
 
+  // Each batch's images, latents and infotexts, in batch order.
+  auto add_batch = [&](int bc, const Tensor& x, std::vector<Image> images) {
+    for (int i = 0; i < B; ++i) {
+      res.images.push_back(std::move(images[i]));
+      Tensor lat = Tensor::empty(DType::F32, {1, C4, h, w});
+      std::memcpy(lat.f32(), x.f32() + i * per, per * 4);
+      res.latents.push_back(lat);
+      if (r.prompts.empty() && r.negative_prompts.empty()) {
+        res.infotexts.push_back(infotext(r, res.seeds[bc * B + i]));
+      } else {
+        GenerateRequest ri = r;
+        if (!r.prompts.empty()) ri.prompt = r.prompts[i];
+        if (!r.negative_prompts.empty()) ri.negative_prompt = r.negative_prompts[i];
+        res.infotexts.push_back(infotext(ri, res.seeds[bc * B + i]));
+      }
+    }
+  };
+  // overlap_decode: the batch being decoded beside the sampling (a future from std::async waits for its
+  // thread when destroyed, so an early return - an error, an interruption - leaves no decode running).
+  bool overlap = false;
+  double pending_s = 0;
+  Tensor pending_x;
+  int pending_bc = -1;
+  std::future<Result<std::vector<Image>>> pending;  // last: destroyed (waited for) before what its thread writes
+  auto collect = [&]() -> Status {
+    if (!pending.valid()) return Status::ok();
+    Result<std::vector<Image>> images = pending.get();
+    SDRT_RETURN_IF_ERROR(images.status());
+    res.times.vae_s += pending_s;
+    mark("vae");
+    add_batch(pending_bc, pending_x, std::move(images).value());
+    return Status::ok();
+  };
+
   for (int bc = 0; bc < r.batch_count; ++bc) {
     auto sched = make_scheduler(kind, sched_, r.steps);
     std::vector<std::unique_ptr<Generator>> gens;
@@ -505,47 +575,24 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
     }
     mark("sampling");
     // VAE decode in slices of the batch: latents / scaling_factor -> [-1, 1] -> 8-bit
-    auto tv = clk::now();
     const int64_t S = vae_slice(B);
     SDRT_ASSIGN_OR_RETURN(Executable * dec, executable(vae_decoder_key(S, h, w), [&] { return build_vae_decoder(model_, S, h, w); }));
-    const int64_t HW = (int64_t)r.width * r.height;
-    std::vector<Tensor> decoded;
-    for (int64_t s0 = 0; s0 < B; s0 += S) {
-      Tensor z = Tensor::empty(DType::F32, {S, C4, h, w});
-      for (int64_t k = 0; k < S * per; ++k) z.f32()[k] = x.f32()[s0 * per + k] / model_.vae.scaling_factor;
-      SDRT_ASSIGN_OR_RETURN(auto img, dec->run({{"latent", z}}));
-      decoded.push_back(std::move(img[0]));
+    if (bc == 0) overlap = opts_.overlap_decode && r.batch_count > 1 && dec->set_concurrent();
+    if (!overlap) {
+      double secs = 0;
+      SDRT_ASSIGN_OR_RETURN(auto images, decode_images(*dec, x, S, model_.vae.scaling_factor, &secs));
+      res.times.vae_s += secs;
+      mark("vae");
+      add_batch(bc, x, std::move(images));
+      continue;
     }
-    res.times.vae_s += since(tv);
-    mark("vae");
-    for (int i = 0; i < B; ++i) {
-      Image im{r.width, r.height, std::vector<uint8_t>(HW * 3)};
-      const float* p = decoded[i / S].f32() + (int64_t)(i % S) * 3 * HW;
-      uint8_t* rgb = im.rgb.data();
-      // planar [3, H, W] floats to interleaved bytes, rows in parallel (5 ms of a 512x512 image on one
-      // core, much of a 0.3 s image). v * 255 rounded half away from zero, as lround: v >= 0 and adding
-      // 0.5 in double is exact, so truncating gives the same byte (fmax takes NaN to 0).
-#pragma omp parallel for schedule(static) if (HW >= 65536)
-      for (int y = 0; y < r.height; ++y)
-        for (int64_t q = (int64_t)y * r.width; q < (int64_t)(y + 1) * r.width; ++q)
-          for (int c = 0; c < 3; ++c) {
-            const float v = std::fmin(std::fmax(p[c * HW + q] / 2.f + 0.5f, 0.f), 1.f);
-            rgb[q * 3 + c] = (uint8_t)(int)((double)(v * 255.f) + 0.5);
-          }
-      res.images.push_back(std::move(im));
-      Tensor lat = Tensor::empty(DType::F32, {1, C4, h, w});
-      std::memcpy(lat.f32(), x.f32() + i * per, per * 4);
-      res.latents.push_back(lat);
-      if (r.prompts.empty() && r.negative_prompts.empty()) {
-        res.infotexts.push_back(infotext(r, res.seeds[bc * B + i]));
-      } else {
-        GenerateRequest ri = r;
-        if (!r.prompts.empty()) ri.prompt = r.prompts[i];
-        if (!r.negative_prompts.empty()) ri.negative_prompt = r.negative_prompts[i];
-        res.infotexts.push_back(infotext(ri, res.seeds[bc * B + i]));
-      }
-    }
+    // this batch's decode on a thread of its own while the next batch samples (one decode at a time)
+    SDRT_RETURN_IF_ERROR(collect());
+    pending_x = x;
+    pending_bc = bc;
+    pending = std::async(std::launch::async, [dec, x, S, sf = model_.vae.scaling_factor, secs = &pending_s] { return decode_images(*dec, x, S, sf, secs); });
   }
+  SDRT_RETURN_IF_ERROR(collect());
   mark("images");
   res.times.unet_flops = unet_flops_;
   return res;

@@ -72,6 +72,10 @@ struct PipelineOptions {
   std::string engine_cache_dir;
   // Keep the sampling loop on the device where the backend can (no host round trip per step).
   bool device_loop = true;
+  // With several batches (batch_count > 1), decode each batch's latents on a thread of its own while the
+  // next batch samples, where the backend lets the VAE decoder run beside the UNet (CUDA: a stream of its
+  // own; the device then holds both engines' activations at once). Off, or on the CPU: one after the other.
+  bool overlap_decode = true;
 };
 
 class Pipeline {

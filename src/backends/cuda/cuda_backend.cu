@@ -190,6 +190,7 @@ class CudaExecutable : public Executable {
     if (bad_ids_) cudaFree(bad_ids_);
     if (blas_) cublasDestroy(blas_);
     if (stream_) cudaStreamSynchronize(stream_);  // the stream goes with the backend's last executable
+    own_.release();
   }
 
   Status init() {
@@ -483,6 +484,35 @@ class CudaExecutable : public Executable {
   // cuDNN's workspace (cuBLAS/cuBLASLt's is the backend's, shared by its executables)
   int64_t workspace_bytes() const override { return (int64_t)(conv_ws_bytes_[0] + conv_ws_bytes_[1] + lane_ws_bytes_[1]); }
   int streams() const override { return use_lanes_ ? 2 : 1; }
+  // A stream (and with lanes a side stream) and a cuBLAS/cuBLASLt workspace of its own, instead of the
+  // backend's: its work then overlaps the other executables' and touches none of their memory; a graph
+  // captured before is dropped (it has the shared workspace in it) and captured again on the next run. Its
+  // graph's memory no longer shares physical pages with theirs (graphs launched into one stream do), so the
+  // device holds both at once.
+  bool set_concurrent() override {
+    if (own_.stream) return true;
+    if (cudaSetDevice(opt_.device) != cudaSuccess || cudaStreamSynchronize(stream_) != cudaSuccess) return false;
+    Own o;
+    bool ok = cudaStreamCreateWithFlags(&o.stream, cudaStreamNonBlocking) == cudaSuccess;
+    ok = ok && (!use_lanes_ || cudaStreamCreateWithFlags(&o.side, cudaStreamNonBlocking) == cudaSuccess);
+    ok = ok && cudaMallocAsync(&o.ws, kLtWorkspace, o.stream) == cudaSuccess && cudaStreamSynchronize(o.stream) == cudaSuccess;
+    if (!ok) {
+      cudaGetLastError();
+      o.release();
+      return false;
+    }
+    own_ = o;
+    lane_now_ = 0;
+    stream_ = lanes_[0] = own_.stream;
+    if (use_lanes_) lanes_[1] = own_.side;
+    lane_ws_[0] = own_.ws, lane_ws_bytes_[0] = kLtWorkspace;
+    if (lt_) lt_->bind(stream_, own_.ws, kLtWorkspace);
+    if (conv_ && !conv_->set_stream(stream_)) return false;
+    if (cublasSetStream(blas_, stream_) != CUBLAS_STATUS_SUCCESS || cublasSetWorkspace(blas_, own_.ws, kLtWorkspace) != CUBLAS_STATUS_SUCCESS)
+      return false;
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_), graph_exec_ = nullptr;
+    return true;
+  }
   DeviceLoop* device_loop() override {
     // The calling thread works on this executable's GPU from here on (a server engine's worker thread).
     if (cudaSetDevice(opt_.device) != cudaSuccess) return nullptr;
@@ -1668,6 +1698,17 @@ class CudaExecutable : public Executable {
   int* bad_ids_ = nullptr;
   bool profile_ = std::getenv("SDRT_PROFILE") != nullptr;
   std::vector<cudaEvent_t> events_;
+  // set_concurrent: this executable's own streams and cuBLAS/cuBLASLt workspace (none: the backend's)
+  struct Own {
+    cudaStream_t stream = nullptr, side = nullptr;
+    void* ws = nullptr;
+    void release() {
+      if (ws) cudaFreeAsync(ws, stream);
+      for (cudaStream_t s : {stream, side})
+        if (s) cudaStreamSynchronize(s), cudaStreamDestroy(s);
+      *this = {};
+    }
+  } own_;
 };
 
 class CudaBackend : public Backend {
