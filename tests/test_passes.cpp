@@ -78,6 +78,85 @@ Block resnet_like() {
 
 }  // namespace
 
+namespace {
+
+// Values computed from weights alone: a convolution's filter reshaped from a flat weight, its bias the sum
+// of two, a scale computed from two weights; a weight also read directly (kept); a constant graph output
+// (stays computed).
+Block constants_block() {
+  Block b;
+  std::mt19937 rng(17);
+  GraphBuilder gb(b.g);
+  auto W = [&](const std::string& n, Shape s) { return gb.weight(n, randn(s, rng, 0.3f)); };
+  int x = gb.input("x", {2, 6, 5, 5});
+  b.in["x"] = randn({2, 6, 5, 5}, rng);
+  int filter = gb.reshape(W("w_flat", {8 * 6 * 9}), {8, 6, 3, 3});
+  int b1 = W("b1", {8});
+  int h = gb.conv2d(x, filter, gb.add(b1, W("b2", {8})), 1, 1);
+  Attrs half;
+  half.scale = 0.5f;
+  int t = gb.add_node(Op::Scale, {gb.add(W("t1", {1, 8, 1, 1}), W("t2", {1, 8, 1, 1}))}, half);
+  int tok = gb.unary(Op::ToTokens, gb.mul(h, t));
+  gb.output(gb.linear(tok, W("lw", {8, 8}), b1), "y");
+  gb.output(gb.reshape(W("o", {8}), {2, 4}), "constant");
+  EXPECT_TRUE(gb.status().is_ok()) << gb.status().message();
+  return b;
+}
+
+}  // namespace
+
+TEST(Passes, FoldConstantsCountsAndMatches) {
+  Block b = constants_block();
+  int n = -1;
+  Graph f = fold_constants(b.g, &n);
+  ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
+  EXPECT_EQ(n, 3);  // the filter, the bias, the scale
+  EXPECT_EQ(count_ops(f, Op::Scale), 0);
+  EXPECT_EQ(count_ops(f, Op::Add), 0);
+  EXPECT_EQ(count_ops(f, Op::Reshape), 1);  // the constant output
+  for (const Node& node : f.nodes) {
+    if (node.op == Op::Conv2d) EXPECT_EQ(f.nodes[node.inputs[1]].op, Op::Weight);
+    bool all = !node.inputs.empty();
+    for (int in : node.inputs) all = all && f.nodes[in].op == Op::Weight;
+    if (all) EXPECT_EQ(node.op, Op::Reshape) << "only the output is left computed from weights";
+  }
+  for (const char* gone : {"w_flat", "b2", "t1", "t2"}) EXPECT_EQ(f.weights.count(gone), 0u) << gone;
+  for (const char* kept : {"b1", "lw", "o"}) EXPECT_EQ(f.weights.count(kept), 1u) << kept;
+  EXPECT_EQ(f.weights.size(), 6u);
+  auto ef = make_cpu_backend()->compile(std::make_shared<Graph>(f)), eg = make_cpu_backend()->compile(std::make_shared<Graph>(b.g));
+  ASSERT_TRUE(ef.is_ok() && eg.is_ok());
+  auto of = (*ef)->run(b.in), og = (*eg)->run(b.in);
+  ASSERT_TRUE(of.is_ok() && og.is_ok());
+  EXPECT_LT(max_abs_diff((*of)[0], (*og)[0]), 1e-6);
+  EXPECT_EQ(max_abs_diff((*of)[1], (*og)[1]), 0.0);
+  int again = -1;
+  fold_constants(f, &again);
+  EXPECT_EQ(again, 0);
+  std::vector<PassResult> log;
+  optimize_graph(b.g, &log);
+  EXPECT_EQ(log[0].name, "fold_constants");
+  EXPECT_EQ(log[0].rewrites, 3);
+}
+
+// On CUDA in fp16 the convolution needs a constant filter: the build passes fold it, and the graph as written
+// runs and matches the CPU.
+TEST(Passes, FoldedConstantsRunOnCuda) {
+  std::string why;
+  CudaOptions o;
+  o.precision = "fp16";
+  auto cuda = make_cuda_backend(o, &why);
+  if (!cuda) GTEST_SKIP() << "CUDA backend not usable here: " << why;
+  Block b = constants_block();
+  auto e = cuda->compile(std::make_shared<Graph>(b.g));
+  ASSERT_TRUE(e.is_ok()) << e.status().message();
+  auto got = (*e)->run(b.in);
+  ASSERT_TRUE(got.is_ok()) << got.status().message();
+  const Tensor want = run_cpu(b.g, b.in);
+  const double err = max_abs_diff((*got)[0], want) / std::max(1e-6, max_abs_diff(want, Tensor::zeros(DType::F32, want.shape())));
+  std::printf("      cuda fp16 folded constants vs CPU: max error %.2e of the largest value\n", err);
+  EXPECT_LT(err, 5e-3);
+}
+
 TEST(Passes, FuseGroupNormSiluCountsAndMatches) {
   Block b = resnet_like();
   int n = -1;
@@ -245,14 +324,15 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   std::vector<PassResult> log;
   Graph f = optimize_graph(**g, &log);
   ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
-  ASSERT_EQ(log.size(), 5u);
-  EXPECT_GT(log[0].rewrites, 10);  // every ResNet norm + act, and conv_norm_out
-  EXPECT_GT(log[1].rewrites, 10);  // ResNet shortcuts, attention/FF outputs, proj_out
-  EXPECT_GT(log[2].rewrites, 5);   // every UNet ResNet's time embedding into its norm2
-  EXPECT_EQ(log[3].rewrites, count_ops(**g, Op::Attention));  // each transformer's self (qkv) and cross (kv) attention
+  ASSERT_EQ(log.size(), 6u);
+  EXPECT_EQ(log[0].rewrites, 0);   // the model builders leave nothing to fold
+  EXPECT_GT(log[1].rewrites, 10);  // every ResNet norm + act, and conv_norm_out
+  EXPECT_GT(log[2].rewrites, 10);  // ResNet shortcuts, attention/FF outputs, proj_out
+  EXPECT_GT(log[3].rewrites, 5);   // every UNet ResNet's time embedding into its norm2
+  EXPECT_EQ(log[4].rewrites, count_ops(**g, Op::Attention));  // each transformer's self (qkv) and cross (kv) attention
   EXPECT_EQ(count_ops(f, Op::Linear), count_ops(**g, Op::Linear) - 3 * count_ops(**g, Op::Attention) / 2);
   EXPECT_GT(count_ops(**g, Op::GEGLU), 0);
-  EXPECT_EQ(log[4].rewrites, count_ops(**g, Op::GEGLU));  // every transformer's feed-forward projection
+  EXPECT_EQ(log[5].rewrites, count_ops(**g, Op::GEGLU));  // every transformer's feed-forward projection
   EXPECT_EQ(count_ops(f, Op::GEGLU), 0);
   std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
                                    {"timestep", Tensor::from_f32({2}, {500.f, 500.f})},

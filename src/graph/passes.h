@@ -16,6 +16,10 @@ struct PassResult {
   int rewrites = 0;
 };
 
+// Values computed from weights alone -> weights: each one a non-constant node reads is computed once (CPU
+// backend, float32) and becomes a weight; the constant nodes and weights only it read are dropped. Graph
+// outputs and values over 2^26 elements stay computed; *rewrites: the values folded.
+Graph fold_constants(const Graph& g, int* rewrites);
 // GroupNorm whose only consumer is a SiLU -> one GroupNorm with Attrs::silu.
 Graph fuse_groupnorm_silu(const Graph& g, int* rewrites);
 // GroupNorm(Add(x, t[N, C, 1, 1])), the sum read only there -> GroupNorm(x, gamma, beta, t).

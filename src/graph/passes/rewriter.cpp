@@ -54,7 +54,9 @@ Graph Rewriter::finish() {
 
 Graph optimize_graph(const Graph& g, std::vector<PassResult>* log) {
   int n = 0;
-  Graph a = fuse_groupnorm_silu(g, &n);
+  Graph c0 = fold_constants(g, &n);
+  if (log) log->push_back({"fold_constants", n});
+  Graph a = fuse_groupnorm_silu(c0, &n);
   if (log) log->push_back({"fuse_groupnorm_silu", n});
   Graph b = fuse_residual_add(a, &n);
   if (log) log->push_back({"fuse_residual_add", n});
