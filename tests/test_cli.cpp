@@ -143,6 +143,7 @@ TEST(Cli, GenerateRejectsBadRequests) {
   expect_clean_error(sdrt_cli(base + "-p x -W 100"), "width must be a multiple of 8");
   expect_clean_error(sdrt_cli(base + "-p x -W 4104"), "width must be a multiple of 8 between 64 and 4096");
   expect_clean_error(sdrt_cli(m + "-p x --sampler nonsense"), "unknown sampler 'nonsense'");
+  expect_clean_error(sdrt_cli(m + "-p x --sampler euler --scheduler karras"), "schedule type 'karras' is not available with sampler 'euler'");
   expect_clean_error(sdrt_cli(m + "-p x --rng tpu"), "rng must be cpu or cuda");
   CliRun g = sdrt_cli(m + "-p x --cfg-scale abc");  // CLI11's conversion error
   EXPECT_NE(g.code, 0);

@@ -295,3 +295,26 @@ TEST(Pipeline, DecodeBesideTheNextBatchFailsAndStopsCleanly) {
   ASSERT_TRUE(again.is_ok()) << again.status().message();
   EXPECT_EQ(again->images.size(), 3u);
 }
+
+// Sampler names (engine, WebUI, aliases) with the WebUI's schedule types: a schedule type a sampler does not
+// run on is an error, not ignored.
+TEST(Pipeline, SamplerNamesAndScheduleTypes) {
+  struct Ok {
+    const char *name, *schedule;
+    SamplerKind kind;
+  };
+  for (const Ok& c : {Ok{"DPM++ 2M", "Karras", SamplerKind::DPMpp2MKarras}, Ok{"DPM++ 2M", "", SamplerKind::DPMpp2MKarras},
+                      Ok{"DPM++ 2M Karras", "Automatic", SamplerKind::DPMpp2MKarras}, Ok{"dpmpp_2m_karras", "karras", SamplerKind::DPMpp2MKarras},
+                      Ok{"Euler a", "Automatic", SamplerKind::EulerA}, Ok{"k_euler_a", "", SamplerKind::EulerA}, Ok{"PLMS", "", SamplerKind::PNDM},
+                      Ok{"k_lms", "automatic", SamplerKind::LMS}}) {
+    auto k = parse_sampler(c.name, c.schedule);
+    ASSERT_TRUE(k.is_ok()) << c.name << " / " << c.schedule << ": " << k.status().message();
+    EXPECT_EQ(*k, c.kind) << c.name;
+  }
+  for (auto [name, schedule] : {std::pair{"Euler", "Karras"}, {"DPM++ 2M", "Exponential"}, {"DDIM", "Uniform"}, {"k_lms", "karras"}}) {
+    auto k = parse_sampler(name, schedule);
+    ASSERT_FALSE(k.is_ok()) << name << " / " << schedule;
+    EXPECT_NE(k.status().message().find(std::string("schedule type '") + schedule + "'"), std::string::npos) << k.status().message();
+  }
+  EXPECT_NE(parse_sampler("nope", "").status().message().find("unknown sampler 'nope'"), std::string::npos);
+}

@@ -292,6 +292,8 @@ TEST(Server, MalformedRequestsGet4xxAndTheServerKeepsServing) {
       {"huge batch", R"({"batch_size": 100000, "width": 64, "height": 64})", 422, "batch"},
       {"batch x size too large", R"({"batch_size": 64, "width": 4096, "height": 4096})", 422, "too large"},
       {"unknown sampler", R"({"sampler_name": "Nope"})", 422, "sampler"},
+      {"schedule type the sampler does not run", R"({"sampler_name": "Euler a", "scheduler": "Karras"})", 422, "schedule type 'Karras'"},
+      {"unknown schedule type", R"({"sampler_name": "DPM++ 2M", "scheduler": "Exponential"})", 422, "schedule type 'Exponential'"},
       {"huge integer", R"({"seed": 1e300})", 422, "seed"},
       {"huge prompt", json{{"prompt", std::string(20000, 'x')}}.dump(), 422, "prompt"},
       {"body too large", json{{"prompt", big}}.dump(), 413, ""},

@@ -345,11 +345,18 @@ std::string lower(std::string s) {
 
 Result<SamplerKind> parse_sampler(const std::string& name, const std::string& schedule_type) {
   std::string n = lower(name), st = lower(schedule_type);
+  // Each sampler runs on its own noise schedule (the WebUI's "Automatic"; Karras sigmas for DPM++ 2M): another
+  // schedule type would give another image than asked for, so it is refused rather than ignored.
+  auto on_schedule = [&](SamplerKind k) -> Result<SamplerKind> {
+    if (st.empty() || st == "automatic" || (st == "karras" && k == SamplerKind::DPMpp2MKarras)) return k;
+    return invalid_argument("schedule type '" + schedule_type + "' is not available with sampler '" + name +
+                            "' (each sampler runs on its own schedule: Automatic; Karras is DPM++ 2M's)");
+  };
   for (const auto& e : kNames)
-    if (n == e.engine || n == lower(e.webui)) return e.kind;
-  if (n == "dpm++ 2m" && (st == "karras" || st.empty() || st == "automatic")) return SamplerKind::DPMpp2MKarras;
-  if (n == "k_euler_a" || n == "euler_ancestral") return SamplerKind::EulerA;
-  if (n == "k_lms") return SamplerKind::LMS;
+    if (n == e.engine || n == lower(e.webui)) return on_schedule(e.kind);
+  if (n == "dpm++ 2m") return on_schedule(SamplerKind::DPMpp2MKarras);
+  if (n == "k_euler_a" || n == "euler_ancestral") return on_schedule(SamplerKind::EulerA);
+  if (n == "k_lms") return on_schedule(SamplerKind::LMS);
   std::string known;
   for (const auto& e : kNames) known += std::string(known.empty() ? "" : ", ") + e.engine + " (" + e.webui + ")";
   return invalid_argument("unknown sampler '" + name + "'; known: " + known);
