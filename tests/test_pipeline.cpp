@@ -221,6 +221,19 @@ std::unique_ptr<Pipeline> tiny_pipeline_on(std::unique_ptr<Backend> be, bool ove
   return std::move(p).value();
 }
 
+// Three batches of `batch_size` 64x64 images, two steps.
+GenerateRequest three_batches(const char* sampler, int64_t seed, int batch_size) {
+  GenerateRequest r;
+  r.prompt = "a red cube";
+  r.steps = 2;
+  r.width = r.height = 64;
+  r.seed = seed;
+  r.sampler = sampler;
+  r.batch_size = batch_size;
+  r.batch_count = 3;
+  return r;
+}
+
 }  // namespace
 
 // Several batches with each batch's decode beside the next batch's sampling: the same images, latents,
@@ -228,14 +241,7 @@ std::unique_ptr<Pipeline> tiny_pipeline_on(std::unique_ptr<Backend> be, bool ove
 // the CPU backend itself, which does not run executables at once, they run in turn on it).
 TEST(Pipeline, DecodeBesideTheNextBatchMatchesDecodingInTurn) {
   SDRT_REQUIRE_CONFORMANCE();
-  GenerateRequest r;
-  r.prompt = "a red cube";
-  r.steps = 2;
-  r.width = r.height = 64;
-  r.seed = 11;
-  r.sampler = "euler_a";
-  r.batch_size = 2;
-  r.batch_count = 3;
+  const GenerateRequest r = three_batches("euler_a", 11, 2);
   Recorder on, off;
   auto a = tiny_pipeline_on(std::make_unique<ConcurrentCpuBackend>(&on), true)->generate(r);
   auto b = tiny_pipeline_on(std::make_unique<ConcurrentCpuBackend>(&off), false)->generate(r);
@@ -269,13 +275,7 @@ TEST(Pipeline, DecodeBesideTheNextBatchMatchesDecodingInTurn) {
 // runs returns once that decode is done (nothing left running on the executables).
 TEST(Pipeline, DecodeBesideTheNextBatchFailsAndStopsCleanly) {
   SDRT_REQUIRE_CONFORMANCE();
-  GenerateRequest r;
-  r.prompt = "a red cube";
-  r.steps = 2;
-  r.width = r.height = 64;
-  r.seed = 1;
-  r.sampler = "euler";
-  r.batch_count = 3;
+  const GenerateRequest r = three_batches("euler", 1, 1);
   Recorder rec;
   rec.fail_decode = 1;
   auto pipe = tiny_pipeline_on(std::make_unique<ConcurrentCpuBackend>(&rec), true);
