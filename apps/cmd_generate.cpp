@@ -94,22 +94,29 @@ int cmd_generate(const GenerateArgs& a) {
     if (done == total) std::fprintf(stderr, "\n");
     return true;
   };
-  auto res = (*pipe)->generate(r, progress);
-  if (!res) return fail(res.status());
-
+  // Each batch's PNGs written as soon as it is decoded (on the decoding thread, beside the next batch's
+  // sampling when there are several): files appear as batches finish, and an interrupted run keeps them.
   std::error_code ec;
   fs::create_directories(a.out_dir, ec);
   if (ec) return fail(io_error(a.out_dir + ": " + ec.message()));
   int idx = next_index(a.out_dir);
-  auto tp = std::chrono::steady_clock::now();
-  auto pngs = encode_pngs(res->images, res->infotexts);  // the batch's images in parallel
-  for (size_t i = 0; i < res->images.size(); ++i) {
-    const fs::path p = fs::path(a.out_dir) / (std::to_string(100000 + idx++).substr(1) + "-" + std::to_string(res->seeds[i]) + ".png");
-    if (!pngs[i]) return fail(pngs[i].status());
-    if (Status s = write_file(p.string(), *pngs[i]); !s) return fail(s);
-    std::printf("%s\n", p.string().c_str());
-  }
-  const double png_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
+  double png_s = 0;
+  auto write_batch = [&](const std::vector<Image>& images, const std::vector<int64_t>& seeds, const std::vector<std::string>& infos) -> Status {
+    auto tp = std::chrono::steady_clock::now();
+    auto pngs = encode_pngs(images, infos);  // the batch's images in parallel
+    if (tty) std::fprintf(stderr, "\r%*s\r", 90, "");  // the progress line, redrawn at the next step
+    for (size_t i = 0; i < images.size(); ++i) {
+      const fs::path p = fs::path(a.out_dir) / (std::to_string(100000 + idx++).substr(1) + "-" + std::to_string(seeds[i]) + ".png");
+      if (!pngs[i]) return pngs[i].status();
+      SDRT_RETURN_IF_ERROR(write_file(p.string(), *pngs[i]));
+      std::printf("%s\n", p.string().c_str());
+    }
+    std::fflush(stdout);
+    png_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
+    return Status::ok();
+  };
+  auto res = (*pipe)->generate(r, progress, write_batch);
+  if (!res) return fail(res.status());
   const auto& t = res->times;
   std::fprintf(stderr,
                "seed %lld; load %.2fs, text encoder %.2fs, unet %.2fs (%d evals, %.2f it/s), scheduler %.3fs, vae %.2fs, png %.3fs\n",

@@ -243,7 +243,18 @@ TEST(Pipeline, DecodeBesideTheNextBatchMatchesDecodingInTurn) {
   SDRT_REQUIRE_CONFORMANCE();
   const GenerateRequest r = three_batches("euler_a", 11, 2);
   Recorder on, off;
-  auto a = tiny_pipeline_on(std::make_unique<ConcurrentCpuBackend>(&on), true)->generate(r);
+  struct Batch {
+    std::thread::id thread;
+    std::vector<Image> images;
+    std::vector<int64_t> seeds;
+    std::vector<std::string> infos;
+  };
+  std::vector<Batch> batches;  // what on_batch was given
+  auto on_batch = [&](const std::vector<Image>& im, const std::vector<int64_t>& sd, const std::vector<std::string>& in) {
+    batches.push_back({std::this_thread::get_id(), im, sd, in});
+    return Status::ok();
+  };
+  auto a = tiny_pipeline_on(std::make_unique<ConcurrentCpuBackend>(&on), true)->generate(r, {}, on_batch);
   auto b = tiny_pipeline_on(std::make_unique<ConcurrentCpuBackend>(&off), false)->generate(r);
   auto c = tiny_pipeline_on(make_cpu_backend(), true)->generate(r);
   for (auto* res : {&a, &b, &c}) {
@@ -269,6 +280,17 @@ TEST(Pipeline, DecodeBesideTheNextBatchMatchesDecodingInTurn) {
     EXPECT_EQ(off.decode_threads[k], std::this_thread::get_id()) << "decode " << k;
   }
   EXPECT_GT(a->times.vae_s, 0.0);
+  // on_batch: each batch once, in order, with what the result holds, on the decoding thread
+  ASSERT_EQ(batches.size(), 3u);
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_EQ(batches[k].thread, on.decode_threads[k]) << "batch " << k;
+    ASSERT_EQ(batches[k].images.size(), 2u);
+    for (int i = 0; i < 2; ++i) {
+      EXPECT_TRUE(batches[k].images[i].rgb == a->images[2 * k + i].rgb) << "batch " << k << " image " << i;
+      EXPECT_EQ(batches[k].seeds[i], a->seeds[2 * k + i]);
+      EXPECT_EQ(batches[k].infos[i], a->infotexts[2 * k + i]);
+    }
+  }
 }
 
 // A decode that fails beside the sampling fails the request with its error; an interruption while a decode
@@ -294,6 +316,18 @@ TEST(Pipeline, DecodeBesideTheNextBatchFailsAndStopsCleanly) {
   auto again = pipe->generate(r);
   ASSERT_TRUE(again.is_ok()) << again.status().message();
   EXPECT_EQ(again->images.size(), 3u);
+  // an on_batch error (a file that cannot be written) fails the request with it, in turn or beside
+  for (bool overlap : {true, false}) {
+    Recorder rec2;
+    int calls2 = 0;
+    auto full = tiny_pipeline_on(std::make_unique<ConcurrentCpuBackend>(&rec2), overlap)
+                    ->generate(r, {}, [&](const std::vector<Image>&, const std::vector<int64_t>&, const std::vector<std::string>&) {
+                      return ++calls2 == 2 ? Status(Code::Internal, "disk full on purpose") : Status::ok();
+                    });
+    ASSERT_FALSE(full.is_ok());
+    EXPECT_NE(full.status().message().find("disk full on purpose"), std::string::npos) << full.status().message();
+    EXPECT_EQ(calls2, 2);
+  }
 }
 
 // Sampler names (engine, WebUI, aliases) with the WebUI's schedule types: a schedule type a sampler does not

@@ -383,7 +383,7 @@ std::string Pipeline::infotext(const GenerateRequest& r, int64_t seed) const {
   return s;
 }
 
-Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& progress) {
+Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& progress, const BatchFn& on_batch) {
   // SDRT_TRACE_TIMES=1: wall time between points of the call on stderr (where an image's time goes
   // besides the stage times the benchmark reports)
   static const bool trace = std::getenv("SDRT_TRACE_TIMES") != nullptr;
@@ -465,21 +465,36 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
     std::memcpy(ctx_joint.f32() + ctx_u.numel(), ctx_c.f32(), ctx_c.numel() * 4);
   }
 
+  // A batch's seeds and infotexts (known before its decode).
+  auto batch_text = [&](int bc, std::vector<int64_t>* seeds, std::vector<std::string>* infos) {
+    for (int i = 0; i < B; ++i) {
+      const int64_t seed = res.seeds[bc * B + i];
+      seeds->push_back(seed);
+      if (r.prompts.empty() && r.negative_prompts.empty()) {
+        infos->push_back(infotext(r, seed));
+      } else {
+        GenerateRequest ri = r;
+        if (!r.prompts.empty()) ri.prompt = r.prompts[i];
+        if (!r.negative_prompts.empty()) ri.negative_prompt = r.negative_prompts[i];
+        infos->push_back(infotext(ri, seed));
+      }
+    }
+  };
+  // A batch's decode, then on_batch: on the calling thread, or (overlap_decode) on a thread of its own.
+  auto decode_task = [&on_batch, sf = model_.vae.scaling_factor](Executable* dec, Tensor x, int64_t S, std::vector<int64_t> seeds,
+                                                                   std::vector<std::string> infos, double* secs) -> Result<std::vector<Image>> {
+    SDRT_ASSIGN_OR_RETURN(auto images, decode_images(*dec, x, S, sf, secs));
+    if (on_batch) SDRT_RETURN_IF_ERROR(on_batch(images, seeds, infos));
+    return images;
+  };
   // Each batch's images, latents and infotexts, in batch order.
-  auto add_batch = [&](int bc, const Tensor& x, std::vector<Image> images) {
+  auto add_batch = [&](const Tensor& x, std::vector<Image> images, std::vector<std::string> infos) {
     for (int i = 0; i < B; ++i) {
       res.images.push_back(std::move(images[i]));
       Tensor lat = Tensor::empty(DType::F32, {1, C4, h, w});
       std::memcpy(lat.f32(), x.f32() + i * per, per * 4);
       res.latents.push_back(lat);
-      if (r.prompts.empty() && r.negative_prompts.empty()) {
-        res.infotexts.push_back(infotext(r, res.seeds[bc * B + i]));
-      } else {
-        GenerateRequest ri = r;
-        if (!r.prompts.empty()) ri.prompt = r.prompts[i];
-        if (!r.negative_prompts.empty()) ri.negative_prompt = r.negative_prompts[i];
-        res.infotexts.push_back(infotext(ri, res.seeds[bc * B + i]));
-      }
+      res.infotexts.push_back(std::move(infos[i]));
     }
   };
   // overlap_decode: the batch being decoded beside the sampling (a future from std::async waits for its
@@ -487,7 +502,7 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
   bool overlap = false;
   double pending_s = 0;
   Tensor pending_x;
-  int pending_bc = -1;
+  std::vector<std::string> pending_infos;
   std::future<Result<std::vector<Image>>> pending;  // last: destroyed (waited for) before what its thread writes
   auto collect = [&]() -> Status {
     if (!pending.valid()) return Status::ok();
@@ -495,7 +510,7 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
     SDRT_RETURN_IF_ERROR(images.status());
     res.times.vae_s += pending_s;
     mark("vae");
-    add_batch(pending_bc, pending_x, std::move(images).value());
+    add_batch(pending_x, std::move(images).value(), std::move(pending_infos));
     return Status::ok();
   };
 
@@ -578,19 +593,22 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
     const int64_t S = vae_slice(B);
     SDRT_ASSIGN_OR_RETURN(Executable * dec, executable(vae_decoder_key(S, h, w), [&] { return build_vae_decoder(model_, S, h, w); }));
     if (bc == 0) overlap = opts_.overlap_decode && r.batch_count > 1 && dec->set_concurrent();
+    std::vector<int64_t> seeds;
+    std::vector<std::string> infos;
+    batch_text(bc, &seeds, &infos);
     if (!overlap) {
       double secs = 0;
-      SDRT_ASSIGN_OR_RETURN(auto images, decode_images(*dec, x, S, model_.vae.scaling_factor, &secs));
+      SDRT_ASSIGN_OR_RETURN(auto images, decode_task(dec, x, S, std::move(seeds), infos, &secs));
       res.times.vae_s += secs;
       mark("vae");
-      add_batch(bc, x, std::move(images));
+      add_batch(x, std::move(images), std::move(infos));
       continue;
     }
     // this batch's decode on a thread of its own while the next batch samples (one decode at a time)
     SDRT_RETURN_IF_ERROR(collect());
     pending_x = x;
-    pending_bc = bc;
-    pending = std::async(std::launch::async, [dec, x, S, sf = model_.vae.scaling_factor, secs = &pending_s] { return decode_images(*dec, x, S, sf, secs); });
+    pending_infos = infos;
+    pending = std::async(std::launch::async, decode_task, dec, x, S, std::move(seeds), std::move(infos), &pending_s);
   }
   SDRT_RETURN_IF_ERROR(collect());
   mark("images");

@@ -58,6 +58,10 @@ struct GenerateResult {
 
 // Called after each sampler step (done, total, over all images); return false to interrupt.
 using ProgressFn = std::function<bool(int done, int total)>;
+// Called with each batch's images, seeds and infotexts once decoded, in batch order, before generate()
+// returns (a caller writes them out as they come); an error fails the request. With overlap_decode it runs
+// on the thread that decoded the batch, beside the next batch's sampling; calls never overlap each other.
+using BatchFn = std::function<Status(const std::vector<Image>& images, const std::vector<int64_t>& seeds, const std::vector<std::string>& infotexts)>;
 
 struct PipelineOptions {
   std::string tokenizer_dir;  // where vocab.json + merges.txt are; empty: CLIP's byte-level base
@@ -83,7 +87,7 @@ class Pipeline {
   static Result<std::unique_ptr<Pipeline>> create(Model model, const PipelineOptions& opts, std::unique_ptr<Backend> backend);
 
   Status validate(const GenerateRequest& r) const;
-  Result<GenerateResult> generate(GenerateRequest r, const ProgressFn& progress = {});
+  Result<GenerateResult> generate(GenerateRequest r, const ProgressFn& progress = {}, const BatchFn& on_batch = {});
 
   // Called with the first image's latents [4, h, w] (before 1/scaling_factor) every `every` sampling
   // steps, for live previews; on the device loop this adds one small download per call.
