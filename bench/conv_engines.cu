@@ -69,13 +69,11 @@ Best graph_api(cudnnHandle_t h, cudaStream_t s, int64_t N, int64_t C, int64_t K,
     if (!plan || ws_bytes > (int64_t(256) << 20)) continue;  // the engine's own bound
     void* ws = nullptr;
     if (ws_bytes > 0 && cudaMalloc(&ws, ws_bytes) != cudaSuccess) continue;
-    Desc vp = pool.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
     const int64_t uids[3] = {kX, kW, kY};
     void* ptrs[3] = {x, w, y};
     float ms = -1.f;
-    if (vp && set(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, 3, uids) &&
-        set(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, 3, ptrs) &&
-        set(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws) && cudnnBackendFinalize(vp) == CUDNN_STATUS_SUCCESS)
+    Desc vp = variant_pack(pool, 3, uids, ptrs, ws);
+    if (vp)
       ms = median_in_graph(s, repeats, [&] { return cudnnBackendExecute(h, plan, vp) == CUDNN_STATUS_SUCCESS; });
     cudaGetLastError();
     if (ms > 0.f) {

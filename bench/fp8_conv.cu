@@ -40,17 +40,7 @@ Timed run_conv(cudnnHandle_t h, bool fp8, int64_t N, int64_t C, int64_t K, int64
   Desc dy = tensor(pool, kY, CUDNN_DATA_HALF, N, K, H, W, false);
   Desc dt = fp8 ? tensor(pool, kT, CUDNN_DATA_FLOAT, N, K, H, W, true) : nullptr;
   Desc ds = nullptr;
-  if (fp8) {  // a [1,1,1,1] float
-    ds = pool.make(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-    const cudnnDataType_t f = CUDNN_DATA_FLOAT;
-    const int64_t one[4] = {1, 1, 1, 1}, uid = kS, align = 16;
-    const bool virt = false;
-    if (!(set(ds, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f) && set(ds, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 4, one) &&
-          set(ds, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 4, one) && set(ds, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid) &&
-          set(ds, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align) && set(ds, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt) &&
-          cudnnBackendFinalize(ds) == CUDNN_STATUS_SUCCESS))
-      ds = nullptr;
-  }
+  if (fp8) ds = tensor(pool, kS, CUDNN_DATA_FLOAT, {1, 1, 1, 1}, {1, 1, 1, 1}, false);  // a [1,1,1,1] float
   if (!dx || !dw || !dy || (fp8 && (!dt || !ds))) return t.why = "tensor descriptors", t;
 
   Desc conv = conv2d_desc(pool, 1, 1);
@@ -79,14 +69,10 @@ Timed run_conv(cudnnHandle_t h, bool fp8, int64_t N, int64_t C, int64_t K, int64
     if (!plan || ws_bytes > (int64_t(1) << 30)) continue;
     void* ws = nullptr;
     if (ws_bytes > 0 && cudaMalloc(&ws, ws_bytes) != cudaSuccess) continue;
-    Desc vp = pool.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
     const int64_t uids[4] = {kX, kW, kY, kS};
     void* ptrs[4] = {x, w, y, scale};
-    const int64_t nptr = fp8 ? 4 : 3;
-    if (set(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, nptr, uids) &&
-        set(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, nptr, ptrs) &&
-        set(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws) && cudnnBackendFinalize(vp) == CUDNN_STATUS_SUCCESS &&
-        cudnnBackendExecute(h, plan, vp) == CUDNN_STATUS_SUCCESS && cudaDeviceSynchronize() == cudaSuccess) {
+    Desc vp = variant_pack(pool, fp8 ? 4 : 3, uids, ptrs, ws);
+    if (vp && cudnnBackendExecute(h, plan, vp) == CUDNN_STATUS_SUCCESS && cudaDeviceSynchronize() == cudaSuccess) {
       std::vector<float> ms;
       for (int r = 0; r < repeats; ++r) {
         cudaEventRecord(e0);

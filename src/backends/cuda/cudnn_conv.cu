@@ -284,11 +284,8 @@ Status CudnnConv::run_graph(int graph, const void* x, const void* w, const void*
   if (ge.bias) uids[n] = kUidBias, ptrs[n++] = const_cast<void*>(bias);
   if (ge.residual) uids[n] = kUidRes, ptrs[n++] = const_cast<void*>(res);
   dnn::Pool pool;
-  dnn::Desc vp = pool.make(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR);
-  if (!(vp && dnn::set(vp, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids) &&
-        dnn::set(vp, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs) &&
-        dnn::set(vp, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace) && cudnnBackendFinalize(vp) == CUDNN_STATUS_SUCCESS))
-    return Status(Code::Internal, "cuDNN variant pack");
+  dnn::Desc vp = dnn::variant_pack(pool, n, uids, ptrs, workspace);
+  if (!vp) return Status(Code::Internal, "cuDNN variant pack");
   CUDNN_TRY(cudnnBackendExecute(static_cast<cudnnHandle_t>(handle_), ge.plan, vp));
   return Status::ok();
 }
