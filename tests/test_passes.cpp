@@ -80,6 +80,16 @@ Block resnet_like() {
 
 namespace {
 
+// Inputs of the tiny UNet at batch 2 and 16x16 latents: random latents and prompt embeddings (width ctx),
+// timesteps t0 and t1 for the two images.
+std::map<std::string, Tensor> tiny_unet_inputs(std::mt19937& rng, int64_t ctx, float t0, float t1) {
+  std::map<std::string, Tensor> in;
+  in["sample"] = randn({2, 4, 16, 16}, rng);
+  in["timestep"] = Tensor::from_f32({2}, {t0, t1});
+  in["encoder_hidden_states"] = randn({2, 77, ctx}, rng);
+  return in;
+}
+
 // Values computed from weights alone: a convolution's filter reshaped from a flat weight, its bias the sum
 // of two, a scale computed from two weights; a weight also read directly (kept); a constant graph output
 // (stays computed).
@@ -334,9 +344,7 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   EXPECT_GT(count_ops(**g, Op::GEGLU), 0);
   EXPECT_EQ(log[5].rewrites, count_ops(**g, Op::GEGLU));  // every transformer's feed-forward projection
   EXPECT_EQ(count_ops(f, Op::GEGLU), 0);
-  std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
-                                   {"timestep", Tensor::from_f32({2}, {500.f, 500.f})},
-                                   {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};
+  std::map<std::string, Tensor> in = tiny_unet_inputs(rng, m->unet.cross_attention_dim, 500.f, 500.f);
   const Tensor want = run_cpu(**g, in), got = run_cpu(f, in);
   EXPECT_LT(rel_err(got, want), 1e-5);
 
@@ -361,9 +369,7 @@ TEST(Passes, TinyUnetFusedMatchesUnfusedOnCuda) {
   std::mt19937 rng(5);
   auto g = build_unet(*m, 2, 16, 16);
   ASSERT_TRUE(g.is_ok());
-  std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
-                                   {"timestep", Tensor::from_f32({2}, {500.f, 500.f})},
-                                   {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};
+  std::map<std::string, Tensor> in = tiny_unet_inputs(rng, m->unet.cross_attention_dim, 500.f, 500.f);
   auto ea = a->compile(*g);
   auto eb = b->compile(*g);
   ASSERT_TRUE(ea.is_ok() && eb.is_ok());
@@ -398,9 +404,7 @@ TEST(Passes, TinyUnetSideLaneMatchesOneStreamOnCuda) {
   EXPECT_EQ((*one)->streams(), 1);
   EXPECT_EQ((*two)->streams(), 2);
   for (int run = 0; run < 3; ++run) {
-    std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
-                                     {"timestep", Tensor::from_f32({2}, {999.f - 400.f * run, 500.f})},
-                                     {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};
+    std::map<std::string, Tensor> in = tiny_unet_inputs(rng, m->unet.cross_attention_dim, 999.f - 400.f * run, 500.f);
     auto ra = (*one)->run(in), rb = (*two)->run(in);
     ASSERT_TRUE(ra.is_ok() && rb.is_ok());
     const Tensor &x = (*ra)[0], &y = (*rb)[0];
@@ -423,9 +427,7 @@ TEST(Passes, SplitBatchMatchesTheWholeBatchOnCpu) {
   auto g = build_unet(*m, 2, 16, 16);
   ASSERT_TRUE(g.is_ok());
   const Graph fused = optimize_graph(**g);
-  std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
-                                   {"timestep", Tensor::from_f32({2}, {999.f, 20.f})},  // each part its own
-                                   {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};
+  std::map<std::string, Tensor> in = tiny_unet_inputs(rng, m->unet.cross_attention_dim, 999.f, 20.f);  // each part its own timestep
   for (const Graph* src : std::vector<const Graph*>{g->get(), &fused}) {
     int parts = 0;
     const Graph s = split_batch(*src, 2, &parts);
@@ -535,9 +537,7 @@ TEST(Passes, TinyUnetSplitBatchOnTwoStreamsMatchesOnCuda) {
   const int64_t ctx = m->unet.cross_attention_dim;
   std::vector<std::map<std::string, Tensor>> ins;
   for (int run = 0; run < 3; ++run)
-    ins.push_back({{"sample", randn({2, 4, 16, 16}, rng)},
-                   {"timestep", Tensor::from_f32({2}, {999.f - 400.f * run, 30.f})},
-                   {"encoder_hidden_states", randn({2, 77, ctx}, rng)}});
+    ins.push_back(tiny_unet_inputs(rng, ctx, 999.f - 400.f * run, 30.f));
   Tensor first;
   for (int run = 0; run < 3; ++run) {
     auto ra = (*ea)->run(ins[run]), rb = (*eb)->run(ins[run]);
@@ -595,9 +595,7 @@ TEST(Passes, TinyUnetSplitAutoChoiceIsRecordedOnCuda) {
   ASSERT_TRUE(eb.is_ok()) << eb.status().message();
   EXPECT_EQ((*eb)->streams(), (*ea)->streams());
   std::mt19937 rng(17);
-  std::map<std::string, Tensor> in{{"sample", randn({2, 4, 16, 16}, rng)},
-                                   {"timestep", Tensor::from_f32({2}, {700.f, 300.f})},
-                                   {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}};
+  std::map<std::string, Tensor> in = tiny_unet_inputs(rng, m->unet.cross_attention_dim, 700.f, 300.f);
   auto ra = (*ea)->run(in), rb = (*eb)->run(in);
   ASSERT_TRUE(ra.is_ok() && rb.is_ok());
   EXPECT_LT(rel_err((*rb)[0], (*ra)[0]), 1e-6);
@@ -627,9 +625,7 @@ TEST(Passes, TinyUnetWithDependentLaunchesMatchesOnCuda) {
   std::mt19937 rng(19);
   std::vector<std::map<std::string, Tensor>> ins;
   for (int run = 0; run < 2; ++run)
-    ins.push_back({{"sample", randn({2, 4, 16, 16}, rng)},
-                   {"timestep", Tensor::from_f32({2}, {900.f - 500.f * run, 40.f})},
-                   {"encoder_hidden_states", randn({2, 77, m->unet.cross_attention_dim}, rng)}});
+    ins.push_back(tiny_unet_inputs(rng, m->unet.cross_attention_dim, 900.f - 500.f * run, 40.f));
   ::unsetenv("SDRT_PDL");
   auto plain = a->compile(*g), plain_split = s->compile(*g);
   ASSERT_TRUE(plain.is_ok() && plain_split.is_ok());
