@@ -1,6 +1,9 @@
 // PNG output: the parameters text chunk (Latin-1 and UTF-8), a batch encoded in parallel keeping each
 // image with its own infotext and order, and clean errors on bad input.
 #include "io/png.h"
+
+#include <algorithm>
+#include <cmath>
 #include "test_util.h"
 
 using namespace sdrt;
@@ -14,6 +17,41 @@ Image pattern(int w, int h, int seed) {
 }
 
 }  // namespace
+
+// A decoder's planes to bytes: every pixel as (v + 1) / 2 clamped, NaN to 0, times 255 rounded half up, in
+// the interleaved order; exact ties, values one ulp either side of them, out of range and non-finite values.
+TEST(Png, ImageFromPlanesRoundsEveryValueAsSpecified) {
+  std::vector<float> vals = {0.f, -1.f, 1.f, -1.5f, 7.f, NAN, -NAN, INFINITY, -INFINITY, 1e-30f, -1e-30f, 0x1p-149f};
+  for (int k = 0; k < 256; ++k) {
+    const float tie = 2.f * ((float)k + 0.5f) / 255.f - 1.f;  // about where v * 255 = k + 0.5
+    float t = tie;
+    for (int j = 0; j < 3; ++j) t = std::nextafter(t, -2.f);
+    for (int j = 0; j < 7; ++j, t = std::nextafter(t, 2.f)) vals.push_back(t);
+  }
+  uint32_t r = 12345;
+  while (vals.size() % 3 != 0 || vals.size() < 6000) {
+    r = r * 1664525u + 1013904223u;
+    vals.push_back(((float)(r >> 8) / 16777216.f) * 2.4f - 1.2f);
+  }
+  const int W = 37, H = (int)(vals.size() / 3 + W - 1) / W;
+  vals.resize((size_t)3 * W * H, 0.25f);
+  const Image im = image_from_planes(vals.data(), W, H);
+  ASSERT_EQ(im.width, W);
+  ASSERT_EQ(im.height, H);
+  ASSERT_EQ(im.rgb.size(), (size_t)W * H * 3);
+  const size_t plane = (size_t)W * H;
+  int checked_ties = 0;
+  for (size_t p = 0; p < plane; ++p)
+    for (int c = 0; c < 3; ++c) {
+      const float x = vals[c * plane + p];
+      const double v = std::isnan(x) ? 0.0 : std::clamp((double)(x / 2.f + 0.5f), 0.0, 1.0);
+      const double s = (double)((float)v * 255.f);
+      const int want = (int)std::floor(s + 0.5);
+      if (s - std::floor(s) == 0.5) ++checked_ties;
+      ASSERT_EQ((int)im.rgb[p * 3 + c], want) << "value " << x << " at pixel " << p << " channel " << c;
+    }
+  EXPECT_GT(checked_ties, 0) << "no exact tie among the values: the rounding direction was not checked";
+}
 
 TEST(Png, RoundTripWithParametersText) {
   const Image im = pattern(33, 17, 1);
