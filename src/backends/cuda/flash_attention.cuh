@@ -21,8 +21,7 @@ cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, _
                             int form = -1);
 
 // The Hopper kernel's forms, chosen per shape by timing (the CUDA executable's "attn_form/" tactics): 0 the
-// kept kernel ("wgmma"), 1 the intra-warpgroup pipelined one ("pipe", heads of 40 and 80), 2 that with a
-// quarter of the exponentials on the FMA pipe ("pipe-fma", heads of 40).
+// kept kernel ("wgmma"), 1 the intra-warpgroup pipelined one ("pipe", heads of 40 and 80).
 const char* attention_form_name(int form);
 int attention_form_by_name(const std::string& name);  // -1 when unknown
 // How many forms apply to a shape on this device (1: only the kept kernel, or no Hopper kernel at all);

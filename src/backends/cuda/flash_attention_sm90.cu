@@ -435,9 +435,8 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 // flight across the loop's edge, and P and P' are two arrays taking turns (a copy of P' into P let the
 // register allocator compute P' into P's registers while P V still read them: ptxas then serialised
 // the MMAs, C7513). Heads of 80 the same way (123 registers; the 1024-token level). The engine times it
-// against the kept kernel per shape (forms "pipe", and "pipe-fma" for heads of 40: a quarter of the
-// exponentials computed on the FMA pipe, exp2_fma - with the MMAs overlapped, MUFU may become the limit);
-// SDRT_ATTN_PIPE=1 forces it for heads of 40, 2 for heads of 40 and 80, 3 as 2 with the FMA-pipe exponentials.
+// against the kept kernel per shape (form "pipe"); SDRT_ATTN_PIPE=1 forces it for heads of 40, 2 for heads of
+// 40 and 80. (A quarter of the exponentials on the FMA pipe instead of MUFU was 13-25% slower on the H200.)
 std::atomic<int64_t> g_pipe_launches{0};
 
 // ROWS 256: four warpgroups, one block per SM, a ring of 8 buffers; ROWS 128 (where 256-row blocks are
@@ -467,26 +466,10 @@ __device__ __forceinline__ void reg_fence(uint32_t (&r)[8][2]) {
   for (int i = 0; i < 8; ++i) asm volatile("" : "+r"(r[i][0]), "+r"(r[i][1])::"memory");
 }
 
-// 2^x on the FMA and integer pipes instead of the MUFU unit (for x <= 2^22; below -126 it returns about
-// 2^-126, zero once packed to FP16): x = j + f with j = rint(x) taken by the 1.5 x 2^23 rounding trick (no
-// float-to-int conversion, which would take the MUFU's XU pipe), 2^f by a cubic on [-1/2, 1/2] fitted for
-// the largest relative error (1.0e-4, under FP16's rounding of P), 2^j added to its exponent bits.
-__device__ __forceinline__ float exp2_fma(float x) {
-  x = fmaxf(x, -126.f);
-  const float big = x + 12582912.f;
-  const float f = x - (big - 12582912.f);
-  float p = fmaf(f, 0.0550084583f, 0.242210809f);
-  p = fmaf(p, f, 0.693282961f);
-  p = fmaf(p, f, 1.f);
-  return __int_as_float(__float_as_int(p) + (int)((unsigned)(__float_as_int(big) - 0x4B400000) << 23));
-}
-
 // Online softmax of one 64-key tile's scores (this thread's rows g and g + 8: s[4n], s[4n+1] and s[4n+2],
 // s[4n+3] for key block n), keys from j0 (those >= Lk masked): the running maxima m0, m1 move lazily
 // (only when a score of the warp exceeds them by 2^8), al0 / al1 the factor O's rows need for the move
-// (1 when none); P packed to FP16 as the A fragments of P V. POLY: a quarter of the exponentials (key
-// blocks 3 and 7) on the FMA pipe (exp2_fma), the rest on MUFU.
-template <bool POLY>
+// (1 when none); P packed to FP16 as the A fragments of P V.
 __device__ __forceinline__ void pipe_softmax(float (&s)[32], int64_t j0, int64_t Lk, int t, float scale_log2, float& m0, float& m1, float& al0,
                                              float& al1, uint32_t (&ph)[8][2]) {
   if (j0 + 64 > Lk) {
@@ -506,14 +489,13 @@ __device__ __forceinline__ void pipe_softmax(float (&s)[32], int64_t j0, int64_t
   const float b0 = m0 == -INFINITY ? 0.f : m0, b1 = m1 == -INFINITY ? 0.f : m1;
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
-    auto e2 = [&](float x) { return POLY && n % 4 == 3 ? exp2_fma(x) : fast_exp2(x); };
-    ph[n][0] = pack_half2(e2(fmaf(s[4 * n], scale_log2, -b0)), e2(fmaf(s[4 * n + 1], scale_log2, -b0)));
-    ph[n][1] = pack_half2(e2(fmaf(s[4 * n + 2], scale_log2, -b1)), e2(fmaf(s[4 * n + 3], scale_log2, -b1)));
+    ph[n][0] = pack_half2(fast_exp2(fmaf(s[4 * n], scale_log2, -b0)), fast_exp2(fmaf(s[4 * n + 1], scale_log2, -b0)));
+    ph[n][1] = pack_half2(fast_exp2(fmaf(s[4 * n + 2], scale_log2, -b1)), fast_exp2(fmaf(s[4 * n + 3], scale_log2, -b1)));
   }
 }
 #endif
 
-template <int D, int ROWS, bool POLY>
+template <int D, int ROWS>
 __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pipe_k(WParams p) {
   dep_entry();
 #ifdef SDRT_WGMMA
@@ -600,7 +582,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
     wgmma_commit();
     wgmma_wait<0>();
     reg_fence(s);
-    pipe_softmax<POLY>(s, 0, p.Lk, t, p.scale_log2, m0, m1, al0, al1, ph);
+    pipe_softmax(s, 0, p.Lk, t, p.scale_log2, m0, m1, al0, al1, ph);
     reg_fence(ph);
     reg_fence(o);
   }
@@ -637,7 +619,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
     issue_pv(it, pc);
     wgmma_wait<1>();  // S' landed; P V may still run: S''s softmax beside it
     reg_fence(sn);
-    pipe_softmax<POLY>(sn, (it + 1) * KEYS, p.Lk, t, p.scale_log2, m0, m1, al0, al1, pn);
+    pipe_softmax(sn, (it + 1) * KEYS, p.Lk, t, p.scale_log2, m0, m1, al0, al1, pn);
     wgmma_wait<0>();
     reg_fence(o);
     __syncwarp();
@@ -686,10 +668,10 @@ cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   return cudaGetLastError();
 }
 
-template <int D, int ROWS, bool POLY = false>
+template <int D, int ROWS>
 cudaError_t launch_pipe(const WParams& p, int64_t B, cudaStream_t s) {
   constexpr size_t smem = PipeDims<D, ROWS>::kSmem;
-  auto* k = flash_wgmma_pipe_k<D, ROWS, POLY>;
+  auto* k = flash_wgmma_pipe_k<D, ROWS>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (attr != cudaSuccess) return attr;
   launch_kernel(k, dim3((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H)), 2 * ROWS, smem, s, p);
@@ -724,7 +706,7 @@ int flash_attention_sm90_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int
                                bool causal) {
   Sm90Plan pl;
   if (!sm90_plan(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal, &pl)) return 0;
-  return pl.qreg || D == 64 ? 1 : D == 80 ? 2 : 3;
+  return pl.qreg || D == 64 ? 1 : 2;
 }
 
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
@@ -743,20 +725,17 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     if (e && (e[0] == '1' || e[0] == '2' || e[0] == '4') && !e[1]) rt = e[0] - '0';
     return rt == 4 ? launch<40, 128, true, 128, 4>(p, B, s) : rt == 2 ? launch<40, 128, true, 128, 2>(p, B, s) : launch<40, 128, true, 128, 1>(p, B, s);
   }
-  // the form: given (a timed choice), else SDRT_ATTN_PIPE: 1 the pipelined kernel for heads of 40, 2 also 80,
-  // 3 as 2 with a quarter of the d-40 exponentials on the FMA pipe
+  // the form: given (a timed choice), else SDRT_ATTN_PIPE: 1 the pipelined kernel for heads of 40, 2 also 80
   int pipe = form;
   if (pipe < 0) {
     const char* e = std::getenv("SDRT_ATTN_PIPE");
-    const char m = e && e[0] >= '1' && e[0] <= '3' && !e[1] ? e[0] : '0';
-    pipe = m == '0' || (D == 80 && m == '1') ? 0 : m == '3' ? 2 : 1;
+    const char m = e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] : '0';
+    pipe = m == '0' || (D == 80 && m == '1') ? 0 : 1;
   }
-  if (D == 64) pipe = 0;  // forms that do not exist for a head size
-  if (D == 80) pipe = std::min(pipe, 1);
+  if (D == 64) pipe = 0;  // no pipelined form for this head size
   if (pipe > 0) {
     const cudaError_t r = D == 80 ? (rows256 ? launch_pipe<80, 256>(p, B, s) : launch_pipe<80, 128>(p, B, s))
-                          : pipe == 2 ? (rows256 ? launch_pipe<40, 256, true>(p, B, s) : launch_pipe<40, 128, true>(p, B, s))
-                                      : (rows256 ? launch_pipe<40, 256>(p, B, s) : launch_pipe<40, 128>(p, B, s));
+                                  : (rows256 ? launch_pipe<40, 256>(p, B, s) : launch_pipe<40, 128>(p, B, s));
     if (r == cudaSuccess) ++g_pipe_launches;
     return r;
   }
