@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, pdl, search, conv-engines,
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
@@ -120,6 +120,23 @@ for step in "$@"; do
         echo "batch $b timed choice:"; SDRT_VERBOSE=1 timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 \
           --batch $b --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'sdrt: attention|engine tactics|median|error'
       done 2>&1 | tee -a "$out/attn-pipe.txt" ;;
+    exp16)  # the d-40 attention's exponentials in FP16, two per MUFU instruction (SDRT_ATTN_EXP16=1): the SASS it
+            # compiles to, the op test against the CPU, bench_attention and the forward with and without, alternating;
+            # then sdrt bench at batch 1 and 16
+      /usr/local/cuda/bin/cuobjdump -sass "$bin/bench_attention" 2>/dev/null | grep -oE 'MUFU\.EX2[.A-Z0-9_]*' | sort | uniq -c
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.PipelinedAttentionMatchesTheCpu:BackendOps.AttentionForm*' > "$out/exp16-test.log" 2>&1
+      echo "op test rc $?"; grep -E "4096|launches|PASSED|FAILED" "$out/exp16-test.log" | tail -16
+      for r in 1 2; do for b in 2 16; do for v in 0 1; do
+        echo "--- SDRT_ATTN_EXP16=$v batch $b"; SDRT_ATTN_EXP16=$v timeout 100 "$bin/bench_attention" --batch $b --repeats 20 2>&1 | grep -E "self \[4096|error"
+      done; done; done 2>&1 | tee "$out/exp16.txt"
+      for r in 1 2; do for b in 2 16; do for v in 0 1; do
+        echo "batch $b SDRT_ATTN_EXP16=$v: $(SDRT_ATTN_EXP16=$v fwd $b)"
+      done; done; done 2>&1 | tee -a "$out/exp16.txt"
+      for cfg in "1 3" "16 2"; do
+        read -r nb reps <<< "$cfg"
+        timeout 120 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
+          --no-engine-cache -o /tmp/bench16/b$nb 2>&1 | grep -E '^optimized|error'
+      done 2>&1 | tee -a "$out/exp16.txt" ;;
     pdl)  # programmatic dependent launch (SDRT_PDL=1): the GPU tests with every kernel of ours launched so, then the
           # forward with and without it, alternating, whole and in two batch parts, and sdrt bench at batch 1 both ways
       SDRT_PDL=1 timeout 300 "$bin/sdrt_tests" --gtest_filter='*BackendOps*:Passes*:Pipeline*' > "$out/pdl-tests.log" 2>&1

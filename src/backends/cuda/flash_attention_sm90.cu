@@ -20,6 +20,7 @@
 #include <atomic>
 #include <cfloat>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "backends/cuda/flash_attention.cuh"
@@ -228,7 +229,7 @@ __device__ __forceinline__ void rescale_rows(float (&o)[NO], float al0, float al
 // falls three tiles behind. Cross-attention (QREG, one tile) keeps 128-row blocks, two per SM, each taking
 // RT row tiles in turn with K and V staged once; self-attentions with too few 256-row blocks to fill the
 // SMs take 128-row blocks too (ROWS 128).
-template <int D, int KEYS, bool QREG, int ROWS, int RT>
+template <int D, int KEYS, bool QREG, int ROWS, int RT, bool E16>
 __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(WParams p) {
   dep_entry();
 #ifdef SDRT_WGMMA
@@ -402,8 +403,8 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 #pragma unroll
         for (int n = 0; n < 8; ++n) {
           const float* sn = &s[hf][4 * n];
-          ph[n][0] = pack_half2(fast_exp2(fmaf(sn[0], p.scale_log2, -base0)), fast_exp2(fmaf(sn[1], p.scale_log2, -base0)));
-          ph[n][1] = pack_half2(fast_exp2(fmaf(sn[2], p.scale_log2, -base1)), fast_exp2(fmaf(sn[3], p.scale_log2, -base1)));
+          ph[n][0] = exp2_pack<E16>(fmaf(sn[0], p.scale_log2, -base0), fmaf(sn[1], p.scale_log2, -base0));
+          ph[n][1] = exp2_pack<E16>(fmaf(sn[2], p.scale_log2, -base1), fmaf(sn[3], p.scale_log2, -base1));
         }
         wgmma_fence();
 #pragma unroll
@@ -469,7 +470,8 @@ __device__ __forceinline__ void reg_fence(uint32_t (&r)[8][2]) {
 // Online softmax of one 64-key tile's scores (this thread's rows g and g + 8: s[4n], s[4n+1] and s[4n+2],
 // s[4n+3] for key block n), keys from j0 (those >= Lk masked): the running maxima m0, m1 move lazily
 // (only when a score of the warp exceeds them by 2^8), al0 / al1 the factor O's rows need for the move
-// (1 when none); P packed to FP16 as the A fragments of P V.
+// (1 when none); P packed to FP16 as the A fragments of P V (E16: exponentials in FP16, exp2_half2).
+template <bool E16>
 __device__ __forceinline__ void pipe_softmax(float (&s)[32], int64_t j0, int64_t Lk, int t, float scale_log2, float& m0, float& m1, float& al0,
                                              float& al1, uint32_t (&ph)[8][2]) {
   if (j0 + 64 > Lk) {
@@ -489,13 +491,13 @@ __device__ __forceinline__ void pipe_softmax(float (&s)[32], int64_t j0, int64_t
   const float b0 = m0 == -INFINITY ? 0.f : m0, b1 = m1 == -INFINITY ? 0.f : m1;
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
-    ph[n][0] = pack_half2(fast_exp2(fmaf(s[4 * n], scale_log2, -b0)), fast_exp2(fmaf(s[4 * n + 1], scale_log2, -b0)));
-    ph[n][1] = pack_half2(fast_exp2(fmaf(s[4 * n + 2], scale_log2, -b1)), fast_exp2(fmaf(s[4 * n + 3], scale_log2, -b1)));
+    ph[n][0] = exp2_pack<E16>(fmaf(s[4 * n], scale_log2, -b0), fmaf(s[4 * n + 1], scale_log2, -b0));
+    ph[n][1] = exp2_pack<E16>(fmaf(s[4 * n + 2], scale_log2, -b1), fmaf(s[4 * n + 3], scale_log2, -b1));
   }
 }
 #endif
 
-template <int D, int ROWS>
+template <int D, int ROWS, bool E16>
 __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pipe_k(WParams p) {
   dep_entry();
 #ifdef SDRT_WGMMA
@@ -582,7 +584,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
     wgmma_commit();
     wgmma_wait<0>();
     reg_fence(s);
-    pipe_softmax(s, 0, p.Lk, t, p.scale_log2, m0, m1, al0, al1, ph);
+    pipe_softmax<E16>(s, 0, p.Lk, t, p.scale_log2, m0, m1, al0, al1, ph);
     reg_fence(ph);
     reg_fence(o);
   }
@@ -619,7 +621,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
     issue_pv(it, pc);
     wgmma_wait<1>();  // S' landed; P V may still run: S''s softmax beside it
     reg_fence(sn);
-    pipe_softmax(sn, (it + 1) * KEYS, p.Lk, t, p.scale_log2, m0, m1, al0, al1, pn);
+    pipe_softmax<E16>(sn, (it + 1) * KEYS, p.Lk, t, p.scale_log2, m0, m1, al0, al1, pn);
     wgmma_wait<0>();
     reg_fence(o);
     __syncwarp();
@@ -657,10 +659,10 @@ bool wgmma_device(int* sms) {
   return major == 9 && minor == 0;  // sm_90a code runs on 9.0 only
 }
 
-template <int D, int KEYS, bool QREG, int ROWS, int RT = 1>
+template <int D, int KEYS, bool QREG, int ROWS, int RT = 1, bool E16 = false>
 cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   constexpr size_t smem = Dims<D, KEYS, QREG, ROWS>::kSmem;
-  auto* k = flash_wgmma_k<D, KEYS, QREG, ROWS, RT>;
+  auto* k = flash_wgmma_k<D, KEYS, QREG, ROWS, RT, E16>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
   const dim3 grid((unsigned)((p.Lq + ROWS * RT - 1) / (ROWS * RT)), (unsigned)(B * p.H));
@@ -668,10 +670,10 @@ cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   return cudaGetLastError();
 }
 
-template <int D, int ROWS>
+template <int D, int ROWS, bool E16 = false>
 cudaError_t launch_pipe(const WParams& p, int64_t B, cudaStream_t s) {
   constexpr size_t smem = PipeDims<D, ROWS>::kSmem;
-  auto* k = flash_wgmma_pipe_k<D, ROWS>;
+  auto* k = flash_wgmma_pipe_k<D, ROWS, E16>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (attr != cudaSuccess) return attr;
   launch_kernel(k, dim3((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H)), 2 * ROWS, smem, s, p);
@@ -725,6 +727,9 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     if (e && (e[0] == '1' || e[0] == '2' || e[0] == '4') && !e[1]) rt = e[0] - '0';
     return rt == 4 ? launch<40, 128, true, 128, 4>(p, B, s) : rt == 2 ? launch<40, 128, true, 128, 2>(p, B, s) : launch<40, 128, true, 128, 1>(p, B, s);
   }
+  // experimental: the d-40 self-attention's exponentials in FP16, two per instruction (SDRT_ATTN_EXP16=1)
+  const char* e16_env = std::getenv("SDRT_ATTN_EXP16");
+  const bool e16 = e16_env && std::strcmp(e16_env, "1") == 0;
   // the form: given (a timed choice), else SDRT_ATTN_PIPE: 1 the pipelined kernel for heads of 40, 2 also 80
   int pipe = form;
   if (pipe < 0) {
@@ -735,10 +740,12 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
   if (D == 64) pipe = 0;  // no pipelined form for this head size
   if (pipe > 0) {
     const cudaError_t r = D == 80 ? (rows256 ? launch_pipe<80, 256>(p, B, s) : launch_pipe<80, 128>(p, B, s))
+                          : e16   ? (rows256 ? launch_pipe<40, 256, true>(p, B, s) : launch_pipe<40, 128, true>(p, B, s))
                                   : (rows256 ? launch_pipe<40, 256>(p, B, s) : launch_pipe<40, 128>(p, B, s));
     if (r == cudaSuccess) ++g_pipe_launches;
     return r;
   }
+  if (D == 40 && e16) return rows256 ? launch<40, 128, false, 256, 1, true>(p, B, s) : launch<40, 128, false, 128, 1, true>(p, B, s);
   if (D == 40) return rows256 ? launch<40, 128, false, 256>(p, B, s) : launch<40, 128, false, 128>(p, B, s);
   if (D == 64) return rows256 ? launch<64, 64, false, 256>(p, B, s) : launch<64, 64, false, 128>(p, B, s);
   return rows256 ? launch<80, 64, false, 256>(p, B, s) : launch<80, 64, false, 128>(p, B, s);
