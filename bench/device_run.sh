@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, pdl, search, conv-engines,
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
@@ -137,6 +137,17 @@ for step in "$@"; do
         timeout 120 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
           --no-engine-cache -o /tmp/bench16/b$nb 2>&1 | grep -E '^optimized|error'
       done 2>&1 | tee -a "$out/exp16.txt" ;;
+    loop-gap)  # why sdrt bench's UNet step (5.52 ms at batch 1) is above the forward's 5.32-5.39: 51 forwards back to back
+               # against 51 steps of the sampling loop's device work (bench_unet_forward --steps), with the SM clock, power
+               # and throttle reasons sampled meanwhile
+      nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active --format=csv -lms 100 > "$out/loop-gap-clocks.csv" &
+      smi=$!; sleep 0.5
+      for b in 2 16; do
+        timeout 150 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 --device-loop \
+          --steps 51 2>&1 | grep -E 'median|back to back|error'
+      done 2>&1 | tee "$out/loop-gap.txt"
+      kill $smi; sleep 0.3
+      awk -F', ' 'NR>1{c[$2" "$5]++} END{for (k in c) print c[k], k}' "$out/loop-gap-clocks.csv" | sort -rn | head -8 ;;
     pdl)  # programmatic dependent launch (SDRT_PDL=1): the GPU tests with every kernel of ours launched so, then the
           # forward with and without it, alternating, whole and in two batch parts, and sdrt bench at batch 1 both ways
       SDRT_PDL=1 timeout 300 "$bin/sdrt_tests" --gtest_filter='*BackendOps*:Passes*:Pipeline*' > "$out/pdl-tests.log" 2>&1

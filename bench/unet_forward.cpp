@@ -18,6 +18,61 @@
 using namespace sdrt;
 using clk = std::chrono::steady_clock;
 
+namespace {
+
+// --steps: `steps` forwards back to back, then `steps` steps of the sampling loop's device work around them
+// (as Pipeline::sample_on_device enqueues it for PNDM with guidance), alternating, two rounds; ms per step.
+Status loop_rounds(DeviceLoop& L, int64_t batch, int64_t h, int64_t w, int steps) {
+  SDRT_ASSIGN_OR_RETURN(float* in, L.input("sample"));
+  SDRT_ASSIGN_OR_RETURN(float* t_in, L.input("timestep"));
+  SDRT_ASSIGN_OR_RETURN(float* out, L.output(0));
+  const int64_t halves = batch % 2 == 0 ? 2 : 1, n = batch / halves * 4 * h * w;
+  SDRT_ASSIGN_OR_RETURN(float* X, L.alloc(n));
+  SDRT_ASSIGN_OR_RETURN(float* E, L.alloc(n));
+  SDRT_ASSIGN_OR_RETURN(float* T, L.alloc((int64_t)steps * batch));
+  std::vector<float*> slot(4);
+  for (auto& p : slot) {
+    SDRT_ASSIGN_OR_RETURN(p, L.alloc(n));
+  }
+  std::vector<float> tv((size_t)steps * batch), x0((size_t)n, 0.5f);
+  for (int j = 0; j < steps; ++j)
+    for (int64_t i = 0; i < batch; ++i) tv[(size_t)j * batch + i] = 999.f - 999.f * j / steps;
+  SDRT_RETURN_IF_ERROR(L.upload(T, tv.data(), (int64_t)tv.size()));
+  SDRT_RETURN_IF_ERROR(L.upload(X, x0.data(), n));
+  for (auto* p : slot) SDRT_RETURN_IF_ERROR(L.upload(p, x0.data(), n));
+  SDRT_RETURN_IF_ERROR(L.download(x0.data(), X, 1));  // uploads done before timing
+  auto timed = [&](bool work) -> Result<double> {
+    const auto s = clk::now();
+    for (int j = 0; j < steps; ++j) {
+      if (work) {
+        for (int64_t h = 0; h < halves; ++h) SDRT_RETURN_IF_ERROR(L.combine(in + h * n, n, {{X, 0.9f}}));
+        SDRT_RETURN_IF_ERROR(L.copy(t_in, T + (int64_t)j * batch, batch));
+      }
+      SDRT_RETURN_IF_ERROR(L.run());
+      if (work) {
+        const float* eps = out;
+        if (halves == 2) {
+          SDRT_RETURN_IF_ERROR(L.combine(E, n, {{out, -6.5f}, {out + n, 7.5f}}));
+          eps = E;
+        }
+        SDRT_RETURN_IF_ERROR(L.combine(slot[j % 4], n, {{eps, 1.f}}));
+        SDRT_RETURN_IF_ERROR(L.combine(X, n, {{X, 0.99f}, {slot[0], 0.01f}, {slot[1], -0.02f}, {slot[2], 0.015f}, {slot[3], -0.004f}}));
+      }
+    }
+    SDRT_RETURN_IF_ERROR(L.mark(0));
+    SDRT_RETURN_IF_ERROR(L.wait(0));
+    return std::chrono::duration<double, std::milli>(clk::now() - s).count() / steps;
+  };
+  for (int r = 0; r < 2; ++r) {
+    SDRT_ASSIGN_OR_RETURN(const double a, timed(false));
+    SDRT_ASSIGN_OR_RETURN(const double b, timed(true));
+    std::printf("%d back to back: %.3f ms per forward; with the sampling loop's work: %.3f ms per step\n", steps, a, b);
+  }
+  return L.release_scratch();
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"UNet forward benchmark"};
   std::string model = "random:sd15";
@@ -25,6 +80,7 @@ int main(int argc, char** argv) {
   int repeats = 1, warmup = 0;
   std::string backend = "cpu", precision = "fp32";
   bool profile_range = false, device_loop = false;
+  int steps = 0;
   app.add_option("--backend", backend, "cpu or cuda");
   app.add_option("--precision", precision, "fp32 or fp16 (cuda)");
   app.add_option("--model", model);
@@ -38,7 +94,13 @@ int main(int argc, char** argv) {
   app.add_flag("--device-loop", device_loop,
                "time replays on the backend's device loop (inputs uploaded once, the prompt held: the UNet as sdrt's sampling loop runs "
                "it) instead of Executable::run with its copies to and from the host (CUDA)");
+  app.add_option("--steps", steps,
+                 "with --device-loop, then also time this many forwards back to back (no wait between them), and as many steps of the "
+                 "sampling loop's work (the guided input halves scaled, the timestep copied, the forward, the guidance combination and "
+                 "PNDM's two combinations): how far a denoising step is from a forward")
+      ->check(CLI::Range(0, 1000));
   CLI11_PARSE(app, argc, argv);
+  if (steps > 0 && !device_loop) return std::fprintf(stderr, "error: --steps needs --device-loop\n"), 1;
 
   auto t0 = clk::now();
   auto m = load_model(model);
@@ -101,5 +163,8 @@ int main(int argc, char** argv) {
   std::printf("engine tactics: %s\n", tactics_summary((*be)->tactics(nullptr)).c_str());
   std::printf("load+build %.2f s; forward median %.2f ms (min %.2f, max %.2f, %zu runs%s) = %.1f GFLOP/s\n", load_s, med * 1e3,
               times.front() * 1e3, times.back() * 1e3, times.size(), L ? ", device loop" : "", (*g)->flops() / med / 1e9);
+  if (steps > 0) {
+    if (Status st = loop_rounds(*L, batch, height / 8, width / 8, steps); !st) return std::fprintf(stderr, "error: %s\n", st.message().c_str()), 1;
+  }
   return 0;
 }
