@@ -437,7 +437,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 // register allocator compute P' into P's registers while P V still read them: ptxas then serialised
 // the MMAs, C7513). Heads of 80 the same way (123 registers; the 1024-token level). The engine times it
 // against the kept kernel per shape (form "pipe"); SDRT_ATTN_PIPE=1 forces it for heads of 40, 2 for heads of
-// 40 and 80. (A quarter of the exponentials on the FMA pipe instead of MUFU was 13-25% slower on the H200.)
+// 40 and 80. (A quarter of the exponentials on the FMA pipe instead of MUFU was 15-25% slower on the H200.)
 std::atomic<int64_t> g_pipe_launches{0};
 
 // ROWS 256: four warpgroups, one block per SM, a ring of 8 buffers; ROWS 128 (where 256-row blocks are

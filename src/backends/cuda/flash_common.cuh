@@ -31,7 +31,7 @@ __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
 
 // 2^lo and 2^hi as an FP16 pair: the arguments rounded to FP16, then one MUFU instruction for both
 // (ex2.approx.f16x2) instead of one each (the exponentials bound the head-dim-40 attention). The argument's
-// rounding costs up to 2^-(11 - e) ln 2 relative error for |x| in [2^(e-1), 2^e): 0.14% at |x| in [4, 8)
+// rounding costs up to 2^-(12 - e) ln 2 relative error for |x| in [2^(e-1), 2^e): 0.14% at |x| in [4, 8)
 // against FP16's 0.05% rounding of the result.
 __device__ __forceinline__ uint32_t exp2_half2(float lo, float hi) {
   const uint32_t x = pack_half2(lo, hi);
