@@ -1,4 +1,5 @@
-// Times full UNet forwards (CPU backend by default; --backend cuda --precision fp16 for the GPU engine).
+// Times full UNet forwards (CPU backend by default; --backend cuda --precision fp16 for the GPU engine), or
+// with --vae the VAE decoder's (latents of height/8 x width/8 to images).
 //   bench_unet_forward --model random:sd15 --batch 1 --height 512 --width 512 --repeats 1
 #include <omp.h>
 
@@ -79,7 +80,7 @@ int main(int argc, char** argv) {
   int64_t batch = 1, height = 512, width = 512;
   int repeats = 1, warmup = 0;
   std::string backend = "cpu", precision = "fp32";
-  bool profile_range = false, device_loop = false;
+  bool profile_range = false, device_loop = false, vae = false;
   int steps = 0;
   app.add_option("--backend", backend, "cpu or cuda");
   app.add_option("--precision", precision, "fp32 or fp16 (cuda)");
@@ -94,18 +95,19 @@ int main(int argc, char** argv) {
   app.add_flag("--device-loop", device_loop,
                "time replays on the backend's device loop (inputs uploaded once, the prompt held: the UNet as sdrt's sampling loop runs "
                "it) instead of Executable::run with its copies to and from the host (CUDA)");
+  app.add_flag("--vae", vae, "the VAE decoder instead of the UNet");
   app.add_option("--steps", steps,
                  "with --device-loop, then also time this many forwards back to back (no wait between them), and as many steps of the "
                  "sampling loop's work (the guided input halves scaled, the timestep copied, the forward, the guidance combination and "
                  "PNDM's two combinations): how far a denoising step is from a forward")
       ->check(CLI::Range(0, 1000));
   CLI11_PARSE(app, argc, argv);
-  if (steps > 0 && !device_loop) return std::fprintf(stderr, "error: --steps needs --device-loop\n"), 1;
+  if (steps > 0 && (!device_loop || vae)) return std::fprintf(stderr, "error: --steps needs --device-loop and the UNet\n"), 1;
 
   auto t0 = clk::now();
   auto m = load_model(model);
   if (!m) return std::fprintf(stderr, "error: %s\n", m.status().message().c_str()), 1;
-  auto g = build_unet(*m, batch, height / 8, width / 8);
+  auto g = vae ? build_vae_decoder(*m, batch, height / 8, width / 8) : build_unet(*m, batch, height / 8, width / 8);
   if (!g) return std::fprintf(stderr, "error: %s\n", g.status().message().c_str()), 1;
   auto be = make_backend(backend, precision);
   if (!be) return std::fprintf(stderr, "error: %s\n", be.status().message().c_str()), 1;
@@ -120,9 +122,14 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = nd(rng);
     return t;
   };
-  std::map<std::string, Tensor> in{{"sample", randn({batch, 4, height / 8, width / 8})},
-                                    {"timestep", Tensor::from_f32({batch}, std::vector<float>(batch, 500.f))},
-                                    {"encoder_hidden_states", randn({batch, 77, m->unet.cross_attention_dim})}};
+  std::map<std::string, Tensor> in;
+  if (vae) {
+    in["latent"] = randn({batch, m->vae.latent_channels, height / 8, width / 8});
+  } else {
+    in = {{"sample", randn({batch, 4, height / 8, width / 8})},
+          {"timestep", Tensor::from_f32({batch}, std::vector<float>(batch, 500.f))},
+          {"encoder_hidden_states", randn({batch, 77, m->unet.cross_attention_dim})}};
+  }
   std::vector<double> times;
   DeviceLoop* L = nullptr;
   if (device_loop) {
@@ -133,7 +140,8 @@ int main(int argc, char** argv) {
       if (!d) return std::fprintf(stderr, "error: %s\n", d.status().message().c_str()), 1;
       if (Status st = L->upload(*d, t.f32(), t.numel()); !st) return std::fprintf(stderr, "error: %s\n", st.message().c_str()), 1;
     }
-    if (Status st = L->hold_input("encoder_hidden_states"); !st) return std::fprintf(stderr, "error: %s\n", st.message().c_str()), 1;
+    if (!vae)
+      if (Status st = L->hold_input("encoder_hidden_states"); !st) return std::fprintf(stderr, "error: %s\n", st.message().c_str()), 1;
   }
   for (int i = 0; i < warmup + repeats; ++i) {
 #if SDRT_HAVE_CUDA
@@ -157,8 +165,8 @@ int main(int argc, char** argv) {
   std::sort(times.begin(), times.end());
   const double med = times[times.size() / 2];
   std::printf("backend %s %s: ", backend.c_str(), precision.c_str());
-  std::printf("model %s, UNet %lldx%lld latents, batch %lld, %d threads: %.1f M params, %.1f GFLOP per forward\n", model.c_str(),
-              (long long)height / 8, (long long)width / 8, (long long)batch, omp_get_max_threads(), (*g)->weight_params() / 1e6,
+  std::printf("model %s, %s %lldx%lld latents, batch %lld, %d threads: %.1f M params, %.1f GFLOP per forward\n", model.c_str(),
+              vae ? "VAE decoder" : "UNet", (long long)height / 8, (long long)width / 8, (long long)batch, omp_get_max_threads(), (*g)->weight_params() / 1e6,
               (*g)->flops() / 1e9);
   std::printf("engine tactics: %s\n", tactics_summary((*be)->tactics(nullptr)).c_str());
   std::printf("load+build %.2f s; forward median %.2f ms (min %.2f, max %.2f, %zu runs%s) = %.1f GFLOP/s\n", load_s, med * 1e3,
