@@ -171,7 +171,7 @@ int cmd_build(const BuildArgs& a) {
   const double write_s = since(tw);
 
   int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0, as_fused = 0, as_graph = 0, geglu_n = 0, geglu_fused = 0, split_n = 0,
-      split_parts = 0, attn_n = 0, attn_pipe = 0;
+      split_parts = 0, attn_n = 0, attn_pipe = 0, attn_e16 = 0;
   std::map<std::string, int> algos;
   for (const auto& [k, v] : plan.tactics) {
     const bool cached = seeded.count(k) > 0;
@@ -187,9 +187,10 @@ int cmd_build(const BuildArgs& a) {
       geglu_fused += v != "split";
       continue;
     }
-    if (k.rfind("attn_form/", 0) == 0) {  // the Hopper attention kernel, kept or pipelined, timed per shape
+    if (k.rfind("attn_form/", 0) == 0) {  // the Hopper attention kernel, kept or pipelined, FP16 exponentials or not
       ++attn_n;
-      attn_pipe += v != "wgmma";
+      attn_pipe += v.rfind("pipe", 0) == 0;
+      attn_e16 += v.size() > 4 && v.compare(v.size() - 4, 4, "-e16") == 0;
       continue;
     }
     if (k.rfind("batch_split/", 0) == 0) {  // SDRT_SPLIT=auto: whether the graph runs its batch in parts
@@ -215,7 +216,8 @@ int cmd_build(const BuildArgs& a) {
   std::printf(" (faster there)");
   std::printf("; %d GEMM shapes (%d from the timing cache, %d timed)", gemm_n, gemm_cached, gemm_n - gemm_cached);
   if (geglu_n) std::printf("; %d GEGLU projection shapes, %d of them as one fused kernel (faster there)", geglu_n, geglu_fused);
-  if (attn_n) std::printf("; %d attention shapes, %d of them on the pipelined kernel (faster there)", attn_n, attn_pipe);
+  if (attn_n)
+    std::printf("; %d attention shapes, %d of them on the pipelined kernel, %d with FP16 exponentials (faster there)", attn_n, attn_pipe, attn_e16);
   if (split_n) std::printf("; %d graphs timed whole and in batch parts, %d of them split (faster there)", split_n, split_parts);
   std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized; fused: %d GroupNorm+SiLU, %d residual adds, %d time embeddings into GroupNorm, %d GEGLU projections\n",
               convs, linears, flash, materialized, gn_silu, residual, gn_add, geglu);

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "graph/backend.h"
 #include "io/safetensors.h"
@@ -497,6 +498,7 @@ TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
 TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
   REQUIRE_CUDA_P(a, false, "fp16");
   ::unsetenv("SDRT_ATTN_PIPE");
+  ::unsetenv("SDRT_ATTN_EXP16");
   auto cpu = make_cpu_backend();
   std::mt19937 rng(29);
   auto g = std::make_shared<Graph>();
@@ -522,22 +524,38 @@ TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
   ASSERT_EQ(forms.size(), 1u);
   const std::string key = forms.begin()->first;
   std::printf("      %s -> %s\n", key.c_str(), forms.begin()->second.c_str());
-  EXPECT_TRUE(forms[key] == "wgmma" || forms[key] == "pipe") << forms[key];
+  const std::set<std::string> names{"wgmma", "pipe", "wgmma-e16", "pipe-e16"};
+  EXPECT_TRUE(names.count(forms[key])) << forms[key];
 
-  auto c = cuda_or_skip_reason(nullptr, false, "fp16");
-  ASSERT_TRUE(c);
-  EXPECT_FALSE(c->add_tactics({{key, "fastest"}}).is_ok());
-  EXPECT_FALSE(c->add_tactics({{key, "pipe-fma"}}).is_ok());  // a form since removed
-  ASSERT_TRUE(c->add_tactics({{key, "pipe"}}).is_ok());
-  auto ec = c->compile(g);
-  ASSERT_TRUE(ec.is_ok()) << ec.status().message();
-  EXPECT_EQ(c->tactics(g.get())[key], "pipe");  // taken as recorded, not timed again
-  const int64_t before = cuda_attention_pipe_launches();
-  auto rc = (*ec)->run(ins);
-  ASSERT_TRUE(rc.is_ok());
-  EXPECT_GE(cuda_attention_pipe_launches() - before, 1);
-  EXPECT_LT(nmse((*rc)[0], (*want)[0], &finite), 1e-5);
-  EXPECT_TRUE(finite);
+  // each recorded form runs as recorded (not timed again) and matches the CPU
+  for (const std::string form : {"pipe", "wgmma-e16", "pipe-e16"}) {
+    auto c = cuda_or_skip_reason(nullptr, false, "fp16");
+    ASSERT_TRUE(c);
+    EXPECT_FALSE(c->add_tactics({{key, "fastest"}}).is_ok());
+    EXPECT_FALSE(c->add_tactics({{key, "pipe-fma"}}).is_ok());  // a form since removed
+    ASSERT_TRUE(c->add_tactics({{key, form}}).is_ok());
+    auto ec = c->compile(g);
+    ASSERT_TRUE(ec.is_ok()) << ec.status().message();
+    EXPECT_EQ(c->tactics(g.get())[key], form);
+    const int64_t before = cuda_attention_pipe_launches();
+    auto rc = (*ec)->run(ins);
+    ASSERT_TRUE(rc.is_ok());
+    EXPECT_EQ(cuda_attention_pipe_launches() - before >= 1, form.rfind("pipe", 0) == 0) << form;
+    const double e = nmse((*rc)[0], (*want)[0], &finite);
+    std::printf("      recorded %-10s nmse %.3e\n", form.c_str(), e);
+    EXPECT_LT(e, 1e-5) << form;
+    EXPECT_TRUE(finite) << form;
+  }
+  // SDRT_ATTN_EXP16=0: a recorded FP16-exponential form is timed again without them
+  ::setenv("SDRT_ATTN_EXP16", "0", 1);
+  auto d = cuda_or_skip_reason(nullptr, false, "fp16");
+  ASSERT_TRUE(d);
+  ASSERT_TRUE(d->add_tactics({{key, "pipe-e16"}}).is_ok());
+  auto ed = d->compile(g);
+  ::unsetenv("SDRT_ATTN_EXP16");
+  ASSERT_TRUE(ed.is_ok()) << ed.status().message();
+  const std::string retimed = d->tactics(g.get())[key];
+  EXPECT_TRUE(retimed == "wgmma" || retimed == "pipe") << retimed;
 }
 
 TEST(BackendOps, CudaRejectsBadTokenIds) {

@@ -272,11 +272,11 @@ cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s) {
 bool flash_attention_supported(int64_t D, int64_t Dv) { return D == Dv && D >= 1 && D <= 160; }
 
 const char* attention_form_name(int form) {
-  static const char* const names[] = {"wgmma", "pipe"};
-  return form >= 0 && form < 2 ? names[form] : "?";
+  static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16"};
+  return form >= 0 && form < 4 ? names[form] : "?";
 }
 int attention_form_by_name(const std::string& name) {
-  for (int f = 0; f < 2; ++f)
+  for (int f = 0; f < 4; ++f)
     if (name == attention_form_name(f)) return f;
   return -1;
 }

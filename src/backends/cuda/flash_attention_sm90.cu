@@ -708,7 +708,7 @@ int flash_attention_sm90_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int
                                bool causal) {
   Sm90Plan pl;
   if (!sm90_plan(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal, &pl)) return 0;
-  return pl.qreg || D == 64 ? 1 : 2;
+  return pl.qreg || D == 64 ? 1 : D == 80 ? 2 : 4;
 }
 
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
@@ -727,17 +727,20 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     if (e && (e[0] == '1' || e[0] == '2' || e[0] == '4') && !e[1]) rt = e[0] - '0';
     return rt == 4 ? launch<40, 128, true, 128, 4>(p, B, s) : rt == 2 ? launch<40, 128, true, 128, 2>(p, B, s) : launch<40, 128, true, 128, 1>(p, B, s);
   }
-  // experimental: the d-40 self-attention's exponentials in FP16, two per instruction (SDRT_ATTN_EXP16=1)
-  const char* e16_env = std::getenv("SDRT_ATTN_EXP16");
-  const bool e16 = e16_env && std::strcmp(e16_env, "1") == 0;
-  // the form: given (a timed choice), else SDRT_ATTN_PIPE: 1 the pipelined kernel for heads of 40, 2 also 80
-  int pipe = form;
-  if (pipe < 0) {
+  // the form: given (a timed choice: bit 0 the pipelined kernel, bit 1 the FP16 exponentials), else
+  // SDRT_ATTN_PIPE (1 the pipelined kernel for heads of 40, 2 also 80) and SDRT_ATTN_EXP16=1 (the d-40
+  // exponentials in FP16, two per instruction)
+  int pipe = form >= 0 ? form & 1 : 0;
+  bool e16 = form >= 2;
+  if (form < 0) {
     const char* e = std::getenv("SDRT_ATTN_PIPE");
     const char m = e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] : '0';
     pipe = m == '0' || (D == 80 && m == '1') ? 0 : 1;
+    const char* e16_env = std::getenv("SDRT_ATTN_EXP16");
+    e16 = e16_env && std::strcmp(e16_env, "1") == 0;
   }
   if (D == 64) pipe = 0;  // no pipelined form for this head size
+  if (D != 40) e16 = false;
   if (pipe > 0) {
     const cudaError_t r = D == 80 ? (rows256 ? launch_pipe<80, 256>(p, B, s) : launch_pipe<80, 128>(p, B, s))
                           : e16   ? (rows256 ? launch_pipe<40, 256, true>(p, B, s) : launch_pipe<40, 128, true>(p, B, s))
