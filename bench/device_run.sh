@@ -121,17 +121,21 @@ for step in "$@"; do
           --batch $b --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'sdrt: attention|engine tactics|median|error'
       done 2>&1 | tee -a "$out/attn-pipe.txt" ;;
     exp16)  # the d-40 attention's exponentials in FP16, two per MUFU instruction (SDRT_ATTN_EXP16=1): the SASS it
-            # compiles to, the op test against the CPU, bench_attention and the forward with and without, alternating;
-            # then sdrt bench at batch 1 and 16
+            # compiles to, the op tests against the CPU, bench_attention and the forward with and without, alternating,
+            # the forms the engine picks by timing; then sdrt bench at batch 1 and 16 (the engine's choice)
       /usr/local/cuda/bin/cuobjdump -sass "$bin/bench_attention" 2>/dev/null | grep -oE 'MUFU\.EX2[.A-Z0-9_]*' | sort | uniq -c
       timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.PipelinedAttentionMatchesTheCpu:BackendOps.AttentionForm*' > "$out/exp16-test.log" 2>&1
       echo "op test rc $?"; grep -E "4096|launches|PASSED|FAILED" "$out/exp16-test.log" | tail -16
       for r in 1 2; do for b in 2 16; do for v in 0 1; do
         echo "--- SDRT_ATTN_EXP16=$v batch $b"; SDRT_ATTN_EXP16=$v timeout 100 "$bin/bench_attention" --batch $b --repeats 20 2>&1 | grep -E "self \[4096|error"
       done; done; done 2>&1 | tee "$out/exp16.txt"
-      for r in 1 2; do for b in 2 16; do for v in 0 1; do
+      for r in 1 2; do for b in 2 16; do for v in 0 1; do  # 0: never, 1: forced on the kept kernel
         echo "batch $b SDRT_ATTN_EXP16=$v: $(SDRT_ATTN_EXP16=$v fwd $b)"
       done; done; done 2>&1 | tee -a "$out/exp16.txt"
+      for b in 2 16; do  # the engine's own choice (the FP16-exponential forms timed with the others)
+        echo "batch $b timed choice:"; SDRT_VERBOSE=1 timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 \
+          --batch $b --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'sdrt: attention|engine tactics|median|error'
+      done 2>&1 | tee -a "$out/exp16.txt"
       for cfg in "1 3" "16 2"; do
         read -r nb reps <<< "$cfg"
         timeout 120 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
