@@ -523,6 +523,13 @@ class CudaExecutable : public Executable {
  private:
   static constexpr size_t kMaxColBytes = size_t(64) << 20;  // im2col buffers stay small
 
+  // dst.size() halves from device memory src, after this executable's work so far (a tactic's output, to
+  // check it against the reference form's).
+  bool fetch(std::vector<__half>& dst, const void* src) {
+    return cudaMemcpyAsync(dst.data(), src, dst.size() * sizeof(__half), cudaMemcpyDeviceToHost, stream_) == cudaSuccess &&
+           cudaStreamSynchronize(stream_) == cudaSuccess;
+  }
+
   // The graph form of convolution n (SDRT_CONV_GRAPH=1): each of the first engine configurations of cuDNN's
   // heuristics run on the operands given, its output checked against the cuDNN form's (with_cudnn: the
   // convolution, then bias and residual), and timed as the engine runs it; the fastest one's time and its
@@ -535,9 +542,7 @@ class CudaExecutable : public Executable {
     const size_t id = &n - g_->nodes.data();
     const bool has_bias = bias != nullptr, has_res = res != nullptr;
     std::vector<__half> want(yb / 2), got(yb / 2);
-    auto output = [&](std::vector<__half>& d) {
-      return cudaMemcpyAsync(d.data(), y, yb, cudaMemcpyDeviceToHost, stream_) == cudaSuccess && cudaStreamSynchronize(stream_) == cudaSuccess;
-    };
+    auto output = [&](std::vector<__half>& d) { return fetch(d, y); };
     float best = -1.f;
     *cfg = -1;
     if (!with_cudnn().is_ok() || !output(want)) return cudaGetLastError(), -1.f;
@@ -747,9 +752,9 @@ class CudaExecutable : public Executable {
     const std::string key = attention_key(*g_, n);
     if (key.empty()) return Status::ok();
     if (const char* e = std::getenv("SDRT_ATTN_PIPE"); e && *e) return Status::ok();
-    const char* e16_env = std::getenv("SDRT_ATTN_EXP16");  // 1 forces the FP16 exponentials, 0 leaves them out
-    if (e16_env && std::string(e16_env) == "1") return Status::ok();
-    const bool e16_timed = !(e16_env && std::string(e16_env) == "0");
+    const int e16_env = cuda::attention_exp16_env();  // 1 forces the FP16 exponentials, 0 leaves them out
+    if (e16_env == 1) return Status::ok();
+    const bool e16_timed = e16_env != 0;
     std::string choice;
     {
       std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
@@ -783,9 +788,7 @@ class CudaExecutable : public Executable {
         return cuda::flash_attention(qh, kh, vh, oh, B, H, Lq, Lk, D, av.ldq, av.ldk, av.ldv, ldo, n.a.scale, n.a.causal, stream_, f) == cudaSuccess;
       };
       std::vector<__half> want(ok ? no : 0), got(ok ? no : 0);
-      auto output = [&](std::vector<__half>& dst) {
-        return cudaMemcpyAsync(dst.data(), o, no * 2, cudaMemcpyDeviceToHost, stream_) == cudaSuccess && cudaStreamSynchronize(stream_) == cudaSuccess;
-      };
+      auto output = [&](std::vector<__half>& dst) { return fetch(dst, o); };
       std::string timings;
       choice = cuda::attention_form_name(0);
       if (ok) {

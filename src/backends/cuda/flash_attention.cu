@@ -10,6 +10,8 @@
 // for SD 1.x's first level). The softmax scale is folded into the exponent (one FMA per score).
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
+#include <cstring>
 
 #include "backends/cuda/flash_attention.cuh"
 #include "backends/cuda/flash_common.cuh"
@@ -274,6 +276,10 @@ bool flash_attention_supported(int64_t D, int64_t Dv) { return D == Dv && D >= 1
 const char* attention_form_name(int form) {
   static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16"};
   return form >= 0 && form < 4 ? names[form] : "?";
+}
+int attention_exp16_env() {
+  const char* e = std::getenv("SDRT_ATTN_EXP16");
+  return e && std::strcmp(e, "1") == 0 ? 1 : e && std::strcmp(e, "0") == 0 ? 0 : -1;
 }
 int attention_form_by_name(const std::string& name) {
   for (int f = 0; f < 4; ++f)

@@ -20,7 +20,6 @@
 #include <atomic>
 #include <cfloat>
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "backends/cuda/flash_attention.cuh"
@@ -736,8 +735,7 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     const char* e = std::getenv("SDRT_ATTN_PIPE");
     const char m = e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] : '0';
     pipe = m == '0' || (D == 80 && m == '1') ? 0 : 1;
-    const char* e16_env = std::getenv("SDRT_ATTN_EXP16");
-    e16 = e16_env && std::strcmp(e16_env, "1") == 0;
+    e16 = attention_exp16_env() == 1;
   }
   if (D == 64) pipe = 0;  // no pipelined form for this head size
   if (D != 40) e16 = false;
