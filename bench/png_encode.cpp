@@ -1,6 +1,7 @@
 // PNG encoding time and size (sdrt::encode_pngs, as `sdrt generate`, `sdrt bench` and the server encode
 // their images): a 512x512 noise image (what random-weight models make), a smooth synthetic one, and any
-// binary PPM (P6) files given, cropped to at most 512 columns. Best and median of --repeats; threads from
+// binary PPM (P6) files given, cropped to at most 512 columns; then the float-to-byte conversion before the
+// encode (sdrt::image_from_planes). Best and median of --repeats; threads from
 // OpenMP (OMP_NUM_THREADS=1 for one core). --idle-ms sleeps before each encode, as the host does while the
 // GPU generates an image (OpenMP's threads have gone to sleep by then and must be woken).
 //   bench_png_encode photo.ppm --repeats 10
@@ -79,5 +80,18 @@ int main(int argc, char** argv) {
     std::sort(ms.begin(), ms.end());
     std::printf("%-60s %10.2f %10.2f %10zu\n", name.c_str(), ms.front(), ms[ms.size() / 2], bytes);
   }
+  // what comes before the encode: a VAE decoder's planar floats to 8-bit RGB (sdrt::image_from_planes)
+  std::vector<float> planes(3 * 512 * 512);
+  std::normal_distribution<float> nd(0.f, 0.6f);
+  for (float& v : planes) v = nd(rng);
+  std::vector<double> ms;
+  for (int r = 0; r < repeats; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const Image im = sdrt::image_from_planes(planes.data(), 512, 512);
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    if (im.rgb.size() != planes.size()) return std::fprintf(stderr, "image_from_planes: wrong size\n"), 1;
+  }
+  std::sort(ms.begin(), ms.end());
+  std::printf("%-60s %10.2f %10.2f\n", "planes to bytes 512x512 (image_from_planes, one thread)", ms.front(), ms[ms.size() / 2]);
   return 0;
 }
