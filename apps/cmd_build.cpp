@@ -131,7 +131,7 @@ int cmd_build(const BuildArgs& a) {
 
   std::printf("building a %s plan of %s for %s (sm_%d%d; %s)\n", a.precision.c_str(), a.model.c_str(), here.device.c_str(), here.cc_major,
               here.cc_minor, here.libraries.c_str());
-  int gn_silu = 0, gn_add = 0, residual = 0, flash = 0, materialized = 0, convs = 0, linears = 0, geglu = 0, ln = 0;
+  int gn_silu = 0, gn_add = 0, residual = 0, flash = 0, materialized = 0, convs = 0, linears = 0, geglu = 0;
   for (auto& [key, build] : todo) {
     auto t0 = clk::now();
     auto g0 = build();
@@ -149,7 +149,6 @@ int cmd_build(const BuildArgs& a) {
       convs += n.op == Op::Conv2d;
       linears += n.op == Op::Linear;
       geglu += n.op == Op::Linear && n.a.geglu;
-      ln += n.op == Op::Linear && n.a.ln;
       if (n.op == Op::Attention) {
         std::vector<const Shape*> shapes;
         for (int i : n.inputs) shapes.push_back(&g->nodes[i].shape);
@@ -172,7 +171,7 @@ int cmd_build(const BuildArgs& a) {
   const double write_s = since(tw);
 
   int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0, as_fused = 0, as_graph = 0, geglu_n = 0, geglu_fused = 0, split_n = 0,
-      split_parts = 0, attn_n = 0, attn_pipe = 0, attn_e16 = 0, ln_n = 0, ln_fused = 0;
+      split_parts = 0, attn_n = 0, attn_pipe = 0, attn_e16 = 0;
   std::map<std::string, int> algos;
   for (const auto& [k, v] : plan.tactics) {
     const bool cached = seeded.count(k) > 0;
@@ -186,11 +185,6 @@ int cmd_build(const BuildArgs& a) {
     if (k.rfind("geglu_form/", 0) == 0) {  // the fused GEGLU kernel or GEMM + GEGLU pass, timed per shape
       ++geglu_n;
       geglu_fused += v != "split";
-      continue;
-    }
-    if (k.rfind("ln_form/", 0) == 0) {  // the LayerNorm-fused projection kernel or the normalisation + projection
-      ++ln_n;
-      ln_fused += v != "split";
       continue;
     }
     if (k.rfind("attn_form/", 0) == 0) {  // the Hopper attention kernel, kept or pipelined, FP16 exponentials or not
@@ -222,12 +216,11 @@ int cmd_build(const BuildArgs& a) {
   std::printf(" (faster there)");
   std::printf("; %d GEMM shapes (%d from the timing cache, %d timed)", gemm_n, gemm_cached, gemm_n - gemm_cached);
   if (geglu_n) std::printf("; %d GEGLU projection shapes, %d of them as one fused kernel (faster there)", geglu_n, geglu_fused);
-  if (ln_n) std::printf("; %d LayerNorm-fed projection shapes, %d of them as one fused kernel (faster there)", ln_n, ln_fused);
   if (attn_n)
     std::printf("; %d attention shapes, %d of them on the pipelined kernel, %d with FP16 exponentials (faster there)", attn_n, attn_pipe, attn_e16);
   if (split_n) std::printf("; %d graphs timed whole and in batch parts, %d of them split (faster there)", split_n, split_parts);
-  std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized; fused: %d GroupNorm+SiLU, %d residual adds, %d time embeddings into GroupNorm, %d GEGLU projections, %d LayerNorms into projections\n",
-              convs, linears, flash, materialized, gn_silu, residual, gn_add, geglu, ln);
+  std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized; fused: %d GroupNorm+SiLU, %d residual adds, %d time embeddings into GroupNorm, %d GEGLU projections\n",
+              convs, linears, flash, materialized, gn_silu, residual, gn_add, geglu);
   if (!a.timing_cache.empty()) {
     auto all = seeded;
     for (const auto& [k, v] : be->tactics(nullptr)) all[k] = v;

@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, ln, loop-gap, pdl, search, conv-engines,
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
@@ -141,19 +141,6 @@ for step in "$@"; do
         timeout 120 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
           --no-engine-cache -o /tmp/bench16/b$nb 2>&1 | grep -E '^optimized|error'
       done 2>&1 | tee -a "$out/exp16.txt" ;;
-    ln)  # LayerNorms folded into the projections they feed (pass fold_layernorm_linear, the ln_gemm kernel): the op
-         # tests of every form, the pass tests on CUDA, then the forward with the fused forms (timed choice) against
-         # SDRT_LN_FORM=split (the normalisation, then the projection as before), alternating; the choices made
-      timeout 300 "$bin/sdrt_tests" --gtest_filter='BackendOps.EveryLayerNormProjectionFormMatchesTheCpu:Precisions/BackendOpsP.*:Passes.Tiny*' \
-        > "$out/ln-test.log" 2>&1
-      echo "op tests rc $?"; grep -E "linear\+ln|fused launches|FAIL|PASSED|FAILED|rel err" "$out/ln-test.log" | grep -vE " ok$" | tail -30
-      for r in 1 2; do for b in 2 16; do for v in split timed; do
-        if [ $v = split ]; then echo "batch $b SDRT_LN_FORM=split: $(SDRT_LN_FORM=split fwd $b)"; else echo "batch $b timed: $(fwd $b)"; fi
-      done; done; done 2>&1 | tee "$out/ln.txt"
-      for b in 2 16; do
-        SDRT_VERBOSE=1 timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $b --repeats 5 --warmup 1 \
-          --device-loop 2>&1 | grep -E 'layernorm projection|engine tactics|error'
-      done 2>&1 | tee -a "$out/ln.txt" ;;
     loop-gap)  # why sdrt bench's UNet step (5.52 ms at batch 1) is above the forward's 5.32-5.39: 51 forwards back to back
                # against 51 steps of the sampling loop's device work (bench_unet_forward --steps), with the SM clock, power
                # and throttle reasons sampled meanwhile

@@ -296,53 +296,6 @@ TEST(Passes, FuseLinearGegluCountsAndMatches) {
   for (const auto& node : again.nodes) EXPECT_FALSE(node.a.geglu && node.inputs.size() == 4);
 }
 
-// fold_layernorm_linear: a LayerNorm read only by a Linear becomes the Linear's prologue, its gamma and
-// beta folded into the Linear's weight and bias (with a bias, without one, before a fused GEGLU); a
-// LayerNorm read twice, or whose Linear shares its weight, stays. Values as the unfolded graph's on the CPU.
-TEST(Passes, LayerNormFoldsIntoTheLinearItFeeds) {
-  SeededGraph sg(21, 0.5f);
-  [[maybe_unused]] auto& [rng, scale, g, gb] = sg;
-  const int64_t C = 16, F = 6;
-  std::map<std::string, Tensor> in{{"x", randn({2, 5, C}, rng)}};
-  for (int64_t i = 0; i < in["x"].numel(); ++i) in["x"].f32()[i] = 3.f + 2.f * in["x"].f32()[i];  // rows with a mean
-  int x = gb.input("x", {2, 5, C});
-  auto ln = [&](const std::string& p) {
-    Tensor gamma = randn({C}, rng), beta = randn({C}, rng);
-    for (int64_t i = 0; i < C; ++i) gamma.f32()[i] += 1.f;
-    return gb.layer_norm(x, gb.weight(p + ".g", gamma), gb.weight(p + ".b", beta), 1e-5f);
-  };
-  int a = gb.linear(ln("n1"), sg.W("w1", {3 * F, C}), sg.W("b1", {3 * F}));                  // folded
-  int b = gb.linear(ln("n2"), sg.W("w2", {3 * F, C}), -1);                                    // no bias: folded
-  int c = gb.unary(Op::GEGLU, gb.linear(ln("n3"), sg.W("w3", {6 * F, C}), sg.W("b3", {6 * F})));  // folded after the GEGLU fusion
-  int shared = ln("n4");  // read twice: stays
-  int d = gb.add(gb.linear(shared, sg.W("w4", {3 * F, C}), -1), gb.linear(shared, sg.W("w5", {3 * F, C}), -1));
-  int w6 = sg.W("w6", {3 * F, C});  // one weight, two Linears: stays
-  int e = gb.add(gb.linear(ln("n6"), w6, -1), gb.linear(x, w6, -1));
-  gb.output(gb.add(gb.add(gb.add(a, b), gb.add(d, e)), gb.add(c, c)), "y");
-  ASSERT_TRUE(gb.status().is_ok()) << gb.status().message();
-  int n = -1;
-  Graph f = fold_layernorm_linear(fuse_linear_geglu(g, nullptr), &n);
-  ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
-  EXPECT_EQ(n, 3);
-  EXPECT_EQ(count_ops(f, Op::LayerNorm), count_ops(g, Op::LayerNorm) - 3);
-  int folded = 0;
-  for (const auto& node : f.nodes) {
-    if (node.op == Op::Linear && node.a.ln) {
-      ++folded;
-      EXPECT_EQ(node.inputs.size(), 3u);  // a bias always: beta's share
-      EXPECT_EQ(f.nodes[node.inputs[0]].op, Op::Input);
-    }
-    if (node.op == Op::Weight) EXPECT_TRUE(f.weights.count(node.name)) << node.name;
-  }
-  EXPECT_EQ(folded, 3);
-  EXPECT_FALSE(f.weights.count("n1.g") || f.weights.count("w1") || f.weights.count("b1"));  // replaced
-  EXPECT_TRUE(f.weights.count("n4.g") && f.weights.count("w6"));
-  const Tensor want = run_cpu(g, in), got = run_cpu(f, in);
-  EXPECT_LT(rel_err(got, want), 1e-5);
-  Graph again = fold_layernorm_linear(f, &n);  // nothing left to fold
-  EXPECT_EQ(n, 0);
-}
-
 TEST(Passes, GegluProjectionOfOddWidthOrWithResidualIsRejected) {
   Graph g;
   GraphBuilder gb(g);
@@ -381,7 +334,7 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   std::vector<PassResult> log;
   Graph f = optimize_graph(**g, &log);
   ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
-  ASSERT_EQ(log.size(), 7u);
+  ASSERT_EQ(log.size(), 6u);
   EXPECT_EQ(log[0].rewrites, 0);   // the model builders leave nothing to fold
   EXPECT_GT(log[1].rewrites, 10);  // every ResNet norm + act, and conv_norm_out
   EXPECT_GT(log[2].rewrites, 10);  // ResNet shortcuts, attention/FF outputs, proj_out
@@ -391,8 +344,6 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   EXPECT_GT(count_ops(**g, Op::GEGLU), 0);
   EXPECT_EQ(log[5].rewrites, count_ops(**g, Op::GEGLU));  // every transformer's feed-forward projection
   EXPECT_EQ(count_ops(f, Op::GEGLU), 0);
-  EXPECT_EQ(log[6].rewrites, count_ops(**g, Op::LayerNorm));  // every transformer's three norms, into q(kv), q, GEGLU
-  EXPECT_EQ(count_ops(f, Op::LayerNorm), 0);
   std::map<std::string, Tensor> in = tiny_unet_inputs(rng, m->unet.cross_attention_dim, 500.f, 500.f);
   const Tensor want = run_cpu(**g, in), got = run_cpu(f, in);
   EXPECT_LT(rel_err(got, want), 1e-5);

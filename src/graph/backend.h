@@ -112,9 +112,6 @@ int64_t cuda_group_norm_onepass_launches();
 int cuda_geglu_gemm_forms();
 const char* cuda_geglu_gemm_form_name(int form);
 int64_t cuda_geglu_gemm_launches();
-int cuda_ln_gemm_forms(bool geglu);  // the LayerNorm-fused projection's forms (GEGLU or plain)
-const char* cuda_ln_gemm_form_name(bool geglu, int form);
-int64_t cuda_ln_gemm_launches();
 // Launches of the intra-warpgroup pipelined attention kernel (SDRT_ATTN_PIPE=1, compute capability 9.0,
 // heads of 40) in this process, for tests. 0 without CUDA.
 int64_t cuda_attention_pipe_launches();

@@ -33,10 +33,6 @@ Graph fuse_residual_add(const Graph& g, int* rewrites);
 // in the projection's epilogue: its [..., 2F] result is never stored).
 Graph fuse_linear_geglu(const Graph& g, int* rewrites);
 
-// Linear(LayerNorm(x, gamma, beta), w, b), the LayerNorm read only there, its constants and the Linear's
-// weights -> Linear(x, w diag(gamma), b + w beta) with Attrs::ln (the normalisation as the Linear's prologue).
-Graph fold_layernorm_linear(const Graph& g, int* rewrites);
-
 // Attention(q, k, v) whose q, k, v (or k, v) are Linears of one input, read only there -> one Linear
 // with the weights stacked and the Attention reading its output packed (qkv, or q and kv).
 Graph pack_qkv(const Graph& g, int* rewrites);

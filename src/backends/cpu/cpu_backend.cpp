@@ -124,20 +124,13 @@ class CpuExecutable : public Executable {
       case Op::Linear: {
         const Tensor& w = *in[1];
         const int64_t rows = x.numel() / x.dim(-1);
-        const float* xp = x.f32();
-        std::vector<float> normed;
-        if (a.ln) {  // the LayerNorm without its affine part first (pass fold_layernorm_linear)
-          normed.resize((size_t)x.numel());
-          cpu::layer_norm(xp, nullptr, nullptr, normed.data(), rows, x.dim(-1), a.eps);
-          xp = normed.data();
-        }
         if (a.geglu) {  // the [rows, 2F] projection, then its GEGLU into y
           std::vector<float> proj((size_t)rows * w.dim(0));
-          cpu::linear(xp, w.f32(), in.size() > 2 ? in[2]->f32() : nullptr, proj.data(), rows, x.dim(-1), w.dim(0));
+          cpu::linear(x.f32(), w.f32(), in.size() > 2 ? in[2]->f32() : nullptr, proj.data(), rows, x.dim(-1), w.dim(0));
           cpu::geglu(proj.data(), y.f32(), rows, w.dim(0) / 2);
           break;
         }
-        cpu::linear(xp, w.f32(), in.size() > 2 ? in[2]->f32() : nullptr, y.f32(), rows, x.dim(-1), w.dim(0));
+        cpu::linear(x.f32(), w.f32(), in.size() > 2 ? in[2]->f32() : nullptr, y.f32(), rows, x.dim(-1), w.dim(0));
         if (in.size() > 3) add_residual(y, *in[3]);
         break;
       }

@@ -14,7 +14,7 @@ void linear(const float* x, const float* w, const float* b, float* y, int64_t M,
 void group_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t N, int64_t C, int64_t S,
                 int64_t G, float eps);
 // rows of width C
-void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t C, float eps);  // gamma, beta null: none
+void layer_norm(const float* x, const float* gamma, const float* beta, float* y, int64_t rows, int64_t C, float eps);
 void silu(const float* x, float* y, int64_t n);
 void gelu(const float* x, float* y, int64_t n);
 void quick_gelu(const float* x, float* y, int64_t n);

@@ -39,10 +39,6 @@ void layer_norm(const float* x, const float* gamma, const float* beta, float* y,
     double sq = 0;
     for (int64_t i = 0; i < C; ++i) sq += (xr[i] - mean) * (xr[i] - mean);
     const double rstd = 1.0 / std::sqrt(sq / (double)C + eps);
-    if (!gamma) {  // no affine part
-      for (int64_t i = 0; i < C; ++i) yr[i] = (float)((xr[i] - mean) * rstd);
-      continue;
-    }
     for (int64_t i = 0; i < C; ++i) yr[i] = (float)((xr[i] - mean) * rstd) * gamma[i] + beta[i];
   }
 }

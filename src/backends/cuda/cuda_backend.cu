@@ -124,9 +124,6 @@ std::atomic<int64_t> g_conv_graph_runs{0};  // convolutions executed in the grap
 
 // An fp16 attention's key for the timed choice of Hopper kernel ("attn_form/<key>": batch, heads, query and
 // key rows, head size, row strides); empty where at most one kernel applies to it on this device.
-// The tuning key of a LayerNorm-fused Linear (Attrs::ln): its projection's GEMM key and its kind.
-std::string ln_key(int64_t M, int64_t N, int64_t K, bool geglu) { return cuda::LtGemm::key(M, N, K, true, false) + (geglu ? "/geglu" : "/plain"); }
-
 std::string attention_key(const Graph& g, const Node& n) {
   if (n.op != Op::Attention) return {};
   std::vector<const Shape*> shapes;
@@ -267,32 +264,6 @@ class CudaExecutable : public Executable {
       cache_->bytes += (int64_t)bytes;
       weights_[name] = d;
     }
-    // LayerNorm-fused projections (Attrs::ln): each weight's row sums c[n] = sum_k w[n, k] of the FP16
-    // values the kernel multiplies (ln_gemm), in FP32, cached with the weights
-    ln_c_.assign(nodes.size(), nullptr);
-    for (size_t i = 0; fp16() && i < nodes.size(); ++i) {
-      const Node& n = nodes[i];
-      if (n.op != Op::Linear || !n.a.ln || nodes[n.inputs[1]].op != Op::Weight) continue;
-      const std::string& name = nodes[n.inputs[1]].name;
-      const std::string key = name + "#rowsum";
-      auto it = cache_->map.find(key);
-      if (it == cache_->map.end()) {
-        const Tensor h = g_->weights.at(name).to_f16().to_f32();  // the device's values
-        const int64_t N = h.dim(0), K = h.numel() / N;
-        std::vector<float> c((size_t)N);
-        for (int64_t r = 0; r < N; ++r) {
-          double acc = 0;
-          for (int64_t k = 0; k < K; ++k) acc += h.f32()[r * K + k];
-          c[r] = (float)acc;
-        }
-        void* d = nullptr;
-        CUDA_TRY(cudaMalloc(&d, std::max<size_t>(c.size() * 4, 4)));
-        CUDA_TRY(cudaMemcpy(d, c.data(), c.size() * 4, cudaMemcpyHostToDevice));
-        it = cache_->map.emplace(key, std::make_pair(Shape{N}, d)).first;
-        cache_->bytes += (int64_t)c.size() * 4;
-      }
-      ln_c_[i] = static_cast<const float*>(it->second.second);
-    }
     plan_.assign(nodes.size(), -1);
     if (fp16() && cuda::dependent_launch()) cuda::cooperative_dependent_launch();  // probed here, outside any capture
     if (fp16()) {  // choose every convolution's algorithm now (timed by cuDNN) and size one workspace
@@ -322,9 +293,6 @@ class CudaExecutable : public Executable {
       geglu_form_.assign(nodes.size(), -1);
       for (const Node& n : nodes)
         if (n.op == Op::Linear && n.a.geglu && plan_[&n - nodes.data()] >= 0) SDRT_RETURN_IF_ERROR(choose_geglu_form(n));
-      ln_form_.assign(nodes.size(), -1);
-      for (const Node& n : nodes)
-        if (n.op == Op::Linear && n.a.ln && ln_c_[&n - nodes.data()] && plan_[&n - nodes.data()] >= 0) SDRT_RETURN_IF_ERROR(choose_ln_form(n));
       attn_form_.assign(nodes.size(), -1);
       for (const Node& n : nodes)
         if (n.op == Op::Attention) SDRT_RETURN_IF_ERROR(choose_attention_form(n));
@@ -770,79 +738,6 @@ class CudaExecutable : public Executable {
       gemm_tuning_->geglu[key] = choice;
     }
     geglu_form_[id] = choice == "split" ? -1 : cuda::geglu_gemm_form_by_name(choice.c_str());
-    return Status::ok();
-  }
-
-  // How a LayerNorm-fused Linear (Attrs::ln) runs: the fused kernel in one of its forms (ln_gemm), or the
-  // normalisation as its own kernel and then the projection as it would run otherwise ("split"); the
-  // recorded choice for its shape, else each timed here as it runs in the engine (inside a CUDA graph).
-  // SDRT_LN_FORM=<form>|split forces one (tests).
-  Status choose_ln_form(const Node& n) {
-    const size_t id = &n - g_->nodes.data();
-    const Shape& xs = g_->nodes[n.inputs[0]].shape;
-    const int64_t K = xs.back(), M = numel(xs) / K, N = g_->nodes[n.inputs[1]].shape[0];
-    const bool geglu = n.a.geglu;
-    if (n.inputs.size() != 3) return Status::ok();  // a residual: the split form
-    bool any = false;
-    for (int f = 0; f < cuda::ln_gemm_forms(geglu); ++f) any = any || cuda::ln_gemm_supported(geglu, f, M, K, N, nullptr, nullptr, nullptr, nullptr, nullptr);
-    if (!any) return Status::ok();
-    const std::string key = ln_key(M, N, K, geglu);
-    std::string choice;
-    {
-      std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
-      auto it = gemm_tuning_->ln.find(key);
-      if (it != gemm_tuning_->ln.end()) choice = it->second;
-    }
-    if (const char* e = std::getenv("SDRT_LN_FORM"); e && *e) choice = e;
-    if (!choice.empty() && choice != "split" && cuda::ln_gemm_form_by_name(geglu, choice.c_str()) < 0) {
-      if (std::getenv("SDRT_LN_FORM")) choice = "split";  // a form of the other kind: this one splits
-      else return invalid_argument("unknown LayerNorm projection form '" + choice + "'");
-    }
-    if (choice.empty()) {
-      const int64_t out = geglu ? N / 2 : N;
-      void *x = nullptr, *xn = nullptr, *w = nullptr, *b = nullptr, *y = nullptr, *mid = nullptr;
-      bool ok = cudaMalloc(&x, (size_t)M * K * 2) == cudaSuccess && cudaMalloc(&xn, (size_t)M * K * 2) == cudaSuccess &&
-                cudaMalloc(&w, (size_t)N * K * 2) == cudaSuccess && cudaMalloc(&b, (size_t)N * 2) == cudaSuccess &&
-                cudaMalloc(&y, (size_t)M * out * 2) == cudaSuccess && (!geglu || cudaMalloc(&mid, (size_t)M * N * 2) == cudaSuccess);
-      constexpr int kRuns = 5;
-      const auto *xh = static_cast<const __half*>(x), *wh = static_cast<const __half*>(w), *bh = static_cast<const __half*>(b);
-      auto* yh = static_cast<__half*>(y);
-      auto* xnh = static_cast<__half*>(xn);
-      std::string timings;
-      choice = "split";
-      if (ok) {
-        cuda::fill_uniform(static_cast<__half*>(x), M * K, 1.7f, 1, stream_);
-        cuda::fill_uniform(static_cast<__half*>(w), N * K, 1.7f / std::sqrt((float)K), 2, stream_);
-        cuda::fill_uniform(static_cast<__half*>(b), N, 0.1f, 3, stream_);
-        const int gf = geglu_form_.empty() ? -1 : geglu_form_[id];
-        const float split_ms = cuda::time_in_graph(stream_, kRuns, [&] {
-          if (!cuda::layer_norm_fast(xh, nullptr, nullptr, xnh, M, K, n.a.eps, stream_)) cuda::layer_norm<__half>(xh, nullptr, nullptr, xnh, M, K, n.a.eps, stream_);
-          if (!geglu) return lt_->run(plan_[id], xn, w, b, nullptr, y).is_ok();
-          if (gf >= 0) return cuda::geglu_gemm(gf, xnh, wh, bh, yh, M, K, N / 2, stream_) == cudaSuccess;
-          return lt_->run(plan_[id], xn, w, b, nullptr, mid).is_ok() && cuda::geglu_fast(static_cast<const __half*>(mid), yh, M, N / 2, stream_);
-        });
-        timings = "split " + std::to_string(split_ms);
-        float fused_ms = -1.f;
-        std::string fused;
-        for (int f = 0; f < cuda::ln_gemm_forms(geglu); ++f) {
-          if (!cuda::ln_gemm_supported(geglu, f, M, K, N, x, w, ln_c_[id], b, y)) continue;
-          const float ms = cuda::time_in_graph(stream_, kRuns, [&] { return cuda::ln_gemm(geglu, f, xh, wh, ln_c_[id], bh, yh, M, K, N, n.a.eps, stream_) == cudaSuccess; });
-          timings += std::string(", ") + cuda::ln_gemm_form_name(geglu, f) + " " + std::to_string(ms);
-          if (ms > 0.f && (fused_ms <= 0.f || ms < fused_ms)) fused_ms = ms, fused = cuda::ln_gemm_form_name(geglu, f);
-        }
-        // a 5% margin, as for the GEGLU projection's forms
-        if (fused_ms > 0.f && (split_ms <= 0.f || fused_ms < 0.95f * split_ms)) choice = fused;
-      }
-      cudaStreamSynchronize(stream_);
-      for (void* p : {x, xn, w, b, y, mid})
-        if (p) cudaFree(p);
-      cudaGetLastError();
-      if (std::getenv("SDRT_PROFILE") || std::getenv("SDRT_VERBOSE"))
-        std::fprintf(stderr, "sdrt: layernorm projection %s: %s ms -> %s\n", key.c_str(), timings.c_str(), choice.c_str());
-      std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
-      gemm_tuning_->ln[key] = choice;
-    }
-    ln_form_[id] = choice == "split" ? -1 : cuda::ln_gemm_form_by_name(geglu, choice.c_str());
     return Status::ok();
   }
 
@@ -1540,34 +1435,12 @@ class CudaExecutable : public Executable {
         const int64_t K = xs.back(), M = numel(xs) / K, N = shp(1)[0];
         const T* bias = n.inputs.size() > 2 ? in(2) : nullptr;
         const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
-        const T* x = in(0);
-        void* normed = nullptr;  // Attrs::ln without the fused kernel: x normalised here first
-        struct Free {
-          CudaExecutable* e;
-          void*& p;
-          ~Free() {
-            if (p) e->release(p);
-          }
-        } free_normed{this, normed};
-        if (a.ln) {
-          if constexpr (std::is_same_v<T, __half>) {
-            if (!ln_form_.empty() && ln_form_[self] >= 0 && bias && !res) {
-              const cudaError_t e = cuda::ln_gemm(a.geglu, ln_form_[self], x, in(1), ln_c_[self], bias, y, M, K, N, a.eps, stream_);
-              if (e != cudaErrorNotSupported) return cuda::cuda_status(e, "LayerNorm-fused projection");
-            }
-          }
-          SDRT_ASSIGN_OR_RETURN(normed, alloc((size_t)M * K * sizeof(T)));
-          bool done = false;
-          if constexpr (std::is_same_v<T, __half>) done = cuda::layer_norm_fast(x, nullptr, nullptr, static_cast<T*>(normed), M, K, a.eps, stream_);
-          if (!done) cuda::layer_norm<T>(x, nullptr, nullptr, static_cast<T*>(normed), M, K, a.eps, stream_);
-          x = static_cast<const T*>(normed);
-        }
         auto project = [&](T* out) -> Status {  // out[M, N] = x w^T + b (+ r)
           if constexpr (std::is_same_v<T, __half>) {
-            if (plan_[self] >= 0 && cuda::LtGemm::usable(M, N, K, x, in(1), bias, res, out)) return lt_->run(plan_[self], x, in(1), bias, res, out);
+            if (plan_[self] >= 0 && cuda::LtGemm::usable(M, N, K, in(0), in(1), bias, res, out)) return lt_->run(plan_[self], in(0), in(1), bias, res, out);
           }
           // out[M,N] = x[M,K] w[N,K]^T  (column-major: out^T = w x^T)
-          SDRT_RETURN_IF_ERROR(gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, 1.f, in(1), K, x, K, out, N));
+          SDRT_RETURN_IF_ERROR(gemm(CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, 1.f, in(1), K, in(0), K, out, N));
           if constexpr (std::is_same_v<T, __half>) {
             if (bias) cuda::bias_residual_rows(out, bias, res, M, N, stream_);
             return Status::ok();
@@ -1580,7 +1453,7 @@ class CudaExecutable : public Executable {
         const int64_t F = N / 2;  // the GEGLU of the [M, 2F] projection into y[M, F]
         if constexpr (std::is_same_v<T, __half>) {
           if (!geglu_form_.empty() && geglu_form_[self] >= 0 && bias) {
-            const cudaError_t e = cuda::geglu_gemm(geglu_form_[self], x, in(1), bias, y, M, K, F, stream_);
+            const cudaError_t e = cuda::geglu_gemm(geglu_form_[self], in(0), in(1), bias, y, M, K, F, stream_);
             if (e != cudaErrorNotSupported) return cuda::cuda_status(e, "fused GEGLU projection");
           }
         }
@@ -1799,8 +1672,6 @@ class CudaExecutable : public Executable {
   std::vector<int> graph_plan_;  // per convolution node run as one cuDNN operation graph: its graph, else -1
   std::vector<int> attn_form_;  // per Attention with a timed choice of Hopper kernel: its form, else -1 (SDRT_ATTN_PIPE decides)
   std::vector<int> geglu_form_;  // per Linear with a fused GEGLU: the fused kernel's form, else -1 (GEMM, then the GEGLU pass)
-  std::vector<int> ln_form_;     // per LayerNorm-fused Linear: the fused kernel's form (ln_gemm), else -1 (normalise, then project)
-  std::vector<const float*> ln_c_;  // per LayerNorm-fused Linear (FP16): its weight's row sums on the device (cached with the weights)
   std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
   // Lanes (plan_lanes): 0 the backend's stream, 1 the side stream.
   bool use_lanes_ = false;
@@ -2027,7 +1898,7 @@ class CudaBackend : public Backend {
   // ("batch_split/<graph>"): the tactics this backend times.
   std::map<std::string, std::string> tactics(const Graph* g) const override {
     std::map<std::string, std::string> out;
-    std::set<std::string> conv, cgraph, gemm, geglu, attn, ln;
+    std::set<std::string> conv, cgraph, gemm, geglu, attn;
     if (g && opt_.precision == "fp16")
       for (const Node& n : g->nodes) {
         int64_t M, N, K;
@@ -2047,7 +1918,6 @@ class CudaBackend : public Backend {
           K = xs.back(), M = numel(xs) / K, N = g->nodes[n.inputs[1]].shape[0];
           gemm.insert(cuda::LtGemm::key(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
           if (n.a.geglu) geglu.insert(cuda::LtGemm::key(M, N, K, true, false));
-          if (n.a.ln) ln.insert(ln_key(M, N, K, n.a.geglu));
         }
       }
     {
@@ -2066,8 +1936,6 @@ class CudaBackend : public Backend {
       if (!g || geglu.count(key)) out["geglu_form/" + key] = v;
     for (const auto& [key, v] : gemm_tuning_->attn)
       if (!g || attn.count(key)) out["attn_form/" + key] = v;
-    for (const auto& [key, v] : gemm_tuning_->ln)
-      if (!g || ln.count(key)) out["ln_form/" + key] = v;
     const std::string sk = g ? split_key(*g) : std::string();
     for (const auto& [key, parts] : gemm_tuning_->split)
       if (!g || key == sk) out["batch_split/" + key] = std::to_string(parts);
@@ -2086,14 +1954,6 @@ class CudaBackend : public Backend {
         if (v != "split" && !cuda::geglu_gemm_form_exact(cuda::geglu_gemm_form_by_name(v.c_str())))
           return invalid_argument("bad GEGLU projection form '" + v + "' for '" + key + "'");
         gemm_tuning_->geglu.emplace(key.substr(11), v);
-        continue;
-      }
-      if (key.rfind("ln_form/", 0) == 0) {
-        const std::string k = key.substr(8);
-        const bool geglu = k.size() > 6 && k.compare(k.size() - 6, 6, "/geglu") == 0;
-        if (v != "split" && cuda::ln_gemm_form_by_name(geglu, v.c_str()) < 0)
-          return invalid_argument("bad LayerNorm projection form '" + v + "' for '" + key + "'");
-        gemm_tuning_->ln.emplace(k, v);
         continue;
       }
       if (key.rfind("attn_form/", 0) == 0) {

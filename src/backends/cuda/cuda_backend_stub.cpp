@@ -12,9 +12,6 @@ int64_t cuda_group_norm_onepass_launches() { return 0; }
 int cuda_geglu_gemm_forms() { return 0; }
 const char* cuda_geglu_gemm_form_name(int) { return "?"; }
 int64_t cuda_geglu_gemm_launches() { return 0; }
-int cuda_ln_gemm_forms(bool) { return 0; }
-const char* cuda_ln_gemm_form_name(bool, int) { return "?"; }
-int64_t cuda_ln_gemm_launches() { return 0; }
 int64_t cuda_attention_pipe_launches() { return 0; }
 int64_t cuda_dependent_launches() { return 0; }
 int64_t cuda_conv_graph_runs() { return 0; }

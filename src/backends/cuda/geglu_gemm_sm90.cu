@@ -61,25 +61,10 @@ __device__ __forceinline__ void wgmma_n256(float (&d)[128], uint64_t a, uint64_t
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
       : "l"(a), "l"(b), "r"(scale_d));
 }
-__device__ __forceinline__ void wgmma_n64(float (&d)[32], uint64_t a, uint64_t b, int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(a), "l"(b), "r"(scale_d));
-}
-// A warpgroup's m64 n(2 BN) k16 MMA: its 2 BN columns are BN value and BN gate columns (GEGLU) or 2 BN
-// output columns (the plain LayerNorm-fused projection).
 template <int BN>
 __device__ __forceinline__ void mma_step(float (&acc)[BN], uint64_t a, uint64_t b, int scale_d) {
-  if constexpr (BN == 32) wgmma_n64(acc, a, b, scale_d);
-  else if constexpr (BN == 64) wgmma_n128(acc, a, b, scale_d);
+  if constexpr (BN == 64) wgmma_n128(acc, a, b, scale_d);
   else wgmma_n256(acc, a, b, scale_d);
-}
-__device__ __forceinline__ uint4 lds128(uint32_t a) {
-  uint4 v;
-  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(a));
-  return v;
 }
 #endif
 
@@ -153,58 +138,9 @@ __device__ __forceinline__ void store_geglu(const float (&acc)[BN], const __half
   }
 }
 
-// The LayerNorm-fused epilogues (EPI 1: GEGLU, 2: plain; pass fold_layernorm_linear): a projection
-// column's value is rstd (acc - mean c[col]) + b[col], acc = x w^T of the raw rows, c[col] = the column's
-// weight sum (FP32, from the FP16 weights the MMAs read). ln[0..3]: mean and rstd of rows a and b.
-template <int BN, int FAST>
-__device__ __forceinline__ void store_geglu_ln(const float (&acc)[BN], const __half* __restrict__ bias, const float* __restrict__ csum, __half* __restrict__ y,
-                                               int M, int F, int row_a, int n0, int t, const float (&ln)[4]) {
-  const int row_b = row_a + 8;
-  constexpr int G = BN / 2;
-#pragma unroll
-  for (int j = 0; j < BN / 8; ++j) {
-    const int col = n0 + 8 * j + 2 * t;
-    const float2 bv = __half22float2(*reinterpret_cast<const __half2*>(bias + col));
-    const float2 bg = __half22float2(*reinterpret_cast<const __half2*>(bias + F + col));
-    const float2 cv = *reinterpret_cast<const float2*>(csum + col), cg = *reinterpret_cast<const float2*>(csum + F + col);
-    auto v = [&](int e, float c, float b, int r) { return fmaf(ln[2 * r + 1], acc[4 * j + e] - ln[2 * r] * c, b); };
-    auto gt = [&](int e, float c, float b, int r) { return fmaf(ln[2 * r + 1], acc[4 * j + e + G] - ln[2 * r] * c, b); };
-    if (row_a < M)
-      *reinterpret_cast<__half2*>(y + (int64_t)row_a * F + col) =
-          __floats2half2_rn(v(0, cv.x, bv.x, 0) * gelu<FAST>(gt(0, cg.x, bg.x, 0)), v(1, cv.y, bv.y, 0) * gelu<FAST>(gt(1, cg.y, bg.y, 0)));
-    if (row_b < M)
-      *reinterpret_cast<__half2*>(y + (int64_t)row_b * F + col) =
-          __floats2half2_rn(v(2, cv.x, bv.x, 1) * gelu<FAST>(gt(2, cg.x, bg.x, 1)), v(3, cv.y, bv.y, 1) * gelu<FAST>(gt(3, cg.y, bg.y, 1)));
-  }
-}
-// y[M, 2F]: the warpgroup's 2 BN columns from n0 = 2 (tile column) BN.
-template <int BN>
-__device__ __forceinline__ void store_plain_ln(const float (&acc)[BN], const __half* __restrict__ bias, const float* __restrict__ csum, __half* __restrict__ y,
-                                               int M, int N, int row_a, int n0, int t, const float (&ln)[4]) {
-  const int row_b = row_a + 8;
-#pragma unroll
-  for (int j = 0; j < BN / 4; ++j) {
-    const int col = n0 + 8 * j + 2 * t;
-    const float2 b = __half22float2(*reinterpret_cast<const __half2*>(bias + col));
-    const float2 c = *reinterpret_cast<const float2*>(csum + col);
-    if (row_a < M)
-      *reinterpret_cast<__half2*>(y + (int64_t)row_a * N + col) =
-          __floats2half2_rn(fmaf(ln[1], acc[4 * j] - ln[0] * c.x, b.x), fmaf(ln[1], acc[4 * j + 1] - ln[0] * c.y, b.y));
-    if (row_b < M)
-      *reinterpret_cast<__half2*>(y + (int64_t)row_b * N + col) =
-          __floats2half2_rn(fmaf(ln[3], acc[4 * j + 2] - ln[2] * c.x, b.x), fmaf(ln[3], acc[4 * j + 3] - ln[2] * c.y, b.y));
-  }
-}
-
-// EPI 0: the GEGLU projection; 1: the same of LayerNorm-normalised rows; 2: a plain projection of
-// LayerNorm-normalised rows, y[M, 2F] (tiles of 2 BN columns: B's rows are 2 BN consecutive rows of w).
-// With EPI > 0 each thread also sums x and x^2 over its warpgroup's rows g and g + 8 (two 16-byte chunks of
-// each per K step, read from the stage the MMAs read while they run; the four threads of a row quad
-// together cover its 64 columns), and the statistics are complete at the tile's last K step.
-template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST = 0, int EPI = 0>
+template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST = 0>
 __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
-    geglu_gemm_k(const __half* __restrict__ x, const __half* __restrict__ w, const __half* __restrict__ bias, __half* __restrict__ y, int M, int K, int F,
-                 const float* __restrict__ csum, float eps) {
+    geglu_gemm_k(const __half* __restrict__ x, const __half* __restrict__ w, const __half* __restrict__ bias, __half* __restrict__ y, int M, int K, int F) {
   dep_entry();
 #ifdef SDRT_GG_WGMMA
   constexpr int kStage = (kBM + 2 * BN) * kBK * 2;  // A's 128 rows and B's 2 BN rows of 128 bytes
@@ -228,7 +164,7 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
     }
 #pragma unroll
     for (int i = 0; i < 2 * BN / 32; ++i) {
-      const int r = r0 + 32 * i, wr = EPI == 2 ? 2 * n0 + r : r < BN ? n0 + r : F + n0 + (r - BN);  // value rows, then their gate rows
+      const int r = r0 + 32 * i, wr = r < BN ? n0 + r : F + n0 + (r - BN);  // value rows, then their gate rows
       cp_async16(b_s + r * 128 + ((c ^ (r & 7)) << 4), w + (int64_t)wr * K + k0, true);
     }
     walk.advance(ld);
@@ -237,8 +173,6 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
   float acc[BN];
 #pragma unroll
   for (int i = 0; i < BN; ++i) acc[i] = 0.f;
-  float sum[2] = {0.f, 0.f}, sq[2] = {0.f, 0.f};  // EPI > 0: rows g and g + 8 of this warp's 16
-  const int ln_row = wg * 64 + warp * 16 + g;    // in the tile; its swizzle phase is g (ln_row % 8)
 #pragma unroll
   for (int s = 0; s < kAhead; ++s) {
     if (s < total) load(s);
@@ -263,21 +197,6 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
     if (it + kAhead < total) load(ld_stage);
     cp_async_commit();
     ld_stage = ld_stage + 1 == STAGES ? 0 : ld_stage + 1;
-    if constexpr (EPI != 0) {  // this step's part of the rows' statistics, while its MMAs run
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-#pragma unroll
-        for (int q = 0; q < 2; ++q) {
-          const uint4 u = lds128(st0 + (ln_row + 8 * h) * 128 + (((2 * t + q) ^ g) << 4));
-          const __half2* p = reinterpret_cast<const __half2*>(&u);
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float2 f = __half22float2(p[e]);
-            sum[h] += f.x + f.y;
-            sq[h] = fmaf(f.x, f.x, fmaf(f.y, f.y, sq[h]));
-          }
-        }
-    }
     if (kt != KT - 1) {
       if (ASYNC) wgmma_wait<1>();
       else wgmma_wait<0>();
@@ -285,23 +204,7 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
       continue;
     }
     wgmma_wait<0>();
-    if constexpr (EPI == 0) {
-      store_geglu<BN, FAST>(acc, bias, y, M, F, mm.m * kBM + wg * 64 + warp * 16 + g, mm.n * BN, t);
-    } else {
-      float ln[4];
-      const float inv_k = 1.f / (float)K;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        float s1 = sum[h], s2 = sq[h];
-        s1 += __shfl_xor_sync(0xffffffffu, s1, 1), s2 += __shfl_xor_sync(0xffffffffu, s2, 1);
-        s1 += __shfl_xor_sync(0xffffffffu, s1, 2), s2 += __shfl_xor_sync(0xffffffffu, s2, 2);
-        const float mean = s1 * inv_k;
-        ln[2 * h] = mean, ln[2 * h + 1] = rsqrtf(fmaxf(fmaf(s2, inv_k, -mean * mean), 0.f) + eps);
-        sum[h] = sq[h] = 0.f;
-      }
-      if constexpr (EPI == 1) store_geglu_ln<BN, FAST>(acc, bias, csum, y, M, F, mm.m * kBM + ln_row, mm.n * BN, t, ln);
-      else store_plain_ln<BN>(acc, bias, csum, y, M, 2 * F, mm.m * kBM + ln_row, 2 * mm.n * BN, t, ln);
-    }
+    store_geglu<BN, FAST>(acc, bias, y, M, F, mm.m * kBM + wg * 64 + warp * 16 + g, mm.n * BN, t);
     walk.advance(mm);
   }
   wgmma_wait<0>();  // nothing is in flight here; said so, or ptxas adds the wait itself (C7517)
@@ -406,7 +309,7 @@ __global__ void __launch_bounds__(384, 1)
 
 struct Form;
 struct DeviceInfo;
-using Launch = cudaError_t (*)(const Form&, int grid, const __half*, const __half*, const __half*, __half*, int, int, int, const float*, float, cudaStream_t);
+using Launch = cudaError_t (*)(const Form&, int grid, const __half*, const __half*, const __half*, __half*, int, int, int, cudaStream_t);
 
 struct Form {
   const char* name;
@@ -417,16 +320,14 @@ struct Form {
   bool experimental;       // listed only with SDRT_GEGLU_EXPERIMENTAL=1 (correct on the H200, no faster)
 };
 
-template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST, int EPI>
-cudaError_t launch_cp(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, const float* c, float eps,
-                      cudaStream_t s);
+template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST>
+cudaError_t launch_cp(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
 template <int BN, int STAGES>
-cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, const float*, float,
-                      cudaStream_t s);
+cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
 
-template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST = 0, int EPI = 0>
+template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST = 0>
 constexpr Form form(const char* name, bool persistent) {
-  return {name, (const void*)geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST, EPI>, launch_cp<BN, STAGES, ASYNC, TWO, FAST, EPI>, BN, STAGES, kThreads, persistent, FAST != 1, false};
+  return {name, (const void*)geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST>, launch_cp<BN, STAGES, ASYNC, TWO, FAST>, BN, STAGES, kThreads, persistent, FAST != 1, false};
 }
 template <int BN, int STAGES>
 constexpr Form ws_form(const char* name) {
@@ -445,15 +346,6 @@ const Form kForms[] = {
     ws_form<64, 4>("ws64x4"), ws_form<64, 6>("ws64x6"),
 };
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
-// The LayerNorm-fused projections' forms (ln_gemm): GEGLU ones (tiles of BN value and BN gate columns),
-// then plain ones (tiles of 2 BN columns), named like the above.
-const Form kLnForms[] = {
-    form<64, 3, false, true, 0, 1>("p64x3", true),  form<64, 3, true, true, 0, 1>("p64x3a", true),   form<64, 4, true, false, 0, 1>("p64x4a", true),
-    form<128, 3, true, false, 0, 1>("p128x3a", true), form<128, 4, true, false, 0, 1>("p128x4a", true),
-    form<32, 4, true, true, 0, 2>("p64x4a", true),  form<32, 6, true, false, 0, 2>("p64x6a", true),  form<64, 3, true, true, 0, 2>("p128x3a", true),
-    form<64, 4, true, false, 0, 2>("p128x4a", true), form<128, 4, true, false, 0, 2>("p256x4a", true),
-};
-constexpr int kNumLnGeglu = 5, kNumLn = sizeof(kLnForms) / sizeof(kLnForms[0]);
 
 size_t smem_bytes(const Form& f) { return (size_t)f.stages * (kBM + 2 * f.bn) * kBK * 2 + 1024 + 16 * f.stages; }  // + alignment slack, mbarriers
 
@@ -463,7 +355,6 @@ struct DeviceInfo {
   bool hopper = false;
   int sms = 0;
   int per_sm[kNumForms] = {};
-  int ln_per_sm[kNumLn] = {};
 };
 std::array<DeviceInfo, 64> g_dev;
 
@@ -478,13 +369,12 @@ DeviceInfo* device_info() {
         cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
       return (void)cudaGetLastError();
     if (major != 9 || minor != 0) return;
-    auto probe = [](const Form& f, int* per_sm) {
+    for (int i = 0; i < kNumForms; ++i) {
+      const Form& f = kForms[i];
       if (cudaFuncSetAttribute(f.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes(f)) != cudaSuccess ||
-          cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, f.kernel, f.threads, smem_bytes(f)) != cudaSuccess)
-        *per_sm = 0, cudaGetLastError();
-    };
-    for (int i = 0; i < kNumForms; ++i) probe(kForms[i], &d.per_sm[i]);
-    for (int i = 0; i < kNumLn; ++i) probe(kLnForms[i], &d.ln_per_sm[i]);
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&d.per_sm[i], f.kernel, f.threads, smem_bytes(f)) != cudaSuccess)
+        d.per_sm[i] = 0, cudaGetLastError();
+    }
     d.hopper = true;
   });
   return &d;
@@ -492,10 +382,9 @@ DeviceInfo* device_info() {
 
 bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
 
-template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST, int EPI>
-cudaError_t launch_cp(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, const float* c, float eps,
-                      cudaStream_t s) {
-  launch_kernel(geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST, EPI>, (unsigned)grid, kThreads, smem_bytes(f), s, x, w, b, y, M, K, F, c, eps);
+template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST>
+cudaError_t launch_cp(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
+  launch_kernel(geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST>, (unsigned)grid, kThreads, smem_bytes(f), s, x, w, b, y, M, K, F);
   return cudaGetLastError();
 }
 
@@ -522,15 +411,14 @@ bool make_map(CUtensorMap* map, const __half* base, int64_t rows, int64_t K, int
 }
 
 template <int BN, int STAGES>
-cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, const float*, float,
-                      cudaStream_t s) {
+cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
   CUtensorMap ta, tb;
   if (!make_map(&ta, x, M, K, kBM) || !make_map(&tb, w, 2 * (int64_t)F, K, BN)) return cudaErrorNotSupported;
   launch_kernel(geglu_ws_k<BN, STAGES>, (unsigned)grid, 384, smem_bytes(f), s, ta, tb, b, y, M, K, F);
   return cudaGetLastError();
 }
 
-std::atomic<int64_t> g_launches{0}, g_ln_launches{0};
+std::atomic<int64_t> g_launches{0};
 
 }  // namespace
 
@@ -564,42 +452,8 @@ cudaError_t geglu_gemm(int form, const __half* x, const __half* w, const __half*
   const int64_t tiles = (F / f.bn) * ((M + kBM - 1) / kBM);
   if (tiles >= (int64_t(1) << 31) / kBK) return cudaErrorNotSupported;  // K steps of a block counted in int
   const int64_t grid = f.persistent ? std::min<int64_t>(tiles, (int64_t)d->per_sm[form] * d->sms) : tiles;
-  const cudaError_t e = f.launch(f, (int)grid, x, w, b, y, (int)M, (int)K, (int)F, nullptr, 0.f, s);
+  const cudaError_t e = f.launch(f, (int)grid, x, w, b, y, (int)M, (int)K, (int)F, s);
   if (e == cudaSuccess) ++g_launches;
-  return e;
-}
-
-int ln_gemm_forms(bool geglu) { return geglu ? kNumLnGeglu : kNumLn - kNumLnGeglu; }
-const char* ln_gemm_form_name(bool geglu, int form) { return form >= 0 && form < ln_gemm_forms(geglu) ? kLnForms[form + (geglu ? 0 : kNumLnGeglu)].name : "?"; }
-int ln_gemm_form_by_name(bool geglu, const char* name) {
-  for (int i = 0; i < ln_gemm_forms(geglu); ++i)
-    if (std::strcmp(ln_gemm_form_name(geglu, i), name) == 0) return i;
-  return -1;
-}
-
-bool ln_gemm_supported(bool geglu, int form, int64_t M, int64_t K, int64_t N, const void* x, const void* w, const void* c, const void* b, const void* y) {
-  if (form < 0 || form >= ln_gemm_forms(geglu)) return false;
-  const Form& f = kLnForms[form + (geglu ? 0 : kNumLnGeglu)];
-  const int64_t cols = geglu ? f.bn : 2 * f.bn;  // a tile's share of N / 2 (GEGLU: of F = N / 2 value columns)
-  if (M <= 0 || K <= 0 || N <= 0 || K % kBK || N % 2 || (N / 2) % f.bn || (!geglu && N % cols) || M >= (int64_t(1) << 31) || K >= (int64_t(1) << 31) ||
-      N >= (int64_t(1) << 31))
-    return false;
-  if (!aligned(x, 16) || !aligned(w, 16) || !aligned(y, 16) || !aligned(b, 4) || !aligned(c, 8)) return false;
-  const DeviceInfo* d = device_info();
-  return d && d->hopper && d->ln_per_sm[form + (geglu ? 0 : kNumLnGeglu)] > 0;
-}
-
-cudaError_t ln_gemm(bool geglu, int form, const __half* x, const __half* w, const float* c, const __half* b, __half* y, int64_t M, int64_t K, int64_t N, float eps,
-                    cudaStream_t s) {
-  if (!ln_gemm_supported(geglu, form, M, K, N, x, w, c, b, y)) return cudaErrorNotSupported;
-  const int i = form + (geglu ? 0 : kNumLnGeglu);
-  const Form& f = kLnForms[i];
-  const DeviceInfo* d = device_info();
-  const int64_t F = N / 2, tiles = (F / f.bn) * ((M + kBM - 1) / kBM);
-  if (tiles >= (int64_t(1) << 31) / kBK) return cudaErrorNotSupported;
-  const int64_t grid = std::min<int64_t>(tiles, (int64_t)d->ln_per_sm[i] * d->sms);
-  const cudaError_t e = f.launch(f, (int)grid, x, w, b, y, (int)M, (int)K, (int)F, c, eps, s);
-  if (e == cudaSuccess) ++g_ln_launches;
   return e;
 }
 
@@ -608,6 +462,3 @@ cudaError_t ln_gemm(bool geglu, int form, const __half* x, const __half* w, cons
 int sdrt::cuda_geglu_gemm_forms() { return sdrt::cuda::geglu_gemm_forms(); }
 const char* sdrt::cuda_geglu_gemm_form_name(int form) { return sdrt::cuda::geglu_gemm_form_name(form); }
 int64_t sdrt::cuda_geglu_gemm_launches() { return sdrt::cuda::g_launches.load(); }
-int sdrt::cuda_ln_gemm_forms(bool geglu) { return sdrt::cuda::ln_gemm_forms(geglu); }
-const char* sdrt::cuda_ln_gemm_form_name(bool geglu, int form) { return sdrt::cuda::ln_gemm_form_name(geglu, form); }
-int64_t sdrt::cuda_ln_gemm_launches() { return sdrt::cuda::g_ln_launches.load(); }

@@ -93,7 +93,7 @@ __global__ void layer_norm_k(const T* x, const T* g, const T* b, T* y, int64_t C
   T* yr = y + blockIdx.x * C;
   float mean, rstd;
   block_mean_rstd(xr, C, eps, &mean, &rstd);
-  for (int64_t i = threadIdx.x; i < C; i += blockDim.x) st(yr + i, g ? (ld(xr + i) - mean) * rstd * ld(g + i) + ld(b + i) : (ld(xr + i) - mean) * rstd);
+  for (int64_t i = threadIdx.x; i < C; i += blockDim.x) st(yr + i, (ld(xr + i) - mean) * rstd * ld(g + i) + ld(b + i));
 }
 
 __device__ float gelu1(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }

@@ -18,7 +18,7 @@ void add_row_bias(T* y, const T* b, int64_t rows, int64_t C, cudaStream_t s);  /
 template <class T>
 void group_norm(const T* x, const T* g, const T* b, T* y, int64_t N, int64_t C, int64_t S, int64_t G, float eps, cudaStream_t s);
 template <class T>
-void layer_norm(const T* x, const T* g, const T* b, T* y, int64_t rows, int64_t C, float eps, cudaStream_t s);  // g, b null: no affine part
+void layer_norm(const T* x, const T* g, const T* b, T* y, int64_t rows, int64_t C, float eps, cudaStream_t s);
 enum class Act { SiLU, GELU, QuickGELU };
 template <class T>
 void activation(Act a, const T* x, T* y, int64_t n, cudaStream_t s);

@@ -33,9 +33,6 @@ struct GemmTuning {
   std::map<std::string, int> split;
   // Attentions on the Hopper kernel, by attention_key: the form that runs (flash_attention.cuh's names).
   std::map<std::string, std::string> attn;
-  // LayerNorm-fused Linears (Attrs::ln), by the projection's GEMM key + "/geglu" or "/plain": the fused
-  // kernel's form (geglu_gemm.h, ln_gemm), or "split" (the normalisation, then the projection).
-  std::map<std::string, std::string> ln;
 };
 
 bool gemm_tactic_valid(const std::string& hex);

@@ -74,7 +74,7 @@ bool concat_rows(void* y, const void* const* xs, const int64_t* row_bytes, int k
 
 // LayerNorm over the last dimension, one warp per row held in registers (C % 8 == 0, C <= 2048, 16-byte
 // aligned); false when outside that range (the caller falls back).
-bool layer_norm_fast(const __half* x, const __half* g, const __half* b, __half* y, int64_t rows, int64_t C, float eps, cudaStream_t s);  // g, b null: none
+bool layer_norm_fast(const __half* x, const __half* g, const __half* b, __half* y, int64_t rows, int64_t C, float eps, cudaStream_t s);
 // GEGLU y[r, :F] = x[r, :F] * gelu(x[r, F:]) with 16-byte vectors (F % 8 == 0); false otherwise.
 bool geglu_fast(const __half* x, __half* y, int64_t rows, int64_t F, cudaStream_t s);
 

@@ -66,10 +66,8 @@ Graph optimize_graph(const Graph& g, std::vector<PassResult>* log) {
   if (log) log->push_back({"pack_qkv", n});
   Graph e = fuse_linear_geglu(d, &n);
   if (log) log->push_back({"fuse_linear_geglu", n});
-  Graph f = fold_layernorm_linear(e, &n);
-  if (log) log->push_back({"fold_layernorm_linear", n});
-  f.optimized = true;
-  return f;
+  e.optimized = true;
+  return e;
 }
 
 }  // namespace sdrt
