@@ -279,7 +279,8 @@ const char* attention_form_name(int form) {
 }
 int attention_exp16_env() {
   const char* e = std::getenv("SDRT_ATTN_EXP16");
-  return e && std::strcmp(e, "1") == 0 ? 1 : e && std::strcmp(e, "0") == 0 ? 0 : -1;
+  if (!e) return -1;
+  return std::strcmp(e, "1") == 0 ? 1 : std::strcmp(e, "0") == 0 ? 0 : std::strcmp(e, "auto") == 0 ? 2 : -1;
 }
 int attention_form_by_name(const std::string& name) {
   for (int f = 0; f < 4; ++f)

@@ -25,7 +25,7 @@ cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, _
 // with the exponentials in FP16 ("wgmma-e16", "pipe-e16", heads of 40: flash_common.cuh's exp2_half2).
 const char* attention_form_name(int form);
 // SDRT_ATTN_EXP16: 1 (FP16 exponentials forced where no form is given), 0 (never timed), else -1.
-int attention_exp16_env();
+int attention_exp16_env();  // SDRT_ATTN_EXP16: 1 forced, 0 off, 2 "auto" (timed with the other forms), -1 unset (off)
 int attention_form_by_name(const std::string& name);  // -1 when unknown
 // How many forms apply to a shape on this device (1: only the kept kernel, or no Hopper kernel at all);
 // pointers are assumed 16-byte aligned, as the engine's buffers and packed views at multiples of 8 columns are.
