@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, loop-gap, pdl, search, conv-engines,
+# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
@@ -141,6 +141,17 @@ for step in "$@"; do
         timeout 120 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
           --no-engine-cache -o /tmp/bench16/b$nb 2>&1 | grep -E '^optimized|error'
       done 2>&1 | tee -a "$out/exp16.txt" ;;
+    subpixel)  # upsamplers as 2x2 phase convolutions (pass subpixel_upsample_conv) against Upsample2x + 3x3 (SDRT_SUBPIXEL=0):
+               # the op tests, the UNet forward at batch 2 and 16 and the VAE decoder at batch 1 and 4, alternating
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='Precisions/BackendOpsP.*:BackendOps.EveryConvolutionFormMatchesTheCpu:Passes.Tiny*' > "$out/subpixel-test.log" 2>&1
+      echo "op tests rc $?"; grep -E "upsampler|phase|FAIL|PASSED|FAILED|rel err" "$out/subpixel-test.log" | tail -16
+      for r in 1 2; do for b in 2 16; do for v in 0 1; do
+        echo "batch $b SDRT_SUBPIXEL=$v: $(SDRT_SUBPIXEL=$v fwd $b)"
+      done; done; done 2>&1 | tee "$out/subpixel.txt"
+      for r in 1 2; do for b in 1 4; do for v in 0 1; do
+        echo "VAE batch $b SDRT_SUBPIXEL=$v: $(SDRT_SUBPIXEL=$v timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --vae \
+          --batch $b --repeats 10 --warmup 2 --device-loop 2>&1 | grep -E 'median|error')"
+      done; done; done 2>&1 | tee -a "$out/subpixel.txt" ;;
     loop-gap)  # why sdrt bench's UNet step (5.52 ms at batch 1) is above the forward's 5.32-5.39: 51 forwards back to back
                # against 51 steps of the sampling loop's device work (bench_unet_forward --steps), with the SM clock, power
                # and throttle reasons sampled meanwhile

@@ -126,6 +126,21 @@ std::vector<Case> cases() {
   c.push_back(unary("geglu SD [2,256,10240]", Op::GEGLU, {2, 256, 10240}));
   c.push_back(unary("to_tokens", Op::ToTokens, {2, 8, 4, 6}));
   c.push_back(unary("upsample2x", Op::Upsample2x, {1, 8, 5, 7}));
+  c.push_back(unary("phase interleave [2,4x16,5,7]", Op::PhaseInterleave, {2, 64, 5, 7}));
+  c.push_back(unary("phase interleave odd channels [1,4x3,4,3]", Op::PhaseInterleave, {1, 12, 4, 3}));
+  // an upsampler (Upsample2x + 3x3 convolution; the CUDA backend's passes turn it into a 2x2 phase convolution
+  // and a PhaseInterleave): SD's 8x8 -> 16x16 level at a reduced width, and an odd size without a bias
+  auto upsampler = [=](std::string name, Shape x, int64_t O, bool bias) {
+    return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
+                  Attrs a;
+                  for (int i = 0; i < 4; ++i) a.pad[i] = 1;
+                  std::vector<int> args{b.unary(Op::Upsample2x, in(b, ins, rng, "x", x)), w(b, rng, "w", {O, x[1], 3, 3}, 1.f / std::sqrt((float)x[1] * 9))};
+                  if (bias) args.push_back(w(b, rng, "b", {O}, 1));
+                  b.output(b.add_node(Op::Conv2d, args, a), "y");
+                }};
+  };
+  c.push_back(upsampler("conv upsampler [2,320,8,8]->320", {2, 320, 8, 8}, 320, true));
+  c.push_back(upsampler("conv upsampler odd [1,6,5,3]->5 no bias", {1, 6, 5, 3}, 5, false));
   c.push_back({"upsample to 9x13", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  Attrs a;
                  a.dims = {9, 13};

@@ -296,6 +296,55 @@ TEST(Passes, FuseLinearGegluCountsAndMatches) {
   for (const auto& node : again.nodes) EXPECT_FALSE(node.a.geglu && node.inputs.size() == 4);
 }
 
+// subpixel_upsample_conv: Upsample2x + 3x3 convolution (stride 1, padding 1) -> a 2x2 convolution of 4 O
+// phases + PhaseInterleave, with a bias and without; an upsampling read twice, one to odd dims, a strided or
+// a 1x1 convolution after it, a weight shared: left alone. Values and FLOP count as the unfused graph's.
+TEST(Passes, UpsampledConvolutionBecomesPhaseConvolution) {
+  SeededGraph sg(31, 0.3f);
+  [[maybe_unused]] auto& [rng, scale, g, gb] = sg;
+  const int64_t C = 6, O = 5;
+  std::map<std::string, Tensor> in{{"x", randn({2, C, 5, 4}, rng)}};
+  int x = gb.input("x", {2, C, 5, 4});
+  Attrs p1;
+  for (int i = 0; i < 4; ++i) p1.pad[i] = 1;
+  auto up = [&] { return gb.unary(Op::Upsample2x, x); };
+  int a = gb.add_node(Op::Conv2d, {up(), sg.W("w1", {O, C, 3, 3}), sg.W("b1", {O})}, p1);  // fused
+  int b = gb.add_node(Op::Conv2d, {up(), sg.W("w2", {O, C, 3, 3})}, p1);                   // no bias: fused
+  int twice = up();
+  int c = gb.add(gb.add_node(Op::Conv2d, {twice, sg.W("w3", {O, C, 3, 3})}, p1), gb.add_node(Op::Conv2d, {twice, sg.W("w4", {O, C, 3, 3})}, p1));
+  Attrs s2 = p1;
+  s2.stride = 2;
+  int d = gb.add_node(Op::Conv2d, {up(), sg.W("w5", {O, C, 3, 3})}, s2);  // strided: kept
+  int e = gb.add_node(Op::Conv2d, {up(), sg.W("w6", {O, C, 1, 1})});      // 1x1: kept
+  int w7 = sg.W("w7", {O, C, 3, 3});                                      // shared weight: kept
+  int f = gb.add(gb.add_node(Op::Conv2d, {up(), w7}, p1), gb.add_node(Op::Conv2d, {up(), w7}, p1));
+  Attrs odd;
+  odd.dims = {11, 9};
+  int h = gb.add_node(Op::Conv2d, {gb.add_node(Op::Upsample2x, {x}, odd), sg.W("w8", {O, C, 3, 3})}, p1);  // not 2x: kept
+  gb.output(gb.add(gb.add(a, b), gb.add(c, f)), "y");
+  gb.output(d, "d");
+  gb.output(e, "e");
+  gb.output(h, "h");
+  ASSERT_TRUE(gb.status().is_ok()) << gb.status().message();
+  int n = -1;
+  Graph fg = subpixel_upsample_conv(g, &n);
+  ASSERT_TRUE(fg.verify().is_ok()) << fg.verify().message();
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(count_ops(fg, Op::PhaseInterleave), 2);
+  EXPECT_EQ(count_ops(fg, Op::Upsample2x), count_ops(g, Op::Upsample2x) - 2);
+  EXPECT_FALSE(fg.weights.count("w1") || fg.weights.count("b1") || fg.weights.count("w2"));
+  EXPECT_TRUE(fg.weights.count("w1#phases") && fg.weights.count("b1#phases") && fg.weights.count("w7"));
+  for (const auto& node : fg.nodes)
+    if (node.op == Op::Weight) EXPECT_TRUE(fg.weights.count(node.name)) << node.name;
+  EXPECT_NEAR(fg.flops(), g.flops(), 1e-9 * g.flops());
+  auto want = make_cpu_backend()->compile(std::make_shared<Graph>(g));
+  auto got = make_cpu_backend()->compile(std::make_shared<Graph>(fg));
+  ASSERT_TRUE(want.is_ok() && got.is_ok());
+  auto rw = (*want)->run(in), rg = (*got)->run(in);
+  ASSERT_TRUE(rw.is_ok() && rg.is_ok());
+  for (size_t k = 0; k < rw->size(); ++k) EXPECT_LT(rel_err((*rg)[k], (*rw)[k]), 1e-6) << "output " << k;
+}
+
 TEST(Passes, GegluProjectionOfOddWidthOrWithResidualIsRejected) {
   Graph g;
   GraphBuilder gb(g);
@@ -334,7 +383,7 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   std::vector<PassResult> log;
   Graph f = optimize_graph(**g, &log);
   ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
-  ASSERT_EQ(log.size(), 6u);
+  ASSERT_EQ(log.size(), 7u);
   EXPECT_EQ(log[0].rewrites, 0);   // the model builders leave nothing to fold
   EXPECT_GT(log[1].rewrites, 10);  // every ResNet norm + act, and conv_norm_out
   EXPECT_GT(log[2].rewrites, 10);  // ResNet shortcuts, attention/FF outputs, proj_out
@@ -344,6 +393,10 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   EXPECT_GT(count_ops(**g, Op::GEGLU), 0);
   EXPECT_EQ(log[5].rewrites, count_ops(**g, Op::GEGLU));  // every transformer's feed-forward projection
   EXPECT_EQ(count_ops(f, Op::GEGLU), 0);
+  EXPECT_GT(count_ops(**g, Op::Upsample2x), 0);
+  EXPECT_EQ(log[6].rewrites, count_ops(**g, Op::Upsample2x));  // every upsampler
+  EXPECT_EQ(count_ops(f, Op::Upsample2x), 0);
+  EXPECT_NEAR(f.flops(), (*g)->flops(), 1e-9 * (*g)->flops());
   std::map<std::string, Tensor> in = tiny_unet_inputs(rng, m->unet.cross_attention_dim, 500.f, 500.f);
   const Tensor want = run_cpu(**g, in), got = run_cpu(f, in);
   EXPECT_LT(rel_err(got, want), 1e-5);

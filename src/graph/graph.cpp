@@ -11,7 +11,7 @@ const OpInfo& op_info(Op op) {
       {"QuickGELU", 1, 1},  {"GEGLU", 1, 1},       {"Attention", 1, 3},  {"Upsample2x", 1, 1},
       {"Concat", 1, 64},    {"Add", 2, 2},         {"Mul", 2, 2},        {"Scale", 1, 1},
       {"Reshape", 1, 1},    {"ToTokens", 1, 1},    {"FromTokens", 1, 1}, {"TimestepEmbedding", 1, 1},
-      {"Embedding", 2, 2},  {"Slice", 1, 1},
+      {"Embedding", 2, 2},  {"Slice", 1, 1},         {"PhaseInterleave", 1, 1},
   };
   static_assert(sizeof(table) / sizeof(table[0]) == (size_t)Op::kCount, "op table out of sync with Op");
   return table[(size_t)op];
@@ -132,6 +132,11 @@ Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
       if (a.causal && v->Lq != v->Lk) return mismatch(n, "causal attention needs Lq == Lk");
       return Shape{v->B, v->Lq, v->HDv};
     }
+    case Op::PhaseInterleave: {
+      const Shape& x = *in[0];
+      if (x.size() != 4 || x[1] % 4 || x[1] < 4 || x[2] < 2 || x[3] < 2) return mismatch(n, "needs [N,4C,H+1,W+1] with H, W >= 1, got " + shape_str(x));
+      return Shape{x[0], x[1] / 4, 2 * (x[2] - 1), 2 * (x[3] - 1)};
+    }
     case Op::Upsample2x: {
       const Shape& x = *in[0];
       if (x.size() != 4) return mismatch(n, "needs [N,C,H,W]");
@@ -232,7 +237,10 @@ std::string Graph::summary() const {
 double Graph::flops() const {
   double f = 0;
   for (const auto& n : nodes) {
-    if (n.op == Op::Conv2d) {
+    if (n.op == Op::Conv2d && n.a.up2) {  // the 3x3 convolution on the 2x-upsampled input it stands for
+      const Shape& w = nodes[n.inputs[1]].shape;
+      f += 2.0 * (double)n.shape[0] * (double)(w[0] / 4) * (double)(4 * (n.shape[2] - 1) * (n.shape[3] - 1)) * (double)(w[1] * 9);
+    } else if (n.op == Op::Conv2d) {
       const Shape& w = nodes[n.inputs[1]].shape;
       f += 2.0 * (double)numel(n.shape) * (double)(w[1] * w[2] * w[3]);
     } else if (n.op == Op::Linear) {  // a fused GEGLU's projection is twice its output's width

@@ -39,6 +39,8 @@ enum class Op : uint8_t {
   Embedding,          // ids[...] (I32) , table[V,C] -> [...,C]
   Slice,              // x[N,...] -> x[start : start + length, ...] (rows of the first axis), dims = {start, length};
                       // the batch parts of pass split_batch (any dtype: its input's)
+  PhaseInterleave,    // x[N,4C,H+1,W+1] (four phase planes, from pass subpixel_upsample_conv) -> [N,C,2H,2W],
+                      // y[n, c, 2i+a, 2j+b] = x[n, (2a+b) C + c, i+a, j+b]
   kCount
 };
 
@@ -55,6 +57,8 @@ struct Attrs {
   bool flip_sin_to_cos = true;
   bool silu = false;              // GroupNorm: SiLU fused after the normalisation
   bool geglu = false;             // Linear: GEGLU fused after the projection (pass fuse_linear_geglu)
+  bool up2 = false;               // Conv2d: the 2x2 phase convolution standing for a 3x3 one on the 2x-upsampled input
+                                  // (pass subpixel_upsample_conv; only FLOP counts read it: the replaced convolution's)
   float freq_shift = 0.f;
   Shape dims;                     // Reshape target / FromTokens [H, W] / Slice {start, length}
 };

@@ -33,6 +33,12 @@ Graph fuse_residual_add(const Graph& g, int* rewrites);
 // in the projection's epilogue: its [..., 2F] result is never stored).
 Graph fuse_linear_geglu(const Graph& g, int* rewrites);
 
+// Conv2d(Upsample2x(x), w[O, C, 3, 3], b), stride 1, padding 1, the upsampling and w, b read only there ->
+// PhaseInterleave(Conv2d(x, w'[4 O, C, 2, 2], b repeated 4 times), padding 1): the four output phases of
+// the upsampled convolution as 2x2 convolutions of x (Attrs::up2 on the new Conv2d). SDRT_SUBPIXEL=0 in
+// the environment turns it off in optimize_graph (A/B measurements).
+Graph subpixel_upsample_conv(const Graph& g, int* rewrites);
+
 // Attention(q, k, v) whose q, k, v (or k, v) are Linears of one input, read only there -> one Linear
 // with the weights stacked and the Attention reading its output packed (qkv, or q and kv).
 Graph pack_qkv(const Graph& g, int* rewrites);

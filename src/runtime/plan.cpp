@@ -41,6 +41,7 @@ json attrs_to_json(const Attrs& a) {
   if (a.flip_sin_to_cos != d.flip_sin_to_cos) j["flip_sin_to_cos"] = a.flip_sin_to_cos;
   if (a.silu != d.silu) j["silu"] = a.silu;
   if (a.geglu != d.geglu) j["geglu"] = a.geglu;
+  if (a.up2 != d.up2) j["up2"] = a.up2;
   if (a.freq_shift != d.freq_shift) j["freq_shift"] = a.freq_shift;
   if (!a.dims.empty()) j["dims"] = a.dims;
   return j;
@@ -67,6 +68,7 @@ Attrs attrs_from_json(const json& j) {
     else if (k == "flip_sin_to_cos") a.flip_sin_to_cos = v.get<bool>();
     else if (k == "silu") a.silu = v.get<bool>();
     else if (k == "geglu") a.geglu = v.get<bool>();
+    else if (k == "up2") a.up2 = v.get<bool>();
     else if (k == "freq_shift") a.freq_shift = v.get<float>();
     else if (k == "dims") a.dims = v.get<Shape>();
     else throw std::runtime_error("unknown node attribute '" + k + "'");

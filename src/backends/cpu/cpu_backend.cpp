@@ -162,6 +162,18 @@ class CpuExecutable : public Executable {
                        v.HD / a.heads, v.HDv / a.heads, v.ldq, v.ldk, v.ldv, a.scale, a.causal);
         break;
       }
+      case Op::PhaseInterleave: {  // y[n, c, 2i+a, 2j+b] = x[n, (2a+b) C + c, i+a, j+b]
+        const int64_t N = y.dim(0), C = y.dim(1), H = y.dim(2) / 2, W = y.dim(3) / 2, H1 = H + 1, W1 = W + 1;
+#pragma omp parallel for collapse(2)
+        for (int64_t nn = 0; nn < N; ++nn)
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t yy = 0; yy < 2 * H; ++yy)
+              for (int64_t xx = 0; xx < 2 * W; ++xx) {
+                const int64_t a = yy & 1, b = xx & 1, i = yy >> 1, j = xx >> 1;
+                y.f32()[((nn * C + c) * 2 * H + yy) * 2 * W + xx] = x.f32()[((nn * 4 * C + (2 * a + b) * C + c) * H1 + i + a) * W1 + j + b];
+              }
+        break;
+      }
       case Op::Upsample2x:
         cpu::upsample_nearest(x.f32(), y.f32(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3), y.dim(2), y.dim(3));
         break;

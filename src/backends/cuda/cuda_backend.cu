@@ -147,6 +147,7 @@ bool layout_aware(Op op) {
     case Op::Conv2d:
     case Op::GroupNorm:
     case Op::Upsample2x:
+    case Op::PhaseInterleave:
     case Op::Concat:
     case Op::Slice:
     case Op::Add:
@@ -1550,6 +1551,15 @@ class CudaExecutable : public Executable {
         release(S);
         return Status::ok();
       }
+      case Op::PhaseInterleave:
+        if constexpr (std::is_same_v<T, __half>) {
+          if (nhwc_in(0)) {
+            cuda::phase_interleave_nhwc(in(0), y, n.shape[0], n.shape[1], n.shape[2] / 2, n.shape[3] / 2, stream_);
+            return Status::ok();
+          }
+        }
+        cuda::phase_interleave(in(0), y, n.shape[0], n.shape[1], n.shape[2] / 2, n.shape[3] / 2, stream_);
+        return Status::ok();
       case Op::Upsample2x:
         if constexpr (std::is_same_v<T, __half>) {
           if (nhwc_in(0)) {

@@ -264,6 +264,20 @@ template <class T>
 void softmax_rows(float* x, T* p, int64_t rows, int64_t cols, int64_t rows_per_head, bool causal, cudaStream_t s) {
   launch_kernel(softmax_k<T>, (unsigned)rows, 256, 0, s, x, p, cols, rows_per_head, causal);
 }
+// y[n, c, 2i+a, 2j+b] = x[n, (2a+b) C + c, i+a, j+b], x [N, 4C, H+1, W+1] (PhaseInterleave)
+template <class T>
+__global__ void phase_interleave_k(const T* x, T* y, int64_t C, int64_t H, int64_t W, int64_t total) {
+  dep_entry();
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t ox = i % (2 * W), oy = (i / (2 * W)) % (2 * H), c = (i / (4 * H * W)) % C, n = i / (4 * H * W * C);
+    const int64_t a = oy & 1, b = ox & 1;
+    y[i] = x[((n * 4 * C + (2 * a + b) * C + c) * (H + 1) + (oy >> 1) + a) * (W + 1) + (ox >> 1) + b];
+  }
+}
+template <class T>
+void phase_interleave(const T* x, T* y, int64_t N, int64_t C, int64_t H, int64_t W, cudaStream_t s) {
+  launch_kernel(phase_interleave_k<T>, blocks(N * C * 4 * H * W), kThreads, 0, s, x, y, C, H, W, N * C * 4 * H * W);
+}
 template <class T>
 void upsample_nearest(const T* x, T* y, int64_t NC, int64_t H, int64_t W, int64_t Ho, int64_t Wo, cudaStream_t s) {
   launch_kernel(upsample_k<T>, blocks(NC * Ho * Wo), kThreads, 0, s, x, y, H, W, Ho, Wo, NC * Ho * Wo);
@@ -346,6 +360,7 @@ void count_dependent_launch() { ++g_dependent_launches; }
   template void geglu<T>(const T*, T*, int64_t, int64_t, cudaStream_t);                                                              \
   template void softmax_rows<T>(float*, T*, int64_t, int64_t, int64_t, bool, cudaStream_t);                                          \
   template void upsample_nearest<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, int64_t, cudaStream_t);                        \
+  template void phase_interleave<T>(const T*, T*, int64_t, int64_t, int64_t, int64_t, cudaStream_t);                                 \
   template void transpose_last2<T>(const T*, T*, int64_t, int64_t, int64_t, cudaStream_t);                                           \
   template void timestep_embedding<T>(const float*, T*, int64_t, int64_t, bool, float, cudaStream_t);                                \
   template void embedding<T>(const int32_t*, const T*, T*, int64_t, int64_t, int64_t, int*, cudaStream_t);                           \

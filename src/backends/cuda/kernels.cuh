@@ -28,6 +28,9 @@ void geglu(const T* x, T* y, int64_t rows, int64_t F, cudaStream_t s);
 // column j > (row % rows_per_head)
 template <class T>
 void softmax_rows(float* x, T* p, int64_t rows, int64_t cols, int64_t rows_per_head, bool causal, cudaStream_t s);
+// PhaseInterleave (NCHW): x [N, 4C, H+1, W+1] -> y [N, C, 2H, 2W], y[n, c, 2i+a, 2j+b] = x[n, (2a+b) C + c, i+a, j+b]
+template <class T>
+void phase_interleave(const T* x, T* y, int64_t N, int64_t C, int64_t H, int64_t W, cudaStream_t s);
 template <class T>
 void upsample_nearest(const T* x, T* y, int64_t NC, int64_t H, int64_t W, int64_t Ho, int64_t Wo, cudaStream_t s);
 template <class T>

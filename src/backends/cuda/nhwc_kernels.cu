@@ -237,6 +237,27 @@ bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, c
   return true;
 }
 
+// PhaseInterleave on NHWC: y[n, 2i+a, 2j+b, c] = x[n, i+a, j+b, (2a+b) C + c] in units U of Cv per pixel phase
+template <class U>
+__global__ void phase_interleave_nhwc_k(const U* x, U* y, int64_t H, int64_t W, int64_t Cv, int64_t total) {
+  dep_entry();
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t c = i % Cv, ox = (i / Cv) % (2 * W), oy = (i / (Cv * 2 * W)) % (2 * H), n = i / (Cv * 4 * W * H);
+    const int64_t a = oy & 1, b = ox & 1;
+    y[i] = x[((n * (H + 1) + (oy >> 1) + a) * (W + 1) + (ox >> 1) + b) * 4 * Cv + (2 * a + b) * Cv + c];
+  }
+}
+void phase_interleave_nhwc(const __half* x, __half* y, int64_t N, int64_t C, int64_t H, int64_t W, cudaStream_t s) {
+  if (C % 8 == 0 && aligned16(x) && aligned16(y)) {
+    const int64_t total = N * 4 * H * W * (C / 8);
+    launch_kernel(phase_interleave_nhwc_k<uint4>, blocks(total), kThreads, 0, s, reinterpret_cast<const uint4*>(x), reinterpret_cast<uint4*>(y), H, W, C / 8,
+                  total);
+  } else {
+    const int64_t total = N * 4 * H * W * C;
+    launch_kernel(phase_interleave_nhwc_k<__half>, blocks(total), kThreads, 0, s, x, y, H, W, C, total);
+  }
+}
+
 void upsample_nearest_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, cudaStream_t s) {
   if (C % 8 == 0) {
     const int64_t total = N * Ho * Wo * (C / 8);

@@ -42,6 +42,8 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
 void fill_uniform(__half* p, int64_t n, float scale, uint32_t seed, cudaStream_t s);
 
 // nearest upsampling [N, H, W, C] -> [N, Ho, Wo, C] (source index floor(o * in / out), as torch)
+// PhaseInterleave on NHWC: x [N, H+1, W+1, 4C] -> y [N, 2H, 2W, C]
+void phase_interleave_nhwc(const __half* x, __half* y, int64_t N, int64_t C, int64_t H, int64_t W, cudaStream_t s);
 void upsample_nearest_nhwc(const __half* x, __half* y, int64_t N, int64_t H, int64_t W, int64_t C, int64_t Ho, int64_t Wo, cudaStream_t s);
 
 // zero padding [N, H, W, C] -> [N, H + pt + pb, W + pl + pr, C] (asymmetric convolution padding)

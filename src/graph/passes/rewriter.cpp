@@ -1,3 +1,6 @@
+#include <cstdlib>
+#include <cstring>
+
 #include "graph/passes.h"
 
 namespace sdrt {
@@ -66,8 +69,12 @@ Graph optimize_graph(const Graph& g, std::vector<PassResult>* log) {
   if (log) log->push_back({"pack_qkv", n});
   Graph e = fuse_linear_geglu(d, &n);
   if (log) log->push_back({"fuse_linear_geglu", n});
-  e.optimized = true;
-  return e;
+  const char* sp = std::getenv("SDRT_SUBPIXEL");
+  n = 0;
+  Graph f = sp && std::strcmp(sp, "0") == 0 ? std::move(e) : subpixel_upsample_conv(e, &n);
+  if (log) log->push_back({"subpixel_upsample_conv", n});
+  f.optimized = true;
+  return f;
 }
 
 }  // namespace sdrt
