@@ -212,10 +212,13 @@ for step in "$@"; do
         t0=$(date +%s.%N); line=$(gen --batch-count 8 $flag); t1=$(date +%s.%N)
         echo "decode overlap $v: $(awk "BEGIN{print $t1 - $t0}") s wall for 8 images; $line"
       done; done 2>&1 | tee "$out/overlap.txt" ;;
-    ncu-attn)  # the Hopper kernel on the batch-16 4096-token self-attention
-      timeout 120 ncu --clock-control none -k regex:flash_wgmma --launch-skip 2 --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis \
-        --section WarpStateStats --section ComputeWorkloadAnalysis "$bin/bench_attention" --batch 16 --repeats 1 > "$out/ncu-attn.txt" 2>&1
-      grep -E 'Duration|L2 Cache Throughput|Issue Slots Busy|Warp Cycles Per Issued' "$out/ncu-attn.txt" ;;
+    ncu-attn)  # the kept Hopper kernel on the batch-16 4096-token d-40 self-attention: throughput, issue, occupancy, the
+               # instruction mix by opcode and by pipe (which unit bounds its ~8 instructions per score)
+      timeout 150 ncu --clock-control none -k regex:flash_wgmma_k --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+        --section ComputeWorkloadAnalysis --section InstructionStats --section WarpStateStats --section SchedulerStats --section Occupancy \
+        --section LaunchStats --print-details all --metrics sass__inst_executed_per_opcode,smsp__inst_executed_pipe_alu.sum,smsp__inst_executed_pipe_fma.sum,smsp__inst_executed_pipe_xu.sum,smsp__inst_executed_pipe_fp16.sum,smsp__inst_executed.sum \
+        --print-metric-instances values "$bin/bench_attention" --batch 16 --repeats 1 > "$out/ncu-attn.txt" 2>&1
+      grep -E 'Duration|Issue Slots Busy|Executed Ipc|Warp Cycles Per Issued|pipe_|inst_executed.sum|Registers Per|Occupancy' "$out/ncu-attn.txt" | head -30 ;;
     *) echo "unknown step $step" ;;
   esac
 done
