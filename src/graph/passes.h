@@ -4,6 +4,7 @@
 // tested against the unfused graph on the CPU and on the GPU).
 #pragma once
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,12 @@ namespace passes {
 
 // Counts of each node's consumers (inputs of other nodes, plus one per graph output).
 std::vector<int> use_counts(const Graph& g);
+
+// The tensor of Weight node `id`, or null (another op, or a name without a tensor).
+const Tensor* weight_tensor(const Graph& g, int id);
+// Names of the Weight nodes not marked `dropped`: a pass that replaces constants drops the tensor of a dropped
+// node only where no kept node binds the same name.
+std::set<std::string> kept_weight_names(const Graph& g, const std::vector<bool>& dropped);
 
 // The fusion where a node absorbs its only consumer, a one-input op (GroupNorm + SiLU, Linear + GEGLU):
 // every node of op `consumer` whose input p is read only there and fits(p) is dropped, and p, edited by

@@ -30,12 +30,7 @@ Tensor stack_rows(const std::vector<const Tensor*>& parts) {
 
 Graph pack_qkv(const Graph& g, int* rewrites) {
   const std::vector<int> uses = passes::use_counts(g);
-  auto weight_of = [&](int id) -> const Tensor* {
-    const Node& w = g.nodes[id];
-    if (w.op != Op::Weight) return nullptr;
-    auto it = g.weights.find(w.name);
-    return it == g.weights.end() ? nullptr : &it->second;
-  };
+  auto weight_of = [&](int id) { return passes::weight_tensor(g, id); };
   // A projection that can be packed: a Linear with a weight (and maybe a bias) read only here, no residual.
   auto projection = [&](int id) {
     const Node& l = g.nodes[id];
@@ -92,9 +87,7 @@ Graph pack_qkv(const Graph& g, int* rewrites) {
   for (size_t i = 0; i < g.nodes.size(); ++i)
     if (packed_at[i] >= 0)
       for (size_t k = 1; k < g.nodes[i].inputs.size(); ++k) dropped[g.nodes[i].inputs[k]] = true;
-  std::set<std::string> kept;  // constants another Weight node still reads (a name may be bound twice)
-  for (size_t i = 0; i < g.nodes.size(); ++i)
-    if (g.nodes[i].op == Op::Weight && !dropped[i]) kept.insert(g.nodes[i].name);
+  const std::set<std::string> kept = passes::kept_weight_names(g, dropped);
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     if (dropped[i]) {

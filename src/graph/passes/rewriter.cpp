@@ -40,6 +40,20 @@ Graph absorb_consumers(const Graph& g, Op consumer, const std::function<bool(con
   return rw.finish();
 }
 
+const Tensor* weight_tensor(const Graph& g, int id) {
+  const Node& w = g.nodes[id];
+  if (w.op != Op::Weight) return nullptr;
+  auto it = g.weights.find(w.name);
+  return it == g.weights.end() ? nullptr : &it->second;
+}
+
+std::set<std::string> kept_weight_names(const Graph& g, const std::vector<bool>& dropped) {
+  std::set<std::string> kept;
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    if (g.nodes[i].op == Op::Weight && !dropped[i]) kept.insert(g.nodes[i].name);
+  return kept;
+}
+
 int Rewriter::emit(Node n, int old_id) {
   for (int& in : n.inputs) in = map_[in];
   out_.nodes.push_back(std::move(n));

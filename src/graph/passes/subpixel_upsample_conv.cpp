@@ -13,12 +13,7 @@ namespace sdrt {
 
 Graph subpixel_upsample_conv(const Graph& g, int* rewrites) {
   const std::vector<int> uses = passes::use_counts(g);
-  auto weight_of = [&](int id) -> const Tensor* {
-    const Node& w = g.nodes[id];
-    if (w.op != Op::Weight) return nullptr;
-    auto it = g.weights.find(w.name);
-    return it == g.weights.end() ? nullptr : &it->second;
-  };
+  auto weight_of = [&](int id) { return passes::weight_tensor(g, id); };
   std::vector<bool> fused(g.nodes.size(), false), absorbed(g.nodes.size(), false);
   int count = 0;
   for (size_t i = 0; i < g.nodes.size(); ++i) {
@@ -45,9 +40,7 @@ Graph subpixel_upsample_conv(const Graph& g, int* rewrites) {
   for (size_t i = 0; i < g.nodes.size(); ++i)
     if (fused[i])
       for (size_t k = 1; k < g.nodes[i].inputs.size(); ++k) dropped[g.nodes[i].inputs[k]] = true;
-  std::set<std::string> kept;
-  for (size_t i = 0; i < g.nodes.size(); ++i)
-    if (g.nodes[i].op == Op::Weight && !dropped[i]) kept.insert(g.nodes[i].name);
+  const std::set<std::string> kept = passes::kept_weight_names(g, dropped);
   passes::Rewriter rw(g);
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& c = g.nodes[i];
