@@ -123,7 +123,8 @@ int cmd_build(const BuildArgs& a) {
     for (int W : a.widths)
       for (int b : a.batches) {
         const int64_t h = H / 8, w = W / 8;
-        todo.push_back({unet_key(2 * b, h, w, 77), [&m, b, h, w] { return build_unet(m, 2 * b, h, w, 77); }});  // both CFG halves
+        // both CFG halves, sharing what depends only on the latents and timestep
+        todo.push_back({guided_unet_key(b, h, w, 77), [&m, b, h, w] { return build_guided_unet(m, b, h, w, 77); }});
         const int64_t s = vae_slice(b);  // what the pipeline decodes per call
         if (std::none_of(todo.begin(), todo.end(), [&](const auto& t) { return t.first == vae_decoder_key(s, h, w); }))
           todo.push_back({vae_decoder_key(s, h, w), [&m, s, h, w] { return build_vae_decoder(m, s, h, w); }});

@@ -4,7 +4,7 @@
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
-# conv-graph, clocks, png-env, overlap, ncu-attn.
+# conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,8 +22,8 @@ mkdir -p "$root/build-cuda/tests" && cp "$bin/sdrt" "$root/build-cuda/sdrt"
 tok=$root/.carry/conformance/tiny-sd15/diffusers/tokenizer
 export SDRT_HOME=/tmp/sdrt-home
 # one UNet forward's median time at batch $1, replayed on the device loop (the prompt held), as sampling runs it
-fwd() {  # FWD_TIMEOUT: seconds (120), longer for builds that time more tactics
-  timeout "${FWD_TIMEOUT:-120}" "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch "$1" --repeats 20 --warmup 3 --device-loop 2>&1 |
+fwd() {  # FWD_TIMEOUT: seconds (120), longer for builds that time more tactics; FWD_FLAGS: more options (--guided)
+  timeout "${FWD_TIMEOUT:-120}" "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch "$1" --repeats 20 --warmup 3 --device-loop ${FWD_FLAGS:-} 2>&1 |
     grep -E 'median|error'
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
@@ -152,6 +152,19 @@ for step in "$@"; do
         echo "VAE batch $b SDRT_SUBPIXEL=$v: $(SDRT_SUBPIXEL=$v timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --vae \
           --batch $b --repeats 10 --warmup 2 --device-loop 2>&1 | grep -E 'median|error')"
       done; done; done 2>&1 | tee -a "$out/subpixel.txt" ;;
+    shared-prefix)  # the guidance halves sharing what depends only on the latents and timestep (build_guided_unet, the
+                    # pipeline's default) against the whole batch computing everything: its tests, the forward at batch 2
+                    # and 16 both ways, alternating, and sdrt bench at batch 1 and 16 with SDRT_SHARE_PREFIX=0 and without
+      timeout 300 "$bin/sdrt_tests" --gtest_filter='Passes.Guidance*:Plan.CudaBuild*:Precisions/CudaConformanceP.*:Pipeline*' > "$out/shared-test.log" 2>&1
+      echo "tests rc $?"; grep -E "guided|^\[  (PASSED|FAILED)|FAILED" "$out/shared-test.log" | tail -12
+      for r in 1 2; do for b in 2 16; do for v in whole guided; do
+        f=""; [ $v = guided ] && f=--guided
+        echo "batch $b $v: $(FWD_FLAGS=$f fwd $b)"
+      done; done; done 2>&1 | tee "$out/shared-prefix.txt"
+      for r in 1 2; do for nb in 1 16; do for v in 0 1; do
+        echo "SDRT_SHARE_PREFIX=$v batch $nb: $(SDRT_SHARE_PREFIX=$v timeout 200 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" \
+          --batch $nb --repeats 3 --warmup 1 --opt optimized --no-engine-cache -o "/tmp/share/$v$r$nb" 2>&1 | grep '^optimized')"
+      done; done; done 2>&1 | tee -a "$out/shared-prefix.txt" ;;
     loop-gap)  # why sdrt bench's UNet step (5.52 ms at batch 1) is above the forward's 5.32-5.39: 51 forwards back to back
                # against 51 steps of the sampling loop's device work (bench_unet_forward --steps), with the SM clock, power
                # and throttle reasons sampled meanwhile

@@ -1,5 +1,6 @@
 // Times full UNet forwards (CPU backend by default; --backend cuda --precision fp16 for the GPU engine), or
-// with --vae the VAE decoder's (latents of height/8 x width/8 to images).
+// with --vae the VAE decoder's (latents of height/8 x width/8 to images); with --guided the UNet of a
+// guidance batch whose halves share their prefix (build_guided_unet), as the pipeline runs it.
 //   bench_unet_forward --model random:sd15 --batch 1 --height 512 --width 512 --repeats 1
 #include <omp.h>
 
@@ -23,7 +24,8 @@ namespace {
 
 // --steps: `steps` forwards back to back, then `steps` steps of the sampling loop's device work around them
 // (as Pipeline::sample_on_device enqueues it for PNDM with guidance), alternating, two rounds; ms per step.
-Status loop_rounds(DeviceLoop& L, int64_t batch, int64_t h, int64_t w, int steps) {
+// guided: the sample and timestep inputs hold one half of the batch (build_guided_unet).
+Status loop_rounds(DeviceLoop& L, int64_t batch, int64_t h, int64_t w, int steps, bool guided) {
   SDRT_ASSIGN_OR_RETURN(float* in, L.input("sample"));
   SDRT_ASSIGN_OR_RETURN(float* t_in, L.input("timestep"));
   SDRT_ASSIGN_OR_RETURN(float* out, L.output(0));
@@ -46,8 +48,8 @@ Status loop_rounds(DeviceLoop& L, int64_t batch, int64_t h, int64_t w, int steps
     const auto s = clk::now();
     for (int j = 0; j < steps; ++j) {
       if (work) {
-        for (int64_t h = 0; h < halves; ++h) SDRT_RETURN_IF_ERROR(L.combine(in + h * n, n, {{X, 0.9f}}));
-        SDRT_RETURN_IF_ERROR(L.copy(t_in, T + (int64_t)j * batch, batch));
+        for (int64_t h = 0; h < (guided ? 1 : halves); ++h) SDRT_RETURN_IF_ERROR(L.combine(in + h * n, n, {{X, 0.9f}}));
+        SDRT_RETURN_IF_ERROR(L.copy(t_in, T + (int64_t)j * batch, guided ? batch / 2 : batch));
       }
       SDRT_RETURN_IF_ERROR(L.run());
       if (work) {
@@ -96,6 +98,10 @@ int main(int argc, char** argv) {
                "time replays on the backend's device loop (inputs uploaded once, the prompt held: the UNet as sdrt's sampling loop runs "
                "it) instead of Executable::run with its copies to and from the host (CUDA)");
   app.add_flag("--vae", vae, "the VAE decoder instead of the UNet");
+  bool guided = false;
+  app.add_flag("--guided", guided,
+               "the UNet of a guidance batch (even --batch: both halves) whose halves compute what depends only on the latents and "
+               "timestep once, as the pipeline runs it");
   app.add_option("--steps", steps,
                  "with --device-loop, then also time this many forwards back to back (no wait between them), and as many steps of the "
                  "sampling loop's work (the guided input halves scaled, the timestep copied, the forward, the guidance combination and "
@@ -103,11 +109,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1000));
   CLI11_PARSE(app, argc, argv);
   if (steps > 0 && (!device_loop || vae)) return std::fprintf(stderr, "error: --steps needs --device-loop and the UNet\n"), 1;
+  if (guided && (vae || batch % 2)) return std::fprintf(stderr, "error: --guided needs the UNet and an even --batch\n"), 1;
+  const int64_t rows = guided ? batch / 2 : batch;  // the sample and timestep inputs' batch
 
   auto t0 = clk::now();
   auto m = load_model(model);
   if (!m) return std::fprintf(stderr, "error: %s\n", m.status().message().c_str()), 1;
-  auto g = vae ? build_vae_decoder(*m, batch, height / 8, width / 8) : build_unet(*m, batch, height / 8, width / 8);
+  auto g = vae      ? build_vae_decoder(*m, batch, height / 8, width / 8)
+           : guided ? build_guided_unet(*m, batch / 2, height / 8, width / 8)
+                    : build_unet(*m, batch, height / 8, width / 8);
   if (!g) return std::fprintf(stderr, "error: %s\n", g.status().message().c_str()), 1;
   auto be = make_backend(backend, precision);
   if (!be) return std::fprintf(stderr, "error: %s\n", be.status().message().c_str()), 1;
@@ -126,8 +136,8 @@ int main(int argc, char** argv) {
   if (vae) {
     in["latent"] = randn({batch, m->vae.latent_channels, height / 8, width / 8});
   } else {
-    in = {{"sample", randn({batch, 4, height / 8, width / 8})},
-          {"timestep", Tensor::from_f32({batch}, std::vector<float>(batch, 500.f))},
+    in = {{"sample", randn({rows, 4, height / 8, width / 8})},
+          {"timestep", Tensor::from_f32({rows}, std::vector<float>(rows, 500.f))},
           {"encoder_hidden_states", randn({batch, 77, m->unet.cross_attention_dim})}};
   }
   std::vector<double> times;
@@ -166,13 +176,13 @@ int main(int argc, char** argv) {
   const double med = times[times.size() / 2];
   std::printf("backend %s %s: ", backend.c_str(), precision.c_str());
   std::printf("model %s, %s %lldx%lld latents, batch %lld, %d threads: %.1f M params, %.1f GFLOP per forward\n", model.c_str(),
-              vae ? "VAE decoder" : "UNet", (long long)height / 8, (long long)width / 8, (long long)batch, omp_get_max_threads(), (*g)->weight_params() / 1e6,
+              vae ? "VAE decoder" : guided ? "UNet (guided: halves share their prefix)" : "UNet", (long long)height / 8, (long long)width / 8, (long long)batch, omp_get_max_threads(), (*g)->weight_params() / 1e6,
               (*g)->flops() / 1e9);
   std::printf("engine tactics: %s\n", tactics_summary((*be)->tactics(nullptr)).c_str());
   std::printf("load+build %.2f s; forward median %.2f ms (min %.2f, max %.2f, %zu runs%s) = %.1f GFLOP/s\n", load_s, med * 1e3,
               times.front() * 1e3, times.back() * 1e3, times.size(), L ? ", device loop" : "", (*g)->flops() / med / 1e9);
   if (steps > 0) {
-    if (Status st = loop_rounds(*L, batch, height / 8, width / 8, steps); !st) return std::fprintf(stderr, "error: %s\n", st.message().c_str()), 1;
+    if (Status st = loop_rounds(*L, batch, height / 8, width / 8, steps, guided); !st) return std::fprintf(stderr, "error: %s\n", st.message().c_str()), 1;
   }
   return 0;
 }

@@ -1,6 +1,7 @@
 // Build passes: each rewrite counted on small graphs (including cases it must leave alone), and each
 // pass's graph against the unfused one on the CPU; on the tiny conformance UNet and VAE, all passes on
 // the CPU and (where a GPU is usable) fused against unfused on CUDA in fp16.
+#include <cstring>
 #include <random>
 
 #include "graph/backend.h"
@@ -535,6 +536,115 @@ TEST(Passes, SplitBatchMatchesTheWholeBatchOnCpu) {
   ASSERT_TRUE(b2.status().is_ok());
   split_batch(bc, 2, &parts);
   EXPECT_EQ(parts, 0);
+}
+
+// The UNet of a guidance batch with its shared prefix (build_guided_unet): sample and timestep at half the
+// batch give the whole batch's output on the repeated inputs, with fewer FLOPs; the prefix's convolutions
+// and the first self-attention run at half the batch, the expansions are few (the skip of conv_in, the
+// time embedding, the residuals and the cross-attention query of the first transformer), and the build
+// passes apply to it as to the whole graph; graphs it cannot halve are refused with the reason.
+TEST(Passes, GuidanceHalvesShareTheirPrefixOnCpu) {
+  SDRT_REQUIRE_CONFORMANCE();
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok()) << m.status().message();
+  std::mt19937 rng(13);
+  auto whole = build_unet(*m, 4, 16, 16);
+  auto guided = build_guided_unet(*m, 2, 16, 16);
+  ASSERT_TRUE(whole.is_ok() && guided.is_ok()) << guided.status().message();
+  const Graph& g = **guided;
+  ASSERT_TRUE(g.verify().is_ok()) << g.verify().message();
+  for (const Node& n : g.nodes)
+    if (n.op == Op::Input) EXPECT_EQ(n.shape[0], n.name == "encoder_hidden_states" ? 4 : 2) << n.name;
+  EXPECT_EQ(g.nodes[g.outputs[0]].shape, (Shape{4, 4, 16, 16}));
+  int half_convs = 0, half_attn = 0, expansions = 0;
+  for (const Node& n : g.nodes) {
+    if (n.op == Op::Conv2d && n.shape[0] == 2) ++half_convs;
+    if (n.op == Op::Attention && n.shape[0] == 2) ++half_attn;
+    if (n.op == Op::Concat && n.a.axis == 0) ++expansions;
+  }
+  EXPECT_EQ(half_convs, 4);  // conv_in, the first ResNet's two, the first transformer's proj_in
+  EXPECT_EQ(half_attn, 1);   // the first transformer's self-attention
+  // conv_in's output (a skip), the time embedding, the first ResNet's output (the transformer's residual),
+  // the first transformer's residual after its self-attention and its cross-attention query
+  EXPECT_EQ(expansions, 5);
+  EXPECT_EQ(count_ops(g, Op::Conv2d), count_ops(**whole, Op::Conv2d));
+  EXPECT_LT(g.flops(), (*whole)->flops());
+  EXPECT_EQ(g.weights.size(), (*whole)->weights.size());
+
+  std::map<std::string, Tensor> half;
+  half["sample"] = randn({2, 4, 16, 16}, rng);
+  half["timestep"] = Tensor::from_f32({2}, {999.f, 20.f});  // each image its own timestep
+  half["encoder_hidden_states"] = randn({4, 77, m->unet.cross_attention_dim}, rng);
+  std::map<std::string, Tensor> full = half;
+  full["sample"] = Tensor::empty(DType::F32, {4, 4, 16, 16});
+  const int64_t per = half["sample"].numel();
+  for (int r = 0; r < 2; ++r) std::memcpy(full["sample"].f32() + r * per, half["sample"].f32(), per * 4);
+  full["timestep"] = Tensor::from_f32({4}, {999.f, 20.f, 999.f, 20.f});
+  const Tensor want = run_cpu(**whole, full);
+  EXPECT_LT(rel_err(run_cpu(g, half), want), 1e-6);
+  const Graph fused = optimize_graph(g);
+  ASSERT_TRUE(fused.verify().is_ok()) << fused.verify().message();
+  EXPECT_LT(rel_err(run_cpu(fused, half), want), 1e-5);
+
+  int n = 0;
+  auto odd = build_unet(*m, 3, 16, 16);
+  ASSERT_TRUE(odd.is_ok());
+  auto bad = share_batch_halves(**odd, {"sample", "timestep"}, &n);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("not even"), std::string::npos) << bad.status().message();
+  bad = share_batch_halves(**whole, {"latents"}, &n);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("no input 'latents'"), std::string::npos) << bad.status().message();
+  auto ok = share_batch_halves(**whole, {"sample", "timestep"}, &n);
+  ASSERT_TRUE(ok.is_ok());
+  EXPECT_GT(n, 10);
+
+  Graph cat;  // a node that changes the batch: refused, naming it
+  GraphBuilder b(cat);
+  const int x = b.input("x", {2, 3});
+  b.output(b.unary(Op::SiLU, b.concat({x, x}, 0)), "y");
+  ASSERT_TRUE(b.status().is_ok());
+  bad = share_batch_halves(cat, {"x"}, &n);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("Concat node"), std::string::npos) << bad.status().message();
+}
+
+// The same on CUDA in fp16 with the build passes: the guided UNet (prefix at half the batch, expansions
+// along the batch in NHWC) against the whole batch's, within fp16 rounding (the half-batch layers take
+// the tactics of their own shapes), on the first (captured) run and a replay.
+TEST(Passes, GuidanceHalvesShareTheirPrefixOnCuda) {
+  SDRT_REQUIRE_CONFORMANCE();
+  std::string why;
+  CudaOptions o;
+  o.precision = "fp16";
+  auto cuda = make_cuda_backend(o, &why);
+  if (!cuda) GTEST_SKIP() << "CUDA backend not usable here: " << why;
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok());
+  std::mt19937 rng(17);
+  auto whole = build_unet(*m, 4, 16, 16);
+  auto guided = build_guided_unet(*m, 2, 16, 16);
+  ASSERT_TRUE(whole.is_ok() && guided.is_ok());
+  auto ew = cuda->compile(*whole);
+  auto eg = cuda->compile(*guided);
+  ASSERT_TRUE(ew.is_ok() && eg.is_ok()) << eg.status().message();
+  for (int run = 0; run < 2; ++run) {
+    std::map<std::string, Tensor> half;
+    half["sample"] = randn({2, 4, 16, 16}, rng);
+    half["timestep"] = Tensor::from_f32({2}, {999.f - 300.f * run, 20.f});
+    half["encoder_hidden_states"] = randn({4, 77, m->unet.cross_attention_dim}, rng);
+    std::map<std::string, Tensor> full = half;
+    full["sample"] = Tensor::empty(DType::F32, {4, 4, 16, 16});
+    const int64_t per = half["sample"].numel();
+    for (int r = 0; r < 2; ++r) std::memcpy(full["sample"].f32() + r * per, half["sample"].f32(), per * 4);
+    full["timestep"] = Tensor::from_f32({4}, {999.f - 300.f * run, 20.f, 999.f - 300.f * run, 20.f});
+    auto rw = (*ew)->run(full);
+    auto rg = (*eg)->run(half);
+    ASSERT_TRUE(rw.is_ok() && rg.is_ok()) << rg.status().message();
+    const double e = rel_err((*rg)[0], (*rw)[0]);
+    std::printf("      cuda fp16 guided (shared prefix) vs whole-batch UNet, run %d: rel err %.2e\n", run, e);
+    EXPECT_LT(e, 5e-3);
+  }
 }
 
 // The tiny UNet's batch-2 executable run through its device loop with the prompt held (its key/value

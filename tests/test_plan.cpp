@@ -282,6 +282,16 @@ TEST(Plan, PipelineFromAPlanGivesTheSameImage) {
   ASSERT_EQ(fromplan->images.size(), 1u);
   const Tensor &x = plain->latents[0], &y = fromplan->latents[0];
   EXPECT_LT(rel_err(y, x), 1e-5);  // fused graphs on both sides differ only in summation order
+  // that plan holds the whole-batch UNet (as plans written before the guided form did), which runs; a
+  // plan with the guided UNet (what `sdrt build` writes) gives the same image
+  p.entries[1] = {guided_unet_key(1, 16, 16, 77), optimized(build_guided_unet(m, 1, 16, 16))};
+  const fs::path file2 = scratch("pipeline-guided.plan");
+  ASSERT_TRUE(write_plan(p, file2.string()).is_ok());
+  auto loaded2 = read_plan(file2.string());
+  ASSERT_TRUE(loaded2.is_ok()) << loaded2.status().message();
+  auto guided = make(std::make_shared<const Plan>(std::move(loaded2).value()))->generate(r);
+  ASSERT_TRUE(guided.is_ok()) << guided.status().message();
+  EXPECT_LT(rel_err(guided->latents[0], x), 1e-5);
   // a size the plan does not hold is an error naming what it holds
   r.width = 192;
   auto missing = pipe->generate(r);
@@ -359,7 +369,7 @@ TEST(Plan, CudaBuildGenerateAndEngineCacheGiveTheUncachedImage) {
   ASSERT_EQ(withplan.code, 0) << withplan.out;
   CliRun cold = sdrt_cli(gen + "-o " + (d / "cold").string());
   ASSERT_EQ(cold.code, 0) << cold.out;
-  EXPECT_NE(cold.out.find("built the unet/2x16x16/77 engine"), std::string::npos) << cold.out;
+  EXPECT_NE(cold.out.find("built the unet/2x16x16/77/cfg engine"), std::string::npos) << cold.out;
   CliRun warm = sdrt_cli(gen + "-o " + (d / "warm").string());
   ASSERT_EQ(warm.code, 0) << warm.out;
   EXPECT_EQ(warm.out.find("built the"), std::string::npos) << warm.out;  // every engine from the cache

@@ -51,6 +51,16 @@ Graph pack_qkv(const Graph& g, int* rewrites);
 // it (CUDA, SDRT_SPLIT).
 Graph split_batch(const Graph& g, int parts, int* rewrites);
 
+// For a batch whose second half repeats its first in the named inputs (classifier-free guidance: the
+// latents and timestep of both halves are the same, the prompt embeddings differ): those inputs take half
+// the batch, the values computed from them and weights alone are computed once at half the batch, and
+// a Concat of two copies along the batch axis gives the whole batch's value where a node of the whole
+// batch reads one. The outputs are the graph's. Not one of optimize_graph's passes: it changes what the
+// inputs are, so the caller asks for it (build_guided_unet). An error where an input is missing, the
+// batch is odd or a node computed from an input does not keep the batch on its first axis; *rewrites:
+// the nodes that run at half the batch.
+Result<Graph> share_batch_halves(const Graph& g, const std::set<std::string>& inputs, int* rewrites);
+
 // The passes in order; `log` (optional) receives each pass's count.
 Graph optimize_graph(const Graph& g, std::vector<PassResult>* log = nullptr);
 

@@ -67,6 +67,12 @@ Result<std::shared_ptr<Graph>> build_text_encoder(const Model& m, int64_t batch,
 // unet: sample [B,4,h,w], timestep [B], encoder_hidden_states [B,ctx_len,ctx] -> out [B,4,h,w]
 // (ctx_len is 77 per prompt chunk). Any latent size works: upsampling follows the skips' sizes.
 Result<std::shared_ptr<Graph>> build_unet(const Model& m, int64_t batch, int64_t h, int64_t w, int64_t ctx_len = 77);
+// The UNet of a classifier-free guidance batch of `images` images: sample [images,4,h,w] and timestep
+// [images] (the same for both halves), encoder_hidden_states [2 images,ctx_len,ctx] (unconditional rows
+// first) -> out [2 images,4,h,w], the first half unconditional. What depends only on the latents and the
+// timestep (conv_in, the first ResNet, the first transformer up to its cross-attention, the time
+// embedding) runs once per image instead of once per half (pass share_batch_halves).
+Result<std::shared_ptr<Graph>> build_guided_unet(const Model& m, int64_t images, int64_t h, int64_t w, int64_t ctx_len = 77);
 // vae decoder: latent [B,4,h,w] (already divided by the scaling factor) -> image [B,3,8h,8w]
 Result<std::shared_ptr<Graph>> build_vae_decoder(const Model& m, int64_t batch, int64_t h, int64_t w);
 // vae encoder: image [B,3,H,W] -> moments [B,8,H/8,W/8] (mean, then logvar unclamped)

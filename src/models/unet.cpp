@@ -1,5 +1,6 @@
 // UNet2DConditionModel (SD 1.x), diffusers module names. Shapes below are for SD 1.5 at 512x512,
 // batch B: sample [B,4,64,64], context [B,77,768].
+#include "graph/passes.h"
 #include "models/blocks.h"
 
 namespace sdrt {
@@ -106,6 +107,13 @@ Result<std::shared_ptr<Graph>> build_unet(const Model& m, int64_t batch, int64_t
   b.output(x, "out");
   SDRT_RETURN_IF_ERROR(nb.status().with_context("unet"));
   return g;
+}
+
+Result<std::shared_ptr<Graph>> build_guided_unet(const Model& m, int64_t images, int64_t h, int64_t w, int64_t ctx_len) {
+  if (images < 1) return invalid_argument("unet: empty input shape");
+  SDRT_ASSIGN_OR_RETURN(auto whole, build_unet(m, 2 * images, h, w, ctx_len));
+  SDRT_ASSIGN_OR_RETURN(Graph g, share_batch_halves(*whole, {"sample", "timestep"}, nullptr));
+  return std::make_shared<Graph>(std::move(g));
 }
 
 }  // namespace sdrt

@@ -77,6 +77,7 @@ std::string text_encoder_key(int clip_skip) { return "clip/" + std::to_string(cl
 std::string unet_key(int64_t B, int64_t h, int64_t w, int64_t L) {
   return "unet/" + std::to_string(B) + "x" + std::to_string(h) + "x" + std::to_string(w) + "/" + std::to_string(L);
 }
+std::string guided_unet_key(int64_t images, int64_t h, int64_t w, int64_t L) { return unet_key(2 * images, h, w, L) + "/cfg"; }
 int64_t vae_slice(int64_t batch) {
   for (int64_t s = std::min<int64_t>(batch, 8); s > 1; --s)
     if (batch % s == 0) return s;
@@ -89,6 +90,7 @@ Result<std::unique_ptr<Pipeline>> Pipeline::create(Model model, const PipelineOp
   auto p = std::unique_ptr<Pipeline>(new Pipeline());
   p->model_ = std::move(model);
   p->opts_ = opts;
+  if (const char* e = std::getenv("SDRT_SHARE_PREFIX"); e && std::string(e) == "0") p->opts_.share_guidance_prefix = false;  // A/B measurements
   p->backend_ = std::move(backend);
   if (opts.tokenizer_dir.empty()) {
     p->tok_ = ClipTokenizer::byte_level();
@@ -238,6 +240,31 @@ Result<Tensor> Pipeline::unet(const Tensor& x, float t, const Tensor& ctx) {
   return out[0];
 }
 
+Result<Executable*> Pipeline::guidance_unet(int64_t B, int64_t h, int64_t w, int64_t L, bool* shared, std::string* key) {
+  const std::string whole = unet_key(2 * B, h, w, L), half = guided_unet_key(B, h, w, L);
+  *shared = opts_.share_guidance_prefix && !(opts_.plan && !opts_.plan->find(half) && opts_.plan->find(whole));
+  *key = *shared ? half : whole;
+  if (*shared) return executable(half, [&] { return build_guided_unet(model_, B, h, w, L); });
+  return executable(whole, [&] { return build_unet(model_, 2 * B, h, w, L); });
+}
+
+Result<Tensor> Pipeline::guided_unet(const Tensor& x, float t, const Tensor& ctx) {
+  const int64_t B = x.dim(0), h = x.dim(2), w = x.dim(3), L = ctx.dim(1);
+  bool shared = false;
+  std::string key;
+  SDRT_ASSIGN_OR_RETURN(Executable * ex, guidance_unet(B, h, w, L, &shared, &key));
+  unet_flops_ += flops_[key];
+  const int64_t rows = shared ? B : 2 * B;
+  Tensor xin = x;
+  if (!shared) {
+    xin = Tensor::empty(DType::F32, {2 * B, x.dim(1), h, w});
+    std::memcpy(xin.f32(), x.f32(), x.numel() * 4);
+    std::memcpy(xin.f32() + x.numel(), x.f32(), x.numel() * 4);
+  }
+  SDRT_ASSIGN_OR_RETURN(auto out, ex->run({{"sample", xin}, {"timestep", Tensor::from_f32({rows}, std::vector<float>(rows, t))}, {"encoder_hidden_states", ctx}}));
+  return out[0];
+}
+
 // diffusers img2img: the latent distribution's sample (mean + std * randn from the image's generator).
 Result<Tensor> Pipeline::vae_encode_sample(const Tensor& x, Generator& g) {
   const int64_t H = x.dim(2), W = x.dim(3);
@@ -253,7 +280,7 @@ Result<Tensor> Pipeline::vae_encode_sample(const Tensor& x, Generator& g) {
   return z;
 }
 
-Status Pipeline::sample_on_device(Executable& unet, Scheduler& sched, size_t start, const GenerateRequest& r, bool cfg, const Tensor& ctx,
+Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Scheduler& sched, size_t start, const GenerateRequest& r, bool cfg, bool shared, const Tensor& ctx,
                                   std::vector<std::unique_ptr<Generator>>& gens, Tensor& x, const ProgressFn& progress, int& done, int total,
                                   StageTimes& times) {
   DeviceLoop& L = *unet.device_loop();
@@ -264,8 +291,8 @@ Status Pipeline::sample_on_device(Executable& unet, Scheduler& sched, size_t sta
     ~Release() { (void)l.release_scratch(); }
   } release{L};
   const auto& ts = sched.timesteps();
-  const int64_t B = x.dim(0), n = x.numel(), per = n / B, Bu = cfg ? 2 * B : B, steps = (int64_t)(ts.size() - start);
-  const std::string key = unet_key(Bu, x.dim(2), x.dim(3), ctx.dim(1));
+  // Bu: the UNet's sample and timestep rows (one half of a guidance batch when its halves share them)
+  const int64_t B = x.dim(0), n = x.numel(), per = n / B, Bu = cfg && !shared ? 2 * B : B, steps = (int64_t)(ts.size() - start);
   // Everything the loop reads is uploaded first: latents, conditioning, timesteps, noise.
   SDRT_ASSIGN_OR_RETURN(float* X, L.alloc(n));
   SDRT_ASSIGN_OR_RETURN(float* E, L.alloc(n));
@@ -311,7 +338,7 @@ Status Pipeline::sample_on_device(Executable& unet, Scheduler& sched, size_t sta
     const size_t i = start + (size_t)j;
     const float s = sched.input_scale(i);
     SDRT_RETURN_IF_ERROR(L.combine(in, n, {{X, s}}));
-    if (cfg) SDRT_RETURN_IF_ERROR(L.combine(in + n, n, {{X, s}}));
+    if (Bu > B) SDRT_RETURN_IF_ERROR(L.combine(in + n, n, {{X, s}}));
     SDRT_RETURN_IF_ERROR(L.copy(t_in, T + j * Bu, Bu));
     SDRT_RETURN_IF_ERROR(L.run());
     const float* eps = out;
@@ -525,24 +552,31 @@ Result<GenerateResult> Pipeline::generate(GenerateRequest r, const ProgressFn& p
     // for ancestral samplers is drawn up front, so it must fit.
     const int64_t noise_floats = sched->needs_noise() ? (int64_t)(ts.size() - start) * B * per : 0;
     Executable* on_device = nullptr;
+    bool shared = false;
+    std::string key;
     if (opts_.device_loop && (joint || !cfg) && noise_floats <= (int64_t(1) << 26)) {
-      const Tensor& ctx = joint ? ctx_joint : ctx_c;
-      SDRT_ASSIGN_OR_RETURN(Executable * ex, executable(unet_key(ctx.dim(0), h, w, ctx.dim(1)),
-                                                        [&] { return build_unet(model_, ctx.dim(0), h, w, ctx.dim(1)); }));
+      Executable* ex = nullptr;
+      if (joint) {
+        SDRT_ASSIGN_OR_RETURN(ex, guidance_unet(B, h, w, ctx_joint.dim(1), &shared, &key));
+      } else {
+        key = unet_key(B, h, w, ctx_c.dim(1));
+        SDRT_ASSIGN_OR_RETURN(ex, executable(key, [&] { return build_unet(model_, B, h, w, ctx_c.dim(1)); }));
+      }
       if (ex->device_loop()) on_device = ex;
     }
     mark("setup");
     if (on_device) {
-      SDRT_RETURN_IF_ERROR(sample_on_device(*on_device, *sched, start, r, joint, joint ? ctx_joint : ctx_c, gens, x, progress, done, total, res.times));
+      SDRT_RETURN_IF_ERROR(
+          sample_on_device(*on_device, key, *sched, start, r, joint, shared, joint ? ctx_joint : ctx_c, gens, x, progress, done, total, res.times));
     }
     for (size_t j = on_device ? ts.size() : start; j < ts.size(); ++j) {
       auto tu = clk::now();
       const float scale = sched->input_scale(j);
       Tensor eps;
       if (joint) {
-        Tensor xin = Tensor::empty(DType::F32, {2 * B, C4, h, w});
-        for (int64_t k = 0; k < B * per; ++k) xin.f32()[k] = xin.f32()[B * per + k] = x.f32()[k] * scale;
-        SDRT_ASSIGN_OR_RETURN(Tensor o, unet(xin, ts[j], ctx_joint));
+        Tensor xin = Tensor::empty(DType::F32, {B, C4, h, w});
+        for (int64_t k = 0; k < B * per; ++k) xin.f32()[k] = x.f32()[k] * scale;
+        SDRT_ASSIGN_OR_RETURN(Tensor o, guided_unet(xin, ts[j], ctx_joint));
         eps = Tensor::empty(DType::F32, {B, C4, h, w});
         const float g = (float)r.cfg_scale;
         for (int64_t k = 0; k < B * per; ++k) eps.f32()[k] = o.f32()[k] + g * (o.f32()[B * per + k] - o.f32()[k]);

@@ -80,6 +80,10 @@ struct PipelineOptions {
   // next batch samples, where the backend lets the VAE decoder run beside the UNet (CUDA: a stream of its
   // own; the device then holds both engines' activations at once). Off, or on the CPU: one after the other.
   bool overlap_decode = true;
+  // With guidance, run the UNet whose two halves compute what depends only on the latents and timestep
+  // once (build_guided_unet); off: the whole batch computes everything (the benchmark's baseline). Plans
+  // that hold only the whole-batch UNet run it either way.
+  bool share_guidance_prefix = true;
 };
 
 class Pipeline {
@@ -109,9 +113,16 @@ class Pipeline {
   Result<std::unique_ptr<Executable>> from_plan(const Plan& plan, const std::string& key, const std::string& where);
   Result<std::unique_ptr<Executable>> cached_or_built(const std::string& key, const std::function<Result<std::shared_ptr<Graph>>()>& build);
   Result<Tensor> unet(const Tensor& x, float t, const Tensor& ctx);  // x [B,4,h,w], ctx [B,L,C]
+  // The UNet of a guidance batch of B images and conditioning length L at latent size h x w: the form
+  // whose halves share their prefix (sample and timestep of B rows; *shared true) where it applies, else
+  // the whole batch's (2 B rows).
+  Result<Executable*> guidance_unet(int64_t B, int64_t h, int64_t w, int64_t L, bool* shared, std::string* key);
+  // The guided UNet on latents x [B,4,h,w] (both halves' input) and conditioning ctx [2B,L,C] -> [2B,4,h,w].
+  Result<Tensor> guided_unet(const Tensor& x, float t, const Tensor& ctx);
   // The sampling loop of one batch kept on the device (backends with a DeviceLoop): latents x [B,4,h,w]
-  // in, final latents out; the UNet runs both CFG halves in one batch when cfg.
-  Status sample_on_device(Executable& unet, Scheduler& sched, size_t start, const GenerateRequest& r, bool cfg, const Tensor& ctx,
+  // in, final latents out; the UNet runs both CFG halves in one batch when cfg (its sample and timestep
+  // inputs of one half when shared: build_guided_unet).
+  Status sample_on_device(Executable& unet, const std::string& key, Scheduler& sched, size_t start, const GenerateRequest& r, bool cfg, bool shared, const Tensor& ctx,
                           std::vector<std::unique_ptr<Generator>>& gens, Tensor& x, const ProgressFn& progress, int& done, int total,
                           StageTimes& times);
   Result<Tensor> vae_encode_sample(const Tensor& img, Generator& g);  // img [1,3,H,W] in [-1,1]
@@ -131,6 +142,8 @@ class Pipeline {
 // Names of the pipeline's executables (engine cache files and plan entries use them).
 std::string text_encoder_key(int clip_skip);
 std::string unet_key(int64_t batch, int64_t h, int64_t w, int64_t ctx_len);  // latent sizes
+// The UNet of a guidance batch of `images` images whose halves share their prefix (build_guided_unet).
+std::string guided_unet_key(int64_t images, int64_t h, int64_t w, int64_t ctx_len);
 std::string vae_decoder_key(int64_t batch, int64_t h, int64_t w);
 // Images per VAE decode call for a batch: the largest divisor of it up to 8 (the decoder's activations
 // grow with the batch — 50 images at 512x512 exceed cuDNN's 2^31-element tensors — while its speed per
