@@ -95,7 +95,7 @@ Result<Graph> share_batch_halves(const Graph& g, const std::set<std::string>& in
     return false;
   };
   for (size_t k = n_nodes; k-- > 0;) {
-    if (!shared[k] || named[k]) continue;
+    if (!shared[k] || named[k] || (readers[k].empty() && !is_output[k])) continue;  // (a value nothing reads stays)
     bool all_whole = !is_output[k];
     for (int r : readers[k]) all_whole = all_whole && !shared[r];
     if (!all_whole) continue;
