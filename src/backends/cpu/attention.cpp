@@ -1,5 +1,5 @@
 // Scaled dot-product attention on the CPU: per (batch, head), S = q k^T in query chunks (so a 4096-token
-// self-attention never holds more than 1024 x Lk scores), row softmax, o = S v.
+// self-attention never holds more than 1024 x Lk scores), row exponentials, o = S v divided by the rows' sums.
 #include <cblas.h>
 
 #include <algorithm>
@@ -16,6 +16,7 @@ void attention(const float* q, const float* k, const float* v, float* o, int64_t
                int64_t H, int64_t D, int64_t Dv, int64_t ldq, int64_t ldk, int64_t ldv, float scale, bool causal) {
   const int64_t chunk = std::min<int64_t>(Lq, 1024);
   float* s = scratch(Scratch::Scores, (size_t)(chunk * Lk));
+  std::vector<float> inv((size_t)chunk);  // 1 / each row's sum of exponentials
   const int64_t ldo = H * Dv;
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
@@ -40,13 +41,13 @@ void attention(const float* q, const float* k, const float* v, float* o, int64_t
             row[j] = std::exp(row[j] - mx);
             sum += row[j];
           }
-          const float inv = 1.f / sum;
-#pragma omp simd
-          for (int64_t j = 0; j < valid; ++j) row[j] *= inv;
+          inv[i] = 1.f / sum;  // applied to the row's output: one pass over the scores fewer
           for (int64_t j = valid; j < Lk; ++j) row[j] = 0.f;
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)Dv, (int)Lk, 1.f, s, (int)Lk, vb, (int)ldv,
-                    0.f, o + (b * Lq + i0) * ldo + h * Dv, (int)ldo);
+        float* ob = o + (b * Lq + i0) * ldo + h * Dv;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)Dv, (int)Lk, 1.f, s, (int)Lk, vb, (int)ldv, 0.f, ob, (int)ldo);
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t c = 0; c < Dv; ++c) ob[i * ldo + c] *= inv[i];
       }
 }
 
