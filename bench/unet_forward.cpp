@@ -15,6 +15,7 @@
 #endif
 
 #include "graph/backend.h"
+#include "graph/passes.h"
 #include "models/model.h"
 
 using namespace sdrt;
@@ -74,6 +75,31 @@ Status loop_rounds(DeviceLoop& L, int64_t batch, int64_t h, int64_t w, int steps
   return L.release_scratch();
 }
 
+// The most bytes of activations alive at once when g's nodes run in order, each value allocated at its node
+// and freed after its last reader (what the CUDA engine's stream-ordered allocations do), in fp16; shape-only
+// ops (Reshape, ToTokens, FromTokens) counted as views. An estimate: the engine's pool rounds sizes and
+// some of those ops copy in NHWC.
+double live_peak_bytes(const Graph& g) {
+  std::vector<int> last(g.nodes.size(), -1);
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    for (int in : g.nodes[i].inputs) last[in] = (int)i;
+  for (int o : g.outputs) last[o] = (int)g.nodes.size();
+  auto bytes = [&](int i) {
+    const Node& n = g.nodes[i];
+    const bool view = n.op == Op::Reshape || n.op == Op::ToTokens || n.op == Op::FromTokens || n.op == Op::Weight;
+    return view ? 0.0 : 2.0 * (double)numel(n.shape);
+  };
+  double live = 0, peak = 0;
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    live += bytes((int)i);
+    peak = std::max(peak, live);
+    std::vector<int> seen;
+    for (int in : g.nodes[i].inputs)
+      if (last[in] == (int)i && std::find(seen.begin(), seen.end(), in) == seen.end()) seen.push_back(in), live -= bytes(in);
+  }
+  return peak;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -98,7 +124,10 @@ int main(int argc, char** argv) {
                "time replays on the backend's device loop (inputs uploaded once, the prompt held: the UNet as sdrt's sampling loop runs "
                "it) instead of Executable::run with its copies to and from the host (CUDA)");
   app.add_flag("--vae", vae, "the VAE decoder instead of the UNet");
-  bool guided = false;
+  bool guided = false, estimate = false;
+  app.add_flag("--estimate", estimate,
+               "print the graph's FLOPs and its peak of live activations (after the build passes, fp16, nodes in order) and exit "
+               "without running it");
   app.add_flag("--guided", guided,
                "the UNet of a guidance batch (even --batch: both halves) whose halves compute what depends only on the latents and "
                "timestep once, as the pipeline runs it");
@@ -119,6 +148,13 @@ int main(int argc, char** argv) {
            : guided ? build_guided_unet(*m, batch / 2, height / 8, width / 8)
                     : build_unet(*m, batch, height / 8, width / 8);
   if (!g) return std::fprintf(stderr, "error: %s\n", g.status().message().c_str()), 1;
+  if (estimate) {
+    const Graph opt = optimize_graph(**g);
+    std::printf("%s, batch %lld, %lldx%lld latents: %.1f GFLOP per forward, peak live activations %.1f MiB (estimate)\n",
+                vae ? "VAE decoder" : guided ? "UNet (guided: halves share their prefix)" : "UNet", (long long)batch, (long long)height / 8,
+                (long long)width / 8, (*g)->flops() / 1e9, live_peak_bytes(opt) / 1048576.0);
+    return 0;
+  }
   auto be = make_backend(backend, precision);
   if (!be) return std::fprintf(stderr, "error: %s\n", be.status().message().c_str()), 1;
   auto exe = (*be)->compile(*g);
