@@ -607,6 +607,14 @@ TEST(Passes, GuidanceHalvesShareTheirPrefixOnCpu) {
   bad = share_batch_halves(cat, {"x"}, &n);
   ASSERT_FALSE(bad.is_ok());
   EXPECT_NE(bad.status().message().find("Concat node"), std::string::npos) << bad.status().message();
+  Graph bc;  // a weight with a row per batch row: the halves differ, so it cannot run at half
+  GraphBuilder b2(bc);
+  const int y = b2.input("y", {2, 3});
+  b2.output(b2.add(y, b2.weight("w", Tensor::from_f32({2, 1}, {1, 2}))), "z");
+  ASSERT_TRUE(b2.status().is_ok());
+  bad = share_batch_halves(bc, {"y"}, &n);
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_NE(bad.status().message().find("Add node"), std::string::npos) << bad.status().message();
 }
 
 // The same on CUDA in fp16 with the build passes: the guided UNet (prefix at half the batch, expansions
