@@ -244,7 +244,8 @@ int cmd_info_plan(const std::string& path) {
   std::printf("shapes:       %s\n", p->shapes.c_str());
   std::printf("tactics:      %zu\n", p->tactics.size());
   for (const auto& e : p->entries)
-    std::printf("engine:       %-22s %5zu nodes, %zu weights, %.1f GFLOP\n", e.key.c_str(), e.graph->nodes.size(), e.graph->weights.size(), e.graph->flops() / 1e9);
+    std::printf("engine:       %-22s %5zu nodes, %zu weights, %.1f GFLOP%s\n", e.key.c_str(), e.graph->nodes.size(), e.graph->weights.size(),
+                e.graph->flops() / 1e9, e.key.ends_with("/cfg") ? " (guidance halves sharing their prefix)" : "");
   return 0;
 }
 
