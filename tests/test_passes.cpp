@@ -91,6 +91,22 @@ std::map<std::string, Tensor> tiny_unet_inputs(std::mt19937& rng, int64_t ctx, f
   return in;
 }
 
+// Inputs of the tiny UNet's guided form at two images (16x16 latents; each image its timestep, t0 and t1;
+// prompt embeddings of width ctx for four rows) and the same for the whole-batch form: latents and
+// timesteps repeated for the second half.
+std::pair<std::map<std::string, Tensor>, std::map<std::string, Tensor>> guided_inputs(std::mt19937& rng, int64_t ctx, float t0, float t1) {
+  std::map<std::string, Tensor> half;
+  half["sample"] = randn({2, 4, 16, 16}, rng);
+  half["timestep"] = Tensor::from_f32({2}, {t0, t1});
+  half["encoder_hidden_states"] = randn({4, 77, ctx}, rng);
+  std::map<std::string, Tensor> full = half;
+  full["sample"] = Tensor::empty(DType::F32, {4, 4, 16, 16});
+  const int64_t per = half["sample"].numel();
+  for (int r = 0; r < 2; ++r) std::memcpy(full["sample"].f32() + r * per, half["sample"].f32(), per * 4);
+  full["timestep"] = Tensor::from_f32({4}, {t0, t1, t0, t1});
+  return {half, full};
+}
+
 // Values computed from weights alone: a convolution's filter reshaped from a flat weight, its bias the sum
 // of two, a scale computed from two weights; a weight also read directly (kept); a constant graph output
 // (stays computed).
@@ -571,15 +587,7 @@ TEST(Passes, GuidanceHalvesShareTheirPrefixOnCpu) {
   EXPECT_LT(g.flops(), (*whole)->flops());
   EXPECT_EQ(g.weights.size(), (*whole)->weights.size());
 
-  std::map<std::string, Tensor> half;
-  half["sample"] = randn({2, 4, 16, 16}, rng);
-  half["timestep"] = Tensor::from_f32({2}, {999.f, 20.f});  // each image its own timestep
-  half["encoder_hidden_states"] = randn({4, 77, m->unet.cross_attention_dim}, rng);
-  std::map<std::string, Tensor> full = half;
-  full["sample"] = Tensor::empty(DType::F32, {4, 4, 16, 16});
-  const int64_t per = half["sample"].numel();
-  for (int r = 0; r < 2; ++r) std::memcpy(full["sample"].f32() + r * per, half["sample"].f32(), per * 4);
-  full["timestep"] = Tensor::from_f32({4}, {999.f, 20.f, 999.f, 20.f});
+  const auto [half, full] = guided_inputs(rng, m->unet.cross_attention_dim, 999.f, 20.f);
   const Tensor want = run_cpu(**whole, full);
   EXPECT_LT(rel_err(run_cpu(g, half), want), 1e-6);
   const Graph fused = optimize_graph(g);
@@ -637,15 +645,7 @@ TEST(Passes, GuidanceHalvesShareTheirPrefixOnCuda) {
   auto eg = cuda->compile(*guided);
   ASSERT_TRUE(ew.is_ok() && eg.is_ok()) << eg.status().message();
   for (int run = 0; run < 2; ++run) {
-    std::map<std::string, Tensor> half;
-    half["sample"] = randn({2, 4, 16, 16}, rng);
-    half["timestep"] = Tensor::from_f32({2}, {999.f - 300.f * run, 20.f});
-    half["encoder_hidden_states"] = randn({4, 77, m->unet.cross_attention_dim}, rng);
-    std::map<std::string, Tensor> full = half;
-    full["sample"] = Tensor::empty(DType::F32, {4, 4, 16, 16});
-    const int64_t per = half["sample"].numel();
-    for (int r = 0; r < 2; ++r) std::memcpy(full["sample"].f32() + r * per, half["sample"].f32(), per * 4);
-    full["timestep"] = Tensor::from_f32({4}, {999.f - 300.f * run, 20.f, 999.f - 300.f * run, 20.f});
+    const auto [half, full] = guided_inputs(rng, m->unet.cross_attention_dim, 999.f - 300.f * run, 20.f);
     auto rw = (*ew)->run(full);
     auto rg = (*eg)->run(half);
     ASSERT_TRUE(rw.is_ok() && rg.is_ok()) << rg.status().message();
