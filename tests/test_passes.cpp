@@ -107,6 +107,13 @@ std::pair<std::map<std::string, Tensor>, std::map<std::string, Tensor>> guided_i
   return {half, full};
 }
 
+// The CUDA backend in fp16, or null with the reason in *why (the test then skips).
+std::unique_ptr<Backend> fp16_cuda(std::string* why) {
+  CudaOptions o;
+  o.precision = "fp16";
+  return make_cuda_backend(o, why);
+}
+
 // Values computed from weights alone: a convolution's filter reshaped from a flat weight, its bias the sum
 // of two, a scale computed from two weights; a weight also read directly (kept); a constant graph output
 // (stays computed).
@@ -169,9 +176,7 @@ TEST(Passes, FoldConstantsCountsAndMatches) {
 // runs and matches the CPU.
 TEST(Passes, FoldedConstantsRunOnCuda) {
   std::string why;
-  CudaOptions o;
-  o.precision = "fp16";
-  auto cuda = make_cuda_backend(o, &why);
+  auto cuda = fp16_cuda(&why);
   if (!cuda) GTEST_SKIP() << "CUDA backend not usable here: " << why;
   Block b = constants_block();
   auto e = cuda->compile(std::make_shared<Graph>(b.g));
@@ -457,9 +462,7 @@ TEST(Passes, TinyUnetFusedMatchesUnfusedOnCuda) {
 TEST(Passes, TinyUnetSideLaneMatchesOneStreamOnCuda) {
   SDRT_REQUIRE_CONFORMANCE();
   std::string why;
-  CudaOptions o;
-  o.precision = "fp16";
-  auto cuda = make_cuda_backend(o, &why);
+  auto cuda = fp16_cuda(&why);
   if (!cuda) GTEST_SKIP() << "CUDA backend not usable here: " << why;
   auto m = load_model((tiny_dir() / "diffusers").string());
   ASSERT_TRUE(m.is_ok());
@@ -631,9 +634,7 @@ TEST(Passes, GuidanceHalvesShareTheirPrefixOnCpu) {
 TEST(Passes, GuidanceHalvesShareTheirPrefixOnCuda) {
   SDRT_REQUIRE_CONFORMANCE();
   std::string why;
-  CudaOptions o;
-  o.precision = "fp16";
-  auto cuda = make_cuda_backend(o, &why);
+  auto cuda = fp16_cuda(&why);
   if (!cuda) GTEST_SKIP() << "CUDA backend not usable here: " << why;
   auto m = load_model((tiny_dir() / "diffusers").string());
   ASSERT_TRUE(m.is_ok());
