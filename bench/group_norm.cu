@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
       std::vector<float> t;
       for (int r = 0; r < repeats; ++r)
         t.push_back(sdrt::cuda::time_in_graph(st, kCalls, [&] {
-          return sdrt::cuda::group_norm_nhwc(x, gb, gb + s.C, nullptr, y, batch, s.C, HW, G, 1e-5f, true, scratch, st);
+          return sdrt::cuda::group_norm_nhwc(x, gb, gb + s.C, nullptr, 0, y, batch, s.C, HW, G, 1e-5f, true, scratch, st);
         }));
       std::sort(t.begin(), t.end());
       if (t[0] < 0) return std::fprintf(stderr, "GroupNorm [%lld,%lld,%lld] failed\n", (long long)s.C, (long long)s.side, (long long)s.side), 1;

@@ -235,6 +235,51 @@ TEST(Passes, FuseGroupNormAddCountsAndMatches) {
   EXPECT_LT(max_abs_diff(run_cpu(f, in), run_cpu(g, in)), 1e-5);
 }
 
+// ResNet-like blocks reading projections of one time embedding e before their norms: three of them (widths
+// 8, 16, 8) packed into one [32, 6] Linear whose columns the GroupNorms read; kept: a projection also read
+// elsewhere, one of another input, and one alone of its input.
+TEST(Passes, PackTimeProjectionsCountsAndMatches) {
+  SeededGraph sg(29, 0.5f);
+  [[maybe_unused]] auto& [rng, scale, g, gb] = sg;
+  std::map<std::string, Tensor> in{{"x", randn({2, 8, 5, 5}, rng)}, {"e", randn({2, 6}, rng)}, {"f", randn({2, 6}, rng)}};
+  int x = gb.input("x", {2, 8, 5, 5}), e = gb.input("e", {2, 6}), f = gb.input("f", {2, 6});
+  int k = 0;
+  // GroupNorm(h + Reshape(Linear(src)))[C channels] of h [2, C, 5, 5], through a 1x1 convolution from C0 channels
+  auto block = [&](int h, int64_t C0, int64_t C, int src, int* proj = nullptr) {
+    const std::string p = "r" + std::to_string(k++);
+    const int hc = C0 == C ? h : gb.conv2d(h, sg.W(p + "cw", {C, C0, 1, 1}), sg.W(p + "cb", {C}), 1, 0);
+    const int t = gb.linear(src, sg.W(p + "tw", {C, 6}), sg.W(p + "tb", {C}));
+    if (proj) *proj = t;
+    return gb.unary(Op::SiLU, gb.group_norm(gb.add(hc, gb.reshape(t, {2, C, 1, 1})), sg.W(p + "g", {C}), sg.W(p + "b", {C}), 4, 1e-5f));
+  };
+  int h = block(x, 8, 8, e);
+  h = block(h, 8, 16, e);
+  h = block(h, 16, 8, e);
+  int read_twice = -1;
+  h = block(h, 8, 8, e, &read_twice);  // its projection also read below: kept
+  h = block(h, 8, 8, f);               // the only projection of f: kept
+  gb.output(gb.add(h, gb.reshape(gb.unary(Op::SiLU, read_twice), {2, 8, 1, 1})), "y");
+  ASSERT_TRUE(gb.status().is_ok()) << gb.status().message();
+  int n = -1;
+  const Graph fused = fuse_groupnorm_add(g, &n);
+  ASSERT_EQ(n, 5);
+  Graph p = pack_time_projections(fused, &n);
+  ASSERT_TRUE(p.verify().is_ok()) << p.verify().message();
+  EXPECT_EQ(n, 3);
+  EXPECT_EQ(count_ops(p, Op::Linear), count_ops(fused, Op::Linear) - 2);
+  int packed = 0;
+  std::vector<int64_t> cols;
+  for (const Node& nd : p.nodes) {
+    if (nd.op == Op::Linear && nd.shape == Shape{2, 32}) ++packed;
+    if (nd.op == Op::GroupNorm && !nd.a.dims.empty()) cols.push_back(nd.a.dims[0]);
+  }
+  EXPECT_EQ(packed, 1);
+  EXPECT_EQ(cols, (std::vector<int64_t>{0, 8, 24}));
+  EXPECT_EQ(p.weights.size(), fused.weights.size() - 4);  // six projection constants became two
+  EXPECT_NEAR(p.flops(), fused.flops(), 1e-9 * fused.flops());
+  EXPECT_LT(max_abs_diff(run_cpu(p, in), run_cpu(g, in)), 1e-5);
+}
+
 TEST(Passes, PackQkvCountsAndMatches) {
   SeededGraph sg(13, 0.4f);
   [[maybe_unused]] auto& [rng, scale, g, gb] = sg;
@@ -405,19 +450,21 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   std::vector<PassResult> log;
   Graph f = optimize_graph(**g, &log);
   ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
-  ASSERT_EQ(log.size(), 7u);
+  ASSERT_EQ(log.size(), 8u);
   EXPECT_EQ(log[0].rewrites, 0);   // the model builders leave nothing to fold
   EXPECT_GT(log[1].rewrites, 10);  // every ResNet norm + act, and conv_norm_out
   EXPECT_GT(log[2].rewrites, 10);  // ResNet shortcuts, attention/FF outputs, proj_out
   EXPECT_GT(log[3].rewrites, 5);   // every UNet ResNet's time embedding into its norm2
   EXPECT_EQ(log[4].rewrites, count_ops(**g, Op::Attention));  // each transformer's self (qkv) and cross (kv) attention
-  EXPECT_EQ(count_ops(f, Op::Linear), count_ops(**g, Op::Linear) - 3 * count_ops(**g, Op::Attention) / 2);
+  // q/k/v packing takes 3 Linears of every 2 attentions, the time projections' packing all but one of log[7]
+  EXPECT_EQ(count_ops(f, Op::Linear), count_ops(**g, Op::Linear) - 3 * count_ops(**g, Op::Attention) / 2 - (log[7].rewrites - 1));
   EXPECT_GT(count_ops(**g, Op::GEGLU), 0);
   EXPECT_EQ(log[5].rewrites, count_ops(**g, Op::GEGLU));  // every transformer's feed-forward projection
   EXPECT_EQ(count_ops(f, Op::GEGLU), 0);
   EXPECT_GT(count_ops(**g, Op::Upsample2x), 0);
   EXPECT_EQ(log[6].rewrites, count_ops(**g, Op::Upsample2x));  // every upsampler
   EXPECT_EQ(count_ops(f, Op::Upsample2x), 0);
+  EXPECT_EQ(log[7].rewrites, log[3].rewrites);  // every ResNet's time projection, packed into one GEMM
   EXPECT_NEAR(f.flops(), (*g)->flops(), 1e-9 * (*g)->flops());
   std::map<std::string, Tensor> in = tiny_unet_inputs(rng, m->unet.cross_attention_dim, 500.f, 500.f);
   const Tensor want = run_cpu(**g, in), got = run_cpu(f, in);

@@ -109,8 +109,14 @@ Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
       const Shape& x = *in[0];
       if (x.size() < 2 || a.groups < 1 || x[1] % a.groups) return mismatch(n, "channels of " + shape_str(x) + " not divisible into " + std::to_string(a.groups) + " groups");
       if (*in[1] != Shape{x[1]} || *in[2] != Shape{x[1]}) return mismatch(n, "affine parameters must be [C]");
-      if (in.size() == 4 && (x.size() != 4 || *in[3] != Shape{x[0], x[1], 1, 1}))
+      if (in.size() == 4 && a.dims.empty() && (x.size() != 4 || *in[3] != Shape{x[0], x[1], 1, 1}))
         return mismatch(n, "the added channel vector " + shape_str(*in[3]) + " must be [N, C, 1, 1] of " + shape_str(x));
+      if (in.size() == 4 && !a.dims.empty()) {  // columns [col, col + C) of a packed [N, W]
+        const Shape& t = *in[3];
+        if (x.size() != 4 || a.dims.size() != 1 || t.size() != 2 || t[0] != x[0] || a.dims[0] < 0 || a.dims[0] + x[1] > t[1])
+          return mismatch(n, "the added channel vector must be columns [col, col + C) of a packed [N, W]: " + shape_str(t) + " for " + shape_str(x));
+      }
+      if (in.size() != 4 && !a.dims.empty()) return mismatch(n, "a column offset without an added channel vector");
       return x;
     }
     case Op::LayerNorm: {

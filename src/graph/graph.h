@@ -19,7 +19,9 @@ enum class Op : uint8_t {
                       // r (fused residual, only with a bias) is added to the output
   Linear,             // x[...,K], w[N,K], b[N]?, r[...,N]? -> [...,N]; r as for Conv2d; with Attrs::geglu
                       // (fused GEGLU, no r) -> [...,N/2], the GEGLU of the [...,N] projection
-  GroupNorm,          // x[N,C,...], gamma[C], beta[C]; followed by SiLU when Attrs::silu (fused)
+  GroupNorm,          // x[N,C,...], gamma[C], beta[C], t?; followed by SiLU when Attrs::silu (fused). t (pass
+                      // fuse_groupnorm_add, x 4-D) is added to x first: [N,C,1,1], or with dims = {col} columns
+                      // [col, col + C) of a packed [N,W] (pass pack_time_projections)
   LayerNorm,          // x[...,C], gamma[C], beta[C]
   SiLU,
   GELU,               // exact (erf) GELU
@@ -60,7 +62,7 @@ struct Attrs {
   bool up2 = false;               // Conv2d: the 2x2 phase convolution standing for a 3x3 one on the 2x-upsampled input
                                   // (pass subpixel_upsample_conv; only FLOP counts read it: the replaced convolution's)
   float freq_shift = 0.f;
-  Shape dims;                     // Reshape target / FromTokens [H, W] / Slice {start, length}
+  Shape dims;                     // Reshape target / FromTokens [H, W] / Slice {start, length} / GroupNorm {t's column}
 };
 
 struct Node {

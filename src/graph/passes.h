@@ -44,6 +44,14 @@ Graph subpixel_upsample_conv(const Graph& g, int* rewrites);
 // with the weights stacked and the Attention reading its output packed (qkv, or q and kv).
 Graph pack_qkv(const Graph& g, int* rewrites);
 
+// GroupNorm(x, gamma, beta, Reshape(Linear(e, w_i, b_i))) - the ResNets' time-embedding projections added
+// before their second norm (pass fuse_groupnorm_add) - for two or more such Linears of one input e, each
+// read only there -> one Linear(e, [w_1; w_2; ...], [b_1; b_2; ...]) whose output [N, sum C_i] the
+// GroupNorms read at their column offsets (Attrs::dims). SD 1.5's 22 projections become one GEMM (small
+// GEMMs of a few rows are bound by latency, not by their weights' bytes). SDRT_PACK_TEMB=0 in the
+// environment turns it off in optimize_graph (A/B measurements).
+Graph pack_time_projections(const Graph& g, int* rewrites);
+
 // Every input [N, ...] sliced into `parts` batch parts, the graph's nodes copied per part (weights shared),
 // batched outputs concatenated back: independent parts a backend can run side by side. Returns g as it
 // is (*rewrites 0) where the batch does not divide or a node does not keep the batch on its first axis;
@@ -74,6 +82,9 @@ const Tensor* weight_tensor(const Graph& g, int id);
 // Names of the Weight nodes not marked `dropped`: a pass that replaces constants drops the tensor of a dropped
 // node only where no kept node binds the same name.
 std::set<std::string> kept_weight_names(const Graph& g, const std::vector<bool>& dropped);
+
+// Weights (2-D) or biases (1-D) of one dtype stacked along their first dimension.
+Tensor stack_rows(const std::vector<const Tensor*>& parts);
 
 // The fusion where a node absorbs its only consumer, a one-input op (GroupNorm + SiLU, Linear + GEGLU):
 // every node of op `consumer` whose input p is read only there and fits(p) is dropped, and p, edited by

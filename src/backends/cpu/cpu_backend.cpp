@@ -135,11 +135,13 @@ class CpuExecutable : public Executable {
         break;
       }
       case Op::GroupNorm:
-        if (in.size() > 3) {  // GroupNorm(x + t[N, C, 1, 1]): the sum into y, normalized in place
-          const int64_t NC = x.dim(0) * x.dim(1), S = x.numel() / NC;
-          const float* t = in[3]->f32();
+        if (in.size() > 3) {  // GroupNorm(x + t[n, c]): the sum into y, normalized in place
+          const int64_t C = x.dim(1), NC = x.dim(0) * C, S = x.numel() / NC;
+          // t [N, C, 1, 1], or columns [col, col + C) of a packed [N, W]
+          const int64_t tw = a.dims.empty() ? C : in[3]->dim(1), col = a.dims.empty() ? 0 : a.dims[0];
+          const float* t = in[3]->f32() + col;
           for (int64_t r = 0; r < NC; ++r)
-            for (int64_t s = 0; s < S; ++s) y.f32()[r * S + s] = x.f32()[r * S + s] + t[r];
+            for (int64_t s = 0; s < S; ++s) y.f32()[r * S + s] = x.f32()[r * S + s] + t[r / C * tw + r % C];
           cpu::group_norm(y.f32(), in[1]->f32(), in[2]->f32(), y.f32(), x.dim(0), x.dim(1), S, a.groups, a.eps);
         } else {
           cpu::group_norm(x.f32(), in[1]->f32(), in[2]->f32(), y.f32(), x.dim(0), x.dim(1), x.numel() / (x.dim(0) * x.dim(1)),

@@ -1471,15 +1471,26 @@ class CudaExecutable : public Executable {
       }
       case Op::GroupNorm: {
         const int64_t N = xs[0], C = xs[1], S = numel(xs) / (N * C);
-        const T* vec = n.inputs.size() > 3 ? in(3) : nullptr;  // GroupNorm(x + vec[N, C, 1, 1])
+        // GroupNorm(x + vec[n, c]): vec [N, C, 1, 1], or columns [col, col + C) of the packed [N, W] time
+        // projections (pass pack_time_projections), rows vld apart
+        const T* vec = n.inputs.size() > 3 ? in(3) + (a.dims.empty() ? 0 : a.dims[0]) : nullptr;
+        const int64_t vld = n.inputs.size() > 3 && !a.dims.empty() ? shp(3)[1] : C;
+        void* packed = nullptr;  // vec gathered to [N, C] for the paths that read it contiguous
+        auto contiguous_vec = [&]() -> Result<const T*> {
+          if (!vec || vld == C) return vec;
+          SDRT_ASSIGN_OR_RETURN(packed, alloc((size_t)(N * C) * sizeof(T)));
+          CUDA_TRY(cudaMemcpy2DAsync(packed, C * sizeof(T), vec, vld * sizeof(T), C * sizeof(T), N, cudaMemcpyDeviceToDevice, stream_));
+          return static_cast<const T*>(packed);
+        };
         if constexpr (std::is_same_v<T, __half>) {
           if (nhwc_in(0)) {
             SDRT_ASSIGN_OR_RETURN(void* scratch, alloc((size_t)cuda::group_norm_nhwc_scratch(N, C, S, a.groups) * 4));
-            const bool done = cuda::group_norm_nhwc(in(0), in(1), in(2), vec, y, N, C, S, a.groups, a.eps, a.silu, static_cast<float*>(scratch), stream_,
-                                                    use_lanes_ && split_ ? 2 : 1);
+            const bool done = cuda::group_norm_nhwc(in(0), in(1), in(2), vec, vld, y, N, C, S, a.groups, a.eps, a.silu, static_cast<float*>(scratch),
+                                                    stream_, use_lanes_ && split_ ? 2 : 1);
             release(scratch);
             if (done) return Status::ok();
             // outside the NHWC kernel's range: through NCHW
+            SDRT_ASSIGN_OR_RETURN(vec, contiguous_vec());
             SDRT_ASSIGN_OR_RETURN(void* t, alloc((size_t)total * 2));
             transpose(in(0), t, N, S, C);
             if (vec) cuda::add_channel_bias(static_cast<T*>(t), vec, 1, N * C, S, stream_);
@@ -1487,9 +1498,11 @@ class CudaExecutable : public Executable {
             if (a.silu) cuda::activation(cuda::Act::SiLU, static_cast<const T*>(t), static_cast<T*>(t), total, stream_);
             transpose(t, y, N, C, S);
             release(t);
+            if (packed) release(packed);
             return Status::ok();
           }
         }
+        SDRT_ASSIGN_OR_RETURN(vec, contiguous_vec());
         const T* src = in(0);
         if (vec) {  // the sum into y, normalized in place
           CUDA_TRY(cudaMemcpyAsync(y, in(0), total * sizeof(T), cudaMemcpyDeviceToDevice, stream_));
@@ -1498,6 +1511,7 @@ class CudaExecutable : public Executable {
         }
         cuda::group_norm(src, in(1), in(2), y, N, C, S, a.groups, a.eps, stream_);
         if (a.silu) cuda::activation(cuda::Act::SiLU, y, y, total, stream_);
+        if (packed) release(packed);
         return Status::ok();
       }
       case Op::LayerNorm:

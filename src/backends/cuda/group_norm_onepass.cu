@@ -28,7 +28,8 @@ constexpr int kMaxBlocks = 2048;  // bound on the grid, so on the scratch of the
 
 struct OnePass {
   const __half2* x;
-  const __half *gamma, *beta, *vec;
+  const __half *gamma, *beta, *vec;  // vec: row n at vec + n * vld (the time embedding's channels, optional)
+  int64_t vld;
   __half2* y;
   float2* part;  // [N, nchunks, G]: each block's sums of (x - shift) and (x - shift)^2 per group
   // P = C / 2 channel pairs, Q = P / k: thread t owns pairs t % Q + j * Q (j < k) of pixels t / Q + i * R
@@ -63,8 +64,8 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
   for (int j = 0; j < p.k; ++j) {
     const int cp = lane + j * Q, g = 2 * cp / cpg;
     float2 add = make_float2(0.f, 0.f);
-    if (p.vec) add = __half22float2(reinterpret_cast<const __half2*>(p.vec)[(int64_t)n * P + cp]);
-    const float shift = __half2float(ximg[g * cpg]) + (p.vec ? __half2float(p.vec[(int64_t)n * p.C + g * cpg]) : 0.f);
+    if (p.vec) add = __half22float2(reinterpret_cast<const __half2*>(p.vec + (int64_t)n * p.vld)[cp]);
+    const float shift = __half2float(ximg[g * cpg]) + (p.vec ? __half2float(p.vec[(int64_t)n * p.vld + g * cpg]) : 0.f);
     const float a0 = add.x - shift, a1 = add.y - shift;
     float s = 0.f, q = 0.f;
     // kBatch loads in flight before any is used, the last batch predicated: a thread often has fewer
@@ -113,7 +114,7 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
     float s = 0.f, q = 0.f;
     for (int i = g; i < T; i += G) s += red[i], q += red[T + i];
     const float cnt = (float)p.HW * cpg, m = s / cnt;  // mean of d
-    const float shift = __half2float(ximg[g * cpg]) + (p.vec ? __half2float(p.vec[(int64_t)n * p.C + g * cpg]) : 0.f);
+    const float shift = __half2float(ximg[g * cpg]) + (p.vec ? __half2float(p.vec[(int64_t)n * p.vld + g * cpg]) : 0.f);
     stat[2 * g] = shift + m;
     stat[2 * g + 1] = rsqrtf(fmaxf(q / cnt - m * m, 0.f) + p.eps);
   }
@@ -122,7 +123,7 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
     const int cp = lane + j * Q, c0 = 2 * cp, g = c0 / cpg;  // cpg is even: both channels in group g
     const float mean = stat[2 * g], rstd = stat[2 * g + 1];
     float2 add = make_float2(0.f, 0.f);
-    if (p.vec) add = __half22float2(reinterpret_cast<const __half2*>(p.vec)[(int64_t)n * P + cp]);
+    if (p.vec) add = __half22float2(reinterpret_cast<const __half2*>(p.vec + (int64_t)n * p.vld)[cp]);
     const float sc0 = rstd * __half2float(p.gamma[c0]), sc1 = rstd * __half2float(p.gamma[c0 + 1]);
     const float sf0 = __half2float(p.beta[c0]) + (add.x - mean) * sc0, sf1 = __half2float(p.beta[c0 + 1]) + (add.y - mean) * sc1;
 #pragma unroll 4
@@ -187,13 +188,14 @@ bool cooperative_dependent_launch() {
   return v == 1;
 }
 
-bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
+bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                         int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share) {
   const char* env = std::getenv("SDRT_GN_ONEPASS");
   if (env && std::strcmp(env, "0") == 0) return false;
   if (share < 1 || (share > 1 && !(env && std::strcmp(env, "1") == 0))) return false;
   if (G <= 0 || C % G || (C / G) % 2 || N <= 0 || N > kMaxBlocks || HW <= 0 || HW > (1 << 30)) return false;
-  if (((uintptr_t)x | (uintptr_t)y | (uintptr_t)vec) & 3) return false;
+  if (vld <= 0) vld = C;
+  if (((uintptr_t)x | (uintptr_t)y | (uintptr_t)vec) & 3 || vld % 2 || vld < C) return false;  // vec's rows read as half2
   const int P = (int)(C / 2), k = (P + 1023) / 1024;
   if (P % k) return false;
   const int Q = P / k, R = std::max(1, std::min(8, 1024 / Q)), T = Q * R;  // up to 1024 threads, 8 pixel rows
@@ -220,7 +222,7 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
   // Without the cache (a tensor larger than the chip's shared memory) one block per SM cannot keep
   // enough loads in flight: the three-pass form is faster there (H200, batch 16: 0.7-0.8x at 42 MB).
   if (!cache) return false;
-  OnePass prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, reinterpret_cast<__half2*>(y), reinterpret_cast<float2*>(scratch),
+  OnePass prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), reinterpret_cast<float2*>(scratch),
               (int)C, P, Q, R, k, (int)HW, (int)G, nchunks, chunk_px, eps, silu};
   cudaLaunchAttribute coop = {};
   coop.id = cudaLaunchAttributeCooperative;

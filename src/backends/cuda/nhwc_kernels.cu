@@ -38,7 +38,7 @@ __device__ __forceinline__ void merge(float& na, float& ma, float& m2a, float nb
 // channels (V = 2 only when a group's channel count is even, so both are in one group); per channel a
 // shifted sum and sum of squares (shift = the chunk's first value) give a stable mean and M2.
 template <int V>
-__global__ void gn_stats_k(const __half* x, const __half* vec, float* part, int C, int HW, int G, int chunk_px) {
+__global__ void gn_stats_k(const __half* x, const __half* vec, int64_t vld, float* part, int C, int HW, int G, int chunk_px) {
   dep_entry();
   extern __shared__ float sm[];  // mean, M2 per V-channel vector
   const int n = blockIdx.y, chunk = blockIdx.x, nchunks = gridDim.x, P = C / V;
@@ -49,7 +49,7 @@ __global__ void gn_stats_k(const __half* x, const __half* vec, float* part, int 
     float shift[V], s[V], ss[V], add[V];
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      add[v] = vec ? __half2float(vec[(int64_t)n * C + cp * V + v]) : 0.f;  // GroupNorm(x + vec[n, c])
+      add[v] = vec ? __half2float(vec[(int64_t)n * vld + cp * V + v]) : 0.f;  // GroupNorm(x + vec[n, c])
       shift[v] = __half2float(xb[(int64_t)p0 * C + v]) + add[v], s[v] = ss[v] = 0.f;
     }
     // kBatch pixels' loads issued before any is used: the pass is bound by memory latency, not bandwidth
@@ -103,7 +103,7 @@ __global__ void gn_stats_k(const __half* x, const __half* vec, float* part, int 
 // tree in shared memory) and writes each channel's scale and shift (y = x * scale + shift), so the apply
 // pass is a plain elementwise kernel.
 constexpr int kFinalizeThreads = 128;
-__global__ void gn_finalize_k(const __half* gamma, const __half* beta, const __half* vec, const float* part, float* scale_shift, int C,
+__global__ void gn_finalize_k(const __half* gamma, const __half* beta, const __half* vec, int64_t vld, const float* part, float* scale_shift, int C,
                               int HW, int G, int nchunks, int chunk_px, float eps) {
   dep_entry();
   __shared__ float sn[kFinalizeThreads], sm_[kFinalizeThreads], sq[kFinalizeThreads];
@@ -128,7 +128,7 @@ __global__ void gn_finalize_k(const __half* gamma, const __half* beta, const __h
   for (int c = grp * cpg + tid; c < (grp + 1) * cpg; c += kFinalizeThreads) {
     const float sc = rstd * __half2float(gamma[c]);
     scale_shift[((int64_t)n * C + c) * 2] = sc;
-    const float add = vec ? __half2float(vec[(int64_t)n * C + c]) : 0.f;  // (x + add) * sc + shift
+    const float add = vec ? __half2float(vec[(int64_t)n * vld + c]) : 0.f;  // (x + add) * sc + shift
     scale_shift[((int64_t)n * C + c) * 2 + 1] = __half2float(beta[c]) + (add - mean) * sc;
   }
 }
@@ -213,20 +213,22 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G) {
   return std::max(N * gn_chunks(N, HW, &px) * G * 2 + 4 + N * C * 2, group_norm_onepass_scratch(G));
 }
 
-bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
+bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                      int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share) {
   if (G <= 0 || C % G || C > 8192 || N > 65535 || HW <= 0 || HW > (1 << 30)) return false;
+  if (vld <= 0) vld = C;
+  if (vld < C) return false;
   const bool v2 = (C / G) % 2 == 0;
   const int vecs = (int)(v2 ? C / 2 : C), threads = std::min(vecs, 1024);
   if (vecs * 2 * sizeof(float) > 48 * 1024) return false;
-  if (group_norm_onepass(x, gamma, beta, vec, y, N, C, HW, G, eps, silu, scratch, s, share)) return true;
+  if (group_norm_onepass(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, scratch, s, share)) return true;
   int64_t px;
   const int chunks = gn_chunks(N, HW, &px);
   const dim3 grid((unsigned)chunks, (unsigned)N);
-  if (v2) launch_kernel(gn_stats_k<2>, grid, threads, 2 * vecs * sizeof(float), s, x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
-  else launch_kernel(gn_stats_k<1>, grid, threads, 2 * vecs * sizeof(float), s, x, vec, scratch, (int)C, (int)HW, (int)G, (int)px);
+  if (v2) launch_kernel(gn_stats_k<2>, grid, threads, 2 * vecs * sizeof(float), s, x, vec, vld, scratch, (int)C, (int)HW, (int)G, (int)px);
+  else launch_kernel(gn_stats_k<1>, grid, threads, 2 * vecs * sizeof(float), s, x, vec, vld, scratch, (int)C, (int)HW, (int)G, (int)px);
   float* ss = scratch + ((N * chunks * G * 2 + 3) & ~int64_t(3));  // 16-byte aligned: the apply pass reads it as float4
-  launch_kernel(gn_finalize_k, dim3((unsigned)G, (unsigned)N), kFinalizeThreads, 0, s, gamma, beta, vec, scratch, ss, (int)C, (int)HW, (int)G, chunks,
+  launch_kernel(gn_finalize_k, dim3((unsigned)G, (unsigned)N), kFinalizeThreads, 0, s, gamma, beta, vec, vld, scratch, ss, (int)C, (int)HW, (int)G, chunks,
                 (int)px, eps);
   const int64_t total = N * HW * C;
   const float2* ss2 = reinterpret_cast<const float2*>(ss);

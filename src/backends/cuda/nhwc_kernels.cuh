@@ -17,9 +17,10 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G);
 // GroupNorm over [N, HW, C] with G groups of consecutive channels, optionally followed by SiLU. Statistics
 // in float: per-chunk mean and M2 merged with Chan's formula (deterministic, no atomics). Returns false
 // when the shape is outside what the kernel handles (C > 8192); the caller falls back.
-// vec (optional, [N, C]): GroupNorm(x + vec[n, c]) without writing the sum (the ResNet time embedding).
+// vec (optional): GroupNorm(x + vec[n * vld + c]) without writing the sum (the ResNet time embedding: [N, C],
+// vld = C, or C columns of the packed projections of pass pack_time_projections, vld their row width).
 // share: streams running side by side on the GPU (batch parts), for the one-pass form below.
-bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
+bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                      int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1);
 
 // The same GroupNorm as one cooperative kernel (statistics, a grid-wide barrier, the normalisation, the
@@ -34,7 +35,7 @@ int64_t group_norm_onepass_scratch(int64_t G);
 // a stream of its own: call outside any stream capture; the one-pass GroupNorm launches so under SDRT_PDL=1
 // only once this said yes).
 bool cooperative_dependent_launch();
-bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, __half* y, int64_t N, int64_t C,
+bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                         int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1);
 
 // p[i] uniform in [-scale, scale), a deterministic hash of i and seed: inputs for timing tactics whose speed

@@ -5,29 +5,11 @@
 // attention kernels read q, k and v in place, rows 3*H*D (or 2*H*D) apart. The stacked weights are new
 // constants of the graph; the separate ones are dropped where nothing else reads them.
 #include <algorithm>
-#include <cstring>
 #include <set>
 
 #include "graph/passes.h"
 
 namespace sdrt {
-namespace {
-
-// Stacks 2-D weights (or 1-D biases) of one dtype along their first dimension.
-Tensor stack_rows(const std::vector<const Tensor*>& parts) {
-  Shape s = parts[0]->shape();
-  for (size_t i = 1; i < parts.size(); ++i) s[0] += parts[i]->shape()[0];
-  Tensor out = Tensor::empty(parts[0]->dtype(), s);
-  unsigned char* dst = static_cast<unsigned char*>(out.mutable_data());
-  for (const Tensor* t : parts) {
-    std::memcpy(dst, t->data(), t->nbytes());
-    dst += t->nbytes();
-  }
-  return out;
-}
-
-}  // namespace
-
 Graph pack_qkv(const Graph& g, int* rewrites) {
   const std::vector<int> uses = passes::use_counts(g);
   auto weight_of = [&](int id) { return passes::weight_tensor(g, id); };
@@ -107,7 +89,7 @@ Graph pack_qkv(const Graph& g, int* rewrites) {
       }
       const std::string base = g.nodes[g.nodes[ls[0]].inputs[1]].name + (ls.size() == 3 ? "+k+v" : "+v");
       Node wn{Op::Weight, {}, {}, ws[0]->dtype(), base, {}};
-      Tensor wt = stack_rows(ws);
+      Tensor wt = passes::stack_rows(ws);
       wn.shape = wt.shape();
       rw.add_weight(base, std::move(wt));
       Node lin = g.nodes[ls[0]];
@@ -115,7 +97,7 @@ Graph pack_qkv(const Graph& g, int* rewrites) {
       rw.emit(std::move(wn), g.nodes[ls[0]].inputs[1]);  // stands for the first weight (read only by this Linear)
       if (!bs.empty()) {
         const std::string bname = g.nodes[g.nodes[ls[0]].inputs[2]].name + (ls.size() == 3 ? "+k+v" : "+v");
-        Tensor bt = stack_rows(bs);
+        Tensor bt = passes::stack_rows(bs);
         Node bn{Op::Weight, {}, bt.shape(), bt.dtype(), bname, {}};
         rw.add_weight(bname, std::move(bt));
         rw.emit(std::move(bn), g.nodes[ls[0]].inputs[2]);

@@ -54,6 +54,18 @@ std::set<std::string> kept_weight_names(const Graph& g, const std::vector<bool>&
   return kept;
 }
 
+Tensor stack_rows(const std::vector<const Tensor*>& parts) {
+  Shape s = parts[0]->shape();
+  for (size_t i = 1; i < parts.size(); ++i) s[0] += parts[i]->shape()[0];
+  Tensor out = Tensor::empty(parts[0]->dtype(), s);
+  unsigned char* dst = static_cast<unsigned char*>(out.mutable_data());
+  for (const Tensor* t : parts) {
+    std::memcpy(dst, t->data(), t->nbytes());
+    dst += t->nbytes();
+  }
+  return out;
+}
+
 int Rewriter::emit(Node n, int old_id) {
   for (int& in : n.inputs) in = map_[in];
   out_.nodes.push_back(std::move(n));
@@ -87,8 +99,12 @@ Graph optimize_graph(const Graph& g, std::vector<PassResult>* log) {
   n = 0;
   Graph f = sp && std::strcmp(sp, "0") == 0 ? std::move(e) : subpixel_upsample_conv(e, &n);
   if (log) log->push_back({"subpixel_upsample_conv", n});
-  f.optimized = true;
-  return f;
+  const char* pt = std::getenv("SDRT_PACK_TEMB");
+  n = 0;
+  Graph h = pt && std::strcmp(pt, "0") == 0 ? std::move(f) : pack_time_projections(f, &n);
+  if (log) log->push_back({"pack_time_projections", n});
+  h.optimized = true;
+  return h;
 }
 
 }  // namespace sdrt
