@@ -4,7 +4,7 @@
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
-# conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix.
+# conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -165,6 +165,18 @@ for step in "$@"; do
         echo "SDRT_SHARE_PREFIX=$v batch $nb: $(SDRT_SHARE_PREFIX=$v timeout 200 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" \
           --batch $nb --repeats 3 --warmup 1 --opt optimized --no-engine-cache -o "/tmp/share/$v$r$nb" 2>&1 | grep '^optimized')"
       done; done; done 2>&1 | tee -a "$out/shared-prefix.txt" ;;
+    pack-temb)  # the ResNets' time projections as one GEMM (pass pack_time_projections) against 22 (SDRT_PACK_TEMB=0):
+                # the GroupNorm op cases (packed vectors among them) and the tiny UNet's passes, then the guided forward
+                # at batch 2 and 16 both ways, alternating, and sdrt bench at batch 1 both ways
+      timeout 300 "$bin/sdrt_tests" --gtest_filter='BackendOps.GroupNorm*:Precisions/BackendOpsP.*:Passes.*' > "$out/pack-temb-test.log" 2>&1
+      echo "tests rc $?"; grep -E "packed|^\[  (PASSED|FAILED)|FAILED" "$out/pack-temb-test.log" | tail -12
+      for r in 1 2; do for b in 2 16; do for v in 0 1; do
+        echo "batch $b SDRT_PACK_TEMB=$v: $(SDRT_PACK_TEMB=$v FWD_FLAGS=--guided fwd $b)"
+      done; done; done 2>&1 | tee "$out/pack-temb.txt"
+      for r in 1 2; do for v in 0 1; do
+        echo "SDRT_PACK_TEMB=$v batch 1: $(SDRT_PACK_TEMB=$v timeout 200 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" \
+          --batch 1 --repeats 3 --warmup 1 --opt optimized --no-engine-cache -o "/tmp/pack/$v$r" 2>&1 | grep '^optimized')"
+      done; done 2>&1 | tee -a "$out/pack-temb.txt" ;;
     loop-gap)  # why sdrt bench's UNet step (5.52 ms at batch 1) is above the forward's 5.32-5.39: 51 forwards back to back
                # against 51 steps of the sampling loop's device work (bench_unet_forward --steps), with the SM clock, power
                # and throttle reasons sampled meanwhile
