@@ -83,6 +83,9 @@ int cmd_build(const BuildArgs& a) {
       if (s < 64 || s > kMaxSide || s % 8)
         return fail(invalid_argument("image sizes must be multiples of 8 between 64 and " + std::to_string(kMaxSide) + ", got " + std::to_string(s)));
   if (a.precision != "fp16" && a.precision != "fp32") return fail(invalid_argument("--precision takes fp16 or fp32, got '" + a.precision + "'"));
+  if (a.guidance.empty()) return fail(invalid_argument("--guidance needs at least one of cfg and none"));
+  for (const auto& gm : a.guidance)
+    if (gm != "cfg" && gm != "none") return fail(invalid_argument("--guidance takes cfg and/or none, got '" + gm + "'"));
   if (a.out.empty()) return fail(invalid_argument("--out PLAN is required"));
 
   CudaOptions o;
@@ -123,8 +126,12 @@ int cmd_build(const BuildArgs& a) {
     for (int W : a.widths)
       for (int b : a.batches) {
         const int64_t h = H / 8, w = W / 8;
-        // both CFG halves, sharing what depends only on the latents and timestep
-        todo.push_back({guided_unet_key(b, h, w, 77), [&m, b, h, w] { return build_guided_unet(m, b, h, w, 77); }});
+        for (const auto& gm : a.guidance) {
+          if (gm == "cfg")  // both CFG halves, sharing what depends only on the latents and timestep
+            todo.push_back({guided_unet_key(b, h, w, 77), [&m, b, h, w] { return build_guided_unet(m, b, h, w, 77); }});
+          else  // guidance scale <= 1: the conditional pass alone
+            todo.push_back({unet_key(b, h, w, 77), [&m, b, h, w] { return build_unet(m, b, h, w, 77); }});
+        }
         const int64_t s = vae_slice(b);  // what the pipeline decodes per call
         if (std::none_of(todo.begin(), todo.end(), [&](const auto& t) { return t.first == vae_decoder_key(s, h, w); }))
           todo.push_back({vae_decoder_key(s, h, w), [&m, s, h, w] { return build_vae_decoder(m, s, h, w); }});

@@ -28,6 +28,7 @@ struct BenchArgs {
 struct BuildArgs {
   std::string model = "random:sd15", out, precision = "fp16", timing_cache;
   std::vector<int> batches{1}, heights{512}, widths{512}, clip_skips{1};
+  std::vector<std::string> guidance{"cfg"};  // UNets: "cfg" (both guidance halves), "none" (guidance scale <= 1)
 };
 
 struct ServeArgs {

@@ -32,6 +32,11 @@ int main(int argc, char** argv) {
   build->add_option("-H,--height", bd.heights, "image heights, comma separated")->delimiter(',')->capture_default_str();
   build->add_option("-W,--width", bd.widths, "image widths, comma separated")->delimiter(',')->capture_default_str();
   build->add_option("--clip-skip", bd.clip_skips, "text encoder variants, comma separated")->delimiter(',')->capture_default_str();
+  build->add_option("--guidance", bd.guidance,
+                    "UNets for: cfg (classifier-free guidance, both halves in one batch) and/or none (a guidance scale of 1 or less: one "
+                    "pass), comma separated")
+      ->delimiter(',')
+      ->capture_default_str();
   build->add_option("--precision", bd.precision, "fp16 or fp32")->capture_default_str();
   build->add_option("--timing-cache", bd.timing_cache, "file of kernel timings: read when present (for this GPU), updated after the build");
 

@@ -156,6 +156,9 @@ TEST(Cli, GenerateRejectsBadRequests) {
   expect_clean_error(sdrt_cli(m + "--prompt-file " + (d / "huge.txt").string()), "prompt is longer than 16384 bytes");
   std::ofstream(d / "not.png") << "this is not a png";
   expect_clean_error(sdrt_cli(m + "-p x --init-image " + (d / "not.png").string()), "not a PNG");
+  // sdrt build checks its arguments before it looks for a GPU
+  expect_clean_error(sdrt_cli("build -o " + (d / "x.plan").string() + " --guidance cfg,sometimes"), "--guidance takes cfg and/or none, got 'sometimes'");
+  expect_clean_error(sdrt_cli("build -o " + (d / "x.plan").string() + " --batch 0"), "batch sizes must be between 1 and");
   EXPECT_TRUE(fs::is_empty(d / "..") || true);
 }
 

@@ -298,6 +298,13 @@ TEST(Plan, PipelineFromAPlanGivesTheSameImage) {
   ASSERT_FALSE(missing.is_ok());
   EXPECT_NE(missing.status().message().find("has no engine for unet/2x16x24/77"), std::string::npos) << missing.status().message();
   EXPECT_NE(missing.status().message().find("sdrt build"), std::string::npos);
+  // without guidance the one-pass UNet is asked for, which `sdrt build --guidance none` makes
+  r.width = 128;
+  r.cfg_scale = 1.0;
+  missing = pipe->generate(r);
+  ASSERT_FALSE(missing.is_ok());
+  EXPECT_NE(missing.status().message().find("has no engine for unet/1x16x16/77"), std::string::npos) << missing.status().message();
+  EXPECT_NE(missing.status().message().find("--guidance none"), std::string::npos) << missing.status().message();
 }
 
 TEST(Plan, CudaPlanReusesTacticsAndGivesTheSameOutput) {
@@ -367,6 +374,14 @@ TEST(Plan, CudaBuildGenerateAndEngineCacheGiveTheUncachedImage) {
   EXPECT_NE(info.out.find("unet/2x16x16/77"), std::string::npos) << info.out;
   CliRun withplan = sdrt_cli("generate --plan " + (d / "tiny.plan").string() + " --prompt 'a red cube' --seed 7 --steps 5 -W 128 -H 128 -o " + (d / "plan").string());
   ASSERT_EQ(withplan.code, 0) << withplan.out;
+  // --guidance none adds the one-pass UNet (a guidance scale of 1 or less), which the plan then serves
+  CliRun both = sdrt_cli("build --model " + model + " -o " + (d / "both.plan").string() + " -H 128 -W 128 --guidance cfg,none --timing-cache " +
+                         (d / "timing.json").string());
+  ASSERT_EQ(both.code, 0) << both.out;
+  EXPECT_NE(both.out.find("unet/1x16x16/77 "), std::string::npos) << both.out;
+  CliRun nocfg = sdrt_cli("generate --plan " + (d / "both.plan").string() + " --prompt 'a red cube' --seed 7 --steps 5 -W 128 -H 128 --cfg-scale 1 -o " +
+                          (d / "nocfg").string());
+  ASSERT_EQ(nocfg.code, 0) << nocfg.out;
   CliRun cold = sdrt_cli(gen + "-o " + (d / "cold").string());
   ASSERT_EQ(cold.code, 0) << cold.out;
   EXPECT_NE(cold.out.find("built the unet/2x16x16/77/cfg engine"), std::string::npos) << cold.out;

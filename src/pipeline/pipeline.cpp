@@ -162,7 +162,10 @@ Result<std::unique_ptr<Executable>> Pipeline::from_plan(const Plan& plan, const 
   if (!e) {
     std::string have;
     for (const auto& k : plan.keys()) have += (have.empty() ? "" : ", ") + k;
-    return not_found(where + " has no engine for " + key + " (it holds " + have + "); build one with `sdrt build` for this batch size and image size");
+    // a UNet of one pass (no "/cfg"): for a guidance scale of 1 or less, which `sdrt build --guidance none` makes
+    const bool one_pass = key.rfind("unet/", 0) == 0 && !key.ends_with("/cfg");
+    return not_found(where + " has no engine for " + key + " (it holds " + have + "); build one with `sdrt build` for this batch size and image size" +
+                     (one_pass ? " (a guidance scale of 1 or less needs `--guidance none`)" : ""));
   }
   SDRT_RETURN_IF_ERROR(backend_->add_tactics(plan.tactics).with_context(where));
   flops_[key] = e->graph->flops();
