@@ -126,15 +126,17 @@ int cmd_build(const BuildArgs& a) {
     for (int W : a.widths)
       for (int b : a.batches) {
         const int64_t h = H / 8, w = W / 8;
+        auto add = [&](const std::string& key, std::function<Result<std::shared_ptr<Graph>>()> fn) {  // each engine once
+          if (std::none_of(todo.begin(), todo.end(), [&](const auto& t) { return t.first == key; })) todo.push_back({key, std::move(fn)});
+        };
         for (const auto& gm : a.guidance) {
           if (gm == "cfg")  // both CFG halves, sharing what depends only on the latents and timestep
-            todo.push_back({guided_unet_key(b, h, w, 77), [&m, b, h, w] { return build_guided_unet(m, b, h, w, 77); }});
+            add(guided_unet_key(b, h, w, 77), [&m, b, h, w] { return build_guided_unet(m, b, h, w, 77); });
           else  // guidance scale <= 1: the conditional pass alone
-            todo.push_back({unet_key(b, h, w, 77), [&m, b, h, w] { return build_unet(m, b, h, w, 77); }});
+            add(unet_key(b, h, w, 77), [&m, b, h, w] { return build_unet(m, b, h, w, 77); });
         }
         const int64_t s = vae_slice(b);  // what the pipeline decodes per call
-        if (std::none_of(todo.begin(), todo.end(), [&](const auto& t) { return t.first == vae_decoder_key(s, h, w); }))
-          todo.push_back({vae_decoder_key(s, h, w), [&m, s, h, w] { return build_vae_decoder(m, s, h, w); }});
+        add(vae_decoder_key(s, h, w), [&m, s, h, w] { return build_vae_decoder(m, s, h, w); });
       }
 
   std::printf("building a %s plan of %s for %s (sm_%d%d; %s)\n", a.precision.c_str(), a.model.c_str(), here.device.c_str(), here.cc_major,
