@@ -83,6 +83,13 @@ const Tensor* weight_tensor(const Graph& g, int id);
 // node only where no kept node binds the same name.
 std::set<std::string> kept_weight_names(const Graph& g, const std::vector<bool>& dropped);
 
+// Node n (inputs already bound to values of `rows` batch rows, their shapes in `in`) made to run on those rows
+// instead of the N it was built for: attributes naming the batch fixed (Reshape's target), its shape inferred
+// and checked to be the old one but the first axis. An error naming the node where it does not keep the
+// batch on its first axis (a Concat or Slice along the batch never does). Passes that cut or share the
+// batch (split_batch, share_batch_halves) use it.
+Status rebatch(Node& n, const std::vector<const Shape*>& in, int64_t N, int64_t rows);
+
 // Weights (2-D) or biases (1-D) of one dtype stacked along their first dimension.
 Tensor stack_rows(const std::vector<const Tensor*>& parts);
 

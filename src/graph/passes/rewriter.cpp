@@ -54,6 +54,25 @@ std::set<std::string> kept_weight_names(const Graph& g, const std::vector<bool>&
   return kept;
 }
 
+Status rebatch(Node& n, const std::vector<const Shape*>& in, int64_t N, int64_t rows) {
+  auto refuse = [&] {
+    return invalid_argument(std::string(op_info(n.op).name) + " node" + (n.name.empty() ? "" : " '" + n.name + "'") +
+                            " does not keep the batch on its first axis");
+  };
+  if ((n.op == Op::Concat && n.a.axis == 0) || n.op == Op::Slice || n.shape.empty() || n.shape[0] != N) return refuse();
+  if (n.op == Op::Reshape) {
+    if (n.a.dims.empty() || n.a.dims[0] != N) return refuse();
+    n.a.dims[0] = rows;
+  }
+  auto s = infer_shape(n, in);
+  if (!s.is_ok()) return s.status();
+  Shape want = n.shape;
+  want[0] = rows;
+  if (*s != want) return refuse();
+  n.shape = *s;
+  return Status::ok();
+}
+
 Tensor stack_rows(const std::vector<const Tensor*>& parts) {
   Shape s = parts[0]->shape();
   for (size_t i = 1; i < parts.size(); ++i) s[0] += parts[i]->shape()[0];

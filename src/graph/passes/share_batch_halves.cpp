@@ -23,23 +23,6 @@ std::string node_text(const Node& n, size_t i) {
   return std::string(op_info(n.op).name) + " node " + std::to_string(i) + (n.name.empty() ? "" : " '" + n.name + "'");
 }
 
-// The copy of node i at half the batch (inputs already mapped to the new graph): attributes that name the
-// batch fixed (Reshape's target), its shape inferred and checked against the old one's.
-Status halve(Node& n, size_t i, const std::vector<const Shape*>& in, int64_t N) {
-  const std::string what = node_text(n, i);
-  if (n.op == Op::Reshape) {
-    if (n.a.dims.empty() || n.a.dims[0] != N) return invalid_argument("share_batch_halves: " + what + " does not keep the batch first");
-    n.a.dims[0] = N / 2;
-  }
-  auto s = infer_shape(n, in);
-  if (!s.is_ok()) return s.status().with_context("share_batch_halves: " + what + " at half the batch");
-  Shape want = n.shape;
-  want[0] = N / 2;
-  if (*s != want) return invalid_argument("share_batch_halves: " + what + " does not keep the batch on its first axis");
-  n.shape = *s;
-  return Status::ok();
-}
-
 }  // namespace
 
 Result<Graph> share_batch_halves(const Graph& g, const std::set<std::string>& inputs, int* rewrites) {
@@ -149,7 +132,7 @@ Result<Graph> share_batch_halves(const Graph& g, const std::set<std::string>& in
     if (n.op == Op::Input) {
       n.shape[0] = N / 2;
     } else {
-      SDRT_RETURN_IF_ERROR(halve(n, i, in, N));
+      SDRT_RETURN_IF_ERROR(passes::rebatch(n, in, N, N / 2).with_context("share_batch_halves (node " + std::to_string(i) + ")"));
       ++halved;
     }
     map[i] = emit(std::move(n));

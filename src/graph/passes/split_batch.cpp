@@ -7,27 +7,6 @@
 #include "graph/passes.h"
 
 namespace sdrt {
-namespace {
-
-// Whether the copy of batched node `n` (already given its part's inputs) is the original on a part of the
-// batch: same shape but the first axis. Fixes the attributes that name the batch (Reshape's target).
-bool fit_to_part(Node& n, const std::vector<const Shape*>& in, int64_t N, int64_t part) {
-  if (n.op == Op::Reshape) {
-    if (n.a.dims.empty() || n.a.dims[0] != N) return false;
-    n.a.dims[0] = part;
-  }
-  if (n.op == Op::Concat && n.a.axis == 0) return false;
-  if (n.op == Op::Slice) return false;
-  auto s = infer_shape(n, in);
-  if (!s.is_ok()) return false;
-  Shape want = n.shape;
-  want[0] = part;
-  if (*s != want) return false;
-  n.shape = *s;
-  return true;
-}
-
-}  // namespace
 
 Graph split_batch(const Graph& g, int parts, int* rewrites) {
   if (rewrites) *rewrites = 0;
@@ -87,7 +66,7 @@ Graph split_batch(const Graph& g, int parts, int* rewrites) {
         id = batched[id] ? copy[p][id] : shared[id];
         in.push_back(&out.nodes[id].shape);
       }
-      if (!fit_to_part(n, in, N, P)) return g;
+      if (!passes::rebatch(n, in, N, P)) return g;
       copy[p][i] = emit(std::move(n));
     }
   }
