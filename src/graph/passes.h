@@ -90,9 +90,6 @@ std::set<std::string> kept_weight_names(const Graph& g, const std::vector<bool>&
 // batch (split_batch, share_batch_halves) use it.
 Status rebatch(Node& n, const std::vector<const Shape*>& in, int64_t N, int64_t rows);
 
-// Weights (2-D) or biases (1-D) of one dtype stacked along their first dimension.
-Tensor stack_rows(const std::vector<const Tensor*>& parts);
-
 // The fusion where a node absorbs its only consumer, a one-input op (GroupNorm + SiLU, Linear + GEGLU):
 // every node of op `consumer` whose input p is read only there and fits(p) is dropped, and p, edited by
 // absorb(p, consumer), stands for its value in p's place in the order. *rewrites (optional): how many.
@@ -119,6 +116,14 @@ class Rewriter {
   Graph out_;
   std::vector<int> map_;
 };
+
+// Linears ls of one input packed into one (pack_qkv, pack_time_projections): whether the stacked constants'
+// names - the first Linear's weight and bias names + suffix - are still free in g; and the packed Linear
+// emitted through rw (its weights, and biases where the first has one, stacked in ls's order as constants
+// standing for the first's weight and bias nodes, which only that Linear may read), standing for old node
+// `at`, its width the sum of theirs, named like its weight. Returns the Linear's new id.
+bool stacked_names_free(const Graph& g, int first, const std::string& suffix);
+int emit_stacked_linear(Rewriter& rw, const Graph& g, const std::vector<int>& ls, const std::string& suffix, int at);
 
 }  // namespace passes
 }  // namespace sdrt

@@ -56,9 +56,7 @@ Graph pack_qkv(const Graph& g, int* rewrites) {
     else
       continue;
     const std::string suffix = ls.size() == 3 ? "+k+v" : "+v";  // the stacked constants' names must be new
-    const Node& first = g.nodes[ls[0]];
-    if (g.weights.count(g.nodes[first.inputs[1]].name + suffix) || (first.inputs.size() == 3 && g.weights.count(g.nodes[first.inputs[2]].name + suffix)))
-      continue;
+    if (!passes::stacked_names_free(g, ls[0], suffix)) continue;
     for (int l : ls) packed_at[l] = (int)i;
     group[i] = ls;
     ++count;
@@ -82,30 +80,7 @@ Graph pack_qkv(const Graph& g, int* rewrites) {
       for (int l : ls) last = std::max(last, l);
       if ((int)i != last) continue;
       // the stacked weight (and bias) as new constants, then one Linear standing for every member
-      std::vector<const Tensor*> ws, bs;
-      for (int l : ls) {
-        ws.push_back(weight_of(g.nodes[l].inputs[1]));
-        if (g.nodes[l].inputs.size() == 3) bs.push_back(weight_of(g.nodes[l].inputs[2]));
-      }
-      const std::string base = g.nodes[g.nodes[ls[0]].inputs[1]].name + (ls.size() == 3 ? "+k+v" : "+v");
-      Node wn{Op::Weight, {}, {}, ws[0]->dtype(), base, {}};
-      Tensor wt = passes::stack_rows(ws);
-      wn.shape = wt.shape();
-      rw.add_weight(base, std::move(wt));
-      Node lin = g.nodes[ls[0]];
-      lin.inputs = {lin.inputs[0], g.nodes[ls[0]].inputs[1]};
-      rw.emit(std::move(wn), g.nodes[ls[0]].inputs[1]);  // stands for the first weight (read only by this Linear)
-      if (!bs.empty()) {
-        const std::string bname = g.nodes[g.nodes[ls[0]].inputs[2]].name + (ls.size() == 3 ? "+k+v" : "+v");
-        Tensor bt = passes::stack_rows(bs);
-        Node bn{Op::Weight, {}, bt.shape(), bt.dtype(), bname, {}};
-        rw.add_weight(bname, std::move(bt));
-        rw.emit(std::move(bn), g.nodes[ls[0]].inputs[2]);
-        lin.inputs.push_back(g.nodes[ls[0]].inputs[2]);
-      }
-      lin.shape.back() *= (int64_t)ls.size();
-      lin.name = base;
-      rw.emit(std::move(lin), ls[0]);
+      passes::emit_stacked_linear(rw, g, ls, ls.size() == 3 ? "+k+v" : "+v", ls[0]);
       for (size_t k = 1; k < ls.size(); ++k) rw.alias(ls[k], ls[0]);
       continue;
     }

@@ -50,8 +50,7 @@ Graph pack_time_projections(const Graph& g, int* rewrites) {
       const Tensor* b = weight_of(g.nodes[l].inputs[2]);
       ok = ok && w->dtype() == w0->dtype() && b->dtype() == b0->dtype() && w->shape().size() == 2 && w->shape()[1] == w0->shape()[1];
     }
-    const std::string name = g.nodes[g.nodes[members[0].second].inputs[1]].name + "+packed";
-    if (!ok || g.weights.count(name) || g.weights.count(g.nodes[g.nodes[members[0].second].inputs[2]].name + "+packed")) {
+    if (!ok || !passes::stacked_names_free(g, members[0].second, "+packed")) {
       it = by_input.erase(it);
       continue;
     }
@@ -91,22 +90,10 @@ Graph pack_time_projections(const Graph& g, int* rewrites) {
     if (n.op == Op::Reshape) continue;
     if (n.op == Op::Linear) {
       if ((int)i != first_linear.at(e)) continue;
-      // the stacked weight and bias as new constants (standing for this Linear's own), then the packed Linear
-      const auto& members = by_input.at(e);
-      std::vector<const Tensor*> ws, bs;
-      for (const auto& [gn, l] : members) ws.push_back(weight_of(g.nodes[l].inputs[1])), bs.push_back(weight_of(g.nodes[l].inputs[2]));
-      Node lin = n;
-      for (int k : {1, 2}) {
-        const std::string name = g.nodes[n.inputs[k]].name + "+packed";
-        Tensor t = passes::stack_rows(k == 1 ? ws : bs);
-        Node wn{Op::Weight, {}, t.shape(), t.dtype(), name, {}};
-        rw.add_weight(name, std::move(t));
-        rw.emit(std::move(wn), n.inputs[k]);
-      }
-      lin.shape[1] = 0;
-      for (const Tensor* w : ws) lin.shape[1] += w->shape()[0];
-      lin.name = g.nodes[n.inputs[1]].name + "+packed";
-      rw.emit(std::move(lin), (int)i);
+      // the stacked weight and bias as new constants, then the packed Linear, here in the first one's place
+      std::vector<int> ls;
+      for (const auto& [gn, l] : by_input.at(e)) ls.push_back(l);
+      passes::emit_stacked_linear(rw, g, ls, "+packed", (int)i);
       packed[e] = (int)i;
       continue;
     }

@@ -73,6 +73,8 @@ Status rebatch(Node& n, const std::vector<const Shape*>& in, int64_t N, int64_t 
   return Status::ok();
 }
 
+namespace {
+// Weights (2-D) or biases (1-D) of one dtype stacked along their first dimension.
 Tensor stack_rows(const std::vector<const Tensor*>& parts) {
   Shape s = parts[0]->shape();
   for (size_t i = 1; i < parts.size(); ++i) s[0] += parts[i]->shape()[0];
@@ -83,6 +85,33 @@ Tensor stack_rows(const std::vector<const Tensor*>& parts) {
     dst += t->nbytes();
   }
   return out;
+}
+}  // namespace
+
+bool stacked_names_free(const Graph& g, int first, const std::string& suffix) {
+  const Node& l = g.nodes[first];
+  for (size_t k = 1; k < l.inputs.size() && k < 3; ++k)
+    if (g.weights.count(g.nodes[l.inputs[k]].name + suffix)) return false;
+  return true;
+}
+
+int emit_stacked_linear(Rewriter& rw, const Graph& g, const std::vector<int>& ls, const std::string& suffix, int at) {
+  const Node& first = g.nodes[ls[0]];
+  Node lin = first;
+  lin.inputs.resize(std::min<size_t>(first.inputs.size(), 3));
+  lin.shape.back() = 0;
+  for (size_t k = 1; k < lin.inputs.size(); ++k) {  // the weight, then the bias
+    std::vector<const Tensor*> parts;
+    for (int l : ls) parts.push_back(weight_tensor(g, g.nodes[l].inputs[k]));
+    Tensor t = stack_rows(parts);
+    if (k == 1) lin.shape.back() = t.dim(0);
+    const std::string name = g.nodes[first.inputs[k]].name + suffix;
+    Node w{Op::Weight, {}, t.shape(), t.dtype(), name, {}};
+    rw.add_weight(name, std::move(t));
+    rw.emit(std::move(w), first.inputs[k]);
+  }
+  lin.name = g.nodes[first.inputs[1]].name + suffix;
+  return rw.emit(std::move(lin), at);
 }
 
 int Rewriter::emit(Node n, int old_id) {
