@@ -37,8 +37,8 @@ Graph pack_time_projections(const Graph& g, int* rewrites) {
     if (l >= 0) by_input[g.nodes[l].inputs[0]].push_back({(int)i, l});
   }
   std::vector<int> group_of(g.nodes.size(), -1);  // GroupNorm, Linear, Reshape and weights -> their group's e
-  std::map<int, int> first_linear;                // e -> the group's first Linear in the graph's order
-  std::map<int, std::vector<int64_t>> column;     // e -> each member's column, in member order
+  std::vector<int64_t> column(g.nodes.size(), -1);  // member GroupNorm -> its columns' start in the packed output
+  std::map<int, int> first_linear;                  // e -> the group's first Linear in the graph's order (the packed one's place)
   int count = 0;
   for (auto it = by_input.begin(); it != by_input.end();) {
     auto& members = it->second;
@@ -59,7 +59,7 @@ Graph pack_time_projections(const Graph& g, int* rewrites) {
     for (const auto& [gn, l] : members) {
       const Node& lin = g.nodes[l];
       for (int id : {gn, l, g.nodes[gn].inputs[3], lin.inputs[1], lin.inputs[2]}) group_of[id] = it->first;
-      column[it->first].push_back(col);
+      column[gn] = col;
       col += lin.shape[1];
       first = std::min(first, l);
     }
@@ -72,10 +72,6 @@ Graph pack_time_projections(const Graph& g, int* rewrites) {
   std::vector<bool> dropped(g.nodes.size(), false);
   for (size_t i = 0; i < g.nodes.size(); ++i) dropped[i] = group_of[i] >= 0 && g.nodes[i].op == Op::Weight;
   const std::set<std::string> kept = passes::kept_weight_names(g, dropped);
-  std::map<int, int> member_index;  // GroupNorm -> its place in its group
-  for (const auto& [e, members] : by_input)
-    for (size_t k = 0; k < members.size(); ++k) member_index[members[k].first] = (int)k;
-  std::map<int, int> packed;  // e -> the old id standing for the packed Linear (its group's first Linear)
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     const int e = group_of[i];
@@ -94,13 +90,12 @@ Graph pack_time_projections(const Graph& g, int* rewrites) {
       std::vector<int> ls;
       for (const auto& [gn, l] : by_input.at(e)) ls.push_back(l);
       passes::emit_stacked_linear(rw, g, ls, "+packed", (int)i);
-      packed[e] = (int)i;
       continue;
     }
-    // a member GroupNorm: reads its columns of the packed output
+    // a member GroupNorm: reads its columns of the packed output (which stands for the group's first Linear)
     Node gn = n;
-    gn.inputs[3] = packed.at(e);
-    gn.a.dims = {column.at(e)[member_index.at((int)i)]};
+    gn.inputs[3] = first_linear.at(e);
+    gn.a.dims = {column[i]};
     rw.emit(std::move(gn), (int)i);
   }
   if (rewrites) *rewrites = count;
