@@ -327,6 +327,75 @@ TEST(Passes, PackQkvCountsAndMatches) {
   EXPECT_LT(max_abs_diff(run_cpu(f, in), run_cpu(g, in)), 1e-5);
 }
 
+// The softmax scale folded into the query projection: counted where q is a Linear with its own weights
+// (self- and cross-attention, with and without a bias, FP32 and FP16 weights), left alone where q is read
+// elsewhere, has no projection or a shared weight; the same output on the CPU, the source graph's weights
+// untouched, and the result packed by pack_qkv as before.
+TEST(Passes, FoldAttentionScaleCountsAndMatches) {
+  SeededGraph sg(19, 0.4f);
+  [[maybe_unused]] auto& [rng, scale, g, gb] = sg;
+  const int64_t C = 8;
+  std::map<std::string, Tensor> in{{"x", randn({2, 6, C}, rng)}, {"ctx", randn({2, 5, 12}, rng)}};
+  int x = gb.input("x", {2, 6, C}), ctx = gb.input("ctx", {2, 5, 12});
+  auto att = [&](int q, int k, int v, float s, bool causal = false) {
+    Attrs a;
+    a.heads = 2;
+    a.scale = s;
+    a.causal = causal;
+    return gb.add_node(Op::Attention, {q, k, v}, a);
+  };
+  int self = att(gb.linear(x, sg.W("q", {C, C}), -1), gb.linear(x, sg.W("k", {C, C}), -1), gb.linear(x, sg.W("v", {C, C}), -1), 0.5f);
+  const Tensor w16 = randn({C, C}, rng, 0.4f).to_f16(), b16 = randn({C}, rng, 0.4f).to_f16();
+  int cross = att(gb.linear(self, gb.weight("q2", w16), gb.weight("q2b", b16)), gb.linear(ctx, gb.weight("k2", randn({C, 12}, rng, 0.4f).to_f16()), -1),
+                  gb.linear(ctx, gb.weight("v2", randn({C, 12}, rng, 0.4f).to_f16()), -1), 0.35f);
+  int shared = gb.linear(cross, sg.W("s", {C, C}), -1);  // q read twice: kept
+  int kept = att(shared, gb.linear(x, sg.W("k3", {C, C}), -1), gb.linear(x, sg.W("v3", {C, C}), -1), 0.5f);
+  int raw = att(gb.unary(Op::SiLU, x), x, x, 0.5f);  // no projection: kept
+  int tied = gb.weight("t", randn({C, C}, rng, 0.4f));  // one Weight node read by two Linears: kept
+  int two = att(gb.linear(x, tied, -1), gb.linear(x, sg.W("tk", {C, C}), -1), gb.linear(x, sg.W("tv", {C, C}), -1), 0.5f);
+  // a constant bound by two Weight nodes: folded where the attention reads it, the other node still reads it
+  const Tensor bound = randn({C, C}, rng, 0.4f);
+  int causal = att(gb.linear(x, gb.weight("bw", bound), -1), gb.linear(x, sg.W("bk", {C, C}), -1), gb.linear(x, sg.W("bv", {C, C}), -1), 0.5f, true);
+  int other = gb.add(gb.linear(x, gb.weight("bw", bound), -1), gb.add(causal, gb.linear(x, tied, -1)));
+  gb.output(gb.add(gb.add(gb.add(kept, shared), gb.add(raw, two)), other), "y");
+  ASSERT_TRUE(gb.status().is_ok()) << gb.status().message();
+  const Tensor q_before = g.weights.at("q");
+  int n = -1;
+  Graph f = fold_attention_scale(g, &n);
+  ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
+  EXPECT_EQ(n, 3);
+  EXPECT_EQ(f.weights.count("q"), 0u);
+  ASSERT_EQ(f.weights.count("q*qscale"), 1u);
+  EXPECT_EQ(f.weights.count("t*qscale"), 0u);
+  EXPECT_EQ(f.weights.count("bw"), 1u);
+  EXPECT_EQ(f.weights.count("bw*qscale"), 1u);
+  EXPECT_EQ(f.weights.at("q2*qscale").dtype(), DType::F16);
+  EXPECT_EQ(f.weights.at("q2b*qscale").dtype(), DType::F16);
+  EXPECT_FLOAT_EQ(f.weights.at("q*qscale").f32()[3], (float)((double)q_before.f32()[3] * 0.5 / 0.693147180559945309));
+  EXPECT_EQ(g.weights.at("q").f32(), q_before.f32());  // the source graph's tensor, not written
+  std::vector<float> scales;
+  for (const Node& nd : f.nodes)
+    if (nd.op == Op::Attention) scales.push_back(nd.a.scale);
+  EXPECT_EQ(scales, (std::vector<float>{0.693147180559945309f, 0.693147180559945309f, 0.5f, 0.5f, 0.5f, 0.693147180559945309f}));
+  EXPECT_EQ(0.693147180559945309f * 1.4426950408889634f, 1.f);  // the kernels' base-2 scale, exactly 1
+  // on the CPU (float32 weights only: the FP16 ones widened), the scaled FP16 weights rounded once more
+  auto widened = [](Graph x) {
+    for (auto& [name, t] : x.weights) t = t.to_f32();
+    for (Node& nd : x.nodes)
+      if (nd.op == Op::Weight) nd.dtype = DType::F32;
+    return x;
+  };
+  const Tensor want = run_cpu(widened(g), in);
+  EXPECT_LT(max_abs_diff(run_cpu(widened(f), in), want), 2e-3);
+  int m = -1;
+  Graph p = pack_qkv(f, &m);
+  EXPECT_EQ(m, 5);  // self (qkv), cross (kv), the kept ones' k and v, the causal one (qkv)
+  EXPECT_LT(max_abs_diff(run_cpu(widened(p), in), want), 2e-3);
+  int again = -1;
+  fold_attention_scale(f, &again);
+  EXPECT_EQ(again, 0);  // folded scales are ln 2: nothing left
+}
+
 TEST(Passes, FuseLinearGegluCountsAndMatches) {
   SeededGraph sg(17, 0.4f);
   [[maybe_unused]] auto& [rng, scale, g, gb] = sg;
@@ -450,21 +519,25 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   std::vector<PassResult> log;
   Graph f = optimize_graph(**g, &log);
   ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
-  ASSERT_EQ(log.size(), 8u);
+  ASSERT_EQ(log.size(), 9u);
   EXPECT_EQ(log[0].rewrites, 0);   // the model builders leave nothing to fold
   EXPECT_GT(log[1].rewrites, 10);  // every ResNet norm + act, and conv_norm_out
   EXPECT_GT(log[2].rewrites, 10);  // ResNet shortcuts, attention/FF outputs, proj_out
   EXPECT_GT(log[3].rewrites, 5);   // every UNet ResNet's time embedding into its norm2
-  EXPECT_EQ(log[4].rewrites, count_ops(**g, Op::Attention));  // each transformer's self (qkv) and cross (kv) attention
-  // q/k/v packing takes 3 Linears of every 2 attentions, the time projections' packing all but one of log[7]
-  EXPECT_EQ(count_ops(f, Op::Linear), count_ops(**g, Op::Linear) - 3 * count_ops(**g, Op::Attention) / 2 - (log[7].rewrites - 1));
+  EXPECT_EQ(log[4].name, "fold_attention_scale");
+  EXPECT_EQ(log[4].rewrites, count_ops(**g, Op::Attention));  // every attention's query projection
+  for (const Node& n : f.nodes)
+    if (n.op == Op::Attention) EXPECT_EQ(n.a.scale, 0.693147180559945309f);
+  EXPECT_EQ(log[5].rewrites, count_ops(**g, Op::Attention));  // each transformer's self (qkv) and cross (kv) attention
+  // q/k/v packing takes 3 Linears of every 2 attentions, the time projections' packing all but one of log[8]
+  EXPECT_EQ(count_ops(f, Op::Linear), count_ops(**g, Op::Linear) - 3 * count_ops(**g, Op::Attention) / 2 - (log[8].rewrites - 1));
   EXPECT_GT(count_ops(**g, Op::GEGLU), 0);
-  EXPECT_EQ(log[5].rewrites, count_ops(**g, Op::GEGLU));  // every transformer's feed-forward projection
+  EXPECT_EQ(log[6].rewrites, count_ops(**g, Op::GEGLU));  // every transformer's feed-forward projection
   EXPECT_EQ(count_ops(f, Op::GEGLU), 0);
   EXPECT_GT(count_ops(**g, Op::Upsample2x), 0);
-  EXPECT_EQ(log[6].rewrites, count_ops(**g, Op::Upsample2x));  // every upsampler
+  EXPECT_EQ(log[7].rewrites, count_ops(**g, Op::Upsample2x));  // every upsampler
   EXPECT_EQ(count_ops(f, Op::Upsample2x), 0);
-  EXPECT_EQ(log[7].rewrites, log[3].rewrites);  // every ResNet's time projection, packed into one GEMM
+  EXPECT_EQ(log[8].rewrites, log[3].rewrites);  // every ResNet's time projection, packed into one GEMM
   EXPECT_NEAR(f.flops(), (*g)->flops(), 1e-9 * (*g)->flops());
   std::map<std::string, Tensor> in = tiny_unet_inputs(rng, m->unet.cross_attention_dim, 500.f, 500.f);
   const Tensor want = run_cpu(**g, in), got = run_cpu(f, in);

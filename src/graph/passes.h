@@ -40,6 +40,12 @@ Graph fuse_linear_geglu(const Graph& g, int* rewrites);
 // the environment turns it off in optimize_graph (A/B measurements).
 Graph subpixel_upsample_conv(const Graph& g, int* rewrites);
 
+// Attention(Linear(x, w, b), k, v) with softmax scale s, the Linear and its weights read only there ->
+// Attention(Linear(x, c w, c b), k, v) with scale ln 2, c = s / ln 2 (new constants, in the weights' dtype):
+// q k^T comes out in the base-2 domain attention kernels exponentiate in (ln 2 * log2 e == 1 in float), the
+// same softmax. SDRT_ATTN_SCALE_FOLD=0 in the environment turns it off in optimize_graph (A/B measurements).
+Graph fold_attention_scale(const Graph& g, int* rewrites);
+
 // Attention(q, k, v) whose q, k, v (or k, v) are Linears of one input, read only there -> one Linear
 // with the weights stacked and the Attention reading its output packed (qkv, or q and kv).
 Graph pack_qkv(const Graph& g, int* rewrites);

@@ -139,7 +139,11 @@ Graph optimize_graph(const Graph& g, std::vector<PassResult>* log) {
   if (log) log->push_back({"fuse_residual_add", n});
   Graph c = fuse_groupnorm_add(b, &n);
   if (log) log->push_back({"fuse_groupnorm_add", n});
-  Graph d = pack_qkv(c, &n);
+  const char* fs = std::getenv("SDRT_ATTN_SCALE_FOLD");
+  n = 0;
+  Graph c1 = fs && std::strcmp(fs, "0") == 0 ? std::move(c) : fold_attention_scale(c, &n);
+  if (log) log->push_back({"fold_attention_scale", n});
+  Graph d = pack_qkv(c1, &n);
   if (log) log->push_back({"pack_qkv", n});
   Graph e = fuse_linear_geglu(d, &n);
   if (log) log->push_back({"fuse_linear_geglu", n});
