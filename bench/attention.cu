@@ -1,7 +1,9 @@
 // Times the fused FP16 attention on SD 1.5's shapes with the portable mma.sync kernel (SDRT_ATTN_WGMMA=0)
 // and with the engine's choice (the Hopper wgmma kernel where it applies), and compares the second's
-// output with the first's (heads of 160: the mma.sync kernel only). CUDA events around
-// each launch (--graphs: around 10 launches in a CUDA graph); median of the repeats.
+// output with the first's (heads of 160: the mma.sync kernel only); then ("base2") the engine's choice on
+// the queries multiplied by scale / ln 2 with the softmax scale ln 2, as after pass fold_attention_scale
+// (the same softmax: where the late-maximum form runs, SDRT_ATTN_LATEMAX=1, its base-2 variant). CUDA
+// events around each launch (--graphs: around 10 launches in a CUDA graph); median of the repeats.
 //   bench_attention --batch 16 --repeats 20
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -29,6 +31,14 @@ __global__ void fill_k(__half* x, int64_t n, uint32_t seed) {
     acc += (float)(bench_hash((uint32_t)i, seed + r * 0x9E3779B9u) & 0xFFFFFF) / 16777216.f;
   }
   x[i] = __float2half((acc - 2.f) * 1.7320508f);
+}
+
+// columns [0, cols) of rows x[r * ld] multiplied by f (the queries brought to the base-2 domain)
+__global__ void scale_cols_k(__half* x, int64_t rows, int64_t ld, int64_t cols, float f) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= rows * cols) return;
+  __half* e = x + (i / cols) * ld + i % cols;
+  *e = __float2half(__half2float(*e) * f);
 }
 
 struct Shape {
@@ -77,16 +87,22 @@ int main(int argc, char** argv) {
     const double flop = 4.0 * B * sh.H * sh.Lq * sh.Lk * D;
     std::vector<__half> ref, out(no);
     // the mma.sync kernel, then the engine's choice (the same kernel for heads of 160)
-    std::vector<std::string> modes = {"mma.sync", "engine"};
+    std::vector<std::string> modes = {"mma.sync", "engine", "base2"};
     if (D > 80) modes = {"engine"};
+    float scale = 1.f / std::sqrt((float)D);
     for (const std::string& mode : modes) {
       if (mode == "mma.sync") setenv("SDRT_ATTN_WGMMA", "0", 1);
       else unsetenv("SDRT_ATTN_WGMMA");
+      if (mode == "base2") {  // q scaled by scale / ln 2, the softmax scale ln 2
+        const float ln2 = 0.693147180559945309f;
+        scale_cols_k<<<(unsigned)((B * sh.Lq * sh.C + 255) / 256), 256, 0, stream>>>(q, B * sh.Lq, ldq, sh.C, scale / ln2);
+        CHECK(cudaGetLastError());
+        scale = ln2;
+      }
       CHECK(cudaMemset(o, 0xFF, no * sizeof(__half)));  // NaNs: an unwritten element shows in the difference
       std::vector<float> ms;
       auto call = [&] {
-        return sdrt::cuda::flash_attention(q, k, v, o, B, sh.H, sh.Lq, sh.Lk, D, ldq, ldkv, ldkv, sh.C, 1.f / std::sqrt((float)D), false, stream) ==
-               cudaSuccess;
+        return sdrt::cuda::flash_attention(q, k, v, o, B, sh.H, sh.Lq, sh.Lk, D, ldq, ldkv, ldkv, sh.C, scale, false, stream) == cudaSuccess;
       };
       for (int i = 0; i < repeats + 3; ++i) {
         float t = 0.f;

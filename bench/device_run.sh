@@ -4,7 +4,7 @@
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
-# conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb.
+# conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -142,6 +142,24 @@ for step in "$@"; do
         timeout 120 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
           --no-engine-cache -o /tmp/bench16/b$nb 2>&1 | grep -E '^optimized|error'
       done 2>&1 | tee -a "$out/exp16.txt" ;;
+    latemax)  # the d-40 kept attention kernel's late-maximum form ("wgmma-lm", SDRT_ATTN_LATEMAX=1): P made against the
+              # running row maxima and checked afterwards on its FP16 pairs; on base-2 scores (pass fold_attention_scale)
+              # the maxima also taken off inside the MMAs. The op tests (its rare path included), bench_attention (the
+              # "base2" line: the scale folded) and the forward without it (0), forced (1), forced without the scale
+              # folded (1, SDRT_ATTN_SCALE_FOLD=0) and timed against the others (the default)
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.PipelinedAttentionMatchesTheCpu:BackendOps.AttentionForm*' > "$out/latemax-test.log" 2>&1
+      echo "op test rc $?"; grep -E "LATEMAX=1|rising|launches|PASSED|FAILED" "$out/latemax-test.log" | tail -24
+      for r in 1 2; do for b in 2 16; do for v in 0 1; do
+        echo "--- SDRT_ATTN_LATEMAX=$v batch $b"; SDRT_ATTN_LATEMAX=$v timeout 100 "$bin/bench_attention" --batch $b --repeats 20 2>&1 | grep -E "self \[4096|error"
+      done; done; done 2>&1 | tee "$out/latemax.txt"
+      for r in 1 2; do for b in 2 16; do for v in "0 1" "1 1" "1 0"; do
+        read -r lm fold <<< "$v"
+        echo "batch $b SDRT_ATTN_LATEMAX=$lm SDRT_ATTN_SCALE_FOLD=$fold: $(SDRT_ATTN_LATEMAX=$lm SDRT_ATTN_SCALE_FOLD=$fold fwd $b)"
+      done; done; done 2>&1 | tee -a "$out/latemax.txt"
+      for b in 2 16; do  # the engine's own choice
+        echo "batch $b timed choice:"; SDRT_VERBOSE=1 timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 \
+          --batch $b --repeats 20 --warmup 3 --device-loop 2>&1 | grep -E 'sdrt: attention|median|error'
+      done 2>&1 | tee -a "$out/latemax.txt" ;;
     subpixel)  # upsamplers as 2x2 phase convolutions (pass subpixel_upsample_conv) against Upsample2x + 3x3 (SDRT_SUBPIXEL=0):
                # the op tests, the UNet forward at batch 2 and 16 and the VAE decoder at batch 1 and 4, alternating
       timeout 200 "$bin/sdrt_tests" --gtest_filter='Precisions/BackendOpsP.*:BackendOps.EveryConvolutionFormMatchesTheCpu:Passes.Tiny*' > "$out/subpixel-test.log" 2>&1

@@ -482,7 +482,10 @@ TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
 // The intra-warpgroup pipelined attention (SDRT_ATTN_PIPE=2: heads of 40 and 80 on compute capability
 // 9.0, in 256-row blocks or, where those are too few for the SMs, 128-row ones) on every attention case,
 // plus key counts of one, two and three 64-key tiles (ragged), against the CPU; the d-40 and d-80
-// attentions the Hopper kernel takes must run it. The same with the d-40 exponentials in FP16.
+// attentions the Hopper kernel takes must run it. The same with the d-40 exponentials in FP16, and with the
+// kept kernel's late-maximum form (SDRT_ATTN_LATEMAX=1), which the cases with keys growing along the
+// sequence send down its rare path (a score 2^8 above a row's running maximum after the first tile: about
+// one warp-tile in seven there, by a CPU model of the kernel's tiles).
 TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
   REQUIRE_CUDA_P(probe, true, "fp16");
   auto cpu = make_cpu_backend();
@@ -497,26 +500,68 @@ TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
                     };
                     b.output(b.attention(in("q", {17, 512, 320}), in("k", {17, lk, 320}), in("v", {17, lk, 320}), 8, false), "y");
                   }});
+  // keys scaled by 1 + 2 j / Lk: log2-domain scores up to about 18, rising tile by tile; also with the
+  // queries in the base-2 domain (times 1 / (sqrt(40) ln 2), softmax scale ln 2: pass fold_attention_scale)
+  for (const bool base2 : {false, true})
+    for (int64_t bq : {2, 17})
+      cs.push_back({std::string("attention d 40 rising keys") + (base2 ? ", base 2 " : " ") + "[" + std::to_string(bq) + "," +
+                        std::to_string(bq == 2 ? 1024 : 512) + "]x[1024]",
+                    [bq, base2](GraphBuilder& b, auto& ins, auto& rng) {
+                      const int64_t lq = bq == 2 ? 1024 : 512, lk = 1024;
+                      const float ln2 = 0.693147180559945309f;
+                      Tensor k = randn({bq, lk, 320}, rng);
+                      float* kd = static_cast<float*>(k.mutable_data());
+                      for (int64_t i = 0; i < bq; ++i)
+                        for (int64_t j = 0; j < lk; ++j)
+                          for (int64_t c = 0; c < 320; ++c) kd[(i * lk + j) * 320 + c] *= 1.f + 2.f * (float)j / (float)lk;
+                      ins["q"] = randn({bq, lq, 320}, rng, base2 ? 1.f / (std::sqrt(40.f) * ln2) : 1.f);
+                      ins["k"] = k;
+                      ins["v"] = randn({bq, lk, 320}, rng);
+                      const int q = b.input("q", {bq, lq, 320}), kk = b.input("k", {bq, lk, 320}), v = b.input("v", {bq, lk, 320});
+                      Attrs a;
+                      a.heads = 8;
+                      a.scale = ln2;
+                      b.output(base2 ? b.add_node(Op::Attention, {q, kk, v}, a) : b.attention(q, kk, v, 8, false), "y");
+                    }});
   int failures = 0;
-  // then the experimental FP16 exponentials (SDRT_ATTN_EXP16=1) in the pipelined kernel and the kept one
-  for (auto [mode, e16] : {std::pair{"2", "0"}, {"2", "1"}, {"0", "1"}}) {
-    ::setenv("SDRT_ATTN_PIPE", mode, 1);
-    ::setenv("SDRT_ATTN_EXP16", e16, 1);
-    const int64_t before = cuda_attention_pipe_launches();
+  // then the experimental FP16 exponentials (SDRT_ATTN_EXP16=1) in the pipelined kernel and the kept one,
+  // then the late-maximum form of the kept one
+  struct Mode {
+    const char *pipe, *e16, *late;
+  };
+  for (const Mode m : {Mode{"2", "0", "0"}, Mode{"2", "1", "0"}, Mode{"0", "1", "0"}, Mode{"0", "0", "1"}}) {
+    ::setenv("SDRT_ATTN_PIPE", m.pipe, 1);
+    ::setenv("SDRT_ATTN_EXP16", m.e16, 1);
+    ::setenv("SDRT_ATTN_LATEMAX", m.late, 1);
+    const int64_t before = cuda_attention_pipe_launches(), late_before = cuda_attention_late_launches();
+    const int64_t shifted_before = cuda_attention_shifted_launches();
     for (const auto& c : cs) {
       const CaseRun r = run_case(c, *cpu, "fp16");
       ASSERT_TRUE(r.setup_error.empty() && r.run_error.empty()) << c.name << ": " << r.setup_error << r.run_error;
       const bool ok = r.finite && r.nmse < 1e-5;
-      std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s %-56s %12.3e  %s\n", mode, e16, c.name.c_str(), r.nmse, ok ? "ok" : "FAIL");
+      std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s SDRT_ATTN_LATEMAX=%s %-48s %12.3e  %s\n", m.pipe, m.e16, m.late, c.name.c_str(), r.nmse,
+                  ok ? "ok" : "FAIL");
       failures += !ok;
     }
     ::unsetenv("SDRT_ATTN_PIPE");
     ::unsetenv("SDRT_ATTN_EXP16");
-    const int64_t launches = cuda_attention_pipe_launches() - before;
-    std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s: %zu cases, %lld pipelined launches\n", mode, e16, cs.size(), (long long)launches);
-    // d 40: SD self [2,4096], ragged [6,1000], 128-row blocks [1,4096], the three [17,512] cases; d 80: cross
-    // [2,1024]x[77], level 2 [8,1024], ragged [6,1000]x[77], 128-row blocks [2,1000]
-    if (probe->compute_capability() == std::make_pair(9, 0) && mode[0] == '2') EXPECT_GE(launches, 10) << mode;  // H100 / H200 (114-132 SMs)
+    ::unsetenv("SDRT_ATTN_LATEMAX");
+    const int64_t launches = cuda_attention_pipe_launches() - before, late = cuda_attention_late_launches() - late_before;
+    const int64_t shifted = cuda_attention_shifted_launches() - shifted_before;
+    std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s SDRT_ATTN_LATEMAX=%s: %zu cases, %lld pipelined launches, %lld late-maximum "
+                "launches (%lld on base-2 scores)\n",
+                m.pipe, m.e16, m.late, cs.size(), (long long)launches, (long long)late, (long long)shifted);
+    if (probe->compute_capability() != std::make_pair(9, 0)) continue;  // H100 / H200 (114-132 SMs)
+    // d 40: SD self [2,4096] and packed, ragged [6,1000], 128-row blocks [1,4096], the [17,512] case with more
+    // than 128 keys, the four rising-keys cases (two on base-2 scores); d 80: cross [2,1024]x[77], level 2
+    // [8,1024], ragged [6,1000]x[77], 128-row blocks [2,1000]
+    if (m.pipe[0] == '2') EXPECT_GE(launches, 10) << m.pipe;
+    if (m.late[0] == '1') {
+      EXPECT_GE(late, 9);
+      EXPECT_EQ(shifted, 2);
+    } else {
+      EXPECT_EQ(late, 0);
+    }
   }
   EXPECT_EQ(failures, 0);
 }
@@ -529,6 +574,7 @@ TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
   REQUIRE_CUDA_P(a, false, "fp16");
   ::unsetenv("SDRT_ATTN_PIPE");
   ::unsetenv("SDRT_ATTN_EXP16");
+  ::unsetenv("SDRT_ATTN_LATEMAX");
   auto cpu = make_cpu_backend();
   std::mt19937 rng(29);
   auto g = std::make_shared<Graph>();
@@ -554,12 +600,12 @@ TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
   ASSERT_EQ(forms.size(), 1u);
   const std::string key = forms.begin()->first;
   std::printf("      %s -> %s\n", key.c_str(), forms.begin()->second.c_str());
-  const std::set<std::string> names{"wgmma", "pipe"};  // the FP16-exponential forms only with SDRT_ATTN_EXP16=auto
+  const std::set<std::string> names{"wgmma", "pipe", "wgmma-lm"};  // the FP16-exponential forms only with SDRT_ATTN_EXP16=auto
   EXPECT_TRUE(names.count(forms[key])) << forms[key];
 
   // each recorded form runs as recorded (not timed again) and matches the CPU; the FP16-exponential ones
   // where they may be chosen (SDRT_ATTN_EXP16=auto)
-  for (const std::string form : {"pipe", "wgmma-e16", "pipe-e16"}) {
+  for (const std::string form : {"pipe", "wgmma-e16", "pipe-e16", "wgmma-lm"}) {
     if (form.find("e16") != std::string::npos) ::setenv("SDRT_ATTN_EXP16", "auto", 1);
     auto c = cuda_or_skip_reason(nullptr, false, "fp16");
     ASSERT_TRUE(c);
@@ -569,10 +615,11 @@ TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
     auto ec = c->compile(g);
     ASSERT_TRUE(ec.is_ok()) << ec.status().message();
     EXPECT_EQ(c->tactics(g.get())[key], form);
-    const int64_t before = cuda_attention_pipe_launches();
+    const int64_t before = cuda_attention_pipe_launches(), late_before = cuda_attention_late_launches();
     auto rc = (*ec)->run(ins);
     ASSERT_TRUE(rc.is_ok());
     EXPECT_EQ(cuda_attention_pipe_launches() - before >= 1, form.rfind("pipe", 0) == 0) << form;
+    EXPECT_EQ(cuda_attention_late_launches() - late_before >= 1, form == "wgmma-lm") << form;
     const double e = nmse((*rc)[0], (*want)[0], &finite);
     std::printf("      recorded %-10s nmse %.3e\n", form.c_str(), e);
     EXPECT_LT(e, 1e-5) << form;
@@ -586,7 +633,17 @@ TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
   auto ed = d->compile(g);
   ASSERT_TRUE(ed.is_ok()) << ed.status().message();
   const std::string retimed = d->tactics(g.get())[key];
-  EXPECT_TRUE(retimed == "wgmma" || retimed == "pipe") << retimed;
+  EXPECT_TRUE(retimed == "wgmma" || retimed == "pipe" || retimed == "wgmma-lm") << retimed;
+  // and with SDRT_ATTN_LATEMAX=0 a recorded late-maximum form is timed again without it
+  ::setenv("SDRT_ATTN_LATEMAX", "0", 1);
+  auto f = cuda_or_skip_reason(nullptr, false, "fp16");
+  ASSERT_TRUE(f);
+  ASSERT_TRUE(f->add_tactics({{key, "wgmma-lm"}}).is_ok());
+  auto ef = f->compile(g);
+  ::unsetenv("SDRT_ATTN_LATEMAX");
+  ASSERT_TRUE(ef.is_ok()) << ef.status().message();
+  const std::string without = f->tactics(g.get())[key];
+  EXPECT_TRUE(without == "wgmma" || without == "pipe") << without;
 }
 
 TEST(BackendOps, CudaRejectsBadTokenIds) {

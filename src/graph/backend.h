@@ -115,6 +115,8 @@ int64_t cuda_geglu_gemm_launches();
 // Launches of the intra-warpgroup pipelined attention kernel (SDRT_ATTN_PIPE=1, compute capability 9.0,
 // heads of 40) in this process, for tests. 0 without CUDA.
 int64_t cuda_attention_pipe_launches();
+int64_t cuda_attention_late_launches();     // the d-40 kept kernel's late-maximum form ("wgmma-lm")
+int64_t cuda_attention_shifted_launches();  // of those, on base-2 scores (scale ln 2): the maxima taken off in the MMAs
 // Kernels launched with programmatic dependent launch (SDRT_PDL=1, compute capability 9.0+) in this
 // process, for tests. 0 without CUDA.
 int64_t cuda_dependent_launches();

@@ -745,10 +745,11 @@ class CudaExecutable : public Executable {
   // Which Hopper attention kernel an attention runs where several apply (flash_attention_forms): the
   // recorded choice for its shape, else each form timed here as it runs in the engine (inside a CUDA graph,
   // on pseudo-random inputs of the layer's sizes) and its output checked against the kept kernel's (a form
-  // that disagrees is never chosen); another form must beat the best before it by 3%. SDRT_ATTN_PIPE or
-  // SDRT_ATTN_EXP16=1, where set, decides instead (benchmarks, the op test). The FP16-exponential forms (less
-  // precise, and 7-8% slower on the H200: eleventh session) are timed only with SDRT_ATTN_EXP16=auto, then
-  // needing a 5% margin; without it a recorded one is timed again.
+  // that disagrees is never chosen); another form must beat the best before it by 3%. SDRT_ATTN_PIPE,
+  // SDRT_ATTN_EXP16=1 or SDRT_ATTN_LATEMAX=1, where set, decides instead (benchmarks, the op test). The
+  // FP16-exponential forms (less precise, and 7-8% slower on the H200: eleventh session) are timed only with
+  // SDRT_ATTN_EXP16=auto, then needing a 5% margin; without it a recorded one is timed again. The
+  // late-maximum form is timed unless SDRT_ATTN_LATEMAX=0 (then a recorded one is timed again).
   Status choose_attention_form(const Node& n) {
     const size_t id = &n - g_->nodes.data();
     const std::string key = attention_key(*g_, n);
@@ -757,13 +758,17 @@ class CudaExecutable : public Executable {
     const int e16_env = cuda::attention_exp16_env();  // 1 forces the FP16 exponentials, 2 (auto) times them too
     if (e16_env == 1) return Status::ok();
     const bool e16_timed = e16_env == 2;
+    const int late_env = cuda::attention_latemax_env();
+    if (late_env == 1) return Status::ok();
+    auto e16_form = [](int f) { return f == 2 || f == 3; };
+    auto timed = [&](int f) { return e16_form(f) ? e16_timed : f == 4 ? late_env != 0 : true; };
     std::string choice;
     {
       std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
       auto it = gemm_tuning_->attn.find(key);
       if (it != gemm_tuning_->attn.end()) choice = it->second;
     }
-    if (!e16_timed && cuda::attention_form_by_name(choice) >= 2) choice.clear();  // timed again without them
+    if (!choice.empty() && !timed(cuda::attention_form_by_name(choice))) choice.clear();  // timed again without it
     if (choice.empty()) {
       std::vector<const Shape*> shapes;
       for (int in : n.inputs) shapes.push_back(&g_->nodes[in].shape);
@@ -797,7 +802,7 @@ class CudaExecutable : public Executable {
         constexpr int kRuns = 5;
         float best = -1.f;
         for (int f = 0; f < forms; ++f) {
-          if (f >= 2 && !e16_timed) break;
+          if (!timed(f)) continue;
           if (!run(f) || !output(f == 0 ? want : got)) break;
           const bool agrees = f == 0 || agrees_with(got, want);  // against the kept kernel's output
           const float ms = agrees ? cuda::time_in_graph(stream_, kRuns, [&] { return run(f); }) : -1.f;
@@ -805,7 +810,7 @@ class CudaExecutable : public Executable {
           std::snprintf(t, sizeof t, "%s%s %.4f%s", f ? ", " : "", cuda::attention_form_name(f), ms, agrees ? "" : " (disagrees)");
           timings += t;
           // another form must be 3% faster, one with FP16 exponentials (less precise) 5%
-          const float margin = f == 0 ? 1.f : f >= 2 ? 0.95f : 0.97f;
+          const float margin = f == 0 ? 1.f : e16_form(f) ? 0.95f : 0.97f;
           if (ms > 0.f && (best <= 0.f || ms < margin * best)) best = ms, choice = cuda::attention_form_name(f);
           if (f == 0 && ms <= 0.f) break;
         }

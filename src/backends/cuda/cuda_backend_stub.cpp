@@ -13,6 +13,8 @@ int cuda_geglu_gemm_forms() { return 0; }
 const char* cuda_geglu_gemm_form_name(int) { return "?"; }
 int64_t cuda_geglu_gemm_launches() { return 0; }
 int64_t cuda_attention_pipe_launches() { return 0; }
+int64_t cuda_attention_late_launches() { return 0; }
+int64_t cuda_attention_shifted_launches() { return 0; }
 int64_t cuda_dependent_launches() { return 0; }
 int64_t cuda_conv_graph_runs() { return 0; }
 

@@ -274,8 +274,13 @@ cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s) {
 bool flash_attention_supported(int64_t D, int64_t Dv) { return D == Dv && D >= 1 && D <= 160; }
 
 const char* attention_form_name(int form) {
-  static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16"};
-  return form >= 0 && form < 4 ? names[form] : "?";
+  static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16", "wgmma-lm"};
+  return form >= 0 && form < kAttentionForms ? names[form] : "?";
+}
+int attention_latemax_env() {
+  const char* e = std::getenv("SDRT_ATTN_LATEMAX");
+  if (!e) return -1;
+  return std::strcmp(e, "1") == 0 ? 1 : std::strcmp(e, "0") == 0 ? 0 : -1;
 }
 int attention_exp16_env() {
   const char* e = std::getenv("SDRT_ATTN_EXP16");
@@ -283,7 +288,7 @@ int attention_exp16_env() {
   return std::strcmp(e, "1") == 0 ? 1 : std::strcmp(e, "0") == 0 ? 0 : std::strcmp(e, "auto") == 0 ? 2 : -1;
 }
 int attention_form_by_name(const std::string& name) {
-  for (int f = 0; f < 4; ++f)
+  for (int f = 0; f < kAttentionForms; ++f)
     if (name == attention_form_name(f)) return f;
   return -1;
 }

@@ -22,10 +22,12 @@ cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, _
 
 // The Hopper kernel's forms, chosen per shape by timing (the CUDA executable's "attn_form/" tactics): 0 the
 // kept kernel ("wgmma"), 1 the intra-warpgroup pipelined one ("pipe", heads of 40 and 80), 2 and 3 those two
-// with the exponentials in FP16 ("wgmma-e16", "pipe-e16", heads of 40: flash_common.cuh's exp2_half2).
+// with the exponentials in FP16 ("wgmma-e16", "pipe-e16", heads of 40: flash_common.cuh's exp2_half2), 4 the
+// kept kernel making P against the running row maxima and checking it afterwards ("wgmma-lm", heads of 40).
+constexpr int kAttentionForms = 5;
 const char* attention_form_name(int form);
-// SDRT_ATTN_EXP16: 1 (FP16 exponentials forced where no form is given), 0 (never timed), else -1.
 int attention_exp16_env();  // SDRT_ATTN_EXP16: 1 forced, 0 off, 2 "auto" (timed with the other forms), -1 unset (off)
+int attention_latemax_env();  // SDRT_ATTN_LATEMAX: 1 forced (where no form is given), 0 never timed, -1 unset (timed)
 int attention_form_by_name(const std::string& name);  // -1 when unknown
 // How many forms apply to a shape on this device (1: only the kept kernel, or no Hopper kernel at all);
 // pointers are assumed 16-byte aligned, as the engine's buffers and packed views at multiples of 8 columns are.

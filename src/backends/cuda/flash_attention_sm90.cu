@@ -180,6 +180,64 @@ struct TileStager {
 #endif
 
 #ifdef SDRT_WGMMA
+// Pins registers at this point of the compiler's instruction order (as CUTLASS's warpgroup_fence_operand):
+// accumulators are read only after the wait that ends their MMAs, values an MMA reads are defined before
+// the fence that starts it (plain register code may otherwise move past the asm statements; ptxas would
+// then serialise the kernel's MMAs). It emits nothing, so it does not extend a register's life for ptxas.
+template <int N>
+__device__ __forceinline__ void reg_fence(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+__device__ __forceinline__ void reg_fence(uint32_t (&r)[8][2]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) asm volatile("" : "+r"(r[i][0]), "+r"(r[i][1])::"memory");
+}
+
+// This thread's row maxima over one 64-key S accumulator (row g in s[4n], s[4n+1]; row g + 8 in s[4n+2],
+// s[4n+3]) folded into mx0, mx1.
+__device__ __forceinline__ void row_max(const float (&s)[32], float& mx0, float& mx1) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
+    mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
+  }
+}
+
+// P of one 64-key S accumulator against the bases b0 (row g) and b1 (row g + 8), packed to FP16 as the
+// A fragments of P V.
+template <bool E16>
+__device__ __forceinline__ void p_of(const float (&s)[32], float scale_log2, float b0, float b1, uint32_t (&ph)[8][2]) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    ph[n][0] = exp2_pack<E16>(fmaf(s[4 * n], scale_log2, -b0), fmaf(s[4 * n + 1], scale_log2, -b0));
+    ph[n][1] = exp2_pack<E16>(fmaf(s[4 * n + 2], scale_log2, -b1), fmaf(s[4 * n + 3], scale_log2, -b1));
+  }
+}
+
+// P of one 64-key S accumulator whose scores are already the exponents (base-2, the running maxima taken
+// off inside the MMAs), packed to FP16.
+__device__ __forceinline__ void p_of_shifted(const float (&s)[32], uint32_t (&ph)[8][2]) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    ph[n][0] = pack_half2(fast_exp2(s[4 * n]), fast_exp2(s[4 * n + 1]));
+    ph[n][1] = pack_half2(fast_exp2(s[4 * n + 2]), fast_exp2(s[4 * n + 3]));
+  }
+}
+
+// Whether a P of this thread (packed FP16 pairs) exceeds 2^8: its maximum as paired FP16 maxima (15
+// instructions for 32 values where the FP32 row maxima take 32); an overflowed P (infinity) counts.
+__device__ __forceinline__ bool p_exceeds_256(const uint32_t (&ph)[8][2]) {
+  __half2 h[8];
+#pragma unroll
+  for (int n = 0; n < 8; ++n) h[n] = __hmax2(*reinterpret_cast<const __half2*>(&ph[n][0]), *reinterpret_cast<const __half2*>(&ph[n][1]));
+#pragma unroll
+  for (int w = 4; w >= 1; w /= 2)
+#pragma unroll
+    for (int i = 0; i < w; ++i) h[i] = __hmax2(h[i], h[i + w]);
+  return __hgt(__hmax(__low2half(h[0]), __high2half(h[0])), __float2half(256.f));
+}
+
 // The lazy running maxima of rows g and g + 8 (log2 domain), given this thread's raw score maxima mx0, mx1:
 // they move only when a score of the warp exceeds them by more than 2^8 (warp-uniform, so no divergence;
 // P <= 256 stays exact in FP16's range), and then to the row's maximum over its quad. al0, al1: the factor
@@ -197,6 +255,22 @@ __device__ __forceinline__ void lazy_max(float mx0, float mx1, float scale_log2,
   m0 = n0;
   m1 = n1;
 }
+
+// Whether pred holds for a thread of this warpgroup (named barrier id, its 128 threads; every warp of the
+// warpgroup calls it with the same id): a barrier with an OR reduction, so a branch on it is uniform
+// across the warpgroup, as branches around its MMAs must be.
+__device__ __forceinline__ bool warpgroup_any(uint32_t id, bool pred) {
+  uint32_t r;
+  asm volatile(
+      "{\n.reg .pred p, q;\nsetp.ne.u32 p, %1, 0;\nbar.red.or.pred q, %2, 128, p;\nselp.u32 %0, 1, 0, q;\n}\n"
+      : "=r"(r)
+      : "r"((uint32_t)pred), "r"(id)
+      : "memory");
+  return r != 0;
+}
+
+// The named barrier `id` of this warpgroup's 128 threads.
+__device__ __forceinline__ void warpgroup_sync(uint32_t id) { asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory"); }
 
 // O's rows g (al0) and g + 8 (al1) rescaled, in the P V accumulator layout (kV column blocks of four).
 template <int NO>
@@ -228,7 +302,13 @@ __device__ __forceinline__ void rescale_rows(float (&o)[NO], float al0, float al
 // falls three tiles behind. Cross-attention (QREG, one tile) keeps 128-row blocks, two per SM, each taking
 // RT row tiles in turn with K and V staged once; self-attentions with too few 256-row blocks to fill the
 // SMs take 128-row blocks too (ROWS 128).
-template <int D, int KEYS, bool QREG, int ROWS, int RT, bool E16>
+//
+// LATE (heads of 40, the "wgmma-lm" form): after the first tile, P made against the running maxima before
+// they are checked, on P's FP16 pairs; a tile where a P exceeds 2^8 is done again the kept way (in the loop).
+// LATE 2, for scores already in the base-2 domain (scale * log2 e == 1: pass fold_attention_scale), also
+// takes the running maxima off inside the MMAs: Q's first padding column holds -m (m rounded to FP16) and
+// K's a one, so S = q k^T - m and P = 2^S needs no multiply-add per score.
+template <int D, int KEYS, bool QREG, int ROWS, int RT, bool E16, int LATE>
 __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(WParams p) {
   dep_entry();
 #ifdef SDRT_WGMMA
@@ -275,9 +355,10 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
     bool ones = false;
     if (r < kPadQ) {
       row = Qs + (kReal * (kRows / 8) + r / 8) * 64 + (r % 8) * 8;
-    } else if (r < kPadQ + kPadQK * kStages * KEYS) {  // K's padding, every buffer
+    } else if (r < kPadQ + kPadQK * kStages * KEYS) {  // K's padding, every buffer (LATE 2: its first column ones)
       const int k = r - kPadQ, buf = k / KEYS, kr = k % KEYS;
       row = KV + buf * kBuf + (kReal * (KEYS / 8) + kr / 8) * 64 + (kr % 8) * 8;
+      ones = LATE == 2;
     } else {  // V's ones block, every buffer
       const int k = r - kPadQ - kPadQK * kStages * KEYS, buf = k / KEYS, kr = k % KEYS;
       row = KV + buf * kBuf + KEYS * 8 * kQK + (kReal * (KEYS / 8) + kr / 8) * 64 + (kr % 8) * 8;
@@ -330,6 +411,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 #pragma unroll
     for (int i = 0; i < kO; ++i) o[i] = 0.f;
     float m0 = -INFINITY, m1 = -INFINITY;  // running maxima (log2 domain) of rows g and g + 8
+    [[maybe_unused]] bool shifted = false;  // LATE 2: Q's padding column holds -m0, -m1 (else 0)
     const int64_t tiles = (p.Lk + KEYS - 1) / KEYS;
     for (int64_t it = 0; it < tiles; ++it) {
       const int64_t j0 = it * KEYS;
@@ -358,53 +440,44 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
       }
 
       // S: keys [64 hf, 64 hf + 64) of the tile in s[hf] (that half of K starts 8 core matrices, 1024 bytes, on)
+      auto issue_s = [&](float(&sh)[32], int hf, int kt) {
+        const uint64_t dk = dk0 + buf + kt * ((2 * kKVCol) >> 4) + hf * ((8 * 128) >> 4);
+        if constexpr (QREG) wgmma_s(sh, qa[kt], dk, kt > 0);
+        else wgmma_s(sh, dq[kt], dk, kt > 0);
+      };
+      // keys past Lk (the last tile) masked
+      auto mask = [&](float(&sh)[32], int hf) {
+        if (j0 + KEYS > p.Lk) {
+#pragma unroll
+          for (int n = 0; n < 8; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              if (j0 + hf * 64 + n * 8 + t * 2 + (e & 1) >= p.Lk) sh[4 * n + e] = -INFINITY;
+        }
+      };
       float s[kHalves][32];
       wgmma_fence();
 #pragma unroll
       for (int kt = 0; kt < kQK / 2; ++kt)
 #pragma unroll
-        for (int hf = 0; hf < kHalves; ++hf) {
-          const uint64_t dk = dk0 + buf + kt * ((2 * kKVCol) >> 4) + hf * ((8 * 128) >> 4);
-          if constexpr (QREG) wgmma_s(s[hf], qa[kt], dk, kt > 0);
-          else wgmma_s(s[hf], dq[kt], dk, kt > 0);
-        }
+        for (int hf = 0; hf < kHalves; ++hf) issue_s(s[hf], hf, kt);
       wgmma_commit();
       wgmma_wait<0>();
 
       // online softmax of this warp's 16 rows (row g in s[hf][4n], s[hf][4n+1]; row g + 8 in s[hf][4n+2],
       // s[hf][4n+3]; n the 8-key block of the half)
-      if (j0 + KEYS > p.Lk) {
 #pragma unroll
-        for (int hf = 0; hf < kHalves; ++hf)
+      for (int hf = 0; hf < kHalves; ++hf) mask(s[hf], hf);
+      // the tile's row maxima, the running maxima moved (lazily) and O rescaled
+      auto maxima = [&]() {
+        float mx0 = -INFINITY, mx1 = -INFINITY, al0, al1;
 #pragma unroll
-          for (int n = 0; n < 8; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-              if (j0 + hf * 64 + n * 8 + t * 2 + (e & 1) >= p.Lk) s[hf][4 * n + e] = -INFINITY;
-      }
-      float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-      for (int hf = 0; hf < kHalves; ++hf)
-#pragma unroll
-        for (int n = 0; n < 8; ++n) {
-          mx0 = fmaxf(mx0, fmaxf(s[hf][4 * n], s[hf][4 * n + 1]));
-          mx1 = fmaxf(mx1, fmaxf(s[hf][4 * n + 2], s[hf][4 * n + 3]));
-        }
-      float al0, al1;
-      lazy_max(mx0, mx1, p.scale_log2, m0, m1, al0, al1);
-      if (al0 != 1.f || al1 != 1.f) rescale_rows(o, al0, al1);
-      const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
-      // P of each 64-key half packed to FP16 and its P V issued before the next half's exponentials (they
-      // overlap its MMAs, and one half's P is live at a time)
-#pragma unroll
-      for (int hf = 0; hf < kHalves; ++hf) {
-        uint32_t ph[8][2];
-#pragma unroll
-        for (int n = 0; n < 8; ++n) {
-          const float* sn = &s[hf][4 * n];
-          ph[n][0] = exp2_pack<E16>(fmaf(sn[0], p.scale_log2, -base0), fmaf(sn[1], p.scale_log2, -base0));
-          ph[n][1] = exp2_pack<E16>(fmaf(sn[2], p.scale_log2, -base1), fmaf(sn[3], p.scale_log2, -base1));
-        }
+        for (int hf = 0; hf < kHalves; ++hf) row_max(s[hf], mx0, mx1);
+        lazy_max(mx0, mx1, p.scale_log2, m0, m1, al0, al1);
+        if (al0 != 1.f || al1 != 1.f) rescale_rows(o, al0, al1);
+      };
+      // O += P V of half hf (P in ph)
+      auto issue_pv = [&](const uint32_t(&ph)[8][2], int hf) {
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) {
@@ -412,6 +485,94 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
           wgmma_pv(o, a, dv0 + buf + (hf * 4 + kk) * (256 >> 4));
         }
         wgmma_commit();
+      };
+      if constexpr (!LATE) {
+        maxima();
+        // P of each 64-key half packed to FP16 and its P V issued before the next half's exponentials (they
+        // overlap its MMAs, and one half's P is live at a time)
+#pragma unroll
+        for (int hf = 0; hf < kHalves; ++hf) {
+          uint32_t ph[8][2];
+          p_of<E16>(s[hf], p.scale_log2, m0 == -INFINITY ? 0.f : m0, m1 == -INFINITY ? 0.f : m1, ph);
+          issue_pv(ph, hf);
+        }
+      } else {
+        // The late form: after the first tile (which sets the running maxima), P made against the running
+        // maxima as they stand and checked afterwards, on its FP16 pairs. Only where a P of the warpgroup
+        // exceeds 2^8 (rare) the whole warpgroup computes the tile's scores again (its MMAs are the
+        // warpgroup's; keeping S for this would take the registers that keep them asynchronous) and takes
+        // the kept path. No FP32 row maxima on most tiles, and the exponentials need not wait for them; both
+        // halves' P are made before their P V.
+        //
+        // LATE 2: S comes out of the MMAs less the shift sh of its row that Q's padding column holds (-sh):
+        // sh = m for every row of the warp while `shifted`, else 0 (a maximum FP16 cannot hold). The running
+        // maxima are kept FP16-exact (sh is m exactly), and the moves of the rare path rescale O by the
+        // rounded values.
+        uint32_t ph[kHalves][8][2];
+        auto round16 = [](float x) { return fabsf(x) < 16384.f ? __half2float(__float2half_rn(x)) : x; };
+        // the running maxima moved to this tile's row maxima (of the scores plus the rows' shifts) where
+        // lazy_max moves them, O rescaled; LATE 2 keeps them FP16-exact
+        auto move_maxima = [&](float sh0, float sh1) {
+          float mx0 = -INFINITY, mx1 = -INFINITY, al0, al1;
+#pragma unroll
+          for (int hf = 0; hf < kHalves; ++hf) row_max(s[hf], mx0, mx1);
+          const float pm0 = m0, pm1 = m1;
+          lazy_max(mx0 + sh0 / p.scale_log2, mx1 + sh1 / p.scale_log2, p.scale_log2, m0, m1, al0, al1);
+          if constexpr (LATE == 2) {
+            m0 = round16(m0), m1 = round16(m1);
+            al0 = pm0 == -INFINITY || pm0 == m0 ? 1.f : fast_exp2(pm0 - m0);
+            al1 = pm1 == -INFINITY || pm1 == m1 ? 1.f : fast_exp2(pm1 - m1);
+          }
+          if (al0 != 1.f || al1 != 1.f) rescale_rows(o, al0, al1);
+        };
+        // LATE 2: Q's padding column of this warp's rows set to -m where every m of the warp fits FP16, else
+        // 0; seen by the warpgroup's next MMAs (every warp of the warpgroup calls this)
+        auto set_shift = [&]() {
+          shifted = __all_sync(0xffffffff, fabsf(m0) < 16384.f && fabsf(m1) < 16384.f);
+          if (t == 0) {
+            const int lr0 = wg * 64 + warp * 16 + g, lr1 = lr0 + 8;
+            Qs[(kReal * (kRows / 8) + lr0 / 8) * 64 + (lr0 % 8) * 8] = __float2half_rn(shifted ? -m0 : 0.f);
+            Qs[(kReal * (kRows / 8) + lr1 / 8) * 64 + (lr1 % 8) * 8] = __float2half_rn(shifted ? -m1 : 0.f);
+          }
+          fence_proxy_async();
+          warpgroup_sync(1 + wg);
+        };
+        if (it == 0) {
+          move_maxima(0.f, 0.f);  // Q's padding column is 0 on the first tile
+#pragma unroll
+          for (int hf = 0; hf < kHalves; ++hf) p_of<E16>(s[hf], p.scale_log2, m0 == -INFINITY ? 0.f : m0, m1 == -INFINITY ? 0.f : m1, ph[hf]);
+          if constexpr (LATE == 2) set_shift();
+        } else {
+          if (LATE == 2 && shifted) {
+#pragma unroll
+            for (int hf = 0; hf < kHalves; ++hf) p_of_shifted(s[hf], ph[hf]);
+          } else {
+#pragma unroll
+            for (int hf = 0; hf < kHalves; ++hf) p_of<E16>(s[hf], p.scale_log2, m0, m1, ph[hf]);
+          }
+          bool over = false;
+#pragma unroll
+          for (int hf = 0; hf < kHalves; ++hf) over |= p_exceeds_256(ph[hf]);
+          if (warpgroup_any(1 + wg, over)) {
+            wgmma_fence();
+#pragma unroll
+            for (int kt = 0; kt < kQK / 2; ++kt)
+#pragma unroll
+              for (int hf = 0; hf < kHalves; ++hf) issue_s(s[hf], hf, kt);
+            wgmma_commit();
+            wgmma_wait<0>();
+#pragma unroll
+            for (int hf = 0; hf < kHalves; ++hf) mask(s[hf], hf);
+            const float sh0 = LATE == 2 && shifted ? m0 : 0.f, sh1 = LATE == 2 && shifted ? m1 : 0.f;
+            move_maxima(sh0, sh1);
+            // P = 2^(s scale + sh - m): the scores' shift replaced by the new maxima
+#pragma unroll
+            for (int hf = 0; hf < kHalves; ++hf) p_of<E16>(s[hf], p.scale_log2, m0 - sh0, m1 - sh1, ph[hf]);
+            if constexpr (LATE == 2) set_shift();
+          }
+        }
+#pragma unroll
+        for (int hf = 0; hf < kHalves; ++hf) issue_pv(ph[hf], hf);
       }
       wgmma_wait<0>();
       if constexpr (kRing) {  // this warp is done with the tile's buffer
@@ -438,6 +599,8 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 // against the kept kernel per shape (form "pipe"); SDRT_ATTN_PIPE=1 forces it for heads of 40, 2 for heads of
 // 40 and 80. (A quarter of the exponentials on the FMA pipe instead of MUFU was 15-25% slower on the H200.)
 std::atomic<int64_t> g_pipe_launches{0};
+std::atomic<int64_t> g_late_launches{0};     // the kept kernel's late-maximum form (flash_wgmma_k's LATE)
+std::atomic<int64_t> g_shifted_launches{0};  // of those, LATE 2 (the maxima taken off in the MMAs)
 
 // ROWS 256: four warpgroups, one block per SM, a ring of 8 buffers; ROWS 128 (where 256-row blocks are
 // too few for the SMs, e.g. one image's half of a guided batch): two warpgroups, two blocks per SM, a ring
@@ -452,20 +615,6 @@ struct PipeDims {
 };
 
 #ifdef SDRT_WGMMA
-// Pins registers at this point of the compiler's instruction order (as CUTLASS's warpgroup_fence_operand):
-// accumulators are read only after the wait that ends their MMAs, values an MMA reads are defined before
-// the fence that starts it (plain register code may otherwise move past the asm statements; ptxas would
-// then serialise the kernel's MMAs). It emits nothing, so it does not extend a register's life for ptxas.
-template <int N>
-__device__ __forceinline__ void reg_fence(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-__device__ __forceinline__ void reg_fence(uint32_t (&r)[8][2]) {
-#pragma unroll
-  for (int i = 0; i < 8; ++i) asm volatile("" : "+r"(r[i][0]), "+r"(r[i][1])::"memory");
-}
-
 // Online softmax of one 64-key tile's scores (this thread's rows g and g + 8: s[4n], s[4n+1] and s[4n+2],
 // s[4n+3] for key block n), keys from j0 (those >= Lk masked): the running maxima m0, m1 move lazily
 // (only when a score of the warp exceeds them by 2^8), al0 / al1 the factor O's rows need for the move
@@ -481,18 +630,9 @@ __device__ __forceinline__ void pipe_softmax(float (&s)[32], int64_t j0, int64_t
         if (j0 + n * 8 + t * 2 + (e & 1) >= Lk) s[4 * n + e] = -INFINITY;
   }
   float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-    mx0 = fmaxf(mx0, fmaxf(s[4 * n], s[4 * n + 1]));
-    mx1 = fmaxf(mx1, fmaxf(s[4 * n + 2], s[4 * n + 3]));
-  }
+  row_max(s, mx0, mx1);
   lazy_max(mx0, mx1, scale_log2, m0, m1, al0, al1);
-  const float b0 = m0 == -INFINITY ? 0.f : m0, b1 = m1 == -INFINITY ? 0.f : m1;
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-    ph[n][0] = exp2_pack<E16>(fmaf(s[4 * n], scale_log2, -b0), fmaf(s[4 * n + 1], scale_log2, -b0));
-    ph[n][1] = exp2_pack<E16>(fmaf(s[4 * n + 2], scale_log2, -b1), fmaf(s[4 * n + 3], scale_log2, -b1));
-  }
+  p_of<E16>(s, scale_log2, m0 == -INFINITY ? 0.f : m0, m1 == -INFINITY ? 0.f : m1, ph);
 }
 #endif
 
@@ -658,10 +798,10 @@ bool wgmma_device(int* sms) {
   return major == 9 && minor == 0;  // sm_90a code runs on 9.0 only
 }
 
-template <int D, int KEYS, bool QREG, int ROWS, int RT = 1, bool E16 = false>
+template <int D, int KEYS, bool QREG, int ROWS, int RT = 1, bool E16 = false, int LATE = 0>
 cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   constexpr size_t smem = Dims<D, KEYS, QREG, ROWS>::kSmem;
-  auto* k = flash_wgmma_k<D, KEYS, QREG, ROWS, RT, E16>;
+  auto* k = flash_wgmma_k<D, KEYS, QREG, ROWS, RT, E16, LATE>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
   const dim3 grid((unsigned)((p.Lq + ROWS * RT - 1) / (ROWS * RT)), (unsigned)(B * p.H));
@@ -707,7 +847,7 @@ int flash_attention_sm90_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int
                                bool causal) {
   Sm90Plan pl;
   if (!sm90_plan(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal, &pl)) return 0;
-  return pl.qreg || D == 64 ? 1 : D == 80 ? 2 : 4;
+  return pl.qreg || D == 64 ? 1 : D == 80 ? 2 : 5;
 }
 
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
@@ -726,19 +866,21 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     if (e && (e[0] == '1' || e[0] == '2' || e[0] == '4') && !e[1]) rt = e[0] - '0';
     return rt == 4 ? launch<40, 128, true, 128, 4>(p, B, s) : rt == 2 ? launch<40, 128, true, 128, 2>(p, B, s) : launch<40, 128, true, 128, 1>(p, B, s);
   }
-  // the form: given (a timed choice: bit 0 the pipelined kernel, bit 1 the FP16 exponentials), else
-  // SDRT_ATTN_PIPE (1 the pipelined kernel for heads of 40, 2 also 80) and SDRT_ATTN_EXP16=1 (the d-40
-  // exponentials in FP16, two per instruction)
-  int pipe = form >= 0 ? form & 1 : 0;
-  bool e16 = form >= 2;
+  // the form: given (a timed choice: attention_form_name's), else SDRT_ATTN_PIPE (1 the pipelined kernel
+  // for heads of 40, 2 also 80), SDRT_ATTN_EXP16=1 (the d-40 exponentials in FP16, two per instruction) and
+  // SDRT_ATTN_LATEMAX=1 (the d-40 kept kernel checking P against the running maxima afterwards)
+  int pipe = form == 1 || form == 3;
+  bool e16 = form == 2 || form == 3, late = form == 4;
   if (form < 0) {
     const char* e = std::getenv("SDRT_ATTN_PIPE");
     const char m = e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] : '0';
     pipe = m == '0' || (D == 80 && m == '1') ? 0 : 1;
     e16 = attention_exp16_env() == 1;
+    late = attention_latemax_env() == 1;
   }
   if (D == 64) pipe = 0;  // no pipelined form for this head size
-  if (D != 40) e16 = false;
+  if (D != 40) e16 = late = false;
+  if (pipe > 0 || e16) late = false;
   if (pipe > 0) {
     const cudaError_t r = D == 80 ? (rows256 ? launch_pipe<80, 256>(p, B, s) : launch_pipe<80, 128>(p, B, s))
                           : e16   ? (rows256 ? launch_pipe<40, 256, true>(p, B, s) : launch_pipe<40, 128, true>(p, B, s))
@@ -747,6 +889,13 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     return r;
   }
   if (D == 40 && e16) return rows256 ? launch<40, 128, false, 256, 1, true>(p, B, s) : launch<40, 128, false, 128, 1, true>(p, B, s);
+  if (D == 40 && late) {  // scores in the base-2 domain (pass fold_attention_scale): the maxima taken off in the MMAs
+    const bool base2 = p.scale_log2 == 1.f;
+    const cudaError_t r = base2 ? (rows256 ? launch<40, 128, false, 256, 1, false, 2>(p, B, s) : launch<40, 128, false, 128, 1, false, 2>(p, B, s))
+                                : (rows256 ? launch<40, 128, false, 256, 1, false, 1>(p, B, s) : launch<40, 128, false, 128, 1, false, 1>(p, B, s));
+    if (r == cudaSuccess) ++g_late_launches, g_shifted_launches += base2;
+    return r;
+  }
   if (D == 40) return rows256 ? launch<40, 128, false, 256>(p, B, s) : launch<40, 128, false, 128>(p, B, s);
   if (D == 64) return rows256 ? launch<64, 64, false, 256>(p, B, s) : launch<64, 64, false, 128>(p, B, s);
   return rows256 ? launch<80, 64, false, 256>(p, B, s) : launch<80, 64, false, 128>(p, B, s);
@@ -755,3 +904,5 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
 }  // namespace sdrt::cuda
 
 int64_t sdrt::cuda_attention_pipe_launches() { return sdrt::cuda::g_pipe_launches.load(); }
+int64_t sdrt::cuda_attention_late_launches() { return sdrt::cuda::g_late_launches.load(); }
+int64_t sdrt::cuda_attention_shifted_launches() { return sdrt::cuda::g_shifted_launches.load(); }
