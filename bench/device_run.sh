@@ -4,7 +4,7 @@
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
-# conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax.
+# conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,6 +48,14 @@ for step in "$@"; do
           --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$bin/bench_geglu_gemm" --batch 16 --repeats 1 > "$out/ncu-geglu-$k.txt" 2>&1
         grep -E "Duration|Throughput|Warp Cycles Per Issued|Issue Slots Busy|Achieved Occupancy|Registers Per" "$out/ncu-geglu-$k.txt" | head -16
       done ;;
+    gn-cluster)  # GroupNorm with a thread-block cluster per image and slab of groups (SDRT_GN_CLUSTER=1): the op tests,
+                 # bench_group_norm (three-pass, one-pass, cluster) and the forward with and without, alternating
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.GroupNorm*:Passes.Tiny*' > "$out/gn-cluster-test.log" 2>&1
+      echo "op tests rc $?"; grep -E "cluster launches|FAIL|PASSED|FAILED" "$out/gn-cluster-test.log" | tail -12
+      for b in 2 16; do timeout 120 "$bin/bench_group_norm" --batch $b --repeats 15; done 2>&1 | tee "$out/gn-cluster.txt"
+      for r in 1 2; do for b in 2 16; do for v in 0 1; do
+        echo "batch $b SDRT_GN_CLUSTER=$v: $(SDRT_GN_CLUSTER=$v fwd $b)"
+      done; done; done 2>&1 | tee -a "$out/gn-cluster.txt" ;;
     gn)  # GroupNorm: one-pass vs three-pass on the UNet's shapes
       for b in 2 16; do "$bin/bench_group_norm" --batch $b --repeats 15; done 2>&1 | tee "$out/gn.txt" ;;
     kernels)  # GPU time per kernel of one UNet forward (Nsight Compute, summed by kernel name); batch KB (default 2);

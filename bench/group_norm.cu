@@ -1,6 +1,7 @@
-// Times the FP16 engine's NHWC GroupNorm on the shapes SD 1.5's UNet runs it at: the one-pass cooperative
-// kernel against the three-pass form (SDRT_GN_ONEPASS=0), each as `calls` launches captured in a CUDA
-// graph (as the engine runs them), and the largest difference between their outputs.
+// Times the FP16 engine's NHWC GroupNorm on the shapes SD 1.5's UNet runs it at: the three-pass form
+// (SDRT_GN_ONEPASS=0), the one-pass cooperative kernel and the cluster kernel (SDRT_GN_CLUSTER=1), each as
+// `calls` launches captured in a CUDA graph (as the engine runs them), and the largest difference between
+// their outputs.
 //   bench_group_norm --batch 2 --repeats 20
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -44,16 +45,15 @@ int main(int argc, char** argv) {
                       {1920, 32, 1}, {640, 16, 1}, {1280, 16, 11}, {1920, 16, 1}, {2560, 16, 2}, {1280, 8, 12}, {2560, 8, 3}};  // 61
   constexpr int kCalls = 10;  // launches per graph
   std::printf("GroupNorm (32 groups, + SiLU), batch %lld, %d launches per graph, median of %d\n", (long long)batch, kCalls, repeats);
-  std::printf("%-18s %12s %12s %10s %9s\n", "[C, H, W]", "3-pass us", "1-pass us", "speed-up", "max diff");
-  double total3 = 0, total1 = 0;
+  std::printf("%-18s %12s %12s %12s %10s %10s %9s\n", "[C, H, W]", "3-pass us", "1-pass us", "cluster us", "1-pass x", "cluster x", "max diff");
+  double total[3] = {0, 0, 0};
   for (const S& s : shapes) {
     const int64_t HW = s.side * s.side, n = batch * HW * s.C, G = 32;
-    __half *x, *y0, *y1, *gb;
+    __half *x, *gb, *y[3];
     float* scratch;
     const int64_t scratch_floats = sdrt::cuda::group_norm_nhwc_scratch(batch, s.C, HW, G);
     CHECK(cudaMalloc(&x, n * 2));
-    CHECK(cudaMalloc(&y0, n * 2));
-    CHECK(cudaMalloc(&y1, n * 2));
+    for (auto& p : y) CHECK(cudaMalloc(&p, n * 2));
     CHECK(cudaMalloc(&gb, 2 * s.C * 2));
     CHECK(cudaMalloc(&scratch, scratch_floats * 4));
     fill_k<<<(unsigned)((n + 255) / 256), 256>>>(x, n, s.C, 1);
@@ -61,32 +61,36 @@ int main(int argc, char** argv) {
     CHECK(cudaGetLastError());
     cudaStream_t st;
     CHECK(cudaStreamCreate(&st));
-    double us[2];
-    for (int onepass = 0; onepass < 2; ++onepass) {
-      setenv("SDRT_GN_ONEPASS", onepass ? "1" : "0", 1);
-      __half* y = onepass ? y1 : y0;
+    double us[3];
+    for (int form = 0; form < 3; ++form) {  // 0: three passes, 1: one pass (cooperative), 2: cluster
+      setenv("SDRT_GN_ONEPASS", form == 1 ? "1" : "0", 1);
+      setenv("SDRT_GN_CLUSTER", form == 2 ? "1" : "0", 1);
       std::vector<float> t;
       for (int r = 0; r < repeats; ++r)
         t.push_back(sdrt::cuda::time_in_graph(st, kCalls, [&] {
-          return sdrt::cuda::group_norm_nhwc(x, gb, gb + s.C, nullptr, 0, y, batch, s.C, HW, G, 1e-5f, true, scratch, st);
+          return sdrt::cuda::group_norm_nhwc(x, gb, gb + s.C, nullptr, 0, y[form], batch, s.C, HW, G, 1e-5f, true, scratch, st);
         }));
       std::sort(t.begin(), t.end());
       if (t[0] < 0) return std::fprintf(stderr, "GroupNorm [%lld,%lld,%lld] failed\n", (long long)s.C, (long long)s.side, (long long)s.side), 1;
-      us[onepass] = t[t.size() / 2] * 1000.0;
+      us[form] = t[t.size() / 2] * 1000.0;
     }
+    unsetenv("SDRT_GN_CLUSTER");
     CHECK(cudaStreamSynchronize(st));
-    std::vector<__half> h0(n), h1(n);
-    CHECK(cudaMemcpy(h0.data(), y0, n * 2, cudaMemcpyDeviceToHost));
-    CHECK(cudaMemcpy(h1.data(), y1, n * 2, cudaMemcpyDeviceToHost));
-    double md = 0;
-    for (int64_t i = 0; i < n; ++i) md = std::max(md, (double)std::fabs(__half2float(h0[i]) - __half2float(h1[i])));
+    std::vector<__half> h[3];
+    for (int f = 0; f < 3; ++f) {
+      h[f].resize(n);
+      CHECK(cudaMemcpy(h[f].data(), y[f], n * 2, cudaMemcpyDeviceToHost));
+    }
+    double md = 0;  // the largest difference of either form from the three-pass one
+    for (int f = 1; f < 3; ++f)
+      for (int64_t i = 0; i < n; ++i) md = std::max(md, (double)std::fabs(__half2float(h[0][i]) - __half2float(h[f][i])));
     char name[48];
     std::snprintf(name, sizeof name, "[%lld,%lld,%lld] x%d", (long long)s.C, (long long)s.side, (long long)s.side, s.count);
-    std::printf("%-18s %12.2f %12.2f %9.2fx %9.4f\n", name, us[0], us[1], us[0] / us[1], md);
-    total3 += us[0] * s.count, total1 += us[1] * s.count;
-    for (void* p : {(void*)x, (void*)y0, (void*)y1, (void*)gb, (void*)scratch}) cudaFree(p);
+    std::printf("%-18s %12.2f %12.2f %12.2f %9.2fx %9.2fx %9.4f\n", name, us[0], us[1], us[2], us[0] / us[1], us[0] / us[2], md);
+    for (int f = 0; f < 3; ++f) total[f] += us[f] * s.count;
+    for (void* p : {(void*)x, (void*)y[0], (void*)y[1], (void*)y[2], (void*)gb, (void*)scratch}) cudaFree(p);
     cudaStreamDestroy(st);
   }
-  std::printf("one forward's GroupNorms (counts as above): 3-pass %.1f us, 1-pass %.1f us\n", total3, total1);
+  std::printf("one forward's GroupNorms (counts as above): 3-pass %.1f us, 1-pass %.1f us, cluster %.1f us\n", total[0], total[1], total[2]);
   return 0;
 }

@@ -448,15 +448,18 @@ TEST(BackendOps, EveryGegluProjectionFormMatchesTheCpu) {
   EXPECT_EQ(failures, 0);
 }
 
-// GroupNorm as one cooperative kernel (the default where it applies) and as the three-pass form
-// (SDRT_GN_ONEPASS=0), each against the CPU; the launch counter shows which form ran.
+// GroupNorm as one cooperative kernel (the default where it applies), as the three-pass form
+// (SDRT_GN_ONEPASS=0) and with a thread-block cluster per image and slab of groups (SDRT_GN_CLUSTER=1,
+// compute capability 9.0+), each against the CPU; the launch counters show which form ran.
 TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
   REQUIRE_CUDA_P(probe, true, "fp16");
   auto cpu = make_cpu_backend();
   int failures = 0;
-  for (const char* onepass : {"1", "0"}) {
-    ::setenv("SDRT_GN_ONEPASS", onepass, 1);
-    const int64_t before = cuda_group_norm_onepass_launches();
+  for (const char* onepass : {"1", "0", "cluster"}) {
+    const bool cluster = std::string(onepass) == "cluster";
+    ::setenv("SDRT_GN_ONEPASS", cluster ? "0" : onepass, 1);
+    if (cluster) ::setenv("SDRT_GN_CLUSTER", "1", 1);
+    const int64_t before = cuda_group_norm_onepass_launches(), cluster_before = cuda_group_norm_cluster_launches();
     int cases_run = 0;
     for (const auto& c : cases()) {
       if (c.name.rfind("group_norm", 0) != 0) continue;
@@ -467,13 +470,18 @@ TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
       failures += !ok;
       ++cases_run;
     }
-    const int64_t launches = cuda_group_norm_onepass_launches() - before;
-    std::printf("      SDRT_GN_ONEPASS=%s: %d cases, %lld one-pass launches\n", onepass, cases_run, (long long)launches);
+    ::unsetenv("SDRT_GN_CLUSTER");
+    const int64_t launches = cuda_group_norm_onepass_launches() - before, clusters = cuda_group_norm_cluster_launches() - cluster_before;
+    std::printf("      SDRT_GN_ONEPASS=%s: %d cases, %lld one-pass launches, %lld cluster launches\n", onepass, cases_run, (long long)launches,
+                (long long)clusters);
     EXPECT_GE(cases_run, 16);
     // all but the four cases with an odd channel count per group and the two too large for shared
-    // memory take the one-pass kernel on an H100/H200 (a smaller GPU may fit a case or two fewer)
+    // memory take the one-pass kernel on an H100/H200 (a smaller GPU may fit a case or two fewer); all but
+    // the two with channels not a multiple of 8 the cluster kernel (compute capability 9.0+)
     if (std::string(onepass) == "1") EXPECT_GE(launches, cases_run - 8);
     else EXPECT_EQ(launches, 0);
+    if (cluster && probe->compute_capability().first >= 9) EXPECT_EQ(clusters, cases_run - 2);
+    else EXPECT_EQ(clusters, 0);
   }
   ::unsetenv("SDRT_GN_ONEPASS");
   EXPECT_EQ(failures, 0);

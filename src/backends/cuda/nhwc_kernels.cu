@@ -221,6 +221,7 @@ bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, c
   const bool v2 = (C / G) % 2 == 0;
   const int vecs = (int)(v2 ? C / 2 : C), threads = std::min(vecs, 1024);
   if (vecs * 2 * sizeof(float) > 48 * 1024) return false;
+  if (group_norm_cluster_env() == 1 && group_norm_cluster(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, s)) return true;
   if (group_norm_onepass(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, scratch, s, share)) return true;
   int64_t px;
   const int chunks = gn_chunks(N, HW, &px);

@@ -38,6 +38,14 @@ bool cooperative_dependent_launch();
 bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                         int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1);
 
+// The same GroupNorm with one thread-block cluster per image and slab of whole groups (compute capability
+// 9.0+; group_norm_cluster.cu): one read, no grid-wide barrier, any size. False where it does not apply
+// (channels not a multiple of 8, a slab over 1024 channels, an older GPU, a failed launch). Experimental:
+// group_norm_nhwc takes it first under SDRT_GN_CLUSTER=1 (group_norm_cluster_env).
+int group_norm_cluster_env();
+bool group_norm_cluster(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
+                        int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s);
+
 // p[i] uniform in [-scale, scale), a deterministic hash of i and seed: inputs for timing tactics whose speed
 // may depend on the values (zeros take one branch of every data-dependent path).
 void fill_uniform(__half* p, int64_t n, float scale, uint32_t seed, cudaStream_t s);
