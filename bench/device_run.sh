@@ -4,7 +4,8 @@
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
-# conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster.
+# conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
+# attn-small.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,6 +49,18 @@ for step in "$@"; do
           --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$bin/bench_geglu_gemm" --batch 16 --repeats 1 > "$out/ncu-geglu-$k.txt" 2>&1
         grep -E "Duration|Throughput|Warp Cycles Per Issued|Issue Slots Busy|Achieved Occupancy|Registers Per" "$out/ncu-geglu-$k.txt" | head -16
       done ;;
+    attn-small)  # the mma.sync attention (SD's d-160 levels) in blocks of 16 or 32 rows where 64-row blocks leave SMs idle
+                 # (SDRT_ATTN_SMALL=16|32): the op tests with each, bench_attention and the batch-2 forward, alternating
+      for v in 16 32; do
+        SDRT_ATTN_SMALL=$v timeout 300 "$bin/sdrt_tests" --gtest_filter='Precisions/BackendOpsP.*' > "$out/attn-small-$v-test.log" 2>&1
+        echo "SDRT_ATTN_SMALL=$v op tests rc $?"; grep -E "d 160|PASSED|FAILED" "$out/attn-small-$v-test.log" | tail -8
+      done
+      for r in 1 2; do for v in 0 16 32; do
+        echo "--- SDRT_ATTN_SMALL=$v batch 2"; SDRT_ATTN_SMALL=$v timeout 100 "$bin/bench_attention" --batch 2 --repeats 20 --graphs 2>&1 | grep -E "d 160|error"
+      done; done 2>&1 | tee "$out/attn-small.txt"
+      for r in 1 2; do for v in 0 16 32; do
+        echo "batch 2 SDRT_ATTN_SMALL=$v: $(SDRT_ATTN_SMALL=$v fwd 2)"
+      done; done 2>&1 | tee -a "$out/attn-small.txt" ;;
     gn-cluster)  # GroupNorm with a thread-block cluster per image and slab of groups (SDRT_GN_CLUSTER=1): the op tests,
                  # bench_group_norm (three-pass, one-pass, cluster) and the forward with and without, alternating
       timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.GroupNorm*:Passes.Tiny*' > "$out/gn-cluster-test.log" 2>&1

@@ -262,10 +262,27 @@ cudaError_t launch(const Params& p, int64_t B, cudaStream_t s) {
 // Long self-attention with small heads: 128 rows per block, 32 per warp (shared-memory traffic per FLOP
 // halved; SD's d 40 is bound by it). The rest: 64 rows per block, 16 per warp (registers of big heads,
 // more blocks for short sequences).
+// Experimental (SDRT_ATTN_SMALL=16 or 32): where 64-row blocks would leave SMs idle (SD's d-160 levels at
+// batch 2: 16 to 64 blocks on 132 SMs), blocks of 16 or 32 rows instead - more blocks, each through all the
+// keys.
+int small_rows() {
+  const char* e = std::getenv("SDRT_ATTN_SMALL");  // read at each launch, as the other switches
+  if (!e) return 0;
+  return std::strcmp(e, "16") == 0 ? 16 : std::strcmp(e, "32") == 0 ? 32 : 0;
+}
+int device_sms() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return 0;
+  return sms;
+}
+
 template <int DP, int NV>
 cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s) {
   if constexpr (DP <= 64)
     if (p.Lq >= 1024 && p.Lk >= 256) return launch<128, 2, DP, NV>(p, B, s);
+  if constexpr (DP >= 128)  // heads of 128 to 160 (SD's d 160; smaller heads run Hopper's kernels or long sequences)
+    if (const int r = small_rows(); r > 0 && (p.Lq + 63) / 64 * B * p.H < device_sms())
+      return r == 16 ? launch<16, 1, DP, NV>(p, B, s) : launch<32, 1, DP, NV>(p, B, s);
   return launch<64, 1, DP, NV>(p, B, s);
 }
 
