@@ -456,24 +456,37 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
         }
       };
       float s[kHalves][32];
-      wgmma_fence();
+      // the tile's scores, masked (the late form's rare path computes them again)
+      auto scores = [&]() {
+        wgmma_fence();
 #pragma unroll
-      for (int kt = 0; kt < kQK / 2; ++kt)
+        for (int kt = 0; kt < kQK / 2; ++kt)
 #pragma unroll
-        for (int hf = 0; hf < kHalves; ++hf) issue_s(s[hf], hf, kt);
-      wgmma_commit();
-      wgmma_wait<0>();
-
+          for (int hf = 0; hf < kHalves; ++hf) issue_s(s[hf], hf, kt);
+        wgmma_commit();
+        wgmma_wait<0>();
+#pragma unroll
+        for (int hf = 0; hf < kHalves; ++hf) mask(s[hf], hf);
+      };
       // online softmax of this warp's 16 rows (row g in s[hf][4n], s[hf][4n+1]; row g + 8 in s[hf][4n+2],
       // s[hf][4n+3]; n the 8-key block of the half)
-#pragma unroll
-      for (int hf = 0; hf < kHalves; ++hf) mask(s[hf], hf);
-      // the tile's row maxima, the running maxima moved (lazily) and O rescaled
-      auto maxima = [&]() {
+      scores();
+      // The running maxima moved to this tile's row maxima where lazy_max moves them, O rescaled. LATE 2:
+      // the scores plus the rows' shifts sh0, sh1 (scale 1), the maxima kept FP16-exact and O rescaled by
+      // the rounded values.
+      [[maybe_unused]] auto round16 = [](float x) { return fabsf(x) < 16384.f ? __half2float(__float2half_rn(x)) : x; };
+      auto move_maxima = [&](float sh0, float sh1) {
         float mx0 = -INFINITY, mx1 = -INFINITY, al0, al1;
 #pragma unroll
         for (int hf = 0; hf < kHalves; ++hf) row_max(s[hf], mx0, mx1);
+        if constexpr (LATE == 2) mx0 += sh0, mx1 += sh1;
+        [[maybe_unused]] const float pm0 = m0, pm1 = m1;
         lazy_max(mx0, mx1, p.scale_log2, m0, m1, al0, al1);
+        if constexpr (LATE == 2) {
+          m0 = round16(m0), m1 = round16(m1);
+          al0 = pm0 == -INFINITY || pm0 == m0 ? 1.f : fast_exp2(pm0 - m0);
+          al1 = pm1 == -INFINITY || pm1 == m1 ? 1.f : fast_exp2(pm1 - m1);
+        }
         if (al0 != 1.f || al1 != 1.f) rescale_rows(o, al0, al1);
       };
       // O += P V of half hf (P in ph)
@@ -487,7 +500,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
         wgmma_commit();
       };
       if constexpr (!LATE) {
-        maxima();
+        move_maxima(0.f, 0.f);
         // P of each 64-key half packed to FP16 and its P V issued before the next half's exponentials (they
         // overlap its MMAs, and one half's P is live at a time)
 #pragma unroll
@@ -509,22 +522,6 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
         // maxima are kept FP16-exact (sh is m exactly), and the moves of the rare path rescale O by the
         // rounded values.
         uint32_t ph[kHalves][8][2];
-        auto round16 = [](float x) { return fabsf(x) < 16384.f ? __half2float(__float2half_rn(x)) : x; };
-        // the running maxima moved to this tile's row maxima (of the scores plus the rows' shifts) where
-        // lazy_max moves them, O rescaled; LATE 2 keeps them FP16-exact
-        auto move_maxima = [&](float sh0, float sh1) {
-          float mx0 = -INFINITY, mx1 = -INFINITY, al0, al1;
-#pragma unroll
-          for (int hf = 0; hf < kHalves; ++hf) row_max(s[hf], mx0, mx1);
-          const float pm0 = m0, pm1 = m1;
-          lazy_max(mx0 + sh0 / p.scale_log2, mx1 + sh1 / p.scale_log2, p.scale_log2, m0, m1, al0, al1);
-          if constexpr (LATE == 2) {
-            m0 = round16(m0), m1 = round16(m1);
-            al0 = pm0 == -INFINITY || pm0 == m0 ? 1.f : fast_exp2(pm0 - m0);
-            al1 = pm1 == -INFINITY || pm1 == m1 ? 1.f : fast_exp2(pm1 - m1);
-          }
-          if (al0 != 1.f || al1 != 1.f) rescale_rows(o, al0, al1);
-        };
         // LATE 2: Q's padding column of this warp's rows set to -m where every m of the warp fits FP16, else
         // 0; seen by the warpgroup's next MMAs (every warp of the warpgroup calls this)
         auto set_shift = [&]() {
@@ -554,15 +551,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 #pragma unroll
           for (int hf = 0; hf < kHalves; ++hf) over |= p_exceeds_256(ph[hf]);
           if (warpgroup_any(1 + wg, over)) {
-            wgmma_fence();
-#pragma unroll
-            for (int kt = 0; kt < kQK / 2; ++kt)
-#pragma unroll
-              for (int hf = 0; hf < kHalves; ++hf) issue_s(s[hf], hf, kt);
-            wgmma_commit();
-            wgmma_wait<0>();
-#pragma unroll
-            for (int hf = 0; hf < kHalves; ++hf) mask(s[hf], hf);
+            scores();
             const float sh0 = LATE == 2 && shifted ? m0 : 0.f, sh1 = LATE == 2 && shifted ? m1 : 0.f;
             move_maxima(sh0, sh1);
             // P = 2^(s scale + sh - m): the scores' shift replaced by the new maxima
