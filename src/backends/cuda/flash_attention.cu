@@ -259,9 +259,6 @@ cudaError_t launch(const Params& p, int64_t B, cudaStream_t s) {
   return cudaGetLastError();
 }
 
-// Long self-attention with small heads: 128 rows per block, 32 per warp (shared-memory traffic per FLOP
-// halved; SD's d 40 is bound by it). The rest: 64 rows per block, 16 per warp (registers of big heads,
-// more blocks for short sequences).
 // Experimental (SDRT_ATTN_SMALL=16 or 32): where 64-row blocks would leave SMs idle (SD's d-160 levels at
 // batch 2: 16 to 64 blocks on 132 SMs), blocks of 16 or 32 rows instead - more blocks, each through all the
 // keys.
@@ -276,6 +273,9 @@ int device_sms() {
   return sms;
 }
 
+// Long self-attention with small heads: 128 rows per block, 32 per warp (shared-memory traffic per FLOP
+// halved; SD's d 40 is bound by it). The rest: 64 rows per block, 16 per warp (registers of big heads,
+// more blocks for short sequences).
 template <int DP, int NV>
 cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s) {
   if constexpr (DP <= 64)

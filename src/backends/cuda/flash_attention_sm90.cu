@@ -180,20 +180,6 @@ struct TileStager {
 #endif
 
 #ifdef SDRT_WGMMA
-// Pins registers at this point of the compiler's instruction order (as CUTLASS's warpgroup_fence_operand):
-// accumulators are read only after the wait that ends their MMAs, values an MMA reads are defined before
-// the fence that starts it (plain register code may otherwise move past the asm statements; ptxas would
-// then serialise the kernel's MMAs). It emits nothing, so it does not extend a register's life for ptxas.
-template <int N>
-__device__ __forceinline__ void reg_fence(float (&r)[N]) {
-#pragma unroll
-  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
-}
-__device__ __forceinline__ void reg_fence(uint32_t (&r)[8][2]) {
-#pragma unroll
-  for (int i = 0; i < 8; ++i) asm volatile("" : "+r"(r[i][0]), "+r"(r[i][1])::"memory");
-}
-
 // This thread's row maxima over one 64-key S accumulator (row g in s[4n], s[4n+1]; row g + 8 in s[4n+2],
 // s[4n+3]) folded into mx0, mx1.
 __device__ __forceinline__ void row_max(const float (&s)[32], float& mx0, float& mx1) {
@@ -604,6 +590,20 @@ struct PipeDims {
 };
 
 #ifdef SDRT_WGMMA
+// Pins registers at this point of the compiler's instruction order (as CUTLASS's warpgroup_fence_operand):
+// accumulators are read only after the wait that ends their MMAs, values an MMA reads are defined before
+// the fence that starts it (plain register code may otherwise move past the asm statements; ptxas would
+// then serialise the kernel's MMAs). It emits nothing, so it does not extend a register's life for ptxas.
+template <int N>
+__device__ __forceinline__ void reg_fence(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+__device__ __forceinline__ void reg_fence(uint32_t (&r)[8][2]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) asm volatile("" : "+r"(r[i][0]), "+r"(r[i][1])::"memory");
+}
+
 // Online softmax of one 64-key tile's scores (this thread's rows g and g + 8: s[4n], s[4n+1] and s[4n+2],
 // s[4n+3] for key block n), keys from j0 (those >= Lk masked): the running maxima m0, m1 move lazily
 // (only when a score of the warp exceeds them by 2^8), al0 / al1 the factor O's rows need for the move
