@@ -142,6 +142,7 @@ int cmd_build(const BuildArgs& a) {
   std::printf("building a %s plan of %s for %s (sm_%d%d; %s)\n", a.precision.c_str(), a.model.c_str(), here.device.c_str(), here.cc_major,
               here.cc_minor, here.libraries.c_str());
   int gn_silu = 0, gn_add = 0, packed_temb = 0, residual = 0, flash = 0, materialized = 0, convs = 0, linears = 0, geglu = 0, phases = 0;
+  int base2 = 0;  // attentions whose softmax scale pass fold_attention_scale moved into the query projection (scale ln 2)
   for (auto& [key, build] : todo) {
     auto t0 = clk::now();
     auto g0 = build();
@@ -162,6 +163,7 @@ int cmd_build(const BuildArgs& a) {
       geglu += n.op == Op::Linear && n.a.geglu;
       phases += n.op == Op::Conv2d && n.a.up2;
       if (n.op == Op::Attention) {
+        base2 += n.a.scale == 0.693147180559945309f;
         std::vector<const Shape*> shapes;
         for (int i : n.inputs) shapes.push_back(&g->nodes[i].shape);
         const auto av = attention_views(shapes);
@@ -231,8 +233,8 @@ int cmd_build(const BuildArgs& a) {
   if (attn_n)
     std::printf("; %d attention shapes, %d of them on the pipelined kernel, %d with FP16 exponentials (faster there)", attn_n, attn_pipe, attn_e16);
   if (split_n) std::printf("; %d graphs timed whole and in batch parts, %d of them split (faster there)", split_n, split_parts);
-  std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized; fused: %d GroupNorm+SiLU, %d residual adds, %d time embeddings into GroupNorm (%d of their projections packed), %d GEGLU projections, %d upsamplers as 2x2 phase convolutions\n",
-              convs, linears, flash, materialized, gn_silu, residual, gn_add, packed_temb, geglu, phases);
+  std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized (%d with the scale folded into q); fused: %d GroupNorm+SiLU, %d residual adds, %d time embeddings into GroupNorm (%d of their projections packed), %d GEGLU projections, %d upsamplers as 2x2 phase convolutions\n",
+              convs, linears, flash, materialized, base2, gn_silu, residual, gn_add, packed_temb, geglu, phases);
   if (!a.timing_cache.empty()) {
     auto all = seeded;
     for (const auto& [k, v] : be->tactics(nullptr)) all[k] = v;
