@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small.
+# attn-small, ab-all.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -192,6 +192,15 @@ for step in "$@"; do
         echo "VAE batch $b SDRT_SUBPIXEL=$v: $(SDRT_SUBPIXEL=$v timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --vae \
           --batch $b --repeats 10 --warmup 2 --device-loop 2>&1 | grep -E 'median|error')"
       done; done; done 2>&1 | tee -a "$out/subpixel.txt" ;;
+    ab-all)  # the twelfth and thirteenth sessions' changes in one call (after `tests`, which runs their op tests): the
+             # forward at batch 2 and 16 as the pipeline runs it (guided), all on, then each one off (or, for the
+             # experimental cluster GroupNorm, on), alternating over two rounds; about 8 minutes
+      for r in 1 2; do for b in 2 16; do
+        for v in "all" "SDRT_SHARE_PREFIX=0" "SDRT_PACK_TEMB=0" "SDRT_ATTN_LATEMAX=0" "SDRT_ATTN_SCALE_FOLD=0" "SDRT_GN_CLUSTER=1"; do
+          f=--guided; [ "$v" = SDRT_SHARE_PREFIX=0 ] && f=""
+          echo "batch $b $v: $( [ "$v" != all ] && export "$v"; FWD_FLAGS=$f fwd $b )"
+        done
+      done; done 2>&1 | tee "$out/ab-all.txt" ;;
     shared-prefix)  # the guidance halves sharing what depends only on the latents and timestep (build_guided_unet, the
                     # pipeline's default) against the whole batch computing everything: its tests, the forward at batch 2
                     # and 16 both ways, alternating, and sdrt bench at batch 1 and 16 with SDRT_SHARE_PREFIX=0 and without
