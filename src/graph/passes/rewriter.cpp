@@ -130,31 +130,32 @@ Graph Rewriter::finish() {
 }  // namespace passes
 
 Graph optimize_graph(const Graph& g, std::vector<PassResult>* log) {
-  int n = 0;
-  Graph c0 = fold_constants(g, &n);
-  if (log) log->push_back({"fold_constants", n});
-  Graph a = fuse_groupnorm_silu(c0, &n);
-  if (log) log->push_back({"fuse_groupnorm_silu", n});
-  Graph b = fuse_residual_add(a, &n);
-  if (log) log->push_back({"fuse_residual_add", n});
-  Graph c = fuse_groupnorm_add(b, &n);
-  if (log) log->push_back({"fuse_groupnorm_add", n});
-  const char* fs = std::getenv("SDRT_ATTN_SCALE_FOLD");
-  n = 0;
-  Graph c1 = fs && std::strcmp(fs, "0") == 0 ? std::move(c) : fold_attention_scale(c, &n);
-  if (log) log->push_back({"fold_attention_scale", n});
-  Graph d = pack_qkv(c1, &n);
-  if (log) log->push_back({"pack_qkv", n});
-  Graph e = fuse_linear_geglu(d, &n);
-  if (log) log->push_back({"fuse_linear_geglu", n});
-  const char* sp = std::getenv("SDRT_SUBPIXEL");
-  n = 0;
-  Graph f = sp && std::strcmp(sp, "0") == 0 ? std::move(e) : subpixel_upsample_conv(e, &n);
-  if (log) log->push_back({"subpixel_upsample_conv", n});
-  const char* pt = std::getenv("SDRT_PACK_TEMB");
-  n = 0;
-  Graph h = pt && std::strcmp(pt, "0") == 0 ? std::move(f) : pack_time_projections(f, &n);
-  if (log) log->push_back({"pack_time_projections", n});
+  // The passes in order, each logged with its count; those with a switch (`off_env`=0 in the environment,
+  // for A/B measurements) log 0 when off.
+  using Pass = Graph (*)(const Graph&, int*);
+  struct Step {
+    const char* name;
+    Pass pass;
+    const char* off_env;
+  };
+  static const Step steps[] = {
+      {"fold_constants", fold_constants, nullptr},
+      {"fuse_groupnorm_silu", fuse_groupnorm_silu, nullptr},
+      {"fuse_residual_add", fuse_residual_add, nullptr},
+      {"fuse_groupnorm_add", fuse_groupnorm_add, nullptr},
+      {"fold_attention_scale", fold_attention_scale, "SDRT_ATTN_SCALE_FOLD"},
+      {"pack_qkv", pack_qkv, nullptr},
+      {"fuse_linear_geglu", fuse_linear_geglu, nullptr},
+      {"subpixel_upsample_conv", subpixel_upsample_conv, "SDRT_SUBPIXEL"},
+      {"pack_time_projections", pack_time_projections, "SDRT_PACK_TEMB"},
+  };
+  Graph h = g;
+  for (const Step& st : steps) {
+    int n = 0;
+    const char* e = st.off_env ? std::getenv(st.off_env) : nullptr;
+    if (!(e && std::strcmp(e, "0") == 0)) h = st.pass(h, &n);
+    if (log) log->push_back({st.name, n});
+  }
   h.optimized = true;
   return h;
 }
