@@ -163,15 +163,17 @@ for step in "$@"; do
         timeout 120 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
           --no-engine-cache -o /tmp/bench16/b$nb 2>&1 | grep -E '^optimized|error'
       done 2>&1 | tee -a "$out/exp16.txt" ;;
-    latemax)  # the d-40 kept attention kernel's late-maximum form ("wgmma-lm", SDRT_ATTN_LATEMAX=1): P made against the
+    latemax)  # (and the d-40 cross-attention kernel "cross80", SDRT_ATTN_CROSS80, in the same runs)
+              # the d-40 kept attention kernel's late-maximum form ("wgmma-lm", SDRT_ATTN_LATEMAX=1): P made against the
               # running row maxima and checked afterwards on its FP16 pairs; on base-2 scores (pass fold_attention_scale)
               # the maxima also taken off inside the MMAs. The op tests (its rare path included), bench_attention (the
               # "base2" line: the scale folded) and the forward without it (0), forced (1), forced without the scale
               # folded (1, SDRT_ATTN_SCALE_FOLD=0) and timed against the others (the default)
-      timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.PipelinedAttentionMatchesTheCpu:BackendOps.AttentionForm*' > "$out/latemax-test.log" 2>&1
-      echo "op test rc $?"; grep -E "LATEMAX=1|rising|launches|PASSED|FAILED" "$out/latemax-test.log" | tail -24
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.PipelinedAttentionMatchesTheCpu:BackendOps.*AttentionForm*' > "$out/latemax-test.log" 2>&1
+      echo "op test rc $?"; grep -E "LATEMAX=1|rising|launches|attn_form|PASSED|FAILED" "$out/latemax-test.log" | tail -24
       for r in 1 2; do for b in 2 16; do for v in 0 1; do
-        echo "--- SDRT_ATTN_LATEMAX=$v batch $b"; SDRT_ATTN_LATEMAX=$v timeout 100 "$bin/bench_attention" --batch $b --repeats 20 2>&1 | grep -E "self \[4096|error"
+        echo "--- SDRT_ATTN_LATEMAX=$v SDRT_ATTN_CROSS80=$v batch $b"
+        SDRT_ATTN_LATEMAX=$v SDRT_ATTN_CROSS80=$v timeout 100 "$bin/bench_attention" --batch $b --repeats 20 2>&1 | grep -E "self \[4096|cross \[4096|error"
       done; done; done 2>&1 | tee "$out/latemax.txt"
       for r in 1 2; do for b in 2 16; do for v in "0 1" "1 1" "1 0"; do
         read -r lm fold <<< "$v"
@@ -196,7 +198,7 @@ for step in "$@"; do
              # forward at batch 2 and 16 as the pipeline runs it (guided), all on, then each one off (or, for the
              # experimental cluster GroupNorm, on), alternating over two rounds; about 8 minutes
       for r in 1 2; do for b in 2 16; do
-        for v in "all" "SDRT_SHARE_PREFIX=0" "SDRT_PACK_TEMB=0" "SDRT_ATTN_LATEMAX=0" "SDRT_ATTN_SCALE_FOLD=0" "SDRT_GN_CLUSTER=1"; do
+        for v in "all" "SDRT_SHARE_PREFIX=0" "SDRT_PACK_TEMB=0" "SDRT_ATTN_LATEMAX=0" "SDRT_ATTN_SCALE_FOLD=0" "SDRT_ATTN_CROSS80=0" "SDRT_GN_CLUSTER=1"; do
           f=--guided; [ "$v" = SDRT_SHARE_PREFIX=0 ] && f=""
           echo "batch $b $v: $( [ "$v" != all ] && export "$v"; FWD_FLAGS=$f fwd $b )"
         done

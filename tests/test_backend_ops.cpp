@@ -535,30 +535,32 @@ TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
   // then the experimental FP16 exponentials (SDRT_ATTN_EXP16=1) in the pipelined kernel and the kept one,
   // then the late-maximum form of the kept one
   struct Mode {
-    const char *pipe, *e16, *late;
+    const char *pipe, *e16, *late, *cross;
   };
-  for (const Mode m : {Mode{"2", "0", "0"}, Mode{"2", "1", "0"}, Mode{"0", "1", "0"}, Mode{"0", "0", "1"}}) {
+  for (const Mode m : {Mode{"2", "0", "0", "0"}, Mode{"2", "1", "0", "0"}, Mode{"0", "1", "0", "0"}, Mode{"0", "0", "1", "1"}}) {
     ::setenv("SDRT_ATTN_PIPE", m.pipe, 1);
     ::setenv("SDRT_ATTN_EXP16", m.e16, 1);
     ::setenv("SDRT_ATTN_LATEMAX", m.late, 1);
+    ::setenv("SDRT_ATTN_CROSS80", m.cross, 1);
     const int64_t before = cuda_attention_pipe_launches(), late_before = cuda_attention_late_launches();
-    const int64_t shifted_before = cuda_attention_shifted_launches();
+    const int64_t shifted_before = cuda_attention_shifted_launches(), cross_before = cuda_attention_cross80_launches();
     for (const auto& c : cs) {
       const CaseRun r = run_case(c, *cpu, "fp16");
       ASSERT_TRUE(r.setup_error.empty() && r.run_error.empty()) << c.name << ": " << r.setup_error << r.run_error;
       const bool ok = r.finite && r.nmse < 1e-5;
-      std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s SDRT_ATTN_LATEMAX=%s %-48s %12.3e  %s\n", m.pipe, m.e16, m.late, c.name.c_str(), r.nmse,
-                  ok ? "ok" : "FAIL");
+      std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s SDRT_ATTN_LATEMAX=%s SDRT_ATTN_CROSS80=%s %-48s %12.3e  %s\n", m.pipe, m.e16, m.late,
+                  m.cross, c.name.c_str(), r.nmse, ok ? "ok" : "FAIL");
       failures += !ok;
     }
     ::unsetenv("SDRT_ATTN_PIPE");
     ::unsetenv("SDRT_ATTN_EXP16");
     ::unsetenv("SDRT_ATTN_LATEMAX");
+    ::unsetenv("SDRT_ATTN_CROSS80");
     const int64_t launches = cuda_attention_pipe_launches() - before, late = cuda_attention_late_launches() - late_before;
-    const int64_t shifted = cuda_attention_shifted_launches() - shifted_before;
-    std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s SDRT_ATTN_LATEMAX=%s: %zu cases, %lld pipelined launches, %lld late-maximum "
-                "launches (%lld on base-2 scores)\n",
-                m.pipe, m.e16, m.late, cs.size(), (long long)launches, (long long)late, (long long)shifted);
+    const int64_t shifted = cuda_attention_shifted_launches() - shifted_before, cross = cuda_attention_cross80_launches() - cross_before;
+    std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s SDRT_ATTN_LATEMAX=%s SDRT_ATTN_CROSS80=%s: %zu cases, %lld pipelined launches, "
+                "%lld late-maximum launches (%lld on base-2 scores), %lld cross80 launches\n",
+                m.pipe, m.e16, m.late, m.cross, cs.size(), (long long)launches, (long long)late, (long long)shifted, (long long)cross);
     if (probe->compute_capability() != std::make_pair(9, 0)) continue;  // H100 / H200 (114-132 SMs)
     // d 40: SD self [2,4096] and packed, ragged [6,1000], 128-row blocks [1,4096], the [17,512] case with more
     // than 128 keys, the four rising-keys cases (two on base-2 scores); d 80: cross [2,1024]x[77], level 2
@@ -570,6 +572,10 @@ TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
     } else {
       EXPECT_EQ(late, 0);
     }
+    // cross80: d-40 cross-attentions of at most 80 keys with Q in registers: SD cross [2,4096]x[77], ragged
+    // cross [6,1000]x[77], [17,512]x[40]
+    if (m.cross[0] == '1') EXPECT_EQ(cross, 3);
+    else EXPECT_EQ(cross, 0);
   }
   EXPECT_EQ(failures, 0);
 }
@@ -583,6 +589,7 @@ TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
   ::unsetenv("SDRT_ATTN_PIPE");
   ::unsetenv("SDRT_ATTN_EXP16");
   ::unsetenv("SDRT_ATTN_LATEMAX");
+  ::unsetenv("SDRT_ATTN_CROSS80");
   auto cpu = make_cpu_backend();
   std::mt19937 rng(29);
   auto g = std::make_shared<Graph>();
@@ -652,6 +659,48 @@ TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
   ASSERT_TRUE(ef.is_ok()) << ef.status().message();
   const std::string without = f->tactics(g.get())[key];
   EXPECT_TRUE(without == "wgmma" || without == "pipe") << without;
+}
+
+// A d-40 cross-attention of 77 keys (SD's prompt at the 4096-token level): on compute capability 9.0 two forms
+// apply (the kept kernel with Q in registers, "cross80"), timed at build and recorded; the engine's output
+// matches the CPU either way, and "cross80" recorded runs it.
+TEST(BackendOps, CrossAttentionFormIsChosenByTiming) {
+  REQUIRE_CUDA_P(a, false, "fp16");
+  ::unsetenv("SDRT_ATTN_CROSS80");
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(31);
+  auto g = std::make_shared<Graph>();
+  GraphBuilder b(*g);
+  std::map<std::string, Tensor> ins{{"q", randn({2, 4096, 320}, rng)}, {"k", randn({2, 77, 320}, rng)}, {"v", randn({2, 77, 320}, rng)}};
+  b.output(b.attention(b.input("q", {2, 4096, 320}), b.input("k", {2, 77, 320}), b.input("v", {2, 77, 320}), 8, false), "y");
+  ASSERT_TRUE(b.status().is_ok());
+  auto want = (*cpu->compile(g))->run(ins);
+  ASSERT_TRUE(want.is_ok());
+  auto ea = a->compile(g);
+  ASSERT_TRUE(ea.is_ok()) << ea.status().message();
+  std::map<std::string, std::string> forms;
+  for (const auto& [k, v] : a->tactics(g.get()))
+    if (k.rfind("attn_form/", 0) == 0) forms[k] = v;
+  auto ra = (*ea)->run(ins);
+  ASSERT_TRUE(ra.is_ok());
+  bool finite = false;
+  EXPECT_LT(nmse((*ra)[0], (*want)[0], &finite), 1e-5);
+  if (a->compute_capability() != std::make_pair(9, 0)) return;
+  ASSERT_EQ(forms.size(), 1u);
+  const std::string key = forms.begin()->first;
+  std::printf("      %s -> %s\n", key.c_str(), forms[key].c_str());
+  EXPECT_TRUE(forms[key] == "wgmma" || forms[key] == "cross80") << forms[key];
+  auto c = cuda_or_skip_reason(nullptr, false, "fp16");
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->add_tactics({{key, "cross80"}}).is_ok());
+  auto ec = c->compile(g);
+  ASSERT_TRUE(ec.is_ok()) << ec.status().message();
+  const int64_t before = cuda_attention_cross80_launches();
+  auto rc = (*ec)->run(ins);
+  ASSERT_TRUE(rc.is_ok());
+  EXPECT_GE(cuda_attention_cross80_launches() - before, 1);
+  EXPECT_LT(nmse((*rc)[0], (*want)[0], &finite), 1e-5);
+  EXPECT_TRUE(finite);
 }
 
 TEST(BackendOps, CudaRejectsBadTokenIds) {

@@ -131,7 +131,7 @@ std::string attention_key(const Graph& g, const Node& n) {
   auto av = attention_views(shapes);
   if (!av.is_ok() || n.a.heads <= 0 || av->HD % n.a.heads || av->HD != av->HDv || av->k_col % 8 || av->v_col % 8) return {};
   const int64_t H = n.a.heads, D = av->HD / H;
-  if (cuda::flash_attention_forms(av->B, H, av->Lq, av->Lk, D, av->ldq, av->ldk, av->ldv, H * D, n.a.causal) < 2) return {};
+  if (__builtin_popcount(cuda::flash_attention_form_mask(av->B, H, av->Lq, av->Lk, D, av->ldq, av->ldk, av->ldv, H * D, n.a.causal)) < 2) return {};
   char b[128];
   std::snprintf(b, sizeof b, "b%lld h%lld q%lld k%lld d%lld ld%lld,%lld,%lld", (long long)av->B, (long long)H, (long long)av->Lq, (long long)av->Lk,
                 (long long)D, (long long)av->ldq, (long long)av->ldk, (long long)av->ldv);
@@ -742,14 +742,15 @@ class CudaExecutable : public Executable {
     return Status::ok();
   }
 
-  // Which Hopper attention kernel an attention runs where several apply (flash_attention_forms): the
+  // Which Hopper attention kernel an attention runs where several apply (flash_attention_form_mask): the
   // recorded choice for its shape, else each form timed here as it runs in the engine (inside a CUDA graph,
   // on pseudo-random inputs of the layer's sizes) and its output checked against the kept kernel's (a form
   // that disagrees is never chosen); another form must beat the best before it by 3%. SDRT_ATTN_PIPE,
   // SDRT_ATTN_EXP16=1 or SDRT_ATTN_LATEMAX=1, where set, decides instead (benchmarks, the op test). The
   // FP16-exponential forms (less precise, and 7-8% slower on the H200: eleventh session) are timed only with
   // SDRT_ATTN_EXP16=auto, then needing a 5% margin; without it a recorded one is timed again. The
-  // late-maximum form is timed unless SDRT_ATTN_LATEMAX=0 (then a recorded one is timed again).
+  // late-maximum and cross80 forms are timed unless SDRT_ATTN_LATEMAX=0 / SDRT_ATTN_CROSS80=0 (then a recorded
+  // one is timed again); SDRT_ATTN_CROSS80=1 forces the latter where it applies.
   Status choose_attention_form(const Node& n) {
     const size_t id = &n - g_->nodes.data();
     const std::string key = attention_key(*g_, n);
@@ -758,10 +759,10 @@ class CudaExecutable : public Executable {
     const int e16_env = cuda::attention_exp16_env();  // 1 forces the FP16 exponentials, 2 (auto) times them too
     if (e16_env == 1) return Status::ok();
     const bool e16_timed = e16_env == 2;
-    const int late_env = cuda::attention_latemax_env();
-    if (late_env == 1) return Status::ok();
+    const int late_env = cuda::attention_latemax_env(), cross_env = cuda::attention_cross80_env();
+    if (late_env == 1 || cross_env == 1) return Status::ok();
     auto e16_form = [](int f) { return f == 2 || f == 3; };
-    auto timed = [&](int f) { return e16_form(f) ? e16_timed : f == 4 ? late_env != 0 : true; };
+    auto timed = [&](int f) { return e16_form(f) ? e16_timed : f == 4 ? late_env != 0 : f == 5 ? cross_env != 0 : true; };
     std::string choice;
     {
       std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
@@ -774,7 +775,7 @@ class CudaExecutable : public Executable {
       for (int in : n.inputs) shapes.push_back(&g_->nodes[in].shape);
       SDRT_ASSIGN_OR_RETURN(const AttentionViews av, attention_views(shapes));
       const int64_t H = n.a.heads, D = av.HD / H, B = av.B, Lq = av.Lq, Lk = av.Lk, ldo = H * D;
-      const int forms = cuda::flash_attention_forms(B, H, Lq, Lk, D, av.ldq, av.ldk, av.ldv, ldo, n.a.causal);
+      const int forms = cuda::flash_attention_form_mask(B, H, Lq, Lk, D, av.ldq, av.ldk, av.ldv, ldo, n.a.causal);
       // one buffer per distinct input (packed projections: q, k and v are column views into one)
       const int ins[3] = {av.q_in, av.k_in, av.v_in};
       const int64_t rows[3] = {B * Lq, B * Lk, B * Lk}, lds[3] = {av.ldq, av.ldk, av.ldv}, cols[3] = {0, av.k_col, av.v_col};
@@ -801,8 +802,8 @@ class CudaExecutable : public Executable {
       if (ok) {
         constexpr int kRuns = 5;
         float best = -1.f;
-        for (int f = 0; f < forms; ++f) {
-          if (!timed(f)) continue;
+        for (int f = 0; f < cuda::kAttentionForms; ++f) {
+          if (!(forms >> f & 1) || !timed(f)) continue;
           if (!run(f) || !output(f == 0 ? want : got)) break;
           const bool agrees = f == 0 || agrees_with(got, want);  // against the kept kernel's output
           const float ms = agrees ? cuda::time_in_graph(stream_, kRuns, [&] { return run(f); }) : -1.f;

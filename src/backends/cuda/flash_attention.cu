@@ -291,11 +291,16 @@ cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s) {
 bool flash_attention_supported(int64_t D, int64_t Dv) { return D == Dv && D >= 1 && D <= 160; }
 
 const char* attention_form_name(int form) {
-  static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16", "wgmma-lm"};
+  static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16", "wgmma-lm", "cross80"};
   return form >= 0 && form < kAttentionForms ? names[form] : "?";
 }
 int attention_latemax_env() {
   const char* e = std::getenv("SDRT_ATTN_LATEMAX");
+  if (!e) return -1;
+  return std::strcmp(e, "1") == 0 ? 1 : std::strcmp(e, "0") == 0 ? 0 : -1;
+}
+int attention_cross80_env() {
+  const char* e = std::getenv("SDRT_ATTN_CROSS80");
   if (!e) return -1;
   return std::strcmp(e, "1") == 0 ? 1 : std::strcmp(e, "0") == 0 ? 0 : -1;
 }
@@ -309,10 +314,10 @@ int attention_form_by_name(const std::string& name) {
     if (name == attention_form_name(f)) return f;
   return -1;
 }
-int flash_attention_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
-                          bool causal) {
+int flash_attention_form_mask(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
+                              bool causal) {
   if (!flash_attention_supported(D, D) || B * H > 65535 || Lq <= 0 || Lk <= 0) return 1;
-  return std::max(1, flash_attention_sm90_forms(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal));
+  return std::max(1, flash_attention_sm90_form_mask(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal));
 }
 
 cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,

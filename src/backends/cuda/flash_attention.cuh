@@ -23,15 +23,19 @@ cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, _
 // The Hopper kernel's forms, chosen per shape by timing (the CUDA executable's "attn_form/" tactics): 0 the
 // kept kernel ("wgmma"), 1 the intra-warpgroup pipelined one ("pipe", heads of 40 and 80), 2 and 3 those two
 // with the exponentials in FP16 ("wgmma-e16", "pipe-e16", heads of 40: flash_common.cuh's exp2_half2), 4 the
-// kept kernel making P against the running row maxima and checking it afterwards ("wgmma-lm", heads of 40).
-constexpr int kAttentionForms = 5;
+// kept kernel making P against the running row maxima and checking it afterwards ("wgmma-lm", heads of 40),
+// 5 a cross-attention kernel for at most 80 keys ("cross80", heads of 40; where the kept one holds Q in
+// registers).
+constexpr int kAttentionForms = 6;
 const char* attention_form_name(int form);
 int attention_exp16_env();  // SDRT_ATTN_EXP16: 1 forced, 0 off, 2 "auto" (timed with the other forms), -1 unset (off)
 int attention_latemax_env();  // SDRT_ATTN_LATEMAX: 1 forced (where no form is given), 0 never timed, -1 unset (timed)
+int attention_cross80_env();  // SDRT_ATTN_CROSS80: likewise
 int attention_form_by_name(const std::string& name);  // -1 when unknown
-// How many forms apply to a shape on this device (1: only the kept kernel, or no Hopper kernel at all);
-// pointers are assumed 16-byte aligned, as the engine's buffers and packed views at multiples of 8 columns are.
-int flash_attention_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
+// Which forms apply to a shape on this device, bit f for form f (1: only the kept kernel, or no Hopper kernel
+// at all); pointers are assumed 16-byte aligned, as the engine's buffers and packed views at multiples of 8
+// columns are.
+int flash_attention_form_mask(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
                           bool causal);
 
 // The same on Hopper's warpgroup MMAs (flash_attention_sm90.cu) where it applies: compute capability 9.0,
@@ -41,7 +45,7 @@ int flash_attention_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t 
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
                                  int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, float scale, bool causal, cudaStream_t s,
                                  int form = -1);
-int flash_attention_sm90_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
+int flash_attention_sm90_form_mask(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
                                bool causal);  // 0 where the Hopper kernel does not apply
 
 }  // namespace sdrt::cuda

@@ -93,6 +93,15 @@ __device__ __forceinline__ void wgmma_s(float (&d)[32], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
 }
 
+// d (64 x 80 per warpgroup, FP32) = A B (+ d when acc): A (FP16) from registers, B from shared memory, K-major.
+__device__ __forceinline__ void wgmma_s80(float (&d)[40], const uint32_t (&a)[4], uint64_t b, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %45, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n80k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39}, {%40, %41, %42, %43}, %44, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
+}
+
 // d (64 x 48 per warpgroup, FP32) += A B: A (FP16) from registers, B from shared memory, N-major.
 __device__ __forceinline__ void wgmma_pv(float (&d)[24], const uint32_t (&a)[4], uint64_t b) {
   asm volatile(
@@ -775,6 +784,109 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
 #endif
 }
 
+// Cross-attention over at most 80 keys with heads of 40 (SD's 77-token prompts at the 4096-token level;
+// form "cross80"): K and V staged once per block as one 80-key tile, Q's fragments in registers, and per
+// row tile one m64n80 S (40 registers, where the kept kernel's 128-key tile holds 64 and spends 51 of its
+// 128 exponentials and MMA columns on masked keys), its exact row maxima (one tile: no running maxima), P
+// and five m64n48 P V steps; V's extra column of ones gives the row sums as in the kept kernel. Blocks of
+// 128 rows (two warpgroups) taking RT row tiles in turn, two blocks or more per SM (15 KB of shared memory).
+std::atomic<int64_t> g_cross80_launches{0};
+
+template <int RT>
+__global__ void __launch_bounds__(256, 2) flash_cross80_k(WParams p) {
+  dep_entry();
+#ifdef SDRT_WGMMA
+  constexpr int D = 40, KEYS = 80, kRows = 128, kThreads = 256, kReal = D / 8, kQK = 6, kO = (kReal + 1) * 4;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __half* Ks = reinterpret_cast<__half*>(smem_raw);  // KEYS rows x kQK column blocks (core matrices)
+  __half* Vs = Ks + KEYS * 8 * kQK;                   // KEYS rows x (kReal + 1) column blocks
+  const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
+  const int64_t q0 = (int64_t)blockIdx.x * kRows * RT;
+  const __half* qg = p.q + b * p.Lq * p.ldq + h * D;
+  __half* og = p.o + b * p.Lq * p.ldo + h * D;
+  const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  stage<KEYS, kReal, kThreads>(Ks, p.k + b * p.Lk * p.ldk + h * D, 0, p.Lk, p.ldk);  // keys >= Lk as zeros
+  stage<KEYS, kReal, kThreads>(Vs, p.v + b * p.Lk * p.ldv + h * D, 0, p.Lk, p.ldv);
+  cp_async_commit();
+  // K's padding block (zeros) and V's last block (a column of ones, then zeros)
+  for (int r = threadIdx.x; r < 2 * KEYS; r += kThreads) {
+    const bool v = r >= KEYS;
+    const int kr = r % KEYS;
+    *reinterpret_cast<uint4*>((v ? Vs : Ks) + (kReal * (KEYS / 8) + kr / 8) * 64 + (kr % 8) * 8) = make_uint4(v ? 0x3C00u : 0u, 0u, 0u, 0u);
+  }
+  // descriptors as the kept kernel's: K's core matrices 128 bytes apart along keys, KEYS * 16 along columns
+  const uint64_t dk = smem_desc(Ks, KEYS * 16, 128), dv = smem_desc(Vs, 128, KEYS * 16);
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+
+  int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
+  for (int rt = 0; rt < RT; ++rt, row0 += kRows, row1 += kRows) {
+    if (RT > 1 && q0 + rt * kRows >= p.Lq) break;  // the same for the whole block
+    uint32_t qa[kQK / 2][4];  // Q as A fragments (rows g and g + 8; padding columns and rows past Lq zeros)
+    auto ld2 = [&](int64_t row, int col) -> uint32_t {
+      return row < p.Lq && col < D ? *reinterpret_cast<const uint32_t*>(qg + row * p.ldq + col) : 0u;
+    };
+#pragma unroll
+    for (int kt = 0; kt < kQK / 2; ++kt) {
+      qa[kt][0] = ld2(row0, kt * 16 + 2 * t);
+      qa[kt][1] = ld2(row1, kt * 16 + 2 * t);
+      qa[kt][2] = ld2(row0, kt * 16 + 8 + 2 * t);
+      qa[kt][3] = ld2(row1, kt * 16 + 8 + 2 * t);
+    }
+    float s[40];
+    wgmma_fence();
+#pragma unroll
+    for (int kt = 0; kt < kQK / 2; ++kt) wgmma_s80(s, qa[kt], dk + kt * ((2 * KEYS * 16) >> 4), kt > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    // keys past Lk masked; the rows' maxima over the quad (one tile: exact)
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < KEYS / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (n * 8 + t * 2 + (e & 1) >= p.Lk) s[4 * n + e] = -INFINITY;
+        if (e < 2) mx0 = fmaxf(mx0, s[4 * n + e]);
+        else mx1 = fmaxf(mx1, s[4 * n + e]);
+      }
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 1));
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffff, mx0, 2));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 1));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffff, mx1, 2));
+    const float b0 = mx0 * p.scale_log2, b1 = mx1 * p.scale_log2;  // key 0 exists (Lk >= 1): finite
+    uint32_t ph[KEYS / 8][2];
+#pragma unroll
+    for (int n = 0; n < KEYS / 8; ++n) {
+      ph[n][0] = exp2_pack<false>(fmaf(s[4 * n], p.scale_log2, -b0), fmaf(s[4 * n + 1], p.scale_log2, -b0));
+      ph[n][1] = exp2_pack<false>(fmaf(s[4 * n + 2], p.scale_log2, -b1), fmaf(s[4 * n + 3], p.scale_log2, -b1));
+    }
+    float o[kO];
+#pragma unroll
+    for (int i = 0; i < kO; ++i) o[i] = 0.f;
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < KEYS / 16; ++kk) {
+      const uint32_t a[4] = {ph[2 * kk][0], ph[2 * kk][1], ph[2 * kk + 1][0], ph[2 * kk + 1][1]};
+      wgmma_pv(o, a, dv + kk * (256 >> 4));
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    store_rows<kReal>(o, og, row0, row1, p.Lq, p.ldo, lane);
+  }
+#endif
+}
+
+template <int RT>
+cudaError_t launch_cross80(const WParams& p, int64_t B, cudaStream_t s) {
+  constexpr size_t smem = (size_t)80 * 8 * (6 + 6) * sizeof(__half);
+  const dim3 grid((unsigned)((p.Lq + 128 * RT - 1) / (128 * RT)), (unsigned)(B * p.H));
+  launch_kernel(flash_cross80_k<RT>, grid, 256, smem, s, p);
+  const cudaError_t r = cudaGetLastError();
+  if (r == cudaSuccess) ++g_cross80_launches;
+  return r;
+}
+
 bool wgmma_device(int* sms) {
   // read at each launch (launches happen when graphs are captured), so a benchmark can compare kernels
   const char* e = std::getenv("SDRT_ATTN_WGMMA");
@@ -832,11 +944,12 @@ bool sm90_plan(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t 
 }
 }  // namespace
 
-int flash_attention_sm90_forms(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
-                               bool causal) {
+int flash_attention_sm90_form_mask(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
+                                   bool causal) {
   Sm90Plan pl;
   if (!sm90_plan(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal, &pl)) return 0;
-  return pl.qreg || D == 64 ? 1 : D == 80 ? 2 : 5;
+  if (pl.qreg) return Lk <= 80 ? 1 | 1 << 5 : 1;  // the kept kernel with Q in registers, "cross80"
+  return D == 64 ? 1 : D == 80 ? 0b11 : 0b11111;  // d 80: wgmma, pipe; d 40: also the FP16-exponential and late forms
 }
 
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
@@ -853,6 +966,9 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     const char* e = std::getenv("SDRT_ATTN_RT");
     int rt = heads * ((Lq + 511) / 512) >= 2 * pl.sms ? 4 : heads * ((Lq + 255) / 256) >= pl.sms ? 2 : 1;
     if (e && (e[0] == '1' || e[0] == '2' || e[0] == '4') && !e[1]) rt = e[0] - '0';
+    // "cross80" (at most 80 keys): given as the form, else under SDRT_ATTN_CROSS80=1
+    if (Lk <= 80 && (form == 5 || (form < 0 && attention_cross80_env() == 1)))
+      return rt == 4 ? launch_cross80<4>(p, B, s) : rt == 2 ? launch_cross80<2>(p, B, s) : launch_cross80<1>(p, B, s);
     return rt == 4 ? launch<40, 128, true, 128, 4>(p, B, s) : rt == 2 ? launch<40, 128, true, 128, 2>(p, B, s) : launch<40, 128, true, 128, 1>(p, B, s);
   }
   // the form: given (a timed choice: attention_form_name's), else SDRT_ATTN_PIPE (1 the pipelined kernel
@@ -895,3 +1011,4 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
 int64_t sdrt::cuda_attention_pipe_launches() { return sdrt::cuda::g_pipe_launches.load(); }
 int64_t sdrt::cuda_attention_late_launches() { return sdrt::cuda::g_late_launches.load(); }
 int64_t sdrt::cuda_attention_shifted_launches() { return sdrt::cuda::g_shifted_launches.load(); }
+int64_t sdrt::cuda_attention_cross80_launches() { return sdrt::cuda::g_cross80_launches.load(); }
