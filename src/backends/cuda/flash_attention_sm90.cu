@@ -251,6 +251,23 @@ __device__ __forceinline__ void lazy_max(float mx0, float mx1, float scale_log2,
   m1 = n1;
 }
 
+// Q's rows row0, row1 (this thread's g and g + 8) as the A fragments of KS K-steps of 16 head columns
+// (mma.sync's m16n8k16 layout per warp: columns 2t and 2t + 8 of each step), columns >= D and rows past Lq
+// as zeros: the kernels that hold Q in registers.
+template <int D, int KS>
+__device__ __forceinline__ void q_fragments(uint32_t (&qa)[KS][4], const __half* qg, int64_t row0, int64_t row1, int64_t Lq, int64_t ldq, int t) {
+  auto ld2 = [&](int64_t row, int col) -> uint32_t {
+    return row < Lq && col < D ? *reinterpret_cast<const uint32_t*>(qg + row * ldq + col) : 0u;
+  };
+#pragma unroll
+  for (int kt = 0; kt < KS; ++kt) {
+    qa[kt][0] = ld2(row0, kt * 16 + 2 * t);
+    qa[kt][1] = ld2(row1, kt * 16 + 2 * t);
+    qa[kt][2] = ld2(row0, kt * 16 + 8 + 2 * t);
+    qa[kt][3] = ld2(row1, kt * 16 + 8 + 2 * t);
+  }
+}
+
 // Whether pred holds for a thread of this warpgroup (named barrier id, its 128 threads; every warp of the
 // warpgroup calls it with the same id): a barrier with an OR reduction, so a branch on it is uniform
 // across the warpgroup, as branches around its MMAs must be.
@@ -386,21 +403,8 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
   // RT row tiles of kRows rows per block (QREG: K and V, one tile, staged once for all of them)
   for (int rt = 0; rt < RT; ++rt, row0 += kRows, row1 += kRows) {
     if (RT > 1 && q0 + rt * kRows >= p.Lq) break;  // the same for the whole block
-    // Q as A fragments (mma.sync's m16n8k16 layout per warp: rows g and g + 8, columns 2t and 2t + 8 of each
-    // 16-column K-step; padding columns and rows past Lq as zeros)
-    uint32_t qa[QREG ? kQK / 2 : 1][4];
-    if constexpr (QREG) {
-      auto ld2 = [&](int64_t row, int col) -> uint32_t {
-        return row < p.Lq && col < D ? *reinterpret_cast<const uint32_t*>(qg + row * p.ldq + col) : 0u;
-      };
-#pragma unroll
-      for (int kt = 0; kt < kQK / 2; ++kt) {
-        qa[kt][0] = ld2(row0, kt * 16 + 2 * t);
-        qa[kt][1] = ld2(row1, kt * 16 + 2 * t);
-        qa[kt][2] = ld2(row0, kt * 16 + 8 + 2 * t);
-        qa[kt][3] = ld2(row1, kt * 16 + 8 + 2 * t);
-      }
-    }
+    uint32_t qa[QREG ? kQK / 2 : 1][4];  // Q as A fragments (QREG)
+    if constexpr (QREG) q_fragments<D>(qa, qg, row0, row1, p.Lq, p.ldq, t);
 
     float o[kO];  // the head's output columns, then the row sums (column D) and zeros
 #pragma unroll
@@ -823,17 +827,8 @@ __global__ void __launch_bounds__(256, 2) flash_cross80_k(WParams p) {
   int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
   for (int rt = 0; rt < RT; ++rt, row0 += kRows, row1 += kRows) {
     if (RT > 1 && q0 + rt * kRows >= p.Lq) break;  // the same for the whole block
-    uint32_t qa[kQK / 2][4];  // Q as A fragments (rows g and g + 8; padding columns and rows past Lq zeros)
-    auto ld2 = [&](int64_t row, int col) -> uint32_t {
-      return row < p.Lq && col < D ? *reinterpret_cast<const uint32_t*>(qg + row * p.ldq + col) : 0u;
-    };
-#pragma unroll
-    for (int kt = 0; kt < kQK / 2; ++kt) {
-      qa[kt][0] = ld2(row0, kt * 16 + 2 * t);
-      qa[kt][1] = ld2(row1, kt * 16 + 2 * t);
-      qa[kt][2] = ld2(row0, kt * 16 + 8 + 2 * t);
-      qa[kt][3] = ld2(row1, kt * 16 + 8 + 2 * t);
-    }
+    uint32_t qa[kQK / 2][4];  // Q as A fragments
+    q_fragments<D>(qa, qg, row0, row1, p.Lq, p.ldq, t);
     float s[40];
     wgmma_fence();
 #pragma unroll
