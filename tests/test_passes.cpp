@@ -114,6 +114,16 @@ std::unique_ptr<Backend> fp16_cuda(std::string* why) {
   return make_cuda_backend(o, why);
 }
 
+// In a test body: skips without the conformance data or a usable fp16 CUDA backend; else `cuda` (that
+// backend) and `m` (the tiny conformance model, loaded) are in scope.
+#define TINY_MODEL_ON_FP16_CUDA(cuda, m)                                                \
+  SDRT_REQUIRE_CONFORMANCE();                                                           \
+  std::string cuda##_why;                                                               \
+  auto cuda = fp16_cuda(&cuda##_why);                                                   \
+  if (!cuda) GTEST_SKIP() << "CUDA backend not usable here: " << cuda##_why;           \
+  auto m = load_model((tiny_dir() / "diffusers").string());                             \
+  ASSERT_TRUE(m.is_ok()) << m.status().message()
+
 // Values computed from weights alone: a convolution's filter reshaped from a flat weight, its bias the sum
 // of two, a scale computed from two weights; a weight also read directly (kept); a constant graph output
 // (stays computed).
@@ -580,12 +590,7 @@ TEST(Passes, TinyUnetFusedMatchesUnfusedOnCuda) {
 // the one-stream output bit for bit, on the first (captured) run and on replays. One backend compiles
 // both (SDRT_LANES=2 for the second), so both take the same tactics.
 TEST(Passes, TinyUnetSideLaneMatchesOneStreamOnCuda) {
-  SDRT_REQUIRE_CONFORMANCE();
-  std::string why;
-  auto cuda = fp16_cuda(&why);
-  if (!cuda) GTEST_SKIP() << "CUDA backend not usable here: " << why;
-  auto m = load_model((tiny_dir() / "diffusers").string());
-  ASSERT_TRUE(m.is_ok());
+  TINY_MODEL_ON_FP16_CUDA(cuda, m);
   std::mt19937 rng(7);
   auto g = build_unet(*m, 2, 16, 16);
   ASSERT_TRUE(g.is_ok());
@@ -752,12 +757,7 @@ TEST(Passes, GuidanceHalvesShareTheirPrefixOnCpu) {
 // along the batch in NHWC) against the whole batch's, within fp16 rounding (the half-batch layers take
 // the tactics of their own shapes), on the first (captured) run and a replay.
 TEST(Passes, GuidanceHalvesShareTheirPrefixOnCuda) {
-  SDRT_REQUIRE_CONFORMANCE();
-  std::string why;
-  auto cuda = fp16_cuda(&why);
-  if (!cuda) GTEST_SKIP() << "CUDA backend not usable here: " << why;
-  auto m = load_model((tiny_dir() / "diffusers").string());
-  ASSERT_TRUE(m.is_ok());
+  TINY_MODEL_ON_FP16_CUDA(cuda, m);
   std::mt19937 rng(17);
   auto whole = build_unet(*m, 4, 16, 16);
   auto guided = build_guided_unet(*m, 2, 16, 16);

@@ -234,13 +234,18 @@ Result<Tensor> Pipeline::encode_prompt(const std::string& prompt, int clip_skip)
   return out;
 }
 
+Result<Tensor> Pipeline::run_unet(Executable& ex, const std::string& key, const Tensor& x, float t, const Tensor& ctx) {
+  const int64_t rows = x.dim(0);  // the sample's and timestep's rows
+  unet_flops_ += flops_[key];
+  SDRT_ASSIGN_OR_RETURN(auto out, ex.run({{"sample", x}, {"timestep", Tensor::from_f32({rows}, std::vector<float>(rows, t))}, {"encoder_hidden_states", ctx}}));
+  return out[0];
+}
+
 Result<Tensor> Pipeline::unet(const Tensor& x, float t, const Tensor& ctx) {
   const int64_t B = x.dim(0), h = x.dim(2), w = x.dim(3), L = ctx.dim(1);
   const std::string key = unet_key(B, h, w, L);
   SDRT_ASSIGN_OR_RETURN(Executable * ex, executable(key, [&] { return build_unet(model_, B, h, w, L); }));
-  unet_flops_ += flops_[key];
-  SDRT_ASSIGN_OR_RETURN(auto out, ex->run({{"sample", x}, {"timestep", Tensor::from_f32({B}, std::vector<float>(B, t))}, {"encoder_hidden_states", ctx}}));
-  return out[0];
+  return run_unet(*ex, key, x, t, ctx);
 }
 
 Result<Executable*> Pipeline::guidance_unet(int64_t B, int64_t h, int64_t w, int64_t L, bool* shared, std::string* key) {
@@ -256,16 +261,11 @@ Result<Tensor> Pipeline::guided_unet(const Tensor& x, float t, const Tensor& ctx
   bool shared = false;
   std::string key;
   SDRT_ASSIGN_OR_RETURN(Executable * ex, guidance_unet(B, h, w, L, &shared, &key));
-  unet_flops_ += flops_[key];
-  const int64_t rows = shared ? B : 2 * B;
-  Tensor xin = x;
-  if (!shared) {
-    xin = Tensor::empty(DType::F32, {2 * B, x.dim(1), h, w});
-    std::memcpy(xin.f32(), x.f32(), x.numel() * 4);
-    std::memcpy(xin.f32() + x.numel(), x.f32(), x.numel() * 4);
-  }
-  SDRT_ASSIGN_OR_RETURN(auto out, ex->run({{"sample", xin}, {"timestep", Tensor::from_f32({rows}, std::vector<float>(rows, t))}, {"encoder_hidden_states", ctx}}));
-  return out[0];
+  if (shared) return run_unet(*ex, key, x, t, ctx);
+  Tensor both = Tensor::empty(DType::F32, {2 * B, x.dim(1), h, w});  // the whole batch: both halves' latents
+  std::memcpy(both.f32(), x.f32(), x.numel() * 4);
+  std::memcpy(both.f32() + x.numel(), x.f32(), x.numel() * 4);
+  return run_unet(*ex, key, both, t, ctx);
 }
 
 // diffusers img2img: the latent distribution's sample (mean + std * randn from the image's generator).

@@ -113,6 +113,8 @@ class Pipeline {
   Result<std::unique_ptr<Executable>> from_plan(const Plan& plan, const std::string& key, const std::string& where);
   Result<std::unique_ptr<Executable>> cached_or_built(const std::string& key, const std::function<Result<std::shared_ptr<Graph>>()>& build);
   Result<Tensor> unet(const Tensor& x, float t, const Tensor& ctx);  // x [B,4,h,w], ctx [B,L,C]
+  // A UNet executable (its name `key`, for the FLOP count) on sample x at timestep t (x's rows) and ctx.
+  Result<Tensor> run_unet(Executable& ex, const std::string& key, const Tensor& x, float t, const Tensor& ctx);
   // The UNet of a guidance batch of B images and conditioning length L at latent size h x w: the form
   // whose halves share their prefix (sample and timestep of B rows; *shared true) where it applies, else
   // the whole batch's (2 B rows).

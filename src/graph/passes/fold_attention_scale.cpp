@@ -18,9 +18,9 @@ Graph fold_attention_scale(const Graph& g, int* rewrites) {
   const std::vector<int> uses = passes::use_counts(g);
   auto weight_of = [&](int id) { return passes::weight_tensor(g, id); };
   const std::string suffix = "*qscale";
-  // per Linear to fold: the scale of the Attention it feeds
-  std::vector<double> fold(g.nodes.size(), 0.0);
-  std::vector<bool> dropped(g.nodes.size(), false);  // the weights replaced by scaled ones
+  // per query Linear folded, and per weight (or bias) of it: c = the Attention's scale / ln 2, else 0
+  std::vector<double> fold(g.nodes.size(), 0.0), weight_scale(g.nodes.size(), 0.0);
+  std::vector<bool> dropped(g.nodes.size(), false);  // those weights, replaced by scaled ones
   int count = 0;
   for (const Node& n : g.nodes) {
     if (n.op != Op::Attention || n.inputs.size() != 3 || !(n.a.scale > 0.f) || !std::isfinite(n.a.scale) || n.a.scale == kLn2) continue;
@@ -36,16 +36,12 @@ Graph fold_attention_scale(const Graph& g, int* rewrites) {
     }
     if (!ok) continue;
     fold[q] = (double)n.a.scale / (double)kLn2;
-    for (size_t k = 1; k < l.inputs.size(); ++k) dropped[l.inputs[k]] = true;
+    for (size_t k = 1; k < l.inputs.size(); ++k) dropped[l.inputs[k]] = true, weight_scale[l.inputs[k]] = fold[q];
     ++count;
   }
 
   passes::Rewriter rw(g);
   const std::set<std::string> kept = passes::kept_weight_names(g, dropped);
-  std::vector<double> weight_scale(g.nodes.size(), 0.0);
-  for (size_t i = 0; i < g.nodes.size(); ++i)
-    if (fold[i] != 0.0)
-      for (size_t k = 1; k < g.nodes[i].inputs.size(); ++k) weight_scale[g.nodes[i].inputs[k]] = fold[i];
   for (size_t i = 0; i < g.nodes.size(); ++i) {
     const Node& n = g.nodes[i];
     if (dropped[i]) {  // the weight (or bias) times c, in its dtype, under a new name
