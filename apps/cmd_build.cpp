@@ -163,7 +163,7 @@ int cmd_build(const BuildArgs& a) {
       geglu += n.op == Op::Linear && n.a.geglu;
       phases += n.op == Op::Conv2d && n.a.up2;
       if (n.op == Op::Attention) {
-        base2 += n.a.scale == 0.693147180559945309f;
+        base2 += n.a.scale == kBase2AttentionScale;
         std::vector<const Shape*> shapes;
         for (int i : n.inputs) shapes.push_back(&g->nodes[i].shape);
         const auto av = attention_views(shapes);

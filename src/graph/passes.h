@@ -45,6 +45,7 @@ Graph subpixel_upsample_conv(const Graph& g, int* rewrites);
 // q k^T comes out in the base-2 domain attention kernels exponentiate in (ln 2 * log2 e == 1 in float), the
 // same softmax. SDRT_ATTN_SCALE_FOLD=0 in the environment turns it off in optimize_graph (A/B measurements).
 Graph fold_attention_scale(const Graph& g, int* rewrites);
+constexpr float kBase2AttentionScale = 0.693147180559945309f;  // ln 2: the scale such an Attention gets
 
 // Attention(q, k, v) whose q, k, v (or k, v) are Linears of one input, read only there -> one Linear
 // with the weights stacked and the Attention reading its output packed (qkv, or q and kv).

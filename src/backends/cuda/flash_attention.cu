@@ -294,16 +294,15 @@ const char* attention_form_name(int form) {
   static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16", "wgmma-lm", "cross80"};
   return form >= 0 && form < kAttentionForms ? names[form] : "?";
 }
-int attention_latemax_env() {
-  const char* e = std::getenv("SDRT_ATTN_LATEMAX");
-  if (!e) return -1;
-  return std::strcmp(e, "1") == 0 ? 1 : std::strcmp(e, "0") == 0 ? 0 : -1;
+namespace {
+// A form's switch: 1 where the variable is "1", 0 where "0", else -1 (unset or anything else)
+int form_switch(const char* name) {
+  const char* e = std::getenv(name);
+  return !e ? -1 : std::strcmp(e, "1") == 0 ? 1 : std::strcmp(e, "0") == 0 ? 0 : -1;
 }
-int attention_cross80_env() {
-  const char* e = std::getenv("SDRT_ATTN_CROSS80");
-  if (!e) return -1;
-  return std::strcmp(e, "1") == 0 ? 1 : std::strcmp(e, "0") == 0 ? 0 : -1;
-}
+}  // namespace
+int attention_latemax_env() { return form_switch("SDRT_ATTN_LATEMAX"); }
+int attention_cross80_env() { return form_switch("SDRT_ATTN_CROSS80"); }
 int attention_exp16_env() {
   const char* e = std::getenv("SDRT_ATTN_EXP16");
   if (!e) return -1;

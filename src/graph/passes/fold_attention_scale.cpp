@@ -11,7 +11,7 @@
 
 namespace sdrt {
 namespace {
-constexpr float kLn2 = 0.693147180559945309f;  // times log2 e, in float: exactly 1
+constexpr float kLn2 = kBase2AttentionScale;  // times log2 e, in float: exactly 1
 }  // namespace
 
 Graph fold_attention_scale(const Graph& g, int* rewrites) {
