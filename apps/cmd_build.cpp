@@ -186,6 +186,7 @@ int cmd_build(const BuildArgs& a) {
 
   int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0, as_fused = 0, as_graph = 0, geglu_n = 0, geglu_fused = 0, split_n = 0,
       split_parts = 0, attn_n = 0, attn_pipe = 0, attn_e16 = 0;
+  std::map<std::string, int> gn_forms;  // GroupNorm shapes by the form timed fastest
   std::map<std::string, int> algos;
   for (const auto& [k, v] : plan.tactics) {
     const bool cached = seeded.count(k) > 0;
@@ -205,6 +206,10 @@ int cmd_build(const BuildArgs& a) {
       ++attn_n;
       attn_pipe += v.rfind("pipe", 0) == 0;
       attn_e16 += v.size() > 4 && v.compare(v.size() - 4, 4, "-e16") == 0;
+      continue;
+    }
+    if (k.rfind("gn_form/", 0) == 0) {  // three passes, the one-pass kernel or clusters, timed per shape
+      ++gn_forms[v];
       continue;
     }
     if (k.rfind("batch_split/", 0) == 0) {  // SDRT_SPLIT=auto: whether the graph runs its batch in parts
@@ -232,6 +237,10 @@ int cmd_build(const BuildArgs& a) {
   if (geglu_n) std::printf("; %d GEGLU projection shapes, %d of them as one fused kernel (faster there)", geglu_n, geglu_fused);
   if (attn_n)
     std::printf("; %d attention shapes, %d of them on the pipelined kernel, %d with FP16 exponentials (faster there)", attn_n, attn_pipe, attn_e16);
+  if (!gn_forms.empty()) {
+    std::printf("; GroupNorm shapes by form:");
+    for (const auto& [form, n] : gn_forms) std::printf(" %s %d", form.c_str(), n);
+  }
   if (split_n) std::printf("; %d graphs timed whole and in batch parts, %d of them split (faster there)", split_n, split_parts);
   std::printf("\nops: %d convolutions, %d linear layers (cuBLASLt), attention %d flash / %d materialized (%d with the scale folded into q); fused: %d GroupNorm+SiLU, %d residual adds, %d time embeddings into GroupNorm (%d of their projections packed), %d GEGLU projections, %d upsamplers as 2x2 phase convolutions\n",
               convs, linears, flash, materialized, base2, gn_silu, residual, gn_add, packed_temb, geglu, phases);

@@ -487,6 +487,62 @@ TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
   EXPECT_EQ(failures, 0);
 }
 
+// The engine times each GroupNorm's forms at build (three passes, the one-pass kernel, clusters), checks
+// each against the three-pass form, and records the choice ("gn_form/" tactics, the key naming the shape);
+// another backend given a recorded form runs that form (seen by the launch counters) and matches the CPU.
+// Two shapes: one that fits the chip (every form applies on a Hopper GPU) and SD's batch-16 level (too large
+// for the one-pass kernel's cache).
+TEST(BackendOps, GroupNormFormIsChosenByTimingAndRecorded) {
+  REQUIRE_CUDA_P(a, false, "fp16");
+  for (const char* v : {"SDRT_GN_FORM", "SDRT_GN_ONEPASS", "SDRT_GN_CLUSTER"}) ::unsetenv(v);
+  const bool hopper = a->compute_capability().first >= 9;
+  for (const Shape& xs : {Shape{2, 640, 32, 32}, Shape{16, 320, 64, 64}}) {
+    std::mt19937 rng(31);
+    auto g = std::make_shared<Graph>();
+    GraphBuilder b(*g);
+    std::map<std::string, Tensor> ins{{"x", randn(xs, rng)}};
+    b.output(b.group_norm(b.input("x", xs), b.weight("g", randn({xs[1]}, rng)), b.weight("b", randn({xs[1]}, rng)), 32, 1e-5f), "y");
+    ASSERT_TRUE(b.status().is_ok());
+    auto want = (*make_cpu_backend()->compile(g))->run(ins);
+    ASSERT_TRUE(want.is_ok());
+    auto ea = a->compile(g);
+    ASSERT_TRUE(ea.is_ok()) << ea.status().message();
+    std::map<std::string, std::string> forms;
+    for (const auto& [k, v] : a->tactics(g.get()))
+      if (k.rfind("gn_form/", 0) == 0) forms[k] = v;
+    ASSERT_EQ(forms.size(), 1u);
+    const std::string key = forms.begin()->first;
+    std::printf("      %s -> %s\n", key.c_str(), forms[key].c_str());
+    EXPECT_TRUE(forms[key] == "3pass" || forms[key] == "onepass" || forms[key] == "cluster") << forms[key];
+    bool finite = false;
+    auto ra = (*ea)->run(ins);
+    ASSERT_TRUE(ra.is_ok());
+    EXPECT_LT(nmse((*ra)[0], (*want)[0], &finite), 1e-5);
+    EXPECT_TRUE(finite);
+    for (const std::string form : {"3pass", "onepass", "cluster"}) {
+      auto c = cuda_or_skip_reason(nullptr, false, "fp16");
+      ASSERT_TRUE(c);
+      EXPECT_FALSE(c->add_tactics({{key, "fastest"}}).is_ok());
+      ASSERT_TRUE(c->add_tactics({{key, form}}).is_ok());
+      auto ec = c->compile(g);
+      ASSERT_TRUE(ec.is_ok()) << ec.status().message();
+      EXPECT_EQ(c->tactics(g.get())[key], form);
+      const int64_t one = cuda_group_norm_onepass_launches(), clu = cuda_group_norm_cluster_launches();
+      auto rc = (*ec)->run(ins);
+      ASSERT_TRUE(rc.is_ok());
+      const bool fits = xs[0] == 2;  // the one-pass kernel's cache holds [2,640,32,32], not [16,320,64,64]
+      // a recorded form that does not apply runs the untimed order: one pass where it fits, else three
+      const bool want_one = form == "onepass" ? fits : form == "cluster" && !hopper && fits;
+      EXPECT_EQ(cuda_group_norm_onepass_launches() - one >= 1, want_one) << form;
+      EXPECT_EQ(cuda_group_norm_cluster_launches() - clu >= 1, form == "cluster" && hopper) << form;
+      const double e = nmse((*rc)[0], (*want)[0], &finite);
+      std::printf("      recorded %-8s nmse %.3e\n", form.c_str(), e);
+      EXPECT_LT(e, 1e-5) << form;
+      EXPECT_TRUE(finite) << form;
+    }
+  }
+}
+
 // The intra-warpgroup pipelined attention (SDRT_ATTN_PIPE=2: heads of 40 and 80 on compute capability
 // 9.0, in 256-row blocks or, where those are too few for the SMs, 128-row ones) on every attention case,
 // plus key counts of one, two and three 64-key tiles (ragged), against the CPU; the d-40 and d-80

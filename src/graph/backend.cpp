@@ -33,7 +33,7 @@ std::string tactics_summary(const std::map<std::string, std::string>& tactics) {
   for (const auto& [k, v] : tactics) {
     const std::string kind = k.substr(0, k.find('/'));
     ++kinds[kind];
-    if (kind == "attn_form" || kind == "conv_form" || kind == "geglu_form" || kind == "batch_split") ++forms[kind][v];
+    if (kind == "attn_form" || kind == "conv_form" || kind == "geglu_form" || kind == "batch_split" || kind == "gn_form") ++forms[kind][v];
   }
   std::string out;
   for (const auto& [kind, n] : kinds) {

@@ -138,6 +138,19 @@ std::string attention_key(const Graph& g, const Node& n) {
   return b;
 }
 
+// An fp16 GroupNorm's key for the timed choice of form ("gn_form/<key>": batch, channels, pixels, groups,
+// SiLU, the added vector's row width or 0); empty where it is not a 4-D GroupNorm.
+std::string group_norm_key(const Graph& g, const Node& n) {
+  if (n.op != Op::GroupNorm || n.inputs.empty()) return {};
+  const Shape& xs = g.nodes[n.inputs[0]].shape;
+  if (xs.size() != 4 || n.a.groups <= 0) return {};
+  const int64_t vld = n.inputs.size() > 3 ? (!n.a.dims.empty() ? g.nodes[n.inputs[3]].shape[1] : xs[1]) : 0;
+  char b[128];
+  std::snprintf(b, sizeof b, "n%lld c%lld hw%lld g%lld%s v%lld", (long long)xs[0], (long long)xs[1], (long long)(xs[2] * xs[3]), (long long)n.a.groups,
+                n.a.silu ? " silu" : "", (long long)vld);
+  return b;
+}
+
 // Logical NCHW axis -> NHWC storage axis.
 constexpr int kNhwcAxis[4] = {0, 3, 1, 2};
 
@@ -297,6 +310,9 @@ class CudaExecutable : public Executable {
       attn_form_.assign(nodes.size(), -1);
       for (const Node& n : nodes)
         if (n.op == Op::Attention) SDRT_RETURN_IF_ERROR(choose_attention_form(n));
+      gn_form_.assign(nodes.size(), -1);
+      for (const Node& n : nodes)
+        if (n.op == Op::GroupNorm) choose_group_norm_form(n);
       // Each convolution's form, timed per shape: cuDNN then a bias(+residual) kernel; cuDNN's fused call
       // (bias and residual in it); or im2col + cuBLASLt, whose split-K tactics suit the short, deep GEMMs of
       // small images with many channels that cuDNN runs far below the GPU's speed (a [2,1280,8,8] 3x3 took
@@ -827,6 +843,83 @@ class CudaExecutable : public Executable {
     }
     attn_form_[id] = cuda::attention_form_by_name(choice);
     return Status::ok();
+  }
+
+  // Which GroupNorm form (nhwc_kernels.cuh: three passes, the cooperative one-pass kernel, thread-block
+  // clusters) a GroupNorm runs: the recorded choice for its shape, else each form that applies timed here as
+  // the engine runs it (in a CUDA graph, on pseudo-random inputs of the layer's sizes) and its output checked
+  // against the three-pass form's (a form that disagrees is never chosen). The one-pass form, then the
+  // three-pass one, then the cluster form: each later one must beat the best before it by 3%. The
+  // variables decide instead where set: SDRT_GN_FORM (3pass, onepass, cluster: that form where it applies;
+  // default: the untimed order of group_norm_nhwc), SDRT_GN_ONEPASS or SDRT_GN_CLUSTER (benchmarks, the op
+  // tests). Tensors over 256 MiB keep the untimed order (no timing buffers that large). A form runs only
+  // where the lanes do not split the batch (share 1); a failed timing leaves the untimed order.
+  void choose_group_norm_form(const Node& n) {
+    const size_t id = &n - g_->nodes.data();
+    if (const char* e = std::getenv("SDRT_GN_FORM"); e && *e) {
+      gn_form_[id] = cuda::group_norm_form_by_name(e);  // -1 for "default" (or anything else)
+      return;
+    }
+    if (std::getenv("SDRT_GN_ONEPASS") || std::getenv("SDRT_GN_CLUSTER")) return;
+    const std::string key = group_norm_key(*g_, n);
+    if (key.empty()) return;
+    std::string choice;
+    {
+      std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
+      auto it = gemm_tuning_->gn.find(key);
+      if (it != gemm_tuning_->gn.end()) choice = it->second;
+    }
+    if (choice.empty()) {
+      const Shape& xs = g_->nodes[n.inputs[0]].shape;
+      const int64_t N = xs[0], C = xs[1], HW = xs[2] * xs[3], G = n.a.groups, total = N * C * HW;
+      const bool has_vec = n.inputs.size() > 3;
+      const int64_t vld = has_vec && !n.a.dims.empty() ? g_->nodes[n.inputs[3]].shape[1] : C;
+      if (total > (int64_t(128) << 20)) return;
+      void *x = nullptr, *y = nullptr, *gb = nullptr, *vec = nullptr, *scratch = nullptr;
+      bool ok = cudaMalloc(&x, total * 2) == cudaSuccess && cudaMalloc(&y, total * 2) == cudaSuccess && cudaMalloc(&gb, C * 4) == cudaSuccess &&
+                cudaMalloc(&scratch, (size_t)cuda::group_norm_nhwc_scratch(N, C, HW, G) * 4) == cudaSuccess &&
+                (!has_vec || cudaMalloc(&vec, (size_t)(N * vld) * 2) == cudaSuccess);
+      std::string timings;
+      if (ok) {
+        auto* xh = static_cast<__half*>(x);
+        auto* gh = static_cast<__half*>(gb);
+        cuda::fill_uniform(xh, total, 1.7f, 21, stream_);
+        cuda::fill_uniform(gh, 2 * C, 1.f, 22, stream_);
+        if (vec) cuda::fill_uniform(static_cast<__half*>(vec), N * vld, 1.f, 23, stream_);
+        auto run = [&](int f) {
+          return cuda::group_norm_nhwc(xh, gh, gh + C, static_cast<const __half*>(vec), vld, static_cast<__half*>(y), N, C, HW, G, n.a.eps,
+                                       n.a.silu, static_cast<float*>(scratch), stream_, 1, f);
+        };
+        std::vector<__half> want((size_t)total), got((size_t)total);
+        ok = run(cuda::kGnThreePass) && fetch(want, y);
+        constexpr int kRuns = 10;
+        float best = -1.f;
+        for (const int f : {cuda::kGnOnePass, cuda::kGnThreePass, cuda::kGnCluster}) {
+          if (!ok) break;
+          if (!run(f)) {
+            cudaGetLastError();
+            continue;  // does not apply to this shape
+          }
+          if (!fetch(got, y)) break;
+          const bool agrees = agrees_with(got, want);
+          const float ms = agrees ? cuda::time_in_graph(stream_, kRuns, [&] { return run(f); }) : -1.f;
+          char t[96];
+          std::snprintf(t, sizeof t, "%s%s %.4f%s", timings.empty() ? "" : ", ", cuda::group_norm_form_name(f), ms, agrees ? "" : " (disagrees)");
+          timings += t;
+          if (ms > 0.f && (best <= 0.f || ms < 0.97f * best)) best = ms, choice = cuda::group_norm_form_name(f);
+        }
+      }
+      cudaStreamSynchronize(stream_);
+      for (void* p : {x, y, gb, vec, scratch})
+        if (p) cudaFree(p);
+      cudaGetLastError();
+      if (std::getenv("SDRT_PROFILE") || std::getenv("SDRT_VERBOSE"))
+        std::fprintf(stderr, "sdrt: group norm %s: %s ms -> %s\n", key.c_str(), timings.c_str(), choice.empty() ? "untimed" : choice.c_str());
+      if (choice.empty()) return;
+      std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
+      gemm_tuning_->gn[key] = choice;
+    }
+    gn_form_[id] = cuda::group_norm_form_by_name(choice.c_str());
   }
 
   // Persistent input buffers (host layout and dtype) and float32 output buffers, made once.
@@ -1491,8 +1584,11 @@ class CudaExecutable : public Executable {
         if constexpr (std::is_same_v<T, __half>) {
           if (nhwc_in(0)) {
             SDRT_ASSIGN_OR_RETURN(void* scratch, alloc((size_t)cuda::group_norm_nhwc_scratch(N, C, S, a.groups) * 4));
-            const bool done = cuda::group_norm_nhwc(in(0), in(1), in(2), vec, vld, y, N, C, S, a.groups, a.eps, a.silu, static_cast<float*>(scratch),
-                                                    stream_, use_lanes_ && split_ ? 2 : 1);
+            const int share = use_lanes_ && split_ ? 2 : 1, form = share == 1 && !gn_form_.empty() ? gn_form_[&n - g_->nodes.data()] : -1;
+            auto* sf = static_cast<float*>(scratch);
+            // a recorded form that does not apply here (another alignment): the untimed order
+            const bool done = (form >= 0 && cuda::group_norm_nhwc(in(0), in(1), in(2), vec, vld, y, N, C, S, a.groups, a.eps, a.silu, sf, stream_, 1, form)) ||
+                              cuda::group_norm_nhwc(in(0), in(1), in(2), vec, vld, y, N, C, S, a.groups, a.eps, a.silu, sf, stream_, share);
             release(scratch);
             if (done) return Status::ok();
             // outside the NHWC kernel's range: through NCHW
@@ -1702,6 +1798,7 @@ class CudaExecutable : public Executable {
   std::vector<int> gemm_plan_;  // per convolution node run as im2col + GEMM: its cuBLASLt plan, else -1
   std::vector<int> graph_plan_;  // per convolution node run as one cuDNN operation graph: its graph, else -1
   std::vector<int> attn_form_;  // per Attention with a timed choice of Hopper kernel: its form, else -1 (SDRT_ATTN_PIPE decides)
+  std::vector<int> gn_form_;  // per GroupNorm: its timed (or recorded) form, else -1 (group_norm_nhwc's untimed order)
   std::vector<int> geglu_form_;  // per Linear with a fused GEGLU: the fused kernel's form, else -1 (GEMM, then the GEGLU pass)
   std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
   // Lanes (plan_lanes): 0 the backend's stream, 1 the side stream.
@@ -1925,16 +2022,19 @@ class CudaBackend : public Backend {
     return "cuDNN " + cuda::cudnn_version() + ", cuBLASLt " + cuda::cublaslt_version();
   }
   // Convolution algorithms ("cudnn_conv/<shape>"), cuBLASLt algorithms ("lt_gemm/<shape>"), the forms of
-  // GEGLU projections ("geglu_form/<shape>") and of Hopper attentions ("attn_form/<shape>"), and batch splits
+  // GEGLU projections ("geglu_form/<shape>"), of Hopper attentions ("attn_form/<shape>") and of GroupNorms
+  // ("gn_form/<shape>"), and batch splits
   // ("batch_split/<graph>"): the tactics this backend times.
   std::map<std::string, std::string> tactics(const Graph* g) const override {
     std::map<std::string, std::string> out;
-    std::set<std::string> conv, cgraph, gemm, geglu, attn;
+    std::set<std::string> conv, cgraph, gemm, geglu, attn, gn;
     if (g && opt_.precision == "fp16")
       for (const Node& n : g->nodes) {
         int64_t M, N, K;
         if (n.op == Op::Attention) {
           if (std::string k = attention_key(*g, n); !k.empty()) attn.insert(k);
+        } else if (n.op == Op::GroupNorm) {
+          if (std::string k = group_norm_key(*g, n); !k.empty()) gn.insert(k);
         } else if (pointwise_gemm(*g, n, &M, &N, &K)) {
           gemm.insert(cuda::LtGemm::key(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3));
         } else if (n.op == Op::Conv2d) {
@@ -1967,6 +2067,8 @@ class CudaBackend : public Backend {
       if (!g || geglu.count(key)) out["geglu_form/" + key] = v;
     for (const auto& [key, v] : gemm_tuning_->attn)
       if (!g || attn.count(key)) out["attn_form/" + key] = v;
+    for (const auto& [key, v] : gemm_tuning_->gn)
+      if (!g || gn.count(key)) out["gn_form/" + key] = v;
     const std::string sk = g ? split_key(*g) : std::string();
     for (const auto& [key, parts] : gemm_tuning_->split)
       if (!g || key == sk) out["batch_split/" + key] = std::to_string(parts);
@@ -1990,6 +2092,11 @@ class CudaBackend : public Backend {
       if (key.rfind("attn_form/", 0) == 0) {
         if (cuda::attention_form_by_name(v) < 0) return invalid_argument("bad attention form '" + v + "' for '" + key + "'");
         gemm_tuning_->attn.emplace(key.substr(10), v);
+        continue;
+      }
+      if (key.rfind("gn_form/", 0) == 0) {
+        if (cuda::group_norm_form_by_name(v.c_str()) < 0) return invalid_argument("bad GroupNorm form '" + v + "' for '" + key + "'");
+        gemm_tuning_->gn.emplace(key.substr(8), v);
         continue;
       }
       if (key.rfind("batch_split/", 0) == 0) {

@@ -33,6 +33,8 @@ struct GemmTuning {
   std::map<std::string, int> split;
   // Attentions on the Hopper kernel, by attention_key: the form that runs (flash_attention.cuh's names).
   std::map<std::string, std::string> attn;
+  // GroupNorms by group_norm_key: the form that runs (nhwc_kernels.cuh's group_norm_form_name).
+  std::map<std::string, std::string> gn;
 };
 
 bool gemm_tactic_valid(const std::string& hex);

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstring>
 
 #include "backends/cuda/nhwc_kernels.cuh"
 #include "backends/cuda/launch.cuh"
@@ -213,16 +214,33 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G) {
   return std::max(N * gn_chunks(N, HW, &px) * G * 2 + 4 + N * C * 2, group_norm_onepass_scratch(G));
 }
 
+const char* group_norm_form_name(int form) {
+  static const char* const names[] = {"3pass", "onepass", "cluster"};
+  return form >= 0 && form < kGroupNormForms ? names[form] : "?";
+}
+int group_norm_form_by_name(const char* name) {
+  for (int f = 0; f < kGroupNormForms; ++f)
+    if (std::strcmp(name, group_norm_form_name(f)) == 0) return f;
+  return -1;
+}
+
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
-                     int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share) {
+                     int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share, int form) {
+  if (form >= kGroupNormForms) return false;
   if (G <= 0 || C % G || C > 8192 || N > 65535 || HW <= 0 || HW > (1 << 30)) return false;
   if (vld <= 0) vld = C;
   if (vld < C) return false;
   const bool v2 = (C / G) % 2 == 0;
   const int vecs = (int)(v2 ? C / 2 : C), threads = std::min(vecs, 1024);
   if (vecs * 2 * sizeof(float) > 48 * 1024) return false;
-  if (group_norm_cluster_env() == 1 && group_norm_cluster(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, s)) return true;
-  if (group_norm_onepass(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, scratch, s, share)) return true;
+  if (form == kGnCluster || (form < 0 && group_norm_cluster_env() == 1)) {
+    if (group_norm_cluster(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, s)) return true;
+    if (form == kGnCluster) return false;
+  }
+  if (form == kGnOnePass || form < 0) {
+    if (group_norm_onepass(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, scratch, s, share)) return true;
+    if (form == kGnOnePass) return false;
+  }
   int64_t px;
   const int chunks = gn_chunks(N, HW, &px);
   const dim3 grid((unsigned)chunks, (unsigned)N);

@@ -20,8 +20,14 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G);
 // vec (optional): GroupNorm(x + vec[n * vld + c]) without writing the sum (the ResNet time embedding: [N, C],
 // vld = C, or C columns of the packed projections of pass pack_time_projections, vld their row width).
 // share: streams running side by side on the GPU (batch parts), for the one-pass form below.
+// form: -1 the default order (the cluster form under SDRT_GN_CLUSTER=1, else the one-pass form where it
+// applies, else three passes); a GroupNormForm runs that form alone and returns false where it does not
+// apply (the engine times the forms per shape: choose_group_norm_form).
+enum GroupNormForm { kGnThreePass = 0, kGnOnePass = 1, kGnCluster = 2, kGroupNormForms = 3 };
+const char* group_norm_form_name(int form);  // "3pass", "onepass", "cluster"; "?" out of range
+int group_norm_form_by_name(const char* name);  // -1 for an unknown name
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
-                     int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1);
+                     int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1, int form = -1);
 
 // The same GroupNorm as one cooperative kernel (statistics, a grid-wide barrier, the normalisation, the
 // pixels kept in shared memory in between): false where it does not apply (a tensor larger than the
@@ -40,8 +46,9 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
 
 // The same GroupNorm with one thread-block cluster per image and slab of whole groups (compute capability
 // 9.0+; group_norm_cluster.cu): one read, no grid-wide barrier, any size. False where it does not apply
-// (channels not a multiple of 8, a slab over 1024 channels, an older GPU, a failed launch). Experimental:
-// group_norm_nhwc takes it first under SDRT_GN_CLUSTER=1 (group_norm_cluster_env).
+// (channels not a multiple of 8, a slab over 1024 channels, an older GPU, a failed launch). The engine
+// times it beside the other forms; group_norm_nhwc takes it first under SDRT_GN_CLUSTER=1
+// (group_norm_cluster_env: 1 there, 0 for "0", -1 unset or anything else).
 int group_norm_cluster_env();
 bool group_norm_cluster(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                         int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s);
