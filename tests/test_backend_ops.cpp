@@ -646,13 +646,13 @@ struct TimedAttention {
   double nmse = 1.0;
   bool finite = false;
 };
-TimedAttention timed_attention(Backend& a, int64_t Lq, int64_t Lk, unsigned seed) {
+TimedAttention timed_attention(Backend& a, int64_t Lq, int64_t Lk, unsigned seed, int64_t C = 320) {
   TimedAttention r;
   std::mt19937 rng(seed);
   r.g = std::make_shared<Graph>();
   GraphBuilder b(*r.g);
-  r.ins = {{"q", randn({2, Lq, 320}, rng)}, {"k", randn({2, Lk, 320}, rng)}, {"v", randn({2, Lk, 320}, rng)}};
-  b.output(b.attention(b.input("q", {2, Lq, 320}), b.input("k", {2, Lk, 320}), b.input("v", {2, Lk, 320}), 8, false), "y");
+  r.ins = {{"q", randn({2, Lq, C}, rng)}, {"k", randn({2, Lk, C}, rng)}, {"v", randn({2, Lk, C}, rng)}};
+  b.output(b.attention(b.input("q", {2, Lq, C}), b.input("k", {2, Lk, C}), b.input("v", {2, Lk, C}), 8, false), "y");
   EXPECT_TRUE(b.status().is_ok());
   auto want = (*make_cpu_backend()->compile(r.g))->run(r.ins);
   EXPECT_TRUE(want.is_ok());
@@ -733,6 +733,38 @@ TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
   ASSERT_TRUE(ef.is_ok()) << ef.status().message();
   const std::string without = f->tactics(g.get())[key];
   EXPECT_TRUE(without == "wgmma" || without == "pipe") << without;
+}
+
+// SD's d-160 attentions at batch 2 (eight heads of 160 over 256 queries: 64 blocks of 64 rows on 100+ SMs)
+// have the mma.sync kernel's 32- and 16-row blocks timed beside its 64-row ones; each recorded form runs and
+// matches the CPU, self-attention and the prompt's 77 keys alike.
+TEST(BackendOps, AttentionRowBlocksAreChosenByTimingAndRecorded) {
+  REQUIRE_CUDA_P(a, false, "fp16");
+  ::unsetenv("SDRT_ATTN_SMALL");
+  for (const int64_t Lk : {256, 77}) {
+    TimedAttention ta = timed_attention(*a, 256, Lk, 41, 1280);
+    auto& [g, ins, want, forms, first_nmse, finite] = ta;
+    EXPECT_LT(first_nmse, 1e-5);
+    EXPECT_TRUE(finite);
+    ASSERT_EQ(forms.size(), 1u);  // 64 blocks leave SMs idle on any GPU with more than 64
+    const std::string key = forms.begin()->first;
+    std::printf("      %s -> %s\n", key.c_str(), forms[key].c_str());
+    EXPECT_TRUE(forms[key] == "wgmma" || forms[key] == "rows32" || forms[key] == "rows16") << forms[key];
+    for (const std::string form : {"wgmma", "rows32", "rows16"}) {
+      auto c = cuda_or_skip_reason(nullptr, false, "fp16");
+      ASSERT_TRUE(c);
+      ASSERT_TRUE(c->add_tactics({{key, form}}).is_ok());
+      auto ec = c->compile(g);
+      ASSERT_TRUE(ec.is_ok()) << ec.status().message();
+      EXPECT_EQ(c->tactics(g.get())[key], form);
+      auto rc = (*ec)->run(ins);
+      ASSERT_TRUE(rc.is_ok());
+      const double e = nmse((*rc)[0], want, &finite);
+      std::printf("      recorded %-7s nmse %.3e\n", form.c_str(), e);
+      EXPECT_LT(e, 1e-5) << form;
+      EXPECT_TRUE(finite) << form;
+    }
+  }
 }
 
 // A d-40 cross-attention of 77 keys (SD's prompt at the 4096-token level): on compute capability 9.0 two forms

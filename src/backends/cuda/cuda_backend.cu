@@ -766,7 +766,9 @@ class CudaExecutable : public Executable {
   // FP16-exponential forms (less precise, and 7-8% slower on the H200: eleventh session) are timed only with
   // SDRT_ATTN_EXP16=auto, then needing a 5% margin; without it a recorded one is timed again. The
   // late-maximum and cross80 forms are timed unless SDRT_ATTN_LATEMAX=0 / SDRT_ATTN_CROSS80=0 (then a recorded
-  // one is timed again); SDRT_ATTN_CROSS80=1 forces the latter where it applies.
+  // one is timed again); SDRT_ATTN_CROSS80=1 forces the latter where it applies. The d-160 attentions' 32- and
+  // 16-row blocks (forms 6, 7: the mma.sync kernel, where 64-row blocks leave SMs idle) likewise unless
+  // SDRT_ATTN_SMALL is set (which then decides their rows).
   Status choose_attention_form(const Node& n) {
     const size_t id = &n - g_->nodes.data();
     const std::string key = attention_key(*g_, n);
@@ -778,7 +780,10 @@ class CudaExecutable : public Executable {
     const int late_env = cuda::attention_latemax_env(), cross_env = cuda::attention_cross80_env();
     if (late_env == 1 || cross_env == 1) return Status::ok();
     auto e16_form = [](int f) { return f == 2 || f == 3; };
-    auto timed = [&](int f) { return e16_form(f) ? e16_timed : f == 4 ? late_env != 0 : f == 5 ? cross_env != 0 : true; };
+    const bool small_env = cuda::attention_small_env();
+    auto timed = [&](int f) {
+      return e16_form(f) ? e16_timed : f == 4 ? late_env != 0 : f == 5 ? cross_env != 0 : f == 6 || f == 7 ? !small_env : true;
+    };
     std::string choice;
     {
       std::lock_guard<std::mutex> lock(gemm_tuning_->mu);

@@ -259,10 +259,12 @@ cudaError_t launch(const Params& p, int64_t B, cudaStream_t s) {
   return cudaGetLastError();
 }
 
-// Experimental (SDRT_ATTN_SMALL=16 or 32): where 64-row blocks would leave SMs idle (SD's d-160 levels at
-// batch 2: 16 to 64 blocks on 132 SMs), blocks of 16 or 32 rows instead - more blocks, each through all the
-// keys.
-int small_rows() {
+// Forms 6 and 7 ("rows32", "rows16"; timed by the engine), else SDRT_ATTN_SMALL=32 or 16 (the engine then
+// times neither): where 64-row blocks would leave SMs idle (SD's d-160 levels at batch 2: 16 to 64 blocks
+// on 132 SMs), blocks of 32 or 16 rows instead - more blocks, each through all the keys.
+int small_rows(int form) {
+  if (form == 6) return 32;
+  if (form == 7) return 16;
   const char* e = std::getenv("SDRT_ATTN_SMALL");  // read at each launch, as the other switches
   if (!e) return 0;
   return std::strcmp(e, "16") == 0 ? 16 : std::strcmp(e, "32") == 0 ? 32 : 0;
@@ -277,11 +279,11 @@ int device_sms() {
 // halved; SD's d 40 is bound by it). The rest: 64 rows per block, 16 per warp (registers of big heads,
 // more blocks for short sequences).
 template <int DP, int NV>
-cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s) {
+cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s, int form) {
   if constexpr (DP <= 64)
     if (p.Lq >= 1024 && p.Lk >= 256) return launch<128, 2, DP, NV>(p, B, s);
-  if constexpr (DP >= 128)  // heads of 128 to 160 (SD's d 160; smaller heads run Hopper's kernels or long sequences)
-    if (const int r = small_rows(); r > 0 && (p.Lq + 63) / 64 * B * p.H < device_sms())
+  if constexpr (DP >= 128)  // heads of 81 to 160 (SD's d 160; smaller heads run Hopper's kernels or long sequences)
+    if (const int r = small_rows(form); r > 0 && (p.Lq + 63) / 64 * B * p.H < device_sms())
       return r == 16 ? launch<16, 1, DP, NV>(p, B, s) : launch<32, 1, DP, NV>(p, B, s);
   return launch<64, 1, DP, NV>(p, B, s);
 }
@@ -291,7 +293,7 @@ cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s) {
 bool flash_attention_supported(int64_t D, int64_t Dv) { return D == Dv && D >= 1 && D <= 160; }
 
 const char* attention_form_name(int form) {
-  static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16", "wgmma-lm", "cross80"};
+  static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16", "wgmma-lm", "cross80", "rows32", "rows16"};
   return form >= 0 && form < kAttentionForms ? names[form] : "?";
 }
 namespace {
@@ -303,6 +305,7 @@ int form_switch(const char* name) {
 }  // namespace
 int attention_latemax_env() { return form_switch("SDRT_ATTN_LATEMAX"); }
 int attention_cross80_env() { return form_switch("SDRT_ATTN_CROSS80"); }
+bool attention_small_env() { return std::getenv("SDRT_ATTN_SMALL") != nullptr; }
 int attention_exp16_env() {
   const char* e = std::getenv("SDRT_ATTN_EXP16");
   if (!e) return -1;
@@ -316,7 +319,11 @@ int attention_form_by_name(const std::string& name) {
 int flash_attention_form_mask(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo,
                               bool causal) {
   if (!flash_attention_supported(D, D) || B * H > 65535 || Lq <= 0 || Lk <= 0) return 1;
-  return std::max(1, flash_attention_sm90_form_mask(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal));
+  if (const int m = flash_attention_sm90_form_mask(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal)) return m;
+  // the mma.sync kernel: heads of 81-160 (its 128- and 160-column tiles) in smaller blocks where 64-row ones
+  // leave SMs idle (launch_rows)
+  if (D > 80 && (Lq + 63) / 64 * B * H < device_sms()) return 1 | 1 << 6 | 1 << 7;
+  return 1;
 }
 
 cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
@@ -330,23 +337,23 @@ cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, _
   Params p{q, k, v, o, H, Lq, Lk, ldq, ldk, ldv, ldo, (int)D, scale * 1.4426950408889634f, causal,
            D % 8 == 0 && ldq % 8 == 0 && ldk % 8 == 0 && ldv % 8 == 0 && aligned(q) && aligned(k) && aligned(v)};
   switch ((D + 7) / 8) {  // 8-column tiles of real head columns
-    case 1: return launch_rows<16, 1>(p, B, s);
-    case 2: return launch_rows<16, 2>(p, B, s);
-    case 3: return launch_rows<32, 3>(p, B, s);
-    case 4: return launch_rows<32, 4>(p, B, s);
-    case 5: return launch_rows<48, 5>(p, B, s);
-    case 6: return launch_rows<48, 6>(p, B, s);
+    case 1: return launch_rows<16, 1>(p, B, s, form);
+    case 2: return launch_rows<16, 2>(p, B, s, form);
+    case 3: return launch_rows<32, 3>(p, B, s, form);
+    case 4: return launch_rows<32, 4>(p, B, s, form);
+    case 5: return launch_rows<48, 5>(p, B, s, form);
+    case 6: return launch_rows<48, 6>(p, B, s, form);
     case 7:
-    case 8: return launch_rows<64, 8>(p, B, s);
+    case 8: return launch_rows<64, 8>(p, B, s, form);
     case 9:
-    case 10: return launch_rows<80, 10>(p, B, s);
+    case 10: return launch_rows<80, 10>(p, B, s, form);
     case 11:
     case 12:
     case 13:
     case 14:
     case 15:
-    case 16: return launch_rows<128, 16>(p, B, s);
-    default: return launch_rows<160, 20>(p, B, s);
+    case 16: return launch_rows<128, 16>(p, B, s, form);
+    default: return launch_rows<160, 20>(p, B, s, form);
   }
 }
 

@@ -25,12 +25,15 @@ cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, _
 // with the exponentials in FP16 ("wgmma-e16", "pipe-e16", heads of 40: flash_common.cuh's exp2_half2), 4 the
 // kept kernel making P against the running row maxima and checking it afterwards ("wgmma-lm", heads of 40),
 // 5 a cross-attention kernel for at most 80 keys ("cross80", heads of 40; where the kept one holds Q in
-// registers).
-constexpr int kAttentionForms = 6;
+// registers). Where no Hopper kernel applies, for heads of 81-160 (SD's d 160) that 64-row blocks would
+// leave SMs idle with: 6 and 7, the mma.sync kernel in blocks of 32 or 16 query rows ("rows32", "rows16";
+// form 0 there is its 64-row blocks).
+constexpr int kAttentionForms = 8;
 const char* attention_form_name(int form);
 int attention_exp16_env();  // SDRT_ATTN_EXP16: 1 forced, 0 off, 2 "auto" (timed with the other forms), -1 unset (off)
 int attention_latemax_env();  // SDRT_ATTN_LATEMAX: 1 forced (where no form is given), 0 never timed, -1 unset (timed)
 int attention_cross80_env();  // SDRT_ATTN_CROSS80: likewise
+bool attention_small_env();  // whether SDRT_ATTN_SMALL is set (16 or 32 forces those rows outside forms 6 and 7, which are then not timed)
 int attention_form_by_name(const std::string& name);  // -1 when unknown
 // Which forms apply to a shape on this device, bit f for form f (1: only the kept kernel, or no Hopper kernel
 // at all); pointers are assumed 16-byte aligned, as the engine's buffers and packed views at multiples of 8
