@@ -487,6 +487,22 @@ TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
   EXPECT_EQ(failures, 0);
 }
 
+// Graph g compiled on a fresh fp16 CUDA backend given one recorded tactic (key -> form): the recorded form
+// is kept, not timed again (the backend's tactics say so); an unknown form is refused. Null after a failure.
+std::unique_ptr<Executable> compile_recorded(const std::shared_ptr<Graph>& g, const std::string& key, const std::string& form) {
+  auto c = cuda_or_skip_reason(nullptr, false, "fp16");
+  EXPECT_TRUE(c);
+  if (!c) return nullptr;
+  EXPECT_FALSE(c->add_tactics({{key, "fastest"}}).is_ok());
+  const Status added = c->add_tactics({{key, form}});
+  EXPECT_TRUE(added.is_ok()) << added.message();
+  auto e = c->compile(g);
+  EXPECT_TRUE(e.is_ok()) << e.status().message();
+  if (!added.is_ok() || !e.is_ok()) return nullptr;
+  EXPECT_EQ(c->tactics(g.get())[key], form);
+  return std::move(*e);
+}
+
 // The engine times each GroupNorm's forms at build (three passes, the one-pass kernel, clusters), checks
 // each against the three-pass form, and records the choice ("gn_form/" tactics, the key naming the shape);
 // another backend given a recorded form runs that form (seen by the launch counters) and matches the CPU.
@@ -520,15 +536,10 @@ TEST(BackendOps, GroupNormFormIsChosenByTimingAndRecorded) {
     EXPECT_LT(nmse((*ra)[0], (*want)[0], &finite), 1e-5);
     EXPECT_TRUE(finite);
     for (const std::string form : {"3pass", "onepass", "cluster"}) {
-      auto c = cuda_or_skip_reason(nullptr, false, "fp16");
-      ASSERT_TRUE(c);
-      EXPECT_FALSE(c->add_tactics({{key, "fastest"}}).is_ok());
-      ASSERT_TRUE(c->add_tactics({{key, form}}).is_ok());
-      auto ec = c->compile(g);
-      ASSERT_TRUE(ec.is_ok()) << ec.status().message();
-      EXPECT_EQ(c->tactics(g.get())[key], form);
+      auto ec = compile_recorded(g, key, form);
+      ASSERT_TRUE(ec);
       const int64_t one = cuda_group_norm_onepass_launches(), clu = cuda_group_norm_cluster_launches();
-      auto rc = (*ec)->run(ins);
+      auto rc = ec->run(ins);
       ASSERT_TRUE(rc.is_ok());
       const bool fits = xs[0] == 2;  // the one-pass kernel's cache holds [2,640,32,32], not [16,320,64,64]
       // a recorded form that does not apply runs the untimed order: one pass where it fits, else three
@@ -696,16 +707,11 @@ TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
   // where they may be chosen (SDRT_ATTN_EXP16=auto)
   for (const std::string form : {"pipe", "wgmma-e16", "pipe-e16", "wgmma-lm"}) {
     if (form.find("e16") != std::string::npos) ::setenv("SDRT_ATTN_EXP16", "auto", 1);
-    auto c = cuda_or_skip_reason(nullptr, false, "fp16");
-    ASSERT_TRUE(c);
-    EXPECT_FALSE(c->add_tactics({{key, "fastest"}}).is_ok());
-    EXPECT_FALSE(c->add_tactics({{key, "pipe-fma"}}).is_ok());  // a form since removed
-    ASSERT_TRUE(c->add_tactics({{key, form}}).is_ok());
-    auto ec = c->compile(g);
-    ASSERT_TRUE(ec.is_ok()) << ec.status().message();
-    EXPECT_EQ(c->tactics(g.get())[key], form);
+    EXPECT_FALSE(cuda_or_skip_reason(nullptr, false, "fp16")->add_tactics({{key, "pipe-fma"}}).is_ok());  // a form since removed
+    auto ec = compile_recorded(g, key, form);
+    ASSERT_TRUE(ec);
     const int64_t before = cuda_attention_pipe_launches(), late_before = cuda_attention_late_launches();
-    auto rc = (*ec)->run(ins);
+    auto rc = ec->run(ins);
     ASSERT_TRUE(rc.is_ok());
     EXPECT_EQ(cuda_attention_pipe_launches() - before >= 1, form.rfind("pipe", 0) == 0) << form;
     EXPECT_EQ(cuda_attention_late_launches() - late_before >= 1, form == "wgmma-lm") << form;
@@ -751,13 +757,9 @@ TEST(BackendOps, AttentionRowBlocksAreChosenByTimingAndRecorded) {
     std::printf("      %s -> %s\n", key.c_str(), forms[key].c_str());
     EXPECT_TRUE(forms[key] == "wgmma" || forms[key] == "rows32" || forms[key] == "rows16") << forms[key];
     for (const std::string form : {"wgmma", "rows32", "rows16"}) {
-      auto c = cuda_or_skip_reason(nullptr, false, "fp16");
-      ASSERT_TRUE(c);
-      ASSERT_TRUE(c->add_tactics({{key, form}}).is_ok());
-      auto ec = c->compile(g);
-      ASSERT_TRUE(ec.is_ok()) << ec.status().message();
-      EXPECT_EQ(c->tactics(g.get())[key], form);
-      auto rc = (*ec)->run(ins);
+      auto ec = compile_recorded(g, key, form);
+      ASSERT_TRUE(ec);
+      auto rc = ec->run(ins);
       ASSERT_TRUE(rc.is_ok());
       const double e = nmse((*rc)[0], want, &finite);
       std::printf("      recorded %-7s nmse %.3e\n", form.c_str(), e);
@@ -781,13 +783,10 @@ TEST(BackendOps, CrossAttentionFormIsChosenByTiming) {
   const std::string key = forms.begin()->first;
   std::printf("      %s -> %s\n", key.c_str(), forms[key].c_str());
   EXPECT_TRUE(forms[key] == "wgmma" || forms[key] == "cross80") << forms[key];
-  auto c = cuda_or_skip_reason(nullptr, false, "fp16");
-  ASSERT_TRUE(c);
-  ASSERT_TRUE(c->add_tactics({{key, "cross80"}}).is_ok());
-  auto ec = c->compile(g);
-  ASSERT_TRUE(ec.is_ok()) << ec.status().message();
+  auto ec = compile_recorded(g, key, "cross80");
+  ASSERT_TRUE(ec);
   const int64_t before = cuda_attention_cross80_launches();
-  auto rc = (*ec)->run(ins);
+  auto rc = ec->run(ins);
   ASSERT_TRUE(rc.is_ok());
   EXPECT_GE(cuda_attention_cross80_launches() - before, 1);
   EXPECT_LT(nmse((*rc)[0], want, &finite), 1e-5);
