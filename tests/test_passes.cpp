@@ -2,6 +2,7 @@
 // pass's graph against the unfused one on the CPU; on the tiny conformance UNet and VAE, all passes on
 // the CPU and (where a GPU is usable) fused against unfused on CUDA in fp16.
 #include <cstring>
+#include <map>
 #include <random>
 
 #include "graph/backend.h"
@@ -751,6 +752,43 @@ TEST(Passes, GuidanceHalvesShareTheirPrefixOnCpu) {
   bad = share_batch_halves(bc, {"y"}, &n);
   ASSERT_FALSE(bad.is_ok());
   EXPECT_NE(bad.status().message().find("Add node"), std::string::npos) << bad.status().message();
+}
+
+// The graphs one backend compiles share its weights by name (the CUDA backend refuses a name it holds with
+// another shape: "one model per backend"), so every weight a pass makes must be named for its contents.
+// The pipeline's UNets of the tiny model - guided at several sizes, where share_batch_halves leaves
+// different time projections at half the batch (an 8x8 latent keeps the first ResNet's at half; the
+// H100 found its packed projections named like another size's), and the whole batch - optimized as the
+// backends do: one name, one tensor.
+TEST(Passes, OptimizedUnetsOfOneModelAgreeOnWeightNames) {
+  SDRT_REQUIRE_CONFORMANCE();
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok()) << m.status().message();
+  struct Size {
+    int64_t images, h, w;
+    bool guided;
+  };
+  std::map<std::string, const Tensor*> seen;
+  std::vector<Graph> keep;  // the tensors seen point into these
+  keep.reserve(5);
+  int packed = 0;
+  for (const Size& z : {Size{2, 12, 16, true}, Size{1, 16, 16, true}, Size{1, 8, 8, true}, Size{2, 8, 8, false}, Size{1, 8, 8, false}}) {
+    auto g = z.guided ? build_guided_unet(*m, z.images, z.h, z.w) : build_unet(*m, 2 * z.images, z.h, z.w);
+    ASSERT_TRUE(g.is_ok()) << g.status().message();
+    keep.push_back(optimize_graph(**g));
+    const Graph& o = keep.back();
+    for (size_t i = 0; i < o.nodes.size(); ++i) {
+      const Node& n = o.nodes[i];
+      const Tensor* t = n.op == Op::Weight ? passes::weight_tensor(o, (int)i) : nullptr;
+      if (!t) continue;
+      packed += n.name.find("+packed") != std::string::npos;
+      auto [it, fresh] = seen.emplace(n.name, t);
+      if (fresh) continue;
+      ASSERT_EQ(it->second->shape(), t->shape()) << n.name << " at " << z.images << " images " << z.h << "x" << z.w;
+      EXPECT_EQ(std::memcmp(it->second->data(), t->data(), t->nbytes()), 0) << n.name;
+    }
+  }
+  EXPECT_GT(packed, 0);  // the packed projections are among them
 }
 
 // The same on CUDA in fp16 with the build passes: the guided UNet (prefix at half the batch, expansions

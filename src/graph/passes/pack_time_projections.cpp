@@ -5,8 +5,14 @@
 // columns of the packed output [N, sum C] (Attrs::dims = {column}). In SD 1.5 that is 22 GEMMs of N rows
 // and 0.8-3.3 MB of weights each - bound by latency, a few microseconds apiece - against one that streams
 // its 52 MB of weights at the memory's rate. The packed Linear takes the place of the group's first one.
+// Its weights are named for the group's members ("<first>+packed<count>.<hash of the names>"): which
+// projections a group holds depends on the graph (share_batch_halves leaves some at half the batch, by
+// size), and the graphs one backend compiles share its weights by name.
+#include <cstdint>
+#include <cstdio>
 #include <map>
 #include <set>
+#include <string>
 
 #include "graph/passes.h"
 
@@ -39,6 +45,7 @@ Graph pack_time_projections(const Graph& g, int* rewrites) {
   std::vector<int> group_of(g.nodes.size(), -1);  // GroupNorm, Linear, Reshape and weights -> their group's e
   std::vector<int64_t> column(g.nodes.size(), -1);  // member GroupNorm -> its columns' start in the packed output
   std::map<int, int> first_linear;                  // e -> the group's first Linear in the graph's order (the packed one's place)
+  std::map<int, std::string> suffix;                // e -> its packed weights' suffix
   int count = 0;
   for (auto it = by_input.begin(); it != by_input.end();) {
     auto& members = it->second;
@@ -50,7 +57,13 @@ Graph pack_time_projections(const Graph& g, int* rewrites) {
       const Tensor* b = weight_of(g.nodes[l].inputs[2]);
       ok = ok && w->dtype() == w0->dtype() && b->dtype() == b0->dtype() && w->shape().size() == 2 && w->shape()[1] == w0->shape()[1];
     }
-    if (!ok || !passes::stacked_names_free(g, members[0].second, "+packed")) {
+    uint64_t h = 1469598103934665603ull;  // FNV-1a over the members' weight names
+    for (const auto& [gn, l] : members)
+      for (const char c : g.nodes[g.nodes[l].inputs[1]].name + ";") h = (h ^ (unsigned char)c) * 1099511628211ull;
+    char sfx[48];
+    std::snprintf(sfx, sizeof sfx, "+packed%zu.%016llx", members.size(), (unsigned long long)h);
+    suffix[it->first] = sfx;
+    if (!ok || !passes::stacked_names_free(g, members[0].second, sfx)) {
       it = by_input.erase(it);
       continue;
     }
@@ -89,7 +102,7 @@ Graph pack_time_projections(const Graph& g, int* rewrites) {
       // the stacked weight and bias as new constants, then the packed Linear, here in the first one's place
       std::vector<int> ls;
       for (const auto& [gn, l] : by_input.at(e)) ls.push_back(l);
-      passes::emit_stacked_linear(rw, g, ls, "+packed", (int)i);
+      passes::emit_stacked_linear(rw, g, ls, suffix.at(e), (int)i);
       continue;
     }
     // a member GroupNorm: reads its columns of the packed output (which stands for the group's first Linear)
