@@ -195,11 +195,11 @@ for step in "$@"; do
           --batch $b --repeats 10 --warmup 2 --device-loop 2>&1 | grep -E 'median|error')"
       done; done; done 2>&1 | tee -a "$out/subpixel.txt" ;;
     ab-all)  # the twelfth to fifteenth sessions' changes in one call (after `tests`, which runs their op tests): the
-             # forward at batch 2 and 16 as the pipeline runs it (guided), all on, then each one off (SDRT_GN_FORM=default:
-             # GroupNorm's untimed order instead of its timed forms; SDRT_ATTN_SMALL=0: the d-160 attentions in 64-row blocks), alternating
+             # forward at batch 2 and 16 as the pipeline runs it (guided), all on, then each one off (SDRT_GN_FORM=timed:
+             # GroupNorm's forms timed, on; SDRT_ATTN_SMALL=0: the d-160 attentions in 64-row blocks), alternating
              # over ROUNDS rounds (2); about 4.5 minutes a round
       for r in $(seq "${ROUNDS:-2}"); do for b in 2 16; do
-        for v in "all" "SDRT_SHARE_PREFIX=0" "SDRT_PACK_TEMB=0" "SDRT_ATTN_LATEMAX=0" "SDRT_ATTN_SCALE_FOLD=0" "SDRT_ATTN_CROSS80=0" "SDRT_GN_FORM=default" "SDRT_ATTN_SMALL=0"; do
+        for v in "all" "SDRT_SHARE_PREFIX=0" "SDRT_PACK_TEMB=0" "SDRT_ATTN_LATEMAX=0" "SDRT_ATTN_SCALE_FOLD=0" "SDRT_ATTN_CROSS80=0" "SDRT_GN_FORM=timed" "SDRT_ATTN_SMALL=0"; do
           f=--guided; [ "$v" = SDRT_SHARE_PREFIX=0 ] && f=""
           echo "batch $b $v: $( [ "$v" != all ] && export "$v"; FWD_FLAGS=$f fwd $b )"
         done

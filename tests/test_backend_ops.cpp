@@ -503,14 +503,18 @@ std::unique_ptr<Executable> compile_recorded(const std::shared_ptr<Graph>& g, co
   return std::move(*e);
 }
 
-// The engine times each GroupNorm's forms at build (three passes, the one-pass kernel, clusters), checks
+// Under SDRT_GN_FORM=timed the engine times each GroupNorm's forms at build (three passes, the one-pass kernel, clusters), checks
 // each against the three-pass form, and records the choice ("gn_form/" tactics, the key naming the shape);
 // another backend given a recorded form runs that form (seen by the launch counters) and matches the CPU.
 // Two shapes: one that fits the chip (every form applies on a Hopper GPU) and SD's batch-16 level (too large
 // for the one-pass kernel's cache).
 TEST(BackendOps, GroupNormFormIsChosenByTimingAndRecorded) {
   REQUIRE_CUDA_P(probe, false, "fp16");
-  for (const char* v : {"SDRT_GN_FORM", "SDRT_GN_ONEPASS", "SDRT_GN_CLUSTER"}) ::unsetenv(v);
+  for (const char* v : {"SDRT_GN_ONEPASS", "SDRT_GN_CLUSTER"}) ::unsetenv(v);
+  ::setenv("SDRT_GN_FORM", "timed", 1);  // timed only when asked (choose_group_norm_form)
+  struct Unset {
+    ~Unset() { ::unsetenv("SDRT_GN_FORM"); }
+  } unset;
   const bool hopper = probe->compute_capability().first >= 9;
   for (const Shape& xs : {Shape{2, 640, 32, 32}, Shape{16, 320, 64, 64}}) {
     auto a = cuda_or_skip_reason(nullptr, false, "fp16");  // one backend per model (its weights' names)
@@ -553,6 +557,12 @@ TEST(BackendOps, GroupNormFormIsChosenByTimingAndRecorded) {
       EXPECT_LT(e, 1e-5) << form;
       EXPECT_TRUE(finite) << form;
     }
+    // by default nothing is timed or recorded
+    ::unsetenv("SDRT_GN_FORM");
+    auto d = cuda_or_skip_reason(nullptr, false, "fp16");
+    ASSERT_TRUE(d && d->compile(g).is_ok());
+    EXPECT_EQ(d->tactics(g.get()).count(key), 0u);
+    ::setenv("SDRT_GN_FORM", "timed", 1);
   }
 }
 
