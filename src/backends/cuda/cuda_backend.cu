@@ -138,13 +138,20 @@ std::string attention_key(const Graph& g, const Node& n) {
   return b;
 }
 
+// A GroupNorm's added vector's row width (GroupNorm(x + vec[n, c])): its channels C, or the packed time
+// projections' width where it reads C columns of them (pass pack_time_projections); 0 without one.
+int64_t group_norm_vec_ld(const Graph& g, const Node& n) {
+  if (n.inputs.size() <= 3) return 0;
+  return n.a.dims.empty() ? g.nodes[n.inputs[0]].shape[1] : g.nodes[n.inputs[3]].shape[1];
+}
+
 // An fp16 GroupNorm's key for the timed choice of form ("gn_form/<key>": batch, channels, pixels, groups,
 // SiLU, the added vector's row width or 0); empty where it is not a 4-D GroupNorm.
 std::string group_norm_key(const Graph& g, const Node& n) {
   if (n.op != Op::GroupNorm || n.inputs.empty()) return {};
   const Shape& xs = g.nodes[n.inputs[0]].shape;
   if (xs.size() != 4 || n.a.groups <= 0) return {};
-  const int64_t vld = n.inputs.size() > 3 ? (!n.a.dims.empty() ? g.nodes[n.inputs[3]].shape[1] : xs[1]) : 0;
+  const int64_t vld = group_norm_vec_ld(g, n);
   char b[128];
   std::snprintf(b, sizeof b, "n%lld c%lld hw%lld g%lld%s v%lld", (long long)xs[0], (long long)xs[1], (long long)(xs[2] * xs[3]), (long long)n.a.groups,
                 n.a.silu ? " silu" : "", (long long)vld);
@@ -758,6 +765,34 @@ class CudaExecutable : public Executable {
     return Status::ok();
   }
 
+  // An op's timed choice among its forms (attention kernels, GroupNorm forms), as the engine runs them: the
+  // reference form's output (out, count halves) first; then each candidate in order run once (run(f) false:
+  // it does not apply, skipped) and checked against the reference (one that disagrees is never chosen), then
+  // timed inside a CUDA graph (`runs` launches); a later form is taken where faster than margin(f) times the
+  // best before it. Returns the chosen form (-1: none timed) and appends "name ms" per candidate to *timings.
+  template <class Run, class Margin>
+  int fastest_form(int ref, const std::vector<int>& forms, const void* out, size_t count, int runs, Run&& run, Margin&& margin,
+                   const char* (*name)(int), std::string* timings) {
+    std::vector<__half> want(count), got(count);
+    if (!run(ref) || !fetch(want, out)) return cudaGetLastError(), -1;
+    int choice = -1;
+    float best = -1.f;
+    for (const int f : forms) {
+      if (!run(f)) {
+        cudaGetLastError();
+        continue;
+      }
+      if (!fetch(got, out)) break;
+      const bool agrees = agrees_with(got, want);
+      const float ms = agrees ? cuda::time_in_graph(stream_, runs, [&] { return run(f); }) : -1.f;
+      char t[96];
+      std::snprintf(t, sizeof t, "%s%s %.4f%s", timings->empty() ? "" : ", ", name(f), ms, agrees ? "" : " (disagrees)");
+      *timings += t;
+      if (ms > 0.f && (best <= 0.f || ms < margin(f) * best)) best = ms, choice = f;
+    }
+    return choice;
+  }
+
   // Which Hopper attention kernel an attention runs where several apply (flash_attention_form_mask): the
   // recorded choice for its shape, else each form timed here as it runs in the engine (inside a CUDA graph,
   // on pseudo-random inputs of the layer's sizes) and its output checked against the kept kernel's (a form
@@ -816,26 +851,15 @@ class CudaExecutable : public Executable {
         const __half *qh = view(0), *kh = view(1), *vh = view(2);
         return cuda::flash_attention(qh, kh, vh, oh, B, H, Lq, Lk, D, av.ldq, av.ldk, av.ldv, ldo, n.a.scale, n.a.causal, stream_, f) == cudaSuccess;
       };
-      std::vector<__half> want(ok ? no : 0), got(ok ? no : 0);
-      auto output = [&](std::vector<__half>& dst) { return fetch(dst, o); };
       std::string timings;
       choice = cuda::attention_form_name(0);
       if (ok) {
-        constexpr int kRuns = 5;
-        float best = -1.f;
-        for (int f = 0; f < cuda::kAttentionForms; ++f) {
-          if (!(forms >> f & 1) || !timed(f)) continue;
-          if (!run(f) || !output(f == 0 ? want : got)) break;
-          const bool agrees = f == 0 || agrees_with(got, want);  // against the kept kernel's output
-          const float ms = agrees ? cuda::time_in_graph(stream_, kRuns, [&] { return run(f); }) : -1.f;
-          char t[96];
-          std::snprintf(t, sizeof t, "%s%s %.4f%s", f ? ", " : "", cuda::attention_form_name(f), ms, agrees ? "" : " (disagrees)");
-          timings += t;
-          // another form must be 3% faster, one with FP16 exponentials (less precise) 5%
-          const float margin = f == 0 ? 1.f : e16_form(f) ? 0.95f : 0.97f;
-          if (ms > 0.f && (best <= 0.f || ms < margin * best)) best = ms, choice = cuda::attention_form_name(f);
-          if (f == 0 && ms <= 0.f) break;
-        }
+        std::vector<int> candidates;  // the kept kernel first; the others against its output
+        for (int f = 0; f < cuda::kAttentionForms; ++f)
+          if (forms >> f & 1 && timed(f)) candidates.push_back(f);
+        // another form must be 3% faster, one with FP16 exponentials (less precise) 5%
+        const int won = fastest_form(0, candidates, o, no, 5, run, [&](int f) { return e16_form(f) ? 0.95f : 0.97f; }, cuda::attention_form_name, &timings);
+        if (won >= 0) choice = cuda::attention_form_name(won);
       }
       cudaStreamSynchronize(stream_);
       for (void* p : bufs)
@@ -883,7 +907,7 @@ class CudaExecutable : public Executable {
       const Shape& xs = g_->nodes[n.inputs[0]].shape;
       const int64_t N = xs[0], C = xs[1], HW = xs[2] * xs[3], G = n.a.groups, total = N * C * HW;
       const bool has_vec = n.inputs.size() > 3;
-      const int64_t vld = has_vec && !n.a.dims.empty() ? g_->nodes[n.inputs[3]].shape[1] : C;
+      const int64_t vld = has_vec ? group_norm_vec_ld(*g_, n) : C;
       if (total > (int64_t(128) << 20)) return;
       void *x = nullptr, *y = nullptr, *gb = nullptr, *vec = nullptr, *scratch = nullptr;
       bool ok = cudaMalloc(&x, total * 2) == cudaSuccess && cudaMalloc(&y, total * 2) == cudaSuccess && cudaMalloc(&gb, C * 4) == cudaSuccess &&
@@ -900,24 +924,9 @@ class CudaExecutable : public Executable {
           return cuda::group_norm_nhwc(xh, gh, gh + C, static_cast<const __half*>(vec), vld, static_cast<__half*>(y), N, C, HW, G, n.a.eps,
                                        n.a.silu, static_cast<float*>(scratch), stream_, 1, f);
         };
-        std::vector<__half> want((size_t)total), got((size_t)total);
-        ok = run(cuda::kGnThreePass) && fetch(want, y);
-        constexpr int kRuns = 10;
-        float best = -1.f;
-        for (const int f : {cuda::kGnOnePass, cuda::kGnThreePass, cuda::kGnCluster}) {
-          if (!ok) break;
-          if (!run(f)) {
-            cudaGetLastError();
-            continue;  // does not apply to this shape
-          }
-          if (!fetch(got, y)) break;
-          const bool agrees = agrees_with(got, want);
-          const float ms = agrees ? cuda::time_in_graph(stream_, kRuns, [&] { return run(f); }) : -1.f;
-          char t[96];
-          std::snprintf(t, sizeof t, "%s%s %.4f%s", timings.empty() ? "" : ", ", cuda::group_norm_form_name(f), ms, agrees ? "" : " (disagrees)");
-          timings += t;
-          if (ms > 0.f && (best <= 0.f || ms < 0.97f * best)) best = ms, choice = cuda::group_norm_form_name(f);
-        }
+        const int won = fastest_form(cuda::kGnThreePass, {cuda::kGnOnePass, cuda::kGnThreePass, cuda::kGnCluster}, y, (size_t)total, 10, run,
+                                     [](int) { return 0.97f; }, cuda::group_norm_form_name, &timings);
+        if (won >= 0) choice = cuda::group_norm_form_name(won);
       }
       cudaStreamSynchronize(stream_);
       for (void* p : {x, y, gb, vec, scratch})
@@ -1583,7 +1592,7 @@ class CudaExecutable : public Executable {
         // GroupNorm(x + vec[n, c]): vec [N, C, 1, 1], or columns [col, col + C) of the packed [N, W] time
         // projections (pass pack_time_projections), rows vld apart
         const T* vec = n.inputs.size() > 3 ? in(3) + (a.dims.empty() ? 0 : a.dims[0]) : nullptr;
-        const int64_t vld = n.inputs.size() > 3 && !a.dims.empty() ? shp(3)[1] : C;
+        const int64_t vld = n.inputs.size() > 3 ? group_norm_vec_ld(*g_, n) : C;
         void* packed = nullptr;  // vec gathered to [N, C] for the paths that read it contiguous
         auto contiguous_vec = [&]() -> Result<const T*> {
           if (!vec || vld == C) return vec;

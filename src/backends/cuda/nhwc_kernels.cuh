@@ -48,7 +48,7 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
 // 9.0+; group_norm_cluster.cu): one read, no grid-wide barrier, any size. False where it does not apply
 // (channels not a multiple of 8, a slab over 1024 channels, an older GPU, a failed launch). The engine
 // times it beside the other forms; group_norm_nhwc takes it first under SDRT_GN_CLUSTER=1
-// (group_norm_cluster_env: 1 there, 0 for "0", -1 unset or anything else).
+// (group_norm_cluster_env).
 int group_norm_cluster_env();
 bool group_norm_cluster(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                         int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s);
