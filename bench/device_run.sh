@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all.
+# attn-small, ab-all, ncu-gn, gn8, gn16.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -296,6 +296,36 @@ for step in "$@"; do
         --section LaunchStats --print-details all --metrics sass__inst_executed_per_opcode,smsp__inst_executed_pipe_alu.sum,smsp__inst_executed_pipe_fma.sum,smsp__inst_executed_pipe_xu.sum,smsp__inst_executed_pipe_fp16.sum,smsp__inst_executed.sum \
         --print-metric-instances values "$bin/bench_attention" --batch 16 --repeats 1 > "$out/ncu-attn.txt" 2>&1
       grep -E 'Duration|Issue Slots Busy|Executed Ipc|Warp Cycles Per Issued|pipe_|inst_executed.sum|Registers Per|Occupancy' "$out/ncu-attn.txt" | head -30 ;;
+    ncu-gn)  # the GroupNorm kernels on SD's most frequent shape ([320,64,64]: the one-pass kernel at batch 2, the three
+             # passes at batch 16): duration, DRAM throughput, achieved occupancy, where warps stall
+      for b in 2 16; do
+        timeout 120 ncu --clock-control none -k regex:'gn_(onepass|stats|apply|finalize)' --launch-count 4 --section SpeedOfLight \
+          --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy --section LaunchStats \
+          "$bin/bench_group_norm" --batch $b --repeats 1 > "$out/ncu-gn-b$b.txt" 2>&1
+        grep -E 'gn_|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Stall|Block Size|Grid Size' "$out/ncu-gn-b$b.txt" | head -40
+      done ;;
+    gn8)  # GroupNorm's one-pass kernel in 16-byte vectors with batch slices (form onepass8, the default where it
+          # applies) against the half2 one-pass / three-pass order before it (SDRT_GN_ONEPASS8=0): the GroupNorm op
+          # tests, every form per shape (bench_group_norm), then the guided forward alternating, two rounds
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='*GroupNorm*' > "$out/gn8-test.log" 2>&1
+      echo "tests rc $?"; grep -E 'onepass8|launches|PASSED|FAILED' "$out/gn8-test.log" | tail -12
+      for b in 2 16; do "$bin/bench_group_norm" --batch $b --repeats 15; done 2>&1 | tee "$out/gn8.txt"
+      for r in 1 2; do for b in 2 16; do
+        echo "b$b onepass8: $(FWD_FLAGS=--guided fwd $b)"
+        echo "b$b before:   $(SDRT_GN_ONEPASS8=0 FWD_FLAGS=--guided fwd $b)"
+      done; done 2>&1 | tee -a "$out/gn8.txt" ;;
+    gn16)  # GroupNorm, sixteenth session: the half2 one-pass kernel's normalisation values loaded before its grid
+           # barrier (SDRT_GN_PREFETCH=0: after, as before) and the 16-byte one-pass kernel in batch slices where the
+           # half2 one does not fit (SDRT_GN_ONEPASS8=0: three passes there, as before): the GroupNorm op tests, every
+           # form per shape, then the guided forward alternating, two rounds
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='*GroupNorm*' > "$out/gn16-test.log" 2>&1
+      echo "tests rc $?"; grep -E ' cases|PASSED|FAILED' "$out/gn16-test.log" | tail -12
+      for b in 2 16; do for pf in 1 0; do echo "SDRT_GN_PREFETCH=$pf"; SDRT_GN_PREFETCH=$pf "$bin/bench_group_norm" --batch $b --repeats 15; done; done 2>&1 | tee "$out/gn16.txt"
+      for r in 1 2; do
+        for b in 2 16; do echo "b$b new:    $(FWD_FLAGS=--guided fwd $b)"; done
+        echo "b2 SDRT_GN_PREFETCH=0: $(SDRT_GN_PREFETCH=0 FWD_FLAGS=--guided fwd 2)"
+        echo "b16 SDRT_GN_ONEPASS8=0: $(SDRT_GN_ONEPASS8=0 FWD_FLAGS=--guided fwd 16)"
+      done 2>&1 | tee -a "$out/gn16.txt" ;;
     *) echo "unknown step $step" ;;
   esac
 done

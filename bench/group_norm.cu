@@ -1,5 +1,6 @@
 // Times the FP16 engine's NHWC GroupNorm on the shapes SD 1.5's UNet runs it at: the three-pass form, the
-// one-pass cooperative kernel and the cluster kernel (group_norm_nhwc's forms), each as `calls` launches
+// one-pass cooperative kernel (half2), the cluster kernel and the one-pass kernel in 16-byte vectors with
+// batch slices ("onepass8") - group_norm_nhwc's forms - each as `calls` launches
 // captured in a CUDA graph (as the engine runs them), and the largest difference between their outputs. A
 // form that does not apply to a shape is marked '*' and counted at the three-pass time (the engine's
 // fallback); "timed" sums the fastest form per shape, what the engine's timed choice
@@ -13,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "cuda_bench.cuh"
@@ -37,6 +39,8 @@ int main(int argc, char** argv) {
   int repeats = 20;
   app.add_option("--batch", batch, "the UNet's batch (2 per image with guidance)")->check(CLI::Range(1, 512));
   app.add_option("--repeats", repeats, "graph launches timed; the median is printed")->check(CLI::Range(1, 10000));
+  std::string only;
+  app.add_option("--only", only, "one shape, C,side (e.g. 320,64): for profilers");
   CLI11_PARSE(app, argc, argv);
   // (channels, side) of the UNet's GroupNorms, with how many of each one forward runs
   struct S {
@@ -47,11 +51,14 @@ int main(int argc, char** argv) {
                       {1920, 32, 1}, {640, 16, 1}, {1280, 16, 11}, {1920, 16, 1}, {2560, 16, 2}, {1280, 8, 12}, {2560, 8, 3}};  // 61
   constexpr int kCalls = 10;  // launches per graph
   std::printf("GroupNorm (32 groups, + SiLU), batch %lld, %d launches per graph, median of %d\n", (long long)batch, kCalls, repeats);
-  std::printf("%-18s %12s %12s %12s %10s %10s %9s\n", "[C, H, W]", "3-pass us", "1-pass us", "cluster us", "1-pass x", "cluster x", "max diff");
-  double total[4] = {0, 0, 0, 0};
+  std::printf("%-18s %12s %12s %12s %12s %10s %10s %10s %9s\n", "[C, H, W]", "3-pass us", "1-pass us", "cluster us", "1-pass8 us", "1-pass x",
+              "cluster x", "1-pass8 x", "max diff");
+  constexpr int kForms = 4;  // GroupNormForm order: 3pass, onepass, cluster, onepass8
+  double total[kForms + 1] = {};
   for (const S& s : shapes) {
+    if (!only.empty() && only != std::to_string(s.C) + "," + std::to_string(s.side)) continue;
     const int64_t HW = s.side * s.side, n = batch * HW * s.C, G = 32;
-    __half *x, *gb, *y[3];
+    __half *x, *gb, *y[kForms];
     float* scratch;
     const int64_t scratch_floats = sdrt::cuda::group_norm_nhwc_scratch(batch, s.C, HW, G);
     CHECK(cudaMalloc(&x, n * 2));
@@ -63,9 +70,9 @@ int main(int argc, char** argv) {
     CHECK(cudaGetLastError());
     cudaStream_t st;
     CHECK(cudaStreamCreate(&st));
-    double us[3];
-    bool applies[3];
-    for (int form = 0; form < 3; ++form) {  // 0: three passes, 1: one pass (cooperative), 2: cluster
+    double us[kForms];
+    bool applies[kForms];
+    for (int form = 0; form < kForms; ++form) {
       auto run = [&](int f) { return sdrt::cuda::group_norm_nhwc(x, gb, gb + s.C, nullptr, 0, y[form], batch, s.C, HW, G, 1e-5f, true, scratch, st, 1, f); };
       applies[form] = run(form);
       CHECK(cudaStreamSynchronize(st));
@@ -77,24 +84,24 @@ int main(int argc, char** argv) {
       us[form] = t[t.size() / 2] * 1000.0;
     }
     CHECK(cudaStreamSynchronize(st));
-    std::vector<__half> h[3];
-    for (int f = 0; f < 3; ++f) {
+    std::vector<__half> h[kForms];
+    for (int f = 0; f < kForms; ++f) {
       h[f].resize(n);
       CHECK(cudaMemcpy(h[f].data(), y[f], n * 2, cudaMemcpyDeviceToHost));
     }
     double md = 0;  // the largest difference of either form from the three-pass one
-    for (int f = 1; f < 3; ++f)
+    for (int f = 1; f < kForms; ++f)
       for (int64_t i = 0; i < n; ++i) md = std::max(md, (double)std::fabs(__half2float(h[0][i]) - __half2float(h[f][i])));
     char name[48];
     std::snprintf(name, sizeof name, "[%lld,%lld,%lld] x%d", (long long)s.C, (long long)s.side, (long long)s.side, s.count);
-    std::printf("%-18s %12.2f %11.2f%c %11.2f%c %9.2fx %9.2fx %9.4f\n", name, us[0], us[1], applies[1] ? ' ' : '*', us[2], applies[2] ? ' ' : '*',
-                us[0] / us[1], us[0] / us[2], md);
-    for (int f = 0; f < 3; ++f) total[f] += us[f] * s.count;
-    total[3] += std::min({us[0], us[1], us[2]}) * s.count;
-    for (void* p : {(void*)x, (void*)y[0], (void*)y[1], (void*)y[2], (void*)gb, (void*)scratch}) cudaFree(p);
+    std::printf("%-18s %12.2f %11.2f%c %11.2f%c %11.2f%c %9.2fx %9.2fx %9.2fx %9.4f\n", name, us[0], us[1], applies[1] ? ' ' : '*', us[2],
+                applies[2] ? ' ' : '*', us[3], applies[3] ? ' ' : '*', us[0] / us[1], us[0] / us[2], us[0] / us[3], md);
+    for (int f = 0; f < kForms; ++f) total[f] += us[f] * s.count;
+    total[kForms] += *std::min_element(us, us + kForms) * s.count;
+    for (void* p : {(void*)x, (void*)y[0], (void*)y[1], (void*)y[2], (void*)y[3], (void*)gb, (void*)scratch}) cudaFree(p);
     cudaStreamDestroy(st);
   }
-  std::printf("one forward's GroupNorms (counts as above): 3-pass %.1f us, 1-pass %.1f us, cluster %.1f us, timed %.1f us\n", total[0], total[1], total[2],
-              total[3]);
+  std::printf("one forward's GroupNorms (counts as above): 3-pass %.1f us, 1-pass %.1f us, cluster %.1f us, 1-pass8 %.1f us, timed %.1f us\n", total[0],
+              total[1], total[2], total[3], total[kForms]);
   return 0;
 }

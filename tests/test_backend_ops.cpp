@@ -448,40 +448,57 @@ TEST(BackendOps, EveryGegluProjectionFormMatchesTheCpu) {
   EXPECT_EQ(failures, 0);
 }
 
-// GroupNorm as one cooperative kernel (the default where it applies), as the three-pass form
-// (SDRT_GN_ONEPASS=0) and with a thread-block cluster per image and slab of groups (SDRT_GN_CLUSTER=1,
-// compute capability 9.0+), each against the CPU; the launch counters show which form ran.
+// GroupNorm in each form against the CPU, the launch counters showing which ran: nothing set (the default
+// order: the half2 one-pass kernel where the tensor fits the chip's shared memory, else the 16-byte one in up
+// to three batch slices, else three passes), the half2 one-pass kernel (SDRT_GN_ONEPASS=1), three passes
+// (SDRT_GN_ONEPASS=0), a thread-block cluster per image and slab of groups (SDRT_GN_CLUSTER=1, compute
+// capability 9.0+) and the 16-byte one-pass kernel wherever it applies (SDRT_GN_FORM=onepass8).
 TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
   REQUIRE_CUDA_P(probe, true, "fp16");
   auto cpu = make_cpu_backend();
+  const bool hopper = probe->compute_capability().first == 9;
   int failures = 0;
-  for (const char* onepass : {"1", "0", "cluster"}) {
-    const bool cluster = std::string(onepass) == "cluster";
-    ::setenv("SDRT_GN_ONEPASS", cluster ? "0" : onepass, 1);
+  for (const std::string mode : {"default", "1", "0", "cluster", "onepass8"}) {
+    const bool cluster = mode == "cluster", v8 = mode == "onepass8", dflt = mode == "default";
+    if (v8 || dflt) ::unsetenv("SDRT_GN_ONEPASS");
+    else ::setenv("SDRT_GN_ONEPASS", cluster ? "0" : mode.c_str(), 1);
     if (cluster) ::setenv("SDRT_GN_CLUSTER", "1", 1);
+    if (v8) ::setenv("SDRT_GN_FORM", "onepass8", 1);
     const int64_t before = cuda_group_norm_onepass_launches(), cluster_before = cuda_group_norm_cluster_launches();
-    int cases_run = 0;
+    int cases_run = 0, ran8 = 0;
     for (const auto& c : cases()) {
       if (c.name.rfind("group_norm", 0) != 0) continue;
+      const int64_t before8 = cuda_group_norm_onepass8_launches();
       const CaseRun r = run_case(c, *cpu, "fp16");
       ASSERT_TRUE(r.setup_error.empty() && r.run_error.empty()) << c.name << ": " << r.setup_error << r.run_error;
       const bool ok = r.finite && r.nmse < 1e-5;
-      std::printf("      SDRT_GN_ONEPASS=%s %-56s %12.3e  %s\n", onepass, c.name.c_str(), r.nmse, ok ? "ok" : "FAIL");
+      const int64_t launches8 = cuda_group_norm_onepass8_launches() - before8;
+      std::printf("      %-8s %-56s %12.3e  %s%s\n", mode.c_str(), c.name.c_str(), r.nmse, ok ? "ok" : "FAIL",
+                  launches8 > 0 ? (" (onepass8: " + std::to_string(launches8) + " launches)").c_str() : "");
       failures += !ok;
+      ran8 += launches8 > 0;
       ++cases_run;
     }
     ::unsetenv("SDRT_GN_CLUSTER");
+    ::unsetenv("SDRT_GN_FORM");
     const int64_t launches = cuda_group_norm_onepass_launches() - before, clusters = cuda_group_norm_cluster_launches() - cluster_before;
-    std::printf("      SDRT_GN_ONEPASS=%s: %d cases, %lld one-pass launches, %lld cluster launches\n", onepass, cases_run, (long long)launches,
-                (long long)clusters);
+    std::printf("      %s: %d cases, %lld half2 one-pass launches, %d cases on the 16-byte one-pass kernel, %lld cluster launches\n", mode.c_str(),
+                cases_run, (long long)launches, ran8, (long long)clusters);
     EXPECT_GE(cases_run, 16);
-    // all but the four cases with an odd channel count per group and the two too large for shared
-    // memory take the one-pass kernel on an H100/H200 (a smaller GPU may fit a case or two fewer); all but
-    // the two with channels not a multiple of 8 the cluster kernel (compute capability 9.0+)
-    if (std::string(onepass) == "1") EXPECT_GE(launches, cases_run - 8);
+    // the half2 kernel: all but the four cases with an odd channel count per group and the two too large for
+    // shared memory on an H100/H200 (a smaller GPU may fit a case or two fewer); the cluster kernel all but the
+    // two with channels not a multiple of 8 (compute capability 9.0+); the 16-byte kernel all but the five
+    // with fewer than 8 channels per group (SDRT_GN_FORM=onepass8: batch slices where the tensor exceeds the
+    // chip's shared memory, [16,320,64,64] in two), by default the two too large for the half2 kernel
+    if (mode == "1" || dflt) EXPECT_GE(launches, cases_run - 8);
+    else if (v8) EXPECT_LE(launches, cases_run - ran8);  // the half2 kernel where the 16-byte one does not apply
     else EXPECT_EQ(launches, 0);
     if (cluster && probe->compute_capability().first >= 9) EXPECT_EQ(clusters, cases_run - 2);
     else EXPECT_EQ(clusters, 0);
+    if (v8) EXPECT_GE(ran8, cases_run - 7);
+    else if (!dflt) EXPECT_EQ(ran8, 0);
+    if (v8 && hopper) EXPECT_EQ(ran8, cases_run - 5);
+    if (dflt && hopper) EXPECT_EQ(ran8, 2);
   }
   ::unsetenv("SDRT_GN_ONEPASS");
   EXPECT_EQ(failures, 0);
@@ -535,22 +552,25 @@ TEST(BackendOps, GroupNormFormIsChosenByTimingAndRecorded) {
     ASSERT_EQ(forms.size(), 1u);
     const std::string key = forms.begin()->first;
     std::printf("      %s -> %s\n", key.c_str(), forms[key].c_str());
-    EXPECT_TRUE(forms[key] == "3pass" || forms[key] == "onepass" || forms[key] == "cluster") << forms[key];
+    EXPECT_TRUE(forms[key] == "3pass" || forms[key] == "onepass" || forms[key] == "cluster" || forms[key] == "onepass8") << forms[key];
     bool finite = false;
     auto ra = (*ea)->run(ins);
     ASSERT_TRUE(ra.is_ok());
     EXPECT_LT(nmse((*ra)[0], (*want)[0], &finite), 1e-5);
     EXPECT_TRUE(finite);
-    for (const std::string form : {"3pass", "onepass", "cluster"}) {
+    for (const std::string form : {"3pass", "onepass", "cluster", "onepass8"}) {
       auto ec = compile_recorded(g, key, form);
       ASSERT_TRUE(ec);
-      const int64_t one = cuda_group_norm_onepass_launches(), clu = cuda_group_norm_cluster_launches();
+      const int64_t one = cuda_group_norm_onepass_launches(), clu = cuda_group_norm_cluster_launches(), one8 = cuda_group_norm_onepass8_launches();
       auto rc = ec->run(ins);
       ASSERT_TRUE(rc.is_ok());
       const bool fits = xs[0] == 2;  // the one-pass kernel's cache holds [2,640,32,32], not [16,320,64,64]
-      // a recorded form that does not apply runs the untimed order: one pass where it fits, else three
-      const bool want_one = form == "onepass" ? fits : form == "cluster" && !hopper && fits;
+      // a recorded form that does not apply runs the untimed order: the half2 one-pass kernel where it fits,
+      // else the 16-byte one in batch slices
+      const bool fallback = form == "onepass" || (form == "cluster" && !hopper);
+      const bool want_one = fallback && fits, want8 = form == "onepass8" || (fallback && !fits);
       EXPECT_EQ(cuda_group_norm_onepass_launches() - one >= 1, want_one) << form;
+      EXPECT_EQ(cuda_group_norm_onepass8_launches() - one8 >= 1, want8) << form;
       EXPECT_EQ(cuda_group_norm_cluster_launches() - clu >= 1, form == "cluster" && hopper) << form;
       const double e = nmse((*rc)[0], (*want)[0], &finite);
       std::printf("      recorded %-8s nmse %.3e\n", form.c_str(), e);

@@ -9,6 +9,7 @@ std::unique_ptr<Backend> make_cuda_backend(const CudaOptions&, std::string* why)
 }
 
 int64_t cuda_group_norm_onepass_launches() { return 0; }
+int64_t cuda_group_norm_onepass8_launches() { return 0; }
 int cuda_geglu_gemm_forms() { return 0; }
 const char* cuda_geglu_gemm_form_name(int) { return "?"; }
 int64_t cuda_geglu_gemm_launches() { return 0; }

@@ -22,7 +22,7 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-std::atomic<int64_t> g_launches{0};
+std::atomic<int64_t> g_launches{0}, g_launches8{0};
 
 constexpr int kMaxBlocks = 2048;  // bound on the grid, so on the scratch of the per-block statistics
 
@@ -35,7 +35,7 @@ struct OnePass {
   // P = C / 2 channel pairs, Q = P / k: thread t owns pairs t % Q + j * Q (j < k) of pixels t / Q + i * R
   int C, P, Q, R, k, HW, G, nchunks, chunk_px;
   float eps;
-  bool silu;
+  bool silu, prefetch;  // prefetch: the normalisation's gamma, beta and vec loaded before the grid barrier (k = 1)
 };
 
 // Statistics as sums of d = x - shift and d^2 in float, with one shift per (image, group) that every block
@@ -66,6 +66,7 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
     float2 add = make_float2(0.f, 0.f);
     if (p.vec) add = __half22float2(reinterpret_cast<const __half2*>(p.vec + (int64_t)n * p.vld)[cp]);
     const float shift = __half2float(ximg[g * cpg]) + (p.vec ? __half2float(p.vec[(int64_t)n * p.vld + g * cpg]) : 0.f);
+    if (row == 0 && cp % pairs_per_group == 0) stat[2 * g] = shift;  // for phase 2, which reads no global memory but the sums
     const float a0 = add.x - shift, a1 = add.y - shift;
     float s = 0.f, q = 0.f;
     // kBatch loads in flight before any is used, the last batch predicated: a thread often has fewer
@@ -94,6 +95,14 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
       for (int i = 0; i < pairs_per_group; ++i) s += pair_s[r * P + g * pairs_per_group + i], q += pair_q[r * P + g * pairs_per_group + i];
     p.part[((int64_t)n * p.nchunks + chunk) * G + g] = make_float2(s, q);
   }
+  // the normalisation's per-channel values loaded before the barrier, off its critical path (k = 1: one
+  // pair per thread, SD's channel counts up to 2048)
+  __half2 pre_g = {}, pre_b = {}, pre_v = {};
+  if (p.prefetch) {
+    pre_g = __halves2half2(p.gamma[2 * lane], p.gamma[2 * lane + 1]);
+    pre_b = __halves2half2(p.beta[2 * lane], p.beta[2 * lane + 1]);
+    if (p.vec) pre_v = reinterpret_cast<const __half2*>(p.vec + (int64_t)n * p.vld)[lane];
+  }
 
   cg::this_grid().sync();
 
@@ -114,18 +123,23 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
     float s = 0.f, q = 0.f;
     for (int i = g; i < T; i += G) s += red[i], q += red[T + i];
     const float cnt = (float)p.HW * cpg, m = s / cnt;  // mean of d
-    const float shift = __half2float(ximg[g * cpg]) + (p.vec ? __half2float(p.vec[(int64_t)n * p.vld + g * cpg]) : 0.f);
-    stat[2 * g] = shift + m;
+    stat[2 * g] += m;  // the group's shift (phase 1) plus the mean of d
     stat[2 * g + 1] = rsqrtf(fmaxf(q / cnt - m * m, 0.f) + p.eps);
   }
   __syncthreads();
   for (int j = 0; j < p.k; ++j) {
     const int cp = lane + j * Q, c0 = 2 * cp, g = c0 / cpg;  // cpg is even: both channels in group g
     const float mean = stat[2 * g], rstd = stat[2 * g + 1];
-    float2 add = make_float2(0.f, 0.f);
-    if (p.vec) add = __half22float2(reinterpret_cast<const __half2*>(p.vec + (int64_t)n * p.vld)[cp]);
-    const float sc0 = rstd * __half2float(p.gamma[c0]), sc1 = rstd * __half2float(p.gamma[c0 + 1]);
-    const float sf0 = __half2float(p.beta[c0]) + (add.x - mean) * sc0, sf1 = __half2float(p.beta[c0 + 1]) + (add.y - mean) * sc1;
+    float2 add, gm, bt;
+    if (p.prefetch) {
+      add = __half22float2(pre_v), gm = __half22float2(pre_g), bt = __half22float2(pre_b);
+    } else {
+      add = p.vec ? __half22float2(reinterpret_cast<const __half2*>(p.vec + (int64_t)n * p.vld)[cp]) : make_float2(0.f, 0.f);
+      gm = make_float2(__half2float(p.gamma[c0]), __half2float(p.gamma[c0 + 1]));
+      bt = make_float2(__half2float(p.beta[c0]), __half2float(p.beta[c0 + 1]));
+    }
+    const float sc0 = rstd * gm.x, sc1 = rstd * gm.y;
+    const float sf0 = bt.x + (add.x - mean) * sc0, sf1 = bt.y + (add.y - mean) * sc1;
 #pragma unroll 4
     for (int i = 0; i < my_px; ++i) {
       const int q = row + i * R;
@@ -134,6 +148,141 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
       if (p.silu) v0 = __fdividef(v0, 1.f + __expf(-v0)), v1 = __fdividef(v1, 1.f + __expf(-v1));  // -0 where exp overflows
       yb[(int64_t)q * P + cp] = __floats2half2_rn(v0, v1);
     }
+  }
+}
+
+
+// The one-pass GroupNorm in 16-byte vectors ("onepass8"): thread t holds channels 8 c8 .. 8 c8 + 7 (c8 = t % C8,
+// C8 = C / 8) of pixels t / C8 + i R of its block's chunk, loads them as uint4 (a warp's loads are 512
+// contiguous bytes, against 128 for the half2 kernel above), keeps them in shared memory, and sums them per
+// group in registers: with at least 8 channels per group the 8 channels span at most two groups (a, b).
+// Reductions are a warp per group with shuffles instead of one thread's serial loop over shared memory. A
+// tensor larger than the chip's shared memory runs as consecutive launches over slices of the batch
+// (n0: the slice's first image), each one read and one write. Same statistics as the other forms (sums of
+// d = x + vec - shift, shift the group's first value, in a fixed order: deterministic).
+struct OnePass8 {
+  const uint4* x;
+  const __half *gamma, *beta, *vec;
+  int64_t vld;
+  uint4* y;
+  float2* part;  // [blocks of the launch, G]: each block's sums of d and d^2 per group
+  int C, C8, R, HW, G, cpg, nchunks, chunk_px, n0;
+  float eps;
+  bool silu;
+};
+
+constexpr int kOnePass8Batch = 4;  // loads in flight per thread before any is used
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Shared memory: [cache: chunk_px * C8 uint4][red: blockDim float4 (sums of groups a and b)][stat: G float2]
+__global__ void __launch_bounds__(1024, 1) gn_onepass8_k(OnePass8 p) {
+  dep_entry();
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int t = threadIdx.x, C8 = p.C8, R = p.R, G = p.G, cpg = p.cpg, T = blockDim.x;
+  const int lane = t & 31, warp = t >> 5, nwarps = T >> 5;
+  const int local = blockIdx.x / p.nchunks, chunk = blockIdx.x % p.nchunks, n = p.n0 + local;
+  const int p0 = chunk * p.chunk_px, np = min(p.HW, p0 + p.chunk_px) - p0;
+  uint4* cache = reinterpret_cast<uint4*>(smem);
+  float4* red = reinterpret_cast<float4*>(cache + (size_t)p.chunk_px * C8);
+  float2* stat = reinterpret_cast<float2*>(red + T);
+  const __half* ximg = reinterpret_cast<const __half*>(p.x) + (int64_t)n * p.HW * p.C;
+  const __half* vrow = p.vec ? p.vec + (int64_t)n * p.vld : nullptr;
+  const uint4* xb = p.x + ((int64_t)n * p.HW + p0) * C8;
+  uint4* yb = p.y + ((int64_t)n * p.HW + p0) * C8;
+  const int c8 = t % C8, row = t / C8, c0 = 8 * c8;
+  const bool active = row < R;
+  const int my_px = active && row < np ? (np - row + R - 1) / R : 0;  // pixels row, row + R, ... below np
+  const int ga = c0 / cpg, gb = min((c0 + 7) / cpg, G - 1);
+  const int split = gb == ga ? 8 : gb * cpg - c0;  // channels k < split are in group a, the rest in b
+  auto group_shift = [&](int g) { return __half2float(ximg[g * cpg]) + (vrow ? __half2float(vrow[g * cpg]) : 0.f); };
+
+  // phase 1: the thread's pixels into shared memory, their sums per group
+  float sa = 0.f, qa = 0.f, sb = 0.f, qb = 0.f;
+  if (my_px > 0) {
+    float off[8];  // d = x + off: the channel's vec value less its group's shift
+    const float sha = group_shift(ga), shb = group_shift(gb);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) off[k] = (vrow ? __half2float(vrow[c0 + k]) : 0.f) - (k < split ? sha : shb);
+    for (int i = 0; i < my_px; i += kOnePass8Batch) {
+      uint4 v[kOnePass8Batch];
+#pragma unroll
+      for (int b = 0; b < kOnePass8Batch; ++b) v[b] = i + b < my_px ? __ldg(xb + (int64_t)(row + (i + b) * R) * C8 + c8) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int b = 0; b < kOnePass8Batch; ++b) {
+        if (i + b >= my_px) break;
+        cache[(row + (i + b) * R) * C8 + c8] = v[b];
+        const __half2* h = reinterpret_cast<const __half2*>(&v[b]);
+#pragma unroll
+        for (int k2 = 0; k2 < 4; ++k2) {
+          const float2 f = __half22float2(h[k2]);
+          const float d0 = f.x + off[2 * k2], d1 = f.y + off[2 * k2 + 1];
+          if (2 * k2 < split) sa += d0, qa += d0 * d0;
+          else sb += d0, qb += d0 * d0;
+          if (2 * k2 + 1 < split) sa += d1, qa += d1 * d1;
+          else sb += d1, qb += d1 * d1;
+        }
+      }
+    }
+  }
+  red[t] = make_float4(sa, qa, sb, qb);
+  __syncthreads();
+  // the block's sums per group: warp w takes groups w, w + nwarps, ...; group g's vectors are lo .. hi of
+  // every row, their a sums where the vector starts in g, else their b sums
+  for (int g = warp; g < G; g += nwarps) {
+    const int lo = g * cpg / 8, hi = ((g + 1) * cpg - 1) / 8, nv = hi - lo + 1;
+    float s = 0.f, q = 0.f;
+    for (int i = lane; i < nv * R; i += 32) {
+      const int cv = lo + i % nv;
+      const float4 e = red[(i / nv) * C8 + cv];
+      const bool first = 8 * cv / cpg == g;
+      s += first ? e.x : e.z, q += first ? e.y : e.w;
+    }
+    s = warp_sum(s), q = warp_sum(q);
+    if (lane == 0) p.part[(int64_t)blockIdx.x * G + g] = make_float2(s, q);
+  }
+
+  cg::this_grid().sync();
+
+  // phase 2: the image's sums per group over its chunks' blocks (written by other blocks: read from L2)
+  for (int g = warp; g < G; g += nwarps) {
+    float s = 0.f, q = 0.f;
+    for (int c = lane; c < p.nchunks; c += 32) {
+      const float2 e = __ldcg(&p.part[((int64_t)local * p.nchunks + c) * G + g]);
+      s += e.x, q += e.y;
+    }
+    s = warp_sum(s), q = warp_sum(q);
+    if (lane == 0) {
+      const float cnt = (float)p.HW * cpg, m = s / cnt;
+      stat[g] = make_float2(group_shift(g) + m, rsqrtf(fmaxf(q / cnt - m * m, 0.f) + p.eps));
+    }
+  }
+  __syncthreads();
+  if (my_px == 0) return;
+  float sc[8], sf[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const float2 st = stat[k < split ? ga : gb];
+    const float add = vrow ? __half2float(vrow[c0 + k]) : 0.f;
+    sc[k] = st.y * __half2float(p.gamma[c0 + k]);
+    sf[k] = __half2float(p.beta[c0 + k]) + (add - st.x) * sc[k];
+  }
+  for (int i = 0; i < my_px; ++i) {
+    const int q = row + i * R;
+    uint4 v = cache[q * C8 + c8];
+    __half2* h = reinterpret_cast<__half2*>(&v);
+#pragma unroll
+    for (int k2 = 0; k2 < 4; ++k2) {
+      const float2 f = __half22float2(h[k2]);
+      float v0 = f.x * sc[2 * k2] + sf[2 * k2], v1 = f.y * sc[2 * k2 + 1] + sf[2 * k2 + 1];
+      if (p.silu) v0 = __fdividef(v0, 1.f + __expf(-v0)), v1 = __fdividef(v1, 1.f + __expf(-v1));
+      h[k2] = __floats2half2_rn(v0, v1);
+    }
+    yb[(int64_t)q * C8 + c8] = v;
   }
 }
 
@@ -155,7 +304,8 @@ DeviceLimits device_limits() {
   if (cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess ||
-      cudaFuncSetAttribute(gn_onepass_k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin) != cudaSuccess) {
+      cudaFuncSetAttribute(gn_onepass_k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin) != cudaSuccess ||
+      cudaFuncSetAttribute(gn_onepass8_k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin) != cudaSuccess) {
     cudaGetLastError();
     d = {};
   }
@@ -222,8 +372,9 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
   // Without the cache (a tensor larger than the chip's shared memory) one block per SM cannot keep
   // enough loads in flight: the three-pass form is faster there (H200, batch 16: 0.7-0.8x at 42 MB).
   if (!cache) return false;
+  const char* pf = std::getenv("SDRT_GN_PREFETCH");  // 0: the loads after the barrier, as before (measurements)
   OnePass prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), reinterpret_cast<float2*>(scratch),
-              (int)C, P, Q, R, k, (int)HW, (int)G, nchunks, chunk_px, eps, silu};
+              (int)C, P, Q, R, k, (int)HW, (int)G, nchunks, chunk_px, eps, silu, k == 1 && !(pf && std::strcmp(pf, "0") == 0)};
   cudaLaunchAttribute coop = {};
   coop.id = cudaLaunchAttributeCooperative;
   coop.val.cooperative = 1;
@@ -242,6 +393,50 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
   return true;
 }
 
+
+bool group_norm_onepass8(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
+                         int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share, int max_launches) {
+  const char* env = std::getenv("SDRT_GN_ONEPASS");
+  if (env && std::strcmp(env, "0") == 0) return false;
+  if (share != 1 || G <= 0 || C % 8 || C % G || C / G < 8 || C > 8192 || N <= 0 || HW <= 0 || HW > (1 << 30)) return false;
+  if (vld <= 0) vld = C;
+  if (vld < C || ((uintptr_t)x | (uintptr_t)y) & 15) return false;
+  // up to 1024 threads, one block per SM (512 threads, two blocks per SM, measured slower on the H100 at
+  // every SD shape but one: sixteenth session)
+  const int C8 = (int)(C / 8), R = std::max(1, 1024 / C8), T = (C8 * R + 31) / 32 * 32;
+  if (T > 1024 || T < 32) return false;
+  const DeviceLimits d = device_limits();
+  if (!d.cooperative || d.sms == 0) return false;
+  const size_t base = (size_t)T * sizeof(float4) + (size_t)G * sizeof(float2);
+  // The fewest launches (slices of the batch) whose blocks - at most one per SM, each image's pixels split
+  // evenly over its share of them - hold their pixels in shared memory; at most max_launches (8 at most).
+  const int per_sm = 1024 / T;
+  for (int64_t launches = 1; launches <= std::min<int64_t>(N, std::min(max_launches, 8)); ++launches) {
+    const int64_t ns = (N + launches - 1) / launches;  // images per launch (the last slice may have fewer)
+    const int64_t per_image = std::min<int64_t>((int64_t)d.sms * per_sm / ns, (HW + R - 1) / R);  // no block with idle pixel rows
+    if (per_image < 1) continue;
+    const int64_t px = (HW + per_image - 1) / per_image, chunks = (HW + px - 1) / px;
+    const size_t need = base + (size_t)px * C8 * sizeof(uint4);
+    if (need > (size_t)d.smem_optin || ns * chunks * G > group_norm_onepass_scratch(G) / 2) continue;
+    int occ = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gn_onepass8_k, T, need) != cudaSuccess) return cudaGetLastError(), false;
+    if ((int64_t)occ * d.sms < ns * chunks) continue;
+    cudaLaunchAttribute coop = {};
+    coop.id = cudaLaunchAttributeCooperative;
+    coop.val.cooperative = 1;
+    for (int64_t n0 = 0; n0 < N; n0 += ns) {
+      const int64_t nn = std::min(ns, N - n0);
+      OnePass8 prm{reinterpret_cast<const uint4*>(x), gamma, beta, vec, vld, reinterpret_cast<uint4*>(y), reinterpret_cast<float2*>(scratch),
+                   (int)C, C8, R, (int)HW, (int)G, (int)(C / G), (int)chunks, (int)px, (int)n0, eps, silu};
+      if (launch_with({coop}, gn_onepass8_k, dim3((unsigned)(nn * chunks)), dim3((unsigned)T), need, s, prm) != cudaSuccess)
+        return cudaGetLastError(), false;  // a later slice failing leaves the earlier ones done: the caller's fallback redoes all
+      ++g_launches8;
+    }
+    return true;
+  }
+  return false;
+}
 }  // namespace sdrt::cuda
 
 int64_t sdrt::cuda_group_norm_onepass_launches() { return sdrt::cuda::g_launches.load(); }
+int64_t sdrt::cuda_group_norm_onepass8_launches() { return sdrt::cuda::g_launches8.load(); }

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "backends/cuda/nhwc_kernels.cuh"
@@ -215,7 +216,7 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G) {
 }
 
 const char* group_norm_form_name(int form) {
-  static const char* const names[] = {"3pass", "onepass", "cluster"};
+  static const char* const names[] = {"3pass", "onepass", "cluster", "onepass8"};
   return form >= 0 && form < kGroupNormForms ? names[form] : "?";
 }
 int group_norm_form_by_name(const char* name) {
@@ -223,6 +224,13 @@ int group_norm_form_by_name(const char* name) {
     if (std::strcmp(name, group_norm_form_name(f)) == 0) return f;
   return -1;
 }
+
+namespace {
+bool gn_onepass8_off() {
+  const char* e = std::getenv("SDRT_GN_ONEPASS8");
+  return e && std::strcmp(e, "0") == 0;
+}
+}  // namespace
 
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                      int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share, int form) {
@@ -240,6 +248,10 @@ bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, c
   if (form == kGnOnePass || form < 0) {
     if (group_norm_onepass(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, scratch, s, share)) return true;
     if (form == kGnOnePass) return false;
+  }
+  if (form == kGnOnePass8 || (form < 0 && !std::getenv("SDRT_GN_ONEPASS") && !gn_onepass8_off())) {
+    if (group_norm_onepass8(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, scratch, s, share, form < 0 ? 3 : 8)) return true;
+    if (form == kGnOnePass8) return false;
   }
   int64_t px;
   const int chunks = gn_chunks(N, HW, &px);

@@ -20,11 +20,13 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G);
 // vec (optional): GroupNorm(x + vec[n * vld + c]) without writing the sum (the ResNet time embedding: [N, C],
 // vld = C, or C columns of the packed projections of pass pack_time_projections, vld their row width).
 // share: streams running side by side on the GPU (batch parts), for the one-pass form below.
-// form: -1 the default order (the cluster form under SDRT_GN_CLUSTER=1, else the one-pass form where it
-// applies, else three passes); a GroupNormForm runs that form alone and returns false where it does not
-// apply (the engine times the forms per shape: choose_group_norm_form).
-enum GroupNormForm { kGnThreePass = 0, kGnOnePass = 1, kGnCluster = 2, kGroupNormForms = 3 };
-const char* group_norm_form_name(int form);  // "3pass", "onepass", "cluster"; "?" out of range
+// form: -1 the default order (the cluster form under SDRT_GN_CLUSTER=1, else the half2 one-pass form where
+// the tensor fits the chip's shared memory, else the 16-byte one-pass form in at most 3 batch slices - unless
+// SDRT_GN_ONEPASS or SDRT_GN_ONEPASS8=0 is set - else three passes); a GroupNormForm runs that form alone
+// and returns false where it does not apply (the engine times the forms per shape under SDRT_GN_FORM=timed:
+// choose_group_norm_form).
+enum GroupNormForm { kGnThreePass = 0, kGnOnePass = 1, kGnCluster = 2, kGnOnePass8 = 3, kGroupNormForms = 4 };
+const char* group_norm_form_name(int form);  // "3pass", "onepass", "cluster", "onepass8"; "?" out of range
 int group_norm_form_by_name(const char* name);  // -1 for an unknown name
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                      int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1, int form = -1);
@@ -43,6 +45,16 @@ int64_t group_norm_onepass_scratch(int64_t G);
 bool cooperative_dependent_launch();
 bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                         int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1);
+
+// The one-pass kernel in 16-byte vectors (group_norm_onepass.cu: gn_onepass8_k): at least 8 channels per
+// group and C a multiple of 8; a tensor larger than the chip's shared memory runs as up to max_launches
+// (at most 8) launches over slices of the batch, one read and one write where the three-pass form reads
+// twice. Off under SDRT_GN_ONEPASS=0, with share > 1, and where it does not apply (false). On the H100
+// (sixteenth session, bench_group_norm) slower than the half2 kernel where that one applies (batch 2: 0.80 ms
+// against 0.56 per forward), faster than three passes where the tensor needs 2-3 slices (batch 16:
+// [320,64,64] 50 against 60 us) and not at 4 or more.
+bool group_norm_onepass8(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
+                         int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1, int max_launches = 8);
 
 // The same GroupNorm with one thread-block cluster per image and slab of whole groups (compute capability
 // 9.0+; group_norm_cluster.cu): one read, no grid-wide barrier, any size. False where it does not apply
