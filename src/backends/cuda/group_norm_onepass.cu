@@ -35,7 +35,7 @@ struct OnePass {
   // P = C / 2 channel pairs, Q = P / k: thread t owns pairs t % Q + j * Q (j < k) of pixels t / Q + i * R
   int C, P, Q, R, k, HW, G, nchunks, chunk_px;
   float eps;
-  bool silu, prefetch;  // prefetch: the normalisation's gamma, beta and vec loaded before the grid barrier (k = 1)
+  bool silu;
 };
 
 // Statistics as sums of d = x - shift and d^2 in float, with one shift per (image, group) that every block
@@ -95,14 +95,6 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
       for (int i = 0; i < pairs_per_group; ++i) s += pair_s[r * P + g * pairs_per_group + i], q += pair_q[r * P + g * pairs_per_group + i];
     p.part[((int64_t)n * p.nchunks + chunk) * G + g] = make_float2(s, q);
   }
-  // the normalisation's per-channel values loaded before the barrier, off its critical path (k = 1: one
-  // pair per thread, SD's channel counts up to 2048)
-  __half2 pre_g = {}, pre_b = {}, pre_v = {};
-  if (p.prefetch) {
-    pre_g = __halves2half2(p.gamma[2 * lane], p.gamma[2 * lane + 1]);
-    pre_b = __halves2half2(p.beta[2 * lane], p.beta[2 * lane + 1]);
-    if (p.vec) pre_v = reinterpret_cast<const __half2*>(p.vec + (int64_t)n * p.vld)[lane];
-  }
 
   cg::this_grid().sync();
 
@@ -130,16 +122,10 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass_k(OnePass p) {
   for (int j = 0; j < p.k; ++j) {
     const int cp = lane + j * Q, c0 = 2 * cp, g = c0 / cpg;  // cpg is even: both channels in group g
     const float mean = stat[2 * g], rstd = stat[2 * g + 1];
-    float2 add, gm, bt;
-    if (p.prefetch) {
-      add = __half22float2(pre_v), gm = __half22float2(pre_g), bt = __half22float2(pre_b);
-    } else {
-      add = p.vec ? __half22float2(reinterpret_cast<const __half2*>(p.vec + (int64_t)n * p.vld)[cp]) : make_float2(0.f, 0.f);
-      gm = make_float2(__half2float(p.gamma[c0]), __half2float(p.gamma[c0 + 1]));
-      bt = make_float2(__half2float(p.beta[c0]), __half2float(p.beta[c0 + 1]));
-    }
-    const float sc0 = rstd * gm.x, sc1 = rstd * gm.y;
-    const float sf0 = bt.x + (add.x - mean) * sc0, sf1 = bt.y + (add.y - mean) * sc1;
+    float2 add = make_float2(0.f, 0.f);
+    if (p.vec) add = __half22float2(reinterpret_cast<const __half2*>(p.vec + (int64_t)n * p.vld)[cp]);
+    const float sc0 = rstd * __half2float(p.gamma[c0]), sc1 = rstd * __half2float(p.gamma[c0 + 1]);
+    const float sf0 = __half2float(p.beta[c0]) + (add.x - mean) * sc0, sf1 = __half2float(p.beta[c0 + 1]) + (add.y - mean) * sc1;
 #pragma unroll 4
     for (int i = 0; i < my_px; ++i) {
       const int q = row + i * R;
@@ -372,9 +358,8 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
   // Without the cache (a tensor larger than the chip's shared memory) one block per SM cannot keep
   // enough loads in flight: the three-pass form is faster there (H200, batch 16: 0.7-0.8x at 42 MB).
   if (!cache) return false;
-  const char* pf = std::getenv("SDRT_GN_PREFETCH");  // 0: the loads after the barrier, as before (measurements)
   OnePass prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), reinterpret_cast<float2*>(scratch),
-              (int)C, P, Q, R, k, (int)HW, (int)G, nchunks, chunk_px, eps, silu, k == 1 && !(pf && std::strcmp(pf, "0") == 0)};
+              (int)C, P, Q, R, k, (int)HW, (int)G, nchunks, chunk_px, eps, silu};
   cudaLaunchAttribute coop = {};
   coop.id = cudaLaunchAttributeCooperative;
   coop.val.cooperative = 1;
