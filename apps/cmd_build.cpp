@@ -206,7 +206,7 @@ int cmd_build(const BuildArgs& a) {
       ++attn_n;
       attn_pipe += v.rfind("pipe", 0) == 0;
       attn_e16 += v.size() > 4 && v.compare(v.size() - 4, 4, "-e16") == 0;
-      attn_small += v == "rows32" || v == "rows16";
+      attn_small += v == "rows32" || v == "rows16" || v == "ks4" || v == "ks2";
       continue;
     }
     if (k.rfind("gn_form/", 0) == 0) {  // three passes, the one-pass kernel or clusters, timed per shape

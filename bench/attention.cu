@@ -1,6 +1,7 @@
 // Times the fused FP16 attention on SD 1.5's shapes with the portable mma.sync kernel (SDRT_ATTN_WGMMA=0)
 // and with the engine's choice (the Hopper wgmma kernel where it applies), and compares the second's
-// output with the first's (heads of 160: the mma.sync kernel only); then ("base2") the engine's choice on
+// output with the first's (heads of 160: the mma.sync kernel's 64-row blocks, then its timed forms rows32,
+// rows16, ks4, ks2 where they apply); then ("base2") the engine's choice on
 // the queries multiplied by scale / ln 2 with the softmax scale ln 2, as after pass fold_attention_scale
 // (the same softmax: where the late-maximum form runs, SDRT_ATTN_LATEMAX=1, its base-2 variant). CUDA
 // events around each launch (--graphs: around 10 launches in a CUDA graph); median of the repeats.
@@ -88,7 +89,7 @@ int main(int argc, char** argv) {
     std::vector<__half> ref, out(no);
     // the mma.sync kernel, then the engine's choice (the same kernel for heads of 160)
     std::vector<std::string> modes = {"mma.sync", "engine", "base2"};
-    if (D > 80) modes = {"engine"};
+    if (D > 80) modes = {"engine", "rows32", "rows16", "ks4", "ks2"};  // the 64-row blocks, then the timed forms (where they apply)
     float scale = 1.f / std::sqrt((float)D);
     for (const std::string& mode : modes) {
       if (mode == "mma.sync") setenv("SDRT_ATTN_WGMMA", "0", 1);
@@ -101,8 +102,10 @@ int main(int argc, char** argv) {
       }
       CHECK(cudaMemset(o, 0xFF, no * sizeof(__half)));  // NaNs: an unwritten element shows in the difference
       std::vector<float> ms;
+      const int form = sdrt::cuda::attention_form_by_name(mode);  // -1: the default
+      if (form >= 0 && !(sdrt::cuda::flash_attention_form_mask(B, sh.H, sh.Lq, sh.Lk, D, ldq, ldkv, ldkv, sh.C, false) >> form & 1)) continue;
       auto call = [&] {
-        return sdrt::cuda::flash_attention(q, k, v, o, B, sh.H, sh.Lq, sh.Lk, D, ldq, ldkv, ldkv, sh.C, scale, false, stream) == cudaSuccess;
+        return sdrt::cuda::flash_attention(q, k, v, o, B, sh.H, sh.Lq, sh.Lk, D, ldq, ldkv, ldkv, sh.C, scale, false, stream, form) == cudaSuccess;
       };
       for (int i = 0; i < repeats + 3; ++i) {
         float t = 0.f;

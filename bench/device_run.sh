@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -314,6 +314,18 @@ for step in "$@"; do
         echo "b$b onepass8: $(FWD_FLAGS=--guided fwd $b)"
         echo "b$b before:   $(SDRT_GN_ONEPASS8=0 FWD_FLAGS=--guided fwd $b)"
       done; done 2>&1 | tee -a "$out/gn8.txt" ;;
+    ksplit)  # the d-160 attention's key-split blocks (forms ks4, ks2; SDRT_ATTN_KSPLIT=0: never timed, as before): their
+             # op tests, every d-160 form per shape in CUDA graphs, the guided forward at batch 2 alternating, two rounds
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='*Attention*' > "$out/ksplit-test.log" 2>&1
+      echo "tests rc $?"; grep -E ' -> |recorded (ks|rows|wgmma )|PASSED|FAILED' "$out/ksplit-test.log" | tail -16
+      for b in 2 16; do "$bin/bench_attention" --batch $b --repeats 20 --graphs; done 2>&1 | grep -E 'shape|d 160' | tee "$out/ksplit.txt"
+      for r in 1 2; do
+        echo "b2 ksplit timed: $(FWD_FLAGS=--guided fwd 2)"
+        echo "b2 SDRT_ATTN_KSPLIT=0: $(SDRT_ATTN_KSPLIT=0 FWD_FLAGS=--guided fwd 2)"
+      done 2>&1 | tee -a "$out/ksplit.txt" ;;
+    gntest)  # the GroupNorm op tests alone (every form against the CPU, the recorded forms)
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='*GroupNorm*' > "$out/gn-tests.log" 2>&1
+      echo "rc $?"; grep -E ' cases|PASSED|FAILED' "$out/gn-tests.log" | tail -8 ;;
     gn16)  # GroupNorm, sixteenth session: the 16-byte one-pass kernel in batch slices where the half2 one does not fit
            # (SDRT_GN_ONEPASS8=0: three passes there, as before): the GroupNorm op tests, every form per shape, then
            # the guided forward alternating, two rounds. (Its first run also timed the half2 kernel's normalisation

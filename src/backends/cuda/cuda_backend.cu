@@ -803,7 +803,8 @@ class CudaExecutable : public Executable {
   // late-maximum and cross80 forms are timed unless SDRT_ATTN_LATEMAX=0 / SDRT_ATTN_CROSS80=0 (then a recorded
   // one is timed again); SDRT_ATTN_CROSS80=1 forces the latter where it applies. The d-160 attentions' 32- and
   // 16-row blocks (forms 6, 7: the mma.sync kernel, where 64-row blocks leave SMs idle) likewise unless
-  // SDRT_ATTN_SMALL is set (which then decides their rows).
+  // SDRT_ATTN_SMALL is set (which then decides their rows); its key-split blocks (forms 8, 9) unless
+  // SDRT_ATTN_KSPLIT=0.
   Status choose_attention_form(const Node& n) {
     const size_t id = &n - g_->nodes.data();
     const std::string key = attention_key(*g_, n);
@@ -816,8 +817,9 @@ class CudaExecutable : public Executable {
     if (late_env == 1 || cross_env == 1) return Status::ok();
     auto e16_form = [](int f) { return f == 2 || f == 3; };
     const bool small_env = cuda::attention_small_env();
+    const bool ksplit = cuda::attention_ksplit_env() != 0;
     auto timed = [&](int f) {
-      return e16_form(f) ? e16_timed : f == 4 ? late_env != 0 : f == 5 ? cross_env != 0 : f == 6 || f == 7 ? !small_env : true;
+      return e16_form(f) ? e16_timed : f == 4 ? late_env != 0 : f == 5 ? cross_env != 0 : f == 6 || f == 7 ? !small_env : f == 8 || f == 9 ? ksplit : true;
     };
     std::string choice;
     {

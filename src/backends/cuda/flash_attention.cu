@@ -78,14 +78,18 @@ struct Params {
 // and V fragment read from shared memory feeds two MMAs, halving shared-memory traffic per FLOP, which
 // bounds small head dims); DP: head dim padded to a multiple of 16 (Q K^T); NV: 8-column tiles of the
 // output that hold real columns (P V skips the all-padding ones).
-template <int ROWS, int MT, int DP, int NV>
-__global__ void __launch_bounds__(ROWS * 2 / MT) flash_k(Params p) {
+// KS > 1 ("ks4", "ks2": short sequences with big heads, SD's d-160 levels at small batches, where a warp per
+// scheduler runs through every key tile alone): KS warps per 16-row tile, each taking every KS-th key tile
+// (all KS tiles staged at once, no double buffer), their running maxima, sums and outputs merged through
+// shared memory at the end - KS times the warps on as many rows, each with 1/KS of the serial chain.
+template <int ROWS, int MT, int DP, int NV, int KS = 1>
+__global__ void __launch_bounds__(ROWS * 2 / MT * KS) flash_k(Params p) {
   dep_entry();
-  constexpr int kRows = ROWS;
+  constexpr int kRows = ROWS, RW = ROWS / (16 * MT);  // warps per key split
   constexpr int LD = DP + 8;  // padded row stride: conflict-free fragment loads and ldmatrix rows
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __half* Qs = reinterpret_cast<__half*>(smem_raw);
-  __half* Ks = Qs + kRows * LD;
+  __half* Ks = Qs + kRows * LD;  // KS == 1: two (K, V) tile pairs, double-buffered; else KS pairs
   __half* Vs = Ks + kKeys * LD;
 
   const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
@@ -95,11 +99,20 @@ __global__ void __launch_bounds__(ROWS * 2 / MT) flash_k(Params p) {
   const __half* vg = p.v + b * p.Lk * p.ldv + h * p.D;
   __half* og = p.o + b * p.Lq * p.ldo + h * p.D;
 
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int warp = KS > 1 ? (threadIdx.x >> 5) % RW : threadIdx.x >> 5, ks = KS > 1 ? (threadIdx.x >> 5) / RW : 0;  // row warp, key split
   const int64_t kend = p.causal ? min(p.Lk, q0 + kRows) : p.Lk;
   load_tile<kRows, DP, LD>(Qs, qg, q0, p.Lq, p.ldq, p.D, p.vec);
-  load_tile<kKeys, DP, LD>(Ks, kg, 0, p.Lk, p.ldk, p.D, p.vec);
-  load_tile<kKeys, DP, LD>(Vs, vg, 0, p.Lk, p.ldv, p.D, p.vec);
+  if constexpr (KS == 1) {
+    load_tile<kKeys, DP, LD>(Ks, kg, 0, p.Lk, p.ldk, p.D, p.vec);
+    load_tile<kKeys, DP, LD>(Vs, vg, 0, p.Lk, p.ldv, p.D, p.vec);
+  } else {
+#pragma unroll 1
+    for (int sp = 0; sp < KS; ++sp) {
+      load_tile<kKeys, DP, LD>(Ks + sp * 2 * kKeys * LD, kg, (int64_t)sp * kKeys, p.Lk, p.ldk, p.D, p.vec);
+      load_tile<kKeys, DP, LD>(Ks + sp * 2 * kKeys * LD + kKeys * LD, vg, (int64_t)sp * kKeys, p.Lk, p.ldv, p.D, p.vec);
+    }
+  }
   cp_async_commit();
 
   float o[MT][NV][4];
@@ -116,16 +129,32 @@ __global__ void __launch_bounds__(ROWS * 2 / MT) flash_k(Params p) {
     rows[mt][1] = rows[mt][0] + 8;
   }
 
-  for (int64_t j0 = 0, it = 0; j0 < kend; j0 += kKeys, ++it) {
-    __half* Kb = Ks + (it & 1) * (2 * kKeys * LD);
-    __half* Vb = Kb + kKeys * LD;
-    if (j0 + kKeys < kend) {  // the next tile into the other buffer, while this one is used
-      __half* Kn = Ks + ((it + 1) & 1) * (2 * kKeys * LD);
-      load_tile<kKeys, DP, LD>(Kn, kg, j0 + kKeys, p.Lk, p.ldk, p.D, p.vec);
-      load_tile<kKeys, DP, LD>(Kn + kKeys * LD, vg, j0 + kKeys, p.Lk, p.ldv, p.D, p.vec);
-      cp_async_commit();
-      cp_async_wait<1>();
+  for (int64_t base = 0, it = 0; base < kend; base += KS * kKeys, ++it) {
+    const int64_t j0 = base + ks * kKeys;  // this warp's key tile
+    __half *Kb, *Vb;
+    if constexpr (KS == 1) {
+      Kb = Ks + (it & 1) * (2 * kKeys * LD);
+      Vb = Kb + kKeys * LD;
+      if (j0 + kKeys < kend) {  // the next tile into the other buffer, while this one is used
+        __half* Kn = Ks + ((it + 1) & 1) * (2 * kKeys * LD);
+        load_tile<kKeys, DP, LD>(Kn, kg, j0 + kKeys, p.Lk, p.ldk, p.D, p.vec);
+        load_tile<kKeys, DP, LD>(Kn + kKeys * LD, vg, j0 + kKeys, p.Lk, p.ldv, p.D, p.vec);
+        cp_async_commit();
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
     } else {
+      Kb = Ks + ks * 2 * kKeys * LD;
+      Vb = Kb + kKeys * LD;
+      if (it > 0) {  // this round's KS tiles (the buffers were released by the last round's barrier)
+#pragma unroll 1
+        for (int sp = 0; sp < KS; ++sp) {
+          load_tile<kKeys, DP, LD>(Ks + sp * 2 * kKeys * LD, kg, base + sp * kKeys, p.Lk, p.ldk, p.D, p.vec);
+          load_tile<kKeys, DP, LD>(Ks + sp * 2 * kKeys * LD + kKeys * LD, vg, base + sp * kKeys, p.Lk, p.ldv, p.D, p.vec);
+        }
+        cp_async_commit();
+      }
       cp_async_wait<0>();
     }
     __syncthreads();
@@ -143,6 +172,10 @@ __global__ void __launch_bounds__(ROWS * 2 / MT) flash_k(Params p) {
       }
     }
 
+    if (KS > 1 && j0 >= kend) {  // this split has no tile this round (warp-uniform; no barrier inside)
+      __syncthreads();
+      continue;
+    }
     float s[MT][kKeys / 8][4];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -224,7 +257,50 @@ __global__ void __launch_bounds__(ROWS * 2 / MT) flash_k(Params p) {
         }
       }
     }
-    __syncthreads();  // this buffer is refilled two tiles on
+    __syncthreads();  // this buffer is refilled two tiles on (KS > 1: next round)
+  }
+
+  if constexpr (KS > 1) {  // the splits' partial results into split 0's registers (the K/V buffers are free)
+    constexpr int kVals = MT * (NV * 4 + 4);  // per lane: o, then the rows' maxima and partial sums
+    static_assert((size_t)RW * (KS - 1) * kVals * 32 * sizeof(float) <= (size_t)KS * 2 * kKeys * LD * sizeof(__half), "merge scratch");
+    float* red = reinterpret_cast<float*>(Ks);
+    if (ks > 0) {
+      float* w = red + (size_t)(warp * (KS - 1) + ks - 1) * kVals * 32 + lane;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const int b = mt * (NV * 4 + 4);
+#pragma unroll
+        for (int dt = 0; dt < NV; ++dt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) w[(b + dt * 4 + e) * 32] = o[mt][dt][e];
+        w[(b + NV * 4) * 32] = m[mt][0], w[(b + NV * 4 + 1) * 32] = m[mt][1];
+        w[(b + NV * 4 + 2) * 32] = l[mt][0], w[(b + NV * 4 + 3) * 32] = l[mt][1];
+      }
+    }
+    __syncthreads();
+    if (ks > 0) return;
+#pragma unroll 1
+    for (int sp = 1; sp < KS; ++sp) {
+      const float* r = red + (size_t)(warp * (KS - 1) + sp - 1) * kVals * 32 + lane;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        const int b = mt * (NV * 4 + 4);
+        const float ms0 = r[(b + NV * 4) * 32], ms1 = r[(b + NV * 4 + 1) * 32];
+        const float M0 = fmaxf(m[mt][0], ms0), M1 = fmaxf(m[mt][1], ms1);
+        const float b0 = M0 == -INFINITY ? 0.f : M0, b1 = M1 == -INFINITY ? 0.f : M1;  // rows with every key masked
+        const float f0 = fast_exp2(m[mt][0] - b0), g0 = fast_exp2(ms0 - b0), f1 = fast_exp2(m[mt][1] - b1), g1 = fast_exp2(ms1 - b1);
+        l[mt][0] = l[mt][0] * f0 + r[(b + NV * 4 + 2) * 32] * g0;
+        l[mt][1] = l[mt][1] * f1 + r[(b + NV * 4 + 3) * 32] * g1;
+#pragma unroll
+        for (int dt = 0; dt < NV; ++dt) {
+          o[mt][dt][0] = o[mt][dt][0] * f0 + r[(b + dt * 4) * 32] * g0;
+          o[mt][dt][1] = o[mt][dt][1] * f0 + r[(b + dt * 4 + 1) * 32] * g0;
+          o[mt][dt][2] = o[mt][dt][2] * f1 + r[(b + dt * 4 + 2) * 32] * g1;
+          o[mt][dt][3] = o[mt][dt][3] * f1 + r[(b + dt * 4 + 3) * 32] * g1;
+        }
+        m[mt][0] = M0, m[mt][1] = M1;
+      }
+    }
   }
 
 #pragma unroll
@@ -249,13 +325,13 @@ __global__ void __launch_bounds__(ROWS * 2 / MT) flash_k(Params p) {
   }
 }
 
-template <int ROWS, int MT, int DP, int NV>
+template <int ROWS, int MT, int DP, int NV, int KS = 1>
 cudaError_t launch(const Params& p, int64_t B, cudaStream_t s) {
-  constexpr size_t smem = (size_t)(ROWS + 4 * kKeys) * (DP + 8) * sizeof(__half);  // Q, 2 x (K, V)
-  const cudaError_t attr = cudaFuncSetAttribute(flash_k<ROWS, MT, DP, NV>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
+  constexpr size_t smem = (size_t)(ROWS + (KS > 1 ? 2 * KS : 4) * kKeys) * (DP + 8) * sizeof(__half);  // Q, 2 x (K, V) or KS x (K, V)
+  const cudaError_t attr = cudaFuncSetAttribute(flash_k<ROWS, MT, DP, NV, KS>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
   const dim3 grid((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H));
-  launch_kernel(flash_k<ROWS, MT, DP, NV>, grid, ROWS * 2 / MT, smem, s, p);
+  launch_kernel(flash_k<ROWS, MT, DP, NV, KS>, grid, ROWS * 2 / MT * KS, smem, s, p);
   return cudaGetLastError();
 }
 
@@ -268,6 +344,14 @@ int small_rows(int form) {
   const char* e = std::getenv("SDRT_ATTN_SMALL");  // read at each launch, as the other switches
   if (!e) return 0;
   return std::strcmp(e, "16") == 0 ? 16 : std::strcmp(e, "32") == 0 ? 32 : 0;
+}
+// Forms 8 and 9 ("ks4", "ks2"; timed by the engine, never under SDRT_ATTN_KSPLIT=0): 32-row blocks whose
+// 16-row tiles each have 4 or 2 warps splitting the key tiles, where there are more key tiles than one
+// (ks4: more than two).
+int key_splits(int form, int64_t Lk) {
+  if (form == 8 && Lk > 2 * kKeys) return 4;
+  if (form == 9 && Lk > kKeys) return 2;
+  return 0;
 }
 int device_sms() {
   int dev = 0, sms = 0;
@@ -282,9 +366,12 @@ template <int DP, int NV>
 cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s, int form) {
   if constexpr (DP <= 64)
     if (p.Lq >= 1024 && p.Lk >= 256) return launch<128, 2, DP, NV>(p, B, s);
-  if constexpr (DP >= 128)  // heads of 81 to 160 (SD's d 160; smaller heads run Hopper's kernels or long sequences)
+  if constexpr (DP >= 128) {  // heads of 81 to 160 (SD's d 160; smaller heads run Hopper's kernels or long sequences)
     if (const int r = small_rows(form); r > 0 && (p.Lq + 63) / 64 * B * p.H < device_sms())
       return r == 16 ? launch<16, 1, DP, NV>(p, B, s) : launch<32, 1, DP, NV>(p, B, s);
+    if (const int k = key_splits(form, p.Lk); k > 0 && (p.Lq + 63) / 64 * B * p.H < device_sms())
+      return k == 4 ? launch<32, 1, DP, NV, 4>(p, B, s) : launch<32, 1, DP, NV, 2>(p, B, s);
+  }
   return launch<64, 1, DP, NV>(p, B, s);
 }
 
@@ -293,7 +380,7 @@ cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s, int form) {
 bool flash_attention_supported(int64_t D, int64_t Dv) { return D == Dv && D >= 1 && D <= 160; }
 
 const char* attention_form_name(int form) {
-  static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16", "wgmma-lm", "cross80", "rows32", "rows16"};
+  static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16", "wgmma-lm", "cross80", "rows32", "rows16", "ks4", "ks2"};
   return form >= 0 && form < kAttentionForms ? names[form] : "?";
 }
 namespace {
@@ -305,6 +392,7 @@ int form_switch(const char* name) {
 }  // namespace
 int attention_latemax_env() { return form_switch("SDRT_ATTN_LATEMAX"); }
 int attention_cross80_env() { return form_switch("SDRT_ATTN_CROSS80"); }
+int attention_ksplit_env() { return form_switch("SDRT_ATTN_KSPLIT"); }
 bool attention_small_env() { return std::getenv("SDRT_ATTN_SMALL") != nullptr; }
 int attention_exp16_env() {
   const char* e = std::getenv("SDRT_ATTN_EXP16");
@@ -322,7 +410,8 @@ int flash_attention_form_mask(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int6
   if (const int m = flash_attention_sm90_form_mask(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal)) return m;
   // the mma.sync kernel: heads of 81-160 (its 128- and 160-column tiles) in smaller blocks where 64-row ones
   // leave SMs idle (launch_rows)
-  if (D > 80 && (Lq + 63) / 64 * B * H < device_sms()) return 1 | 1 << 6 | 1 << 7;
+  if (D > 80 && (Lq + 63) / 64 * B * H < device_sms())
+    return 1 | 1 << 6 | 1 << 7 | (Lk > 2 * kKeys ? 1 << 8 : 0) | (Lk > kKeys ? 1 << 9 : 0);
   return 1;
 }
 
