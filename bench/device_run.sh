@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -323,6 +323,17 @@ for step in "$@"; do
         echo "b2 ksplit timed: $(FWD_FLAGS=--guided fwd 2)"
         echo "b2 SDRT_ATTN_KSPLIT=0: $(SDRT_ATTN_KSPLIT=0 FWD_FLAGS=--guided fwd 2)"
       done 2>&1 | tee -a "$out/ksplit.txt" ;;
+    gn-bench)  # sdrt bench at batch 16 and 50 (the UNet on 32 and 100 rows) with the 16-byte one-pass GroupNorm in the
+               # untimed order and without it (SDRT_GN_ONEPASS8=0), alternating on one machine
+      for cfg in "16 2" "50 1"; do
+        read -r nb reps <<< "$cfg"
+        for v in on off; do
+          env_set=""; [ $v = off ] && env_set="SDRT_GN_ONEPASS8=0"
+          echo "batch $nb, onepass8 $v:"
+          env $env_set "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch "$nb" --repeats "$reps" --warmup 1 --opt optimized \
+            --no-engine-cache -o /tmp/bench/gn$nb$v 2>&1 | grep -E '^optimized'
+        done
+      done 2>&1 | tee "$out/gn-bench.txt" ;;
     gntest)  # the GroupNorm op tests alone (every form against the CPU, the recorded forms)
       timeout 200 "$bin/sdrt_tests" --gtest_filter='*GroupNorm*' > "$out/gn-tests.log" 2>&1
       echo "rc $?"; grep -E ' cases|PASSED|FAILED' "$out/gn-tests.log" | tail -8 ;;
