@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
   std::printf("GroupNorm (32 groups, + SiLU), batch %lld, %d launches per graph, median of %d\n", (long long)batch, kCalls, repeats);
   std::printf("%-18s %12s %12s %12s %12s %10s %10s %10s %9s\n", "[C, H, W]", "3-pass us", "1-pass us", "cluster us", "1-pass8 us", "1-pass x",
               "cluster x", "1-pass8 x", "max diff");
-  constexpr int kForms = 4;  // GroupNormForm order: 3pass, onepass, cluster, onepass8
+  constexpr int kForms = sdrt::cuda::kGroupNormForms;  // GroupNormForm order: 3pass, onepass, cluster, onepass8 (the columns above)
   double total[kForms + 1] = {};
   for (const S& s : shapes) {
     if (!only.empty() && only != std::to_string(s.C) + "," + std::to_string(s.side)) continue;

@@ -103,15 +103,9 @@ __global__ void __launch_bounds__(ROWS * 2 / MT * KS) flash_k(Params p) {
   const int warp = KS > 1 ? (threadIdx.x >> 5) % RW : threadIdx.x >> 5, ks = KS > 1 ? (threadIdx.x >> 5) / RW : 0;  // row warp, key split
   const int64_t kend = p.causal ? min(p.Lk, q0 + kRows) : p.Lk;
   load_tile<kRows, DP, LD>(Qs, qg, q0, p.Lq, p.ldq, p.D, p.vec);
-  if constexpr (KS == 1) {
+  if constexpr (KS == 1) {  // KS > 1: each round stages its KS tiles in the loop
     load_tile<kKeys, DP, LD>(Ks, kg, 0, p.Lk, p.ldk, p.D, p.vec);
     load_tile<kKeys, DP, LD>(Vs, vg, 0, p.Lk, p.ldv, p.D, p.vec);
-  } else {
-#pragma unroll 1
-    for (int sp = 0; sp < KS; ++sp) {
-      load_tile<kKeys, DP, LD>(Ks + sp * 2 * kKeys * LD, kg, (int64_t)sp * kKeys, p.Lk, p.ldk, p.D, p.vec);
-      load_tile<kKeys, DP, LD>(Ks + sp * 2 * kKeys * LD + kKeys * LD, vg, (int64_t)sp * kKeys, p.Lk, p.ldv, p.D, p.vec);
-    }
   }
   cp_async_commit();
 
@@ -147,14 +141,12 @@ __global__ void __launch_bounds__(ROWS * 2 / MT * KS) flash_k(Params p) {
     } else {
       Kb = Ks + ks * 2 * kKeys * LD;
       Vb = Kb + kKeys * LD;
-      if (it > 0) {  // this round's KS tiles (the buffers were released by the last round's barrier)
 #pragma unroll 1
-        for (int sp = 0; sp < KS; ++sp) {
-          load_tile<kKeys, DP, LD>(Ks + sp * 2 * kKeys * LD, kg, base + sp * kKeys, p.Lk, p.ldk, p.D, p.vec);
-          load_tile<kKeys, DP, LD>(Ks + sp * 2 * kKeys * LD + kKeys * LD, vg, base + sp * kKeys, p.Lk, p.ldv, p.D, p.vec);
-        }
-        cp_async_commit();
+      for (int sp = 0; sp < KS; ++sp) {  // this round's KS tiles (the buffers were released by the last round's barrier)
+        load_tile<kKeys, DP, LD>(Ks + sp * 2 * kKeys * LD, kg, base + sp * kKeys, p.Lk, p.ldk, p.D, p.vec);
+        load_tile<kKeys, DP, LD>(Ks + sp * 2 * kKeys * LD + kKeys * LD, vg, base + sp * kKeys, p.Lk, p.ldv, p.D, p.vec);
       }
+      cp_async_commit();
       cp_async_wait<0>();
     }
     __syncthreads();

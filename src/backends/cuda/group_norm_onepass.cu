@@ -313,9 +313,7 @@ bool cooperative_dependent_launch() {
   int v = g_coop_pdl.load();
   if (v >= 0) return v == 1;
   cudaStream_t s = nullptr;
-  cudaLaunchAttribute coop = {};
-  coop.id = cudaLaunchAttributeCooperative;
-  coop.val.cooperative = 1;
+  const cudaLaunchAttribute coop = cooperative_attr();
   v = cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) == cudaSuccess &&
       launch_with({coop, programmatic_attr()}, coop_probe_k, dim3(1), dim3(32), 0, s) == cudaSuccess && cudaStreamSynchronize(s) == cudaSuccess;
   if (s) cudaStreamDestroy(s);
@@ -360,9 +358,7 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
   if (!cache) return false;
   OnePass prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), reinterpret_cast<float2*>(scratch),
               (int)C, P, Q, R, k, (int)HW, (int)G, nchunks, chunk_px, eps, silu};
-  cudaLaunchAttribute coop = {};
-  coop.id = cudaLaunchAttributeCooperative;
-  coop.val.cooperative = 1;
+  const cudaLaunchAttribute coop = cooperative_attr();
   const dim3 grid((unsigned)(N * nchunks)), block((unsigned)T);
   // Under SDRT_PDL=1 also as a dependent launch where the driver takes both attributes (probed outside any
   // capture, cooperative_dependent_launch): its blocks, resident early, wait at the top for the kernel before,
@@ -406,14 +402,11 @@ bool group_norm_onepass8(const __half* x, const __half* gamma, const __half* bet
     int occ = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ, gn_onepass8_k, T, need) != cudaSuccess) return cudaGetLastError(), false;
     if ((int64_t)occ * d.sms < ns * chunks) continue;
-    cudaLaunchAttribute coop = {};
-    coop.id = cudaLaunchAttributeCooperative;
-    coop.val.cooperative = 1;
     for (int64_t n0 = 0; n0 < N; n0 += ns) {
       const int64_t nn = std::min(ns, N - n0);
       OnePass8 prm{reinterpret_cast<const uint4*>(x), gamma, beta, vec, vld, reinterpret_cast<uint4*>(y), reinterpret_cast<float2*>(scratch),
                    (int)C, C8, R, (int)HW, (int)G, (int)(C / G), (int)chunks, (int)px, (int)n0, eps, silu};
-      if (launch_with({coop}, gn_onepass8_k, dim3((unsigned)(nn * chunks)), dim3((unsigned)T), need, s, prm) != cudaSuccess)
+      if (launch_with({cooperative_attr()}, gn_onepass8_k, dim3((unsigned)(nn * chunks)), dim3((unsigned)T), need, s, prm) != cudaSuccess)
         return cudaGetLastError(), false;  // a later slice failing leaves the earlier ones done: the caller's fallback redoes all
       ++g_launches8;
     }

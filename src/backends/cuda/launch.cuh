@@ -49,6 +49,13 @@ cudaError_t launch_with(std::initializer_list<cudaLaunchAttribute> attrs, void (
   return cudaLaunchKernelEx(&cfg, k, std::forward<A>(args)...);
 }
 
+inline cudaLaunchAttribute cooperative_attr() {  // a grid whose blocks are all resident at once (grid-wide barriers)
+  cudaLaunchAttribute a = {};
+  a.id = cudaLaunchAttributeCooperative;
+  a.val.cooperative = 1;
+  return a;
+}
+
 inline cudaLaunchAttribute programmatic_attr() {
   cudaLaunchAttribute a = {};
   a.id = cudaLaunchAttributeProgrammaticStreamSerialization;
