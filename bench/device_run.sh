@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -348,6 +348,27 @@ for step in "$@"; do
         echo "b16 new:    $(FWD_FLAGS=--guided fwd 16)"
         echo "b16 SDRT_GN_ONEPASS8=0: $(SDRT_GN_ONEPASS8=0 FWD_FLAGS=--guided fwd 16)"
       done 2>&1 | tee -a "$out/gn16.txt" ;;
+    gn-block)  # GroupNorm, seventeenth session: a block per (image, slab of groups) holding it in registers (form "block";
+               # in the default order by group_norm_block's rules, SDRT_GN_BLOCK=0: never): the GroupNorm op tests,
+               # every form per shape and the default order's time, then the guided forward with and without, two rounds.
+               # (Its first run had SDRT_GN_BLOCK as a size threshold, 0 / 8 / 64 MB, for every shape it applies to.)
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='*GroupNorm*' > "$out/gn-block-test.log" 2>&1
+      echo "tests rc $?"; grep -E ' cases|recorded|PASSED|FAILED| -> ' "$out/gn-block-test.log" | tail -16
+      for b in 2 16; do "$bin/bench_group_norm" --batch $b --repeats 15; done 2>&1 | tee "$out/gn-block.txt"
+      for r in 1 2; do
+        for b in 2 16; do
+          echo "b$b block rules: $(FWD_FLAGS=--guided fwd $b)"
+          echo "b$b SDRT_GN_BLOCK=0: $(SDRT_GN_BLOCK=0 FWD_FLAGS=--guided fwd $b)"
+        done
+      done 2>&1 | tee -a "$out/gn-block.txt" ;;
+    gn-block32)  # the block form's rules at the UNet's 32 rows (sdrt bench --batch 16): every form per shape, then sdrt bench
+                 # with and without (SDRT_GN_BLOCK=0)
+      "$bin/bench_group_norm" --batch 32 --repeats 10 2>&1 | tee "$out/gn-block32.txt"
+      for v in on off; do
+        env_set=""; [ $v = off ] && env_set="SDRT_GN_BLOCK=0"
+        echo "batch 16, block $v: $(env $env_set "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 16 --repeats 2 --warmup 1 \
+          --opt optimized --no-engine-cache -o /tmp/bench/gb$v 2>&1 | grep -E '^optimized')"
+      done 2>&1 | tee -a "$out/gn-block32.txt" ;;
     *) echo "unknown step $step" ;;
   esac
 done

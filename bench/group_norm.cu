@@ -1,6 +1,6 @@
 // Times the FP16 engine's NHWC GroupNorm on the shapes SD 1.5's UNet runs it at: the three-pass form, the
-// one-pass cooperative kernel (half2), the cluster kernel and the one-pass kernel in 16-byte vectors with
-// batch slices ("onepass8") - group_norm_nhwc's forms - each as `calls` launches
+// one-pass cooperative kernel (half2), the cluster kernel, the one-pass kernel in 16-byte vectors with
+// batch slices ("onepass8") and a block per group ("block") - group_norm_nhwc's forms - each as `calls` launches
 // captured in a CUDA graph (as the engine runs them), and the largest difference between their outputs. A
 // form that does not apply to a shape is marked '*' and counted at the three-pass time (the engine's
 // fallback); "timed" sums the fastest form per shape, what the engine's timed choice
@@ -51,10 +51,12 @@ int main(int argc, char** argv) {
                       {1920, 32, 1}, {640, 16, 1}, {1280, 16, 11}, {1920, 16, 1}, {2560, 16, 2}, {1280, 8, 12}, {2560, 8, 3}};  // 61
   constexpr int kCalls = 10;  // launches per graph
   std::printf("GroupNorm (32 groups, + SiLU), batch %lld, %d launches per graph, median of %d\n", (long long)batch, kCalls, repeats);
-  std::printf("%-18s %12s %12s %12s %12s %10s %10s %10s %9s\n", "[C, H, W]", "3-pass us", "1-pass us", "cluster us", "1-pass8 us", "1-pass x",
-              "cluster x", "1-pass8 x", "max diff");
-  constexpr int kForms = sdrt::cuda::kGroupNormForms;  // GroupNormForm order: 3pass, onepass, cluster, onepass8 (the columns above)
-  double total[kForms + 1] = {};
+  constexpr int kForms = sdrt::cuda::kGroupNormForms;  // GroupNormForm order: 3pass, onepass, cluster, onepass8, block
+  std::printf("%-18s", "[C, H, W]");
+  for (int f = 0; f < kForms; ++f) std::printf(" %10s us", sdrt::cuda::group_norm_form_name(f));
+  for (int f = 1; f < kForms; ++f) std::printf(" %9s x", sdrt::cuda::group_norm_form_name(f));
+  std::printf(" %9s %10s\n", "max diff", "default us");
+  double total[kForms + 1] = {}, total_default = 0;
   for (const S& s : shapes) {
     if (!only.empty() && only != std::to_string(s.C) + "," + std::to_string(s.side)) continue;
     const int64_t HW = s.side * s.side, n = batch * HW * s.C, G = 32;
@@ -92,16 +94,31 @@ int main(int argc, char** argv) {
     double md = 0;  // the largest difference of either form from the three-pass one
     for (int f = 1; f < kForms; ++f)
       for (int64_t i = 0; i < n; ++i) md = std::max(md, (double)std::fabs(__half2float(h[0][i]) - __half2float(h[f][i])));
+    double us_default;  // group_norm_nhwc's untimed order (form -1), as the engine runs it by default
+    {
+      std::vector<float> t;
+      for (int r = 0; r < repeats; ++r)
+        t.push_back(sdrt::cuda::time_in_graph(st, kCalls, [&] {
+          return sdrt::cuda::group_norm_nhwc(x, gb, gb + s.C, nullptr, 0, y[1], batch, s.C, HW, G, 1e-5f, true, scratch, st, 1, -1);
+        }));
+      std::sort(t.begin(), t.end());
+      us_default = t[t.size() / 2] * 1000.0;
+    }
     char name[48];
     std::snprintf(name, sizeof name, "[%lld,%lld,%lld] x%d", (long long)s.C, (long long)s.side, (long long)s.side, s.count);
-    std::printf("%-18s %12.2f %11.2f%c %11.2f%c %11.2f%c %9.2fx %9.2fx %9.2fx %9.4f\n", name, us[0], us[1], applies[1] ? ' ' : '*', us[2],
-                applies[2] ? ' ' : '*', us[3], applies[3] ? ' ' : '*', us[0] / us[1], us[0] / us[2], us[0] / us[3], md);
+    std::printf("%-18s %12.2f", name, us[0]);
+    for (int f = 1; f < kForms; ++f) std::printf(" %11.2f%c", us[f], applies[f] ? ' ' : '*');
+    for (int f = 1; f < kForms; ++f) std::printf(" %9.2fx", us[0] / us[f]);
+    std::printf(" %9.4f %10.2f\n", md, us_default);
+    total_default += us_default * s.count;
     for (int f = 0; f < kForms; ++f) total[f] += us[f] * s.count;
     total[kForms] += *std::min_element(us, us + kForms) * s.count;
-    for (void* p : {(void*)x, (void*)y[0], (void*)y[1], (void*)y[2], (void*)y[3], (void*)gb, (void*)scratch}) cudaFree(p);
+    for (void* p : y) cudaFree(p);
+    for (void* p : {(void*)x, (void*)gb, (void*)scratch}) cudaFree(p);
     cudaStreamDestroy(st);
   }
-  std::printf("one forward's GroupNorms (counts as above): 3-pass %.1f us, 1-pass %.1f us, cluster %.1f us, 1-pass8 %.1f us, timed %.1f us\n", total[0],
-              total[1], total[2], total[3], total[kForms]);
+  std::printf("one forward's GroupNorms (counts as above):");
+  for (int f = 0; f < kForms; ++f) std::printf(" %s %.1f us,", sdrt::cuda::group_norm_form_name(f), total[f]);
+  std::printf(" fastest per shape %.1f us, default order %.1f us\n", total[kForms], total_default);
   return 0;
 }

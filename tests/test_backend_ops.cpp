@@ -449,22 +449,26 @@ TEST(BackendOps, EveryGegluProjectionFormMatchesTheCpu) {
 }
 
 // GroupNorm in each form against the CPU, the launch counters showing which ran: nothing set (the default
-// order: the half2 one-pass kernel where the tensor fits the chip's shared memory, else the 16-byte one in up
-// to three batch slices, else three passes), the half2 one-pass kernel (SDRT_GN_ONEPASS=1), three passes
-// (SDRT_GN_ONEPASS=0), a thread-block cluster per image and slab of groups (SDRT_GN_CLUSTER=1, compute
-// capability 9.0+) and the 16-byte one-pass kernel wherever it applies (SDRT_GN_FORM=onepass8).
+// order: a block per group for small tensors, else the half2 one-pass kernel where the tensor fits the chip's
+// shared memory, else a block per group with wide slabs, else the 16-byte one in up to three batch slices,
+// else three passes), the half2
+// one-pass kernel (SDRT_GN_ONEPASS=1), three passes (SDRT_GN_ONEPASS=0), a thread-block cluster per image and
+// slab of groups (SDRT_GN_CLUSTER=1, compute capability 9.0+), the 16-byte one-pass kernel wherever it
+// applies (SDRT_GN_FORM=onepass8) and the block per group wherever it applies (SDRT_GN_FORM=block).
 TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
   REQUIRE_CUDA_P(probe, true, "fp16");
   auto cpu = make_cpu_backend();
   const bool hopper = probe->compute_capability().first == 9;
   int failures = 0;
-  for (const std::string mode : {"default", "1", "0", "cluster", "onepass8"}) {
-    const bool cluster = mode == "cluster", v8 = mode == "onepass8", dflt = mode == "default";
-    if (v8 || dflt) ::unsetenv("SDRT_GN_ONEPASS");
+  ::unsetenv("SDRT_GN_BLOCK");
+  for (const std::string mode : {"default", "1", "0", "cluster", "onepass8", "block"}) {
+    const bool cluster = mode == "cluster", v8 = mode == "onepass8", dflt = mode == "default", blk = mode == "block";
+    if (v8 || dflt || blk) ::unsetenv("SDRT_GN_ONEPASS");
     else ::setenv("SDRT_GN_ONEPASS", cluster ? "0" : mode.c_str(), 1);
     if (cluster) ::setenv("SDRT_GN_CLUSTER", "1", 1);
-    if (v8) ::setenv("SDRT_GN_FORM", "onepass8", 1);
+    if (v8 || blk) ::setenv("SDRT_GN_FORM", mode.c_str(), 1);
     const int64_t before = cuda_group_norm_onepass_launches(), cluster_before = cuda_group_norm_cluster_launches();
+    const int64_t block_before = cuda_group_norm_block_launches();
     int cases_run = 0, ran8 = 0;
     for (const auto& c : cases()) {
       if (c.name.rfind("group_norm", 0) != 0) continue;
@@ -482,22 +486,32 @@ TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
     ::unsetenv("SDRT_GN_CLUSTER");
     ::unsetenv("SDRT_GN_FORM");
     const int64_t launches = cuda_group_norm_onepass_launches() - before, clusters = cuda_group_norm_cluster_launches() - cluster_before;
-    std::printf("      %s: %d cases, %lld half2 one-pass launches, %d cases on the 16-byte one-pass kernel, %lld cluster launches\n", mode.c_str(),
-                cases_run, (long long)launches, ran8, (long long)clusters);
+    const int64_t blocks = cuda_group_norm_block_launches() - block_before;
+    std::printf("      %s: %d cases, %lld half2 one-pass launches, %d cases on the 16-byte one-pass kernel, %lld cluster launches, %lld block launches\n",
+                mode.c_str(), cases_run, (long long)launches, ran8, (long long)clusters, (long long)blocks);
     EXPECT_GE(cases_run, 16);
+    // the block per group: every case with an even channel count per group and at most 32 pixels per thread of
+    // 1024 (all but the four with an odd count and [4,640,64,64], [2,640,64,64]: 40960 pairs a group); by
+    // default (on an H100/H200's 132 SMs) those of at most 3 MB, or of at most 132 blocks with 8 or more channel
+    // pairs per slab (the VAE's [1,512,64,64], [2,960,32,32]): not [2,320,64,64] (5 pairs a group),
+    // [16,640,16,16] (512 blocks), [16,320,64,64] twice (over 3 MB, 5 pairs); never where SDRT_GN_ONEPASS is set
+    if (blk) EXPECT_EQ(blocks, cases_run - 6);
+    else if (dflt) EXPECT_EQ(blocks, cases_run - 10);
+    else if (!v8) EXPECT_EQ(blocks, 0);
     // the half2 kernel: all but the four cases with an odd channel count per group and the two too large for
     // shared memory on an H100/H200 (a smaller GPU may fit a case or two fewer); the cluster kernel all but the
     // two with channels not a multiple of 8 (compute capability 9.0+); the 16-byte kernel all but the five
     // with fewer than 8 channels per group (SDRT_GN_FORM=onepass8: batch slices where the tensor exceeds the
     // chip's shared memory, [16,320,64,64] in two), by default the two too large for the half2 kernel and the
     // one with an odd channel count per group it takes (65 per group: [1,2080,3,3])
-    if (mode == "1" || dflt) EXPECT_GE(launches, cases_run - 8);
+    if (mode == "1") EXPECT_GE(launches, cases_run - 8);
+    else if (dflt) EXPECT_EQ(launches, 4);  // [2,320,64,64], [16,640,16,16], [4,640,64,64], [2,640,64,64]
     else if (v8) EXPECT_LE(launches, cases_run - ran8);  // the half2 kernel where the 16-byte one does not apply
-    else EXPECT_EQ(launches, 0);
+    else if (!blk) EXPECT_EQ(launches, 0);
     if (cluster && probe->compute_capability().first >= 9) EXPECT_EQ(clusters, cases_run - 2);
     else EXPECT_EQ(clusters, 0);
     if (v8) EXPECT_GE(ran8, cases_run - 7);
-    else if (!dflt) EXPECT_EQ(ran8, 0);
+    else if (!dflt && !blk) EXPECT_EQ(ran8, 0);
     if (v8 && hopper) EXPECT_EQ(ran8, cases_run - 5);
     if (dflt && hopper) EXPECT_EQ(ran8, 3);
   }
@@ -553,25 +567,30 @@ TEST(BackendOps, GroupNormFormIsChosenByTimingAndRecorded) {
     ASSERT_EQ(forms.size(), 1u);
     const std::string key = forms.begin()->first;
     std::printf("      %s -> %s\n", key.c_str(), forms[key].c_str());
-    EXPECT_TRUE(forms[key] == "3pass" || forms[key] == "onepass" || forms[key] == "cluster" || forms[key] == "onepass8") << forms[key];
+    EXPECT_TRUE(forms[key] == "3pass" || forms[key] == "onepass" || forms[key] == "cluster" || forms[key] == "onepass8" || forms[key] == "block")
+        << forms[key];
     bool finite = false;
     auto ra = (*ea)->run(ins);
     ASSERT_TRUE(ra.is_ok());
     EXPECT_LT(nmse((*ra)[0], (*want)[0], &finite), 1e-5);
     EXPECT_TRUE(finite);
-    for (const std::string form : {"3pass", "onepass", "cluster", "onepass8"}) {
+    for (const std::string form : {"3pass", "onepass", "cluster", "onepass8", "block"}) {
       auto ec = compile_recorded(g, key, form);
       ASSERT_TRUE(ec);
       const int64_t one = cuda_group_norm_onepass_launches(), clu = cuda_group_norm_cluster_launches(), one8 = cuda_group_norm_onepass8_launches();
+      const int64_t blk = cuda_group_norm_block_launches();
       auto rc = ec->run(ins);
       ASSERT_TRUE(rc.is_ok());
       const bool fits = xs[0] == 2;  // the one-pass kernel's cache holds [2,640,32,32], not [16,320,64,64]
-      // a recorded form that does not apply runs the untimed order: the half2 one-pass kernel where it fits,
-      // else the 16-byte one in batch slices
-      const bool fallback = form == "onepass" || (form == "cluster" && !hopper);
-      const bool want_one = fallback && fits, want8 = form == "onepass8" || (fallback && !fits);
+      // a recorded form that does not apply runs the untimed order: the block per group for [2,640,32,32]
+      // (2.6 MB), the 16-byte one-pass kernel in batch slices for [16,320,64,64] (42 MB, 5 channel pairs a
+      // group); the block form applies to both
+      const bool fallback = (form == "onepass" && !fits) || (form == "cluster" && !hopper);
+      const bool want_one = form == "onepass" && fits, want8 = form == "onepass8" || (fallback && !fits);
+      const bool want_block = form == "block" || (fallback && fits);
       EXPECT_EQ(cuda_group_norm_onepass_launches() - one >= 1, want_one) << form;
       EXPECT_EQ(cuda_group_norm_onepass8_launches() - one8 >= 1, want8) << form;
+      EXPECT_EQ(cuda_group_norm_block_launches() - blk >= 1, want_block) << form;
       EXPECT_EQ(cuda_group_norm_cluster_launches() - clu >= 1, form == "cluster" && hopper) << form;
       const double e = nmse((*rc)[0], (*want)[0], &finite);
       std::printf("      recorded %-8s nmse %.3e\n", form.c_str(), e);

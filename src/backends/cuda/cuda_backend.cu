@@ -876,16 +876,17 @@ class CudaExecutable : public Executable {
     return Status::ok();
   }
 
-  // Which GroupNorm form (nhwc_kernels.cuh: three passes, the cooperative one-pass kernel, thread-block
-  // clusters) a GroupNorm runs: the recorded choice for its shape, else group_norm_nhwc's untimed order (one
-  // pass where the tensor fits the chip, else three), or under SDRT_GN_FORM=timed each form that applies
+  // Which GroupNorm form (nhwc_kernels.cuh: three passes, the cooperative one-pass kernels, thread-block
+  // clusters, a block per group) a GroupNorm runs: the recorded choice for its shape, else group_norm_nhwc's
+  // untimed order (a block per group for small tensors, one pass where the tensor fits the chip, else
+  // three), or under SDRT_GN_FORM=timed each form that applies
   // timed here as the engine runs it (in a CUDA graph, on pseudo-random inputs of the layer's sizes) and its
   // output checked against the three-pass form's (a form that disagrees is never chosen): the 16-byte
-  // one-pass form, the half2 one, then the three-pass one, then the cluster form, each later one taken where
-  // 3% faster. Not timed by
+  // one-pass form, the half2 one, then the three-pass one, the cluster form and the block form, each later one
+  // taken where 3% faster. Not timed by
   // default: on the H100 (fifteenth session) the timed choice matched the untimed order within 0.7% of the
   // GroupNorms' time (the cluster form slower on 26 of 28 shapes) and the forward within its noise, for
-  // seconds more of build at batch 16. SDRT_GN_FORM=3pass|onepass|cluster|onepass8 forces a form where it applies;
+  // seconds more of build at batch 16. SDRT_GN_FORM=3pass|onepass|cluster|onepass8|block forces a form where it applies;
   // SDRT_GN_ONEPASS or SDRT_GN_CLUSTER decide instead where set (benchmarks, the op tests). Tensors over
   // 256 MiB are not timed. A form runs only where the lanes do not split the batch (share 1).
   void choose_group_norm_form(const Node& n) {
@@ -927,7 +928,7 @@ class CudaExecutable : public Executable {
           return cuda::group_norm_nhwc(xh, gh, gh + C, static_cast<const __half*>(vec), vld, static_cast<__half*>(y), N, C, HW, G, n.a.eps,
                                        n.a.silu, static_cast<float*>(scratch), stream_, 1, f);
         };
-        const int won = fastest_form(cuda::kGnThreePass, {cuda::kGnOnePass8, cuda::kGnOnePass, cuda::kGnThreePass, cuda::kGnCluster}, y, (size_t)total, 10, run,
+        const int won = fastest_form(cuda::kGnThreePass, {cuda::kGnOnePass8, cuda::kGnOnePass, cuda::kGnThreePass, cuda::kGnCluster, cuda::kGnBlock}, y, (size_t)total, 10, run,
                                      [](int) { return 0.97f; }, cuda::group_norm_form_name, &timings);
         if (won >= 0) choice = cuda::group_norm_form_name(won);
       }

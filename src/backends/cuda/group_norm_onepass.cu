@@ -272,6 +272,88 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass8_k(OnePass8 p) {
   }
 }
 
+// GroupNorm with one block per (image, slab of whole groups) holding the slab in registers (form "block"):
+// no grid-wide barrier and no cooperative launch, one read and one write. Thread t holds channel pair
+// column t % SP of the slab (SP pairs: gpb groups of cpg channels, cpg even, so a pair lies in one group) for
+// pixels t / SP + i R (i < V), loads them all before using any, sums d = x + vec - shift per group (shift
+// the group's first value, as the other forms), reduces them per group through warp shuffles and shared
+// memory (a fixed order: deterministic), and writes the normalisation from its registers. For the tensors
+// where the half2 one-pass kernel's cooperative launch and grid barrier are most of its time (SD's 8x8 to
+// 32x32 levels, and [2,320,64,64]: a group of 20480 pairs).
+struct GnBlock {
+  const __half2* x;
+  const __half *gamma, *beta, *vec;
+  int64_t vld;
+  __half2* y;
+  int P, SP, R, HW, cpg, gpb;
+  float eps;
+  bool silu;
+};
+
+constexpr int kBlockMaxGroups = 4;  // groups per slab
+
+template <int V>
+__global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
+  dep_entry();
+  __shared__ float2 red[32][kBlockMaxGroups];
+  __shared__ float2 stat[kBlockMaxGroups];
+  const int t = threadIdx.x, SP = p.SP, R = p.R, lane = t & 31, warp = t >> 5, nwarps = blockDim.x >> 5;
+  const int n = blockIdx.y, slab = blockIdx.x, cpl = t % SP, row = t / SP;
+  const bool active = row < R;
+  const int cp = slab * SP + cpl, c0 = 2 * cp, lg = 2 * cpl / p.cpg;  // pair column in the image, channel, group in the slab
+  const int64_t base = (int64_t)n * p.HW * p.P;                       // the image's first pair
+  const __half* ximg = reinterpret_cast<const __half*>(p.x + base);
+  const __half* vrow = p.vec ? p.vec + (int64_t)n * p.vld : nullptr;
+  auto group_shift = [&](int g) {  // g: group in the slab
+    const int gc = (slab * p.gpb + g) * p.cpg;
+    return __half2float(ximg[gc]) + (vrow ? __half2float(vrow[gc]) : 0.f);
+  };
+  const int np = active ? (p.HW - row + R - 1) / R : 0;  // this thread's pixels: row, row + R, ... below HW
+  const int64_t step = (int64_t)R * p.P;
+  const __half2* src = p.x + base + (int64_t)row * p.P + cp;
+  __half2 v[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) v[i] = i < np ? src[i * step] : __half2{};
+  float2 add = make_float2(0.f, 0.f);
+  float s = 0.f, q = 0.f;
+  if (active) {
+    if (vrow) add = make_float2(__half2float(vrow[c0]), __half2float(vrow[c0 + 1]));
+    const float sh = group_shift(lg), a0 = add.x - sh, a1 = add.y - sh;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      if (i >= np) break;
+      const float2 f = __half22float2(v[i]);
+      const float d0 = f.x + a0, d1 = f.y + a1;
+      s += d0 + d1, q += d0 * d0 + d1 * d1;
+    }
+  }
+  for (int g = 0; g < p.gpb; ++g) {
+    const float a = warp_sum(lg == g ? s : 0.f), b = warp_sum(lg == g ? q : 0.f);
+    if (lane == 0) red[warp][g] = make_float2(a, b);
+  }
+  __syncthreads();
+  if (t < p.gpb) {
+    float a = 0.f, b = 0.f;
+    for (int w = 0; w < nwarps; ++w) a += red[w][t].x, b += red[w][t].y;
+    const float cnt = (float)p.HW * p.cpg, m = a / cnt;
+    stat[t] = make_float2(group_shift(t) + m, rsqrtf(fmaxf(b / cnt - m * m, 0.f) + p.eps));
+  }
+  __syncthreads();
+  if (!active) return;
+  const float2 st = stat[lg];
+  const float sc0 = st.y * __half2float(p.gamma[c0]), sc1 = st.y * __half2float(p.gamma[c0 + 1]);
+  const float sf0 = __half2float(p.beta[c0]) + (add.x - st.x) * sc0, sf1 = __half2float(p.beta[c0 + 1]) + (add.y - st.x) * sc1;
+  __half2* dst = p.y + base + (int64_t)row * p.P + cp;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    if (i >= np) break;
+    const float2 f = __half22float2(v[i]);
+    float v0 = f.x * sc0 + sf0, v1 = f.y * sc1 + sf1;
+    if (p.silu) v0 = __fdividef(v0, 1.f + __expf(-v0)), v1 = __fdividef(v1, 1.f + __expf(-v1));
+    dst[i * step] = __floats2half2_rn(v0, v1);
+  }
+}
+
 struct DeviceLimits {
   int sms = 0, smem_optin = 0;
   bool cooperative = false;
@@ -414,7 +496,49 @@ bool group_norm_onepass8(const __half* x, const __half* gamma, const __half* bet
   }
   return false;
 }
+
+namespace {
+std::atomic<int64_t> g_block_launches{0};
+}  // namespace
+
+bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
+                      int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s, int rule) {
+  if (G <= 0 || C % G || (C / G) % 2 || C > 8192 || N <= 0 || N > 65535 || HW <= 0 || HW > (1 << 30)) return false;
+  if (vld <= 0) vld = C;
+  if (vld < C || ((uintptr_t)x | (uintptr_t)y) & 3) return false;
+  const DeviceLimits d = device_limits();
+  if (d.sms == 0) return false;
+  const int cpg = (int)(C / G);
+  // The most groups per slab (1, 2 or 4) that still leaves two blocks per SM and fits the registers; rows:
+  // up to 1024 threads, about four pixels each for the small tensors.
+  for (int gpb : {4, 2, 1}) {
+    if (G % gpb || (gpb > 1 && N * (G / gpb) < 2 * d.sms)) continue;
+    const int SP = gpb * cpg / 2;
+    if (SP > 1024) continue;
+    const int R = (int)std::max<int64_t>(1, std::min<int64_t>(1024 / SP, (HW + 3) / 4));
+    const int64_t need = (HW + R - 1) / R;  // pixels per thread
+    if (need > 32) continue;
+    // The default order's rules (H100, seventeenth session, bench_group_norm): "small" - a tensor of up to 3 MB,
+    // or at most one block per SM with slab rows of 32 bytes or more (SD's batch-2 shapes but [320,64,64],
+    // whose 20-byte rows lost: 17.6 against 11.2 us); "large" (after the half2 kernel, which did not fit) -
+    // slab rows of 60 bytes or more (the UNet on 16 rows: [960|1280|1920,32,32] 41-65 us against 44-80 for the
+    // 16-byte one-pass kernel; on 32 rows, two groups a slab: also [640,32,32], [1920|2560,16,16]: 48, 34, 45
+    // against 50, 43, 50 us).
+    if (rule == 1 && !(N * C * HW * 2 <= (int64_t(3) << 20) || (N * (G / gpb) <= d.sms && SP >= 8))) return false;
+    if (rule == 2 && SP < 15) return false;
+    const int T = (SP * R + 31) / 32 * 32;
+    GnBlock prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, R, (int)HW, cpg, gpb, eps, silu};
+    const dim3 grid((unsigned)(G / gpb), (unsigned)N);
+    void (*k)(GnBlock) = need <= 1 ? gn_block_k<1> : need <= 2 ? gn_block_k<2> : need <= 4 ? gn_block_k<4> : need <= 8 ? gn_block_k<8> : need <= 16 ? gn_block_k<16> : gn_block_k<32>;
+    launch_kernel(k, grid, dim3((unsigned)T), 0, s, prm);
+    if (cudaGetLastError() != cudaSuccess) return false;
+    ++g_block_launches;
+    return true;
+  }
+  return false;
+}
 }  // namespace sdrt::cuda
 
 int64_t sdrt::cuda_group_norm_onepass_launches() { return sdrt::cuda::g_launches.load(); }
 int64_t sdrt::cuda_group_norm_onepass8_launches() { return sdrt::cuda::g_launches8.load(); }
+int64_t sdrt::cuda_group_norm_block_launches() { return sdrt::cuda::g_block_launches.load(); }

@@ -216,13 +216,18 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G) {
 }
 
 const char* group_norm_form_name(int form) {
-  static const char* const names[] = {"3pass", "onepass", "cluster", "onepass8"};
+  static const char* const names[] = {"3pass", "onepass", "cluster", "onepass8", "block"};
   return form >= 0 && form < kGroupNormForms ? names[form] : "?";
 }
 int group_norm_form_by_name(const char* name) {
   for (int f = 0; f < kGroupNormForms; ++f)
     if (std::strcmp(name, group_norm_form_name(f)) == 0) return f;
   return -1;
+}
+
+bool group_norm_block_on() {
+  const char* e = std::getenv("SDRT_GN_BLOCK");
+  return !std::getenv("SDRT_GN_ONEPASS") && !(e && std::strcmp(e, "0") == 0);
 }
 
 namespace {
@@ -245,10 +250,16 @@ bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, c
     if (group_norm_cluster(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, s)) return true;
     if (form == kGnCluster) return false;
   }
+  const bool block = form < 0 && group_norm_block_on();
+  if (form == kGnBlock || block) {
+    if (group_norm_block(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, s, form == kGnBlock ? 0 : 1)) return true;
+    if (form == kGnBlock) return false;
+  }
   if (form == kGnOnePass || form < 0) {
     if (group_norm_onepass(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, scratch, s, share)) return true;
     if (form == kGnOnePass) return false;
   }
+  if (block && group_norm_block(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, s, 2)) return true;
   if (form == kGnOnePass8 || (form < 0 && !std::getenv("SDRT_GN_ONEPASS") && !gn_onepass8_off())) {
     if (group_norm_onepass8(x, gamma, beta, vec, vld, y, N, C, HW, G, eps, silu, scratch, s, share, form < 0 ? 3 : 8)) return true;
     if (form == kGnOnePass8) return false;

@@ -20,13 +20,15 @@ int64_t group_norm_nhwc_scratch(int64_t N, int64_t C, int64_t HW, int64_t G);
 // vec (optional): GroupNorm(x + vec[n * vld + c]) without writing the sum (the ResNet time embedding: [N, C],
 // vld = C, or C columns of the packed projections of pass pack_time_projections, vld their row width).
 // share: streams running side by side on the GPU (batch parts), for the one-pass form below.
-// form: -1 the default order (the cluster form under SDRT_GN_CLUSTER=1, else the half2 one-pass form where
-// the tensor fits the chip's shared memory, else the 16-byte one-pass form in at most 3 batch slices - unless
+// form: -1 the default order (the cluster form under SDRT_GN_CLUSTER=1, else the block form for small tensors
+// (group_norm_block's rule 1), else the half2 one-pass form where
+// the tensor fits the chip's shared memory, else the block form with wide slabs (rule 2), else the 16-byte
+// one-pass form in at most 3 batch slices - unless
 // SDRT_GN_ONEPASS or SDRT_GN_ONEPASS8=0 is set - else three passes); a GroupNormForm runs that form alone
 // and returns false where it does not apply (the engine times the forms per shape under SDRT_GN_FORM=timed:
 // choose_group_norm_form).
-enum GroupNormForm { kGnThreePass = 0, kGnOnePass = 1, kGnCluster = 2, kGnOnePass8 = 3, kGroupNormForms = 4 };
-const char* group_norm_form_name(int form);  // "3pass", "onepass", "cluster", "onepass8"; "?" out of range
+enum GroupNormForm { kGnThreePass = 0, kGnOnePass = 1, kGnCluster = 2, kGnOnePass8 = 3, kGnBlock = 4, kGroupNormForms = 5 };
+const char* group_norm_form_name(int form);  // "3pass", "onepass", "cluster", "onepass8", "block"; "?" out of range
 int group_norm_form_by_name(const char* name);  // -1 for an unknown name
 bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                      int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1, int form = -1);
@@ -55,6 +57,18 @@ bool group_norm_onepass(const __half* x, const __half* gamma, const __half* beta
 // [320,64,64] 50 against 60 us) and not at 4 or more.
 bool group_norm_onepass8(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                          int64_t HW, int64_t G, float eps, bool silu, float* scratch, cudaStream_t s, int share = 1, int max_launches = 8);
+
+// The same GroupNorm with one block per (image, slab of 1, 2 or 4 whole groups) holding its slab in registers
+// (group_norm_onepass.cu: gn_block_k): no grid-wide barrier, no cooperative launch, any GPU. False where it
+// does not apply: an odd channel count per group, a group of more than 32 pixels per thread of 1024
+// (SD's [N,320,64,64] fits, [N,640,64,64] does not).
+// rule: 0 wherever it applies (the form forced or timed); 1 and 2 the default order's "small" and "large"
+// rules (group_norm_onepass.cu), before and after the half2 one-pass kernel.
+bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
+                      int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s, int rule = 0);
+// Whether group_norm_nhwc's default order takes the block form where its rules say: not under
+// SDRT_GN_BLOCK=0, nor under SDRT_GN_ONEPASS (either value: those runs compare the other forms).
+bool group_norm_block_on();
 
 // The same GroupNorm with one thread-block cluster per image and slab of whole groups (compute capability
 // 9.0+; group_norm_cluster.cu): one read, no grid-wide barrier, any size. False where it does not apply
