@@ -524,8 +524,13 @@ bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, 
     // slab rows of 60 bytes or more (the UNet on 16 rows: [960|1280|1920,32,32] 41-65 us against 44-80 for the
     // 16-byte one-pass kernel; on 32 rows, two groups a slab: also [640,32,32], [1920|2560,16,16]: 48, 34, 45
     // against 50, 43, 50 us).
-    if (rule == 1 && !(N * C * HW * 2 <= (int64_t(3) << 20) || (N * (G / gpb) <= d.sms && SP >= 8))) return false;
-    if (rule == 2 && SP < 15) return false;
+    // Narrow slabs (rows under 32 bytes) only with few pixels per thread: their loads touch a sector for 20
+    // bytes, which [2,320,32,32] (6 per thread: 6.5 against 8.9 us) bears and [2,320,64,64] (21: 17.5 against
+    // 11.2) does not; nor the guided UNet's shared prefix, [1,320,64,64] (2.6 MB, 21 per thread: 18.5 us
+    // under ncu, the same blocks' work as at batch 2).
+    if (rule == 1 && (SP < 8 && need > 8)) continue;
+    if (rule == 1 && !(N * C * HW * 2 <= (int64_t(3) << 20) || (N * (G / gpb) <= d.sms && SP >= 8))) continue;
+    if (rule == 2 && SP < 15) continue;
     const int T = (SP * R + 31) / 32 * 32;
     GnBlock prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, R, (int)HW, cpg, gpb, eps, silu};
     const dim3 grid((unsigned)(G / gpb), (unsigned)N);
