@@ -350,11 +350,12 @@ for step in "$@"; do
       done 2>&1 | tee -a "$out/gn16.txt" ;;
     gn-block)  # GroupNorm, seventeenth session: a block per (image, slab of groups) holding it in registers (form "block";
                # in the default order by group_norm_block's rules, SDRT_GN_BLOCK=0: never): the GroupNorm op tests,
-               # every form per shape and the default order's time, then the guided forward with and without, two rounds.
+               # every form per shape (batch 1: the guided UNet's shared prefix) and the default order's time, then the
+               # guided forward with and without, two rounds.
                # (Its first run had SDRT_GN_BLOCK as a size threshold, 0 / 8 / 64 MB, for every shape it applies to.)
       timeout 200 "$bin/sdrt_tests" --gtest_filter='*GroupNorm*' > "$out/gn-block-test.log" 2>&1
       echo "tests rc $?"; grep -E ' cases|recorded|PASSED|FAILED| -> ' "$out/gn-block-test.log" | tail -16
-      for b in 2 16; do "$bin/bench_group_norm" --batch $b --repeats 15; done 2>&1 | tee "$out/gn-block.txt"
+      for b in 1 2 16; do "$bin/bench_group_norm" --batch $b --repeats 15; done 2>&1 | tee "$out/gn-block.txt"
       for r in 1 2; do
         for b in 2 16; do
           echo "b$b block rules: $(FWD_FLAGS=--guided fwd $b)"
