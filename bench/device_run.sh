@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -370,6 +370,18 @@ for step in "$@"; do
         echo "batch 16, block $v: $(env $env_set "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 16 --repeats 2 --warmup 1 \
           --opt optimized --no-engine-cache -o /tmp/bench/gb$v 2>&1 | grep -E '^optimized')"
       done 2>&1 | tee -a "$out/gn-block32.txt" ;;
+    gn-block-cluster)  # GroupNorm's narrow slabs ([N,320,64,64]) in clusters of 2-8 blocks (SDRT_GN_BLOCK_CLUSTER=1,
+                       # not yet measured): the GroupNorm op tests, bench_group_norm's default order with and without at
+                       # batch 1 and 2, then the guided forward at batch 2 alternating, two rounds
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='*GroupNorm*' > "$out/gn-block-cluster-test.log" 2>&1
+      echo "tests rc $?"; grep -E ' cases|PASSED|FAILED' "$out/gn-block-cluster-test.log" | tail -10
+      for b in 1 2; do
+        for v in 0 1; do echo "SDRT_GN_BLOCK_CLUSTER=$v batch $b"; SDRT_GN_BLOCK_CLUSTER=$v "$bin/bench_group_norm" --batch $b --repeats 15 --only 320,64; done
+      done 2>&1 | tee "$out/gn-block-cluster.txt"
+      for r in 1 2; do
+        echo "b2 SDRT_GN_BLOCK_CLUSTER=1: $(SDRT_GN_BLOCK_CLUSTER=1 FWD_FLAGS=--guided fwd 2)"
+        echo "b2 default:                $(FWD_FLAGS=--guided fwd 2)"
+      done 2>&1 | tee -a "$out/gn-block-cluster.txt" ;;
     *) echo "unknown step $step" ;;
   esac
 done

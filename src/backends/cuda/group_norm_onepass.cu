@@ -292,14 +292,20 @@ struct GnBlock {
 
 constexpr int kBlockMaxGroups = 4;  // groups per slab
 
-template <int V>
+// CL > 1 (compute capability 9.0+): a thread-block cluster of CL blocks per (image, slab), block rank r taking
+// pixel rows r R .. r R + R - 1 of every CL R; the blocks' sums combined through distributed shared memory in
+// rank order (deterministic) - for narrow slabs (SD's [N,320,64,64]: 20-byte rows), whose loads touch a
+// sector for 20 bytes, so fewer of them per thread.
+template <int V, int CL>
 __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
   dep_entry();
   __shared__ float2 red[32][kBlockMaxGroups];
   __shared__ float2 stat[kBlockMaxGroups];
-  const int t = threadIdx.x, SP = p.SP, R = p.R, lane = t & 31, warp = t >> 5, nwarps = blockDim.x >> 5;
-  const int n = blockIdx.y, slab = blockIdx.x, cpl = t % SP, row = t / SP;
-  const bool active = row < R;
+  __shared__ float2 part[kBlockMaxGroups];  // CL > 1: this block's sums, read by the cluster's blocks
+  const int t = threadIdx.x, SP = p.SP, lane = t & 31, warp = t >> 5, nwarps = blockDim.x >> 5;
+  const int n = blockIdx.y, slab = blockIdx.x / CL, rank = blockIdx.x % CL, cpl = t % SP;
+  const int R = p.R * CL, row = rank * p.R + t / SP;  // rows per pass of the cluster; this thread's first pixel
+  const bool active = t / SP < p.R;
   const int cp = slab * SP + cpl, c0 = 2 * cp, lg = 2 * cpl / p.cpg;  // pair column in the image, channel, group in the slab
   const int64_t base = (int64_t)n * p.HW * p.P;                       // the image's first pair
   const __half* ximg = reinterpret_cast<const __half*>(p.x + base);
@@ -308,7 +314,7 @@ __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
     const int gc = (slab * p.gpb + g) * p.cpg;
     return __half2float(ximg[gc]) + (vrow ? __half2float(vrow[gc]) : 0.f);
   };
-  const int np = active ? (p.HW - row + R - 1) / R : 0;  // this thread's pixels: row, row + R, ... below HW
+  const int np = active ? (p.HW - row + R - 1) / R : 0;  // this thread's pixels: row, row + R, ... below HW (0 where row >= HW)
   const int64_t step = (int64_t)R * p.P;
   const __half2* src = p.x + base + (int64_t)row * p.P + cp;
   __half2 v[V];
@@ -335,10 +341,30 @@ __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
   if (t < p.gpb) {
     float a = 0.f, b = 0.f;
     for (int w = 0; w < nwarps; ++w) a += red[w][t].x, b += red[w][t].y;
-    const float cnt = (float)p.HW * p.cpg, m = a / cnt;
-    stat[t] = make_float2(group_shift(t) + m, rsqrtf(fmaxf(b / cnt - m * m, 0.f) + p.eps));
+    if constexpr (CL > 1) part[t] = make_float2(a, b);
+    else {
+      const float cnt = (float)p.HW * p.cpg, m = a / cnt;
+      stat[t] = make_float2(group_shift(t) + m, rsqrtf(fmaxf(b / cnt - m * m, 0.f) + p.eps));
+    }
   }
-  __syncthreads();
+  if constexpr (CL > 1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();  // every block's sums written
+    if (t < p.gpb) {
+      float a = 0.f, b = 0.f;
+      for (int r = 0; r < CL; ++r) {
+        const float2 e = cluster.map_shared_rank(part, r)[t];
+        a += e.x, b += e.y;
+      }
+      const float cnt = (float)p.HW * p.cpg, m = a / cnt;
+      stat[t] = make_float2(group_shift(t) + m, rsqrtf(fmaxf(b / cnt - m * m, 0.f) + p.eps));
+    }
+    cluster.sync();  // no block leaves (its shared memory) before the others have read its sums; stat seen
+#endif
+  } else {
+    __syncthreads();
+  }
   if (!active) return;
   const float2 st = stat[lg];
   const float sc0 = st.y * __half2float(p.gamma[c0]), sc1 = st.y * __half2float(p.gamma[c0 + 1]);
@@ -355,7 +381,7 @@ __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
 }
 
 struct DeviceLimits {
-  int sms = 0, smem_optin = 0;
+  int sms = 0, smem_optin = 0, major = 0;
   bool cooperative = false;
 };
 
@@ -372,6 +398,7 @@ DeviceLimits device_limits() {
   if (cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaFuncSetAttribute(gn_onepass_k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin) != cudaSuccess ||
       cudaFuncSetAttribute(gn_onepass8_k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin) != cudaSuccess) {
     cudaGetLastError();
@@ -498,7 +525,7 @@ bool group_norm_onepass8(const __half* x, const __half* gamma, const __half* bet
 }
 
 namespace {
-std::atomic<int64_t> g_block_launches{0};
+std::atomic<int64_t> g_block_launches{0}, g_block_cluster_launches{0};
 }  // namespace
 
 bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
@@ -528,13 +555,45 @@ bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, 
     // bytes, which [2,320,32,32] (6 per thread: 6.5 against 8.9 us) bears and [2,320,64,64] (21: 17.5 against
     // 11.2) does not; nor the guided UNet's shared prefix, [1,320,64,64] (2.6 MB, 21 per thread: 18.5 us
     // under ncu, the same blocks' work as at batch 2).
-    if (rule == 1 && (SP < 8 && need > 8)) continue;
+    if (rule == 1 && SP < 8 && need > 8) {
+      // SDRT_GN_BLOCK_CLUSTER=1 (compute capability 9.0+; not yet measured): such a slab split over a cluster
+      // of CL blocks of 512 threads instead - the largest CL (2, 4, 8) that keeps two blocks per SM - where
+      // that leaves at most 16 pixels a thread ([2,320,64,64]: CL 4, 11 pixels; [1,320,64,64]: CL 8, 6)
+      const char* e = std::getenv("SDRT_GN_BLOCK_CLUSTER");
+      if (!(e && std::strcmp(e, "1") == 0) || d.major < 9 || gpb != 1) continue;
+      const int Rc = std::max(1, 512 / SP);
+      int CL = 0;
+      for (int c : {2, 4, 8})
+        if (N * (G / gpb) * c <= 2 * d.sms) CL = c;
+      if (CL == 0) continue;
+      const int64_t need_c = (HW + (int64_t)Rc * CL - 1) / ((int64_t)Rc * CL);
+      if (need_c > 16) continue;
+      GnBlock prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, Rc, (int)HW, cpg, gpb, eps, silu};
+      void (*k)(GnBlock) = nullptr;
+      if (CL == 2) k = need_c <= 8 ? gn_block_k<8, 2> : gn_block_k<16, 2>;
+      else if (CL == 4) k = need_c <= 8 ? gn_block_k<8, 4> : gn_block_k<16, 4>;
+      else k = need_c <= 8 ? gn_block_k<8, 8> : gn_block_k<16, 8>;
+      cudaLaunchAttribute cl = {};
+      cl.id = cudaLaunchAttributeClusterDimension;
+      cl.val.clusterDim.x = (unsigned)CL;
+      cl.val.clusterDim.y = cl.val.clusterDim.z = 1;
+      const dim3 grid((unsigned)(G / gpb * CL), (unsigned)N);
+      if (launch_with({cl}, k, grid, dim3((unsigned)((SP * Rc + 31) / 32 * 32)), 0, s, prm) != cudaSuccess) return cudaGetLastError(), false;
+      ++g_block_launches;
+      ++g_block_cluster_launches;
+      return true;
+    }
     if (rule == 1 && !(N * C * HW * 2 <= (int64_t(3) << 20) || (N * (G / gpb) <= d.sms && SP >= 8))) continue;
     if (rule == 2 && SP < 15) continue;
     const int T = (SP * R + 31) / 32 * 32;
     GnBlock prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, R, (int)HW, cpg, gpb, eps, silu};
     const dim3 grid((unsigned)(G / gpb), (unsigned)N);
-    void (*k)(GnBlock) = need <= 1 ? gn_block_k<1> : need <= 2 ? gn_block_k<2> : need <= 4 ? gn_block_k<4> : need <= 8 ? gn_block_k<8> : need <= 16 ? gn_block_k<16> : gn_block_k<32>;
+    void (*k)(GnBlock) = need <= 1    ? gn_block_k<1, 1>
+                         : need <= 2  ? gn_block_k<2, 1>
+                         : need <= 4  ? gn_block_k<4, 1>
+                         : need <= 8  ? gn_block_k<8, 1>
+                         : need <= 16 ? gn_block_k<16, 1>
+                                      : gn_block_k<32, 1>;
     launch_kernel(k, grid, dim3((unsigned)T), 0, s, prm);
     if (cudaGetLastError() != cudaSuccess) return false;
     ++g_block_launches;
@@ -547,3 +606,4 @@ bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, 
 int64_t sdrt::cuda_group_norm_onepass_launches() { return sdrt::cuda::g_launches.load(); }
 int64_t sdrt::cuda_group_norm_onepass8_launches() { return sdrt::cuda::g_launches8.load(); }
 int64_t sdrt::cuda_group_norm_block_launches() { return sdrt::cuda::g_block_launches.load(); }
+int64_t sdrt::cuda_group_norm_block_cluster_launches() { return sdrt::cuda::g_block_cluster_launches.load(); }
