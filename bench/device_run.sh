@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, ln-rows.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -382,6 +382,16 @@ for step in "$@"; do
         echo "b2 SDRT_GN_BLOCK_CLUSTER=1: $(SDRT_GN_BLOCK_CLUSTER=1 FWD_FLAGS=--guided fwd 2)"
         echo "b2 default:                $(FWD_FLAGS=--guided fwd 2)"
       done 2>&1 | tee -a "$out/gn-block-cluster.txt" ;;
+    ln-rows)  # LayerNorm in several rows per warp (SDRT_LN_ROWS=1, not yet measured): its op test, then the guided forward at
+              # batch 2 and 16 alternating with the warp-per-row kernel, two rounds
+      timeout 120 "$bin/sdrt_tests" --gtest_filter='*LayerNorm*' > "$out/ln-rows-test.log" 2>&1
+      echo "tests rc $?"; grep -E 'layer_norm|PASSED|FAILED' "$out/ln-rows-test.log" | tail -8
+      for r in 1 2; do
+        for b in 2 16; do
+          echo "b$b SDRT_LN_ROWS=1: $(SDRT_LN_ROWS=1 FWD_FLAGS=--guided fwd $b)"
+          echo "b$b default:       $(FWD_FLAGS=--guided fwd $b)"
+        done
+      done 2>&1 | tee "$out/ln-rows.txt" ;;
     *) echo "unknown step $step" ;;
   esac
 done
