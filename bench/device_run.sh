@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, ln-rows.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, ln-rows, cat-gn.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -392,6 +392,16 @@ for step in "$@"; do
           echo "b$b default:       $(FWD_FLAGS=--guided fwd $b)"
         done
       done 2>&1 | tee "$out/ln-rows.txt" ;;
+    cat-gn)  # the up-path concatenations written by the GroupNorm that reads them (SDRT_CAT_GN=1, not yet measured): its op
+             # test, then the guided forward at batch 2 and 16 alternating, two rounds
+      timeout 120 "$bin/sdrt_tests" --gtest_filter='*ConcatIntoGroupNorm*:*GroupNorm*' > "$out/cat-gn-test.log" 2>&1
+      echo "tests rc $?"; grep -E 'fused launches|PASSED|FAILED' "$out/cat-gn-test.log" | tail -8
+      for r in 1 2; do
+        for b in 2 16; do
+          echo "b$b SDRT_CAT_GN=1: $(SDRT_CAT_GN=1 FWD_FLAGS=--guided fwd $b)"
+          echo "b$b default:      $(FWD_FLAGS=--guided fwd $b)"
+        done
+      done 2>&1 | tee "$out/cat-gn.txt" ;;
     *) echo "unknown step $step" ;;
   esac
 done

@@ -528,6 +528,60 @@ TEST(BackendOps, GroupNormOnePassAndThreePassMatchTheCpu) {
   EXPECT_EQ(failures, 0);
 }
 
+// SDRT_CAT_GN=1: a channel Concat whose first reader is a GroupNorm is written by that GroupNorm's block
+// kernel from the two sources; a later reader (here a Scale) sees the concatenation. Against the CPU, with the
+// kernel's launch counter: [2,1280+640,16,16] and [2,640+320,32,32] (groups across the sources' boundary) fused;
+// [2,640+320,64,64] (a group too large for the block kernel) runs the Concat at the GroupNorm instead.
+TEST(BackendOps, ConcatIntoGroupNormMatchesTheCpu) {
+  REQUIRE_CUDA_P(probe, false, "fp16");
+  ::setenv("SDRT_CAT_GN", "1", 1);
+  struct Unset {
+    ~Unset() { ::unsetenv("SDRT_CAT_GN"); }
+  } unset;
+  struct C3 {
+    int64_t Ca, Cb, side;
+    bool fused;
+  };
+  for (const C3& k : {C3{1280, 640, 16, true}, C3{640, 320, 32, true}, C3{640, 320, 64, false}}) {
+    auto be = cuda_or_skip_reason(nullptr, false, "fp16");  // one backend per model (its weights' names)
+    ASSERT_TRUE(be);
+    std::mt19937 rng(37);
+    auto g = std::make_shared<Graph>();
+    GraphBuilder b(*g);
+    const Shape as{2, k.Ca, k.side, k.side}, bs{2, k.Cb, k.side, k.side};
+    std::map<std::string, Tensor> ins{{"a", randn(as, rng)}, {"b", randn(bs, rng)}};
+    const int cat = b.concat({b.input("a", as), b.input("b", bs)}, 1);
+    Attrs ga;
+    ga.groups = 32;
+    ga.eps = 1e-5f;
+    ga.silu = true;
+    const int64_t C = k.Ca + k.Cb;
+    b.output(b.add_node(Op::GroupNorm, {cat, b.weight("g", randn({C}, rng)), b.weight("bb", randn({C}, rng))}, ga), "y");
+    Attrs sa;
+    sa.scale = 2.f;
+    b.output(b.add_node(Op::Scale, {cat}, sa), "z");
+    ASSERT_TRUE(b.status().is_ok());
+    auto want = (*make_cpu_backend()->compile(g))->run(ins);
+    ASSERT_TRUE(want.is_ok());
+    auto e = be->compile(g);
+    ASSERT_TRUE(e.is_ok()) << e.status().message();
+    const int64_t before = cuda_group_norm_block_cat_launches();
+    auto got = (*e)->run(ins);
+    ASSERT_TRUE(got.is_ok()) << got.status().message();
+    bool finite = false;
+    const double ey = nmse((*got)[0], (*want)[0], &finite);
+    EXPECT_TRUE(finite);
+    const double ez = nmse((*got)[1], (*want)[1], &finite);
+    EXPECT_TRUE(finite);
+    const int64_t fused = cuda_group_norm_block_cat_launches() - before;
+    std::printf("      [2,%lld+%lld,%lld,%lld]: GroupNorm nmse %.3e, concatenation nmse %.3e, fused launches %lld\n", (long long)k.Ca, (long long)k.Cb,
+                (long long)k.side, (long long)k.side, ey, ez, (long long)fused);
+    EXPECT_LT(ey, 1e-5);
+    EXPECT_LT(ez, 1e-6);
+    EXPECT_EQ(fused >= 1, k.fused);
+  }
+}
+
 // LayerNorm in several rows per warp (SDRT_LN_ROWS=1: 8, 16 or 32 lanes a row) against the CPU: the four
 // cases with a multiple of 64 channels run it (SD's 320, CLIP's 768, 1280 and 2048), the 36-channel one
 // the generic kernel.

@@ -288,6 +288,11 @@ struct GnBlock {
   int P, SP, R, HW, cpg, gpb;
   float eps;
   bool silu;
+  // GroupNorm of a channel concatenation (SDRT_CAT_GN=1): x holds pairs [0, Pa) of each pixel, x2 the rest
+  // (rows Pa and P - Pa pairs); cat, when set, receives the concatenation as read. Without one: Pa = P.
+  const __half2* x2 = nullptr;
+  __half2* cat = nullptr;
+  int Pa = 0;
 };
 
 constexpr int kBlockMaxGroups = 4;  // groups per slab
@@ -296,7 +301,7 @@ constexpr int kBlockMaxGroups = 4;  // groups per slab
 // pixel rows r R .. r R + R - 1 of every CL R; the blocks' sums combined through distributed shared memory in
 // rank order (deterministic) - for narrow slabs (SD's [N,320,64,64]: 20-byte rows), whose loads touch a
 // sector for 20 bytes, so fewer of them per thread.
-template <int V, int CL>
+template <int V, int CL, bool CAT = false>
 __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
   dep_entry();
   __shared__ float2 red[32][kBlockMaxGroups];
@@ -307,19 +312,24 @@ __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
   const int R = p.R * CL, row = rank * p.R + t / SP;  // rows per pass of the cluster; this thread's first pixel
   const bool active = t / SP < p.R;
   const int cp = slab * SP + cpl, c0 = 2 * cp, lg = 2 * cpl / p.cpg;  // pair column in the image, channel, group in the slab
-  const int64_t base = (int64_t)n * p.HW * p.P;                       // the image's first pair
-  const __half* ximg = reinterpret_cast<const __half*>(p.x + base);
+  const int64_t base = (int64_t)n * p.HW * p.P;  // the image's first pair
+  const int Pa = CAT ? p.Pa : p.P, Pb = p.P - Pa;  // the sources' pairs per pixel (CAT: x, then x2)
+  const __half* ximg = reinterpret_cast<const __half*>(p.x + (int64_t)n * p.HW * Pa);
+  const __half* x2img = CAT ? reinterpret_cast<const __half*>(p.x2 + (int64_t)n * p.HW * Pb) : nullptr;
   const __half* vrow = p.vec ? p.vec + (int64_t)n * p.vld : nullptr;
   auto group_shift = [&](int g) {  // g: group in the slab
     const int gc = (slab * p.gpb + g) * p.cpg;
-    return __half2float(ximg[gc]) + (vrow ? __half2float(vrow[gc]) : 0.f);
+    return __half2float(!CAT || gc < 2 * Pa ? ximg[gc] : x2img[gc - 2 * Pa]) + (vrow ? __half2float(vrow[gc]) : 0.f);
   };
   const int np = active ? (p.HW - row + R - 1) / R : 0;  // this thread's pixels: row, row + R, ... below HW (0 where row >= HW)
   const int64_t step = (int64_t)R * p.P;
-  const __half2* src = p.x + base + (int64_t)row * p.P + cp;
+  const bool second = CAT && cp >= Pa;  // this thread's pairs come from x2
+  const int Ps = second ? Pb : Pa;
+  const int64_t sstep = CAT ? (int64_t)R * Ps : step;
+  const __half2* src = (second ? reinterpret_cast<const __half2*>(x2img) + (cp - Pa) : reinterpret_cast<const __half2*>(ximg) + cp) + (int64_t)row * Ps;
   __half2 v[V];
 #pragma unroll
-  for (int i = 0; i < V; ++i) v[i] = i < np ? src[i * step] : __half2{};
+  for (int i = 0; i < V; ++i) v[i] = i < np ? src[i * sstep] : __half2{};
   float2 add = make_float2(0.f, 0.f);
   float s = 0.f, q = 0.f;
   if (active) {
@@ -370,6 +380,7 @@ __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
   const float sc0 = st.y * __half2float(p.gamma[c0]), sc1 = st.y * __half2float(p.gamma[c0 + 1]);
   const float sf0 = __half2float(p.beta[c0]) + (add.x - st.x) * sc0, sf1 = __half2float(p.beta[c0 + 1]) + (add.y - st.x) * sc1;
   __half2* dst = p.y + base + (int64_t)row * p.P + cp;
+  __half2* cdst = CAT ? p.cat + base + (int64_t)row * p.P + cp : nullptr;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
     if (i >= np) break;
@@ -377,6 +388,7 @@ __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
     float v0 = f.x * sc0 + sf0, v1 = f.y * sc1 + sf1;
     if (p.silu) v0 = __fdividef(v0, 1.f + __expf(-v0)), v1 = __fdividef(v1, 1.f + __expf(-v1));
     dst[i * step] = __floats2half2_rn(v0, v1);
+    if constexpr (CAT) cdst[i * step] = v[i];
   }
 }
 
@@ -525,14 +537,21 @@ bool group_norm_onepass8(const __half* x, const __half* gamma, const __half* bet
 }
 
 namespace {
-std::atomic<int64_t> g_block_launches{0}, g_block_cluster_launches{0};
+std::atomic<int64_t> g_block_launches{0}, g_block_cluster_launches{0}, g_block_cat_launches{0};
 }  // namespace
 
 bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
-                      int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s, int rule) {
+                      int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s, int rule, const GroupNormCat* cat) {
   if (G <= 0 || C % G || (C / G) % 2 || C > 8192 || N <= 0 || N > 65535 || HW <= 0 || HW > (1 << 30)) return false;
   if (vld <= 0) vld = C;
   if (vld < C || ((uintptr_t)x | (uintptr_t)y) & 3) return false;
+  if (cat && (cat->Ca <= 0 || cat->Ca >= C || cat->Ca % 2 || !cat->x2 || ((uintptr_t)cat->x2 | (uintptr_t)cat->out) & 3)) return false;
+  const int Pa = cat ? (int)(cat->Ca / 2) : (int)(C / 2);
+  auto with_cat = [&](GnBlock prm) {
+    prm.Pa = Pa;
+    if (cat) prm.x2 = reinterpret_cast<const __half2*>(cat->x2), prm.cat = reinterpret_cast<__half2*>(cat->out);
+    return prm;
+  };
   const DeviceLimits d = device_limits();
   if (d.sms == 0) return false;
   const int cpg = (int)(C / G);
@@ -560,7 +579,7 @@ bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, 
       // of CL blocks of 512 threads instead - the largest CL (2, 4, 8) that keeps two blocks per SM - where
       // that leaves at most 16 pixels a thread ([2,320,64,64]: CL 4, 11 pixels; [1,320,64,64]: CL 8, 6)
       const char* e = std::getenv("SDRT_GN_BLOCK_CLUSTER");
-      if (!(e && std::strcmp(e, "1") == 0) || d.major < 9 || gpb != 1) continue;
+      if (!(e && std::strcmp(e, "1") == 0) || d.major < 9 || gpb != 1 || cat) continue;
       const int Rc = std::max(1, 512 / SP);
       int CL = 0;
       for (int c : {2, 4, 8})
@@ -568,7 +587,8 @@ bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, 
       if (CL == 0) continue;
       const int64_t need_c = (HW + (int64_t)Rc * CL - 1) / ((int64_t)Rc * CL);
       if (need_c > 16) continue;
-      GnBlock prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, Rc, (int)HW, cpg, gpb, eps, silu};
+      const GnBlock prm = with_cat({reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, Rc, (int)HW,
+                                    cpg, gpb, eps, silu});
       void (*k)(GnBlock) = nullptr;
       if (CL == 2) k = need_c <= 8 ? gn_block_k<8, 2> : gn_block_k<16, 2>;
       else if (CL == 4) k = need_c <= 8 ? gn_block_k<8, 4> : gn_block_k<16, 4>;
@@ -586,7 +606,8 @@ bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, 
     if (rule == 1 && !(N * C * HW * 2 <= (int64_t(3) << 20) || (N * (G / gpb) <= d.sms && SP >= 8))) continue;
     if (rule == 2 && SP < 15) continue;
     const int T = (SP * R + 31) / 32 * 32;
-    GnBlock prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, R, (int)HW, cpg, gpb, eps, silu};
+    const GnBlock prm = with_cat(
+        {reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, R, (int)HW, cpg, gpb, eps, silu});
     const dim3 grid((unsigned)(G / gpb), (unsigned)N);
     void (*k)(GnBlock) = need <= 1    ? gn_block_k<1, 1>
                          : need <= 2  ? gn_block_k<2, 1>
@@ -594,9 +615,14 @@ bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, 
                          : need <= 8  ? gn_block_k<8, 1>
                          : need <= 16 ? gn_block_k<16, 1>
                                       : gn_block_k<32, 1>;
+    if (cat) {  // a concatenation's sources: up to 16 pixels a thread
+      if (need > 16) return false;
+      k = need <= 4 ? gn_block_k<4, 1, true> : need <= 8 ? gn_block_k<8, 1, true> : gn_block_k<16, 1, true>;
+    }
     launch_kernel(k, grid, dim3((unsigned)T), 0, s, prm);
     if (cudaGetLastError() != cudaSuccess) return false;
     ++g_block_launches;
+    if (cat) ++g_block_cat_launches;
     return true;
   }
   return false;
@@ -607,3 +633,4 @@ int64_t sdrt::cuda_group_norm_onepass_launches() { return sdrt::cuda::g_launches
 int64_t sdrt::cuda_group_norm_onepass8_launches() { return sdrt::cuda::g_launches8.load(); }
 int64_t sdrt::cuda_group_norm_block_launches() { return sdrt::cuda::g_block_launches.load(); }
 int64_t sdrt::cuda_group_norm_block_cluster_launches() { return sdrt::cuda::g_block_cluster_launches.load(); }
+int64_t sdrt::cuda_group_norm_block_cat_launches() { return sdrt::cuda::g_block_cat_launches.load(); }
