@@ -27,6 +27,15 @@ fwd() {  # FWD_TIMEOUT: seconds (120), longer for builds that time more tactics;
   timeout "${FWD_TIMEOUT:-120}" "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch "$1" --repeats 20 --warmup 3 --device-loop ${FWD_FLAGS:-} 2>&1 |
     grep -E 'median|error'
 }
+# the guided forward at batch 2 and 16 with the environment assignment $1 and without, alternating, two rounds
+fwd_ab() {
+  for r in 1 2; do
+    for b in 2 16; do
+      echo "b$b $1: $(export "$1"; FWD_FLAGS=--guided fwd $b)"
+      echo "b$b default: $(FWD_FLAGS=--guided fwd $b)"
+    done
+  done
+}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
 for step in "$@"; do
   echo "=== $step $(date +%T)"
@@ -386,22 +395,12 @@ for step in "$@"; do
               # batch 2 and 16 alternating with the warp-per-row kernel, two rounds
       timeout 120 "$bin/sdrt_tests" --gtest_filter='*LayerNorm*' > "$out/ln-rows-test.log" 2>&1
       echo "tests rc $?"; grep -E 'layer_norm|PASSED|FAILED' "$out/ln-rows-test.log" | tail -8
-      for r in 1 2; do
-        for b in 2 16; do
-          echo "b$b SDRT_LN_ROWS=1: $(SDRT_LN_ROWS=1 FWD_FLAGS=--guided fwd $b)"
-          echo "b$b default:       $(FWD_FLAGS=--guided fwd $b)"
-        done
-      done 2>&1 | tee "$out/ln-rows.txt" ;;
+      fwd_ab SDRT_LN_ROWS=1 2>&1 | tee "$out/ln-rows.txt" ;;
     cat-gn)  # the up-path concatenations written by the GroupNorm that reads them (SDRT_CAT_GN=1, not yet measured): its op
              # test, then the guided forward at batch 2 and 16 alternating, two rounds
       timeout 120 "$bin/sdrt_tests" --gtest_filter='*ConcatIntoGroupNorm*:*GroupNorm*' > "$out/cat-gn-test.log" 2>&1
       echo "tests rc $?"; grep -E 'fused launches|PASSED|FAILED' "$out/cat-gn-test.log" | tail -8
-      for r in 1 2; do
-        for b in 2 16; do
-          echo "b$b SDRT_CAT_GN=1: $(SDRT_CAT_GN=1 FWD_FLAGS=--guided fwd $b)"
-          echo "b$b default:      $(FWD_FLAGS=--guided fwd $b)"
-        done
-      done 2>&1 | tee "$out/cat-gn.txt" ;;
+      fwd_ab SDRT_CAT_GN=1 2>&1 | tee "$out/cat-gn.txt" ;;
     *) echo "unknown step $step" ;;
   esac
 done
