@@ -72,18 +72,21 @@ int main(int argc, char** argv) {
     CHECK(cudaGetLastError());
     cudaStream_t st;
     CHECK(cudaStreamCreate(&st));
+    // form f (-1: group_norm_nhwc's untimed order, as the engine runs it by default) into out
+    auto run = [&](int f, __half* out) { return sdrt::cuda::group_norm_nhwc(x, gb, gb + s.C, nullptr, 0, out, batch, s.C, HW, G, 1e-5f, true, scratch, st, 1, f); };
+    auto median_us = [&](int f, __half* out) {  // of `repeats` graphs of kCalls launches; negative on a failure
+      std::vector<float> t;
+      for (int r = 0; r < repeats; ++r) t.push_back(sdrt::cuda::time_in_graph(st, kCalls, [&] { return run(f, out); }));
+      std::sort(t.begin(), t.end());
+      return t[0] < 0 ? -1.0 : t[t.size() / 2] * 1000.0;
+    };
     double us[kForms];
     bool applies[kForms];
     for (int form = 0; form < kForms; ++form) {
-      auto run = [&](int f) { return sdrt::cuda::group_norm_nhwc(x, gb, gb + s.C, nullptr, 0, y[form], batch, s.C, HW, G, 1e-5f, true, scratch, st, 1, f); };
-      applies[form] = run(form);
+      applies[form] = run(form, y[form]);
       CHECK(cudaStreamSynchronize(st));
-      const int f = applies[form] ? form : sdrt::cuda::kGnThreePass;
-      std::vector<float> t;
-      for (int r = 0; r < repeats; ++r) t.push_back(sdrt::cuda::time_in_graph(st, kCalls, [&] { return run(f); }));
-      std::sort(t.begin(), t.end());
-      if (t[0] < 0) return std::fprintf(stderr, "GroupNorm [%lld,%lld,%lld] failed\n", (long long)s.C, (long long)s.side, (long long)s.side), 1;
-      us[form] = t[t.size() / 2] * 1000.0;
+      us[form] = median_us(applies[form] ? form : sdrt::cuda::kGnThreePass, y[form]);
+      if (us[form] < 0) return std::fprintf(stderr, "GroupNorm [%lld,%lld,%lld] failed\n", (long long)s.C, (long long)s.side, (long long)s.side), 1;
     }
     CHECK(cudaStreamSynchronize(st));
     std::vector<__half> h[kForms];
@@ -94,16 +97,7 @@ int main(int argc, char** argv) {
     double md = 0;  // the largest difference of either form from the three-pass one
     for (int f = 1; f < kForms; ++f)
       for (int64_t i = 0; i < n; ++i) md = std::max(md, (double)std::fabs(__half2float(h[0][i]) - __half2float(h[f][i])));
-    double us_default;  // group_norm_nhwc's untimed order (form -1), as the engine runs it by default
-    {
-      std::vector<float> t;
-      for (int r = 0; r < repeats; ++r)
-        t.push_back(sdrt::cuda::time_in_graph(st, kCalls, [&] {
-          return sdrt::cuda::group_norm_nhwc(x, gb, gb + s.C, nullptr, 0, y[1], batch, s.C, HW, G, 1e-5f, true, scratch, st, 1, -1);
-        }));
-      std::sort(t.begin(), t.end());
-      us_default = t[t.size() / 2] * 1000.0;
-    }
+    const double us_default = median_us(-1, y[1]);
     char name[48];
     std::snprintf(name, sizeof name, "[%lld,%lld,%lld] x%d", (long long)s.C, (long long)s.side, (long long)s.side, s.count);
     std::printf("%-18s %12.2f", name, us[0]);

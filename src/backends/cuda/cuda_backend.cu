@@ -1452,19 +1452,16 @@ class CudaExecutable : public Executable {
       }
       if (use_lanes_ && lane_ev_[i]) CUDA_TRY(cudaEventRecord(lane_ev_[i], stream_));
       SDRT_RETURN_IF_ERROR(keep_held(i, vals[i]));
-      for (int id : n.inputs)
-        if (last_use_[id] == (int)i && owned[id]) {
-          release_value(id, vals[id]);
-          vals[id] = nullptr;
-          owned[id] = false;
-        }
-      if (!gn_cat_.empty() && gn_cat_[i] >= 0)  // the sources of the concatenation it read (kept alive to here)
-        for (int id : nodes[gn_cat_[i]].inputs)
+      auto release_dead = [&](const std::vector<int>& ids) {  // values whose last use was this node
+        for (int id : ids)
           if (last_use_[id] == (int)i && owned[id]) {
             release_value(id, vals[id]);
             vals[id] = nullptr;
             owned[id] = false;
           }
+      };
+      release_dead(n.inputs);
+      if (!gn_cat_.empty() && gn_cat_[i] >= 0) release_dead(nodes[gn_cat_[i]].inputs);  // the concatenation's sources it read
     }
     if (profile_) {  // SDRT_PROFILE=1: GPU time per op kind (events around each node), stderr
       CUDA_TRY(cudaStreamSynchronize(stream_));

@@ -159,6 +159,12 @@ struct OnePass8 {
 
 constexpr int kOnePass8Batch = 4;  // loads in flight per thread before any is used
 
+// A group's mean and reciprocal standard deviation from its sums s, q of d = x - shift and d^2 over cnt values.
+__device__ __forceinline__ float2 group_stat(float s, float q, float cnt, float shift, float eps) {
+  const float m = s / cnt;
+  return make_float2(shift + m, rsqrtf(fmaxf(q / cnt - m * m, 0.f) + eps));
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -242,10 +248,7 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass8_k(OnePass8 p) {
       s += e.x, q += e.y;
     }
     s = warp_sum(s), q = warp_sum(q);
-    if (lane == 0) {
-      const float cnt = (float)p.HW * cpg, m = s / cnt;
-      stat[g] = make_float2(group_shift(g) + m, rsqrtf(fmaxf(q / cnt - m * m, 0.f) + p.eps));
-    }
+    if (lane == 0) stat[g] = group_stat(s, q, (float)p.HW * cpg, group_shift(g), p.eps);
   }
   __syncthreads();
   if (my_px == 0) return;
@@ -279,7 +282,7 @@ __global__ void __launch_bounds__(1024, 1) gn_onepass8_k(OnePass8 p) {
 // the group's first value, as the other forms), reduces them per group through warp shuffles and shared
 // memory (a fixed order: deterministic), and writes the normalisation from its registers. For the tensors
 // where the half2 one-pass kernel's cooperative launch and grid barrier are most of its time (SD's 8x8 to
-// 32x32 levels, and [2,320,64,64]: a group of 20480 pairs).
+// 32x32 levels at batch 2) and wide slabs too large for that kernel (group_norm_block's rules).
 struct GnBlock {
   const __half2* x;
   const __half *gamma, *beta, *vec;
@@ -348,29 +351,27 @@ __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
     if (lane == 0) red[warp][g] = make_float2(a, b);
   }
   __syncthreads();
-  if (t < p.gpb) {
-    float a = 0.f, b = 0.f;
-    for (int w = 0; w < nwarps; ++w) a += red[w][t].x, b += red[w][t].y;
-    if constexpr (CL > 1) part[t] = make_float2(a, b);
-    else {
-      const float cnt = (float)p.HW * p.cpg, m = a / cnt;
-      stat[t] = make_float2(group_shift(t) + m, rsqrtf(fmaxf(b / cnt - m * m, 0.f) + p.eps));
-    }
-  }
-  if constexpr (CL > 1) {
+  float2 sum = make_float2(0.f, 0.f);  // thread t < gpb: group t's sums of d and d^2 over the block
+  if (t < p.gpb)
+    for (int w = 0; w < nwarps; ++w) sum.x += red[w][t].x, sum.y += red[w][t].y;
+  if constexpr (CL > 1) {  // then over the cluster's blocks, in rank order
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     cg::cluster_group cluster = cg::this_cluster();
+    if (t < p.gpb) part[t] = sum;
     cluster.sync();  // every block's sums written
     if (t < p.gpb) {
-      float a = 0.f, b = 0.f;
+      sum = make_float2(0.f, 0.f);
       for (int r = 0; r < CL; ++r) {
         const float2 e = cluster.map_shared_rank(part, r)[t];
-        a += e.x, b += e.y;
+        sum.x += e.x, sum.y += e.y;
       }
-      const float cnt = (float)p.HW * p.cpg, m = a / cnt;
-      stat[t] = make_float2(group_shift(t) + m, rsqrtf(fmaxf(b / cnt - m * m, 0.f) + p.eps));
     }
-    cluster.sync();  // no block leaves (its shared memory) before the others have read its sums; stat seen
+#endif
+  }
+  if (t < p.gpb) stat[t] = group_stat(sum.x, sum.y, (float)p.HW * p.cpg, group_shift(t), p.eps);
+  if constexpr (CL > 1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cg::this_cluster().sync();  // no block leaves (its shared memory) before the others have read its sums; stat seen
 #endif
   } else {
     __syncthreads();
@@ -540,18 +541,30 @@ namespace {
 std::atomic<int64_t> g_block_launches{0}, g_block_cluster_launches{0}, g_block_cat_launches{0};
 }  // namespace
 
+namespace {
+// gn_block_k's instance for `need` pixels a thread, CL blocks a cluster, a concatenation's sources or not: null
+// where none is compiled (clusters: 8 or 16 pixels; concatenations: 4 to 16, one block).
+void (*block_kernel(int64_t need, int CL, bool cat))(GnBlock) {
+  if (cat) return CL != 1 || need > 16 ? nullptr : need <= 4 ? gn_block_k<4, 1, true> : need <= 8 ? gn_block_k<8, 1, true> : gn_block_k<16, 1, true>;
+  if (CL == 2) return need <= 8 ? gn_block_k<8, 2> : need <= 16 ? gn_block_k<16, 2> : nullptr;
+  if (CL == 4) return need <= 8 ? gn_block_k<8, 4> : need <= 16 ? gn_block_k<16, 4> : nullptr;
+  if (CL == 8) return need <= 8 ? gn_block_k<8, 8> : need <= 16 ? gn_block_k<16, 8> : nullptr;
+  return need <= 1    ? gn_block_k<1, 1>
+         : need <= 2  ? gn_block_k<2, 1>
+         : need <= 4  ? gn_block_k<4, 1>
+         : need <= 8  ? gn_block_k<8, 1>
+         : need <= 16 ? gn_block_k<16, 1>
+         : need <= 32 ? gn_block_k<32, 1>
+                      : nullptr;
+}
+}  // namespace
+
 bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
                       int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s, int rule, const GroupNormCat* cat) {
   if (G <= 0 || C % G || (C / G) % 2 || C > 8192 || N <= 0 || N > 65535 || HW <= 0 || HW > (1 << 30)) return false;
   if (vld <= 0) vld = C;
   if (vld < C || ((uintptr_t)x | (uintptr_t)y) & 3) return false;
   if (cat && (cat->Ca <= 0 || cat->Ca >= C || cat->Ca % 2 || !cat->x2 || ((uintptr_t)cat->x2 | (uintptr_t)cat->out) & 3)) return false;
-  const int Pa = cat ? (int)(cat->Ca / 2) : (int)(C / 2);
-  auto with_cat = [&](GnBlock prm) {
-    prm.Pa = Pa;
-    if (cat) prm.x2 = reinterpret_cast<const __half2*>(cat->x2), prm.cat = reinterpret_cast<__half2*>(cat->out);
-    return prm;
-  };
   const DeviceLimits d = device_limits();
   if (d.sms == 0) return false;
   const int cpg = (int)(C / G);
@@ -574,53 +587,40 @@ bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, 
     // bytes, which [2,320,32,32] (6 per thread: 6.5 against 8.9 us) bears and [2,320,64,64] (21: 17.5 against
     // 11.2) does not; nor the guided UNet's shared prefix, [1,320,64,64] (2.6 MB, 21 per thread: 18.5 us
     // under ncu, the same blocks' work as at batch 2).
+    int CL = 1, Rl = R;  // blocks per cluster, pixel rows per block
+    int64_t needl = need;
     if (rule == 1 && SP < 8 && need > 8) {
       // SDRT_GN_BLOCK_CLUSTER=1 (compute capability 9.0+; not yet measured): such a slab split over a cluster
       // of CL blocks of 512 threads instead - the largest CL (2, 4, 8) that keeps two blocks per SM - where
       // that leaves at most 16 pixels a thread ([2,320,64,64]: CL 4, 11 pixels; [1,320,64,64]: CL 8, 6)
       const char* e = std::getenv("SDRT_GN_BLOCK_CLUSTER");
       if (!(e && std::strcmp(e, "1") == 0) || d.major < 9 || gpb != 1 || cat) continue;
-      const int Rc = std::max(1, 512 / SP);
-      int CL = 0;
+      CL = 0, Rl = std::max(1, 512 / SP);
       for (int c : {2, 4, 8})
         if (N * (G / gpb) * c <= 2 * d.sms) CL = c;
       if (CL == 0) continue;
-      const int64_t need_c = (HW + (int64_t)Rc * CL - 1) / ((int64_t)Rc * CL);
-      if (need_c > 16) continue;
-      const GnBlock prm = with_cat({reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, Rc, (int)HW,
-                                    cpg, gpb, eps, silu});
-      void (*k)(GnBlock) = nullptr;
-      if (CL == 2) k = need_c <= 8 ? gn_block_k<8, 2> : gn_block_k<16, 2>;
-      else if (CL == 4) k = need_c <= 8 ? gn_block_k<8, 4> : gn_block_k<16, 4>;
-      else k = need_c <= 8 ? gn_block_k<8, 8> : gn_block_k<16, 8>;
+      needl = (HW + (int64_t)Rl * CL - 1) / ((int64_t)Rl * CL);
+    } else {
+      if (rule == 1 && !(N * C * HW * 2 <= (int64_t(3) << 20) || (N * (G / gpb) <= d.sms && SP >= 8))) continue;
+      if (rule == 2 && SP < 15) continue;
+    }
+    void (*k)(GnBlock) = block_kernel(needl, CL, cat != nullptr);
+    if (!k) continue;
+    GnBlock prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, Rl, (int)HW, cpg, gpb, eps, silu};
+    prm.Pa = cat ? (int)(cat->Ca / 2) : (int)(C / 2);
+    if (cat) prm.x2 = reinterpret_cast<const __half2*>(cat->x2), prm.cat = reinterpret_cast<__half2*>(cat->out);
+    const dim3 grid((unsigned)(G / gpb * CL), (unsigned)N), block((unsigned)((SP * Rl + 31) / 32 * 32));
+    if (CL == 1) {
+      launch_kernel(k, grid, block, 0, s, prm);
+      if (cudaGetLastError() != cudaSuccess) return false;
+    } else {
       cudaLaunchAttribute cl = {};
       cl.id = cudaLaunchAttributeClusterDimension;
       cl.val.clusterDim.x = (unsigned)CL;
       cl.val.clusterDim.y = cl.val.clusterDim.z = 1;
-      const dim3 grid((unsigned)(G / gpb * CL), (unsigned)N);
-      if (launch_with({cl}, k, grid, dim3((unsigned)((SP * Rc + 31) / 32 * 32)), 0, s, prm) != cudaSuccess) return cudaGetLastError(), false;
-      ++g_block_launches;
+      if (launch_with({cl}, k, grid, block, 0, s, prm) != cudaSuccess) return cudaGetLastError(), false;
       ++g_block_cluster_launches;
-      return true;
     }
-    if (rule == 1 && !(N * C * HW * 2 <= (int64_t(3) << 20) || (N * (G / gpb) <= d.sms && SP >= 8))) continue;
-    if (rule == 2 && SP < 15) continue;
-    const int T = (SP * R + 31) / 32 * 32;
-    const GnBlock prm = with_cat(
-        {reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, R, (int)HW, cpg, gpb, eps, silu});
-    const dim3 grid((unsigned)(G / gpb), (unsigned)N);
-    void (*k)(GnBlock) = need <= 1    ? gn_block_k<1, 1>
-                         : need <= 2  ? gn_block_k<2, 1>
-                         : need <= 4  ? gn_block_k<4, 1>
-                         : need <= 8  ? gn_block_k<8, 1>
-                         : need <= 16 ? gn_block_k<16, 1>
-                                      : gn_block_k<32, 1>;
-    if (cat) {  // a concatenation's sources: up to 16 pixels a thread
-      if (need > 16) return false;
-      k = need <= 4 ? gn_block_k<4, 1, true> : need <= 8 ? gn_block_k<8, 1, true> : gn_block_k<16, 1, true>;
-    }
-    launch_kernel(k, grid, dim3((unsigned)T), 0, s, prm);
-    if (cudaGetLastError() != cudaSuccess) return false;
     ++g_block_launches;
     if (cat) ++g_block_cat_launches;
     return true;
