@@ -585,8 +585,8 @@ bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, 
     // against 50, 43, 50 us).
     // Narrow slabs (rows under 32 bytes) only with few pixels per thread: their loads touch a sector for 20
     // bytes, which [2,320,32,32] (6 per thread: 6.5 against 8.9 us) bears and [2,320,64,64] (21: 17.5 against
-    // 11.2) does not; nor the guided UNet's shared prefix, [1,320,64,64] (2.6 MB, 21 per thread: 18.5 us
-    // under ncu, the same blocks' work as at batch 2).
+    // 11.2) does not; nor the guided UNet's shared prefix, [1,320,64,64] (2.6 MB, 21 per thread: about
+    // 18.5 us under ncu, the same blocks' work as at batch 2).
     int CL = 1, Rl = R;  // blocks per cluster, pixel rows per block
     int64_t needl = need;
     if (rule == 1 && SP < 8 && need > 8) {
