@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, ln-rows, cat-gn.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, ln-rows, cat-gn, env-ab.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -401,6 +401,17 @@ for step in "$@"; do
       timeout 120 "$bin/sdrt_tests" --gtest_filter='*ConcatIntoGroupNorm*:*GroupNorm*' > "$out/cat-gn-test.log" 2>&1
       echo "tests rc $?"; grep -E 'fused launches|PASSED|FAILED' "$out/cat-gn-test.log" | tail -8
       fwd_ab SDRT_CAT_GN=1 2>&1 | tee "$out/cat-gn.txt" ;;
+    env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
+             # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CAT_GN=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
+             # $AB_ROUNDS rounds (2)
+      for r in $(seq "${AB_ROUNDS:-2}"); do
+        for b in ${AB_BATCHES:-2 16}; do
+          for a in $AB; do
+            echo "b$b $a: $(export ${a//,/ }; FWD_FLAGS=--guided fwd $b)"
+          done
+          echo "b$b default: $(FWD_FLAGS=--guided fwd $b)"
+        done
+      done 2>&1 | tee "$out/env-ab.txt" ;;
     *) echo "unknown step $step" ;;
   esac
 done

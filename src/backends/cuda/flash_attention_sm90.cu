@@ -929,12 +929,18 @@ bool sm90_plan(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t 
   if (causal || (D != 40 && D != 64 && D != 80) || ldq % 8 || ldk % 8 || ldv % 8 || ldo % 2 || Lq < 512 || Lk < 1 || B * H > 65535 ||
       !wgmma_device(&pl->sms))
     return false;
-  // A block of 256 rows (or two of 128, Q in registers) fills an SM. With fewer such blocks than SMs, blocks
-  // of 128 rows (two warpgroups) as long as they reach half the SMs; below that the mma.sync kernel's 64-row
-  // blocks spread the work better.
+  // A block of 256 rows (or two of 128, Q in registers) fills an SM. Blocks of 256 rows wherever there are
+  // more of them than half the SMs: two blocks of 128 rows on one SM each load every K/V tile for half the
+  // rows, and take about 1.45x as long as one of 256 (H100, eighteenth session: the guided batch-2 UNet's
+  // shared [1, 4096] d-40 self-attention, 128 blocks of 256 rows on 132 SMs); with at most half the SMs'
+  // worth, blocks of 128 rows (two warpgroups) as long as they reach half the SMs; below that the mma.sync
+  // kernel's 64-row blocks spread the work better. SDRT_ATTN_ROWS256=0: 256-row blocks only where they
+  // reach every SM (as before the eighteenth session).
   pl->qreg = D == 40 && Lk <= 128;
   const int64_t heads = B * H, b256 = heads * ((Lq + 255) / 256), b128 = heads * ((Lq + 127) / 128);
-  pl->rows256 = b256 >= pl->sms;
+  const char* e = std::getenv("SDRT_ATTN_ROWS256");
+  const bool strict = e && e[0] == '0' && !e[1];
+  pl->rows256 = strict ? b256 >= pl->sms : 2 * b256 > pl->sms;
   return !(pl->qreg ? b256 < pl->sms : !pl->rows256 && 2 * b128 < pl->sms);
 }
 }  // namespace
