@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, ln-rows, cat-gn, env-ab.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, cat-gn, env-ab.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -85,7 +85,7 @@ for step in "$@"; do
       kb=${KB:-2}
       timeout 300 ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --cache-control none --clock-control none \
         "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $kb --repeats 1 --warmup 2 --profile-range ${FWD_FLAGS:-} > /tmp/k$kb.csv 2>/dev/null
-      python3 "$root/bench/ncu_summary.py" /tmp/k$kb.csv > "$out/kernels-b$kb.txt"; head -20 "$out/kernels-b$kb.txt" ;;
+      python3 "$root/bench/ncu_summary.py" /tmp/k$kb.csv 40 "$out/launches-b$kb.txt" > "$out/kernels-b$kb.txt"; head -20 "$out/kernels-b$kb.txt" ;;
     unet)
       for b in 2 16 2 16; do
         echo "batch $b: $("$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep median)"
@@ -391,11 +391,6 @@ for step in "$@"; do
         echo "b2 SDRT_GN_BLOCK_CLUSTER=1: $(SDRT_GN_BLOCK_CLUSTER=1 FWD_FLAGS=--guided fwd 2)"
         echo "b2 default:                $(FWD_FLAGS=--guided fwd 2)"
       done 2>&1 | tee -a "$out/gn-block-cluster.txt" ;;
-    ln-rows)  # LayerNorm in several rows per warp (SDRT_LN_ROWS=1, not yet measured): its op test, then the guided forward at
-              # batch 2 and 16 alternating with the warp-per-row kernel, two rounds
-      timeout 120 "$bin/sdrt_tests" --gtest_filter='*LayerNorm*' > "$out/ln-rows-test.log" 2>&1
-      echo "tests rc $?"; grep -E 'layer_norm|PASSED|FAILED' "$out/ln-rows-test.log" | tail -8
-      fwd_ab SDRT_LN_ROWS=1 2>&1 | tee "$out/ln-rows.txt" ;;
     cat-gn)  # the up-path concatenations written by the GroupNorm that reads them (SDRT_CAT_GN=1, not yet measured): its op
              # test, then the guided forward at batch 2 and 16 alternating, two rounds
       timeout 120 "$bin/sdrt_tests" --gtest_filter='*ConcatIntoGroupNorm*:*GroupNorm*' > "$out/cat-gn-test.log" 2>&1

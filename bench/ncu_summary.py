@@ -8,6 +8,7 @@ Run on the GPU machine, for the kernels of one UNet forward replayed from its CU
   python3 bench/ncu_summary.py kernels.csv
 ncu runs kernels one at a time, so the sum exceeds a graph replay's time; the tactic timing of the
 build runs under the profiler too, so its choices may differ from a run without it.
+A third argument (a file name) also writes every launch in order: GPU time, grid, block, name.
 """
 import csv, sys, collections
 rows = list(csv.reader(open(sys.argv[1])))
@@ -32,3 +33,7 @@ for n, g, b, us in data:
     agg[k][0] += 1; agg[k][1] += us
 for k, (c, us) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:int(sys.argv[2]) if len(sys.argv) > 2 else 40]:
     print(f"{us/1000:8.3f} ms {100*us/tot:5.1f}% x{c:4d}  {k}")
+if len(sys.argv) > 3:
+    with open(sys.argv[3], 'w') as f:
+        for n, g, b, us in data:
+            f.write(f"{us:9.2f} us  grid {g:>14}  block {b:>12}  {n[:110]}\n")

@@ -582,30 +582,6 @@ TEST(BackendOps, ConcatIntoGroupNormMatchesTheCpu) {
   }
 }
 
-// LayerNorm in several rows per warp (SDRT_LN_ROWS=1: 8, 16 or 32 lanes a row) against the CPU: the four
-// cases with a multiple of 64 channels run it (SD's 320, CLIP's 768, 1280 and 2048), the 36-channel one
-// the generic kernel.
-TEST(BackendOps, LayerNormRowsMatchTheCpu) {
-  REQUIRE_CUDA_P(probe, true, "fp16");
-  auto cpu = make_cpu_backend();
-  ::setenv("SDRT_LN_ROWS", "1", 1);
-  struct Unset {
-    ~Unset() { ::unsetenv("SDRT_LN_ROWS"); }
-  } unset;
-  const int64_t before = cuda_layer_norm_rows_launches();
-  int cases_run = 0;
-  for (const auto& c : cases()) {
-    if (c.name.rfind("layer_norm", 0) != 0) continue;
-    const CaseRun r = run_case(c, *cpu, "fp16");
-    ASSERT_TRUE(r.setup_error.empty() && r.run_error.empty()) << c.name << ": " << r.setup_error << r.run_error;
-    std::printf("      %-40s %12.3e\n", c.name.c_str(), r.nmse);
-    EXPECT_TRUE(r.finite && r.nmse < 1e-5) << c.name;
-    ++cases_run;
-  }
-  EXPECT_EQ(cases_run, 5);
-  EXPECT_EQ(cuda_layer_norm_rows_launches() - before, 4);
-}
-
 // Graph g compiled on a fresh fp16 CUDA backend given one recorded tactic (key -> form): the recorded form
 // is kept, not timed again (the backend's tactics say so); an unknown form is refused. Null after a failure.
 std::unique_ptr<Executable> compile_recorded(const std::shared_ptr<Graph>& g, const std::string& key, const std::string& form) {

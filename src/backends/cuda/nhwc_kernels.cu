@@ -1,11 +1,9 @@
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
 #include "backends/cuda/nhwc_kernels.cuh"
 #include "backends/cuda/launch.cuh"
-#include "graph/backend.h"
 
 namespace sdrt::cuda {
 namespace {
@@ -416,71 +414,6 @@ __global__ void layer_norm_warp_k(const uint4* x, const uint4* g, const uint4* b
   }
 }
 
-// LPR lanes per row, 32 / LPR rows per warp, up to 8 16-byte vectors per lane kept as halves (SDRT_LN_ROWS=1,
-// not yet measured): SD's rows of 320, 640 and 1280 channels (40, 80, 160 vectors) take 8, 16 and 32 lanes
-// with 5 vectors each, where the warp-per-row kernel leaves 24 of 32 lanes idle on its second vector of a
-// 320-channel row and keeps 2 loads in flight per lane - for batch 2, whose LayerNorms are bound by latency
-// (at 16 rows the warp-per-row kernel moves 3.0 TB/s). Mean, then the variance from the registers, as there.
-template <int LPR>
-__global__ void layer_norm_rows_k(const uint4* x, const uint4* g, const uint4* b, uint4* y, int64_t rows, int cv, float eps) {
-  dep_entry();
-  constexpr int kV = 8;
-  const int lane = threadIdx.x & 31, sub = lane % LPR;
-  const int64_t row = (blockIdx.x * (int64_t)(blockDim.x >> 5) + (threadIdx.x >> 5)) * (32 / LPR) + lane / LPR;
-  const bool live = row < rows;  // every lane takes part in the shuffles
-  const uint4* xr = x + (live ? row : 0) * cv;
-  uint4 u[kV];
-#pragma unroll
-  for (int k = 0; k < kV; ++k) {
-    const int j = sub + LPR * k;
-    u[k] = live && j < cv ? xr[j] : make_uint4(0, 0, 0, 0);  // zeros add nothing to the sum
-  }
-  float sum = 0.f;
-#pragma unroll
-  for (int k = 0; k < kV; ++k) {
-    const __half2* h = reinterpret_cast<const __half2*>(&u[k]);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 f = __half22float2(h[e]);
-      sum += f.x + f.y;
-    }
-  }
-#pragma unroll
-  for (int o = LPR / 2; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffff, sum, o);
-  const float n = (float)cv * 8.f, mean = sum / n;
-  float sq = 0.f;
-#pragma unroll
-  for (int k = 0; k < kV; ++k) {
-    if (sub + LPR * k >= cv) continue;
-    const __half2* h = reinterpret_cast<const __half2*>(&u[k]);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 f = __half22float2(h[e]);
-      sq += (f.x - mean) * (f.x - mean) + (f.y - mean) * (f.y - mean);
-    }
-  }
-#pragma unroll
-  for (int o = LPR / 2; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffff, sq, o);
-  if (!live) return;
-  const float rstd = rsqrtf(sq / n + eps);
-#pragma unroll
-  for (int k = 0; k < kV; ++k) {
-    const int j = sub + LPR * k;
-    if (j >= cv) continue;
-    const uint4 gu = g[j], bu = b[j];
-    const __half2 *h = reinterpret_cast<const __half2*>(&u[k]), *gh = reinterpret_cast<const __half2*>(&gu), *bh = reinterpret_cast<const __half2*>(&bu);
-    uint4 out;
-    __half2* oh = reinterpret_cast<__half2*>(&out);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const float2 f = __half22float2(h[e]), gf = __half22float2(gh[e]), bf = __half22float2(bh[e]);
-      oh[e] = __floats2half2_rn((f.x - mean) * rstd * gf.x + bf.x, (f.y - mean) * rstd * gf.y + bf.y);
-    }
-    y[row * cv + j] = out;
-  }
-}
-std::atomic<int64_t> g_ln_rows_launches{0};
-
 __device__ __forceinline__ float gelu_erf(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }
 
 // y[r, c] = x[r, c] * gelu(x[r, F + c]), 8 halves per thread.
@@ -581,17 +514,6 @@ bool layer_norm_fast(const __half* x, const __half* g, const __half* b, __half* 
   if (rows > (int64_t)per_block * 0x7fffffff) return false;
   auto X = reinterpret_cast<const uint4*>(x), G = reinterpret_cast<const uint4*>(g), B = reinterpret_cast<const uint4*>(b);
   auto Y = reinterpret_cast<uint4*>(y);
-  const char* e = std::getenv("SDRT_LN_ROWS");
-  if (e && std::strcmp(e, "1") == 0 && cv >= 8) {  // the fewest lanes per row (8, 16, 32) holding it in 8 vectors each
-    const int lpr = cv <= 64 ? 8 : cv <= 128 ? 16 : 32;
-    const int64_t rows_per_block = (int64_t)per_block * (32 / lpr);
-    const unsigned g2 = (unsigned)((rows + rows_per_block - 1) / rows_per_block);
-    if (lpr == 8) launch_kernel(layer_norm_rows_k<8>, g2, kThreads, 0, s, X, G, B, Y, rows, cv, eps);
-    else if (lpr == 16) launch_kernel(layer_norm_rows_k<16>, g2, kThreads, 0, s, X, G, B, Y, rows, cv, eps);
-    else launch_kernel(layer_norm_rows_k<32>, g2, kThreads, 0, s, X, G, B, Y, rows, cv, eps);
-    ++g_ln_rows_launches;
-    return true;
-  }
   if (cv <= 32) launch_kernel(layer_norm_warp_k<1>, grid, kThreads, 0, s, X, G, B, Y, rows, cv, eps);
   else if (cv <= 64) launch_kernel(layer_norm_warp_k<2>, grid, kThreads, 0, s, X, G, B, Y, rows, cv, eps);
   else if (cv <= 128) launch_kernel(layer_norm_warp_k<4>, grid, kThreads, 0, s, X, G, B, Y, rows, cv, eps);
@@ -638,5 +560,3 @@ void im2col_nhwc(const __half* x, __half* col, int64_t N, int64_t H, int64_t W, 
 }
 
 }  // namespace sdrt::cuda
-
-int64_t sdrt::cuda_layer_norm_rows_launches() { return sdrt::cuda::g_ln_rows_launches.load(); }
