@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, cat-gn, env-ab.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, cat-gn, env-ab, lanes.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -396,6 +396,13 @@ for step in "$@"; do
       timeout 120 "$bin/sdrt_tests" --gtest_filter='*ConcatIntoGroupNorm*:*GroupNorm*' > "$out/cat-gn-test.log" 2>&1
       echo "tests rc $?"; grep -E 'fused launches|PASSED|FAILED' "$out/cat-gn-test.log" | tail -8
       fwd_ab SDRT_CAT_GN=1 2>&1 | tee "$out/cat-gn.txt" ;;
+    lanes)  # the second lane (SDRT_LANES=branches, eighteenth session, not yet measured: only the time embedding and its
+            # projections beside conv_in and the first ResNet; SDRT_LANES=2: everything off the critical path): the side-lane
+            # test, then the guided forward at batch 2 (three rounds) and 16 (two) against one stream
+      timeout 120 "$bin/sdrt_tests" --gtest_filter='Passes.TinyUnetSideLane*:Passes.GuidanceHalves*' > "$out/lanes-test.log" 2>&1
+      echo "tests rc $?"; grep -E 'differ|PASSED|FAILED' "$out/lanes-test.log" | tail -8
+      AB="SDRT_LANES=branches SDRT_LANES=2" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/lanes-b2.txt"
+      AB="SDRT_LANES=branches" AB_BATCHES=16 AB_ROUNDS=2 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/lanes-b16.txt" ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
              # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CAT_GN=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
              # $AB_ROUNDS rounds (2)

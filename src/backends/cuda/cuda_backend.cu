@@ -414,7 +414,11 @@ class CudaExecutable : public Executable {
   //   nodes). The critical path is the longest chain of nodes from an input to an output; every other node
   //   runs on the side lane. Off by default: on an H100 it left SD 1.5's forward where it was (batch 2
   //   6.28-6.29 vs 6.27-6.38 ms, batch 16 35.2 vs 35.2-35.6; docs/BENCHMARKS.md), the side work being ~2%
-  //   of a step that its kernels, not launches, bound.
+  //   of a step that its kernels, not launches, bound;
+  // - with SDRT_LANES=branches (not yet measured), only the branches that grow from an input off the
+  //   critical path: in the UNet the timestep embedding and its projections (six small launches, ~45 us of
+  //   a batch-2 step under ncu, eighteenth session) beside conv_in and the first ResNet's GroupNorm and
+  //   convolution, without the 1x1 shortcuts competing with the main lane's convolutions.
   // SDRT_LANES=1 keeps one stream (a split graph's parts then run one after the other). Never with guard
   // checks or per-node profiling.
   Status plan_lanes() {
@@ -429,13 +433,14 @@ class CudaExecutable : public Executable {
     for (size_t i = 0; i < n; ++i)
       if (part[i] > 0 && part[i] % 2 == 1) lane_[i] = 1, ++side;
     split_ = side > 0;
-    if (!split_ && lanes != "2") return Status::ok();
-    if (!split_) side = critical_path_lanes();
+    if (!split_ && lanes != "2" && lanes != "branches") return Status::ok();
+    if (!split_) side = critical_path_lanes(lanes == "branches");
     if (!side) return Status::ok();
     return setup_lanes(side);
   }
-  // SDRT_LANES=2 without batch parts: nodes off the critical path on lane 1; returns how many.
-  int critical_path_lanes() {
+  // SDRT_LANES=2 without batch parts: nodes off the critical path on lane 1 (branches_only: of those, only
+  // the ones whose inputs are all graph inputs or such nodes themselves); returns how many.
+  int critical_path_lanes(bool branches_only) {
     const auto& nodes = g_->nodes;
     const size_t n = nodes.size();
     std::vector<int> top(n, -1), bottom(n, 0);  // nodes on the longest chain from an input / to an output
@@ -454,8 +459,12 @@ class CudaExecutable : public Executable {
     int longest = 0;
     for (size_t i = 0; i < n; ++i) longest = std::max(longest, top[i] + bottom[i]);
     int side = 0;
-    for (size_t i = 0; i < n; ++i)
-      if (nodes[i].op != Op::Weight && top[i] + bottom[i] < longest) lane_[i] = 1, ++side;
+    for (size_t i = 0; i < n; ++i) {
+      if (nodes[i].op == Op::Weight || top[i] + bottom[i] >= longest) continue;
+      bool branch = true;  // nodes come in order: inputs' lanes are known
+      for (int in : nodes[i].inputs) branch = branch && (nodes[in].op == Op::Weight || lane_[in] == 1);
+      if (!branches_only || nodes[i].op == Op::Input || branch) lane_[i] = 1, ++side;
+    }
     return side;
   }
   // The events, streams and workspaces of two lanes, lane_ assigned (`side` nodes on lane 1).
