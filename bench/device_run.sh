@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, cat-gn, env-ab, lanes.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, cat-gn, env-ab, lanes, clsplit.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -403,6 +403,12 @@ for step in "$@"; do
       echo "tests rc $?"; grep -E 'differ|PASSED|FAILED' "$out/lanes-test.log" | tail -8
       AB="SDRT_LANES=branches SDRT_LANES=2" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/lanes-b2.txt"
       AB="SDRT_LANES=branches" AB_BATCHES=16 AB_ROUNDS=2 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/lanes-b16.txt" ;;
+    clsplit)  # the pipelined attention in key-splitting clusters (form "pipe-cl2", SDRT_ATTN_CLSPLIT=1; eighteenth session, not
+              # yet run): its op test, bench_attention at batch 2 with it, the guided forward at batch 2 with and without
+      SDRT_ATTN_CLSPLIT=1 timeout 200 "$bin/sdrt_tests" --gtest_filter='*ClusterSplit*:*AttentionForm*' > "$out/clsplit-test.log" 2>&1
+      echo "tests rc $?"; grep -E 'recorded|->|PASSED|FAILED' "$out/clsplit-test.log" | tail -12
+      SDRT_ATTN_CLSPLIT=1 "$bin/bench_attention" --batch 2 --repeats 20 --graphs 2>&1 | tee "$out/clsplit-attn.txt"
+      AB="SDRT_ATTN_CLSPLIT=1" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/clsplit-fwd.txt" ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
              # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CAT_GN=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
              # $AB_ROUNDS rounds (2)
