@@ -82,9 +82,14 @@ for step in "$@"; do
       for b in 2 16; do "$bin/bench_group_norm" --batch $b --repeats 15; done 2>&1 | tee "$out/gn.txt" ;;
     kernels)  # GPU time per kernel of one UNet forward (Nsight Compute, summed by kernel name); batch KB (default 2);
               # FWD_FLAGS=--guided: the guided UNet the pipeline runs
+      # (the tactics chosen by a plain run first, so that the profiled build does not time them under ncu: its choices
+      # differed there, e.g. cuDNN for the 8x8 convolutions that a plain build runs as im2col + GEMM)
       kb=${KB:-2}
+      rm -f /tmp/tactics-b$kb.json
+      "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $kb --repeats 1 ${FWD_FLAGS:-} --tactics /tmp/tactics-b$kb.json | grep -E 'tactics|error'
       timeout 300 ncu --profile-from-start off --metrics gpu__time_duration.sum --csv --cache-control none --clock-control none \
-        "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $kb --repeats 1 --warmup 2 --profile-range ${FWD_FLAGS:-} > /tmp/k$kb.csv 2>/dev/null
+        "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $kb --repeats 1 --warmup 2 --profile-range ${FWD_FLAGS:-} \
+        --tactics /tmp/tactics-b$kb.json > /tmp/k$kb.csv 2>/dev/null
       python3 "$root/bench/ncu_summary.py" /tmp/k$kb.csv 40 "$out/launches-b$kb.txt" > "$out/kernels-b$kb.txt"; head -20 "$out/kernels-b$kb.txt" ;;
     unet)
       for b in 2 16 2 16; do

@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #if SDRT_HAVE_CUDA
@@ -131,6 +134,10 @@ int main(int argc, char** argv) {
   app.add_flag("--guided", guided,
                "the UNet of a guidance batch (even --batch: both halves) whose halves compute what depends only on the latents and "
                "timestep once, as the pipeline runs it");
+  std::string tactics_file;
+  app.add_option("--tactics", tactics_file,
+                 "a JSON object of the engine's tactics (key: choice): read where the file exists, so those are not timed again, then "
+                 "written with every tactic of this build - so that a run under a profiler (ncu) makes the choices a plain run made");
   app.add_option("--steps", steps,
                  "with --device-loop, then also time this many forwards back to back (no wait between them), and as many steps of the "
                  "sampling loop's work (the guided input halves scaled, the timestep copied, the forward, the guidance combination and "
@@ -157,8 +164,23 @@ int main(int argc, char** argv) {
   }
   auto be = make_backend(backend, precision);
   if (!be) return std::fprintf(stderr, "error: %s\n", be.status().message().c_str()), 1;
+  if (!tactics_file.empty() && std::filesystem::exists(tactics_file)) {
+    std::map<std::string, std::string> seeded;
+    try {
+      std::ifstream f(tactics_file);
+      seeded = nlohmann::json::parse(f).get<std::map<std::string, std::string>>();
+    } catch (const std::exception& e) {
+      return std::fprintf(stderr, "error: %s: not a JSON object of tactics (%s)\n", tactics_file.c_str(), e.what()), 1;
+    }
+    if (Status st = (*be)->add_tactics(seeded); !st) return std::fprintf(stderr, "error: %s: %s\n", tactics_file.c_str(), st.message().c_str()), 1;
+  }
   auto exe = (*be)->compile(*g);
   if (!exe) return std::fprintf(stderr, "error: %s\n", exe.status().message().c_str()), 1;
+  if (!tactics_file.empty()) {
+    std::ofstream f(tactics_file);
+    f << nlohmann::json((*be)->tactics(nullptr)).dump(1) << "\n";
+    if (!f) return std::fprintf(stderr, "error: cannot write %s\n", tactics_file.c_str()), 1;
+  }
   const double load_s = std::chrono::duration<double>(clk::now() - t0).count();
 
   std::mt19937 rng(0);
