@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, gn-block-cluster, cat-gn, env-ab, lanes, clsplit.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, clsplit.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,15 +26,6 @@ export SDRT_HOME=/tmp/sdrt-home
 fwd() {  # FWD_TIMEOUT: seconds (120), longer for builds that time more tactics; FWD_FLAGS: more options (--guided)
   timeout "${FWD_TIMEOUT:-120}" "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch "$1" --repeats 20 --warmup 3 --device-loop ${FWD_FLAGS:-} 2>&1 |
     grep -E 'median|error'
-}
-# the guided forward at batch 2 and 16 with the environment assignment $1 and without, alternating, two rounds
-fwd_ab() {
-  for r in 1 2; do
-    for b in 2 16; do
-      echo "b$b $1: $(export "$1"; FWD_FLAGS=--guided fwd $b)"
-      echo "b$b default: $(FWD_FLAGS=--guided fwd $b)"
-    done
-  done
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
 for step in "$@"; do
@@ -384,23 +375,6 @@ for step in "$@"; do
         echo "batch 16, block $v: $(env $env_set "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 16 --repeats 2 --warmup 1 \
           --opt optimized --no-engine-cache -o /tmp/bench/gb$v 2>&1 | grep -E '^optimized')"
       done 2>&1 | tee -a "$out/gn-block32.txt" ;;
-    gn-block-cluster)  # GroupNorm's narrow slabs ([N,320,64,64]) in clusters of 2-8 blocks (SDRT_GN_BLOCK_CLUSTER=1,
-                       # not yet measured): the GroupNorm op tests, bench_group_norm's default order with and without at
-                       # batch 1 and 2, then the guided forward at batch 2 alternating, two rounds
-      timeout 200 "$bin/sdrt_tests" --gtest_filter='*GroupNorm*' > "$out/gn-block-cluster-test.log" 2>&1
-      echo "tests rc $?"; grep -E ' cases|PASSED|FAILED' "$out/gn-block-cluster-test.log" | tail -10
-      for b in 1 2; do
-        for v in 0 1; do echo "SDRT_GN_BLOCK_CLUSTER=$v batch $b"; SDRT_GN_BLOCK_CLUSTER=$v "$bin/bench_group_norm" --batch $b --repeats 15 --only 320,64; done
-      done 2>&1 | tee "$out/gn-block-cluster.txt"
-      for r in 1 2; do
-        echo "b2 SDRT_GN_BLOCK_CLUSTER=1: $(SDRT_GN_BLOCK_CLUSTER=1 FWD_FLAGS=--guided fwd 2)"
-        echo "b2 default:                $(FWD_FLAGS=--guided fwd 2)"
-      done 2>&1 | tee -a "$out/gn-block-cluster.txt" ;;
-    cat-gn)  # the up-path concatenations written by the GroupNorm that reads them (SDRT_CAT_GN=1, not yet measured): its op
-             # test, then the guided forward at batch 2 and 16 alternating, two rounds
-      timeout 120 "$bin/sdrt_tests" --gtest_filter='*ConcatIntoGroupNorm*:*GroupNorm*' > "$out/cat-gn-test.log" 2>&1
-      echo "tests rc $?"; grep -E 'fused launches|PASSED|FAILED' "$out/cat-gn-test.log" | tail -8
-      fwd_ab SDRT_CAT_GN=1 2>&1 | tee "$out/cat-gn.txt" ;;
     lanes)  # the second lane (SDRT_LANES=branches, eighteenth session, not yet measured: only the time embedding and its
             # projections beside conv_in and the first ResNet; SDRT_LANES=2: everything off the critical path): the side-lane
             # test, then the guided forward at batch 2 (three rounds) and 16 (two) against one stream
@@ -415,7 +389,7 @@ for step in "$@"; do
       SDRT_ATTN_CLSPLIT=1 "$bin/bench_attention" --batch 2 --repeats 20 --graphs 2>&1 | tee "$out/clsplit-attn.txt"
       AB="SDRT_ATTN_CLSPLIT=1" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/clsplit-fwd.txt" ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
-             # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CAT_GN=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
+             # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CONV_GRAPH=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
              # $AB_ROUNDS rounds (2)
       for r in $(seq "${AB_ROUNDS:-2}"); do
         for b in ${AB_BATCHES:-2 16}; do

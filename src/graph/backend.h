@@ -110,8 +110,6 @@ int64_t cuda_group_norm_onepass_launches();
 int64_t cuda_group_norm_onepass8_launches();  // the one-pass kernel in 16-byte vectors (form onepass8), likewise
 int64_t cuda_group_norm_cluster_launches();  // the cluster GroupNorm (SDRT_GN_CLUSTER=1), likewise
 int64_t cuda_group_norm_block_launches();    // the block-per-group GroupNorm (form block), likewise
-int64_t cuda_group_norm_block_cluster_launches();  // of those, in clusters of blocks (SDRT_GN_BLOCK_CLUSTER=1), likewise
-int64_t cuda_group_norm_block_cat_launches();  // block GroupNorms reading a concatenation's sources (SDRT_CAT_GN=1), likewise
 // The fused GEGLU projection kernel's forms (CUDA FP16 on compute capability 9.0; the tactic names of
 // "geglu_form/..." besides "split") and its launches in this process, for tests. 0 forms without CUDA.
 int cuda_geglu_gemm_forms();

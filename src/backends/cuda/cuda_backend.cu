@@ -348,61 +348,7 @@ class CudaExecutable : public Executable {
     for (size_t i = 0; i < nodes.size(); ++i)
       for (int in : nodes[i].inputs) last_use_[in] = (int)i;
     for (int o : g_->outputs) last_use_[o] = (int)nodes.size();
-    SDRT_RETURN_IF_ERROR(plan_lanes());
-    plan_concat_group_norms();
-    return Status::ok();
-  }
-
-  // SDRT_CAT_GN=1 (fp16; not yet measured): a channel Concat of two NHWC tensors whose first reader is a
-  // GroupNorm of it (SD's up-path ResNets: norm1 of cat(h, skip), the concatenation read again by the 1x1
-  // shortcut later) is left to that GroupNorm where its block kernel applies: the kernel reads the two sources
-  // and writes the concatenation as it goes, one launch and one read of the sources fewer. The sources then
-  // live until the GroupNorm (released there). Where the kernel does not apply at run time, the GroupNorm
-  // node runs the Concat first (execute_nodes).
-  void plan_concat_group_norms() {
-    const auto& nodes = g_->nodes;
-    cat_gn_.assign(nodes.size(), -1);
-    gn_cat_.assign(nodes.size(), -1);
-    const char* e = std::getenv("SDRT_CAT_GN");
-    if (!fp16() || !(e && std::strcmp(e, "1") == 0) || opt_.guard_check || use_lanes_) return;  // lanes: their waits follow the nodes
-    for (size_t c = 0; c < nodes.size(); ++c) {
-      const Node& n = nodes[c];
-      if (n.op != Op::Concat || n.inputs.size() != 2 || n.shape.size() != 4 || n.a.axis != 1 || !nhwc_[c] || !nhwc_[n.inputs[0]] || !nhwc_[n.inputs[1]])
-        continue;
-      int first = -1;  // the concatenation's first reader
-      for (size_t j = c + 1; j < nodes.size() && first < 0; ++j)
-        if (std::find(nodes[j].inputs.begin(), nodes[j].inputs.end(), (int)c) != nodes[j].inputs.end()) first = (int)j;
-      if (first < 0 || nodes[first].op != Op::GroupNorm || nodes[first].inputs.size() != 3 || nodes[first].inputs[0] != (int)c) continue;
-      cat_gn_[c] = first;
-      gn_cat_[first] = (int)c;
-      for (int in : n.inputs) last_use_[in] = std::max(last_use_[in], first);
-    }
-  }
-
-  // Whether Concat node c is left to its GroupNorm gn in this run (plan_concat_group_norms): not with lanes (its
-  // readers on the other lane wait for the Concat node) nor where either is held.
-  bool concat_deferred(size_t c) const {
-    if (cat_gn_.empty() || cat_gn_[c] < 0 || use_lanes_ || part_ != Part::All) return false;
-    return !(holding_ && (held_node_[c] || held_node_[cat_gn_[c]]));
-  }
-
-  // GroupNorm node gn of the concatenation c, deferred: its block kernel reading c's sources and writing c's
-  // buffer (false where that does not apply: a recorded form other than the block's, the block form off, the
-  // shapes). Weights and the concatenation's sources from vals.
-  bool group_norm_of_concat(const Node& gn, size_t c, const std::vector<void*>& vals, void* out) {
-    const Node& cn = g_->nodes[c];
-    const size_t id = &gn - g_->nodes.data();
-    const int form = gn_form_.empty() ? -1 : gn_form_[id];
-    if ((form >= 0 && form != cuda::kGnBlock) || (form < 0 && !cuda::group_norm_block_on())) return false;
-    const Shape& xs = cn.shape;
-    const int64_t N = xs[0], C = xs[1], S = xs[2] * xs[3];
-    cuda::GroupNormCat cat;
-    cat.x2 = static_cast<const __half*>(vals[cn.inputs[1]]);
-    cat.Ca = g_->nodes[cn.inputs[0]].shape[1];
-    cat.out = static_cast<__half*>(vals[c]);
-    return cuda::group_norm_block(static_cast<const __half*>(vals[cn.inputs[0]]), static_cast<const __half*>(vals[gn.inputs[1]]),
-                                  static_cast<const __half*>(vals[gn.inputs[2]]), nullptr, C, static_cast<__half*>(out), N, C, S, gn.a.groups, gn.a.eps,
-                                  gn.a.silu, stream_, form == cuda::kGnBlock ? 0 : 1, &cat);
+    return plan_lanes();
   }
 
   // Two lanes (fp16), two streams of which the second is a parallel branch inside a captured graph:
@@ -1440,18 +1386,7 @@ class CudaExecutable : public Executable {
           }
         }
         if (profile_) CUDA_TRY(cudaEventRecord(events_[2 * i], stream_));
-        if (concat_deferred(i)) {
-          // written by the GroupNorm that reads it first (plan_concat_group_norms)
-        } else if (gn_cat_.empty() || gn_cat_[i] < 0 || !concat_deferred((size_t)gn_cat_[i])) {
-          SDRT_RETURN_IF_ERROR(fp16() ? exec<__half>(n, ins, out, i) : exec<float>(n, ins, out, i));
-        } else if (!group_norm_of_concat(n, (size_t)gn_cat_[i], vals, out)) {
-          cudaGetLastError();
-          const size_t c = (size_t)gn_cat_[i];  // the Concat now, then the GroupNorm as usual
-          std::vector<const void*> cins;
-          for (int id : g_->nodes[c].inputs) cins.push_back(vals[id]);
-          SDRT_RETURN_IF_ERROR(exec<__half>(g_->nodes[c], cins, vals[c], c));
-          SDRT_RETURN_IF_ERROR(exec<__half>(n, ins, out, i));
-        }
+        SDRT_RETURN_IF_ERROR(fp16() ? exec<__half>(n, ins, out, i) : exec<float>(n, ins, out, i));
         if (profile_) CUDA_TRY(cudaEventRecord(events_[2 * i + 1], stream_));
         CUDA_LAUNCH_CHECK(op_info(n.op).name);
         if (wrap && nhwc_[i]) transpose(out, vals[i], n.shape[0], n.shape[1], n.shape[2] * n.shape[3]);
@@ -1461,16 +1396,12 @@ class CudaExecutable : public Executable {
       }
       if (use_lanes_ && lane_ev_[i]) CUDA_TRY(cudaEventRecord(lane_ev_[i], stream_));
       SDRT_RETURN_IF_ERROR(keep_held(i, vals[i]));
-      auto release_dead = [&](const std::vector<int>& ids) {  // values whose last use was this node
-        for (int id : ids)
-          if (last_use_[id] == (int)i && owned[id]) {
-            release_value(id, vals[id]);
-            vals[id] = nullptr;
-            owned[id] = false;
-          }
-      };
-      release_dead(n.inputs);
-      if (!gn_cat_.empty() && gn_cat_[i] >= 0) release_dead(nodes[gn_cat_[i]].inputs);  // the concatenation's sources it read
+      for (int id : n.inputs)
+        if (last_use_[id] == (int)i && owned[id]) {
+          release_value(id, vals[id]);
+          vals[id] = nullptr;
+          owned[id] = false;
+        }
     }
     if (profile_) {  // SDRT_PROFILE=1: GPU time per op kind (events around each node), stderr
       CUDA_TRY(cudaStreamSynchronize(stream_));
@@ -1921,7 +1852,6 @@ class CudaExecutable : public Executable {
   std::map<std::string, void*> weights_;
   std::vector<bool> keep_f32_, nhwc_;
   std::vector<int> last_use_;
-  std::vector<int> cat_gn_, gn_cat_;  // a Concat's GroupNorm that writes it, and back (plan_concat_group_norms); -1 none
   std::map<void*, size_t> sizes_;
   std::map<int, void*> in_dev_;   // persistent input buffers by node id
   std::vector<void*> out_dev_;     // persistent float32 output buffers

@@ -19,8 +19,6 @@ int64_t cuda_attention_cross80_launches() { return 0; }
 int64_t cuda_attention_clsplit_launches() { return 0; }
 int64_t cuda_group_norm_cluster_launches() { return 0; }
 int64_t cuda_group_norm_block_launches() { return 0; }
-int64_t cuda_group_norm_block_cluster_launches() { return 0; }
-int64_t cuda_group_norm_block_cat_launches() { return 0; }
 int64_t cuda_attention_shifted_launches() { return 0; }
 int64_t cuda_dependent_launches() { return 0; }
 int64_t cuda_conv_graph_runs() { return 0; }

@@ -969,11 +969,7 @@ cudaError_t launch_pipe_cl2(const WParams& p, int64_t B, cudaStream_t s) {
   auto* k = flash_wgmma_pipe_k<D, 128, false, 2>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (attr != cudaSuccess) return attr;
-  cudaLaunchAttribute cl = {};
-  cl.id = cudaLaunchAttributeClusterDimension;
-  cl.val.clusterDim.x = 2;
-  cl.val.clusterDim.y = cl.val.clusterDim.z = 1;
-  const cudaError_t e = launch_with({cl}, k, dim3((unsigned)((p.Lq + 127) / 128 * 2), (unsigned)(B * p.H)), dim3(256), smem, s, p);
+  const cudaError_t e = launch_with({cluster_attr(2)}, k, dim3((unsigned)((p.Lq + 127) / 128 * 2), (unsigned)(B * p.H)), dim3(256), smem, s, p);
   if (e == cudaSuccess) ++g_clsplit_launches;
   return e;
 }

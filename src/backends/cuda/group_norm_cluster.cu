@@ -167,10 +167,7 @@ bool cluster_device(int* sms) {
 
 template <int VPT>
 cudaError_t launch(const ClusterParams& p, int64_t N, int threads, size_t smem, cudaStream_t s) {
-  cudaLaunchAttribute cl = {};
-  cl.id = cudaLaunchAttributeClusterDimension;
-  cl.val.clusterDim.x = (unsigned)p.cl;
-  cl.val.clusterDim.y = cl.val.clusterDim.z = 1;
+  const cudaLaunchAttribute cl = cluster_attr((unsigned)p.cl);
   const dim3 grid((unsigned)(N * p.slabs * p.cl));
   if (dependent_launch()) {
     if (launch_with({cl, programmatic_attr()}, gn_cluster_k<VPT>, grid, dim3((unsigned)threads), smem, s, p) == cudaSuccess) {

@@ -291,48 +291,32 @@ struct GnBlock {
   int P, SP, R, HW, cpg, gpb;
   float eps;
   bool silu;
-  // GroupNorm of a channel concatenation (SDRT_CAT_GN=1): x holds pairs [0, Pa) of each pixel, x2 the rest
-  // (rows Pa and P - Pa pairs); cat, when set, receives the concatenation as read. Without one: Pa = P.
-  const __half2* x2 = nullptr;
-  __half2* cat = nullptr;
-  int Pa = 0;
 };
 
 constexpr int kBlockMaxGroups = 4;  // groups per slab
 
-// CL > 1 (compute capability 9.0+): a thread-block cluster of CL blocks per (image, slab), block rank r taking
-// pixel rows r R .. r R + R - 1 of every CL R; the blocks' sums combined through distributed shared memory in
-// rank order (deterministic) - for narrow slabs (SD's [N,320,64,64]: 20-byte rows), whose loads touch a
-// sector for 20 bytes, so fewer of them per thread.
-template <int V, int CL, bool CAT = false>
+template <int V>
 __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
   dep_entry();
   __shared__ float2 red[32][kBlockMaxGroups];
   __shared__ float2 stat[kBlockMaxGroups];
-  __shared__ float2 part[kBlockMaxGroups];  // CL > 1: this block's sums, read by the cluster's blocks
-  const int t = threadIdx.x, SP = p.SP, lane = t & 31, warp = t >> 5, nwarps = blockDim.x >> 5;
-  const int n = blockIdx.y, slab = blockIdx.x / CL, rank = blockIdx.x % CL, cpl = t % SP;
-  const int R = p.R * CL, row = rank * p.R + t / SP;  // rows per pass of the cluster; this thread's first pixel
-  const bool active = t / SP < p.R;
+  const int t = threadIdx.x, SP = p.SP, R = p.R, lane = t & 31, warp = t >> 5, nwarps = blockDim.x >> 5;
+  const int n = blockIdx.y, slab = blockIdx.x, cpl = t % SP, row = t / SP;
+  const bool active = row < R;
   const int cp = slab * SP + cpl, c0 = 2 * cp, lg = 2 * cpl / p.cpg;  // pair column in the image, channel, group in the slab
   const int64_t base = (int64_t)n * p.HW * p.P;  // the image's first pair
-  const int Pa = CAT ? p.Pa : p.P, Pb = p.P - Pa;  // the sources' pairs per pixel (CAT: x, then x2)
-  const __half* ximg = reinterpret_cast<const __half*>(p.x + (int64_t)n * p.HW * Pa);
-  const __half* x2img = CAT ? reinterpret_cast<const __half*>(p.x2 + (int64_t)n * p.HW * Pb) : nullptr;
+  const __half* ximg = reinterpret_cast<const __half*>(p.x + base);
   const __half* vrow = p.vec ? p.vec + (int64_t)n * p.vld : nullptr;
   auto group_shift = [&](int g) {  // g: group in the slab
     const int gc = (slab * p.gpb + g) * p.cpg;
-    return __half2float(!CAT || gc < 2 * Pa ? ximg[gc] : x2img[gc - 2 * Pa]) + (vrow ? __half2float(vrow[gc]) : 0.f);
+    return __half2float(ximg[gc]) + (vrow ? __half2float(vrow[gc]) : 0.f);
   };
-  const int np = active ? (p.HW - row + R - 1) / R : 0;  // this thread's pixels: row, row + R, ... below HW (0 where row >= HW)
+  const int np = active ? (p.HW - row + R - 1) / R : 0;  // this thread's pixels: row, row + R, ... below HW
   const int64_t step = (int64_t)R * p.P;
-  const bool second = CAT && cp >= Pa;  // this thread's pairs come from x2
-  const int Ps = second ? Pb : Pa;
-  const int64_t sstep = CAT ? (int64_t)R * Ps : step;
-  const __half2* src = (second ? reinterpret_cast<const __half2*>(x2img) + (cp - Pa) : reinterpret_cast<const __half2*>(ximg) + cp) + (int64_t)row * Ps;
+  const __half2* src = p.x + base + (int64_t)row * p.P + cp;
   __half2 v[V];
 #pragma unroll
-  for (int i = 0; i < V; ++i) v[i] = i < np ? src[i * sstep] : __half2{};
+  for (int i = 0; i < V; ++i) v[i] = i < np ? src[i * step] : __half2{};
   float2 add = make_float2(0.f, 0.f);
   float s = 0.f, q = 0.f;
   if (active) {
@@ -351,37 +335,17 @@ __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
     if (lane == 0) red[warp][g] = make_float2(a, b);
   }
   __syncthreads();
-  float2 sum = make_float2(0.f, 0.f);  // thread t < gpb: group t's sums of d and d^2 over the block
-  if (t < p.gpb)
-    for (int w = 0; w < nwarps; ++w) sum.x += red[w][t].x, sum.y += red[w][t].y;
-  if constexpr (CL > 1) {  // then over the cluster's blocks, in rank order
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    cg::cluster_group cluster = cg::this_cluster();
-    if (t < p.gpb) part[t] = sum;
-    cluster.sync();  // every block's sums written
-    if (t < p.gpb) {
-      sum = make_float2(0.f, 0.f);
-      for (int r = 0; r < CL; ++r) {
-        const float2 e = cluster.map_shared_rank(part, r)[t];
-        sum.x += e.x, sum.y += e.y;
-      }
-    }
-#endif
+  if (t < p.gpb) {  // group t's sums of d and d^2 over the block
+    float a = 0.f, b = 0.f;
+    for (int w = 0; w < nwarps; ++w) a += red[w][t].x, b += red[w][t].y;
+    stat[t] = group_stat(a, b, (float)p.HW * p.cpg, group_shift(t), p.eps);
   }
-  if (t < p.gpb) stat[t] = group_stat(sum.x, sum.y, (float)p.HW * p.cpg, group_shift(t), p.eps);
-  if constexpr (CL > 1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    cg::this_cluster().sync();  // no block leaves (its shared memory) before the others have read its sums; stat seen
-#endif
-  } else {
-    __syncthreads();
-  }
+  __syncthreads();
   if (!active) return;
   const float2 st = stat[lg];
   const float sc0 = st.y * __half2float(p.gamma[c0]), sc1 = st.y * __half2float(p.gamma[c0 + 1]);
   const float sf0 = __half2float(p.beta[c0]) + (add.x - st.x) * sc0, sf1 = __half2float(p.beta[c0 + 1]) + (add.y - st.x) * sc1;
   __half2* dst = p.y + base + (int64_t)row * p.P + cp;
-  __half2* cdst = CAT ? p.cat + base + (int64_t)row * p.P + cp : nullptr;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
     if (i >= np) break;
@@ -389,12 +353,11 @@ __global__ void __launch_bounds__(1024, 1) gn_block_k(GnBlock p) {
     float v0 = f.x * sc0 + sf0, v1 = f.y * sc1 + sf1;
     if (p.silu) v0 = __fdividef(v0, 1.f + __expf(-v0)), v1 = __fdividef(v1, 1.f + __expf(-v1));
     dst[i * step] = __floats2half2_rn(v0, v1);
-    if constexpr (CAT) cdst[i * step] = v[i];
   }
 }
 
 struct DeviceLimits {
-  int sms = 0, smem_optin = 0, major = 0;
+  int sms = 0, smem_optin = 0;
   bool cooperative = false;
 };
 
@@ -411,7 +374,6 @@ DeviceLimits device_limits() {
   if (cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&d.major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
       cudaFuncSetAttribute(gn_onepass_k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin) != cudaSuccess ||
       cudaFuncSetAttribute(gn_onepass8_k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin) != cudaSuccess) {
     cudaGetLastError();
@@ -538,33 +500,25 @@ bool group_norm_onepass8(const __half* x, const __half* gamma, const __half* bet
 }
 
 namespace {
-std::atomic<int64_t> g_block_launches{0}, g_block_cluster_launches{0}, g_block_cat_launches{0};
-}  // namespace
+std::atomic<int64_t> g_block_launches{0};
 
-namespace {
-// gn_block_k's instance for `need` pixels a thread, CL blocks a cluster, a concatenation's sources or not: null
-// where none is compiled (clusters: 8 or 16 pixels; concatenations: 4 to 16, one block).
-void (*block_kernel(int64_t need, int CL, bool cat))(GnBlock) {
-  if (cat) return CL != 1 || need > 16 ? nullptr : need <= 4 ? gn_block_k<4, 1, true> : need <= 8 ? gn_block_k<8, 1, true> : gn_block_k<16, 1, true>;
-  if (CL == 2) return need <= 8 ? gn_block_k<8, 2> : need <= 16 ? gn_block_k<16, 2> : nullptr;
-  if (CL == 4) return need <= 8 ? gn_block_k<8, 4> : need <= 16 ? gn_block_k<16, 4> : nullptr;
-  if (CL == 8) return need <= 8 ? gn_block_k<8, 8> : need <= 16 ? gn_block_k<16, 8> : nullptr;
-  return need <= 1    ? gn_block_k<1, 1>
-         : need <= 2  ? gn_block_k<2, 1>
-         : need <= 4  ? gn_block_k<4, 1>
-         : need <= 8  ? gn_block_k<8, 1>
-         : need <= 16 ? gn_block_k<16, 1>
-         : need <= 32 ? gn_block_k<32, 1>
+// gn_block_k's instance for `need` pixels a thread (null over 32)
+void (*block_kernel(int64_t need))(GnBlock) {
+  return need <= 1    ? gn_block_k<1>
+         : need <= 2  ? gn_block_k<2>
+         : need <= 4  ? gn_block_k<4>
+         : need <= 8  ? gn_block_k<8>
+         : need <= 16 ? gn_block_k<16>
+         : need <= 32 ? gn_block_k<32>
                       : nullptr;
 }
 }  // namespace
 
 bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
-                      int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s, int rule, const GroupNormCat* cat) {
+                      int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s, int rule) {
   if (G <= 0 || C % G || (C / G) % 2 || C > 8192 || N <= 0 || N > 65535 || HW <= 0 || HW > (1 << 30)) return false;
   if (vld <= 0) vld = C;
   if (vld < C || ((uintptr_t)x | (uintptr_t)y) & 3) return false;
-  if (cat && (cat->Ca <= 0 || cat->Ca >= C || cat->Ca % 2 || !cat->x2 || ((uintptr_t)cat->x2 | (uintptr_t)cat->out) & 3)) return false;
   const DeviceLimits d = device_limits();
   if (d.sms == 0) return false;
   const int cpg = (int)(C / G);
@@ -585,44 +539,18 @@ bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, 
     // against 50, 43, 50 us).
     // Narrow slabs (rows under 32 bytes) only with few pixels per thread: their loads touch a sector for 20
     // bytes, which [2,320,32,32] (6 per thread: 6.5 against 8.9 us) bears and [2,320,64,64] (21: 17.5 against
-    // 11.2) does not; nor the guided UNet's shared prefix, [1,320,64,64] (2.6 MB, 21 per thread: about
-    // 18.5 us under ncu, the same blocks' work as at batch 2).
-    int CL = 1, Rl = R;  // blocks per cluster, pixel rows per block
-    int64_t needl = need;
-    if (rule == 1 && SP < 8 && need > 8) {
-      // SDRT_GN_BLOCK_CLUSTER=1 (compute capability 9.0+; not yet measured): such a slab split over a cluster
-      // of CL blocks of 512 threads instead - the largest CL (2, 4, 8) that keeps two blocks per SM - where
-      // that leaves at most 16 pixels a thread ([2,320,64,64]: CL 4, 11 pixels; [1,320,64,64]: CL 8, 6)
-      const char* e = std::getenv("SDRT_GN_BLOCK_CLUSTER");
-      if (!(e && std::strcmp(e, "1") == 0) || d.major < 9 || gpb != 1 || cat) continue;
-      CL = 0, Rl = std::max(1, 512 / SP);
-      for (int c : {2, 4, 8})
-        if (N * (G / gpb) * c <= 2 * d.sms) CL = c;
-      if (CL == 0) continue;
-      needl = (HW + (int64_t)Rl * CL - 1) / ((int64_t)Rl * CL);
-    } else {
-      if (rule == 1 && !(N * C * HW * 2 <= (int64_t(3) << 20) || (N * (G / gpb) <= d.sms && SP >= 8))) continue;
-      if (rule == 2 && SP < 15) continue;
-    }
-    void (*k)(GnBlock) = block_kernel(needl, CL, cat != nullptr);
+    // 11.2) does not; nor the guided UNet's shared prefix, [1,320,64,64] (21 per thread: 17.75 us against the
+    // half2 kernel's 9.87, eighteenth session). Splitting such slabs over clusters of blocks was slower still
+    // (10.77 and 14.85 us on [1|2,320,64,64]; removed).
+    if (rule == 1 && SP < 8 && need > 8) continue;
+    if (rule == 1 && !(N * C * HW * 2 <= (int64_t(3) << 20) || (N * (G / gpb) <= d.sms && SP >= 8))) continue;
+    if (rule == 2 && SP < 15) continue;
+    void (*k)(GnBlock) = block_kernel(need);
     if (!k) continue;
-    GnBlock prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, Rl, (int)HW, cpg, gpb, eps, silu};
-    prm.Pa = cat ? (int)(cat->Ca / 2) : (int)(C / 2);
-    if (cat) prm.x2 = reinterpret_cast<const __half2*>(cat->x2), prm.cat = reinterpret_cast<__half2*>(cat->out);
-    const dim3 grid((unsigned)(G / gpb * CL), (unsigned)N), block((unsigned)((SP * Rl + 31) / 32 * 32));
-    if (CL == 1) {
-      launch_kernel(k, grid, block, 0, s, prm);
-      if (cudaGetLastError() != cudaSuccess) return false;
-    } else {
-      cudaLaunchAttribute cl = {};
-      cl.id = cudaLaunchAttributeClusterDimension;
-      cl.val.clusterDim.x = (unsigned)CL;
-      cl.val.clusterDim.y = cl.val.clusterDim.z = 1;
-      if (launch_with({cl}, k, grid, block, 0, s, prm) != cudaSuccess) return cudaGetLastError(), false;
-      ++g_block_cluster_launches;
-    }
+    const GnBlock prm{reinterpret_cast<const __half2*>(x), gamma, beta, vec, vld, reinterpret_cast<__half2*>(y), (int)(C / 2), SP, R, (int)HW, cpg, gpb, eps, silu};
+    launch_kernel(k, dim3((unsigned)(G / gpb), (unsigned)N), dim3((unsigned)((SP * R + 31) / 32 * 32)), 0, s, prm);
+    if (cudaGetLastError() != cudaSuccess) return false;
     ++g_block_launches;
-    if (cat) ++g_block_cat_launches;
     return true;
   }
   return false;
@@ -632,5 +560,3 @@ bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, 
 int64_t sdrt::cuda_group_norm_onepass_launches() { return sdrt::cuda::g_launches.load(); }
 int64_t sdrt::cuda_group_norm_onepass8_launches() { return sdrt::cuda::g_launches8.load(); }
 int64_t sdrt::cuda_group_norm_block_launches() { return sdrt::cuda::g_block_launches.load(); }
-int64_t sdrt::cuda_group_norm_block_cluster_launches() { return sdrt::cuda::g_block_cluster_launches.load(); }
-int64_t sdrt::cuda_group_norm_block_cat_launches() { return sdrt::cuda::g_block_cat_launches.load(); }

@@ -56,6 +56,14 @@ inline cudaLaunchAttribute cooperative_attr() {  // a grid whose blocks are all 
   return a;
 }
 
+inline cudaLaunchAttribute cluster_attr(unsigned blocks) {  // thread-block clusters of `blocks` along x (compute capability 9.0+)
+  cudaLaunchAttribute a = {};
+  a.id = cudaLaunchAttributeClusterDimension;
+  a.val.clusterDim.x = blocks;
+  a.val.clusterDim.y = a.val.clusterDim.z = 1;
+  return a;
+}
+
 inline cudaLaunchAttribute programmatic_attr() {
   cudaLaunchAttribute a = {};
   a.id = cudaLaunchAttributeProgrammaticStreamSerialization;

@@ -64,15 +64,8 @@ bool group_norm_onepass8(const __half* x, const __half* gamma, const __half* bet
 // (SD's [N,320,64,64] fits, [N,640,64,64] does not).
 // rule: 0 wherever it applies (the form forced or timed); 1 and 2 the default order's "small" and "large"
 // rules (group_norm_onepass.cu), before and after the half2 one-pass kernel.
-// cat (SDRT_CAT_GN=1, not yet measured): the GroupNorm of the channel concatenation of x (its first Ca channels,
-// rows of Ca) and x2 (the other C - Ca), also written to out as read - the Concat node it replaces.
-struct GroupNormCat {
-  const __half* x2 = nullptr;
-  int64_t Ca = 0;
-  __half* out = nullptr;
-};
 bool group_norm_block(const __half* x, const __half* gamma, const __half* beta, const __half* vec, int64_t vld, __half* y, int64_t N, int64_t C,
-                      int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s, int rule = 0, const GroupNormCat* cat = nullptr);
+                      int64_t HW, int64_t G, float eps, bool silu, cudaStream_t s, int rule = 0);
 // Whether group_norm_nhwc's default order takes the block form where its rules say: not under
 // SDRT_GN_BLOCK=0, nor under SDRT_GN_ONEPASS (either value: those runs compare the other forms).
 bool group_norm_block_on();
