@@ -386,6 +386,7 @@ int attention_latemax_env() { return form_switch("SDRT_ATTN_LATEMAX"); }
 int attention_cross80_env() { return form_switch("SDRT_ATTN_CROSS80"); }
 int attention_ksplit_env() { return form_switch("SDRT_ATTN_KSPLIT"); }
 int attention_clsplit_env() { return form_switch("SDRT_ATTN_CLSPLIT"); }
+int attention_rows256_env() { return form_switch("SDRT_ATTN_ROWS256"); }
 bool attention_small_env() { return std::getenv("SDRT_ATTN_SMALL") != nullptr; }
 int attention_exp16_env() {
   const char* e = std::getenv("SDRT_ATTN_EXP16");

@@ -39,6 +39,7 @@ int attention_latemax_env();  // SDRT_ATTN_LATEMAX: 1 forced (where no form is g
 int attention_cross80_env();  // SDRT_ATTN_CROSS80: likewise
 int attention_ksplit_env();  // SDRT_ATTN_KSPLIT: 0 never timed (forms 8, 9), else timed
 int attention_clsplit_env();  // SDRT_ATTN_CLSPLIT: 1 form 10 timed, else never
+int attention_rows256_env();  // SDRT_ATTN_ROWS256: 0 the Hopper kernels' 256-row blocks only where they reach every SM
 bool attention_small_env();  // whether SDRT_ATTN_SMALL is set (16 or 32 forces those rows outside forms 6 and 7, which are then not timed)
 int attention_form_by_name(const std::string& name);  // -1 when unknown
 // Which forms apply to a shape on this device, bit f for form f (1: only the kept kernel, or no Hopper kernel

@@ -951,27 +951,22 @@ cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   return cudaGetLastError();
 }
 
-template <int D, int ROWS, bool E16 = false>
+// CL > 1 (form "pipe-cl2"): CL blocks per row block in a thread-block cluster, each over its share of the keys
+template <int D, int ROWS, bool E16 = false, int CL = 1>
 cudaError_t launch_pipe(const WParams& p, int64_t B, cudaStream_t s) {
   constexpr size_t smem = PipeDims<D, ROWS>::kSmem;
-  auto* k = flash_wgmma_pipe_k<D, ROWS, E16>;
+  auto* k = flash_wgmma_pipe_k<D, ROWS, E16, CL>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (attr != cudaSuccess) return attr;
-  launch_kernel(k, dim3((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H)), 2 * ROWS, smem, s, p);
-  return cudaGetLastError();
-}
-
-// form "pipe-cl2": the pipelined kernel in 128-row blocks, two blocks per row block in a cluster, each over
-// half the key tiles
-template <int D>
-cudaError_t launch_pipe_cl2(const WParams& p, int64_t B, cudaStream_t s) {
-  constexpr size_t smem = PipeDims<D, 128>::kSmem;
-  auto* k = flash_wgmma_pipe_k<D, 128, false, 2>;
-  const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-  if (attr != cudaSuccess) return attr;
-  const cudaError_t e = launch_with({cluster_attr(2)}, k, dim3((unsigned)((p.Lq + 127) / 128 * 2), (unsigned)(B * p.H)), dim3(256), smem, s, p);
-  if (e == cudaSuccess) ++g_clsplit_launches;
-  return e;
+  const dim3 grid((unsigned)((p.Lq + ROWS - 1) / ROWS * CL), (unsigned)(B * p.H));
+  if constexpr (CL == 1) {
+    launch_kernel(k, grid, 2 * ROWS, smem, s, p);
+    return cudaGetLastError();
+  } else {
+    const cudaError_t e = launch_with({cluster_attr(CL)}, k, grid, dim3(2 * ROWS), smem, s, p);
+    if (e == cudaSuccess) ++g_clsplit_launches;
+    return e;
+  }
 }
 
 }  // namespace
@@ -997,9 +992,7 @@ bool sm90_plan(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t 
   // reach every SM (as before the eighteenth session).
   pl->qreg = D == 40 && Lk <= 128;
   const int64_t heads = B * H, b256 = heads * ((Lq + 255) / 256), b128 = heads * ((Lq + 127) / 128);
-  const char* e = std::getenv("SDRT_ATTN_ROWS256");
-  const bool strict = e && e[0] == '0' && !e[1];
-  pl->rows256 = strict ? b256 >= pl->sms : 2 * b256 > pl->sms;
+  pl->rows256 = attention_rows256_env() == 0 ? b256 >= pl->sms : 2 * b256 > pl->sms;
   // 128-row blocks that leave SMs idle or alone on one, over two key tiles or more: two blocks per row block,
   // splitting the keys (SD's [2, 1024] d-80 self-attention at batch 2)
   pl->cl2 = !pl->qreg && !pl->rows256 && (D == 40 || D == 80) && b128 < pl->sms && Lk > 64;
@@ -1040,7 +1033,7 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
   // the form: given (a timed choice: attention_form_name's), else SDRT_ATTN_PIPE (1 the pipelined kernel
   // for heads of 40, 2 also 80), SDRT_ATTN_EXP16=1 (the d-40 exponentials in FP16, two per instruction) and
   // SDRT_ATTN_LATEMAX=1 (the d-40 kept kernel checking P against the running maxima afterwards)
-  if (form == 10 && pl.cl2) return D == 80 ? launch_pipe_cl2<80>(p, B, s) : launch_pipe_cl2<40>(p, B, s);
+  if (form == 10 && pl.cl2) return D == 80 ? launch_pipe<80, 128, false, 2>(p, B, s) : launch_pipe<40, 128, false, 2>(p, B, s);
   if (form == 10) form = 1;  // a recorded "pipe-cl2" where it does not apply: the pipelined kernel
   int pipe = form == 1 || form == 3;
   bool e16 = form == 2 || form == 3, late = form == 4;
