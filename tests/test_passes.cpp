@@ -7,6 +7,7 @@
 
 #include "graph/backend.h"
 #include "graph/passes.h"
+#include "graph/prelude.h"
 #include "io/safetensors.h"
 #include "models/model.h"
 #include "test_util.h"
@@ -995,4 +996,105 @@ TEST(Passes, TinyUnetWithDependentLaunchesMatchesOnCuda) {
   const std::vector<Tensor> ys = on_device_loop(**dep_split, ins, order);
   ASSERT_EQ(ys.size(), order.size());
   for (size_t k = 0; k < order.size(); ++k) EXPECT_LT(rel_err(ys[k], want_split[order[k]]), 1e-6) << "device loop, input " << order[k];
+}
+
+// input_prelude: the guided tiny UNet's time embedding (the sinusoid, its MLP and the ResNets' projections -
+// packed into one Linear in the optimized graph, 22 Linears and their Reshapes to [N, C, 1, 1] in the
+// unfused one) as one graph over three timestep pairs at once; its outputs, row block k, are what the
+// whole graph computes at pair k (the boundary values made outputs), on the CPU.
+TEST(Passes, InputPreludeComputesTheTimeEmbeddingForManyStepsOnCpu) {
+  SDRT_REQUIRE_CONFORMANCE();
+  auto m = load_model((tiny_dir() / "diffusers").string());
+  ASSERT_TRUE(m.is_ok()) << m.status().message();
+  auto guided = build_guided_unet(*m, 2, 16, 16);
+  ASSERT_TRUE(guided.is_ok()) << guided.status().message();
+  std::mt19937 rng(29);
+  const auto [in, unused] = guided_inputs(rng, m->unet.cross_attention_dim, 0.f, 0.f);
+  const std::vector<std::pair<float, float>> ts{{999.f, 20.f}, {500.f, 500.f}, {1.f, 261.f}};
+  for (const bool fused : {true, false}) {
+    const Graph g = fused ? optimize_graph(**guided) : **guided;
+    auto p = input_prelude(g, "timestep", (int64_t)ts.size());
+    ASSERT_TRUE(p.is_ok()) << p.status().message();
+    int projections = 0;  // the ResNets' time-embedding projections in the graph
+    for (const Node& n : g.nodes)
+      if (n.op == Op::Linear && (n.name.find("time_emb_proj") != std::string::npos || g.nodes[n.inputs[1]].name.find("time_emb_proj") != std::string::npos))
+        ++projections;
+    EXPECT_GE(projections, fused ? 1 : 4);
+    int others = 0, linears = 0, expansions = 0;
+    for (const Node& n : p->graph.nodes) {
+      others += n.op == Op::Conv2d || n.op == Op::GroupNorm || n.op == Op::Attention || n.op == Op::LayerNorm;
+      linears += n.op == Op::Linear;
+      expansions += n.op == Op::Concat;
+    }
+    EXPECT_EQ(others, 0);                  // nothing that reads the latents or the prompt
+    EXPECT_EQ(linears, 2 + projections);   // the MLP's two and every projection: none left to the steps
+    EXPECT_EQ(expansions, 1);              // the halves' shared embedding, expanded once
+    EXPECT_GE(p->computed, 5 + projections);
+    std::printf("      %s: %d nodes ahead, %zu values (%d projections)\n", fused ? "optimized" : "unfused", p->computed, p->values.size(), projections);
+    for (int v : p->values) EXPECT_TRUE(g.nodes[v].op == Op::Linear || g.nodes[v].op == Op::Reshape) << op_info(g.nodes[v].op).name;
+    const Node& in0 = p->graph.nodes[0];
+    EXPECT_EQ(in0.shape, (Shape{6}));
+    for (int v : p->values) EXPECT_TRUE(p->part[v]);
+
+    Graph whole = g;  // the boundary values as the outputs
+    whole.outputs = p->values;
+    whole.output_names.assign(p->values.size(), "v");
+    auto ew = make_cpu_backend()->compile(std::make_shared<Graph>(whole));
+    auto ep = make_cpu_backend()->compile(std::make_shared<Graph>(p->graph));
+    ASSERT_TRUE(ew.is_ok() && ep.is_ok()) << ep.status().message();
+    std::vector<float> all;
+    for (auto [a, b] : ts) all.insert(all.end(), {a, b});
+    auto staged = (*ep)->run({{"timestep", Tensor::from_f32({6}, all)}});
+    ASSERT_TRUE(staged.is_ok()) << staged.status().message();
+    ASSERT_EQ(staged->size(), p->values.size());
+    for (size_t k = 0; k < ts.size(); ++k) {
+      auto step = in;
+      step["timestep"] = Tensor::from_f32({2}, {ts[k].first, ts[k].second});
+      auto want = (*ew)->run(step);
+      ASSERT_TRUE(want.is_ok()) << want.status().message();
+      for (size_t o = 0; o < p->values.size(); ++o) {
+        const Tensor& w = (*want)[o];
+        const Tensor& s = (*staged)[o];
+        ASSERT_EQ(s.dim(0), 3 * w.dim(0));
+        const int64_t n = w.numel();
+        double worst = 0, scale = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          worst = std::max(worst, (double)std::fabs(s.f32()[k * n + i] - w.f32()[i]));
+          scale = std::max(scale, (double)std::fabs(w.f32()[i]));
+        }
+        EXPECT_LE(worst, 1e-5 * std::max(1.0, scale)) << "fused " << fused << " step " << k << " value " << o;
+      }
+    }
+  }
+
+  // Refused: a missing input, a count below one; a node that changes the batch stays out of the part.
+  ASSERT_FALSE(input_prelude(**guided, "latents", 2).is_ok());
+  ASSERT_FALSE(input_prelude(**guided, "timestep", 0).is_ok());
+  Graph cut;  // rows taken out of the batch (Slice): not row by row, so the rest's
+  GraphBuilder b(cut);
+  const int x = b.input("x", {2, 3});
+  const int s = b.unary(Op::SiLU, x);
+  Attrs first;
+  first.dims = {0, 1};
+  const int cat = b.concat({s, s}, 0);  // expanded: in the part, [x_k; x_k] per value
+  b.output(b.unary(Op::SiLU, b.add_node(Op::Slice, {cat}, first)), "y");
+  b.output(b.unary(Op::GELU, cat), "z");
+  ASSERT_TRUE(b.status().is_ok());
+  auto pc = input_prelude(cut, "x", 4);
+  ASSERT_TRUE(pc.is_ok()) << pc.status().message();
+  EXPECT_EQ(pc->computed, 3);  // the SiLU, the expansion and the GELU
+  ASSERT_EQ(pc->values, (std::vector<int>{cat, cat + 3}));
+  EXPECT_EQ(pc->graph.nodes[pc->graph.outputs[0]].shape, (Shape{16, 3}));
+  auto ec = make_cpu_backend()->compile(std::make_shared<Graph>(pc->graph));
+  ASSERT_TRUE(ec.is_ok()) << ec.status().message();
+  std::vector<float> xs(24);
+  for (size_t i = 0; i < xs.size(); ++i) xs[i] = 0.25f * (float)i - 3.f;
+  auto ys = (*ec)->run({{"x", Tensor::from_f32({8, 3}, xs)}});
+  ASSERT_TRUE(ys.is_ok()) << ys.status().message();
+  for (int k = 0; k < 4; ++k)  // value k: rows 2k, 2k + 1 of x, twice
+    for (int r = 0; r < 4; ++r)
+      for (int c = 0; c < 3; ++c) {
+        const float v = xs[(2 * k + r % 2) * 3 + c];
+        EXPECT_FLOAT_EQ((*ys)[0].f32()[(4 * k + r) * 3 + c], v / (1.f + std::exp(-v))) << k << " " << r << " " << c;
+      }
 }
