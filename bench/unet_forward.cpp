@@ -31,20 +31,21 @@ namespace {
 // guided: the sample and timestep inputs hold one half of the batch (build_guided_unet).
 Status loop_rounds(DeviceLoop& L, int64_t batch, int64_t h, int64_t w, int steps, bool guided) {
   SDRT_ASSIGN_OR_RETURN(float* in, L.input("sample"));
-  SDRT_ASSIGN_OR_RETURN(float* t_in, L.input("timestep"));
   SDRT_ASSIGN_OR_RETURN(float* out, L.output(0));
   const int64_t halves = batch % 2 == 0 ? 2 : 1, n = batch / halves * 4 * h * w;
   SDRT_ASSIGN_OR_RETURN(float* X, L.alloc(n));
   SDRT_ASSIGN_OR_RETURN(float* E, L.alloc(n));
-  SDRT_ASSIGN_OR_RETURN(float* T, L.alloc((int64_t)steps * batch));
+  SDRT_ASSIGN_OR_RETURN(float* T, L.alloc((int64_t)steps * (guided ? batch / 2 : batch)));
   std::vector<float*> slot(4);
   for (auto& p : slot) {
     SDRT_ASSIGN_OR_RETURN(p, L.alloc(n));
   }
-  std::vector<float> tv((size_t)steps * batch), x0((size_t)n, 0.5f);
+  const int64_t rows = guided ? batch / 2 : batch;  // the timestep input's
+  std::vector<float> tv((size_t)(steps * rows)), x0((size_t)n, 0.5f);
   for (int j = 0; j < steps; ++j)
-    for (int64_t i = 0; i < batch; ++i) tv[(size_t)j * batch + i] = 999.f - 999.f * j / steps;
+    for (int64_t i = 0; i < rows; ++i) tv[(size_t)(j * rows + i)] = 999.f - 999.f * j / steps;
   SDRT_RETURN_IF_ERROR(L.upload(T, tv.data(), (int64_t)tv.size()));
+  SDRT_RETURN_IF_ERROR(L.stage_input("timestep", T, steps));  // as the pipeline does (its work ahead under SDRT_STAGE=1)
   SDRT_RETURN_IF_ERROR(L.upload(X, x0.data(), n));
   for (auto* p : slot) SDRT_RETURN_IF_ERROR(L.upload(p, x0.data(), n));
   SDRT_RETURN_IF_ERROR(L.download(x0.data(), X, 1));  // uploads done before timing
@@ -53,7 +54,7 @@ Status loop_rounds(DeviceLoop& L, int64_t batch, int64_t h, int64_t w, int steps
     for (int j = 0; j < steps; ++j) {
       if (work) {
         for (int64_t h = 0; h < (guided ? 1 : halves); ++h) SDRT_RETURN_IF_ERROR(L.combine(in + h * n, n, {{X, 0.9f}}));
-        SDRT_RETURN_IF_ERROR(L.copy(t_in, T + (int64_t)j * batch, guided ? batch / 2 : batch));
+        SDRT_RETURN_IF_ERROR(L.select_staged(j));
       }
       SDRT_RETURN_IF_ERROR(L.run());
       if (work) {
@@ -112,7 +113,7 @@ int main(int argc, char** argv) {
   int repeats = 1, warmup = 0;
   std::string backend = "cpu", precision = "fp32";
   bool profile_range = false, device_loop = false, vae = false;
-  int steps = 0;
+  int steps = 0, staged = 0;
   app.add_option("--backend", backend, "cpu or cuda");
   app.add_option("--precision", precision, "fp32 or fp16 (cuda)");
   app.add_option("--model", model);
@@ -143,8 +144,14 @@ int main(int argc, char** argv) {
                  "sampling loop's work (the guided input halves scaled, the timestep copied, the forward, the guidance combination and "
                  "PNDM's two combinations): how far a denoising step is from a forward")
       ->check(CLI::Range(0, 1000));
+  app.add_option("--staged", staged,
+                 "with --device-loop: stage this many timesteps (999 down to 0, DeviceLoop::stage_input, as the pipeline stages a "
+                 "schedule) and select the next one before each forward, in the timed time; under SDRT_STAGE=1 the work computed from "
+                 "the timestep alone is then done for all of them ahead")
+      ->check(CLI::Range(0, 1000));
   CLI11_PARSE(app, argc, argv);
   if (steps > 0 && (!device_loop || vae)) return std::fprintf(stderr, "error: --steps needs --device-loop and the UNet\n"), 1;
+  if (staged > 0 && (!device_loop || vae)) return std::fprintf(stderr, "error: --staged needs --device-loop and the UNet\n"), 1;
   if (guided && (vae || batch % 2)) return std::fprintf(stderr, "error: --guided needs the UNet and an even --batch\n"), 1;
   const int64_t rows = guided ? batch / 2 : batch;  // the sample and timestep inputs' batch
 
@@ -210,6 +217,16 @@ int main(int argc, char** argv) {
     }
     if (!vae)
       if (Status st = L->hold_input("encoder_hidden_states"); !st) return std::fprintf(stderr, "error: %s\n", st.message().c_str()), 1;
+    if (staged > 0) {
+      std::vector<float> tv((size_t)(staged * rows));
+      for (int j = 0; j < staged; ++j)
+        for (int64_t i = 0; i < rows; ++i) tv[(size_t)(j * rows + i)] = 999.f - 999.f * j / staged;
+      auto T = L->alloc((int64_t)tv.size());
+      Status st = T.status();
+      if (st) st = L->upload(*T, tv.data(), (int64_t)tv.size());
+      if (st) st = L->stage_input("timestep", *T, staged);
+      if (!st) return std::fprintf(stderr, "error: %s\n", st.message().c_str()), 1;
+    }
   }
   for (int i = 0; i < warmup + repeats; ++i) {
 #if SDRT_HAVE_CUDA
@@ -217,7 +234,8 @@ int main(int argc, char** argv) {
 #endif
     auto s = clk::now();
     if (L) {
-      Status st = L->run();
+      Status st = staged > 0 ? L->select_staged(i % staged) : Status::ok();
+      if (st) st = L->run();
       if (st) st = L->mark(i);
       if (st) st = L->wait(i);
       if (!st) return std::fprintf(stderr, "error: %s\n", st.message().c_str()), 1;
@@ -237,8 +255,10 @@ int main(int argc, char** argv) {
               vae ? "VAE decoder" : guided ? "UNet (guided: halves share their prefix)" : "UNet", (long long)height / 8, (long long)width / 8, (long long)batch, omp_get_max_threads(), (*g)->weight_params() / 1e6,
               (*g)->flops() / 1e9);
   std::printf("engine tactics: %s\n", tactics_summary((*be)->tactics(nullptr)).c_str());
-  std::printf("load+build %.2f s; forward median %.2f ms (min %.2f, max %.2f, %zu runs%s) = %.1f GFLOP/s\n", load_s, med * 1e3,
-              times.front() * 1e3, times.back() * 1e3, times.size(), L ? ", device loop" : "", (*g)->flops() / med / 1e9);
+  std::printf("load+build %.2f s; forward median %.2f ms (min %.2f, max %.2f, %zu runs%s%s) = %.1f GFLOP/s\n", load_s, med * 1e3,
+              times.front() * 1e3, times.back() * 1e3, times.size(), L ? ", device loop" : "",
+              staged > 0 ? (cuda_staged_preludes() > 0 ? ", timestep staged: its work ahead" : ", timestep staged: copied") : "",
+              (*g)->flops() / med / 1e9);
   if (steps > 0) {
     if (Status st = loop_rounds(*L, batch, height / 8, width / 8, steps, guided); !st) return std::fprintf(stderr, "error: %s\n", st.message().c_str()), 1;
   }

@@ -31,6 +31,15 @@ class DeviceLoop {
   // buffer, or Executable::run): work that depends only on held inputs and weights runs once after each
   // write instead of in every run() (the sampling loop's prompt embeddings: their key/value projections).
   virtual Status hold_input(const std::string& name) = 0;
+  // The named float32 input takes `count` values in turn (values: count x the input's size, device memory,
+  // copied here): the work computed from it alone (input_prelude, graph/prelude.h: in the UNet the time
+  // embedding and the ResNets' projections of it) runs now for all of them as one batch - the projections'
+  // 52 MB of weights read once instead of in every step - and select_staged(k) gives the following run()s
+  // value k: one copy of the values the rest of the graph reads. Where it cannot (nothing computed from the
+  // input alone; guard checks or per-node profiling; SDRT_STAGE=0) select_staged copies value k into the
+  // input. Writing the input's buffer by other means (or Executable::run) ends the staging.
+  virtual Status stage_input(const std::string& name, const float* values, int64_t count) = 0;
+  virtual Status select_staged(int64_t k) = 0;
   virtual Status run() = 0;              // the graph on the buffers
   virtual Status mark(int64_t step) = 0;  // a point in the stream, waited for by wait(step)
   virtual Status wait(int64_t step) = 0;  // steps marked at most 3 marks ago
@@ -125,6 +134,10 @@ int64_t cuda_attention_cross80_launches();  // the d-40 cross-attention kernel f
 // Kernels launched with programmatic dependent launch (SDRT_PDL=1, compute capability 9.0+) in this
 // process, for tests. 0 without CUDA.
 int64_t cuda_dependent_launches();
+// Preludes run by DeviceLoop::stage_input (the staged input's work for many values at once) in this process,
+// and the nodes they computed ahead, for tests. 0 without CUDA.
+int64_t cuda_staged_preludes();
+int64_t cuda_staged_nodes();
 // Convolutions run as one cuDNN operation graph (the graph form, SDRT_CONV_GRAPH) in this process, for tests.
 int64_t cuda_conv_graph_runs();
 

@@ -320,11 +320,12 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
   std::vector<float> tv;
   for (int64_t j = 0; j < steps; ++j) tv.insert(tv.end(), Bu, ts[start + j]);
   SDRT_ASSIGN_OR_RETURN(float* in, L.input("sample"));
-  SDRT_ASSIGN_OR_RETURN(float* t_in, L.input("timestep"));
   SDRT_ASSIGN_OR_RETURN(float* ctx_in, L.input("encoder_hidden_states"));
   SDRT_RETURN_IF_ERROR(L.hold_input("encoder_hidden_states"));  // the same for every step
   SDRT_ASSIGN_OR_RETURN(float* out, L.output(0));
   SDRT_RETURN_IF_ERROR(L.upload(T, tv.data(), steps * Bu));
+  // every step's timestep at once: the time embedding and its projections for all of them, before the loop
+  SDRT_RETURN_IF_ERROR(L.stage_input("timestep", T, steps));
   SDRT_RETURN_IF_ERROR(L.upload(X, x.f32(), n));
   SDRT_RETURN_IF_ERROR(L.upload(ctx_in, ctx.f32(), ctx.numel()));
   float* P = nullptr;  // the first image's latents at preview steps
@@ -342,7 +343,7 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
     const float s = sched.input_scale(i);
     SDRT_RETURN_IF_ERROR(L.combine(in, n, {{X, s}}));
     if (Bu > B) SDRT_RETURN_IF_ERROR(L.combine(in + n, n, {{X, s}}));
-    SDRT_RETURN_IF_ERROR(L.copy(t_in, T + j * Bu, Bu));
+    SDRT_RETURN_IF_ERROR(L.select_staged(j));
     SDRT_RETURN_IF_ERROR(L.run());
     const float* eps = out;
     if (cfg) {  // uncond + g (cond - uncond)

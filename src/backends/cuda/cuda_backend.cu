@@ -30,6 +30,7 @@
 #include "backends/cuda/nhwc_kernels.cuh"
 #include "graph/backend.h"
 #include "graph/passes.h"
+#include "graph/prelude.h"
 
 namespace sdrt {
 namespace {
@@ -121,6 +122,7 @@ bool agrees_with(const std::vector<T>& got, const std::vector<T>& want) {
 }
 
 std::atomic<int64_t> g_conv_graph_runs{0};  // convolutions executed in the graph form (cuda_conv_graph_runs)
+std::atomic<int64_t> g_staged_preludes{0}, g_staged_nodes{0};  // DeviceLoop::stage_input's preludes and their nodes
 
 // An fp16 attention's key for the timed choice of Hopper kernel ("attn_form/<key>": batch, heads, query and
 // key rows, head size, row strides); empty where at most one kernel applies to it on this device.
@@ -193,6 +195,9 @@ class CudaExecutable : public Executable {
     cudaSetDevice(opt_.device);  // its stream, handles and pools belong to that GPU
     if (stream_) cudaStreamSynchronize(stream_);
     loop_.reset();
+    preludes_.clear();
+    for (void* p : {stage_in_, stage_row_, stage_table_})
+      if (p) cudaFree(p);
     for (void* w : {conv_ws_[0], conv_ws_[1], lane_ws_[1]})
       if (w) cudaFreeAsync(w, stream_);
     for (auto e : lane_ev_)
@@ -497,6 +502,7 @@ class CudaExecutable : public Executable {
       }
     CUDA_TRY(cudaStreamSynchronize(stream_));
     held_dirty_ = true;  // every input was written
+    unstage();           // the staged input too
     SDRT_RETURN_IF_ERROR(launch());
 
     std::vector<Tensor> out;
@@ -1052,6 +1058,8 @@ class CudaExecutable : public Executable {
       return Status::ok();
     }
     Status hold_input(const std::string& name) override { return e_->hold_input(name); }
+    Status stage_input(const std::string& name, const float* values, int64_t count) override { return e_->stage_input(name, values, count); }
+    Status select_staged(int64_t k) override { return e_->select_staged(k); }
     Status download(float* dst, const float* src, int64_t n) override {
       CUDA_TRY(cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyDeviceToHost, e_->stream_));
       CUDA_TRY(cudaStreamSynchronize(e_->stream_));
@@ -1157,6 +1165,11 @@ class CudaExecutable : public Executable {
   }
   // A write into a held input's buffer: the held work runs again before the next replay.
   void note_write(const void* dst) {
+    if (staging_) {  // a write into the staged input: its work runs in the graph again
+      const char* base = static_cast<const char*>(in_dev_.at(staged_));
+      const auto* d = static_cast<const char*>(dst);
+      if (d >= base && d < base + (size_t)numel(g_->nodes[staged_].shape) * 4) unstage();
+    }
     for (int id : held_) {
       auto it = in_dev_.find(id);
       if (it == in_dev_.end()) continue;
@@ -1185,6 +1198,126 @@ class CudaExecutable : public Executable {
     Status st = execute_nodes(vals, owned);
     part_ = Part::All;
     use_lanes_ = lanes;
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (owned[i] && vals[i]) release(vals[i]);
+    return st;
+  }
+
+  // Staged input (DeviceLoop::stage_input). The values are copied to stage_in_. Where its work is done ahead
+  // (staging_): the part (input_prelude) is left out of the captured graph, whose nodes read the boundary
+  // values from stage_row_ (staged_vals_: each at its offset); the prelude executable of `count` (its graph
+  // at count x the rows, compiled once per count on this backend's weights and tactics) writes row k of
+  // stage_table_ for value k, and select_staged copies row k to stage_row_. SDRT_STAGE=1 turns it on (not
+  // yet measured on a GPU; off: select_staged copies value k into the input), with the build passes on.
+  static bool stage_enabled() {
+    const char* e = std::getenv("SDRT_STAGE");
+    return e && std::string(e) == "1";
+  }
+  Status stage_input(const std::string& name, const float* values, int64_t count) {
+    const auto& nodes = g_->nodes;
+    int id = -1;
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i].op == Op::Input && nodes[i].name == name) id = (int)i;
+    if (id < 0) return not_found("the graph has no input '" + name + "'");
+    if (nodes[id].dtype != DType::F32) return invalid_argument("input '" + name + "' is not float32");
+    const size_t per = (size_t)numel(nodes[id].shape) * 4;
+    if (count < 1 || (size_t)count > (size_t(1) << 30) / std::max<size_t>(per, 1))
+      return invalid_argument("stage_input: " + std::to_string(count) + " values of '" + name + "'");
+    SDRT_RETURN_IF_ERROR(ensure_buffers());
+    if (staged_ != id) unstage();
+    staged_ = id;
+    stage_count_ = 0;
+    SDRT_RETURN_IF_ERROR(grow(&stage_in_, &stage_in_bytes_, (size_t)count * per));
+    CUDA_TRY(cudaMemcpyAsync(stage_in_, values, (size_t)count * per, cudaMemcpyDeviceToDevice, stream_));
+    stage_count_ = count;
+    // (--opt baseline builds without the passes: its work stays in every run)
+    if (!stage_enabled() || !opt_.fuse || opt_.guard_check || profile_ || own_.stream || held_.count(id)) return unstage(), Status::ok();
+    SDRT_ASSIGN_OR_RETURN(InputPrelude p, input_prelude(*g_, name, count));
+    if (p.computed == 0) return unstage(), Status::ok();
+    auto& pre = preludes_[count];
+    if (!pre) {
+      auto e = std::make_unique<CudaExecutable>(std::make_shared<Graph>(std::move(p.graph)), opt_, cache_, tuning_, gemm_tuning_, shared_);
+      SDRT_RETURN_IF_ERROR(e->init().with_context("stage_input: the prelude of " + std::to_string(count) + " values"));
+      pre = std::move(e);
+    }
+    // The boundary: each value at a 256-byte aligned offset of a row, as this graph holds it (the
+    // prelude's outputs, value-major, hold the same bytes per value).
+    std::vector<size_t> offsets;
+    size_t pitch = 0;
+    for (size_t k = 0; k < p.values.size(); ++k) {
+      const int b = p.values[k], o = pre->g_->outputs[k];
+      if (pre->esz(o) != esz(b) || pre->nhwc_[o] != nhwc_[b]) return unstage(), Status::ok();  // not the same bytes: not ahead
+      offsets.push_back(pitch);
+      pitch += ((size_t)numel(nodes[b].shape) * esz(b) + 255) / 256 * 256;
+    }
+    if (!staging_ || p.part != staged_node_ || pitch != stage_pitch_) {  // (again) without the part in the graph
+      unstage();
+      void* row = nullptr;
+      CUDA_TRY(cudaMalloc(&row, pitch));
+      if (stage_row_) cudaFree(stage_row_);
+      stage_row_ = row;
+      stage_pitch_ = pitch;
+      staged_node_ = p.part;
+      staged_vals_.assign(nodes.size(), nullptr);
+      for (size_t k = 0; k < p.values.size(); ++k) staged_vals_[p.values[k]] = static_cast<char*>(stage_row_) + offsets[k];
+      staging_ = true;
+      if (graph_exec_) cudaGraphExecDestroy(graph_exec_), graph_exec_ = nullptr;  // captured with every node: again without them
+    }
+    SDRT_RETURN_IF_ERROR(grow(&stage_table_, &stage_table_bytes_, (size_t)count * pitch));
+    SDRT_RETURN_IF_ERROR(pre->run_prelude(static_cast<const float*>(stage_in_), stage_table_, pitch, offsets, count));
+    g_staged_preludes++;
+    g_staged_nodes += p.computed;
+    return Status::ok();
+  }
+  Status select_staged(int64_t k) {
+    if (staged_ < 0 || stage_count_ < 1) return invalid_argument("select_staged: no input is staged");
+    if (k < 0 || k >= stage_count_)
+      return invalid_argument("select_staged: value " + std::to_string(k) + " of " + std::to_string(stage_count_));
+    if (staging_) {
+      CUDA_TRY(cudaMemcpyAsync(stage_row_, static_cast<const char*>(stage_table_) + (size_t)k * stage_pitch_, stage_pitch_, cudaMemcpyDeviceToDevice, stream_));
+      return Status::ok();
+    }
+    void* dst = in_dev_.at(staged_);
+    note_write(dst);  // (a held input's work runs again)
+    const size_t per = (size_t)numel(g_->nodes[staged_].shape) * 4;
+    CUDA_TRY(cudaMemcpyAsync(dst, static_cast<const char*>(stage_in_) + (size_t)k * per, per, cudaMemcpyDeviceToDevice, stream_));
+    return Status::ok();
+  }
+  // The part runs in the graph again (captured anew on the next run); select_staged copies values into the input.
+  void unstage() {
+    if (!staging_) return;
+    staging_ = false;
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_), graph_exec_ = nullptr;
+  }
+  // *p holds at least `bytes` (device memory, contents not kept).
+  Status grow(void** p, size_t* have, size_t bytes) {
+    if (bytes <= *have) return Status::ok();
+    CUDA_TRY(cudaStreamSynchronize(stream_));  // (work queued may still read the old buffer)
+    if (*p) cudaFree(*p), *p = nullptr, *have = 0;
+    CUDA_TRY(cudaMalloc(p, bytes));
+    *have = bytes;
+    return Status::ok();
+  }
+  // A prelude's run (on the staging executable's stream, which is this one's: the backend's): its input from
+  // `in`, its nodes eagerly on one stream, and output k's rows of value j copied to table + j pitch + offsets[k].
+  Status run_prelude(const float* in, void* table, size_t pitch, const std::vector<size_t>& offsets, int64_t count) {
+    const auto& nodes = g_->nodes;
+    SDRT_RETURN_IF_ERROR(ensure_buffers());
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i].op == Op::Input) CUDA_TRY(cudaMemcpyAsync(in_dev_.at((int)i), in, (size_t)numel(nodes[i].shape) * 4, cudaMemcpyDeviceToDevice, stream_));
+    std::vector<void*> vals(nodes.size(), nullptr);
+    std::vector<bool> owned(nodes.size(), false);
+    SDRT_RETURN_IF_ERROR(use_lane(0));
+    const bool lanes = use_lanes_;
+    use_lanes_ = false;
+    Status st = execute_nodes(vals, owned);
+    use_lanes_ = lanes;
+    for (size_t k = 0; st.is_ok() && k < g_->outputs.size(); ++k) {
+      const int o = g_->outputs[k];
+      const size_t row = (size_t)numel(nodes[o].shape) * esz(o) / (size_t)count;
+      st = cuda::cuda_status(cudaMemcpy2DAsync(static_cast<char*>(table) + offsets[k], pitch, vals[o], row, row, (size_t)count, cudaMemcpyDeviceToDevice, stream_),
+                             "prelude copy");
+    }
     for (size_t i = 0; i < nodes.size(); ++i)
       if (owned[i] && vals[i]) release(vals[i]);
     return st;
@@ -1333,15 +1466,20 @@ class CudaExecutable : public Executable {
         vals[i] = weights_.at(n.name);
         continue;
       }
+      if (staging_ && part_ == Part::All && staged_node_[i]) {  // computed ahead by stage_input: its row's value (not owned)
+        vals[i] = staged_vals_[i];
+        continue;
+      }
       if (holding_ && part_ == Part::All && held_node_[i]) {  // computed by run_held: read from its buffer (not owned)
         vals[i] = held_vals_[i];
         continue;
       }
       if (part_ == Part::Held && !held_node_[i]) continue;
-      if (use_lanes_) {  // held values (computed before the graph) need no wait
+      if (use_lanes_) {  // held and staged values (computed before the graph) need no wait
         SDRT_RETURN_IF_ERROR(use_lane(lane_[i]));
         for (int in : n.inputs)
-          if (nodes[in].op != Op::Weight && lane_[in] != lane_[i] && !(holding_ && held_node_[in])) SDRT_RETURN_IF_ERROR(wait_for(lane_[i], in));
+          if (nodes[in].op != Op::Weight && lane_[in] != lane_[i] && !(holding_ && held_node_[in]) && !(staging_ && staged_node_[in]))
+            SDRT_RETURN_IF_ERROR(wait_for(lane_[i], in));
       }
       const size_t bytes = (size_t)numel(n.shape) * esz(i);
       // Shape-only ops on NHWC data take over their input's buffer when it dies here.
@@ -1864,6 +2002,20 @@ class CudaExecutable : public Executable {
   std::vector<char> held_node_;
   std::vector<void*> held_vals_;
   bool holding_ = false, held_dirty_ = false;
+  // stage_input: the staged input (-1: none) and its values; where its part is done ahead (staging_), the
+  // part, the boundary values' places in stage_row_, the table of rows and the preludes by count
+  int staged_ = -1;
+  int64_t stage_count_ = 0;
+  void* stage_in_ = nullptr;
+  size_t stage_in_bytes_ = 0;
+  bool staging_ = false;
+  std::vector<char> staged_node_;
+  std::vector<void*> staged_vals_;
+  void* stage_row_ = nullptr;
+  size_t stage_pitch_ = 0;
+  void* stage_table_ = nullptr;
+  size_t stage_table_bytes_ = 0;
+  std::map<int64_t, std::unique_ptr<CudaExecutable>> preludes_;
   enum class Part { All, Held } part_ = Part::All;  // what execute_nodes runs: the graph (less held nodes), or those
   std::unique_ptr<Loop> loop_;
   int* bad_ids_ = nullptr;
@@ -2168,6 +2320,8 @@ class CudaBackend : public Backend {
 }  // namespace
 
 int64_t cuda_conv_graph_runs() { return g_conv_graph_runs.load(); }
+int64_t cuda_staged_preludes() { return g_staged_preludes.load(); }
+int64_t cuda_staged_nodes() { return g_staged_nodes.load(); }
 
 std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt, std::string* why) {
   auto gpus = list_gpus(why);
