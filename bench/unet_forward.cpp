@@ -19,6 +19,7 @@
 
 #include "graph/backend.h"
 #include "graph/passes.h"
+#include "graph/prelude.h"
 #include "models/model.h"
 
 using namespace sdrt;
@@ -167,6 +168,16 @@ int main(int argc, char** argv) {
     std::printf("%s, batch %lld, %lldx%lld latents: %.1f GFLOP per forward, peak live activations %.1f MiB (estimate)\n",
                 vae ? "VAE decoder" : guided ? "UNet (guided: halves share their prefix)" : "UNet", (long long)batch, (long long)height / 8,
                 (long long)width / 8, (*g)->flops() / 1e9, live_peak_bytes(opt) / 1048576.0);
+    if (!vae) {  // what DeviceLoop::stage_input does ahead for a 50-step schedule
+      auto p = input_prelude(opt, "timestep", 50);
+      if (!p) return std::fprintf(stderr, "error: %s\n", p.status().message().c_str()), 1;
+      double wbytes = 0, row = 0;
+      for (const auto& [name, t] : p->graph.weights) wbytes += 2.0 * (double)t.numel();
+      std::string shapes;
+      for (int v : p->values) row += 2.0 * (double)numel(opt.nodes[v].shape), shapes += " " + shape_str(opt.nodes[v].shape);
+      std::printf("timestep staged: %d nodes ahead (%.1f MB of fp16 weights read once per schedule, not per step); the rest reads%s "
+                  "(%.1f KB a step)\n", p->computed, wbytes / 1e6, shapes.c_str(), row / 1e3);
+    }
     return 0;
   }
   auto be = make_backend(backend, precision);
