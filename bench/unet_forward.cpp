@@ -28,14 +28,15 @@ using clk = std::chrono::steady_clock;
 namespace {
 
 // --steps: `steps` forwards back to back, then `steps` steps of the sampling loop's device work around them
-// (as Pipeline::sample_on_device enqueues it for PNDM with guidance), alternating, two rounds; ms per step.
+// (as Pipeline::sample_on_device enqueues it for PNDM with guidance: the staged timestep selected, the forward,
+// the guided prediction into the history slot, the latents' update writing the next input), alternating, two
+// rounds; ms per step.
 // guided: the sample and timestep inputs hold one half of the batch (build_guided_unet).
 Status loop_rounds(DeviceLoop& L, int64_t batch, int64_t h, int64_t w, int steps, bool guided) {
   SDRT_ASSIGN_OR_RETURN(float* in, L.input("sample"));
   SDRT_ASSIGN_OR_RETURN(float* out, L.output(0));
   const int64_t halves = batch % 2 == 0 ? 2 : 1, n = batch / halves * 4 * h * w;
   SDRT_ASSIGN_OR_RETURN(float* X, L.alloc(n));
-  SDRT_ASSIGN_OR_RETURN(float* E, L.alloc(n));
   SDRT_ASSIGN_OR_RETURN(float* T, L.alloc((int64_t)steps * (guided ? batch / 2 : batch)));
   std::vector<float*> slot(4);
   for (auto& p : slot) {
@@ -53,19 +54,14 @@ Status loop_rounds(DeviceLoop& L, int64_t batch, int64_t h, int64_t w, int steps
   auto timed = [&](bool work) -> Result<double> {
     const auto s = clk::now();
     for (int j = 0; j < steps; ++j) {
-      if (work) {
-        for (int64_t h = 0; h < (guided ? 1 : halves); ++h) SDRT_RETURN_IF_ERROR(L.combine(in + h * n, n, {{X, 0.9f}}));
-        SDRT_RETURN_IF_ERROR(L.select_staged(j));
-      }
+      if (work) SDRT_RETURN_IF_ERROR(L.select_staged(j));
       SDRT_RETURN_IF_ERROR(L.run());
-      if (work) {
-        const float* eps = out;
-        if (halves == 2) {
-          SDRT_RETURN_IF_ERROR(L.combine(E, n, {{out, -6.5f}, {out + n, 7.5f}}));
-          eps = E;
-        }
-        SDRT_RETURN_IF_ERROR(L.combine(slot[j % 4], n, {{eps, 1.f}}));
-        SDRT_RETURN_IF_ERROR(L.combine(X, n, {{X, 0.99f}, {slot[0], 0.01f}, {slot[1], -0.02f}, {slot[2], 0.015f}, {slot[3], -0.004f}}));
+      if (work) {  // the guidance folded into the slot's copy, the next input written with the latents
+        if (halves == 2) SDRT_RETURN_IF_ERROR(L.combine(slot[j % 4], n, {{out, -6.5f}, {out + n, 7.5f}}));
+        else SDRT_RETURN_IF_ERROR(L.combine(slot[j % 4], n, {{out, 1.f}}));
+        std::vector<std::pair<float*, float>> next{{in, 0.9f}};
+        if (!guided && halves == 2) next.push_back({in + n, 0.9f});
+        SDRT_RETURN_IF_ERROR(L.combine(X, n, {{X, 0.99f}, {slot[0], 0.01f}, {slot[1], -0.02f}, {slot[2], 0.015f}, {slot[3], -0.004f}}, next));
       }
     }
     SDRT_RETURN_IF_ERROR(L.mark(0));

@@ -896,7 +896,8 @@ TEST(BackendOps, CudaRejectsBadTokenIds) {
 }
 
 // The device loop's vectors are freed by release_scratch() (the pipeline frees them after each batch's
-// sampling: a server must not keep one set per request), and alloc() works again after it.
+// sampling: a server must not keep one set per request), and alloc() works again after it; combine() with
+// further scaled outputs.
 TEST(BackendOps, CudaDeviceLoopReleasesItsScratch) {
   REQUIRE_CUDA(cuda, false);
   auto g = std::make_shared<Graph>();
@@ -918,6 +919,15 @@ TEST(BackendOps, CudaDeviceLoopReleasesItsScratch) {
     ASSERT_TRUE(L->combine(*a, 3, {{*c, 2.f}}).is_ok());
     ASSERT_TRUE(L->download(back.data(), *a, 3).is_ok());
     EXPECT_EQ(back, (std::vector<float>{2, 4, 6}));
+    // the sum also written scaled to further vectors (the latents' update writing the next UNet input)
+    ASSERT_TRUE(L->combine(*a, 3, {{*a, 1.f}, {*c, 1.f}}, {{*a + 500, 0.5f}, {*a + 600, -1.f}}).is_ok());
+    std::vector<float> half(3), neg(3);
+    ASSERT_TRUE(L->download(back.data(), *a, 3).is_ok() && L->download(half.data(), *a + 500, 3).is_ok() && L->download(neg.data(), *a + 600, 3).is_ok());
+    EXPECT_EQ(back, (std::vector<float>{3, 6, 9}));
+    EXPECT_EQ(half, (std::vector<float>{1.5f, 3, 4.5f}));
+    EXPECT_EQ(neg, (std::vector<float>{-3, -6, -9}));
+    EXPECT_FALSE(L->combine(*a, 3, {{*c, 1.f}}, {{*c, 2.f}}).is_ok());  // a further output that is a source
+    EXPECT_FALSE(L->combine(*a, 3, {{*c, 1.f}}, {{*a + 100, 1.f}, {*a + 200, 1.f}, {*a + 300, 1.f}}).is_ok());  // three
     ASSERT_TRUE(L->release_scratch().is_ok());
   }
   EXPECT_EQ(L->scratch_bytes(), 0);

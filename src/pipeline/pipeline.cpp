@@ -338,29 +338,58 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
 
   auto t0 = clk::now();
   const float g = (float)r.cfg_scale;
+  // The UNet's input for evaluation j: the latents scaled (both halves where they do not share it) - as
+  // further outputs of the kernel that updates the latents, or on its own.
+  auto inputs_of = [&](int64_t j) {
+    const float s = sched.input_scale(start + (size_t)j);
+    std::vector<std::pair<float*, float>> v{{in, s}};
+    if (Bu > B) v.push_back({in + n, s});
+    return v;
+  };
+  auto write_input = [&](int64_t j) {
+    std::vector<std::pair<float*, float>> half;
+    if (Bu > B) half.push_back({in + n, 1.f});
+    return L.combine(in, n, {{X, sched.input_scale(start + (size_t)j)}}, half);
+  };
+  SDRT_RETURN_IF_ERROR(write_input(0));
   for (int64_t j = 0; j < steps; ++j) {
     const size_t i = start + (size_t)j;
-    const float s = sched.input_scale(i);
-    SDRT_RETURN_IF_ERROR(L.combine(in, n, {{X, s}}));
-    if (Bu > B) SDRT_RETURN_IF_ERROR(L.combine(in + n, n, {{X, s}}));
     SDRT_RETURN_IF_ERROR(L.select_staged(j));
     SDRT_RETURN_IF_ERROR(L.run());
-    const float* eps = out;
-    if (cfg) {  // uncond + g (cond - uncond)
-      SDRT_RETURN_IF_ERROR(L.combine(E, n, {{out, 1.f - g}, {out + n, g}}));
-      eps = E;
-    }
     auto vec = [&](int id) -> float* {
       if (id == kX) return X;
-      if (id == kEps) return const_cast<float*>(eps);
+      if (id == kEps) return E;
       if (id == kNoise) return N + j * n;
       return slots[id - kSlot0];
     };
-    for (const LinOp& op : sched.program(i)) {
-      std::vector<std::pair<const float*, float>> terms;
-      for (const auto& t : op.terms) terms.push_back({vec(t.src), t.coef});
-      SDRT_RETURN_IF_ERROR(L.combine(vec(op.dst), n, terms));
+    // The step's ops with the guided prediction folded in where it is read (uncond + g (cond - uncond), or
+    // the output itself without guidance): no vector of its own, one kernel fewer. Where an op would then
+    // take too many terms, E holds it first.
+    std::vector<LinOp> ops = sched.program(i);
+    bool fold = true;
+    for (const LinOp& op : ops) {
+      size_t t = op.terms.size();
+      for (const auto& term : op.terms) t += cfg && term.src == kEps;
+      fold = fold && op.dst != kEps && t <= 8;
     }
+    if (!fold) SDRT_RETURN_IF_ERROR(cfg ? L.combine(E, n, {{out, 1.f - g}, {out + n, g}}) : L.copy(E, out, n));
+    bool next_in = j + 1 == steps;  // the next evaluation's input written
+    for (size_t k = 0; k < ops.size(); ++k) {
+      const LinOp& op = ops[k];
+      std::vector<std::pair<const float*, float>> terms;
+      for (const auto& t : op.terms) {
+        if (t.src != kEps || !fold) terms.push_back({vec(t.src), t.coef});
+        else if (cfg) terms.push_back({out, (1.f - g) * t.coef}), terms.push_back({out + n, g * t.coef});
+        else terms.push_back({out, t.coef});
+      }
+      if (k + 1 == ops.size() && op.dst == kX && !next_in) {  // the latents' update writes the next input too
+        SDRT_RETURN_IF_ERROR(L.combine(X, n, terms, inputs_of(j + 1)));
+        next_in = true;
+      } else {
+        SDRT_RETURN_IF_ERROR(L.combine(vec(op.dst), n, terms));
+      }
+    }
+    if (!next_in) SDRT_RETURN_IF_ERROR(write_input(j + 1));
     if (P && preview_step(j)) SDRT_RETURN_IF_ERROR(L.copy(P, X, per));
     SDRT_RETURN_IF_ERROR(L.mark(j));
     unet_flops_ += flops_[key];

@@ -1070,13 +1070,24 @@ class CudaExecutable : public Executable {
       CUDA_TRY(cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyDeviceToDevice, e_->stream_));
       return Status::ok();
     }
-    Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms) override {
+    Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms) override { return combine(dst, n, terms, {}); }
+    Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms,
+                   const std::vector<std::pair<float*, float>>& also) override {
       if (terms.empty() || terms.size() > (size_t)cuda::kMaxCombine) return invalid_argument("combine takes 1 to 8 terms");
+      if (also.size() > (size_t)cuda::kMaxCombineOuts) return invalid_argument("combine writes at most 2 more vectors");
       const float* src[cuda::kMaxCombine];
       float coef[cuda::kMaxCombine];
       for (size_t j = 0; j < terms.size(); ++j) std::tie(src[j], coef[j]) = terms[j];
+      float* outs[cuda::kMaxCombineOuts];
+      float scale[cuda::kMaxCombineOuts];
+      for (size_t k = 0; k < also.size(); ++k) {
+        std::tie(outs[k], scale[k]) = also[k];
+        for (size_t j = 0; j < terms.size(); ++j)
+          if (src[j] == outs[k]) return invalid_argument("combine: a further output is also a source");
+        e_->note_write(outs[k]);
+      }
       e_->note_write(dst);
-      cuda::lin_combine(dst, n, src, coef, (int)terms.size(), e_->stream_);
+      cuda::lin_combine(dst, n, src, coef, (int)terms.size(), outs, scale, (int)also.size(), e_->stream_);
       CUDA_TRY(cudaGetLastError());
       return Status::ok();
     }

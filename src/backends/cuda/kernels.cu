@@ -309,6 +309,9 @@ struct Combine {
   const float* src[kMaxCombine];
   float coef[kMaxCombine];
   int terms;
+  float* also[kMaxCombineOuts];
+  float also_scale[kMaxCombineOuts];
+  int outs;
 };
 __global__ void lin_combine_k(float* dst, Combine c, int64_t n) {
   dep_entry();
@@ -316,15 +319,25 @@ __global__ void lin_combine_k(float* dst, Combine c, int64_t n) {
     float acc = 0.f;
     for (int j = 0; j < c.terms; ++j) acc += c.coef[j] * c.src[j][i];
     dst[i] = acc;
+    for (int k = 0; k < c.outs; ++k) c.also[k][i] = c.also_scale[k] * acc;
   }
 }
 void lin_combine(float* dst, int64_t n, const float* const* src, const float* coef, int terms, cudaStream_t s) {
+  lin_combine(dst, n, src, coef, terms, nullptr, nullptr, 0, s);
+}
+void lin_combine(float* dst, int64_t n, const float* const* src, const float* coef, int terms, float* const* also, const float* also_scale,
+                 int outs, cudaStream_t s) {
   Combine c{};
   for (int j = 0; j < terms; ++j) {
     c.src[j] = src[j];
     c.coef[j] = coef[j];
   }
   c.terms = terms;
+  for (int k = 0; k < outs; ++k) {
+    c.also[k] = also[k];
+    c.also_scale[k] = also_scale[k];
+  }
+  c.outs = outs;
   launch_kernel(lin_combine_k, blocks(n), kThreads, 0, s, dst, c, n);
 }
 void f32_to_f16(const float* x, __half* y, int64_t n, cudaStream_t s) { launch_kernel(f32_to_f16_k, blocks(n), kThreads, 0, s, x, y, n); }

@@ -49,6 +49,11 @@ void scale(const T* x, T* y, int64_t n, float a, cudaStream_t s);
 // arithmetic); dst may be one of the sources. terms <= kMaxCombine.
 constexpr int kMaxCombine = 8;
 void lin_combine(float* dst, int64_t n, const float* const* src, const float* coef, int terms, cudaStream_t s);
+// The same, the sum also written scaled to each of `outs` more vectors (at most kMaxCombineOuts; not sources):
+// also[k][i] = also_scale[k] * dst[i].
+constexpr int kMaxCombineOuts = 2;
+void lin_combine(float* dst, int64_t n, const float* const* src, const float* coef, int terms, float* const* also, const float* also_scale,
+                 int outs, cudaStream_t s);
 void f32_to_f16(const float* x, __half* y, int64_t n, cudaStream_t s);
 void f16_to_f32(const __half* x, float* y, int64_t n, cudaStream_t s);
 
