@@ -314,7 +314,7 @@ class CudaExecutable : public Executable {
         } else if (!pointwise_gemm(*g_, n, &M, &N, &K)) {
           continue;
         }
-        SDRT_ASSIGN_OR_RETURN(plan_[&n - nodes.data()], lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3, *gemm_tuning_));
+        SDRT_ASSIGN_OR_RETURN(plan_[&n - nodes.data()], lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3, *gemm_tuning_, !untimed_));
       }
       geglu_form_.assign(nodes.size(), -1);
       for (const Node& n : nodes)
@@ -1248,6 +1248,7 @@ class CudaExecutable : public Executable {
     auto& pre = preludes_[count];
     if (!pre) {
       auto e = std::make_unique<CudaExecutable>(std::make_shared<Graph>(std::move(p.graph)), opt_, cache_, tuning_, gemm_tuning_, shared_);
+      e->untimed_ = true;  // its GEMMs run once per schedule: cuBLASLt's first candidate, nothing timed or recorded
       SDRT_RETURN_IF_ERROR(e->init().with_context("stage_input: the prelude of " + std::to_string(count) + " values"));
       pre = std::move(e);
     }
@@ -2027,6 +2028,7 @@ class CudaExecutable : public Executable {
   void* stage_table_ = nullptr;
   size_t stage_table_bytes_ = 0;
   std::map<int64_t, std::unique_ptr<CudaExecutable>> preludes_;
+  bool untimed_ = false;  // a prelude: its Linears' GEMMs not timed (LtGemm::prepare's timed = false)
   enum class Part { All, Held } part_ = Part::All;  // what execute_nodes runs: the graph (less held nodes), or those
   std::unique_ptr<Loop> loop_;
   int* bad_ids_ = nullptr;

@@ -88,7 +88,7 @@ bool gemm_tactic_valid(const std::string& v) {
   return algo_from_hex(v, &a);
 }
 
-Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual, GemmTuning& tuning) {
+Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual, GemmTuning& tuning, bool timed) {
   const auto shape = std::make_tuple(M, N, K, bias, residual);
   auto known = by_shape_.find(shape);
   if (known != by_shape_.end()) return known->second;
@@ -143,7 +143,7 @@ Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool res
     CUBLAS_TRY(st);
     if (found < 1) return Status(Code::Unsupported, "cuBLASLt has no algorithm for this GEMM");
     p->algo = res[0].algo;
-    if (found > 1) {  // time the candidates on scratch operands inside CUDA graphs (as they run), keep the fastest
+    if (found > 1 && timed) {  // time the candidates on scratch operands inside CUDA graphs (as they run), keep the fastest
       void *x = nullptr, *w = nullptr, *y = nullptr, *b = nullptr;
       bool ok = cudaMalloc(&x, (size_t)M * K * 2) == cudaSuccess && cudaMalloc(&w, (size_t)N * K * 2) == cudaSuccess &&
                 cudaMalloc(&y, (size_t)M * N * 2) == cudaSuccess && cudaMalloc(&b, (size_t)N * 2) == cudaSuccess;
@@ -171,7 +171,7 @@ Result<int> LtGemm::prepare(int64_t M, int64_t N, int64_t K, bool bias, bool res
         if (q) cudaFree(q);
       cudaGetLastError();
     }
-    tuning.choices[k] = algo_hex(p->algo);
+    if (timed) tuning.choices[k] = algo_hex(p->algo);
   }
   if (pref) cublasLtMatmulPreferenceDestroy(pref);
   cublasLtMatmulHeuristicResult_t need{};

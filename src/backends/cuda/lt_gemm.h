@@ -45,8 +45,9 @@ class LtGemm {
   static Result<std::unique_ptr<LtGemm>> create(cudaStream_t stream, void* workspace, size_t workspace_bytes);
   // Whether a shape/pointer set can go through this path (multiples of 8, 16-byte aligned pointers).
   static bool usable(int64_t M, int64_t N, int64_t K, const void* x, const void* w, const void* b, const void* r, const void* y);
-  // Plans a shape (or finds its plan); returns the id for run().
-  Result<int> prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual, GemmTuning& tuning);
+  // Plans a shape (or finds its plan); returns the id for run(). timed = false: a shape not chosen yet takes
+  // the heuristic's first candidate, not timed and not recorded (work run once per request).
+  Result<int> prepare(int64_t M, int64_t N, int64_t K, bool bias, bool residual, GemmTuning& tuning, bool timed = true);
   static std::string key(int64_t M, int64_t N, int64_t K, bool bias, bool residual);
   Status run(int plan, const void* x, const void* w, const void* b, const void* r, void* y);
   size_t workspace(int plan) const;  // bytes of workspace the plan's algorithm needs
