@@ -390,14 +390,18 @@ for step in "$@"; do
       AB="SDRT_ATTN_CLSPLIT=1" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/clsplit-fwd.txt" ;;
     stage)  # the timestep's work ahead for a whole schedule (DeviceLoop::stage_input under SDRT_STAGE=1; nineteenth session,
             # not yet run): the staging test, the pipeline and server tests with it on, the guided forward selecting one of
-            # 50 staged timesteps before each run at batch 2 (three rounds) and 16 (two) with and without, then sdrt bench at
-            # batch 1 with and without, alternating
+            # 50 staged timesteps before each run at batch 2 (three rounds) and 16 (two) with and without, the loop's steps
+            # against back-to-back forwards (--steps 51), then sdrt bench at batch 1 with and without, alternating
       timeout 200 "$bin/sdrt_tests" --gtest_filter='Passes.TinyUnetStaged*' > "$out/stage-test.log" 2>&1
       echo "test rc $?"; grep -E 'staged|PASSED|FAILED' "$out/stage-test.log" | tail -10
       SDRT_STAGE=1 timeout 300 "$bin/sdrt_tests" --gtest_filter='Pipeline*:Server*:*CudaConformance*' > "$out/stage-pipeline.log" 2>&1
       echo "pipeline tests with SDRT_STAGE=1 rc $?"; grep -E '^\[  (PASSED|FAILED)|FAILED' "$out/stage-pipeline.log" | tail -8
       AB="SDRT_STAGE=1" AB_FLAGS="--staged 50" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/stage-fwd-b2.txt"
       AB="SDRT_STAGE=1" AB_FLAGS="--staged 50" AB_BATCHES=16 AB_ROUNDS=2 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/stage-fwd-b16.txt"
+      for v in 1 0 1 0; do  # the loop's steps (staged timesteps, folded guidance) against back-to-back forwards
+        echo "--- SDRT_STAGE=$v"; SDRT_STAGE=$v timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 2 --guided \
+          --repeats 20 --warmup 3 --device-loop --steps 51 2>&1 | grep -E 'median|back to back|error'
+      done 2>&1 | tee "$out/stage-loop.txt"
       for r in 1 2; do for v in 1 0; do
         echo "--- SDRT_STAGE=$v"
         SDRT_STAGE=$v "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 3 --warmup 1 --opt optimized --no-engine-cache -o /tmp/bench/stage 2>&1 | grep -E '^opt|^optimized|error'

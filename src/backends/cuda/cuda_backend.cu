@@ -1249,7 +1249,12 @@ class CudaExecutable : public Executable {
     if (!pre) {
       auto e = std::make_unique<CudaExecutable>(std::make_shared<Graph>(std::move(p.graph)), opt_, cache_, tuning_, gemm_tuning_, shared_);
       e->untimed_ = true;  // its GEMMs run once per schedule: cuBLASLt's first candidate, nothing timed or recorded
-      SDRT_RETURN_IF_ERROR(e->init().with_context("stage_input: the prelude of " + std::to_string(count) + " values"));
+      if (Status st = e->init(); !st) {  // the work stays in the graph (the staged values copied in)
+        std::fprintf(stderr, "sdrt: the timestep's work is not staged: its prelude of %lld values: %s\n", (long long)count, st.message().c_str());
+        preludes_.erase(count);
+        cudaGetLastError();
+        return unstage(), Status::ok();
+      }
       pre = std::move(e);
     }
     // The boundary: each value at a 256-byte aligned offset of a row, as this graph holds it (the
