@@ -32,4 +32,20 @@ inline GenerateRequest txt2img_request(const nlohmann::json& c, std::string* key
   return r;
 }
 
+// The device-loop tests' request: two images of "a red cube on a table" (negative prompt "blurry") with
+// this sampler, guidance scale, size, step count and seed.
+inline GenerateRequest loop_request(const std::string& sampler, double cfg, int width, int height, int steps, int64_t seed) {
+  GenerateRequest r;
+  r.prompt = "a red cube on a table";
+  r.negative_prompt = "blurry";
+  r.width = width;
+  r.height = height;
+  r.steps = steps;
+  r.seed = seed;
+  r.batch_size = 2;
+  r.cfg_scale = cfg;
+  r.sampler = sampler;
+  return r;
+}
+
 }  // namespace sdrt::test

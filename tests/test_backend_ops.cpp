@@ -1092,16 +1092,7 @@ TEST_P(CudaConformanceP, DeviceLoopMatchesHostLoop) {
   const double tol = GetParam() == "fp32" ? 1e-4 : 3e-2;
   for (const std::string sampler : {"ddim", "pndm", "euler", "euler_a", "dpmpp_2m_karras", "lms"})
     for (double cfg : {7.5, 1.0}) {
-      GenerateRequest r;
-      r.prompt = "a red cube on a table";
-      r.negative_prompt = "blurry";
-      r.width = 128;
-      r.height = 96;
-      r.steps = 6;
-      r.seed = 3;
-      r.batch_size = 2;
-      r.cfg_scale = cfg;
-      r.sampler = sampler;
+      const GenerateRequest r = loop_request(sampler, cfg, 128, 96, 6, 3);
       std::vector<int> seen;
       auto a = dev->generate(r, [&](int done, int total) {
         EXPECT_EQ(total, sampler == "pndm" ? 7 : 6);

@@ -2,6 +2,7 @@
 // and the img2img case of ../shared/conformance, final latents within 1e-3 relative, on the CPU backend.
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <list>
 #include <mutex>
 #include <numeric>
@@ -196,22 +197,30 @@ class LockedExecutable : public Executable {
   Recorder* rec_;
 };
 
-class ConcurrentCpuBackend : public Backend {
+// The CPU backend with each executable wrapped by `wrap` (given the graph and the CPU executable).
+class WrappedCpuBackend : public Backend {
  public:
-  explicit ConcurrentCpuBackend(Recorder* rec) : rec_(rec) {}
+  using Wrap = std::function<std::unique_ptr<Executable>(std::shared_ptr<const Graph>, std::unique_ptr<Executable>)>;
+  explicit WrappedCpuBackend(Wrap wrap) : wrap_(std::move(wrap)) {}
   std::string name() const override { return cpu_->name(); }
   bool supports(Op op) const override { return cpu_->supports(op); }
   Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> g) override {
-    bool decoder = false;
-    for (const Node& n : g->nodes) decoder |= n.op == Op::Input && n.name == "latent";
-    SDRT_ASSIGN_OR_RETURN(auto e, cpu_->compile(std::move(g)));
-    return std::unique_ptr<Executable>(new LockedExecutable(std::move(e), decoder, rec_));
+    SDRT_ASSIGN_OR_RETURN(auto e, cpu_->compile(g));
+    return wrap_(std::move(g), std::move(e));
   }
 
  private:
   std::unique_ptr<Backend> cpu_ = make_cpu_backend();
-  Recorder* rec_;
+  Wrap wrap_;
 };
+
+std::unique_ptr<Backend> concurrent_cpu_backend(Recorder* rec) {
+  return std::make_unique<WrappedCpuBackend>([rec](std::shared_ptr<const Graph> g, std::unique_ptr<Executable> e) {
+    bool decoder = false;
+    for (const Node& n : g->nodes) decoder |= n.op == Op::Input && n.name == "latent";
+    return std::unique_ptr<Executable>(new LockedExecutable(std::move(e), decoder, rec));
+  });
+}
 
 std::unique_ptr<Pipeline> tiny_pipeline_on(std::unique_ptr<Backend> be, bool overlap) {
   PipelineOptions o;
@@ -256,8 +265,8 @@ TEST(Pipeline, DecodeBesideTheNextBatchMatchesDecodingInTurn) {
     batches.push_back({std::this_thread::get_id(), im, sd, in});
     return Status::ok();
   };
-  auto a = tiny_pipeline_on(std::make_unique<ConcurrentCpuBackend>(&on), true)->generate(r, {}, on_batch);
-  auto b = tiny_pipeline_on(std::make_unique<ConcurrentCpuBackend>(&off), false)->generate(r);
+  auto a = tiny_pipeline_on(concurrent_cpu_backend(&on), true)->generate(r, {}, on_batch);
+  auto b = tiny_pipeline_on(concurrent_cpu_backend(&off), false)->generate(r);
   auto c = tiny_pipeline_on(make_cpu_backend(), true)->generate(r);
   for (auto* res : {&a, &b, &c}) {
     ASSERT_TRUE(res->is_ok()) << res->status().message();
@@ -302,7 +311,7 @@ TEST(Pipeline, DecodeBesideTheNextBatchFailsAndStopsCleanly) {
   const GenerateRequest r = three_batches("euler", 1, 1);
   Recorder rec;
   rec.fail_decode = 1;
-  auto pipe = tiny_pipeline_on(std::make_unique<ConcurrentCpuBackend>(&rec), true);
+  auto pipe = tiny_pipeline_on(concurrent_cpu_backend(&rec), true);
   auto res = pipe->generate(r);
   ASSERT_FALSE(res.is_ok());
   EXPECT_NE(res.status().message().find("decoder failed on purpose"), std::string::npos) << res.status().message();
@@ -322,7 +331,7 @@ TEST(Pipeline, DecodeBesideTheNextBatchFailsAndStopsCleanly) {
   for (bool overlap : {true, false}) {
     Recorder rec2;
     int calls2 = 0;
-    auto full = tiny_pipeline_on(std::make_unique<ConcurrentCpuBackend>(&rec2), overlap)
+    auto full = tiny_pipeline_on(concurrent_cpu_backend(&rec2), overlap)
                     ->generate(r, {}, [&](const std::vector<Image>&, const std::vector<int64_t>&, const std::vector<std::string>&) {
                       return ++calls2 == 2 ? Status(Code::Internal, "disk full on purpose") : Status::ok();
                     });
@@ -471,20 +480,6 @@ class HostLoopExecutable : public Executable {
   Loop loop_;
 };
 
-class HostLoopCpuBackend : public Backend {
- public:
-  explicit HostLoopCpuBackend(LoopLog* log) : log_(log) {}
-  std::string name() const override { return cpu_->name(); }
-  bool supports(Op op) const override { return cpu_->supports(op); }
-  Result<std::unique_ptr<Executable>> compile(std::shared_ptr<const Graph> g) override {
-    SDRT_ASSIGN_OR_RETURN(auto e, cpu_->compile(g));
-    return std::unique_ptr<Executable>(new HostLoopExecutable(std::move(g), std::move(e), log_));
-  }
-
- private:
-  std::unique_ptr<Backend> cpu_ = make_cpu_backend();
-  LoopLog* log_;
-};
 
 }  // namespace
 
@@ -495,20 +490,13 @@ class HostLoopCpuBackend : public Backend {
 TEST(Pipeline, DeviceLoopPathMatchesTheHostLoopOnCpu) {
   SDRT_REQUIRE_CONFORMANCE();
   LoopLog log;
-  auto dev = tiny_pipeline_on(std::make_unique<HostLoopCpuBackend>(&log), false);
+  auto dev = tiny_pipeline_on(std::make_unique<WrappedCpuBackend>([&log](std::shared_ptr<const Graph> g, std::unique_ptr<Executable> e) {
+    return std::unique_ptr<Executable>(new HostLoopExecutable(std::move(g), std::move(e), &log));
+  }), false);
   auto host = tiny_pipeline();
   for (const std::string sampler : {"ddim", "pndm", "euler", "euler_a", "dpmpp_2m_karras", "lms"})
     for (double cfg : {7.5, 1.0}) {
-      GenerateRequest r;
-      r.prompt = "a red cube on a table";
-      r.negative_prompt = "blurry";
-      r.width = 64;
-      r.height = 72;
-      r.steps = 5;
-      r.seed = 11;
-      r.batch_size = 2;
-      r.cfg_scale = cfg;
-      r.sampler = sampler;
+      const GenerateRequest r = loop_request(sampler, cfg, 64, 72, 5, 11);
       log = LoopLog{};
       auto a = dev->generate(r);
       ASSERT_TRUE(a.is_ok()) << sampler << ": " << a.status().message();
@@ -527,12 +515,8 @@ TEST(Pipeline, DeviceLoopPathMatchesTheHostLoopOnCpu) {
         EXPECT_LT(e, 1e-5) << sampler << " cfg " << cfg;
       }
     }
-  GenerateRequest r;  // img2img: the loop starts part-way through the schedule
-  r.prompt = "a cube";
-  r.width = r.height = 64;
-  r.steps = 6;
-  r.seed = 5;
-  r.sampler = "euler_a";
+  GenerateRequest r = loop_request("euler_a", 7.5, 64, 64, 6, 5);  // img2img: the loop starts part-way through the schedule
+  r.batch_size = 1;
   r.strength = 0.5;
   Tensor img = Tensor::empty(DType::F32, {1, 3, 64, 64});
   for (int64_t k = 0; k < img.numel(); ++k) img.f32()[k] = std::sin(0.01f * (float)k);
