@@ -78,6 +78,8 @@ std::vector<Case> cases() {
   c.push_back(conv("conv stride2 pad1 (SD downsample)", {2, 32, 16, 16}, 32, 3, 2, {1, 1, 1, 1}));
   c.push_back(conv("conv_in [2,4,64,64]->320", {2, 4, 64, 64}, 320, 3, 1, {1, 1, 1, 1}));
   c.push_back(conv("conv_out [2,320,32,32]->4", {2, 320, 32, 32}, 4, 3, 1, {1, 1, 1, 1}));
+  c.push_back(conv("conv VAE conv_out [1,128,20,24]->3", {1, 128, 20, 24}, 3, 3, 1, {1, 1, 1, 1}));
+  c.push_back(conv("conv narrow stride2 asym pad [1,32,17,17]->5", {1, 32, 17, 17}, 5, 3, 2, {0, 0, 1, 1}));
   c.push_back(conv("few outputs, stride 2, asym pad [1,16,9,9]->3", {1, 16, 9, 9}, 3, 3, 2, {0, 0, 1, 1}));
   c.push_back(conv("few inputs [2,3,10,10]->16 (VAE-like conv_in)", {2, 3, 10, 10}, 16, 3, 1, {1, 1, 1, 1}));
   auto conv_residual = [=](std::string name, Shape x, int64_t O) {  // 3x3, pad 1, + bias + residual
@@ -386,17 +388,17 @@ TEST_P(BackendOpsP, EveryCudaOpMatchesTheCpu) {
 INSTANTIATE_TEST_SUITE_P(Precisions, BackendOpsP, ::testing::Values("fp32", "fp16"), [](const auto& i) { return i.param; });
 
 // Each form a convolution can take in FP16 (cuDNN + bias kernel, im2col + cuBLASLt GEMM with the bias and
-// residual in its epilogue, cuDNN's fused convolution + bias + residual, one cuDNN operation graph),
-// forced for every convolution case in turn, against the CPU.
+// residual in its epilogue, cuDNN's fused convolution + bias + residual, one cuDNN operation graph, our
+// kernel for at most 8 output channels), forced for every convolution case in turn, against the CPU.
 TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
   REQUIRE_CUDA_P(probe, true, "fp16");
   auto cpu = make_cpu_backend();
   const std::vector<std::pair<const char*, const char*>> forms = {
-      {"SDRT_CONV_GEMM", "0"}, {"SDRT_CONV_GEMM", "1"}, {"SDRT_CONV_FUSED", "1"}, {"SDRT_CONV_GRAPH", "force"}};
+      {"SDRT_CONV_GEMM", "0"}, {"SDRT_CONV_GEMM", "1"}, {"SDRT_CONV_FUSED", "1"}, {"SDRT_CONV_GRAPH", "force"}, {"SDRT_CONV_NARROW", "1"}};
   int failures = 0, cases_run = 0;
   for (const auto& [var, value] : forms) {
     ::setenv(var, value, 1);
-    const int64_t graph_runs = cuda_conv_graph_runs();
+    const int64_t graph_runs = cuda_conv_graph_runs(), narrow_runs = cuda_narrow_conv_runs();
     for (const auto& c : cases()) {
       if (c.name.rfind("conv", 0) != 0) continue;
       const CaseRun r = run_case(c, *cpu, "fp16");
@@ -411,6 +413,10 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
       std::printf("      %lld convolutions ran as one cuDNN operation graph\n", (long long)(cuda_conv_graph_runs() - graph_runs));
       if (probe->compute_capability() == std::make_pair(9, 0)) EXPECT_GT(cuda_conv_graph_runs() - graph_runs, 0);
     }
+    // the narrow kernel took the cases of at most 8 output channels and input channels a multiple of 16: SD's
+    // conv_out, the residual case, the VAE's conv_out and the strided one
+    if (std::string(var) == "SDRT_CONV_NARROW") EXPECT_EQ(cuda_narrow_conv_runs() - narrow_runs, 4);
+    else EXPECT_EQ(cuda_narrow_conv_runs() - narrow_runs, 0) << var;
   }
   EXPECT_GE(cases_run, 40);
   EXPECT_EQ(failures, 0);

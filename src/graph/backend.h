@@ -144,6 +144,8 @@ int64_t cuda_staged_preludes();
 int64_t cuda_staged_nodes();
 // Convolutions run as one cuDNN operation graph (the graph form, SDRT_CONV_GRAPH) in this process, for tests.
 int64_t cuda_conv_graph_runs();
+// Convolutions run by the narrow kernel (form "narrow": at most 8 output channels) in this process, for tests.
+int64_t cuda_narrow_conv_runs();
 
 // A backend's tactics (Backend::tactics) in a line: how many of each kind were timed, and for the kinds that
 // pick among forms, how many shapes took each ("attn_form 2 (pipe 1, wgmma 1); ..."); "none" when empty.

@@ -122,6 +122,7 @@ bool agrees_with(const std::vector<T>& got, const std::vector<T>& want) {
 }
 
 std::atomic<int64_t> g_conv_graph_runs{0};  // convolutions executed in the graph form (cuda_conv_graph_runs)
+std::atomic<int64_t> g_narrow_conv_runs{0};  // convolutions run by the narrow kernel (cuda_narrow_conv_runs)
 std::atomic<int64_t> g_staged_preludes{0}, g_staged_nodes{0};  // DeviceLoop::stage_input's preludes and their nodes
 
 // An fp16 attention's key for the timed choice of Hopper kernel ("attn_form/<key>": batch, heads, query and
@@ -332,6 +333,7 @@ class CudaExecutable : public Executable {
       gemm_plan_.assign(nodes.size(), -1);
       graph_plan_.assign(nodes.size(), -1);
       fused_conv_.assign(nodes.size(), 0);
+      narrow_conv_.assign(nodes.size(), 0);
       for (const Node& n : nodes) {
         if (n.op != Op::Conv2d || plan_[&n - nodes.data()] < 0) continue;
         int64_t M, N, K;
@@ -611,12 +613,17 @@ class CudaExecutable : public Executable {
   // How convolution n runs (ConvForm): the recorded choice for its shape, else every form it can take
   // timed here (SDRT_CONV_GEMM=1 or 0 forces the GEMM or cuDNN, SDRT_CONV_FUSED=1 cuDNN's fused call, for tests).
   Status choose_conv_form(const Node& n) {
+    auto env_is = [](const char* name, const char* v) {
+      const char* e = std::getenv(name);
+      return e && std::string(e) == v;
+    };
     const size_t id = &n - g_->nodes.data();
     const ConvGemm cg = conv_gemm_of(*g_, n);
     const int64_t O = cg.cs.O;
     const bool gemm_ok = cg.cs.C % 8 == 0 && O % 8 == 0 && (size_t)(cg.M * cg.K * 2) <= kMaxColBytes &&
                          cuda::LtGemm::usable(cg.M, O, cg.K, nullptr, nullptr, nullptr, nullptr, nullptr);
     const bool fused_ok = cg.bias && conv_->fused_available(plan_[id]);
+    const bool narrow_ok = cuda::conv_narrow_applies(cg.cs.C, O) && !env_is("SDRT_CONV_NARROW", "0");
     const std::string key = cg.cs.key(), gkey = cuda::graph_key(cg.cs, cg.bias, cg.residual);
     cuda::ConvForm form = cuda::ConvForm::Cudnn;
     bool known = false;
@@ -628,15 +635,12 @@ class CudaExecutable : public Executable {
       auto gc = tuning_->graph_config.find(gkey);
       if (gc != tuning_->graph_config.end()) graph_cfg = gc->second;
     }
-    auto env_is = [](const char* name, const char* v) {
-      const char* e = std::getenv(name);
-      return e && std::string(e) == v;
-    };
     // experimental: time cuDNN's graph-API engines too (force: take the graph form wherever one agrees, for tests)
     const bool graph_forced = env_is("SDRT_CONV_GRAPH", "force"), graph_timed = graph_forced || env_is("SDRT_CONV_GRAPH", "1");
-    if (!gemm_ok && !fused_ok && !graph_timed && form != cuda::ConvForm::Graph) return Status::ok();
+    if (!gemm_ok && !fused_ok && !narrow_ok && !graph_timed && form != cuda::ConvForm::Graph) return Status::ok();
     if (env_is("SDRT_CONV_GEMM", "0") || env_is("SDRT_CONV_GEMM", "1")) known = true, form = env_is("SDRT_CONV_GEMM", "1") ? cuda::ConvForm::Gemm : cuda::ConvForm::Cudnn;
     if (env_is("SDRT_CONV_FUSED", "1")) known = true, form = cuda::ConvForm::CudnnFused;
+    if (env_is("SDRT_CONV_NARROW", "1") && narrow_ok) known = true, form = cuda::ConvForm::Narrow;
     if ((form == cuda::ConvForm::Gemm && !gemm_ok) || (form == cuda::ConvForm::CudnnFused && !fused_ok)) form = cuda::ConvForm::Cudnn;
     if (form == cuda::ConvForm::Graph && graph_cfg < 0 && graph_timed) known = false;  // this epilogue's configuration: timed now
     if (!known) {
@@ -663,10 +667,16 @@ class CudaExecutable : public Executable {
         return lt_->run(gp, col, w, bias, res, y);
       };
       auto with_fused = [&] { return conv_->run_fused(plan_[id], x, w, bias, res, y, conv_ws_[lane_now_], conv_ws_bytes_[lane_now_]); };
+      auto with_narrow = [&] {  // (x as cuDNN sees it: padded to cs.H x cs.W where the padding is not symmetric)
+        cuda::conv_narrow_nhwc(static_cast<const __half*>(x), static_cast<const __half*>(w), static_cast<const __half*>(bias),
+                               static_cast<const __half*>(res), static_cast<__half*>(y), cg.cs.N, cg.cs.H, cg.cs.W, cg.cs.C, O, cg.cs.kh, cg.cs.kw,
+                               cg.cs.stride, cg.cs.pad_h, cg.cs.pad_w, cg.Ho, cg.Wo, stream_);
+        return cuda::cuda_status(cudaGetLastError(), "narrow convolution");
+      };
       // Each form is timed as it runs in the engine: inside a CUDA graph, where the libraries' host-side
       // launch costs (tens of microseconds for a cuDNN call) do not count, only the GPU's time.
       auto time_form = [&](auto&& body) { return cuda::time_in_graph(stream_, kRuns, [&] { return body().is_ok(); }); };
-      float conv_ms = -1.f, gemm_ms = -1.f, fused_ms = -1.f, graph_ms = -1.f;
+      float conv_ms = -1.f, gemm_ms = -1.f, fused_ms = -1.f, graph_ms = -1.f, narrow_ms = -1.f;
       if (ok) {
         // operands of a layer's magnitudes (zeros draw less power and the GPU clocks higher on them)
         uint32_t seed = 31;
@@ -676,6 +686,7 @@ class CudaExecutable : public Executable {
         conv_ms = time_form(with_cudnn);
         if (gemm_ok) gemm_ms = time_form(with_gemm);
         if (fused_ok) fused_ms = time_form(with_fused);
+        if (narrow_ok) narrow_ms = time_form(with_narrow);
         if (graph_timed) graph_ms = time_graph_configs(n, x, w, bias, res, y, yb, with_cudnn, &graph_cfg, graph_forced);
       }
       cudaStreamSynchronize(stream_);
@@ -688,9 +699,11 @@ class CudaExecutable : public Executable {
       if (graph_ms > 0.f && (cudnn_ms <= 0.f || graph_ms < 0.97f * cudnn_ms)) form = cuda::ConvForm::Graph, cudnn_ms = graph_ms;
       if (graph_forced && graph_cfg >= 0) form = cuda::ConvForm::Graph, cudnn_ms = -1.f, gemm_ms = -1.f;
       if (gemm_ms > 0.f && (cudnn_ms <= 0.f || gemm_ms < 0.9f * cudnn_ms)) form = cuda::ConvForm::Gemm;
-      if (std::getenv("SDRT_PROFILE") || (graph_timed && std::getenv("SDRT_VERBOSE")))
-        std::fprintf(stderr, "conv %s: cuDNN %.4f ms, im2col+GEMM %.4f ms, cuDNN fused %.4f ms, graph API %.4f ms (configuration %d) -> %s\n", key.c_str(),
-                     conv_ms, gemm_ms, fused_ms, graph_ms, graph_cfg, cuda::conv_form_name(form));
+      const float best_ms = form == cuda::ConvForm::Gemm ? gemm_ms : cudnn_ms;  // our narrow kernel where 3% faster than that
+      if (!graph_forced && narrow_ms > 0.f && (best_ms <= 0.f || narrow_ms < 0.97f * best_ms)) form = cuda::ConvForm::Narrow;
+      if (std::getenv("SDRT_PROFILE") || ((graph_timed || narrow_ok) && std::getenv("SDRT_VERBOSE")))
+        std::fprintf(stderr, "conv %s: cuDNN %.4f ms, im2col+GEMM %.4f ms, cuDNN fused %.4f ms, graph API %.4f ms (configuration %d), narrow %.4f ms -> %s\n",
+                     key.c_str(), conv_ms, gemm_ms, fused_ms, graph_ms, graph_cfg, narrow_ms, cuda::conv_form_name(form));
       std::lock_guard<std::mutex> lock(tuning_->mu);
       tuning_->form[key] = form;
       if (form == cuda::ConvForm::Graph) tuning_->graph_config[gkey] = graph_cfg;
@@ -710,8 +723,10 @@ class CudaExecutable : public Executable {
       }
       form = fused_ok ? cuda::ConvForm::CudnnFused : cuda::ConvForm::Cudnn;
     }
-    if (form == cuda::ConvForm::Gemm && !gemm_ok) form = cuda::ConvForm::Cudnn;
-    if (form == cuda::ConvForm::Gemm) {
+    if ((form == cuda::ConvForm::Gemm && !gemm_ok) || (form == cuda::ConvForm::Narrow && !cuda::conv_narrow_applies(cg.cs.C, O))) form = cuda::ConvForm::Cudnn;
+    if (form == cuda::ConvForm::Narrow) {
+      narrow_conv_[id] = 1;
+    } else if (form == cuda::ConvForm::Gemm) {
       SDRT_ASSIGN_OR_RETURN(gemm_plan_[id], lt_->prepare(cg.M, O, cg.K, cg.bias, cg.residual, *gemm_tuning_));
     } else if (form == cuda::ConvForm::CudnnFused) {
       fused_conv_[id] = 1;
@@ -1683,6 +1698,13 @@ class CudaExecutable : public Executable {
             return st;
           }
           const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
+          if (!narrow_conv_.empty() && narrow_conv_[self]) {  // our kernel for at most 8 output channels, bias and residual in it
+            cuda::conv_narrow_nhwc(static_cast<const __half*>(x), in(1), n.inputs.size() > 2 ? in(2) : nullptr, res, y, N, cs.H, cs.W, C, O, kh, kw, a.stride,
+                                   cs.pad_h, cs.pad_w, Ho, Wo, stream_);
+            if (padded) release(padded);
+            ++g_narrow_conv_runs;
+            return Status::ok();
+          }
           if (!graph_plan_.empty() && graph_plan_[self] >= 0) {  // one cuDNN operation graph: convolution, bias, residual
             Status st = conv_->run_graph(graph_plan_[self], x, in(1), n.inputs.size() > 2 ? in(2) : nullptr, res, y, conv_ws_[lane_now_],
                                          conv_ws_bytes_[lane_now_]);
@@ -1988,6 +2010,7 @@ class CudaExecutable : public Executable {
   std::vector<int> gn_form_;  // per GroupNorm: its timed (or recorded) form, else -1 (group_norm_nhwc's untimed order)
   std::vector<int> geglu_form_;  // per Linear with a fused GEGLU: the fused kernel's form, else -1 (GEMM, then the GEGLU pass)
   std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
+  std::vector<char> narrow_conv_;  // per convolution node: 1 where our narrow kernel runs it (at most 8 output channels)
   // Lanes (plan_lanes): 0 the backend's stream, 1 the side stream.
   bool use_lanes_ = false;
   bool split_ = false;  // the lanes run batch parts (GroupNorm's one-pass kernel then stays off, see group_norm_onepass)
@@ -2338,6 +2361,7 @@ class CudaBackend : public Backend {
 }  // namespace
 
 int64_t cuda_conv_graph_runs() { return g_conv_graph_runs.load(); }
+int64_t cuda_narrow_conv_runs() { return g_narrow_conv_runs.load(); }
 int64_t cuda_staged_preludes() { return g_staged_preludes.load(); }
 int64_t cuda_staged_nodes() { return g_staged_nodes.load(); }
 

@@ -1,0 +1,118 @@
+// Convolutions with at most 8 output channels (SD's UNet conv_out: 320 -> 4; the VAE decoder's: 128 -> 3) as
+// one tensor-core kernel. cuDNN runs them as a general implicit GEMM with N = O padded to its tile - on the
+// H100 a batch-2 UNet conv_out took a 13 us kernel of 128 blocks plus two padding kernels and a bias kernel
+// (22 us under ncu, nineteenth session) for 0.19 GFLOP. Here the GEMM's N is 8, one mma.sync m16n8k16 tile
+// wide: a block takes 16 output pixels and its warps split the K = kh kw C reduction (chunk q of 16: tap
+// q / (C / 16), channels 16 (q % (C / 16)) onward), loading their A fragments (two pixels' channel pairs)
+// and B fragments (filter rows) straight from global memory - the input's 3x3 neighbourhoods are read
+// from L1/L2, the filter is a few tens of KB - then sum their partial tiles in shared memory in a fixed
+// order (deterministic) and write bias (+ residual) applied outputs.
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "backends/cuda/launch.cuh"
+#include "backends/cuda/nhwc_kernels.cuh"
+
+namespace sdrt::cuda {
+namespace {
+
+constexpr int kWarps = 8, kUnroll = 4;
+
+struct NarrowConv {
+  const __half *x, *w, *b, *r;
+  __half* y;
+  int64_t M;  // output pixels N Ho Wo
+  int H, W, C, O, kh, kw, stride, pad_h, pad_w, Ho, Wo;
+};
+
+__device__ __forceinline__ uint32_t ld32(const __half* p) { return __ldg(reinterpret_cast<const unsigned int*>(p)); }
+
+__device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__global__ void __launch_bounds__(kWarps * 32) conv_narrow_k(NarrowConv p) {
+  dep_entry();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t pix0 = (int64_t)blockIdx.x * 16;
+  // this thread's two A rows: output pixels pix0 + g and pix0 + g + 8 (row 0 and row 1 below)
+  int iy0[2], ix0[2];
+  const __half* xb[2];
+  bool live[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t pix = pix0 + g + 8 * r;
+    live[r] = pix < p.M;
+    const int64_t q = live[r] ? pix : 0;
+    const int ox = (int)(q % p.Wo), oy = (int)((q / p.Wo) % p.Ho);
+    const int64_t n = q / ((int64_t)p.Wo * p.Ho);
+    iy0[r] = oy * p.stride - p.pad_h;
+    ix0[r] = ox * p.stride - p.pad_w;
+    xb[r] = p.x + n * p.H * p.W * (int64_t)p.C + 2 * t;
+  }
+  const bool ocol = g < p.O;  // this thread's B column: output channel g
+  const __half* wb = p.w + (int64_t)(ocol ? g : 0) * p.kh * p.kw * p.C + 2 * t;
+  const int cchunks = p.C / 16, chunks = p.kh * p.kw * cchunks;
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int q0 = warp; q0 < chunks; q0 += kWarps * kUnroll) {
+    uint32_t a[kUnroll][4], bf[kUnroll][2];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int q = q0 + u * kWarps;
+      a[u][0] = a[u][1] = a[u][2] = a[u][3] = 0u;
+      bf[u][0] = bf[u][1] = 0u;
+      if (q >= chunks) continue;
+      const int tap = q / cchunks, c0 = (q - tap * cchunks) * 16, ky = tap / p.kw, kx = tap - ky * p.kw;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int iy = iy0[r] + ky, ix = ix0[r] + kx;
+        if (live[r] && iy >= 0 && iy < p.H && ix >= 0 && ix < p.W) {
+          const __half* s = xb[r] + ((int64_t)iy * p.W + ix) * p.C + c0;
+          a[u][r] = ld32(s);          // a0 / a1: rows g / g + 8, columns 2t, 2t + 1
+          a[u][r + 2] = ld32(s + 8);  // a2 / a3: columns 2t + 8, 2t + 9
+        }
+      }
+      if (ocol) {
+        const __half* s = wb + (int64_t)tap * p.C + c0;
+        bf[u][0] = ld32(s);      // b0: k rows 2t, 2t + 1 of column g
+        bf[u][1] = ld32(s + 8);  // b1: k rows 2t + 8, 2t + 9
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) mma16816(acc, a[u], bf[u][0], bf[u][1]);
+  }
+  // the warps' partial tiles summed in a fixed order; c0, c1: row g, channels 2t, 2t + 1; c2, c3: row g + 8
+  __shared__ float part[kWarps][4][32];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) part[warp][j][lane] = acc[j];
+  __syncthreads();
+  if (warp) return;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < kWarps; ++k) s += part[k][j][lane];
+    const int r = j >> 1, o = 2 * t + (j & 1);
+    const int64_t pix = pix0 + g + 8 * r;
+    if (pix >= p.M || o >= p.O) continue;
+    if (p.b) s += __half2float(p.b[o]);
+    if (p.r) s += __half2float(p.r[pix * p.O + o]);
+    p.y[pix * p.O + o] = __float2half(s);
+  }
+}
+
+}  // namespace
+
+bool conv_narrow_applies(int64_t C, int64_t O) { return O >= 1 && O <= 8 && C >= 16 && C % 16 == 0; }
+
+void conv_narrow_nhwc(const __half* x, const __half* w, const __half* b, const __half* r, __half* y, int64_t N, int64_t H, int64_t W, int64_t C,
+                      int64_t O, int64_t kh, int64_t kw, int64_t stride, int64_t pad_h, int64_t pad_w, int64_t Ho, int64_t Wo, cudaStream_t s) {
+  NarrowConv p{x, w, b, r, y, N * Ho * Wo, (int)H, (int)W, (int)C, (int)O, (int)kh, (int)kw, (int)stride, (int)pad_h, (int)pad_w, (int)Ho, (int)Wo};
+  launch_kernel(conv_narrow_k, (unsigned)((p.M + 15) / 16), kWarps * 32, 0, s, p);
+}
+
+}  // namespace sdrt::cuda
