@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, clsplit, stage.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, clsplit, stage, narrow.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -388,16 +388,16 @@ for step in "$@"; do
       echo "tests rc $?"; grep -E 'recorded|->|PASSED|FAILED' "$out/clsplit-test.log" | tail -12
       SDRT_ATTN_CLSPLIT=1 "$bin/bench_attention" --batch 2 --repeats 20 --graphs 2>&1 | tee "$out/clsplit-attn.txt"
       AB="SDRT_ATTN_CLSPLIT=1" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/clsplit-fwd.txt" ;;
-    stage)  # the timestep's work ahead for a whole schedule (DeviceLoop::stage_input under SDRT_STAGE=1; nineteenth session,
-            # not yet run): the staging test, the pipeline and server tests with it on, the guided forward selecting one of
-            # 50 staged timesteps before each run at batch 2 (three rounds) and 16 (two) with and without, the loop's steps
-            # against back-to-back forwards (--steps 51), then sdrt bench at batch 1 with and without, alternating
+    stage)  # the timestep's work ahead for a whole schedule (DeviceLoop::stage_input, the default since the nineteenth
+            # session; SDRT_STAGE=0 turns it off): the staging test, the pipeline and server tests, the guided forward selecting
+            # one of 50 staged timesteps before each run at batch 2 (three rounds) and 16 (two) with and without, the loop's
+            # steps against back-to-back forwards (--steps 51), then sdrt bench at batch 1 with and without, alternating
       timeout 200 "$bin/sdrt_tests" --gtest_filter='Passes.TinyUnetStaged*' > "$out/stage-test.log" 2>&1
       echo "test rc $?"; grep -E 'staged|PASSED|FAILED' "$out/stage-test.log" | tail -10
-      SDRT_STAGE=1 timeout 300 "$bin/sdrt_tests" --gtest_filter='Pipeline*:Server*:*CudaConformance*' > "$out/stage-pipeline.log" 2>&1
-      echo "pipeline tests with SDRT_STAGE=1 rc $?"; grep -E '^\[  (PASSED|FAILED)|FAILED' "$out/stage-pipeline.log" | tail -8
-      AB="SDRT_STAGE=1" AB_FLAGS="--staged 50" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/stage-fwd-b2.txt"
-      AB="SDRT_STAGE=1" AB_FLAGS="--staged 50" AB_BATCHES=16 AB_ROUNDS=2 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/stage-fwd-b16.txt"
+      timeout 300 "$bin/sdrt_tests" --gtest_filter='Pipeline*:Server*:*CudaConformance*' > "$out/stage-pipeline.log" 2>&1
+      echo "pipeline tests rc $?"; grep -E '^\[  (PASSED|FAILED)|FAILED' "$out/stage-pipeline.log" | tail -8
+      AB="SDRT_STAGE=0" AB_FLAGS="--staged 50" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/stage-fwd-b2.txt"
+      AB="SDRT_STAGE=0" AB_FLAGS="--staged 50" AB_BATCHES=16 AB_ROUNDS=2 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/stage-fwd-b16.txt"
       for v in 1 0 1 0; do  # the loop's steps (staged timesteps, folded guidance) against back-to-back forwards
         echo "--- SDRT_STAGE=$v"; SDRT_STAGE=$v timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 2 --guided \
           --repeats 20 --warmup 3 --device-loop --steps 51 2>&1 | grep -E 'median|back to back|error'
@@ -406,6 +406,18 @@ for step in "$@"; do
         echo "--- SDRT_STAGE=$v"
         SDRT_STAGE=$v "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 3 --warmup 1 --opt optimized --no-engine-cache -o /tmp/bench/stage 2>&1 | grep -E '^opt|^optimized|error'
       done; done 2>&1 | tee "$out/stage-bench.txt" ;;
+    narrow)  # convolution form "narrow" (nineteenth session: our kernel for at most 8 output channels): the convolution op
+             # tests, the build's timings for SD's conv_out (SDRT_VERBOSE), the guided forward at batch 2 (three rounds) with
+             # 50 staged timesteps against SDRT_CONV_NARROW=0, the VAE decoder at batch 1 with and without
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.EveryConvolutionForm*:Precisions/BackendOpsP.EveryCudaOp*' > "$out/narrow-test.log" 2>&1
+      echo "tests rc $?"; grep -E 'NARROW|conv_out|VAE|narrow|PASSED|FAILED' "$out/narrow-test.log" | tail -14
+      SDRT_VERBOSE=1 timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 2 --guided --repeats 3 2>&1 |
+        grep -E 'narrow' | grep -E 'o4 |c4 |narrow [0-9.]+ ms -> narrow' | tee "$out/narrow-timing.txt"
+      AB="SDRT_CONV_NARROW=0" AB_FLAGS="--staged 50" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/narrow-fwd.txt"
+      for v in 1 0 1 0; do
+        echo "--- SDRT_CONV_NARROW default ($v = timed): $(export SDRT_CONV_NARROW=$([ $v = 1 ] && echo timed || echo 0); timeout 120 "$bin/bench_unet_forward" --backend cuda \
+          --precision fp16 --model random:sd15 --vae --batch 1 --repeats 10 --warmup 2 --device-loop 2>&1 | grep -E 'median|error')"
+      done 2>&1 | tee "$out/narrow-vae.txt" ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
              # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CONV_GRAPH=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
              # $AB_ROUNDS rounds (2); $AB_FLAGS: more bench_unet_forward options for both

@@ -47,7 +47,7 @@ Status loop_rounds(DeviceLoop& L, int64_t batch, int64_t h, int64_t w, int steps
   for (int j = 0; j < steps; ++j)
     for (int64_t i = 0; i < rows; ++i) tv[(size_t)(j * rows + i)] = 999.f - 999.f * j / steps;
   SDRT_RETURN_IF_ERROR(L.upload(T, tv.data(), (int64_t)tv.size()));
-  SDRT_RETURN_IF_ERROR(L.stage_input("timestep", T, steps));  // as the pipeline does (its work ahead under SDRT_STAGE=1)
+  SDRT_RETURN_IF_ERROR(L.stage_input("timestep", T, steps));  // as the pipeline does (its work ahead unless SDRT_STAGE=0)
   SDRT_RETURN_IF_ERROR(L.upload(X, x0.data(), n));
   for (auto* p : slot) SDRT_RETURN_IF_ERROR(L.upload(p, x0.data(), n));
   SDRT_RETURN_IF_ERROR(L.download(x0.data(), X, 1));  // uploads done before timing
@@ -143,7 +143,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 1000));
   app.add_option("--staged", staged,
                  "with --device-loop: stage this many timesteps (999 down to 0, DeviceLoop::stage_input, as the pipeline stages a "
-                 "schedule) and select the next one before each forward, in the timed time; under SDRT_STAGE=1 the work computed from "
+                 "schedule) and select the next one before each forward, in the timed time; unless SDRT_STAGE=0 the work computed from "
                  "the timestep alone is then done for all of them ahead")
       ->check(CLI::Range(0, 1000));
   CLI11_PARSE(app, argc, argv);

@@ -40,8 +40,9 @@ class DeviceLoop {
   // embedding and the ResNets' projections of it) runs now for all of them as one batch - the projections'
   // 52 MB of weights read once instead of in every step - and select_staged(k) gives the following run()s
   // value k: one copy of the values the rest of the graph reads. Where it cannot (nothing computed from the
-  // input alone; guard checks or per-node profiling; SDRT_STAGE=0) select_staged copies value k into the
-  // input. Writing the input's buffer by other means (or Executable::run) ends the staging.
+  // input alone; guard checks or per-node profiling; an engine without the build passes; SDRT_STAGE=0)
+  // select_staged copies value k into the input. Writing the input's buffer by other means (or
+  // Executable::run) ends the staging.
   virtual Status stage_input(const std::string& name, const float* values, int64_t count) = 0;
   virtual Status select_staged(int64_t k) = 0;
   virtual Status run() = 0;              // the graph on the buffers
