@@ -88,8 +88,8 @@ int main(int argc, char** argv) {
     const double flop = 4.0 * B * sh.H * sh.Lq * sh.Lk * D;
     std::vector<__half> ref, out(no);
     // the mma.sync kernel, then the engine's choice (the same kernel for heads of 160)
-    // (and, where they apply, the pipelined kernel and its key-splitting clusters, SDRT_ATTN_CLSPLIT=1)
-    std::vector<std::string> modes = {"mma.sync", "engine", "pipe", "pipe-cl2", "base2"};
+    // (and, where it applies, the pipelined kernel)
+    std::vector<std::string> modes = {"mma.sync", "engine", "pipe", "base2"};
     if (D > 80) modes = {"engine", "rows32", "rows16", "ks4", "ks2"};  // the 64-row blocks, then the timed forms (where they apply)
     float scale = 1.f / std::sqrt((float)D);
     for (const std::string& mode : modes) {

@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, clsplit, stage, narrow.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -382,12 +382,6 @@ for step in "$@"; do
       echo "tests rc $?"; grep -E 'differ|PASSED|FAILED' "$out/lanes-test.log" | tail -8
       AB="SDRT_LANES=branches SDRT_LANES=2" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/lanes-b2.txt"
       AB="SDRT_LANES=branches" AB_BATCHES=16 AB_ROUNDS=2 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/lanes-b16.txt" ;;
-    clsplit)  # the pipelined attention in key-splitting clusters (form "pipe-cl2", SDRT_ATTN_CLSPLIT=1; eighteenth session, not
-              # yet run): its op test, bench_attention at batch 2 with it, the guided forward at batch 2 with and without
-      SDRT_ATTN_CLSPLIT=1 timeout 200 "$bin/sdrt_tests" --gtest_filter='*ClusterSplit*:*AttentionForm*' > "$out/clsplit-test.log" 2>&1
-      echo "tests rc $?"; grep -E 'recorded|->|PASSED|FAILED' "$out/clsplit-test.log" | tail -12
-      SDRT_ATTN_CLSPLIT=1 "$bin/bench_attention" --batch 2 --repeats 20 --graphs 2>&1 | tee "$out/clsplit-attn.txt"
-      AB="SDRT_ATTN_CLSPLIT=1" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/clsplit-fwd.txt" ;;
     stage)  # the timestep's work ahead for a whole schedule (DeviceLoop::stage_input, the default since the nineteenth
             # session; SDRT_STAGE=0 turns it off): the staging test, the pipeline and server tests, the guided forward selecting
             # one of 50 staged timesteps before each run at batch 2 (three rounds) and 16 (two) with and without, the loop's

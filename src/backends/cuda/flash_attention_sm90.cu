@@ -24,7 +24,6 @@
 
 #include "backends/cuda/flash_attention.cuh"
 #include "backends/cuda/launch.cuh"
-#include <cooperative_groups.h>
 #include "backends/cuda/flash_common.cuh"
 #include "backends/cuda/sm90_common.cuh"
 #include "graph/backend.h"
@@ -588,7 +587,6 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 // against the kept kernel per shape (form "pipe"); SDRT_ATTN_PIPE=1 forces it for heads of 40, 2 for heads of
 // 40 and 80. (A quarter of the exponentials on the FMA pipe instead of MUFU was 15-25% slower on the H200.)
 std::atomic<int64_t> g_pipe_launches{0};
-std::atomic<int64_t> g_clsplit_launches{0};  // the pipelined kernel in clusters splitting the keys ("pipe-cl2")
 std::atomic<int64_t> g_late_launches{0};     // the kept kernel's late-maximum form (flash_wgmma_k's LATE)
 std::atomic<int64_t> g_shifted_launches{0};  // of those, LATE 2 (the maxima taken off in the MMAs)
 
@@ -640,12 +638,7 @@ __device__ __forceinline__ void pipe_softmax(float (&s)[32], int64_t j0, int64_t
 }
 #endif
 
-// CL > 1 (form "pipe-cl2": CL = 2, blocks of 128 rows): a thread-block cluster of CL blocks per row block, rank r
-// taking the r-th of CL consecutive shares of the key tiles; at the end the other blocks' O accumulators
-// (the row sums in V's ones column included) and running maxima go through distributed shared memory to rank
-// 0, which rescales them to the common maxima, adds them up and writes the rows - for shapes whose row blocks
-// leave SMs idle or alone on one (SD's [2, 1024] d-80 self-attention at batch 2: 128 blocks of 128 rows).
-template <int D, int ROWS, bool E16, int CL = 1>
+template <int D, int ROWS, bool E16>
 __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pipe_k(WParams p) {
   dep_entry();
 #ifdef SDRT_WGMMA
@@ -660,14 +653,10 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
   auto empty = [&](int64_t n) { return bars + 8u * (uint32_t)(R + n % R); };
 
   const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
-  const int rank = CL > 1 ? (int)(blockIdx.x % CL) : 0;
-  const int64_t q0 = (int64_t)(blockIdx.x / CL) * kRows;
-  // this block's keys: all of them, or (CL > 1) its share of the key tiles, [kbeg, kbeg + Lk)
-  const int64_t share = ((p.Lk + KEYS - 1) / KEYS + CL - 1) / CL * KEYS, kbeg = rank * share;
-  const int64_t Lk = CL > 1 && p.Lk - kbeg > share ? share : p.Lk - kbeg;
+  const int64_t q0 = (int64_t)blockIdx.x * kRows;
   const __half* qg = p.q + b * p.Lq * p.ldq + h * D;
-  const __half* kg = p.k + b * p.Lk * p.ldk + kbeg * p.ldk + h * D;
-  const __half* vg = p.v + b * p.Lk * p.ldv + kbeg * p.ldv + h * D;
+  const __half* kg = p.k + b * p.Lk * p.ldk + h * D;
+  const __half* vg = p.v + b * p.Lk * p.ldv + h * D;
   __half* og = p.o + b * p.Lq * p.ldo + h * D;
   const int wg = threadIdx.x >> 7, warp = (threadIdx.x >> 5) & 3, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int64_t row0 = q0 + wg * 64 + warp * 16 + g, row1 = row0 + 8;
@@ -682,10 +671,10 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  const int64_t tiles = (Lk + KEYS - 1) / KEYS;
+  const int64_t tiles = (p.Lk + KEYS - 1) / KEYS;
   stage<kRows, kReal, kThreads>(Qs, qg, q0, p.Lq, p.ldq);
-  kst.load(kv_s, kg, 0, Lk, p.ldk);
-  vst.load(kv_s + kVOff, vg, 0, Lk, p.ldv);
+  kst.load(kv_s, kg, 0, p.Lk, p.ldk);
+  vst.load(kv_s + kVOff, vg, 0, p.Lk, p.ldv);
   cp_async_commit();
   // the column blocks never loaded: Q's and K's padding to the K-steps (zeros), V's ones block
   constexpr int kPadQK = kQK - kReal;
@@ -716,8 +705,8 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
   __syncthreads();
   mbar_arrive_cp_async(full(0));
   if (tiles > 1) {
-    kst.load(kv_s + kBufBytes, kg, KEYS, Lk, p.ldk);
-    vst.load(kv_s + kBufBytes + kVOff, vg, KEYS, Lk, p.ldv);
+    kst.load(kv_s + kBufBytes, kg, KEYS, p.Lk, p.ldk);
+    vst.load(kv_s + kBufBytes + kVOff, vg, KEYS, p.Lk, p.ldv);
     mbar_arrive_cp_async(full(1));
   }
 
@@ -736,7 +725,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
     wgmma_commit();
     wgmma_wait<0>();
     reg_fence(s);
-    pipe_softmax<E16>(s, 0, Lk, t, p.scale_log2, m0, m1, al0, al1, ph);
+    pipe_softmax<E16>(s, 0, p.Lk, t, p.scale_log2, m0, m1, al0, al1, ph);
     reg_fence(ph);
     reg_fence(o);
   }
@@ -758,8 +747,8 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
       const int64_t n = it + 2;
       if (n >= R) mbar_wait(empty(n), (uint32_t)((n / R - 1) & 1));
       const uint32_t kn = kv_s + (uint32_t)(n % R) * kBufBytes;
-      kst.load(kn, kg, n * KEYS, Lk, p.ldk);
-      vst.load(kn + kVOff, vg, n * KEYS, Lk, p.ldv);
+      kst.load(kn, kg, n * KEYS, p.Lk, p.ldk);
+      vst.load(kn + kVOff, vg, n * KEYS, p.Lk, p.ldv);
       mbar_arrive_cp_async(full(n));
     }
     mbar_wait(full(it + 1), (uint32_t)(((it + 1) / R) & 1));
@@ -773,7 +762,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
     issue_pv(it, pc);
     wgmma_wait<1>();  // S' landed; P V may still run: S''s softmax beside it
     reg_fence(sn);
-    pipe_softmax<E16>(sn, (it + 1) * KEYS, Lk, t, p.scale_log2, m0, m1, al0, al1, pn);
+    pipe_softmax<E16>(sn, (it + 1) * KEYS, p.Lk, t, p.scale_log2, m0, m1, al0, al1, pn);
     wgmma_wait<0>();
     reg_fence(o);
     __syncwarp();
@@ -795,41 +784,6 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
   }
   wgmma_wait<0>();
   reg_fence(o);
-  if constexpr (CL > 1) {
-    static_assert((kO + 2) * kThreads * sizeof(float) <= R * kBuf * sizeof(__half), "the ring holds a block's accumulators");
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
-    float* xs = reinterpret_cast<float*>(KV);  // [kO + 2][kThreads]: O's registers, then the two maxima
-    const int tid = threadIdx.x;
-    __syncthreads();  // every warp's MMAs are done with the ring
-    if (rank > 0) {
-#pragma unroll
-      for (int i = 0; i < kO; ++i) xs[i * kThreads + tid] = o[i];
-      xs[kO * kThreads + tid] = m0;
-      xs[(kO + 1) * kThreads + tid] = m1;
-    }
-    cluster.sync();  // the shares written
-    if (rank == 0) {
-      for (int r = 1; r < CL; ++r) {
-        const float* rs = cluster.map_shared_rank(xs, r);
-        const float mb0 = rs[kO * kThreads + tid], mb1 = rs[(kO + 1) * kThreads + tid];
-        const float n0 = fmaxf(m0, mb0), n1 = fmaxf(m1, mb1);  // -inf only where both are (no key: O and sums zero)
-        const float fa0 = m0 == -INFINITY ? 0.f : fast_exp2(m0 - n0), fb0 = mb0 == -INFINITY ? 0.f : fast_exp2(mb0 - n0);
-        const float fa1 = m1 == -INFINITY ? 0.f : fast_exp2(m1 - n1), fb1 = mb1 == -INFINITY ? 0.f : fast_exp2(mb1 - n1);
-#pragma unroll
-        for (int i = 0; i < kO / 4; ++i) {
-          o[4 * i] = o[4 * i] * fa0 + rs[(4 * i) * kThreads + tid] * fb0;
-          o[4 * i + 1] = o[4 * i + 1] * fa0 + rs[(4 * i + 1) * kThreads + tid] * fb0;
-          o[4 * i + 2] = o[4 * i + 2] * fa1 + rs[(4 * i + 2) * kThreads + tid] * fb1;
-          o[4 * i + 3] = o[4 * i + 3] * fa1 + rs[(4 * i + 3) * kThreads + tid] * fb1;
-        }
-        m0 = n0;
-        m1 = n1;
-      }
-    }
-    cluster.sync();  // no block leaves (and frees its shared memory) before rank 0 has read it
-    if (rank > 0) return;
-  }
   store_rows<kReal>(o, og, row0, row1, p.Lq, p.ldo, lane);
 #endif
 }
@@ -951,22 +905,14 @@ cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   return cudaGetLastError();
 }
 
-// CL > 1 (form "pipe-cl2"): CL blocks per row block in a thread-block cluster, each over its share of the keys
-template <int D, int ROWS, bool E16 = false, int CL = 1>
+template <int D, int ROWS, bool E16 = false>
 cudaError_t launch_pipe(const WParams& p, int64_t B, cudaStream_t s) {
   constexpr size_t smem = PipeDims<D, ROWS>::kSmem;
-  auto* k = flash_wgmma_pipe_k<D, ROWS, E16, CL>;
+  auto* k = flash_wgmma_pipe_k<D, ROWS, E16>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (attr != cudaSuccess) return attr;
-  const dim3 grid((unsigned)((p.Lq + ROWS - 1) / ROWS * CL), (unsigned)(B * p.H));
-  if constexpr (CL == 1) {
-    launch_kernel(k, grid, 2 * ROWS, smem, s, p);
-    return cudaGetLastError();
-  } else {
-    const cudaError_t e = launch_with({cluster_attr(CL)}, k, grid, dim3(2 * ROWS), smem, s, p);
-    if (e == cudaSuccess) ++g_clsplit_launches;
-    return e;
-  }
+  launch_kernel(k, dim3((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H)), 2 * ROWS, smem, s, p);
+  return cudaGetLastError();
 }
 
 }  // namespace
@@ -975,7 +921,7 @@ namespace {
 // Where the Hopper kernel applies to a shape (pointers aside) and how it runs: Q in registers (cross-
 // attention, one key tile), blocks of 256 or 128 rows; false where it does not apply.
 struct Sm90Plan {
-  bool qreg = false, rows256 = false, cl2 = false;  // cl2: form "pipe-cl2" applies
+  bool qreg = false, rows256 = false;
   int sms = 0;
 };
 bool sm90_plan(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t ldq, int64_t ldk, int64_t ldv, int64_t ldo, bool causal,
@@ -993,9 +939,6 @@ bool sm90_plan(int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t D, int64_t 
   pl->qreg = D == 40 && Lk <= 128;
   const int64_t heads = B * H, b256 = heads * ((Lq + 255) / 256), b128 = heads * ((Lq + 127) / 128);
   pl->rows256 = attention_rows256_env() == 0 ? b256 >= pl->sms : 2 * b256 > pl->sms;
-  // 128-row blocks that leave SMs idle or alone on one, over two key tiles or more: two blocks per row block,
-  // splitting the keys (SD's [2, 1024] d-80 self-attention at batch 2)
-  pl->cl2 = !pl->qreg && !pl->rows256 && (D == 40 || D == 80) && b128 < pl->sms && Lk > 64;
   return !(pl->qreg ? b256 < pl->sms : !pl->rows256 && 2 * b128 < pl->sms);
 }
 }  // namespace
@@ -1005,10 +948,7 @@ int flash_attention_sm90_form_mask(int64_t B, int64_t H, int64_t Lq, int64_t Lk,
   Sm90Plan pl;
   if (!sm90_plan(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal, &pl)) return 0;
   if (pl.qreg) return Lk <= 80 ? 1 | 1 << 5 : 1;  // the kept kernel with Q in registers, "cross80"
-  // d 80: wgmma, pipe; d 40: also the FP16-exponential and late forms; "pipe-cl2" under SDRT_ATTN_CLSPLIT=1
-  // (not yet measured)
-  const int cl2 = pl.cl2 && attention_clsplit_env() == 1 ? 1 << 10 : 0;
-  return D == 64 ? 1 : D == 80 ? 0b11 | cl2 : 0b11111 | cl2;
+  return D == 64 ? 1 : D == 80 ? 0b11 : 0b11111;  // d 80: wgmma, pipe; d 40: also the FP16-exponential and late forms
 }
 
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
@@ -1033,8 +973,6 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
   // the form: given (a timed choice: attention_form_name's), else SDRT_ATTN_PIPE (1 the pipelined kernel
   // for heads of 40, 2 also 80), SDRT_ATTN_EXP16=1 (the d-40 exponentials in FP16, two per instruction) and
   // SDRT_ATTN_LATEMAX=1 (the d-40 kept kernel checking P against the running maxima afterwards)
-  if (form == 10 && pl.cl2) return D == 80 ? launch_pipe<80, 128, false, 2>(p, B, s) : launch_pipe<40, 128, false, 2>(p, B, s);
-  if (form == 10) form = 1;  // a recorded "pipe-cl2" where it does not apply: the pipelined kernel
   int pipe = form == 1 || form == 3;
   bool e16 = form == 2 || form == 3, late = form == 4;
   if (form < 0) {
@@ -1070,7 +1008,6 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
 }  // namespace sdrt::cuda
 
 int64_t sdrt::cuda_attention_pipe_launches() { return sdrt::cuda::g_pipe_launches.load(); }
-int64_t sdrt::cuda_attention_clsplit_launches() { return sdrt::cuda::g_clsplit_launches.load(); }
 int64_t sdrt::cuda_attention_late_launches() { return sdrt::cuda::g_late_launches.load(); }
 int64_t sdrt::cuda_attention_shifted_launches() { return sdrt::cuda::g_shifted_launches.load(); }
 int64_t sdrt::cuda_attention_cross80_launches() { return sdrt::cuda::g_cross80_launches.load(); }
