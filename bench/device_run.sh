@@ -400,16 +400,17 @@ for step in "$@"; do
         echo "--- SDRT_STAGE=$v"
         SDRT_STAGE=$v "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" --batch 1 --repeats 3 --warmup 1 --opt optimized --no-engine-cache -o /tmp/bench/stage 2>&1 | grep -E '^opt|^optimized|error'
       done; done 2>&1 | tee "$out/stage-bench.txt" ;;
-    narrow)  # convolution form "narrow" (nineteenth session: our kernel for at most 8 output channels): the convolution op
-             # tests, the build's timings for SD's conv_out (SDRT_VERBOSE), the guided forward at batch 2 (three rounds) with
-             # 50 staged timesteps against SDRT_CONV_NARROW=0, the VAE decoder at batch 1 with and without
+    narrow)  # convolution form "narrow" (nineteenth session: our kernel for at most 8 output channels, an experiment timed
+             # only under SDRT_CONV_NARROW=timed): the convolution op tests, the build's timings for SD's conv_out
+             # (SDRT_VERBOSE), the guided forward at batch 2 (three rounds) with 50 staged timesteps timing it or not, the VAE
+             # decoder at batch 1 likewise
       timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.EveryConvolutionForm*:Precisions/BackendOpsP.EveryCudaOp*' > "$out/narrow-test.log" 2>&1
       echo "tests rc $?"; grep -E 'NARROW|conv_out|VAE|narrow|PASSED|FAILED' "$out/narrow-test.log" | tail -14
-      SDRT_VERBOSE=1 timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 2 --guided --repeats 3 2>&1 |
+      SDRT_CONV_NARROW=timed SDRT_VERBOSE=1 timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 2 --guided --repeats 3 2>&1 |
         grep -E 'narrow' | grep -E 'o4 |c4 |narrow [0-9.]+ ms -> narrow' | tee "$out/narrow-timing.txt"
-      AB="SDRT_CONV_NARROW=0" AB_FLAGS="--staged 50" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/narrow-fwd.txt"
+      AB="SDRT_CONV_NARROW=timed" AB_FLAGS="--staged 50" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/narrow-fwd.txt"
       for v in 1 0 1 0; do
-        echo "--- SDRT_CONV_NARROW default ($v = timed): $(export SDRT_CONV_NARROW=$([ $v = 1 ] && echo timed || echo 0); timeout 120 "$bin/bench_unet_forward" --backend cuda \
+        echo "--- SDRT_CONV_NARROW=$([ $v = 1 ] && echo timed || echo 0): $(export SDRT_CONV_NARROW=$([ $v = 1 ] && echo timed || echo 0); timeout 120 "$bin/bench_unet_forward" --backend cuda \
           --precision fp16 --model random:sd15 --vae --batch 1 --repeats 10 --warmup 2 --device-loop 2>&1 | grep -E 'median|error')"
       done 2>&1 | tee "$out/narrow-vae.txt" ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.

@@ -7,6 +7,12 @@
 // and B fragments (filter rows) straight from global memory - the input's 3x3 neighbourhoods are read
 // from L1/L2, the filter is a few tens of KB - then sum their partial tiles in shared memory in a fixed
 // order (deterministic) and write bias (+ residual) applied outputs.
+//
+// An experiment (SDRT_CONV_NARROW=1 forces it, =timed times it beside cuDNN's forms): correct on the H200
+// (nmse ~1e-7 against the CPU) but slower there than cuDNN in a graph for SD's batch-2 conv_out (0.0241 vs
+// 0.0174 ms, nineteenth session), whose padding kernels the ncu launch list showed are cheaper than they
+// looked. Its fragments come from global memory one 32-bit word at a time; staging the input rows in shared
+// memory (cp.async) and more pixels per block are what it would need.
 #include <cuda_fp16.h>
 
 #include <cstdint>

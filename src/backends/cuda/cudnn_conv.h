@@ -33,7 +33,8 @@ struct ConvChoice {
 // (cudnnConvolutionBiasActivationForward, identity activation: implicit precomputed GEMM only); or one
 // operation graph of cuDNN's graph API, convolution + bias + residual, in the engine configuration timed
 // fastest (timed only under SDRT_CONV_GRAPH=1, experimental; a recorded choice is used as it is).
-// Narrow: our kernel for at most 8 output channels (conv_narrow_nhwc, nhwc_kernels.cuh).
+// Narrow: our kernel for at most 8 output channels (conv_narrow_nhwc, nhwc_kernels.cuh; experimental, timed
+// only under SDRT_CONV_NARROW=timed).
 enum class ConvForm { Cudnn, Gemm, CudnnFused, Graph, Narrow };
 const char* conv_form_name(ConvForm f);  // "cudnn", "im2col-gemm", "cudnn-fused", "cudnn-graph", "narrow"
 bool parse_conv_form(const std::string& s, ConvForm* f);
