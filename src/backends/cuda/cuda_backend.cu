@@ -1264,6 +1264,9 @@ class CudaExecutable : public Executable {
     if (!stage_enabled() || !opt_.fuse || opt_.guard_check || profile_ || own_.stream || held_.count(id)) return unstage(), Status::ok();
     SDRT_ASSIGN_OR_RETURN(InputPrelude p, input_prelude(*g_, name, count));
     if (p.computed == 0) return unstage(), Status::ok();
+    // a server sees a few step counts: the preludes of at most kMaxPreludes of them are kept (each holds library
+    // handles), all dropped when another comes (their destructors wait for the stream)
+    if (!preludes_.count(count) && preludes_.size() >= kMaxPreludes) preludes_.clear();
     auto& pre = preludes_[count];
     if (!pre) {
       auto e = std::make_unique<CudaExecutable>(std::make_shared<Graph>(std::move(p.graph)), opt_, cache_, tuning_, gemm_tuning_, shared_);
@@ -2060,6 +2063,7 @@ class CudaExecutable : public Executable {
   void* stage_table_ = nullptr;
   size_t stage_table_bytes_ = 0;
   std::map<int64_t, std::unique_ptr<CudaExecutable>> preludes_;
+  static constexpr size_t kMaxPreludes = 4;
   bool untimed_ = false;  // a prelude: its Linears' GEMMs not timed (LtGemm::prepare's timed = false)
   enum class Part { All, Held } part_ = Part::All;  // what execute_nodes runs: the graph (less held nodes), or those
   std::unique_ptr<Loop> loop_;
