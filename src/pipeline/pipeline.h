@@ -123,7 +123,9 @@ class Pipeline {
   Result<Tensor> guided_unet(const Tensor& x, float t, const Tensor& ctx);
   // The sampling loop of one batch kept on the device (backends with a DeviceLoop): latents x [B,4,h,w]
   // in, final latents out; the UNet runs both CFG halves in one batch when cfg (its sample and timestep
-  // inputs of one half when shared: build_guided_unet).
+  // inputs of one half when shared: build_guided_unet). The schedule's timesteps are staged once
+  // (DeviceLoop::stage_input), the prompt held; each step selects its timestep, runs the UNet and enqueues the
+  // scheduler's combinations with the guidance folded in, the last writing the next step's input too.
   Status sample_on_device(Executable& unet, const std::string& key, Scheduler& sched, size_t start, const GenerateRequest& r, bool cfg, bool shared, const Tensor& ctx,
                           std::vector<std::unique_ptr<Generator>>& gens, Tensor& x, const ProgressFn& progress, int& done, int total,
                           StageTimes& times);
