@@ -39,34 +39,33 @@ Result<InputPrelude> input_prelude(const Graph& g, const std::string& name, int6
     bool reads_weight = false;
     for (int x : n.inputs) reads_weight = reads_weight || g.nodes[x].op == Op::Weight;
     const bool expand = n.op == Op::Concat && n.a.axis == 0 && !reads_weight;  // a guidance batch's two halves
-    for (int x : n.inputs)
-      if (map[x] < 0) {  // a weight, first read here
-        out.nodes.push_back(g.nodes[x]);
-        map[x] = (int)out.nodes.size() - 1;
-        auto w = g.weights.find(g.nodes[x].name);
-        if (w != g.weights.end()) out.weights[w->first] = w->second;
-      }
-    Node copy = n;
-    std::vector<const Shape*> shapes;  // (no node is added before rebatch reads them)
-    for (size_t k = 0; k < n.inputs.size(); ++k) {
-      copy.inputs[k] = map[n.inputs[k]];
-      shapes.push_back(&out.nodes[copy.inputs[k]].shape);
-    }
-    const int64_t R = n.shape.empty() ? 0 : n.shape[0];  // the node's rows per value
+    const int64_t R = n.shape.empty() ? 0 : n.shape[0];                        // the node's rows per value
     if (expand && R > 0) {
       // Value k's rows are each input's rows for value k in turn: the inputs as [count, rows x rest]
       // side by side, back to [count x R, rest].
       GraphBuilder gb(out);
       const int64_t rest = numel(n.shape) / R;
       std::vector<int> flat;
-      for (int x : copy.inputs) flat.push_back(gb.reshape(x, {count, out.nodes[x].shape[0] / count * rest}));
+      for (int x : n.inputs) flat.push_back(gb.reshape(map[x], {count, out.nodes[map[x]].shape[0] / count * rest}));
       Shape dims = n.shape;
       dims[0] = R * count;
       const int y = gb.reshape(gb.concat(flat, 1), dims);
       if (!gb.status().is_ok()) return gb.status().with_context("input prelude: " + n.name);
       map[i] = y;
     } else {
+      Node copy = n;
+      std::vector<const Shape*> shapes;  // part values at count x their rows, weights as they are
+      for (int x : n.inputs) shapes.push_back(map[x] >= 0 ? &out.nodes[map[x]].shape : &g.nodes[x].shape);
       if (!passes::rebatch(copy, shapes, R, R * count).is_ok()) continue;  // mixes rows or changes the batch: the rest's
+      for (size_t k = 0; k < n.inputs.size(); ++k) {
+        const int x = n.inputs[k];
+        if (map[x] < 0) {  // a weight, first read here
+          out.nodes.push_back(g.nodes[x]);
+          map[x] = (int)out.nodes.size() - 1;
+          if (auto w = g.weights.find(g.nodes[x].name); w != g.weights.end()) out.weights[w->first] = w->second;
+        }
+        copy.inputs[k] = map[x];
+      }
       out.nodes.push_back(std::move(copy));
       map[i] = (int)out.nodes.size() - 1;
     }
@@ -85,26 +84,6 @@ Result<InputPrelude> input_prelude(const Graph& g, const std::string& name, int6
       out.output_names.push_back(g.nodes[i].name.empty() ? "value" + std::to_string(i) : g.nodes[i].name);
       p.values.push_back((int)i);
     }
-  // Weights copied for nodes that then did not join the part are still only the part's inputs' (harmless):
-  // drop those no kept node reads.
-  std::vector<char> read(out.nodes.size(), 0);
-  for (const Node& n : out.nodes)
-    for (int x : n.inputs) read[x] = 1;
-  Graph pruned;
-  pruned.optimized = out.optimized;
-  std::vector<int> remap(out.nodes.size(), -1);
-  for (size_t i = 0; i < out.nodes.size(); ++i) {
-    const Node& n = out.nodes[i];
-    if (n.op == Op::Weight && !read[i]) continue;
-    Node c = n;
-    for (int& x : c.inputs) x = remap[x];
-    pruned.nodes.push_back(std::move(c));
-    remap[i] = (int)pruned.nodes.size() - 1;
-    if (auto w = out.weights.find(n.name); n.op == Op::Weight && w != out.weights.end()) pruned.weights[n.name] = w->second;
-  }
-  for (int o : out.outputs) pruned.outputs.push_back(remap[o]);
-  pruned.output_names = out.output_names;
-  p.graph = std::move(pruned);
   SDRT_RETURN_IF_ERROR(p.graph.verify().with_context("input prelude"));
   return p;
 }
