@@ -27,6 +27,14 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
+// `steps` timesteps from 999 down towards 0, each repeated for the timestep input's `rows`: a schedule to stage.
+std::vector<float> schedule(int steps, int64_t rows) {
+  std::vector<float> tv((size_t)(steps * rows));
+  for (int j = 0; j < steps; ++j)
+    for (int64_t i = 0; i < rows; ++i) tv[(size_t)(j * rows + i)] = 999.f - 999.f * j / steps;
+  return tv;
+}
+
 // --steps: `steps` forwards back to back, then `steps` steps of the sampling loop's device work around them
 // (as Pipeline::sample_on_device enqueues it for PNDM with guidance: the staged timestep selected, the forward,
 // the guided prediction into the history slot, the latents' update writing the next input), alternating, two
@@ -43,9 +51,8 @@ Status loop_rounds(DeviceLoop& L, int64_t batch, int64_t h, int64_t w, int steps
     SDRT_ASSIGN_OR_RETURN(p, L.alloc(n));
   }
   const int64_t rows = guided ? batch / 2 : batch;  // the timestep input's
-  std::vector<float> tv((size_t)(steps * rows)), x0((size_t)n, 0.5f);
-  for (int j = 0; j < steps; ++j)
-    for (int64_t i = 0; i < rows; ++i) tv[(size_t)(j * rows + i)] = 999.f - 999.f * j / steps;
+  const std::vector<float> tv = schedule(steps, rows);
+  std::vector<float> x0((size_t)n, 0.5f);
   SDRT_RETURN_IF_ERROR(L.upload(T, tv.data(), (int64_t)tv.size()));
   SDRT_RETURN_IF_ERROR(L.stage_input("timestep", T, steps));  // as the pipeline does (its work ahead unless SDRT_STAGE=0)
   SDRT_RETURN_IF_ERROR(L.upload(X, x0.data(), n));
@@ -225,9 +232,7 @@ int main(int argc, char** argv) {
     if (!vae)
       if (Status st = L->hold_input("encoder_hidden_states"); !st) return std::fprintf(stderr, "error: %s\n", st.message().c_str()), 1;
     if (staged > 0) {
-      std::vector<float> tv((size_t)(staged * rows));
-      for (int j = 0; j < staged; ++j)
-        for (int64_t i = 0; i < rows; ++i) tv[(size_t)(j * rows + i)] = 999.f - 999.f * j / staged;
+      const std::vector<float> tv = schedule(staged, rows);
       auto T = L->alloc((int64_t)tv.size());
       Status st = T.status();
       if (st) st = L->upload(*T, tv.data(), (int64_t)tv.size());

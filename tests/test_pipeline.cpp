@@ -416,7 +416,7 @@ class HostLoopExecutable : public Executable {
     Status upload(float* dst, const float* src, int64_t n) override { return std::copy(src, src + n, dst), Status::ok(); }
     Status download(float* dst, const float* src, int64_t n) override { return std::copy(src, src + n, dst), Status::ok(); }
     Status copy(float* dst, const float* src, int64_t n) override { return std::copy(src, src + n, dst), Status::ok(); }
-    Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms) override { return combine(dst, n, terms, {}); }
+    using DeviceLoop::combine;
     Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms, const std::vector<std::pair<float*, float>>& also) override {
       if (terms.empty() || terms.size() > 8 || also.size() > 2) return invalid_argument("combine: 1 to 8 terms, at most 2 more outputs");
       ++log_->combines;

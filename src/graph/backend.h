@@ -25,12 +25,12 @@ class DeviceLoop {
   virtual Status upload(float* dst, const float* src, int64_t n) = 0;
   virtual Status download(float* dst, const float* src, int64_t n) = 0;
   virtual Status copy(float* dst, const float* src, int64_t n) = 0;
-  // dst[k] = sum_j coef_j * src_j[k] for k < n (dst may be a source); at most 8 terms.
-  virtual Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms) = 0;
-  // The same, the sum also written scaled to each of `also` (at most 2 vectors, none of them a source): the
-  // latents' update and the next step's scaled UNet input in one kernel.
+  // dst[k] = sum_j coef_j * src_j[k] for k < n (dst may be a source); at most 8 terms. The sum is also
+  // written scaled to each of `also` (at most 2 vectors, none of them a source): the latents' update and
+  // the next step's scaled UNet input in one kernel.
   virtual Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms,
                          const std::vector<std::pair<float*, float>>& also) = 0;
+  Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms) { return combine(dst, n, terms, {}); }
   // The named input keeps its value between run()s until written again (upload, copy, combine into its
   // buffer, or Executable::run): work that depends only on held inputs and weights runs once after each
   // write instead of in every run() (the sampling loop's prompt embeddings: their key/value projections).

@@ -1087,7 +1087,7 @@ class CudaExecutable : public Executable {
       CUDA_TRY(cudaMemcpyAsync(dst, src, (size_t)n * 4, cudaMemcpyDeviceToDevice, e_->stream_));
       return Status::ok();
     }
-    Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms) override { return combine(dst, n, terms, {}); }
+    using DeviceLoop::combine;
     Status combine(float* dst, int64_t n, const std::vector<std::pair<const float*, float>>& terms,
                    const std::vector<std::pair<float*, float>>& also) override {
       if (terms.empty() || terms.size() > (size_t)cuda::kMaxCombine) return invalid_argument("combine takes 1 to 8 terms");
@@ -1262,50 +1262,56 @@ class CudaExecutable : public Executable {
     stage_count_ = count;
     // (--opt baseline builds without the passes: its work stays in every run)
     if (!stage_enabled() || !opt_.fuse || opt_.guard_check || profile_ || own_.stream || held_.count(id)) return unstage(), Status::ok();
-    SDRT_ASSIGN_OR_RETURN(InputPrelude p, input_prelude(*g_, name, count));
-    if (p.computed == 0) return unstage(), Status::ok();
-    // a server sees a few step counts: the preludes of at most kMaxPreludes of them are kept (each holds library
-    // handles), all dropped when another comes (their destructors wait for the stream)
+    // The prelude of `count` values, made (and its executable compiled) on the first request of that count. A
+    // server sees a few step counts: at most kMaxPreludes are kept (each holds library handles), all dropped
+    // when another comes (their destructors wait for the stream).
     if (!preludes_.count(count) && preludes_.size() >= kMaxPreludes) preludes_.clear();
-    auto& pre = preludes_[count];
-    if (!pre) {
-      auto e = std::make_unique<CudaExecutable>(std::make_shared<Graph>(std::move(p.graph)), opt_, cache_, tuning_, gemm_tuning_, shared_);
-      e->untimed_ = true;  // its GEMMs run once per schedule: cuBLASLt's first candidate, nothing timed or recorded
-      if (Status st = e->init(); !st) {  // the work stays in the graph (the staged values copied in)
-        std::fprintf(stderr, "sdrt: the timestep's work is not staged: its prelude of %lld values: %s\n", (long long)count, st.message().c_str());
-        preludes_.erase(count);
-        cudaGetLastError();
-        return unstage(), Status::ok();
+    Prelude& pre = preludes_[count];
+    if (!pre.made) {
+      pre.made = true;
+      SDRT_ASSIGN_OR_RETURN(InputPrelude ip, input_prelude(*g_, name, count));
+      pre.part = std::move(ip.part);
+      pre.values = std::move(ip.values);
+      pre.computed = ip.computed;
+      if (pre.computed > 0) {
+        auto e = std::make_unique<CudaExecutable>(std::make_shared<Graph>(std::move(ip.graph)), opt_, cache_, tuning_, gemm_tuning_, shared_);
+        e->untimed_ = true;  // its GEMMs run once per schedule: cuBLASLt's first candidate, nothing timed or recorded
+        if (Status st = e->init(); st.is_ok()) {
+          pre.exe = std::move(e);
+        } else {  // the work stays in the graph (the staged values copied in)
+          std::fprintf(stderr, "sdrt: the timestep's work is not staged: its prelude of %lld values: %s\n", (long long)count, st.message().c_str());
+          cudaGetLastError();
+        }
       }
-      pre = std::move(e);
     }
+    if (!pre.exe) return unstage(), Status::ok();  // nothing computed from the input alone, or no prelude
     // The boundary: each value at a 256-byte aligned offset of a row, as this graph holds it (the
     // prelude's outputs, value-major, hold the same bytes per value).
     std::vector<size_t> offsets;
     size_t pitch = 0;
-    for (size_t k = 0; k < p.values.size(); ++k) {
-      const int b = p.values[k], o = pre->g_->outputs[k];
-      if (pre->esz(o) != esz(b) || pre->nhwc_[o] != nhwc_[b]) return unstage(), Status::ok();  // not the same bytes: not ahead
+    for (size_t k = 0; k < pre.values.size(); ++k) {
+      const int b = pre.values[k], o = pre.exe->g_->outputs[k];
+      if (pre.exe->esz(o) != esz(b) || pre.exe->nhwc_[o] != nhwc_[b]) return unstage(), Status::ok();  // not the same bytes: not ahead
       offsets.push_back(pitch);
       pitch += ((size_t)numel(nodes[b].shape) * esz(b) + 255) / 256 * 256;
     }
-    if (!staging_ || p.part != staged_node_ || pitch != stage_pitch_) {  // (again) without the part in the graph
+    if (!staging_ || pre.part != staged_node_ || pitch != stage_pitch_) {  // (again) without the part in the graph
       unstage();
       void* row = nullptr;
       CUDA_TRY(cudaMalloc(&row, pitch));
       if (stage_row_) cudaFree(stage_row_);
       stage_row_ = row;
       stage_pitch_ = pitch;
-      staged_node_ = p.part;
+      staged_node_ = pre.part;
       staged_vals_.assign(nodes.size(), nullptr);
-      for (size_t k = 0; k < p.values.size(); ++k) staged_vals_[p.values[k]] = static_cast<char*>(stage_row_) + offsets[k];
+      for (size_t k = 0; k < pre.values.size(); ++k) staged_vals_[pre.values[k]] = static_cast<char*>(stage_row_) + offsets[k];
       staging_ = true;
       if (graph_exec_) cudaGraphExecDestroy(graph_exec_), graph_exec_ = nullptr;  // captured with every node: again without them
     }
     SDRT_RETURN_IF_ERROR(grow(&stage_table_, &stage_table_bytes_, (size_t)count * pitch));
-    SDRT_RETURN_IF_ERROR(pre->run_prelude(static_cast<const float*>(stage_in_), stage_table_, pitch, offsets, count));
+    SDRT_RETURN_IF_ERROR(pre.exe->run_prelude(static_cast<const float*>(stage_in_), stage_table_, pitch, offsets, count));
     g_staged_preludes++;
-    g_staged_nodes += p.computed;
+    g_staged_nodes += pre.computed;
     return Status::ok();
   }
   Status select_staged(int64_t k) {
@@ -1495,6 +1501,9 @@ class CudaExecutable : public Executable {
     return lane_[i] ? !main_use_[in] : side_last_[in] < 0;
   }
 
+  // Whether node i's value is made before the graph runs (held inputs' work, the staged input's prelude).
+  bool before_graph(size_t i) const { return (holding_ && held_node_[i]) || (staging_ && staged_node_[i]); }
+
   Status execute_nodes(std::vector<void*>& vals, std::vector<bool>& owned) {
     const auto& nodes = g_->nodes;
     std::vector<const void*> ins;
@@ -1505,20 +1514,15 @@ class CudaExecutable : public Executable {
         vals[i] = weights_.at(n.name);
         continue;
       }
-      if (staging_ && part_ == Part::All && staged_node_[i]) {  // computed ahead by stage_input: its row's value (not owned)
-        vals[i] = staged_vals_[i];
-        continue;
-      }
-      if (holding_ && part_ == Part::All && held_node_[i]) {  // computed by run_held: read from its buffer (not owned)
-        vals[i] = held_vals_[i];
+      if (part_ == Part::All && before_graph(i)) {  // computed by run_held or stage_input: read from its buffer (not owned)
+        vals[i] = staging_ && staged_node_[i] ? staged_vals_[i] : held_vals_[i];
         continue;
       }
       if (part_ == Part::Held && !held_node_[i]) continue;
       if (use_lanes_) {  // held and staged values (computed before the graph) need no wait
         SDRT_RETURN_IF_ERROR(use_lane(lane_[i]));
         for (int in : n.inputs)
-          if (nodes[in].op != Op::Weight && lane_[in] != lane_[i] && !(holding_ && held_node_[in]) && !(staging_ && staged_node_[in]))
-            SDRT_RETURN_IF_ERROR(wait_for(lane_[i], in));
+          if (nodes[in].op != Op::Weight && lane_[in] != lane_[i] && !before_graph(in)) SDRT_RETURN_IF_ERROR(wait_for(lane_[i], in));
       }
       const size_t bytes = (size_t)numel(n.shape) * esz(i);
       // Shape-only ops on NHWC data take over their input's buffer when it dies here.
@@ -2062,7 +2066,14 @@ class CudaExecutable : public Executable {
   size_t stage_pitch_ = 0;
   void* stage_table_ = nullptr;
   size_t stage_table_bytes_ = 0;
-  std::map<int64_t, std::unique_ptr<CudaExecutable>> preludes_;
+  struct Prelude {  // per count: input_prelude's part and boundary, and its graph compiled (null: none to run)
+    bool made = false;
+    std::vector<char> part;
+    std::vector<int> values;
+    int computed = 0;
+    std::unique_ptr<CudaExecutable> exe;
+  };
+  std::map<int64_t, Prelude> preludes_;
   static constexpr size_t kMaxPreludes = 4;
   bool untimed_ = false;  // a prelude: its Linears' GEMMs not timed (LtGemm::prepare's timed = false)
   enum class Part { All, Held } part_ = Part::All;  // what execute_nodes runs: the graph (less held nodes), or those
