@@ -94,6 +94,11 @@ std::vector<Case> cases() {
   };
   c.push_back(conv_residual("conv_out + residual [2,64,8,8]->8", {2, 64, 8, 8}, 8));
   c.push_back(conv_residual("conv odd channels + residual [2,5,9,9]->6", {2, 5, 9, 9}, 6));
+  // the split-K kernel's shapes (C a multiple of 64): SD's 8x8 level at half width with its residual, rows not
+  // a multiple of its 128-row tile, a strided downsample
+  c.push_back(conv_residual("conv deep + residual [2,640,8,8]->640", {2, 640, 8, 8}, 640));
+  c.push_back(conv("conv rows not a multiple of 128 [3,192,12,10]->128", {3, 192, 12, 10}, 128, 3, 1, {1, 1, 1, 1}));
+  c.push_back(conv("conv stride2 pad1 [2,128,16,16]->256", {2, 128, 16, 16}, 256, 3, 2, {1, 1, 1, 1}));
   auto linear = [=](std::string name, Shape x, int64_t N, bool bias) {
     return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
                   int xi = in(b, ins, rng, "x", x);
@@ -389,16 +394,19 @@ INSTANTIATE_TEST_SUITE_P(Precisions, BackendOpsP, ::testing::Values("fp32", "fp1
 
 // Each form a convolution can take in FP16 (cuDNN + bias kernel, im2col + cuBLASLt GEMM with the bias and
 // residual in its epilogue, cuDNN's fused convolution + bias + residual, one cuDNN operation graph, our
-// kernel for at most 8 output channels), forced for every convolution case in turn, against the CPU.
+// kernel for at most 8 output channels, four forms of our split-K kernel), forced for every convolution case
+// in turn, against the CPU.
 TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
   REQUIRE_CUDA_P(probe, true, "fp16");
   auto cpu = make_cpu_backend();
   const std::vector<std::pair<const char*, const char*>> forms = {
-      {"SDRT_CONV_GEMM", "0"}, {"SDRT_CONV_GEMM", "1"}, {"SDRT_CONV_FUSED", "1"}, {"SDRT_CONV_GRAPH", "force"}, {"SDRT_CONV_NARROW", "1"}};
+      {"SDRT_CONV_GEMM", "0"},       {"SDRT_CONV_GEMM", "1"},       {"SDRT_CONV_FUSED", "1"},      {"SDRT_CONV_GRAPH", "force"},
+      {"SDRT_CONV_NARROW", "1"},     {"SDRT_CONV_SPLITK", "b64c1"}, {"SDRT_CONV_SPLITK", "b64c4"}, {"SDRT_CONV_SPLITK", "b128c2"},
+      {"SDRT_CONV_SPLITK", "b128c8"}};
   int failures = 0, cases_run = 0;
   for (const auto& [var, value] : forms) {
     ::setenv(var, value, 1);
-    const int64_t graph_runs = cuda_conv_graph_runs(), narrow_runs = cuda_narrow_conv_runs();
+    const int64_t graph_runs = cuda_conv_graph_runs(), narrow_runs = cuda_narrow_conv_runs(), splitk_runs = cuda_splitk_conv_runs();
     for (const auto& c : cases()) {
       if (c.name.rfind("conv", 0) != 0) continue;
       const CaseRun r = run_case(c, *cpu, "fp16");
@@ -417,6 +425,11 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
     // conv_out, the residual case, the VAE's conv_out and the strided one
     if (std::string(var) == "SDRT_CONV_NARROW") EXPECT_EQ(cuda_narrow_conv_runs() - narrow_runs, 4);
     else EXPECT_EQ(cuda_narrow_conv_runs() - narrow_runs, 0) << var;
+    // the split-K kernel (Hopper) took the cases of C a multiple of 64 and O of its tile: at least the three added for it
+    if (std::string(var) == "SDRT_CONV_SPLITK") {
+      std::printf("      %lld convolutions ran as split-K form %s\n", (long long)(cuda_splitk_conv_runs() - splitk_runs), value);
+      if (probe->compute_capability() == std::make_pair(9, 0)) EXPECT_GE(cuda_splitk_conv_runs() - splitk_runs, 3) << value;
+    }
   }
   EXPECT_GE(cases_run, 40);
   EXPECT_EQ(failures, 0);

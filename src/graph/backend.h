@@ -146,6 +146,8 @@ int64_t cuda_staged_nodes();
 int64_t cuda_conv_graph_runs();
 // Convolutions run by the narrow kernel (form "narrow": at most 8 output channels) in this process, for tests.
 int64_t cuda_narrow_conv_runs();
+// Convolutions run by the split-K kernel (form "splitk", conv_splitk.h) in this process, for tests.
+int64_t cuda_splitk_conv_runs();
 
 // A backend's tactics (Backend::tactics) in a line: how many of each kind were timed, and for the kinds that
 // pick among forms, how many shapes took each ("attn_form 2 (pipe 1, wgmma 1); ..."); "none" when empty.

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backends/cuda/common.cuh"
+#include "backends/cuda/conv_splitk.h"
 #include "backends/cuda/cudnn_conv.h"
 #include "backends/cuda/device_info.h"
 #include "backends/cuda/flash_attention.cuh"
@@ -334,6 +335,7 @@ class CudaExecutable : public Executable {
       graph_plan_.assign(nodes.size(), -1);
       fused_conv_.assign(nodes.size(), 0);
       narrow_conv_.assign(nodes.size(), 0);
+      splitk_conv_.assign(nodes.size(), -1);
       for (const Node& n : nodes) {
         if (n.op != Op::Conv2d || plan_[&n - nodes.data()] < 0) continue;
         int64_t M, N, K;
@@ -626,23 +628,39 @@ class CudaExecutable : public Executable {
     // our narrow kernel: an experiment, timed only under SDRT_CONV_NARROW=timed (forced by 1). H200, nineteenth
     // session: SD's conv_out at batch 2 0.0241 ms against cuDNN's 0.0174 (its kernel and the bias kernel, in a graph)
     const bool narrow_ok = cuda::conv_narrow_applies(cg.cs.C, O) && (env_is("SDRT_CONV_NARROW", "1") || env_is("SDRT_CONV_NARROW", "timed"));
+    // our split-K kernel (Hopper, C a multiple of 64): each of its forms that applies is timed (SDRT_CONV_SPLITK=0
+    // never takes it, =<form> forces that form where it applies)
+    const cuda::ConvSplitkShape ss{cg.cs.N, cg.cs.H, cg.cs.W, cg.cs.C, O, cg.cs.kh, cg.cs.kw, cg.cs.stride, cg.cs.pad_h, cg.cs.pad_w, cg.Ho, cg.Wo};
+    std::vector<int> splitk_forms;
+    if (!env_is("SDRT_CONV_SPLITK", "0"))
+      for (int f = 0; f < cuda::conv_splitk_forms(); ++f)
+        if (cuda::conv_splitk_applies(f, ss)) splitk_forms.push_back(f);
+    const bool splitk_ok = !splitk_forms.empty();
     const std::string key = cg.cs.key(), gkey = cuda::graph_key(cg.cs, cg.bias, cg.residual);
     cuda::ConvForm form = cuda::ConvForm::Cudnn;
     bool known = false;
     int graph_cfg = -1;  // the graph form's engine configuration for this convolution's epilogue
+    int splitk = -1;     // the split-K kernel's form
     {
       std::lock_guard<std::mutex> lock(tuning_->mu);
       auto it = tuning_->form.find(key);
       if (it != tuning_->form.end()) known = true, form = it->second;
       auto gc = tuning_->graph_config.find(gkey);
       if (gc != tuning_->graph_config.end()) graph_cfg = gc->second;
+      auto sk = tuning_->splitk_form.find(key);
+      if (sk != tuning_->splitk_form.end()) splitk = cuda::conv_splitk_form_by_name(sk->second.c_str());
     }
     // experimental: time cuDNN's graph-API engines too (force: take the graph form wherever one agrees, for tests)
     const bool graph_forced = env_is("SDRT_CONV_GRAPH", "force"), graph_timed = graph_forced || env_is("SDRT_CONV_GRAPH", "1");
-    if (!gemm_ok && !fused_ok && !narrow_ok && !graph_timed && form != cuda::ConvForm::Graph) return Status::ok();
+    if (!gemm_ok && !fused_ok && !narrow_ok && !splitk_ok && !graph_timed && form != cuda::ConvForm::Graph) return Status::ok();
     if (env_is("SDRT_CONV_GEMM", "0") || env_is("SDRT_CONV_GEMM", "1")) known = true, form = env_is("SDRT_CONV_GEMM", "1") ? cuda::ConvForm::Gemm : cuda::ConvForm::Cudnn;
     if (env_is("SDRT_CONV_FUSED", "1")) known = true, form = cuda::ConvForm::CudnnFused;
     if (env_is("SDRT_CONV_NARROW", "1") && narrow_ok) known = true, form = cuda::ConvForm::Narrow;
+    if (const char* e = std::getenv("SDRT_CONV_SPLITK"); e && std::strcmp(e, "0") != 0) {
+      const int f = cuda::conv_splitk_form_by_name(e);
+      if (f < 0) return invalid_argument(std::string("SDRT_CONV_SPLITK: unknown split-K convolution form '") + e + "'");
+      if (cuda::conv_splitk_applies(f, ss)) known = true, form = cuda::ConvForm::Splitk, splitk = f;
+    }
     if ((form == cuda::ConvForm::Gemm && !gemm_ok) || (form == cuda::ConvForm::CudnnFused && !fused_ok)) form = cuda::ConvForm::Cudnn;
     if (form == cuda::ConvForm::Graph && graph_cfg < 0 && graph_timed) known = false;  // this epilogue's configuration: timed now
     if (!known) {
@@ -678,7 +696,7 @@ class CudaExecutable : public Executable {
       // Each form is timed as it runs in the engine: inside a CUDA graph, where the libraries' host-side
       // launch costs (tens of microseconds for a cuDNN call) do not count, only the GPU's time.
       auto time_form = [&](auto&& body) { return cuda::time_in_graph(stream_, kRuns, [&] { return body().is_ok(); }); };
-      float conv_ms = -1.f, gemm_ms = -1.f, fused_ms = -1.f, graph_ms = -1.f, narrow_ms = -1.f;
+      float conv_ms = -1.f, gemm_ms = -1.f, fused_ms = -1.f, graph_ms = -1.f, narrow_ms = -1.f, splitk_ms = -1.f;
       if (ok) {
         // operands of a layer's magnitudes (zeros draw less power and the GPU clocks higher on them)
         uint32_t seed = 31;
@@ -690,6 +708,22 @@ class CudaExecutable : public Executable {
         if (fused_ok) fused_ms = time_form(with_fused);
         if (narrow_ok) narrow_ms = time_form(with_narrow);
         if (graph_timed) graph_ms = time_graph_configs(n, x, w, bias, res, y, yb, with_cudnn, &graph_cfg, graph_forced);
+        // the split-K forms: each checked against cuDNN's output first, the fastest that agrees kept
+        std::vector<__half> want(yb / 2), got(yb / 2);
+        if (splitk_ok && with_cudnn().is_ok() && fetch(want, y))
+          for (int f : splitk_forms) {
+            auto with_splitk = [&] {
+              return cuda::cuda_status(cuda::conv_splitk(f, static_cast<const __half*>(x), static_cast<const __half*>(w), static_cast<const __half*>(bias),
+                                                         static_cast<const __half*>(res), static_cast<__half*>(y), ss, stream_),
+                                       "split-K convolution");
+            };
+            if (!with_splitk().is_ok() || !fetch(got, y) || !agrees_with(got, want)) {
+              cudaGetLastError();
+              continue;
+            }
+            const float ms = time_form(with_splitk);
+            if (ms > 0.f && (splitk_ms <= 0.f || ms < splitk_ms)) splitk_ms = ms, splitk = f;
+          }
       }
       cudaStreamSynchronize(stream_);
       for (void* p : {x, w, y, col, b, r})
@@ -701,14 +735,19 @@ class CudaExecutable : public Executable {
       if (graph_ms > 0.f && (cudnn_ms <= 0.f || graph_ms < 0.97f * cudnn_ms)) form = cuda::ConvForm::Graph, cudnn_ms = graph_ms;
       if (graph_forced && graph_cfg >= 0) form = cuda::ConvForm::Graph, cudnn_ms = -1.f, gemm_ms = -1.f;
       if (gemm_ms > 0.f && (cudnn_ms <= 0.f || gemm_ms < 0.9f * cudnn_ms)) form = cuda::ConvForm::Gemm;
-      const float best_ms = form == cuda::ConvForm::Gemm ? gemm_ms : cudnn_ms;  // our narrow kernel where 3% faster than that
-      if (!graph_forced && narrow_ms > 0.f && (best_ms <= 0.f || narrow_ms < 0.97f * best_ms)) form = cuda::ConvForm::Narrow;
-      if (std::getenv("SDRT_PROFILE") || ((graph_timed || narrow_ok) && std::getenv("SDRT_VERBOSE")))
-        std::fprintf(stderr, "conv %s: cuDNN %.4f ms, im2col+GEMM %.4f ms, cuDNN fused %.4f ms, graph API %.4f ms (configuration %d), narrow %.4f ms -> %s\n",
-                     key.c_str(), conv_ms, gemm_ms, fused_ms, graph_ms, graph_cfg, narrow_ms, cuda::conv_form_name(form));
+      float best_ms = form == cuda::ConvForm::Gemm ? gemm_ms : cudnn_ms;  // our narrow kernel where 3% faster than that
+      if (!graph_forced && narrow_ms > 0.f && (best_ms <= 0.f || narrow_ms < 0.97f * best_ms)) form = cuda::ConvForm::Narrow, best_ms = narrow_ms;
+      if (!graph_forced && splitk_ms > 0.f && (best_ms <= 0.f || splitk_ms < best_ms)) form = cuda::ConvForm::Splitk;  // the split-K kernel where faster
+      if (std::getenv("SDRT_PROFILE") || ((graph_timed || narrow_ok || splitk_ok) && std::getenv("SDRT_VERBOSE")))
+        std::fprintf(stderr,
+                     "conv %s: cuDNN %.4f ms, im2col+GEMM %.4f ms, cuDNN fused %.4f ms, graph API %.4f ms (configuration %d), narrow %.4f ms, "
+                     "split-K %.4f ms (%s) -> %s\n",
+                     key.c_str(), conv_ms, gemm_ms, fused_ms, graph_ms, graph_cfg, narrow_ms, splitk_ms, cuda::conv_splitk_form_name(splitk),
+                     cuda::conv_form_name(form));
       std::lock_guard<std::mutex> lock(tuning_->mu);
       tuning_->form[key] = form;
       if (form == cuda::ConvForm::Graph) tuning_->graph_config[gkey] = graph_cfg;
+      if (form == cuda::ConvForm::Splitk) tuning_->splitk_form[key] = cuda::conv_splitk_form_name(splitk);
     }
     if (form == cuda::ConvForm::Graph) {  // the recorded configuration for this epilogue, else cuDNN's other forms
       Result<int> gid = graph_cfg >= 0 ? conv_->prepare_graph(plan_[id], cg.bias, cg.residual, graph_cfg) : Status(Code::NotFound, "no configuration");
@@ -725,8 +764,12 @@ class CudaExecutable : public Executable {
       }
       form = fused_ok ? cuda::ConvForm::CudnnFused : cuda::ConvForm::Cudnn;
     }
-    if ((form == cuda::ConvForm::Gemm && !gemm_ok) || (form == cuda::ConvForm::Narrow && !cuda::conv_narrow_applies(cg.cs.C, O))) form = cuda::ConvForm::Cudnn;
-    if (form == cuda::ConvForm::Narrow) {
+    if ((form == cuda::ConvForm::Gemm && !gemm_ok) || (form == cuda::ConvForm::Narrow && !cuda::conv_narrow_applies(cg.cs.C, O)) ||
+        (form == cuda::ConvForm::Splitk && !cuda::conv_splitk_applies(splitk, ss)))
+      form = cuda::ConvForm::Cudnn;
+    if (form == cuda::ConvForm::Splitk) {
+      splitk_conv_[id] = splitk;
+    } else if (form == cuda::ConvForm::Narrow) {
       narrow_conv_[id] = 1;
     } else if (form == cuda::ConvForm::Gemm) {
       SDRT_ASSIGN_OR_RETURN(gemm_plan_[id], lt_->prepare(cg.M, O, cg.K, cg.bias, cg.residual, *gemm_tuning_));
@@ -1709,6 +1752,13 @@ class CudaExecutable : public Executable {
             return st;
           }
           const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
+          if (!splitk_conv_.empty() && splitk_conv_[self] >= 0) {  // our split-K kernel, bias and residual in it
+            const cuda::ConvSplitkShape ss{N, cs.H, cs.W, C, O, kh, kw, a.stride, cs.pad_h, cs.pad_w, Ho, Wo};
+            const cudaError_t e = cuda::conv_splitk(splitk_conv_[self], static_cast<const __half*>(x), in(1), n.inputs.size() > 2 ? in(2) : nullptr, res, y, ss,
+                                                    stream_);
+            if (padded) release(padded);
+            return cuda::cuda_status(e, "split-K convolution");
+          }
           if (!narrow_conv_.empty() && narrow_conv_[self]) {  // our kernel for at most 8 output channels, bias and residual in it
             cuda::conv_narrow_nhwc(static_cast<const __half*>(x), in(1), n.inputs.size() > 2 ? in(2) : nullptr, res, y, N, cs.H, cs.W, C, O, kh, kw, a.stride,
                                    cs.pad_h, cs.pad_w, Ho, Wo, stream_);
@@ -2022,6 +2072,7 @@ class CudaExecutable : public Executable {
   std::vector<int> geglu_form_;  // per Linear with a fused GEGLU: the fused kernel's form, else -1 (GEMM, then the GEGLU pass)
   std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
   std::vector<char> narrow_conv_;  // per convolution node: 1 where our narrow kernel runs it (at most 8 output channels)
+  std::vector<int> splitk_conv_;   // per convolution node: the split-K kernel's form that runs it, else -1
   // Lanes (plan_lanes): 0 the backend's stream, 1 the side stream.
   bool use_lanes_ = false;
   bool split_ = false;  // the lanes run batch parts (GroupNorm's one-pass kernel then stays off, see group_norm_onepass)
@@ -2303,6 +2354,8 @@ class CudaBackend : public Backend {
         if (!g || conv.count(key)) out["conv_form/" + key] = cuda::conv_form_name(form);
       for (const auto& [key, cfg] : tuning_->graph_config)
         if (!g || cgraph.count(key)) out["conv_graph/" + key] = std::to_string(cfg);
+      for (const auto& [key, f] : tuning_->splitk_form)
+        if (!g || conv.count(key)) out["conv_splitk/" + key] = f;
     }
     std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
     for (const auto& [key, v] : gemm_tuning_->choices)
@@ -2353,6 +2406,11 @@ class CudaBackend : public Backend {
         const int cfg = std::atoi(v.c_str());
         if (cfg < 0 || cfg > 1000 || v != std::to_string(cfg)) return invalid_argument("bad graph engine configuration '" + v + "' for '" + key + "'");
         tuning_->graph_config.emplace(key.substr(11), cfg);
+        continue;
+      }
+      if (key.rfind("conv_splitk/", 0) == 0) {
+        if (cuda::conv_splitk_form_by_name(v.c_str()) < 0) return invalid_argument("bad split-K convolution form '" + v + "' for '" + key + "'");
+        tuning_->splitk_form.emplace(key.substr(12), v);
         continue;
       }
       if (key.rfind("conv_form/", 0) == 0) {

@@ -58,12 +58,13 @@ const char* conv_form_name(ConvForm f) {
     case ConvForm::CudnnFused: return "cudnn-fused";
     case ConvForm::Graph: return "cudnn-graph";
     case ConvForm::Narrow: return "narrow";
+    case ConvForm::Splitk: return "splitk";
     default: return "cudnn";
   }
 }
 
 bool parse_conv_form(const std::string& s, ConvForm* f) {
-  for (ConvForm c : {ConvForm::Cudnn, ConvForm::Gemm, ConvForm::CudnnFused, ConvForm::Graph, ConvForm::Narrow})
+  for (ConvForm c : {ConvForm::Cudnn, ConvForm::Gemm, ConvForm::CudnnFused, ConvForm::Graph, ConvForm::Narrow, ConvForm::Splitk})
     if (s == conv_form_name(c)) return *f = c, true;
   return false;
 }

@@ -34,9 +34,10 @@ struct ConvChoice {
 // operation graph of cuDNN's graph API, convolution + bias + residual, in the engine configuration timed
 // fastest (timed only under SDRT_CONV_GRAPH=1, experimental; a recorded choice is used as it is).
 // Narrow: our kernel for at most 8 output channels (conv_narrow_nhwc, nhwc_kernels.cuh; experimental, timed
-// only under SDRT_CONV_NARROW=timed).
-enum class ConvForm { Cudnn, Gemm, CudnnFused, Graph, Narrow };
-const char* conv_form_name(ConvForm f);  // "cudnn", "im2col-gemm", "cudnn-fused", "cudnn-graph", "narrow"
+// only under SDRT_CONV_NARROW=timed). Splitk: our split-K implicit-GEMM kernel (conv_splitk.h, Hopper) in the
+// form recorded in ConvTuning::splitk_form.
+enum class ConvForm { Cudnn, Gemm, CudnnFused, Graph, Narrow, Splitk };
+const char* conv_form_name(ConvForm f);  // "cudnn", "im2col-gemm", "cudnn-fused", "cudnn-graph", "narrow", "splitk"
 bool parse_conv_form(const std::string& s, ConvForm* f);
 
 // Chosen algorithms by shape key, shared by a backend's executables; seeded from plans and timing
@@ -49,6 +50,8 @@ struct ConvTuning {
   std::map<std::string, ConvForm> form;
   // The graph form's engine configuration (an index into heuristics mode A's list) by graph_key.
   std::map<std::string, int> graph_config;
+  // The split-K kernel's form ("b128c8", conv_splitk.h) by shape key, where the form is Splitk.
+  std::map<std::string, std::string> splitk_form;
 };
 // A convolution shape's key with the graph form's epilogue: "<shape key> b1 r0".
 std::string graph_key(const ConvShape& s, bool bias, bool residual);

@@ -1,0 +1,37 @@
+// Convolution form "splitk" (Hopper): an implicit-GEMM convolution whose K (kh * kw * C) is split over the
+// blocks of a thread-block cluster, their partial sums added through distributed shared memory. SD's low
+// levels (8x8 and 16x16 latents, 1280 channels) are short, deep GEMMs - 128 rows at batch 2 against
+// 11520-deep, 29.5 MB weights - bound by reading the weights once: cuDNN's kernels and im2col + cuBLASLt's
+// split-K (an im2col pass, the GEMM, a reduction kernel) reach about 60% of the memory's bandwidth there. Here
+// one launch reads the activations in place (the im2col gather in the loads, zeros at the borders), streams
+// the weights through a 4-stage cp.async ring into warpgroup MMAs, and reduces the cluster's partial tiles
+// on chip with the bias and residual in the same pass. The sum over the cluster's blocks runs in a fixed
+// order: deterministic.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace sdrt::cuda {
+
+// Forms: output-channel tile (64 or 128) x cluster size (the K split: 1 to 8), named "b<BN>c<CS>".
+int conv_splitk_forms();
+const char* conv_splitk_form_name(int form);
+int conv_splitk_form_by_name(const char* name);  // -1 if unknown
+
+struct ConvSplitkShape {
+  int64_t N, H, W, C, O, kh, kw, stride, pad_h, pad_w, Ho, Wo;
+};
+
+// Whether form `form` runs this convolution: a compute capability 9.0 GPU (sm_90a code), C % 64 == 0, O a
+// multiple of the form's tile, at least as many 64-deep K steps as the cluster has blocks, sizes below 2^31.
+bool conv_splitk_applies(int form, const ConvSplitkShape& s);
+
+// y[N, Ho, Wo, O] = conv(x[N, H, W, C], w[O, kh, kw, C]) (+ b[O]) (+ r[N, Ho, Wo, O]), NHWC halves, padding
+// pad_h / pad_w on both sides. x, w, y, r 16-byte aligned, b 8-byte aligned (else cudaErrorNotSupported, as
+// where the form does not apply).
+cudaError_t conv_splitk(int form, const __half* x, const __half* w, const __half* b, const __half* r, __half* y, const ConvSplitkShape& s,
+                        cudaStream_t stream);
+
+}  // namespace sdrt::cuda
