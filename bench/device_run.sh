@@ -413,15 +413,18 @@ for step in "$@"; do
         echo "--- SDRT_CONV_NARROW=$([ $v = 1 ] && echo timed || echo 0): $(export SDRT_CONV_NARROW=$([ $v = 1 ] && echo timed || echo 0); timeout 120 "$bin/bench_unet_forward" --backend cuda \
           --precision fp16 --model random:sd15 --vae --batch 1 --repeats 10 --warmup 2 --device-loop 2>&1 | grep -E 'median|error')"
       done 2>&1 | tee "$out/narrow-vae.txt" ;;
-    splitk)  # convolution form "splitk" (twentieth session: our split-K implicit-GEMM kernel, timed beside cuDNN's forms):
-             # the convolution op tests with its forms forced, the build's timings per convolution shape (SDRT_VERBOSE), the
-             # guided forward with 50 staged timesteps at batch 2 (three rounds) and 16 (one) with it or without (SDRT_CONV_SPLITK=0)
+    splitk)  # convolution form "splitk" and the same kernel as the GEMM of Linear layers / 1x1 convolutions (twentieth
+             # session: our split-K implicit-GEMM kernel, timed beside cuDNN's forms and cuBLASLt's plans): the convolution
+             # op tests with its forms forced, the build's timings per shape (SDRT_VERBOSE), the guided forward with 50 staged
+             # timesteps at batch 2 (two rounds) and 16 (one): neither, convolutions only, both (the default)
       timeout 240 "$bin/sdrt_tests" --gtest_filter='BackendOps.EveryConvolutionForm*:Precisions/BackendOpsP.EveryCudaOp*' > "$out/splitk-test.log" 2>&1
-      echo "tests rc $?"; grep -E 'SPLITK|split-K|deep|multiple of 128|stride2 pad1 \[|PASSED|FAILED' "$out/splitk-test.log" | tail -30
+      echo "tests rc $?"; grep -E 'ran as split-K|FAIL|PASSED|FAILED' "$out/splitk-test.log" | tail -30
       SDRT_VERBOSE=1 timeout 150 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 2 --guided --repeats 3 2>&1 |
-        grep -E 'split-K' | tee "$out/splitk-timing.txt"
-      AB="SDRT_CONV_SPLITK=0" AB_FLAGS="--staged 50" AB_BATCHES=2 AB_ROUNDS=3 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/splitk-fwd-b2.txt"
-      AB="SDRT_CONV_SPLITK=0" AB_FLAGS="--staged 50" AB_BATCHES=16 AB_ROUNDS=1 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'; mv "$out/env-ab.txt" "$out/splitk-fwd-b16.txt" ;;
+        grep -E 'split-K|^gemm' > "$out/splitk-timing.txt"; grep -cE 'splitk$| -> b[0-9]+c[0-9]+$' "$out/splitk-timing.txt"
+      AB="SDRT_CONV_SPLITK=0,SDRT_GEMM_SPLITK=0 SDRT_GEMM_SPLITK=0" AB_FLAGS="--staged 50" AB_BATCHES=2 AB_ROUNDS=2 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'
+      mv "$out/env-ab.txt" "$out/splitk-fwd-b2.txt"
+      AB="SDRT_CONV_SPLITK=0,SDRT_GEMM_SPLITK=0" AB_FLAGS="--staged 50" AB_BATCHES=16 AB_ROUNDS=1 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'
+      mv "$out/env-ab.txt" "$out/splitk-fwd-b16.txt" ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
              # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CONV_GRAPH=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
              # $AB_ROUNDS rounds (2); $AB_FLAGS: more bench_unet_forward options for both

@@ -108,6 +108,12 @@ std::vector<Case> cases() {
   };
   c.push_back(linear("linear no bias [2,77,768]->320", {2, 77, 768}, 320, false));
   c.push_back(linear("linear SD FF [2,4096,320]->2560", {2, 4096, 320}, 2560, true));
+  c.push_back(Case{"linear + residual [2,64,1280]->1280 (SD's 8x8 level)", [=](GraphBuilder& b, auto& ins, auto& rng) {
+                     const Shape x{2, 64, 1280};
+                     b.output(b.add_node(Op::Linear, {in(b, ins, rng, "x", x), w(b, rng, "w", {1280, 1280}, 1.f / std::sqrt(1280.f)),
+                                                      w(b, rng, "b", {1280}, 1), in(b, ins, rng, "r", x)}),
+                              "y");
+                   }});
   // a Linear with its GEGLU fused (pass fuse_linear_geglu): y = value * gelu(gate) of the [..., 2F] projection
   auto linear_geglu = [=](std::string name, Shape x, int64_t F, bool bias) {
     return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
@@ -394,21 +400,22 @@ INSTANTIATE_TEST_SUITE_P(Precisions, BackendOpsP, ::testing::Values("fp32", "fp1
 
 // Each form a convolution can take in FP16 (cuDNN + bias kernel, im2col + cuBLASLt GEMM with the bias and
 // residual in its epilogue, cuDNN's fused convolution + bias + residual, one cuDNN operation graph, our
-// kernel for at most 8 output channels, four forms of our split-K kernel), forced for every convolution case
-// in turn, against the CPU.
+// kernel for at most 8 output channels, four forms of our split-K kernel; two of them as the GEMM of Linear
+// layers and 1x1 convolutions), forced for every convolution (and Linear) case in turn, against the CPU.
 TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
   REQUIRE_CUDA_P(probe, true, "fp16");
   auto cpu = make_cpu_backend();
   const std::vector<std::pair<const char*, const char*>> forms = {
       {"SDRT_CONV_GEMM", "0"},       {"SDRT_CONV_GEMM", "1"},       {"SDRT_CONV_FUSED", "1"},      {"SDRT_CONV_GRAPH", "force"},
       {"SDRT_CONV_NARROW", "1"},     {"SDRT_CONV_SPLITK", "b64c1"}, {"SDRT_CONV_SPLITK", "b64c4"}, {"SDRT_CONV_SPLITK", "b128c2"},
-      {"SDRT_CONV_SPLITK", "b128c8"}};
+      {"SDRT_CONV_SPLITK", "b128c8"}, {"SDRT_GEMM_SPLITK", "b64c2"}, {"SDRT_GEMM_SPLITK", "b128c4"}};
   int failures = 0, cases_run = 0;
   for (const auto& [var, value] : forms) {
     ::setenv(var, value, 1);
     const int64_t graph_runs = cuda_conv_graph_runs(), narrow_runs = cuda_narrow_conv_runs(), splitk_runs = cuda_splitk_conv_runs();
     for (const auto& c : cases()) {
-      if (c.name.rfind("conv", 0) != 0) continue;
+      const bool gemm_form = std::string(var) == "SDRT_GEMM_SPLITK";  // the split-K kernel as a GEMM: Linear cases too
+      if (c.name.rfind("conv", 0) != 0 && !(gemm_form && c.name.rfind("linear", 0) == 0)) continue;
       const CaseRun r = run_case(c, *cpu, "fp16");
       ASSERT_TRUE(r.setup_error.empty() && r.run_error.empty()) << c.name << ": " << r.setup_error << r.run_error;
       const bool ok = r.finite && r.nmse < 1e-5;
@@ -425,8 +432,9 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
     // conv_out, the residual case, the VAE's conv_out and the strided one
     if (std::string(var) == "SDRT_CONV_NARROW") EXPECT_EQ(cuda_narrow_conv_runs() - narrow_runs, 4);
     else EXPECT_EQ(cuda_narrow_conv_runs() - narrow_runs, 0) << var;
-    // the split-K kernel (Hopper) took the cases of C a multiple of 64 and O of its tile: at least the three added for it
-    if (std::string(var) == "SDRT_CONV_SPLITK") {
+    // the split-K kernel (Hopper) took the cases of C a multiple of 64 and O of its tile: at least the three added for
+    // it (as a GEMM: SD's proj_in, FF and the residual case)
+    if (std::string(var) == "SDRT_CONV_SPLITK" || std::string(var) == "SDRT_GEMM_SPLITK") {
       std::printf("      %lld convolutions ran as split-K form %s\n", (long long)(cuda_splitk_conv_runs() - splitk_runs), value);
       if (probe->compute_capability() == std::make_pair(9, 0)) EXPECT_GE(cuda_splitk_conv_runs() - splitk_runs, 3) << value;
     }

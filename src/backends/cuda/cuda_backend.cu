@@ -307,6 +307,7 @@ class CudaExecutable : public Executable {
       if (conv_ws_bytes_[0]) CUDA_TRY(cudaMallocAsync(&conv_ws_[0], conv_ws_bytes_[0], stream_));
       // linear layers: cuBLASLt plans with the bias (and fused residual) in the epilogue
       SDRT_ASSIGN_OR_RETURN(lt_, cuda::LtGemm::create(stream_, shared_->lt_ws, kLtWorkspace));
+      gemm_splitk_.assign(nodes.size(), -1);
       for (const Node& n : nodes) {
         int64_t M, N, K;
         if (n.op == Op::Linear) {
@@ -317,6 +318,7 @@ class CudaExecutable : public Executable {
           continue;
         }
         SDRT_ASSIGN_OR_RETURN(plan_[&n - nodes.data()], lt_->prepare(M, N, K, n.inputs.size() > 2, n.inputs.size() > 3, *gemm_tuning_, !untimed_));
+        if (!(n.op == Op::Linear && n.a.geglu)) SDRT_RETURN_IF_ERROR(choose_gemm_form(n, M, N, K));
       }
       geglu_form_.assign(nodes.size(), -1);
       for (const Node& n : nodes)
@@ -776,6 +778,81 @@ class CudaExecutable : public Executable {
     } else if (form == cuda::ConvForm::CudnnFused) {
       fused_conv_[id] = 1;
     }
+    return Status::ok();
+  }
+
+  // Whether a Linear or 1x1 convolution (no GEGLU) runs on our split-K kernel - a 1x1 convolution over its M
+  // rows - instead of its cuBLASLt plan: each of the kernel's forms that applies checked against the plan's
+  // output and timed beside it in a CUDA graph, the fastest kept; recorded per GEMM key. SDRT_GEMM_SPLITK=0
+  // keeps every plan, =<form> forces that form where it applies (tests); untimed executables (a prelude's
+  // once-per-request work) keep their plan where nothing is recorded.
+  Status choose_gemm_form(const Node& n, int64_t M, int64_t N, int64_t K) {
+    const size_t id = &n - g_->nodes.data();
+    const char* env = std::getenv("SDRT_GEMM_SPLITK");
+    if (env && std::strcmp(env, "0") == 0) return Status::ok();
+    const bool has_bias = n.inputs.size() > 2, has_res = n.inputs.size() > 3;
+    const cuda::ConvSplitkShape ss{M, 1, 1, K, N, 1, 1, 1, 0, 0, 1, 1};
+    std::vector<int> forms;
+    for (int f = 0; f < cuda::conv_splitk_forms(); ++f)
+      if (cuda::conv_splitk_applies(f, ss)) forms.push_back(f);
+    if (forms.empty()) return Status::ok();
+    const std::string key = cuda::LtGemm::key(M, N, K, has_bias, has_res);
+    std::string choice;
+    {
+      std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
+      auto it = gemm_tuning_->splitk.find(key);
+      if (it != gemm_tuning_->splitk.end()) choice = it->second;
+    }
+    if (env && *env) {
+      if (cuda::conv_splitk_form_by_name(env) < 0) return invalid_argument(std::string("SDRT_GEMM_SPLITK: unknown split-K form '") + env + "'");
+      choice = cuda::conv_splitk_applies(cuda::conv_splitk_form_by_name(env), ss) ? env : "lt";
+    }
+    if (choice.empty() && untimed_) return Status::ok();
+    if (choice.empty()) {
+      void *x = nullptr, *w = nullptr, *b = nullptr, *r = nullptr, *y = nullptr;
+      const bool ok = cudaMalloc(&x, (size_t)M * K * 2) == cudaSuccess && cudaMalloc(&w, (size_t)N * K * 2) == cudaSuccess &&
+                      cudaMalloc(&b, (size_t)N * 2) == cudaSuccess && cudaMalloc(&r, (size_t)M * N * 2) == cudaSuccess &&
+                      cudaMalloc(&y, (size_t)M * N * 2) == cudaSuccess;
+      constexpr int kRuns = 5;
+      const void* bias = has_bias ? b : nullptr;
+      const void* res = has_res ? r : nullptr;
+      std::string timings;
+      choice = "lt";
+      std::vector<__half> want((size_t)(M * N)), got((size_t)(M * N));
+      auto with_lt = [&] { return lt_->run(plan_[id], x, w, bias, res, y).is_ok(); };
+      if (ok) {
+        cuda::fill_uniform(static_cast<__half*>(x), M * K, 1.7f, 1, stream_);
+        cuda::fill_uniform(static_cast<__half*>(w), N * K, 1.7f / std::sqrt((float)K), 2, stream_);
+        cuda::fill_uniform(static_cast<__half*>(b), N, 0.1f, 3, stream_);
+        cuda::fill_uniform(static_cast<__half*>(r), M * N, 1.f, 4, stream_);
+        const float lt_ms = cuda::time_in_graph(stream_, kRuns, with_lt);
+        timings = "cuBLASLt " + std::to_string(lt_ms);
+        float best = lt_ms;
+        if (with_lt() && fetch(want, y))
+          for (int f : forms) {
+            auto with_splitk = [&] {
+              return cuda::conv_splitk(f, static_cast<const __half*>(x), static_cast<const __half*>(w), static_cast<const __half*>(bias),
+                                       static_cast<const __half*>(res), static_cast<__half*>(y), ss, stream_) == cudaSuccess;
+            };
+            if (!with_splitk() || !fetch(got, y) || !agrees_with(got, want)) {
+              cudaGetLastError();
+              continue;
+            }
+            const float ms = cuda::time_in_graph(stream_, kRuns, with_splitk);
+            timings += std::string(", ") + cuda::conv_splitk_form_name(f) + " " + std::to_string(ms);
+            if (ms > 0.f && (best <= 0.f || ms < best)) best = ms, choice = cuda::conv_splitk_form_name(f);
+          }
+      }
+      cudaStreamSynchronize(stream_);
+      for (void* p : {x, w, b, r, y})
+        if (p) cudaFree(p);
+      cudaGetLastError();
+      if (std::getenv("SDRT_PROFILE") || std::getenv("SDRT_VERBOSE")) std::fprintf(stderr, "gemm %s: %s ms -> %s\n", key.c_str(), timings.c_str(), choice.c_str());
+      std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
+      gemm_tuning_->splitk[key] = choice;
+    }
+    const int f = choice == "lt" ? -1 : cuda::conv_splitk_form_by_name(choice.c_str());
+    gemm_splitk_[id] = f >= 0 && cuda::conv_splitk_applies(f, ss) ? f : -1;
     return Status::ok();
   }
 
@@ -1727,6 +1804,9 @@ class CudaExecutable : public Executable {
           if (pointwise_gemm(*g_, n, &gm, &gn, &gk)) {  // cuBLASLt over pixels
             const T* bias = n.inputs.size() > 2 ? in(2) : nullptr;
             const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
+            if (!gemm_splitk_.empty() && gemm_splitk_[self] >= 0)  // our split-K kernel
+              return cuda::cuda_status(cuda::conv_splitk(gemm_splitk_[self], in(0), in(1), bias, res, y, {gm, 1, 1, gk, gn, 1, 1, 1, 0, 0, 1, 1}, stream_),
+                                       "split-K GEMM");
             if (!cuda::LtGemm::usable(gm, gn, gk, in(0), in(1), bias, res, y)) return unsupported("misaligned 1x1 convolution operands");
             return lt_->run(plan_[self], in(0), in(1), bias, res, y);
           }
@@ -1808,6 +1888,9 @@ class CudaExecutable : public Executable {
         const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
         auto project = [&](T* out) -> Status {  // out[M, N] = x w^T + b (+ r)
           if constexpr (std::is_same_v<T, __half>) {
+            if (!gemm_splitk_.empty() && gemm_splitk_[self] >= 0 && !a.geglu)  // our split-K kernel: a 1x1 convolution over the M rows
+              return cuda::cuda_status(cuda::conv_splitk(gemm_splitk_[self], in(0), in(1), bias, res, out, {M, 1, 1, K, N, 1, 1, 1, 0, 0, 1, 1}, stream_),
+                                       "split-K GEMM");
             if (plan_[self] >= 0 && cuda::LtGemm::usable(M, N, K, in(0), in(1), bias, res, out)) return lt_->run(plan_[self], in(0), in(1), bias, res, out);
           }
           // out[M,N] = x[M,K] w[N,K]^T  (column-major: out^T = w x^T)
@@ -2073,6 +2156,7 @@ class CudaExecutable : public Executable {
   std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
   std::vector<char> narrow_conv_;  // per convolution node: 1 where our narrow kernel runs it (at most 8 output channels)
   std::vector<int> splitk_conv_;   // per convolution node: the split-K kernel's form that runs it, else -1
+  std::vector<int> gemm_splitk_;   // per Linear / 1x1 convolution: the split-K kernel's form that runs it, else -1 (cuBLASLt)
   // Lanes (plan_lanes): 0 the backend's stream, 1 the side stream.
   bool use_lanes_ = false;
   bool split_ = false;  // the lanes run batch parts (GroupNorm's one-pass kernel then stays off, see group_norm_onepass)
@@ -2366,6 +2450,8 @@ class CudaBackend : public Backend {
       if (!g || attn.count(key)) out["attn_form/" + key] = v;
     for (const auto& [key, v] : gemm_tuning_->gn)
       if (!g || gn.count(key)) out["gn_form/" + key] = v;
+    for (const auto& [key, v] : gemm_tuning_->splitk)
+      if (!g || gemm.count(key)) out["gemm_splitk/" + key] = v;
     const std::string sk = g ? split_key(*g) : std::string();
     for (const auto& [key, parts] : gemm_tuning_->split)
       if (!g || key == sk) out["batch_split/" + key] = std::to_string(parts);
@@ -2389,6 +2475,11 @@ class CudaBackend : public Backend {
       if (key.rfind("attn_form/", 0) == 0) {
         if (cuda::attention_form_by_name(v) < 0) return invalid_argument("bad attention form '" + v + "' for '" + key + "'");
         gemm_tuning_->attn.emplace(key.substr(10), v);
+        continue;
+      }
+      if (key.rfind("gemm_splitk/", 0) == 0) {
+        if (v != "lt" && cuda::conv_splitk_form_by_name(v.c_str()) < 0) return invalid_argument("bad split-K GEMM form '" + v + "' for '" + key + "'");
+        gemm_tuning_->splitk.emplace(key.substr(12), v);
         continue;
       }
       if (key.rfind("gn_form/", 0) == 0) {

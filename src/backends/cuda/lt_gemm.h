@@ -35,6 +35,9 @@ struct GemmTuning {
   std::map<std::string, std::string> attn;
   // GroupNorms by group_norm_key: the form that runs (nhwc_kernels.cuh's group_norm_form_name).
   std::map<std::string, std::string> gn;
+  // Linear layers and 1x1 convolutions by GEMM key: the split-K kernel's form that runs them (conv_splitk.h,
+  // as a 1x1 convolution over the rows), or "lt" for the cuBLASLt plan.
+  std::map<std::string, std::string> splitk;
 };
 
 bool gemm_tactic_valid(const std::string& hex);
