@@ -4,7 +4,7 @@
 // 11520-deep, 29.5 MB weights - bound by reading the weights once: cuDNN's kernels and im2col + cuBLASLt's
 // split-K (an im2col pass, the GEMM, a reduction kernel) reach about 60% of the memory's bandwidth there. Here
 // one launch reads the activations in place (the im2col gather in the loads, zeros at the borders), streams
-// the weights through a 4-stage cp.async ring into warpgroup MMAs, and reduces the cluster's partial tiles
+// the weights through a deep cp.async ring into warpgroup MMAs, and reduces the cluster's partial tiles
 // on chip with the bias and residual in the same pass. The sum over the cluster's blocks runs in a fixed
 // order: deterministic.
 #pragma once
@@ -15,8 +15,11 @@
 
 namespace sdrt::cuda {
 
-// Forms: output-channel tile (64 or 128) x cluster size (the K split: 1 to 8), named "b<BN>c<CS>".
+// Forms: output-channel tile (64 or 128) x cluster size (the K split: 1, 2, 4, 8), named "b<BN>c<CS>".
 int conv_splitk_forms();
+// The most GEMM rows (output pixels) at which the engine times the kernel: with more, cuDNN's and cuBLASLt's
+// kernels won every SD shape on the H100 (twentieth session), and timing them cost a batch-16 build 19 s.
+constexpr int64_t kSplitkTimedRows = 2048;
 const char* conv_splitk_form_name(int form);
 int conv_splitk_form_by_name(const char* name);  // -1 if unknown
 

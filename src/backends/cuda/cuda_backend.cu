@@ -634,7 +634,7 @@ class CudaExecutable : public Executable {
     // never takes it, =<form> forces that form where it applies)
     const cuda::ConvSplitkShape ss{cg.cs.N, cg.cs.H, cg.cs.W, cg.cs.C, O, cg.cs.kh, cg.cs.kw, cg.cs.stride, cg.cs.pad_h, cg.cs.pad_w, cg.Ho, cg.Wo};
     std::vector<int> splitk_forms;
-    if (!env_is("SDRT_CONV_SPLITK", "0"))
+    if (!env_is("SDRT_CONV_SPLITK", "0") && cg.M <= cuda::kSplitkTimedRows)
       for (int f = 0; f < cuda::conv_splitk_forms(); ++f)
         if (cuda::conv_splitk_applies(f, ss)) splitk_forms.push_back(f);
     const bool splitk_ok = !splitk_forms.empty();
@@ -807,7 +807,7 @@ class CudaExecutable : public Executable {
       if (cuda::conv_splitk_form_by_name(env) < 0) return invalid_argument(std::string("SDRT_GEMM_SPLITK: unknown split-K form '") + env + "'");
       choice = cuda::conv_splitk_applies(cuda::conv_splitk_form_by_name(env), ss) ? env : "lt";
     }
-    if (choice.empty() && untimed_) return Status::ok();
+    if (choice.empty() && (untimed_ || M > cuda::kSplitkTimedRows)) return Status::ok();
     if (choice.empty()) {
       void *x = nullptr, *w = nullptr, *b = nullptr, *r = nullptr, *y = nullptr;
       const bool ok = cudaMalloc(&x, (size_t)M * K * 2) == cudaSuccess && cudaMalloc(&w, (size_t)N * K * 2) == cudaSuccess &&
