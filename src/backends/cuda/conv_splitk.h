@@ -6,7 +6,15 @@
 // one launch reads the activations in place (the im2col gather in the loads, zeros at the borders), streams
 // the weights through a deep cp.async ring into warpgroup MMAs, and reduces the cluster's partial tiles
 // on chip with the bias and residual in the same pass. The sum over the cluster's blocks runs in a fixed
-// order: deterministic.
+// order: deterministic. The same kernel serves as the GEMM of Linear layers and 1x1 convolutions (a 1x1
+// convolution over M rows).
+//
+// An experiment (SDRT_CONV_SPLITK / SDRT_GEMM_SPLITK = timed to time it, =<form> to force one): correct on the
+// H100 and H200 but slower than cuDNN / cuBLASLt on every SD shape (twentieth session): ~0.5 us per K step of a
+// block whatever the ring's depth (4 stages 2 ahead or 6-8 stages all but one ahead measured alike), as if each
+// step waited a full memory round trip, plus 2-4 us fixed (the cluster's partial tiles read remotely, one rank
+// after another). The next try: the weights through TMA (bulk tensor copies, not cp.async's per-thread
+// requests) and the partial tiles pushed to their owners before one cluster barrier.
 #pragma once
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -17,8 +25,8 @@ namespace sdrt::cuda {
 
 // Forms: output-channel tile (64 or 128) x cluster size (the K split: 1, 2, 4, 8), named "b<BN>c<CS>".
 int conv_splitk_forms();
-// The most GEMM rows (output pixels) at which the engine times the kernel: with more, cuDNN's and cuBLASLt's
-// kernels won every SD shape on the H100 (twentieth session), and timing them cost a batch-16 build 19 s.
+// The most GEMM rows (output pixels) at which SDRT_*_SPLITK=timed times the kernel: with more, cuDNN's and
+// cuBLASLt's kernels won by far on every SD shape (H100, twentieth session), and timing cost a batch-16 build 19 s.
 constexpr int64_t kSplitkTimedRows = 2048;
 const char* conv_splitk_form_name(int form);
 int conv_splitk_form_by_name(const char* name);  // -1 if unknown

@@ -630,11 +630,12 @@ class CudaExecutable : public Executable {
     // our narrow kernel: an experiment, timed only under SDRT_CONV_NARROW=timed (forced by 1). H200, nineteenth
     // session: SD's conv_out at batch 2 0.0241 ms against cuDNN's 0.0174 (its kernel and the bias kernel, in a graph)
     const bool narrow_ok = cuda::conv_narrow_applies(cg.cs.C, O) && (env_is("SDRT_CONV_NARROW", "1") || env_is("SDRT_CONV_NARROW", "timed"));
-    // our split-K kernel (Hopper, C a multiple of 64): each of its forms that applies is timed (SDRT_CONV_SPLITK=0
-    // never takes it, =<form> forces that form where it applies)
+    // our split-K kernel (Hopper, C a multiple of 64; an experiment: slower than cuDNN and im2col + cuBLASLt on every
+    // SD shape on the H100 and H200, twentieth session): SDRT_CONV_SPLITK=timed times each of its forms that applies,
+    // =<form> forces that form where it applies
     const cuda::ConvSplitkShape ss{cg.cs.N, cg.cs.H, cg.cs.W, cg.cs.C, O, cg.cs.kh, cg.cs.kw, cg.cs.stride, cg.cs.pad_h, cg.cs.pad_w, cg.Ho, cg.Wo};
     std::vector<int> splitk_forms;
-    if (!env_is("SDRT_CONV_SPLITK", "0") && cg.M <= cuda::kSplitkTimedRows)
+    if (env_is("SDRT_CONV_SPLITK", "timed") && cg.M <= cuda::kSplitkTimedRows)
       for (int f = 0; f < cuda::conv_splitk_forms(); ++f)
         if (cuda::conv_splitk_applies(f, ss)) splitk_forms.push_back(f);
     const bool splitk_ok = !splitk_forms.empty();
@@ -658,7 +659,7 @@ class CudaExecutable : public Executable {
     if (env_is("SDRT_CONV_GEMM", "0") || env_is("SDRT_CONV_GEMM", "1")) known = true, form = env_is("SDRT_CONV_GEMM", "1") ? cuda::ConvForm::Gemm : cuda::ConvForm::Cudnn;
     if (env_is("SDRT_CONV_FUSED", "1")) known = true, form = cuda::ConvForm::CudnnFused;
     if (env_is("SDRT_CONV_NARROW", "1") && narrow_ok) known = true, form = cuda::ConvForm::Narrow;
-    if (const char* e = std::getenv("SDRT_CONV_SPLITK"); e && std::strcmp(e, "0") != 0) {
+    if (const char* e = std::getenv("SDRT_CONV_SPLITK"); e && *e && std::strcmp(e, "0") != 0 && std::strcmp(e, "timed") != 0) {
       const int f = cuda::conv_splitk_form_by_name(e);
       if (f < 0) return invalid_argument(std::string("SDRT_CONV_SPLITK: unknown split-K convolution form '") + e + "'");
       if (cuda::conv_splitk_applies(f, ss)) known = true, form = cuda::ConvForm::Splitk, splitk = f;
@@ -782,14 +783,17 @@ class CudaExecutable : public Executable {
   }
 
   // Whether a Linear or 1x1 convolution (no GEGLU) runs on our split-K kernel - a 1x1 convolution over its M
-  // rows - instead of its cuBLASLt plan: each of the kernel's forms that applies checked against the plan's
-  // output and timed beside it in a CUDA graph, the fastest kept; recorded per GEMM key. SDRT_GEMM_SPLITK=0
-  // keeps every plan, =<form> forces that form where it applies (tests); untimed executables (a prelude's
-  // once-per-request work) keep their plan where nothing is recorded.
+  // rows - instead of its cuBLASLt plan (an experiment, like the convolution form: slower than cuBLASLt on every
+  // SD shape, twentieth session). SDRT_GEMM_SPLITK=timed: each of the kernel's forms that applies checked
+  // against the plan's output and timed beside it in a CUDA graph, the fastest kept, recorded per GEMM key;
+  // =<form> forces that form where it applies (tests); untimed executables (a prelude's once-per-request
+  // work) keep their plan where nothing is recorded. Unset or 0: the recorded choice, else the plan.
   Status choose_gemm_form(const Node& n, int64_t M, int64_t N, int64_t K) {
     const size_t id = &n - g_->nodes.data();
     const char* env = std::getenv("SDRT_GEMM_SPLITK");
     if (env && std::strcmp(env, "0") == 0) return Status::ok();
+    const bool timed = env && std::strcmp(env, "timed") == 0;
+    if (timed || (env && !*env)) env = nullptr;
     const bool has_bias = n.inputs.size() > 2, has_res = n.inputs.size() > 3;
     const cuda::ConvSplitkShape ss{M, 1, 1, K, N, 1, 1, 1, 0, 0, 1, 1};
     std::vector<int> forms;
@@ -807,7 +811,7 @@ class CudaExecutable : public Executable {
       if (cuda::conv_splitk_form_by_name(env) < 0) return invalid_argument(std::string("SDRT_GEMM_SPLITK: unknown split-K form '") + env + "'");
       choice = cuda::conv_splitk_applies(cuda::conv_splitk_form_by_name(env), ss) ? env : "lt";
     }
-    if (choice.empty() && (untimed_ || M > cuda::kSplitkTimedRows)) return Status::ok();
+    if (choice.empty() && (!timed || untimed_ || M > cuda::kSplitkTimedRows)) return Status::ok();
     if (choice.empty()) {
       void *x = nullptr, *w = nullptr, *b = nullptr, *r = nullptr, *y = nullptr;
       const bool ok = cudaMalloc(&x, (size_t)M * K * 2) == cudaSuccess && cudaMalloc(&w, (size_t)N * K * 2) == cudaSuccess &&

@@ -34,8 +34,8 @@ struct ConvChoice {
 // operation graph of cuDNN's graph API, convolution + bias + residual, in the engine configuration timed
 // fastest (timed only under SDRT_CONV_GRAPH=1, experimental; a recorded choice is used as it is).
 // Narrow: our kernel for at most 8 output channels (conv_narrow_nhwc, nhwc_kernels.cuh; experimental, timed
-// only under SDRT_CONV_NARROW=timed). Splitk: our split-K implicit-GEMM kernel (conv_splitk.h, Hopper) in the
-// form recorded in ConvTuning::splitk_form.
+// only under SDRT_CONV_NARROW=timed). Splitk: our split-K implicit-GEMM kernel (conv_splitk.h, Hopper;
+// experimental, timed only under SDRT_CONV_SPLITK=timed) in the form recorded in ConvTuning::splitk_form.
 enum class ConvForm { Cudnn, Gemm, CudnnFused, Graph, Narrow, Splitk };
 const char* conv_form_name(ConvForm f);  // "cudnn", "im2col-gemm", "cudnn-fused", "cudnn-graph", "narrow", "splitk"
 bool parse_conv_form(const std::string& s, ConvForm* f);
