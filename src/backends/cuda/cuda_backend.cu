@@ -639,6 +639,12 @@ class CudaExecutable : public Executable {
       for (int f = 0; f < cuda::conv_splitk_forms(); ++f)
         if (cuda::conv_splitk_applies(f, ss)) splitk_forms.push_back(f);
     const bool splitk_ok = !splitk_forms.empty();
+    int splitk_forced = -1;
+    if (const char* e = std::getenv("SDRT_CONV_SPLITK"); e && *e && std::strcmp(e, "0") != 0 && std::strcmp(e, "timed") != 0) {
+      splitk_forced = cuda::conv_splitk_form_by_name(e);
+      if (splitk_forced < 0) return invalid_argument(std::string("SDRT_CONV_SPLITK: unknown split-K convolution form '") + e + "'");
+      if (!cuda::conv_splitk_applies(splitk_forced, ss)) splitk_forced = -1;
+    }
     const std::string key = cg.cs.key(), gkey = cuda::graph_key(cg.cs, cg.bias, cg.residual);
     cuda::ConvForm form = cuda::ConvForm::Cudnn;
     bool known = false;
@@ -655,15 +661,13 @@ class CudaExecutable : public Executable {
     }
     // experimental: time cuDNN's graph-API engines too (force: take the graph form wherever one agrees, for tests)
     const bool graph_forced = env_is("SDRT_CONV_GRAPH", "force"), graph_timed = graph_forced || env_is("SDRT_CONV_GRAPH", "1");
-    if (!gemm_ok && !fused_ok && !narrow_ok && !splitk_ok && !graph_timed && form != cuda::ConvForm::Graph) return Status::ok();
+    if (!gemm_ok && !fused_ok && !narrow_ok && !splitk_ok && splitk_forced < 0 && !graph_timed && form != cuda::ConvForm::Graph &&
+        form != cuda::ConvForm::Splitk)
+      return Status::ok();
     if (env_is("SDRT_CONV_GEMM", "0") || env_is("SDRT_CONV_GEMM", "1")) known = true, form = env_is("SDRT_CONV_GEMM", "1") ? cuda::ConvForm::Gemm : cuda::ConvForm::Cudnn;
     if (env_is("SDRT_CONV_FUSED", "1")) known = true, form = cuda::ConvForm::CudnnFused;
     if (env_is("SDRT_CONV_NARROW", "1") && narrow_ok) known = true, form = cuda::ConvForm::Narrow;
-    if (const char* e = std::getenv("SDRT_CONV_SPLITK"); e && *e && std::strcmp(e, "0") != 0 && std::strcmp(e, "timed") != 0) {
-      const int f = cuda::conv_splitk_form_by_name(e);
-      if (f < 0) return invalid_argument(std::string("SDRT_CONV_SPLITK: unknown split-K convolution form '") + e + "'");
-      if (cuda::conv_splitk_applies(f, ss)) known = true, form = cuda::ConvForm::Splitk, splitk = f;
-    }
+    if (splitk_forced >= 0) known = true, form = cuda::ConvForm::Splitk, splitk = splitk_forced;
     if ((form == cuda::ConvForm::Gemm && !gemm_ok) || (form == cuda::ConvForm::CudnnFused && !fused_ok)) form = cuda::ConvForm::Cudnn;
     if (form == cuda::ConvForm::Graph && graph_cfg < 0 && graph_timed) known = false;  // this epilogue's configuration: timed now
     if (!known) {
