@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, figures.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -431,6 +431,14 @@ for step in "$@"; do
       mv "$out/env-ab.txt" "$out/splitk-fwd-b2.txt"
       AB="SDRT_CONV_SPLITK=timed,SDRT_GEMM_SPLITK=timed" AB_FLAGS="--staged 50" AB_BATCHES=16 AB_ROUNDS=1 OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'
       mv "$out/env-ab.txt" "$out/splitk-fwd-b16.txt" ;;
+    splitk-fence)  # diagnostic (twentieth session's open question): the split-K kernel's per-shape timings with and without
+                   # its proxy fence (SDRT_SPLITK_NOFENCE=1, unsafe) - if the ~0.5 us per K step goes, the fence waited for every
+                   # copy in flight; if not, the bytes in flight per SM are capped (cp.async) and TMA is the way
+      for v in 0 1; do
+        SDRT_SPLITK_NOFENCE=$v SDRT_CONV_SPLITK=timed SDRT_GEMM_SPLITK=timed SDRT_VERBOSE=1 timeout 150 "$bin/bench_unet_forward" --backend cuda --precision fp16 \
+          --model random:sd15 --batch 2 --guided --repeats 3 2>&1 | grep -E 'split-K|^gemm' > "$out/splitk-fence$v.txt"
+        echo "--- SDRT_SPLITK_NOFENCE=$v"; grep -E 'conv n2 c1280 h8 w8 o1280 k3x3 s1|m128 n1280 k1280 bias residual|m1 n1280 k1280' "$out/splitk-fence$v.txt" | cut -c1-260
+      done ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
              # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CONV_GRAPH=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
              # $AB_ROUNDS rounds (2); $AB_FLAGS: more bench_unet_forward options for both

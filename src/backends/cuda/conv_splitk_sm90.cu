@@ -16,6 +16,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 
@@ -30,6 +31,7 @@ struct SplitkArgs {
   const __half *x, *w, *b, *r;
   __half* y;
   int H, W, C, O, kw, stride, pad_h, pad_w, HoWo, Wo, M, K;
+  int nofence;  // diagnostic only (SDRT_SPLITK_NOFENCE=1): no proxy fence between the copies and the MMAs - unsafe
 };
 
 #ifdef SDRT_SM90A
@@ -103,7 +105,7 @@ __global__ void __launch_bounds__(kThreads, 1) conv_splitk_k(SplitkArgs p) {
   int stage = 0, ld_stage = kAhead;
   for (int it = 0; it < total; ++it) {
     cp_async_wait_group<kAhead - 1>();  // this thread's copies of step it
-    fence_proxy_async();                // made visible to the MMAs (async proxy)
+    if (!p.nofence) fence_proxy_async();  // made visible to the MMAs (async proxy)
     __syncthreads();                    // everyone's; and step it - 1's MMAs (waited for below) are done with the stage refilled next
     const uint32_t st0 = sbase + stage * kStage;
     stage = stage + 1 == STAGES ? 0 : stage + 1;
@@ -254,8 +256,11 @@ cudaError_t conv_splitk(int form, const __half* x, const __half* w, const __half
     return cudaErrorNotSupported;
   const Form& f = kForms[form];
   const int64_t M = s.N * s.Ho * s.Wo;
+  // SDRT_SPLITK_NOFENCE=1 (a diagnostic, not a form: the MMAs may then read stale shared memory): whether the
+  // per-step latency measured in the twentieth session is the proxy fence waiting for every copy in flight
+  const char* nf = std::getenv("SDRT_SPLITK_NOFENCE");
   const SplitkArgs a{x, w, b, r, y, (int)s.H, (int)s.W, (int)s.C, (int)s.O, (int)s.kw, (int)s.stride, (int)s.pad_h, (int)s.pad_w,
-                     (int)(s.Ho * s.Wo), (int)s.Wo, (int)M, (int)(s.kh * s.kw * s.C)};
+                     (int)(s.Ho * s.Wo), (int)s.Wo, (int)M, (int)(s.kh * s.kw * s.C), nf && std::strcmp(nf, "1") == 0};
   const dim3 grid((unsigned)(s.O / f.bn * f.cs), (unsigned)((M + kBM - 1) / kBM));
   const cudaError_t e = f.bn == 64 ? launch<64, kStages64>(f, grid, a, stream) : launch<128, kStages128>(f, grid, a, stream);
   if (e == cudaSuccess) ++g_runs;
