@@ -35,6 +35,9 @@ struct ConvSplitkShape {
   int64_t N, H, W, C, O, kh, kw, stride, pad_h, pad_w, Ho, Wo;
 };
 
+// A GEMM y[M, N] = x[M, K] w[N, K]^T as the kernel runs it: a 1x1 convolution over M one-pixel images.
+inline ConvSplitkShape splitk_gemm_shape(int64_t M, int64_t N, int64_t K) { return {M, 1, 1, K, N, 1, 1, 1, 0, 0, 1, 1}; }
+
 // Whether form `form` runs this convolution: a compute capability 9.0 GPU (sm_90a code), C % 64 == 0, O a
 // multiple of the form's tile, at least as many 64-deep K steps as the cluster has blocks, sizes below 2^31.
 bool conv_splitk_applies(int form, const ConvSplitkShape& s);

@@ -715,22 +715,16 @@ class CudaExecutable : public Executable {
         if (fused_ok) fused_ms = time_form(with_fused);
         if (narrow_ok) narrow_ms = time_form(with_narrow);
         if (graph_timed) graph_ms = time_graph_configs(n, x, w, bias, res, y, yb, with_cudnn, &graph_cfg, graph_forced);
-        // the split-K forms: each checked against cuDNN's output first, the fastest that agrees kept
-        std::vector<__half> want(yb / 2), got(yb / 2);
-        if (splitk_ok && with_cudnn().is_ok() && fetch(want, y))
-          for (int f : splitk_forms) {
-            auto with_splitk = [&] {
-              return cuda::cuda_status(cuda::conv_splitk(f, static_cast<const __half*>(x), static_cast<const __half*>(w), static_cast<const __half*>(bias),
-                                                         static_cast<const __half*>(res), static_cast<__half*>(y), ss, stream_),
-                                       "split-K convolution");
-            };
-            if (!with_splitk().is_ok() || !fetch(got, y) || !agrees_with(got, want)) {
-              cudaGetLastError();
-              continue;
-            }
-            const float ms = time_form(with_splitk);
-            if (ms > 0.f && (splitk_ms <= 0.f || ms < splitk_ms)) splitk_ms = ms, splitk = f;
-          }
+        // the split-K forms (form -1: cuDNN's, the reference), each checked against cuDNN's output first
+        if (splitk_ok) {
+          auto run = [&](int f) {
+            if (f < 0) return with_cudnn().is_ok();
+            return cuda::conv_splitk(f, static_cast<const __half*>(x), static_cast<const __half*>(w), static_cast<const __half*>(bias),
+                                     static_cast<const __half*>(res), static_cast<__half*>(y), ss, stream_) == cudaSuccess;
+          };
+          std::string timings;
+          splitk = fastest_form(-1, splitk_forms, y, yb / 2, kRuns, run, [](int) { return 1.f; }, cuda::conv_splitk_form_name, &timings, &splitk_ms);
+        }
       }
       cudaStreamSynchronize(stream_);
       for (void* p : {x, w, y, col, b, r})
@@ -786,6 +780,9 @@ class CudaExecutable : public Executable {
     return Status::ok();
   }
 
+  // A GEMM form's name: the split-K kernel's form, or "lt" (-1) for the cuBLASLt plan.
+  static const char* splitk_gemm_form_name(int f) { return f < 0 ? "lt" : cuda::conv_splitk_form_name(f); }
+
   // Whether a Linear or 1x1 convolution (no GEGLU) runs on our split-K kernel - a 1x1 convolution over its M
   // rows - instead of its cuBLASLt plan (an experiment, like the convolution form: slower than cuBLASLt on every
   // SD shape, twentieth session). SDRT_GEMM_SPLITK=timed: each of the kernel's forms that applies checked
@@ -799,7 +796,7 @@ class CudaExecutable : public Executable {
     const bool timed = env && std::strcmp(env, "timed") == 0;
     if (timed || (env && !*env)) env = nullptr;
     const bool has_bias = n.inputs.size() > 2, has_res = n.inputs.size() > 3;
-    const cuda::ConvSplitkShape ss{M, 1, 1, K, N, 1, 1, 1, 0, 0, 1, 1};
+    const cuda::ConvSplitkShape ss = cuda::splitk_gemm_shape(M, N, K);
     std::vector<int> forms;
     for (int f = 0; f < cuda::conv_splitk_forms(); ++f)
       if (cuda::conv_splitk_applies(f, ss)) forms.push_back(f);
@@ -824,32 +821,23 @@ class CudaExecutable : public Executable {
       constexpr int kRuns = 5;
       const void* bias = has_bias ? b : nullptr;
       const void* res = has_res ? r : nullptr;
-      std::string timings;
       choice = "lt";
-      std::vector<__half> want((size_t)(M * N)), got((size_t)(M * N));
-      auto with_lt = [&] { return lt_->run(plan_[id], x, w, bias, res, y).is_ok(); };
+      std::string timings;
       if (ok) {
         cuda::fill_uniform(static_cast<__half*>(x), M * K, 1.7f, 1, stream_);
         cuda::fill_uniform(static_cast<__half*>(w), N * K, 1.7f / std::sqrt((float)K), 2, stream_);
         cuda::fill_uniform(static_cast<__half*>(b), N, 0.1f, 3, stream_);
         cuda::fill_uniform(static_cast<__half*>(r), M * N, 1.f, 4, stream_);
-        const float lt_ms = cuda::time_in_graph(stream_, kRuns, with_lt);
-        timings = "cuBLASLt " + std::to_string(lt_ms);
-        float best = lt_ms;
-        if (with_lt() && fetch(want, y))
-          for (int f : forms) {
-            auto with_splitk = [&] {
-              return cuda::conv_splitk(f, static_cast<const __half*>(x), static_cast<const __half*>(w), static_cast<const __half*>(bias),
-                                       static_cast<const __half*>(res), static_cast<__half*>(y), ss, stream_) == cudaSuccess;
-            };
-            if (!with_splitk() || !fetch(got, y) || !agrees_with(got, want)) {
-              cudaGetLastError();
-              continue;
-            }
-            const float ms = cuda::time_in_graph(stream_, kRuns, with_splitk);
-            timings += std::string(", ") + cuda::conv_splitk_form_name(f) + " " + std::to_string(ms);
-            if (ms > 0.f && (best <= 0.f || ms < best)) best = ms, choice = cuda::conv_splitk_form_name(f);
-          }
+        // form -1: the cuBLASLt plan, the reference and the first candidate (so also -1 where nothing else agrees)
+        auto run = [&](int f) {
+          if (f < 0) return lt_->run(plan_[id], x, w, bias, res, y).is_ok();
+          return cuda::conv_splitk(f, static_cast<const __half*>(x), static_cast<const __half*>(w), static_cast<const __half*>(bias),
+                                   static_cast<const __half*>(res), static_cast<__half*>(y), ss, stream_) == cudaSuccess;
+        };
+        std::vector<int> candidates{-1};
+        candidates.insert(candidates.end(), forms.begin(), forms.end());
+        const int won = fastest_form(-1, candidates, y, (size_t)(M * N), kRuns, run, [](int) { return 1.f; }, splitk_gemm_form_name, &timings);
+        choice = splitk_gemm_form_name(won);
       }
       cudaStreamSynchronize(stream_);
       for (void* p : {x, w, b, r, y})
@@ -929,10 +917,11 @@ class CudaExecutable : public Executable {
   // reference form's output (out, count halves) first; then each candidate in order run once (run(f) false:
   // it does not apply, skipped) and checked against the reference (one that disagrees is never chosen), then
   // timed inside a CUDA graph (`runs` launches); a later form is taken where faster than margin(f) times the
-  // best before it. Returns the chosen form (-1: none timed) and appends "name ms" per candidate to *timings.
+  // best before it. Returns the chosen form (-1: none timed; its time in *best_ms where given) and appends
+  // "name ms" per candidate to *timings.
   template <class Run, class Margin>
   int fastest_form(int ref, const std::vector<int>& forms, const void* out, size_t count, int runs, Run&& run, Margin&& margin,
-                   const char* (*name)(int), std::string* timings) {
+                   const char* (*name)(int), std::string* timings, float* best_ms = nullptr) {
     std::vector<__half> want(count), got(count);
     if (!run(ref) || !fetch(want, out)) return cudaGetLastError(), -1;
     int choice = -1;
@@ -950,6 +939,7 @@ class CudaExecutable : public Executable {
       *timings += t;
       if (ms > 0.f && (best <= 0.f || ms < margin(f) * best)) best = ms, choice = f;
     }
+    if (best_ms) *best_ms = best;
     return choice;
   }
 
@@ -1813,7 +1803,7 @@ class CudaExecutable : public Executable {
             const T* bias = n.inputs.size() > 2 ? in(2) : nullptr;
             const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
             if (!gemm_splitk_.empty() && gemm_splitk_[self] >= 0)  // our split-K kernel
-              return cuda::cuda_status(cuda::conv_splitk(gemm_splitk_[self], in(0), in(1), bias, res, y, {gm, 1, 1, gk, gn, 1, 1, 1, 0, 0, 1, 1}, stream_),
+              return cuda::cuda_status(cuda::conv_splitk(gemm_splitk_[self], in(0), in(1), bias, res, y, cuda::splitk_gemm_shape(gm, gn, gk), stream_),
                                        "split-K GEMM");
             if (!cuda::LtGemm::usable(gm, gn, gk, in(0), in(1), bias, res, y)) return unsupported("misaligned 1x1 convolution operands");
             return lt_->run(plan_[self], in(0), in(1), bias, res, y);
@@ -1897,7 +1887,7 @@ class CudaExecutable : public Executable {
         auto project = [&](T* out) -> Status {  // out[M, N] = x w^T + b (+ r)
           if constexpr (std::is_same_v<T, __half>) {
             if (!gemm_splitk_.empty() && gemm_splitk_[self] >= 0 && !a.geglu)  // our split-K kernel: a 1x1 convolution over the M rows
-              return cuda::cuda_status(cuda::conv_splitk(gemm_splitk_[self], in(0), in(1), bias, res, out, {M, 1, 1, K, N, 1, 1, 1, 0, 0, 1, 1}, stream_),
+              return cuda::cuda_status(cuda::conv_splitk(gemm_splitk_[self], in(0), in(1), bias, res, out, cuda::splitk_gemm_shape(M, N, K), stream_),
                                        "split-K GEMM");
             if (plan_[self] >= 0 && cuda::LtGemm::usable(M, N, K, in(0), in(1), bias, res, out)) return lt_->run(plan_[self], in(0), in(1), bias, res, out);
           }
