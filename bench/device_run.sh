@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures, loop-trace.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -96,6 +96,12 @@ for step in "$@"; do
       done
       cp /tmp/bench/b1/bench.json "$out/${BENCH_PREFIX:-}b1.json"
       for i in 1 2; do ( cd /tmp && "$bin/sdrt" build -m random:sd15 -o sd15.plan --batch 1 --timing-cache tc.json 2>&1 | grep -E 'tactics:|build took' ); done ;;
+    loop-trace)  # where the sampling loop's time goes besides its steps (SDRT_TRACE_TIMES=1: setup, staging, the first
+                 # step with the held work, the later steps' mean), batch 1, optimized
+      # (SDRT_HELD_GRAPH=0: the prompt's held work eagerly, as before the twenty-first session)
+      for v in 0 1 0 1; do echo "--- SDRT_HELD_GRAPH=$v"; SDRT_HELD_GRAPH=$v SDRT_TRACE_TIMES=1 "$bin/sdrt" bench --backend cuda --model random:sd15 --tokenizer "$tok" \
+        --batch 1 --repeats 4 --warmup 1 --opt optimized --no-engine-cache -o /tmp/bench/trace 2>&1 | grep -v '^wrote'; done | tee "$out/loop-trace.txt" |
+        grep -E 'sample:|HELD|optimized' ;;
     figures)  # the speed issue's figures in one go: sdrt bench at batch 1 (the optimized engine first, then the baseline,
               # 5 repeats) and 16 (3), the SD 1.5 build twice with a timing cache (cold, warm); files fig-*
       BENCH_CFGS="1 5 optimized,baseline;16 3 optimized" BENCH_PREFIX=fig- OUT=$out bash "$0" bench | grep -v '^===\|^NVIDIA' ;;

@@ -929,7 +929,8 @@ TEST(BackendOps, CudaDeviceLoopReleasesItsScratch) {
 }
 
 // A held input's work (here the projection of c) runs once per write to c, not per run(): runs that
-// change only x reuse it; writes to c by upload, combine or Executable::run make it run again.
+// change only x reuse it; writes to c by upload, combine or Executable::run make it run again (eagerly the
+// first time, then as a captured graph replayed).
 class CudaHeldInputP : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CudaHeldInputP, WorkRunsOncePerWrite) {
@@ -981,6 +982,10 @@ TEST_P(CudaHeldInputP, WorkRunsOncePerWrite) {
   std::vector<float> c3(8);
   for (int i = 0; i < 8; ++i) c3[i] = 2.f * c2[i];
   EXPECT_TRUE(near(got(), want(x2, c3)));
+  // (from its second run on the held work is a CUDA graph of its own: replayed on new values)
+  ASSERT_TRUE(L->upload(*ci, c1.data(), 8).is_ok());
+  EXPECT_TRUE(near(got(), want(x2, c1)));
+  EXPECT_TRUE(near(got(), want(x2, c1)));
   auto r = (*e)->run({{"x", Tensor::from_f32({1, 8}, x1)}, {"c", Tensor::from_f32({2, 4}, c1)}});
   ASSERT_TRUE(r.is_ok()) << r.status().message();
   EXPECT_TRUE(near(std::vector<float>(r->at(0).f32(), r->at(0).f32() + 16), want(x1, c1)));

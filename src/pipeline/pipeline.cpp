@@ -287,6 +287,11 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
                                   std::vector<std::unique_ptr<Generator>>& gens, Tensor& x, const ProgressFn& progress, int& done, int total,
                                   StageTimes& times) {
   DeviceLoop& L = *unet.device_loop();
+  // SDRT_TRACE_TIMES=1: where the loop's time goes besides its steps (host wall times; the device is waited
+  // for before the loop and after its first step, so a traced loop runs a little differently)
+  static const bool trace = std::getenv("SDRT_TRACE_TIMES") != nullptr;
+  const auto tr0 = clk::now();
+  auto ms_since = [](clk::time_point a) { return std::chrono::duration<double, std::milli>(clk::now() - a).count(); };
   // The loop's vectors live for this call: freed on the way out (an error included), so a long-running
   // server does not accumulate one set per request.
   struct Release {
@@ -324,10 +329,19 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
   SDRT_RETURN_IF_ERROR(L.hold_input("encoder_hidden_states"));  // the same for every step
   SDRT_ASSIGN_OR_RETURN(float* out, L.output(0));
   SDRT_RETURN_IF_ERROR(L.upload(T, tv.data(), steps * Bu));
+  const double setup_ms = trace ? ms_since(tr0) : 0.0;
+  const auto tr1 = clk::now();
   // every step's timestep at once: the time embedding and its projections for all of them, before the loop
   SDRT_RETURN_IF_ERROR(L.stage_input("timestep", T, steps));
+  const double stage_host_ms = trace ? ms_since(tr1) : 0.0;
   SDRT_RETURN_IF_ERROR(L.upload(X, x.f32(), n));
   SDRT_RETURN_IF_ERROR(L.upload(ctx_in, ctx.f32(), ctx.numel()));
+  double stage_ms = 0.0, first_launch_ms = 0.0, first_step_ms = 0.0;
+  if (trace) {  // the staged prelude and the uploads finished on the device
+    SDRT_RETURN_IF_ERROR(L.mark(0));
+    SDRT_RETURN_IF_ERROR(L.wait(0));
+    stage_ms = ms_since(tr1);
+  }
   float* P = nullptr;  // the first image's latents at preview steps
   std::vector<float> preview_host;
   if (preview_) {
@@ -356,6 +370,7 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
     const size_t i = start + (size_t)j;
     SDRT_RETURN_IF_ERROR(L.select_staged(j));
     SDRT_RETURN_IF_ERROR(L.run());
+    if (trace && j == 0) first_launch_ms = ms_since(t0);  // the held inputs' work enqueued with the first graph
     auto vec = [&](int id) -> float* {
       if (id == kX) return X;
       if (id == kEps) return E;
@@ -392,6 +407,10 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
     if (!next_in) SDRT_RETURN_IF_ERROR(write_input(j + 1));
     if (P && preview_step(j)) SDRT_RETURN_IF_ERROR(L.copy(P, X, per));
     SDRT_RETURN_IF_ERROR(L.mark(j));
+    if (trace && j == 0) {
+      SDRT_RETURN_IF_ERROR(L.wait(0));
+      first_step_ms = ms_since(t0);
+    }
     unet_flops_ += flops_[key];
     if ((progress || P) && j > 0) {  // report the step before this one, which the device is past or nearly
       SDRT_RETURN_IF_ERROR(L.wait(j - 1));
@@ -404,6 +423,12 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
   }
   SDRT_RETURN_IF_ERROR(L.download(x.f32(), X, n));
   const double loop_s = since(t0);
+  if (trace)
+    std::fprintf(stderr,
+                 "sample: setup %.3f ms, staging %.3f ms (host %.3f), first step %.3f ms (host launch %.3f), "
+                 "steps 2..%lld %.4f ms each, loop %.3f ms\n",
+                 setup_ms, stage_ms, stage_host_ms, first_step_ms, first_launch_ms, (long long)steps,
+                 steps > 1 ? (loop_s * 1e3 - first_step_ms) / (double)(steps - 1) : 0.0, loop_s * 1e3);
   done += progress ? 1 : (int)steps;
   if (progress && !progress(done, total)) return Status(Code::OutOfRange, "interrupted");
   // per-step times are the loop's mean: the host does not wait for each step

@@ -211,6 +211,7 @@ class CudaExecutable : public Executable {
     for (auto e : events_)
       if (e) cudaEventDestroy(e);
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    if (held_exec_) cudaGraphExecDestroy(held_exec_);
     for (void* p : held_vals_)
       if (p) cudaFree(p);
     for (auto& [id, p] : in_dev_) cudaFree(p);
@@ -556,6 +557,7 @@ class CudaExecutable : public Executable {
     if (cublasSetStream(blas_, stream_) != CUBLAS_STATUS_SUCCESS || cublasSetWorkspace(blas_, own_.ws, kLtWorkspace) != CUBLAS_STATUS_SUCCESS)
       return false;
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_), graph_exec_ = nullptr;
+    drop_held_graph();
     return true;
   }
   DeviceLoop* device_loop() override {
@@ -1307,6 +1309,7 @@ class CudaExecutable : public Executable {
     holding_ = true;
     held_dirty_ = true;
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_), graph_exec_ = nullptr;  // captured with every node: again without them
+    drop_held_graph();  // (it wrote the buffers freed above)
     return Status::ok();
   }
   // A write into a held input's buffer: the held work runs again before the next replay.
@@ -1333,11 +1336,36 @@ class CudaExecutable : public Executable {
   }
   // The held nodes, in stream order (execute_nodes copies each boundary value to held_vals_ as it is made).
   // With two lanes the held work runs on the first alone, as one stream (before the graph, which waits for it).
+  // From its second run on (the first eager: anything made lazily is made there) the work is a CUDA graph of
+  // its own, captured once and replayed for each new prompt: one launch instead of the host enqueueing its
+  // nodes (SD 1.5: the cross-attentions' key/value projections) while the device waits at the loop's first step.
   Status run_held() {
+    SDRT_RETURN_IF_ERROR(use_lane(0));
+    if (held_exec_) {
+      CUDA_TRY(cudaGraphLaunch(held_exec_, stream_));
+      return Status::ok();
+    }
+    if (!use_graphs_ || !held_graphs_ || held_runs_++ == 0) return held_body();
+    CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    Status body_st = held_body();
+    cudaGraph_t graph = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    Status st = body_st.is_ok() ? cuda::cuda_status(end, "cudaStreamEndCapture") : body_st;
+    if (st.is_ok()) st = cuda::cuda_status(cudaGraphInstantiate(&held_exec_, graph, 0), "cudaGraphInstantiate");
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    if (st.is_ok()) {
+      CUDA_TRY(cudaGraphLaunch(held_exec_, stream_));
+      return Status::ok();
+    }
+    held_exec_ = nullptr;  // eagerly from now on
+    held_graphs_ = false;
+    return held_body();
+  }
+  Status held_body() {
     const auto& nodes = g_->nodes;
     std::vector<void*> vals(nodes.size(), nullptr);
     std::vector<bool> owned(nodes.size(), false);
-    SDRT_RETURN_IF_ERROR(use_lane(0));
     const bool lanes = use_lanes_;
     use_lanes_ = false;
     part_ = Part::Held;
@@ -1347,6 +1375,10 @@ class CudaExecutable : public Executable {
     for (size_t i = 0; i < nodes.size(); ++i)
       if (owned[i] && vals[i]) release(vals[i]);
     return st;
+  }
+  void drop_held_graph() {
+    if (held_exec_) cudaGraphExecDestroy(held_exec_), held_exec_ = nullptr;
+    held_runs_ = 0;
   }
 
   // Staged input (DeviceLoop::stage_input). The values are copied to stage_in_. Where its work is done ahead
@@ -2186,6 +2218,14 @@ class CudaExecutable : public Executable {
   std::vector<char> held_node_;
   std::vector<void*> held_vals_;
   bool holding_ = false, held_dirty_ = false;
+  // run_held's work as a CUDA graph of its own (captured on its second run, the first one eager; null: not
+  // yet, or capture failed - held_graphs_ false - and it runs eagerly)
+  cudaGraphExec_t held_exec_ = nullptr;
+  int held_runs_ = 0;
+  bool held_graphs_ = [] {  // SDRT_HELD_GRAPH=0: always eagerly (A/B measurements)
+    const char* e = std::getenv("SDRT_HELD_GRAPH");
+    return !(e && std::string(e) == "0");
+  }();
   // stage_input: the staged input (-1: none) and its values; where its part is done ahead (staging_), the
   // part, the boundary values' places in stage_row_, the table of rows and the preludes by count
   int staged_ = -1;
