@@ -270,6 +270,21 @@ std::vector<Case> cases() {
   c.push_back({"concat axis 1 [2,320,8,8]+[2,640,8,8]", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.concat({in(b, ins, rng, "a", {2, 320, 8, 8}), in(b, ins, rng, "c", {2, 640, 8, 8})}, 1), "y");
                }});
+  // a Concat reading its first input as phase planes (pass fuse_interleave_concat): SD's upsampler into the
+  // next up block's skip concatenation at a reduced width, an odd one with a third source
+  auto concat_up2 = [=](std::string name, Shape planes, std::vector<int64_t> more) {
+    return Case{name, [=](GraphBuilder& b, auto& ins, auto& rng) {
+                  Attrs a;
+                  a.axis = 1;
+                  a.up2 = true;
+                  std::vector<int> args{in(b, ins, rng, "p", planes)};
+                  for (size_t k = 0; k < more.size(); ++k)
+                    args.push_back(in(b, ins, rng, "s" + std::to_string(k), {planes[0], more[k], 2 * (planes[2] - 1), 2 * (planes[3] - 1)}));
+                  b.output(b.add_node(Op::Concat, args, a), "y");
+                }};
+  };
+  c.push_back(concat_up2("concat of phase planes [2,4x64,9,9]+[2,32,16,16]", {2, 256, 9, 9}, {32}));
+  c.push_back(concat_up2("concat of phase planes odd [1,4x3,4,6]+[1,5,6,10]+[1,2,6,10]", {1, 12, 4, 6}, {5, 2}));
   c.push_back({"concat axis 2, three sources", [=](GraphBuilder& b, auto& ins, auto& rng) {
                  b.output(b.concat({in(b, ins, rng, "a", {2, 3, 4, 5}), in(b, ins, rng, "c", {2, 3, 2, 5}), in(b, ins, rng, "d", {2, 3, 1, 5})}, 2), "y");
                }});

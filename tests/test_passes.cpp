@@ -493,6 +493,61 @@ TEST(Passes, UpsampledConvolutionBecomesPhaseConvolution) {
   for (size_t k = 0; k < rw->size(); ++k) EXPECT_LT(rel_err((*rg)[k], (*rw)[k]), 1e-6) << "output " << k;
 }
 
+// fuse_interleave_concat: Concat(PhaseInterleave(x), s) along the channels -> one Concat reading x's phase
+// planes (Attrs::up2), with one source and with two more; an interleaving read twice, one that is not the
+// Concat's first input, a Concat along another axis: left alone. Values as the unfused graph's.
+TEST(Passes, InterleavingBeforeAConcatIsFusedIntoIt) {
+  SeededGraph sg(37, 0.5f);
+  [[maybe_unused]] auto& [rng, scale, g, gb] = sg;
+  std::map<std::string, Tensor> in{{"p", randn({2, 12, 4, 6}, rng)}, {"s", randn({2, 5, 6, 10}, rng)}, {"t", randn({2, 2, 6, 10}, rng)}};
+  int p = gb.input("p", {2, 12, 4, 6}), sk = gb.input("s", {2, 5, 6, 10}), t = gb.input("t", {2, 2, 6, 10});
+  auto pi = [&] { return gb.unary(Op::PhaseInterleave, p); };  // [2, 3, 6, 10]
+  int a = gb.concat({pi(), sk}, 1);                             // fused
+  int b = gb.concat({pi(), sk, t}, 1);                          // fused, three sources
+  int twice = pi();
+  int c = gb.concat({twice, sk}, 1);                            // read twice: kept
+  int d = gb.concat({sk, pi()}, 1);                             // not the first input: kept
+  int e = gb.concat({pi(), pi()}, 2);                           // along H: kept
+  gb.output(a, "a");
+  gb.output(b, "b");
+  gb.output(gb.add(c, gb.concat({twice, sk}, 1)), "c");
+  gb.output(d, "d");
+  gb.output(e, "e");
+  ASSERT_TRUE(gb.status().is_ok()) << gb.status().message();
+  int n = -1;
+  Graph fg = fuse_interleave_concat(g, &n);
+  ASSERT_TRUE(fg.verify().is_ok()) << fg.verify().message();
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(count_ops(fg, Op::PhaseInterleave), count_ops(g, Op::PhaseInterleave) - 2);
+  int up2 = 0;
+  for (const auto& node : fg.nodes) up2 += node.op == Op::Concat && node.a.up2;
+  EXPECT_EQ(up2, 2);
+  int again = -1;
+  fuse_interleave_concat(fg, &again);
+  EXPECT_EQ(again, 0);
+  auto want = make_cpu_backend()->compile(std::make_shared<Graph>(g));
+  auto got = make_cpu_backend()->compile(std::make_shared<Graph>(fg));
+  ASSERT_TRUE(want.is_ok() && got.is_ok());
+  auto rw = (*want)->run(in), rg = (*got)->run(in);
+  ASSERT_TRUE(rw.is_ok() && rg.is_ok());
+  for (size_t k = 0; k < rw->size(); ++k) EXPECT_EQ(max_abs_diff((*rg)[k], (*rw)[k]), 0.0) << "output " << k;
+  // an interleaving concat along another axis, or of a first input that is not phase planes, fails to verify
+  Graph bad;
+  GraphBuilder bb(bad);
+  Attrs ax2;
+  ax2.axis = 2;
+  ax2.up2 = true;
+  bb.add_node(Op::Concat, {bb.input("p", {2, 12, 4, 6}), bb.input("q", {2, 3, 6, 10})}, ax2);
+  EXPECT_FALSE(bb.status().is_ok());
+  Graph bad2;
+  GraphBuilder bb2(bad2);
+  Attrs ax1;
+  ax1.axis = 1;
+  ax1.up2 = true;
+  bb2.add_node(Op::Concat, {bb2.input("p", {2, 10, 4, 6}), bb2.input("q", {2, 3, 6, 10})}, ax1);
+  EXPECT_FALSE(bb2.status().is_ok());
+}
+
 TEST(Passes, GegluProjectionOfOddWidthOrWithResidualIsRejected) {
   Graph g;
   GraphBuilder gb(g);
@@ -531,7 +586,7 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   std::vector<PassResult> log;
   Graph f = optimize_graph(**g, &log);
   ASSERT_TRUE(f.verify().is_ok()) << f.verify().message();
-  ASSERT_EQ(log.size(), 9u);
+  ASSERT_EQ(log.size(), 10u);
   EXPECT_EQ(log[0].rewrites, 0);   // the model builders leave nothing to fold
   EXPECT_GT(log[1].rewrites, 10);  // every ResNet norm + act, and conv_norm_out
   EXPECT_GT(log[2].rewrites, 10);  // ResNet shortcuts, attention/FF outputs, proj_out
@@ -542,14 +597,17 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
     if (n.op == Op::Attention) EXPECT_EQ(n.a.scale, 0.693147180559945309f);
   EXPECT_EQ(log[5].rewrites, count_ops(**g, Op::Attention));  // each transformer's self (qkv) and cross (kv) attention
   // q/k/v packing takes 3 Linears of every 2 attentions, the time projections' packing all but one of log[8]
-  EXPECT_EQ(count_ops(f, Op::Linear), count_ops(**g, Op::Linear) - 3 * count_ops(**g, Op::Attention) / 2 - (log[8].rewrites - 1));
+  EXPECT_EQ(count_ops(f, Op::Linear), count_ops(**g, Op::Linear) - 3 * count_ops(**g, Op::Attention) / 2 - (log[9].rewrites - 1));
   EXPECT_GT(count_ops(**g, Op::GEGLU), 0);
   EXPECT_EQ(log[6].rewrites, count_ops(**g, Op::GEGLU));  // every transformer's feed-forward projection
   EXPECT_EQ(count_ops(f, Op::GEGLU), 0);
   EXPECT_GT(count_ops(**g, Op::Upsample2x), 0);
   EXPECT_EQ(log[7].rewrites, count_ops(**g, Op::Upsample2x));  // every upsampler
   EXPECT_EQ(count_ops(f, Op::Upsample2x), 0);
-  EXPECT_EQ(log[8].rewrites, log[3].rewrites);  // every ResNet's time projection, packed into one GEMM
+  EXPECT_EQ(log[8].name, "fuse_interleave_concat");
+  EXPECT_EQ(log[8].rewrites, count_ops(**g, Op::Upsample2x));  // every upsampler feeds the next up block's skip concatenation
+  EXPECT_EQ(count_ops(f, Op::PhaseInterleave), 0);
+  EXPECT_EQ(log[9].rewrites, log[3].rewrites);  // every ResNet's time projection, packed into one GEMM
   EXPECT_NEAR(f.flops(), (*g)->flops(), 1e-9 * (*g)->flops());
   std::map<std::string, Tensor> in = tiny_unet_inputs(rng, m->unet.cross_attention_dim, 500.f, 500.f);
   const Tensor want = run_cpu(**g, in), got = run_cpu(f, in);
@@ -558,6 +616,7 @@ TEST(Passes, TinyUnetAndVaeUnchangedOnCpu) {
   auto vae = build_vae_decoder(*m, 1, 16, 16);
   ASSERT_TRUE(vae.is_ok());
   Graph fv = optimize_graph(**vae);
+  EXPECT_EQ(count_ops(fv, Op::PhaseInterleave), count_ops(**vae, Op::Upsample2x));  // (no concatenation follows a VAE upsampler)
   std::map<std::string, Tensor> vin{{"latent", randn({1, 4, 16, 16}, rng)}};
   EXPECT_LT(rel_err(run_cpu(fv, vin), run_cpu(**vae, vin)), 1e-5);
 }

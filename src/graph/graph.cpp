@@ -23,6 +23,10 @@ Status mismatch(const Node& n, const std::string& why) {
   return invalid_argument(std::string(op_info(n.op).name) + (n.name.empty() ? "" : " '" + n.name + "'") + ": " + why);
 }
 
+// PhaseInterleave's input [N,4C,H+1,W+1] (H, W >= 1) and its output [N,C,2H,2W]
+bool phase_planes(const Shape& x) { return x.size() == 4 && x[1] >= 4 && x[1] % 4 == 0 && x[2] >= 2 && x[3] >= 2; }
+Shape interleaved(const Shape& x) { return Shape{x[0], x[1] / 4, 2 * (x[2] - 1), 2 * (x[3] - 1)}; }
+
 // numpy broadcasting of two shapes
 Result<Shape> broadcast(const Node& n, const Shape& x, const Shape& y) {
   size_t r = std::max(x.size(), y.size());
@@ -140,8 +144,8 @@ Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
     }
     case Op::PhaseInterleave: {
       const Shape& x = *in[0];
-      if (x.size() != 4 || x[1] % 4 || x[1] < 4 || x[2] < 2 || x[3] < 2) return mismatch(n, "needs [N,4C,H+1,W+1] with H, W >= 1, got " + shape_str(x));
-      return Shape{x[0], x[1] / 4, 2 * (x[2] - 1), 2 * (x[3] - 1)};
+      if (!phase_planes(x)) return mismatch(n, "needs [N,4C,H+1,W+1] with H, W >= 1, got " + shape_str(x));
+      return interleaved(x);
     }
     case Op::Upsample2x: {
       const Shape& x = *in[0];
@@ -155,6 +159,10 @@ Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
     case Op::Concat: {
       Shape out = *in[0];
       int64_t ax = a.axis;
+      if (a.up2) {  // input 0: phase planes, concatenated as their interleaving
+        if (ax != 1 || !phase_planes(out)) return mismatch(n, "an interleaving concat needs axis 1 and phase planes [N,4C,H+1,W+1], got " + shape_str(out));
+        out = interleaved(out);
+      }
       if (ax < 0 || ax >= (int64_t)out.size()) return mismatch(n, "axis out of range");
       for (size_t i = 1; i < in.size(); ++i) {
         const Shape& s = *in[i];

@@ -30,7 +30,8 @@ enum class Op : uint8_t {
   Attention,          // q[B,Lq,H*D], k[B,Lk,H*D], v[B,Lk,H*Dv] -> [B,Lq,H*Dv]; softmax(q k^T * scale) v;
                       // packed (pass pack_qkv): qkv[B,L,3*H*D] alone, or q and kv[B,Lk,2*H*D] (Dv = D)
   Upsample2x,         // nearest, [N,C,H,W] -> [N,C,2H,2W], or to dims {Ho, Wo} when given (odd skip sizes)
-  Concat,             // along `axis`
+  Concat,             // along `axis`; with Attrs::up2 (pass fuse_interleave_concat; axis 1, 4-D) input 0 is phase
+                      // planes [N,4C,H+1,W+1] that enter as their PhaseInterleave [N,C,2H,2W]
   Add,                // numpy broadcasting
   Mul,                // numpy broadcasting
   Scale,              // x * scale
@@ -60,7 +61,8 @@ struct Attrs {
   bool silu = false;              // GroupNorm: SiLU fused after the normalisation
   bool geglu = false;             // Linear: GEGLU fused after the projection (pass fuse_linear_geglu)
   bool up2 = false;               // Conv2d: the 2x2 phase convolution standing for a 3x3 one on the 2x-upsampled input
-                                  // (pass subpixel_upsample_conv; only FLOP counts read it: the replaced convolution's)
+                                  // (pass subpixel_upsample_conv; only FLOP counts read it: the replaced convolution's);
+                                  // Concat: input 0 interleaved from phase planes (pass fuse_interleave_concat)
   float freq_shift = 0.f;
   Shape dims;                     // Reshape target / FromTokens [H, W] / Slice {start, length} / GroupNorm {t's column}
 };

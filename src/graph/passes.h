@@ -40,6 +40,11 @@ Graph fuse_linear_geglu(const Graph& g, int* rewrites);
 // the environment turns it off in optimize_graph (A/B measurements).
 Graph subpixel_upsample_conv(const Graph& g, int* rewrites);
 
+// Concat(PhaseInterleave(x), s, ...) along the channels, the PhaseInterleave read only there -> Concat(x, s, ...)
+// with Attrs::up2: x's phase planes interleaved as the Concat copies them (SD's upsamplers feed the next up
+// block's skip concatenation). SDRT_INTERLEAVE_CONCAT=0 in the environment turns it off in optimize_graph.
+Graph fuse_interleave_concat(const Graph& g, int* rewrites);
+
 // Attention(Linear(x, w, b), k, v) with softmax scale s, the Linear and its weights read only there ->
 // Attention(Linear(x, c w, c b), k, v) with scale ln 2, c = s / ln 2 (new constants, in the weights' dtype):
 // q k^T comes out in the base-2 domain attention kernels exponentiate in (ln 2 * log2 e == 1 in float), the

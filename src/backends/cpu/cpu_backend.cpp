@@ -11,6 +11,21 @@
 namespace sdrt {
 namespace {
 
+// PhaseInterleave: x [N, 4C, H+1, W+1] -> y [N, C, 2H, 2W], y[n, c, 2i+a, 2j+b] = x[n, (2a+b) C + c, i+a, j+b]
+void phase_interleave(const Tensor& x, Tensor& y) {
+  const int64_t N = y.dim(0), C = y.dim(1), H = y.dim(2) / 2, W = y.dim(3) / 2, H1 = H + 1, W1 = W + 1;
+  const float* px = x.f32();
+  float* py = y.f32();
+#pragma omp parallel for collapse(2)
+  for (int64_t nn = 0; nn < N; ++nn)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t yy = 0; yy < 2 * H; ++yy)
+        for (int64_t xx = 0; xx < 2 * W; ++xx) {
+          const int64_t a = yy & 1, b = xx & 1, i = yy >> 1, j = xx >> 1;
+          py[((nn * C + c) * 2 * H + yy) * 2 * W + xx] = px[((nn * 4 * C + (2 * a + b) * C + c) * H1 + i + a) * W1 + j + b];
+        }
+}
+
 // y = x (op) z with numpy broadcasting; the innermost output dimension runs in a tight loop.
 template <class F>
 void broadcast_binary(const Tensor& x, const Tensor& z, Tensor& y, F f) {
@@ -164,18 +179,7 @@ class CpuExecutable : public Executable {
                        v.HD / a.heads, v.HDv / a.heads, v.ldq, v.ldk, v.ldv, a.scale, a.causal);
         break;
       }
-      case Op::PhaseInterleave: {  // y[n, c, 2i+a, 2j+b] = x[n, (2a+b) C + c, i+a, j+b]
-        const int64_t N = y.dim(0), C = y.dim(1), H = y.dim(2) / 2, W = y.dim(3) / 2, H1 = H + 1, W1 = W + 1;
-#pragma omp parallel for collapse(2)
-        for (int64_t nn = 0; nn < N; ++nn)
-          for (int64_t c = 0; c < C; ++c)
-            for (int64_t yy = 0; yy < 2 * H; ++yy)
-              for (int64_t xx = 0; xx < 2 * W; ++xx) {
-                const int64_t a = yy & 1, b = xx & 1, i = yy >> 1, j = xx >> 1;
-                y.f32()[((nn * C + c) * 2 * H + yy) * 2 * W + xx] = x.f32()[((nn * 4 * C + (2 * a + b) * C + c) * H1 + i + a) * W1 + j + b];
-              }
-        break;
-      }
+      case Op::PhaseInterleave: phase_interleave(x, y); break;
       case Op::Upsample2x:
         cpu::upsample_nearest(x.f32(), y.f32(), x.dim(0) * x.dim(1), x.dim(2), x.dim(3), y.dim(2), y.dim(3));
         break;
@@ -185,7 +189,15 @@ class CpuExecutable : public Executable {
         for (size_t d = a.axis + 1; d < n.shape.size(); ++d) inner *= n.shape[d];
         int64_t off = 0;
         const int64_t out_row = n.shape[a.axis] * inner;
-        for (const Tensor* t : in) {
+        Tensor planes;  // Attrs::up2: input 0's phase planes interleaved first
+        std::vector<const Tensor*> srcs = in;
+        if (a.up2) {
+          const Shape& ps = in[0]->shape();
+          planes = Tensor::empty(DType::F32, {ps[0], ps[1] / 4, 2 * (ps[2] - 1), 2 * (ps[3] - 1)});
+          phase_interleave(*in[0], planes);
+          srcs[0] = &planes;
+        }
+        for (const Tensor* t : srcs) {
           const int64_t row = t->dim((int)a.axis) * inner;
           for (int64_t o = 0; o < outer; ++o) std::memcpy(y.f32() + o * out_row + off, t->f32() + o * row, row * 4);
           off += row;

@@ -2077,23 +2077,41 @@ class CudaExecutable : public Executable {
         for (int64_t d = 0; d < axis; ++d) outer *= ps[d];
         for (size_t d = axis + 1; d < ps.size(); ++d) inner *= ps[d];
         const int64_t out_row = ps[axis] * inner;
-        {  // one kernel for all sources (captured: one graph node, not one or two per copy)
-          std::vector<const void*> srcs;
-          std::vector<int64_t> bytes;
-          for (size_t k = 0; k < n.inputs.size(); ++k) {
-            srcs.push_back(in((int)k));
-            bytes.push_back(shp((int)k)[a.axis] * inner * (int64_t)sizeof(T));
-          }
-          if (cuda::concat_rows(y, srcs.data(), bytes.data(), (int)srcs.size(), outer, stream_)) return Status::ok();
-        }
-        int64_t off = 0;
+        // Attrs::up2: input 0 is phase planes [N, 4 C0, H+1, W+1] entering as their interleaving (C0 channels)
+        const int64_t H = n.shape[2] / 2, W = n.shape[3] / 2;
+        auto width = [&](int k) { return (a.up2 && k == 0 ? shp(0)[1] / 4 : shp(k)[a.axis]) * inner; };
+        std::vector<const void*> srcs;
+        std::vector<int64_t> bytes;
         for (size_t k = 0; k < n.inputs.size(); ++k) {
-          const int64_t row = shp((int)k)[a.axis] * inner;
-          CUDA_TRY(cudaMemcpy2DAsync(y + off, out_row * sizeof(T), in((int)k), row * sizeof(T), row * sizeof(T), outer, cudaMemcpyDeviceToDevice,
-                                     stream_));
-          off += row;
+          srcs.push_back(in((int)k));
+          bytes.push_back(width((int)k) * (int64_t)sizeof(T));
         }
-        return Status::ok();
+        if (a.up2 && nhwc_[self] && nhwc_in(0)) {  // interleaved as it is copied, in one kernel
+          if (cuda::concat_rows_up2(y, srcs.data(), bytes.data(), (int)srcs.size(), n.shape[0], H, W, stream_)) return Status::ok();
+        }
+        void* planes = nullptr;  // otherwise (NCHW storage, or more sources than the kernel takes) interleaved first
+        if (a.up2) {
+          SDRT_ASSIGN_OR_RETURN(planes, alloc((size_t)width(0) * outer * sizeof(T)));
+          if (nhwc_in(0)) {
+            if constexpr (std::is_same_v<T, __half>) cuda::phase_interleave_nhwc(in(0), static_cast<T*>(planes), n.shape[0], shp(0)[1] / 4, H, W, stream_);
+          } else {
+            cuda::phase_interleave(in(0), static_cast<T*>(planes), n.shape[0], shp(0)[1] / 4, H, W, stream_);
+          }
+          srcs[0] = planes;
+        }
+        Status st = Status::ok();
+        if (!cuda::concat_rows(y, srcs.data(), bytes.data(), (int)srcs.size(), outer, stream_)) {  // one kernel for all sources (one graph node)
+          int64_t off = 0;
+          for (size_t k = 0; k < n.inputs.size() && st.is_ok(); ++k) {
+            const int64_t row = width((int)k);
+            st = cuda::cuda_status(cudaMemcpy2DAsync(y + off, out_row * sizeof(T), srcs[k], row * sizeof(T), row * sizeof(T), outer,
+                                                     cudaMemcpyDeviceToDevice, stream_),
+                                   "concat copy");
+            off += row;
+          }
+        }
+        if (planes) release(planes);
+        return st;
       }
       case Op::Add:
       case Op::Mul: {

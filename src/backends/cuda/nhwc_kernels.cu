@@ -453,20 +453,29 @@ struct Cat {
   int k;
 };
 
-template <class U>
-__global__ void concat_rows_k(U* y, Cat c, int64_t total) {
+// Row r of the output is source i's row r at columns [off[i], off[i + 1]). With kUp2, source 0 is phase planes
+// [N, H+1, W+1, 4 w0] (NHWC, w0 = its width in units) and output row r = (n, oy, ox) of [N, 2H, 2W] reads
+// its phase (a, b) = (oy & 1, ox & 1) at plane pixel (oy / 2 + a, ox / 2 + b): PhaseInterleave as it copies.
+template <class U, bool kUp2>
+__global__ void concat_rows_k(U* y, Cat c, int64_t total, int64_t H, int64_t W) {
   dep_entry();
-  const int64_t W = c.off[c.k];
+  const int64_t Wd = c.off[c.k];
   for (int64_t u = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; u < total; u += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t r = u / W, col = u - r * W;
+    const int64_t r = u / Wd, col = u - r * Wd;
     int i = 0;
     while (i + 1 < c.k && col >= c.off[i + 1]) ++i;
     const int64_t w = c.off[i + 1] - c.off[i];
-    y[u] = static_cast<const U*>(c.src[i])[r * w + col - c.off[i]];
+    if (kUp2 && i == 0) {
+      const int64_t ox = r % (2 * W), oy = (r / (2 * W)) % (2 * H), n = r / (4 * H * W), a = oy & 1, b = ox & 1;
+      y[u] = static_cast<const U*>(c.src[0])[((n * (H + 1) + (oy >> 1) + a) * (W + 1) + (ox >> 1) + b) * 4 * w + (2 * a + b) * w + col];
+    } else {
+      y[u] = static_cast<const U*>(c.src[i])[r * w + col - c.off[i]];
+    }
   }
 }
 
-bool concat_rows(void* y, const void* const* xs, const int64_t* row_bytes, int k, int64_t outer, cudaStream_t s) {
+template <bool kUp2>
+bool concat_rows_impl(void* y, const void* const* xs, const int64_t* row_bytes, int k, int64_t outer, int64_t H, int64_t W, cudaStream_t s) {
   if (k < 1 || k > kCatMax) return false;
   uint64_t bits = (uintptr_t)y;  // the unit: the largest power of two (to 16) dividing every size and address
   for (int i = 0; i < k; ++i) bits |= (uint64_t)row_bytes[i] | (uint64_t)(uintptr_t)xs[i];
@@ -477,12 +486,20 @@ bool concat_rows(void* y, const void* const* xs, const int64_t* row_bytes, int k
   const int64_t total = outer * c.off[k];
   if (total == 0) return true;
   switch (unit) {
-    case 16: launch_kernel(concat_rows_k<uint4>, blocks(total), kThreads, 0, s, static_cast<uint4*>(y), c, total); break;
-    case 4: launch_kernel(concat_rows_k<uint32_t>, blocks(total), kThreads, 0, s, static_cast<uint32_t*>(y), c, total); break;
-    case 2: launch_kernel(concat_rows_k<uint16_t>, blocks(total), kThreads, 0, s, static_cast<uint16_t*>(y), c, total); break;
-    default: launch_kernel(concat_rows_k<uint8_t>, blocks(total), kThreads, 0, s, static_cast<uint8_t*>(y), c, total);
+    case 16: launch_kernel(concat_rows_k<uint4, kUp2>, blocks(total), kThreads, 0, s, static_cast<uint4*>(y), c, total, H, W); break;
+    case 4: launch_kernel(concat_rows_k<uint32_t, kUp2>, blocks(total), kThreads, 0, s, static_cast<uint32_t*>(y), c, total, H, W); break;
+    case 2: launch_kernel(concat_rows_k<uint16_t, kUp2>, blocks(total), kThreads, 0, s, static_cast<uint16_t*>(y), c, total, H, W); break;
+    default: launch_kernel(concat_rows_k<uint8_t, kUp2>, blocks(total), kThreads, 0, s, static_cast<uint8_t*>(y), c, total, H, W);
   }
   return true;
+}
+
+bool concat_rows(void* y, const void* const* xs, const int64_t* row_bytes, int k, int64_t outer, cudaStream_t s) {
+  return concat_rows_impl<false>(y, xs, row_bytes, k, outer, 0, 0, s);
+}
+
+bool concat_rows_up2(void* y, const void* const* xs, const int64_t* row_bytes, int k, int64_t N, int64_t H, int64_t W, cudaStream_t s) {
+  return concat_rows_impl<true>(y, xs, row_bytes, k, N * 4 * H * W, H, W, s);
 }
 
 void bias_residual_rows(__half* y, const __half* b, const __half* res, int64_t rows, int64_t C, cudaStream_t s) {

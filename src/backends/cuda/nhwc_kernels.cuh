@@ -115,6 +115,9 @@ void add_pixel_broadcast(const __half* x, const __half* t, __half* y, int64_t N,
 // widest unit (16, 4, 2 or 1 bytes) that divides every row and address. False for more than 8 sources
 // (the caller copies them one by one).
 bool concat_rows(void* y, const void* const* xs, const int64_t* row_bytes, int k, int64_t outer, cudaStream_t s);
+// The same for rows of an NHWC [N, 2H, 2W, C] output, source 0 given as phase planes [N, H+1, W+1, 4 C0]
+// (row_bytes[0]: C0's bytes) and interleaved as it is copied (a Concat with Attrs::up2).
+bool concat_rows_up2(void* y, const void* const* xs, const int64_t* row_bytes, int k, int64_t N, int64_t H, int64_t W, cudaStream_t s);
 
 // LayerNorm over the last dimension, one warp per row held in registers (C % 8 == 0, C <= 2048, 16-byte
 // aligned); false when outside that range (the caller falls back).

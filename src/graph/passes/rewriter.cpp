@@ -147,6 +147,7 @@ Graph optimize_graph(const Graph& g, std::vector<PassResult>* log) {
       {"pack_qkv", pack_qkv, nullptr},
       {"fuse_linear_geglu", fuse_linear_geglu, nullptr},
       {"subpixel_upsample_conv", subpixel_upsample_conv, "SDRT_SUBPIXEL"},
+      {"fuse_interleave_concat", fuse_interleave_concat, "SDRT_INTERLEAVE_CONCAT"},
       {"pack_time_projections", pack_time_projections, "SDRT_PACK_TEMB"},
   };
   Graph h = g;
