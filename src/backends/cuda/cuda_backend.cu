@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 #include <thread>
@@ -1115,26 +1116,34 @@ class CudaExecutable : public Executable {
     return Status::ok();
   }
 
+  // `work` captured from stream_ into *exec (instantiated; left null and the error returned where work, the
+  // capture or the instantiation fails).
+  Status capture(const std::function<Status()>& work, cudaGraphExec_t* exec) {
+    CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    const Status work_st = work();
+    cudaGraph_t graph = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
+    Status st = work_st.is_ok() ? cuda::cuda_status(end, "cudaStreamEndCapture") : work_st;
+    if (st.is_ok()) st = cuda::cuda_status(cudaGraphInstantiate(exec, graph, 0), "cudaGraphInstantiate");
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    if (!st.is_ok()) *exec = nullptr;
+    return st;
+  }
+
   // Enqueues the body: captured into a CUDA graph on the first run and replayed after (the libraries are
   // warm from timing tactics in init()). Capturing at once keeps the first run's activations out of the
   // stream-ordered pool: they live in graph memory, which graphs launched into the backend's one stream
   // share. If capture fails the body runs eagerly from then on.
   Status launch() {
-    if (holding_ && held_dirty_) {  // the held inputs changed: their work once, eagerly, before the graph
+    if (holding_ && held_dirty_) {  // the held inputs changed: their work once before the graph (run_held)
       SDRT_RETURN_IF_ERROR(run_held());
       held_dirty_ = false;
     }
     if (graph_exec_) {
       CUDA_TRY(cudaGraphLaunch(graph_exec_, stream_));
     } else if (use_graphs_) {
-      CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-      Status body_st = body();
-      cudaGraph_t graph = nullptr;
-      const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
-      Status st = body_st.is_ok() ? cuda::cuda_status(end, "cudaStreamEndCapture") : body_st;
-      if (st.is_ok()) st = cuda::cuda_status(cudaGraphInstantiate(&graph_exec_, graph, 0), "cudaGraphInstantiate");
-      if (graph) cudaGraphDestroy(graph);
-      cudaGetLastError();
+      const Status st = capture([this] { return body(); }, &graph_exec_);
       if (st.is_ok()) {
         CUDA_TRY(cudaGraphLaunch(graph_exec_, stream_));
       } else {  // run eagerly from now on
@@ -1346,15 +1355,7 @@ class CudaExecutable : public Executable {
       return Status::ok();
     }
     if (!use_graphs_ || !held_graphs_ || held_runs_++ == 0) return held_body();
-    CUDA_TRY(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-    Status body_st = held_body();
-    cudaGraph_t graph = nullptr;
-    const cudaError_t end = cudaStreamEndCapture(stream_, &graph);
-    Status st = body_st.is_ok() ? cuda::cuda_status(end, "cudaStreamEndCapture") : body_st;
-    if (st.is_ok()) st = cuda::cuda_status(cudaGraphInstantiate(&held_exec_, graph, 0), "cudaGraphInstantiate");
-    if (graph) cudaGraphDestroy(graph);
-    cudaGetLastError();
-    if (st.is_ok()) {
+    if (capture([this] { return held_body(); }, &held_exec_).is_ok()) {
       CUDA_TRY(cudaGraphLaunch(held_exec_, stream_));
       return Status::ok();
     }
