@@ -23,9 +23,8 @@ Status mismatch(const Node& n, const std::string& why) {
   return invalid_argument(std::string(op_info(n.op).name) + (n.name.empty() ? "" : " '" + n.name + "'") + ": " + why);
 }
 
-// PhaseInterleave's input [N,4C,H+1,W+1] (H, W >= 1) and its output [N,C,2H,2W]
+// PhaseInterleave's input [N,4C,H+1,W+1] (H, W >= 1)
 bool phase_planes(const Shape& x) { return x.size() == 4 && x[1] >= 4 && x[1] % 4 == 0 && x[2] >= 2 && x[3] >= 2; }
-Shape interleaved(const Shape& x) { return Shape{x[0], x[1] / 4, 2 * (x[2] - 1), 2 * (x[3] - 1)}; }
 
 // numpy broadcasting of two shapes
 Result<Shape> broadcast(const Node& n, const Shape& x, const Shape& y) {
@@ -71,6 +70,8 @@ Result<AttentionViews> attention_views(const std::vector<const Shape*>& in) {
   if (v.HD < 1 || v.HDv < 1 || v.Lk < 1) return Status(Code::InvalidArgument, "empty attention");
   return v;
 }
+
+Shape interleaved(const Shape& x) { return Shape{x[0], x[1] / 4, 2 * (x[2] - 1), 2 * (x[3] - 1)}; }
 
 Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in) {
   const OpInfo& info = op_info(n.op);

@@ -110,6 +110,9 @@ class Graph {
   double flops() const;
 };
 
+// PhaseInterleave's output [N,C,2H,2W] for phase planes [N,4C,H+1,W+1] (also a Concat's first input with Attrs::up2).
+Shape interleaved(const Shape& planes);
+
 // Infers a node's output shape from its inputs' shapes; errors name the node and the mismatch.
 Result<Shape> infer_shape(const Node& n, const std::vector<const Shape*>& in);
 

@@ -291,7 +291,6 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
   // for before the loop and after its first step, so a traced loop runs a little differently)
   static const bool trace = std::getenv("SDRT_TRACE_TIMES") != nullptr;
   const auto tr0 = clk::now();
-  auto ms_since = [](clk::time_point a) { return std::chrono::duration<double, std::milli>(clk::now() - a).count(); };
   // The loop's vectors live for this call: freed on the way out (an error included), so a long-running
   // server does not accumulate one set per request.
   struct Release {
@@ -329,18 +328,18 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
   SDRT_RETURN_IF_ERROR(L.hold_input("encoder_hidden_states"));  // the same for every step
   SDRT_ASSIGN_OR_RETURN(float* out, L.output(0));
   SDRT_RETURN_IF_ERROR(L.upload(T, tv.data(), steps * Bu));
-  const double setup_ms = trace ? ms_since(tr0) : 0.0;
+  const double setup_ms = trace ? 1e3 * since(tr0) : 0.0;
   const auto tr1 = clk::now();
   // every step's timestep at once: the time embedding and its projections for all of them, before the loop
   SDRT_RETURN_IF_ERROR(L.stage_input("timestep", T, steps));
-  const double stage_host_ms = trace ? ms_since(tr1) : 0.0;
+  const double stage_host_ms = trace ? 1e3 * since(tr1) : 0.0;
   SDRT_RETURN_IF_ERROR(L.upload(X, x.f32(), n));
   SDRT_RETURN_IF_ERROR(L.upload(ctx_in, ctx.f32(), ctx.numel()));
   double stage_ms = 0.0, first_launch_ms = 0.0, first_step_ms = 0.0;
   if (trace) {  // the staged prelude and the uploads finished on the device
     SDRT_RETURN_IF_ERROR(L.mark(0));
     SDRT_RETURN_IF_ERROR(L.wait(0));
-    stage_ms = ms_since(tr1);
+    stage_ms = 1e3 * since(tr1);
   }
   float* P = nullptr;  // the first image's latents at preview steps
   std::vector<float> preview_host;
@@ -370,7 +369,7 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
     const size_t i = start + (size_t)j;
     SDRT_RETURN_IF_ERROR(L.select_staged(j));
     SDRT_RETURN_IF_ERROR(L.run());
-    if (trace && j == 0) first_launch_ms = ms_since(t0);  // the held inputs' work enqueued with the first graph
+    if (trace && j == 0) first_launch_ms = 1e3 * since(t0);  // the held inputs' work enqueued with the first graph
     auto vec = [&](int id) -> float* {
       if (id == kX) return X;
       if (id == kEps) return E;
@@ -409,7 +408,7 @@ Status Pipeline::sample_on_device(Executable& unet, const std::string& key, Sche
     SDRT_RETURN_IF_ERROR(L.mark(j));
     if (trace && j == 0) {
       SDRT_RETURN_IF_ERROR(L.wait(0));
-      first_step_ms = ms_since(t0);
+      first_step_ms = 1e3 * since(t0);
     }
     unet_flops_ += flops_[key];
     if ((progress || P) && j > 0) {  // report the step before this one, which the device is past or nearly

@@ -192,8 +192,7 @@ class CpuExecutable : public Executable {
         Tensor planes;  // Attrs::up2: input 0's phase planes interleaved first
         std::vector<const Tensor*> srcs = in;
         if (a.up2) {
-          const Shape& ps = in[0]->shape();
-          planes = Tensor::empty(DType::F32, {ps[0], ps[1] / 4, 2 * (ps[2] - 1), 2 * (ps[3] - 1)});
+          planes = Tensor::empty(DType::F32, interleaved(in[0]->shape()));
           phase_interleave(*in[0], planes);
           srcs[0] = &planes;
         }
