@@ -80,6 +80,7 @@ std::vector<Case> cases() {
   c.push_back(conv("conv_out [2,320,32,32]->4", {2, 320, 32, 32}, 4, 3, 1, {1, 1, 1, 1}));
   c.push_back(conv("conv VAE conv_out [1,128,20,24]->3", {1, 128, 20, 24}, 3, 3, 1, {1, 1, 1, 1}));
   c.push_back(conv("conv narrow stride2 asym pad [1,32,17,17]->5", {1, 32, 17, 17}, 5, 3, 2, {0, 0, 1, 1}));
+  c.push_back(conv("conv narrow two row tiles [1,48,5,40]->4", {1, 48, 5, 40}, 4, 3, 1, {1, 1, 1, 1}));
   c.push_back(conv("few outputs, stride 2, asym pad [1,16,9,9]->3", {1, 16, 9, 9}, 3, 3, 2, {0, 0, 1, 1}));
   c.push_back(conv("few inputs [2,3,10,10]->16 (VAE-like conv_in)", {2, 3, 10, 10}, 16, 3, 1, {1, 1, 1, 1}));
   auto conv_residual = [=](std::string name, Shape x, int64_t O) {  // 3x3, pad 1, + bias + residual
@@ -427,6 +428,7 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
   int failures = 0, cases_run = 0;
   for (const auto& [var, value] : forms) {
     ::setenv(var, value, 1);
+    if (std::string(var) != "SDRT_CONV_NARROW") ::setenv("SDRT_CONV_NARROW", "0", 1);  // (timed by default: left out here)
     const int64_t graph_runs = cuda_conv_graph_runs(), narrow_runs = cuda_narrow_conv_runs(), splitk_runs = cuda_splitk_conv_runs();
     for (const auto& c : cases()) {
       const bool gemm_form = std::string(var) == "SDRT_GEMM_SPLITK";  // the split-K kernel as a GEMM: Linear cases too
@@ -439,13 +441,14 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
       ++cases_run;
     }
     ::unsetenv(var);
+    ::unsetenv("SDRT_CONV_NARROW");
     if (std::string(var) == "SDRT_CONV_GRAPH") {  // the convolutions ran as cuDNN operation graphs (on Hopper at least)
       std::printf("      %lld convolutions ran as one cuDNN operation graph\n", (long long)(cuda_conv_graph_runs() - graph_runs));
       if (probe->compute_capability() == std::make_pair(9, 0)) EXPECT_GT(cuda_conv_graph_runs() - graph_runs, 0);
     }
     // the narrow kernel took the cases of at most 8 output channels and input channels a multiple of 16: SD's
-    // conv_out, the residual case, the VAE's conv_out and the strided one
-    if (std::string(var) == "SDRT_CONV_NARROW") EXPECT_EQ(cuda_narrow_conv_runs() - narrow_runs, 4);
+    // conv_out, the residual case, the VAE's conv_out, the strided one and the one of two row tiles
+    if (std::string(var) == "SDRT_CONV_NARROW") EXPECT_EQ(cuda_narrow_conv_runs() - narrow_runs, 5);
     else EXPECT_EQ(cuda_narrow_conv_runs() - narrow_runs, 0) << var;
     // the split-K kernel (Hopper) took the cases of C a multiple of 64 and O of its tile: at least the three added for
     // it (as a GEMM: SD's proj_in, FF and the residual case)

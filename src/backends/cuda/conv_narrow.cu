@@ -17,6 +17,7 @@
 
 #include <cstdint>
 
+#include "backends/cuda/flash_common.cuh"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/nhwc_kernels.cuh"
 
@@ -111,6 +112,86 @@ __global__ void __launch_bounds__(kWarps * 32) conv_narrow_k(NarrowConv p) {
   }
 }
 
+// The staged form (stride 1, the whole filter window's input rows in shared memory): a block takes kTw
+// consecutive output pixels of one output row, stages the kh input rows under them ((kTw + kw - 1) pixels of
+// C channels each, zeros past the borders) with 16-byte cp.async copies, then its warps read the A fragments
+// with ldmatrix (a pixel's channels padded by 8 halves: the 8 rows of each 8x8 matrix fall on distinct banks)
+// and the B fragments (filter rows, a few tens of KB, L1-resident) from global memory. Warp w takes m-tile
+// w % kMt of the kTw pixels and every (kWarps / kMt)-th K step; the partial tiles are summed in a fixed order.
+constexpr int kTw = 32, kMt = kTw / 16;
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&a)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n" : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3]) : "r"(addr));
+}
+
+__global__ void __launch_bounds__(kWarps * 32) conv_narrow_staged_k(NarrowConv p) {
+  dep_entry();
+  extern __shared__ __align__(16) __half xs[];  // [kh][PW][CS]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int PW = kTw + p.kw - 1, CS = p.C + 8, Cv = p.C / 8;
+  const int tiles_x = (p.Wo + kTw - 1) / kTw;
+  const int tx = (int)(blockIdx.x % tiles_x);
+  const int64_t row = blockIdx.x / tiles_x;  // (n, oy)
+  const int oy = (int)(row % p.Ho);
+  const int64_t n = row / p.Ho;
+  const int ox0 = tx * kTw, ix0 = ox0 - p.pad_w, iy0 = oy - p.pad_h;
+  const __half* xn = p.x + n * p.H * p.W * (int64_t)p.C;
+  for (int i = threadIdx.x; i < p.kh * PW * Cv; i += blockDim.x) {
+    const int c = i % Cv, rp = i / Cv, px = rp % PW, ky = rp / PW;
+    const int iy = iy0 + ky, ix = ix0 + px;
+    const bool in = iy >= 0 && iy < p.H && ix >= 0 && ix < p.W;
+    flash::cp_async16(xs + (ky * PW + px) * CS + c * 8, in ? xn + ((int64_t)iy * p.W + ix) * p.C + c * 8 : p.x, in ? 16 : 0);
+  }
+  flash::cp_async_commit();
+  flash::cp_async_wait<0>();
+  __syncthreads();
+
+  const int mt = warp % kMt, kstride = kWarps / kMt;
+  const int cchunks = p.C / 16, chunks = p.kh * p.kw * cchunks;
+  // ldmatrix rows: lanes 0-7 matrix 0 (pixels 0-7, channels 0-7 of the step), 8-15 matrix 1 (pixels 8-15),
+  // 16-23 matrix 2 (pixels 0-7, channels 8-15), 24-31 matrix 3: a0..a3 of mma.sync's A fragment
+  const int lrow = mt * 16 + (lane & 7) + 8 * ((lane >> 3) & 1), lk = 8 * (lane >> 4);
+  const uint32_t xbase = (uint32_t)__cvta_generic_to_shared(xs) + (uint32_t)(lrow * CS + lk) * 2u;
+  const bool ocol = g < p.O;
+  const __half* wb = p.w + (int64_t)(ocol ? g : 0) * p.kh * p.kw * p.C + 2 * t;
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+  for (int q = warp / kMt; q < chunks; q += kstride) {
+    const int tap = q / cchunks, c0 = (q - tap * cchunks) * 16, ky = tap / p.kw, kx = tap - ky * p.kw;
+    uint32_t a[4];
+    ldmatrix_x4(a, xbase + (uint32_t)((ky * PW + kx) * CS + c0) * 2u);
+    uint32_t b0 = 0u, b1 = 0u;
+    if (ocol) {
+      const __half* w = wb + (int64_t)tap * p.C + c0;
+      b0 = ld32(w);
+      b1 = ld32(w + 8);
+    }
+    mma16816(acc, a, b0, b1);
+  }
+  __shared__ float part[kWarps][4][32];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) part[warp][j][lane] = acc[j];
+  __syncthreads();
+  if (warp >= kMt) return;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    float s = 0.f;
+    for (int k = warp; k < kWarps; k += kMt) s += part[k][j][lane];
+    const int o = 2 * t + (j & 1), ox = ox0 + mt * 16 + g + 8 * (j >> 1);
+    if (ox >= p.Wo || o >= p.O) continue;
+    const int64_t pix = row * p.Wo + ox;
+    if (p.b) s += __half2float(p.b[o]);
+    if (p.r) s += __half2float(p.r[pix * p.O + o]);
+    p.y[pix * p.O + o] = __float2half(s);
+  }
+}
+
+// shared memory of the staged form, or 0 where it does not apply (stride 1, at most 110 KB: two blocks per SM)
+size_t staged_smem(int64_t C, int64_t kh, int64_t kw, int64_t stride) {
+  const size_t bytes = (size_t)kh * (kTw + kw - 1) * (C + 8) * 2;
+  return stride == 1 && bytes <= (size_t)110 << 10 ? bytes : 0;
+}
+
 }  // namespace
 
 bool conv_narrow_applies(int64_t C, int64_t O) { return O >= 1 && O <= 8 && C >= 16 && C % 16 == 0; }
@@ -118,7 +199,12 @@ bool conv_narrow_applies(int64_t C, int64_t O) { return O >= 1 && O <= 8 && C >=
 void conv_narrow_nhwc(const __half* x, const __half* w, const __half* b, const __half* r, __half* y, int64_t N, int64_t H, int64_t W, int64_t C,
                       int64_t O, int64_t kh, int64_t kw, int64_t stride, int64_t pad_h, int64_t pad_w, int64_t Ho, int64_t Wo, cudaStream_t s) {
   NarrowConv p{x, w, b, r, y, N * Ho * Wo, (int)H, (int)W, (int)C, (int)O, (int)kh, (int)kw, (int)stride, (int)pad_h, (int)pad_w, (int)Ho, (int)Wo};
-  launch_kernel(conv_narrow_k, (unsigned)((p.M + 15) / 16), kWarps * 32, 0, s, p);
+  if (const size_t smem = staged_smem(C, kh, kw, stride);
+      smem > 0 && cudaFuncSetAttribute(conv_narrow_staged_k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) == cudaSuccess) {  // per device
+    launch_kernel(conv_narrow_staged_k, (unsigned)(N * Ho * ((Wo + kTw - 1) / kTw)), kWarps * 32, smem, s, p);
+  } else {
+    launch_kernel(conv_narrow_k, (unsigned)((p.M + 15) / 16), kWarps * 32, 0, s, p);
+  }
 }
 
 }  // namespace sdrt::cuda
