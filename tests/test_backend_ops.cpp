@@ -428,7 +428,6 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
   int failures = 0, cases_run = 0;
   for (const auto& [var, value] : forms) {
     ::setenv(var, value, 1);
-    if (std::string(var) != "SDRT_CONV_NARROW") ::setenv("SDRT_CONV_NARROW", "0", 1);  // (timed by default: left out here)
     const int64_t graph_runs = cuda_conv_graph_runs(), narrow_runs = cuda_narrow_conv_runs(), splitk_runs = cuda_splitk_conv_runs();
     for (const auto& c : cases()) {
       const bool gemm_form = std::string(var) == "SDRT_GEMM_SPLITK";  // the split-K kernel as a GEMM: Linear cases too
@@ -441,7 +440,6 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
       ++cases_run;
     }
     ::unsetenv(var);
-    ::unsetenv("SDRT_CONV_NARROW");
     if (std::string(var) == "SDRT_CONV_GRAPH") {  // the convolutions ran as cuDNN operation graphs (on Hopper at least)
       std::printf("      %lld convolutions ran as one cuDNN operation graph\n", (long long)(cuda_conv_graph_runs() - graph_runs));
       if (probe->compute_capability() == std::make_pair(9, 0)) EXPECT_GT(cuda_conv_graph_runs() - graph_runs, 0);
