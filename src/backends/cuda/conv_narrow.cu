@@ -8,11 +8,14 @@
 // from L1/L2, the filter is a few tens of KB - then sum their partial tiles in shared memory in a fixed
 // order (deterministic) and write bias (+ residual) applied outputs.
 //
-// An experiment (SDRT_CONV_NARROW=1 forces it, =timed times it beside cuDNN's forms): correct on the H200
-// (nmse ~1e-7 against the CPU) but slower there than cuDNN in a graph for SD's batch-2 conv_out (0.0241 vs
-// 0.0174 ms, nineteenth session), whose padding kernels the ncu launch list showed are cheaper than they
-// looked. Its fragments come from global memory one 32-bit word at a time; staging the input rows in shared
-// memory (cp.async) and more pixels per block are what it would need.
+// Two forms: the staged one below (stride 1: a block's input rows in shared memory) and this first one for
+// the rest. An experiment (SDRT_CONV_NARROW=1 forces it, =timed times it beside cuDNN's forms): correct
+// (nmse ~1e-7 against the CPU). In a graph against cuDNN's kernel + padding + bias (H100, twenty-second
+// session, `bench/results/cuda-h100-session22/narrow2-timing.txt`): SD's conv_out at batch 2 0.0164 against
+// 0.0176 ms (the first form took 0.0241 against 0.0174 on the H200), but 0.1116 against 0.0753 at 16 rows and
+// 0.1147 against 0.1086 for the VAE's 512x512 conv_out: each input row is staged three times (once per
+// output row under it) and a block's 8 warps share one tile's small MMAs, so the larger shapes lose. Timed by
+// default it would save ~1 us of a batch-2 step; left opt-in.
 #include <cuda_fp16.h>
 
 #include <cstdint>
@@ -114,10 +117,12 @@ __global__ void __launch_bounds__(kWarps * 32) conv_narrow_k(NarrowConv p) {
 
 // The staged form (stride 1, the whole filter window's input rows in shared memory): a block takes kTw
 // consecutive output pixels of one output row, stages the kh input rows under them ((kTw + kw - 1) pixels of
-// C channels each, zeros past the borders) with 16-byte cp.async copies, then its warps read the A fragments
-// with ldmatrix (a pixel's channels padded by 8 halves: the 8 rows of each 8x8 matrix fall on distinct banks)
-// and the B fragments (filter rows, a few tens of KB, L1-resident) from global memory. Warp w takes m-tile
-// w % kMt of the kTw pixels and every (kWarps / kMt)-th K step; the partial tiles are summed in a fixed order.
+// C channels each, zeros past the borders) with 16-byte cp.async copies, one group per row so that a row's
+// taps start once it landed; its warps read the A fragments with ldmatrix (a pixel's channels padded by 8
+// halves: the 8 rows of each 8x8 matrix fall on distinct banks) and the B fragments (filter rows, a few tens
+// of KB, L1-resident) from global memory. Warp w takes m-tile w % kMt of the kTw pixels and every
+// (kWarps / kMt)-th 16-channel step of each tap (loops without divisions); the partial tiles are summed in a
+// fixed order.
 constexpr int kTw = 32, kMt = kTw / 16;
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&a)[4], uint32_t addr) {
@@ -136,18 +141,19 @@ __global__ void __launch_bounds__(kWarps * 32) conv_narrow_staged_k(NarrowConv p
   const int64_t n = row / p.Ho;
   const int ox0 = tx * kTw, ix0 = ox0 - p.pad_w, iy0 = oy - p.pad_h;
   const __half* xn = p.x + n * p.H * p.W * (int64_t)p.C;
-  for (int i = threadIdx.x; i < p.kh * PW * Cv; i += blockDim.x) {
-    const int c = i % Cv, rp = i / Cv, px = rp % PW, ky = rp / PW;
-    const int iy = iy0 + ky, ix = ix0 + px;
-    const bool in = iy >= 0 && iy < p.H && ix >= 0 && ix < p.W;
-    flash::cp_async16(xs + (ky * PW + px) * CS + c * 8, in ? xn + ((int64_t)iy * p.W + ix) * p.C + c * 8 : p.x, in ? 16 : 0);
+  // one copy group per input row: the taps of row ky start once rows 0..ky landed
+  for (int ky = 0; ky < p.kh; ++ky) {
+    const int iy = iy0 + ky;
+    const bool row_in = iy >= 0 && iy < p.H;
+    for (int i = threadIdx.x; i < PW * Cv; i += blockDim.x) {
+      const int c = i % Cv, px = i / Cv, ix = ix0 + px;
+      const bool in = row_in && ix >= 0 && ix < p.W;
+      flash::cp_async16(xs + (ky * PW + px) * CS + c * 8, in ? xn + ((int64_t)iy * p.W + ix) * p.C + c * 8 : p.x, in ? 16 : 0);
+    }
+    flash::cp_async_commit();
   }
-  flash::cp_async_commit();
-  flash::cp_async_wait<0>();
-  __syncthreads();
 
-  const int mt = warp % kMt, kstride = kWarps / kMt;
-  const int cchunks = p.C / 16, chunks = p.kh * p.kw * cchunks;
+  const int mt = warp % kMt, kstride = kWarps / kMt, cchunks = p.C / 16;
   // ldmatrix rows: lanes 0-7 matrix 0 (pixels 0-7, channels 0-7 of the step), 8-15 matrix 1 (pixels 8-15),
   // 16-23 matrix 2 (pixels 0-7, channels 8-15), 24-31 matrix 3: a0..a3 of mma.sync's A fragment
   const int lrow = mt * 16 + (lane & 7) + 8 * ((lane >> 3) & 1), lk = 8 * (lane >> 4);
@@ -155,18 +161,23 @@ __global__ void __launch_bounds__(kWarps * 32) conv_narrow_staged_k(NarrowConv p
   const bool ocol = g < p.O;
   const __half* wb = p.w + (int64_t)(ocol ? g : 0) * p.kh * p.kw * p.C + 2 * t;
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (int ky = 0; ky < p.kh; ++ky) {
+    const int pending = p.kh - 1 - ky;  // row groups that may still be in flight
+    if (pending >= 2) flash::cp_async_wait<2>();
+    else if (pending == 1) flash::cp_async_wait<1>();
+    else flash::cp_async_wait<0>();
+    __syncthreads();
+    for (int kx = 0; kx < p.kw; ++kx) {
+      const uint32_t xa = xbase + (uint32_t)((ky * PW + kx) * CS) * 2u;
+      const __half* w = wb + (int64_t)(ky * p.kw + kx) * p.C;
 #pragma unroll 4
-  for (int q = warp / kMt; q < chunks; q += kstride) {
-    const int tap = q / cchunks, c0 = (q - tap * cchunks) * 16, ky = tap / p.kw, kx = tap - ky * p.kw;
-    uint32_t a[4];
-    ldmatrix_x4(a, xbase + (uint32_t)((ky * PW + kx) * CS + c0) * 2u);
-    uint32_t b0 = 0u, b1 = 0u;
-    if (ocol) {
-      const __half* w = wb + (int64_t)tap * p.C + c0;
-      b0 = ld32(w);
-      b1 = ld32(w + 8);
+      for (int cc = warp / kMt; cc < cchunks; cc += kstride) {
+        uint32_t a[4];
+        ldmatrix_x4(a, xa + (uint32_t)cc * 32u);
+        const uint32_t b0 = ocol ? ld32(w + cc * 16) : 0u, b1 = ocol ? ld32(w + cc * 16 + 8) : 0u;
+        mma16816(acc, a, b0, b1);
+      }
     }
-    mma16816(acc, a, b0, b1);
   }
   __shared__ float part[kWarps][4][32];
 #pragma unroll

@@ -631,8 +631,8 @@ class CudaExecutable : public Executable {
                          cuda::LtGemm::usable(cg.M, O, cg.K, nullptr, nullptr, nullptr, nullptr, nullptr);
     const bool fused_ok = cg.bias && conv_->fused_available(plan_[id]);
     // our narrow kernel: an experiment, timed only under SDRT_CONV_NARROW=timed (forced by 1). H100, twenty-second
-    // session: SD's conv_out at batch 2 0.0194 ms (the staged form) against cuDNN's 0.0174 (its kernel and the bias
-    // kernel, in a graph)
+    // session: SD's conv_out at batch 2 0.0164 ms (the staged form) against cuDNN's 0.0176 (its kernel and the bias
+    // kernel, in a graph), slower at 16 rows and for the VAE (conv_narrow.cu)
     const bool narrow_ok = cuda::conv_narrow_applies(cg.cs.C, O) && (env_is("SDRT_CONV_NARROW", "1") || env_is("SDRT_CONV_NARROW", "timed"));
     // our split-K kernel (Hopper, C a multiple of 64; an experiment: slower than cuDNN and im2col + cuBLASLt on every
     // SD shape on the H100 and H200, twentieth session): SDRT_CONV_SPLITK=timed times each of its forms that applies,
