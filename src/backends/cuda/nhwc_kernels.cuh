@@ -127,7 +127,8 @@ bool geglu_fast(const __half* x, __half* y, int64_t rows, int64_t F, cudaStream_
 
 // Convolution form "narrow" (conv_narrow.cu): y[N, Ho, Wo, O] = conv(x[N, H, W, C], w[O, kh, kw, C]) (+ b[O],
 // + r[N, Ho, Wo, O]), all NHWC, symmetric padding pad_h / pad_w, for at most 8 output channels and C a
-// multiple of 16 (conv_narrow_applies): one mma.sync tile of 8 output channels per 16 pixels.
+// multiple of 16 (conv_narrow_applies): mma.sync tiles of 8 output channels; for stride 1 a block stages the
+// input rows of 32 output pixels in shared memory (where they fit in 110 KB), else takes 16 pixels.
 bool conv_narrow_applies(int64_t C, int64_t O);
 void conv_narrow_nhwc(const __half* x, const __half* w, const __half* b, const __half* r, __half* y, int64_t N, int64_t H, int64_t W, int64_t C,
                       int64_t O, int64_t kh, int64_t kw, int64_t stride, int64_t pad_h, int64_t pad_w, int64_t Ho, int64_t Wo, cudaStream_t s);
