@@ -31,9 +31,26 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 for step in "$@"; do
   echo "=== $step $(date +%T)"
   case $step in
-    tests)  # the GPU tests and those of the pipeline, plan and server that run on it (the CPU-only ones, *OnCpu, run in CI)
-      timeout 420 "$bin/sdrt_tests" --gtest_filter='*Cuda*:*BackendOps*:Passes*:Plan*:Pipeline*:Server*-*OnCpu*' > "$out/tests.log" 2>&1
-      echo "rc $?"; grep -E '^\[  (PASSED|FAILED)|FAILED|nmse|max' "$out/tests.log" | tail -25 ;;
+    tests)  # the GPU tests and those of the pipeline, plan and server that run on it (the CPU-only ones, *OnCpu, run in CI).
+            # TEST_SHARDS=n (default 1): n processes side by side on the GPU, each a gtest shard with its own TMPDIR and
+            # SDRT_HOME (the tests are independent: CI runs each in a process of its own); one log, tests.log
+      filter='*Cuda*:*BackendOps*:Passes*:Plan*:Pipeline*:Server*-*OnCpu*'
+      shards=${TEST_SHARDS:-1}
+      if [ "$shards" -le 1 ]; then
+        timeout 420 "$bin/sdrt_tests" --gtest_filter="$filter" > "$out/tests.log" 2>&1
+        echo "rc $?"
+      else
+        pids=()
+        for i in $(seq 0 $((shards - 1))); do
+          mkdir -p "/tmp/shard$i/home"
+          TMPDIR=/tmp/shard$i SDRT_HOME=/tmp/shard$i/home GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i \
+            timeout 420 "$bin/sdrt_tests" --gtest_filter="$filter" > "/tmp/shard$i/tests.log" 2>&1 &
+          pids+=($!)
+        done
+        for i in "${!pids[@]}"; do wait "${pids[$i]}"; echo "shard $i rc $?"; done
+        for i in $(seq 0 $((shards - 1))); do echo "=== shard $i of $shards"; cat "/tmp/shard$i/tests.log"; done > "$out/tests.log"
+      fi
+      grep -E '^\[  (PASSED|FAILED)|FAILED|nmse|max' "$out/tests.log" | tail -25 ;;
     attn)
       for b in 2 16; do "$bin/bench_attention" --batch $b --repeats 20; done 2>&1 | tee "$out/attn.txt" ;;
     geglu)  # the GEGLU projection: cuBLASLt + GEGLU pass vs the fused kernel's forms (bench_geglu_gemm); then, each in
