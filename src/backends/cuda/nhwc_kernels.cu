@@ -590,7 +590,7 @@ void im2col_nhwc(const __half* x, __half* col, int64_t N, int64_t H, int64_t W, 
   const unsigned grid = (unsigned)std::min<int64_t>((rows + kThreads / 32 - 1) / (kThreads / 32), 1 << 20);
   const auto* xv = reinterpret_cast<const uint4*>(x);
   auto* cv = reinterpret_cast<uint4*>(col);
-  if (rows <= INT32_MAX)
+  if (rows <= INT32_MAX - (int64_t)grid * (kThreads / 32))  // (the grid-stride loop's last step stays in range too)
     launch_kernel(im2col_nhwc_k<int32_t>, grid, kThreads, 0, s, xv, cv, (int32_t)H, (int32_t)W, (int32_t)(C / 8), (int32_t)kh, (int32_t)kw,
                   (int32_t)stride, (int32_t)pad_h, (int32_t)pad_w, (int32_t)Ho, (int32_t)Wo, (int32_t)rows);
   else
