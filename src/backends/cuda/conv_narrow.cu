@@ -45,6 +45,13 @@ __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// output channel o of pixel pix: the summed tile value s plus bias and residual, as FP16
+__device__ __forceinline__ void store_out(const NarrowConv& p, int64_t pix, int o, float s) {
+  if (p.b) s += __half2float(p.b[o]);
+  if (p.r) s += __half2float(p.r[pix * p.O + o]);
+  p.y[pix * p.O + o] = __float2half(s);
+}
+
 __global__ void __launch_bounds__(kWarps * 32) conv_narrow_k(NarrowConv p) {
   dep_entry();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -109,9 +116,7 @@ __global__ void __launch_bounds__(kWarps * 32) conv_narrow_k(NarrowConv p) {
     const int r = j >> 1, o = 2 * t + (j & 1);
     const int64_t pix = pix0 + g + 8 * r;
     if (pix >= p.M || o >= p.O) continue;
-    if (p.b) s += __half2float(p.b[o]);
-    if (p.r) s += __half2float(p.r[pix * p.O + o]);
-    p.y[pix * p.O + o] = __float2half(s);
+    store_out(p, pix, o, s);
   }
 }
 
@@ -191,9 +196,7 @@ __global__ void __launch_bounds__(kWarps * 32) conv_narrow_staged_k(NarrowConv p
     const int o = 2 * t + (j & 1), ox = ox0 + mt * 16 + g + 8 * (j >> 1);
     if (ox >= p.Wo || o >= p.O) continue;
     const int64_t pix = row * p.Wo + ox;
-    if (p.b) s += __half2float(p.b[o]);
-    if (p.r) s += __half2float(p.r[pix * p.O + o]);
-    p.y[pix * p.O + o] = __float2half(s);
+    store_out(p, pix, o, s);
   }
 }
 
