@@ -3,7 +3,7 @@
 # elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
-# gn, geglu, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
+# gn, geglu, geglu-se, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
 # attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures, loop-trace.
 #   bash bench/device_run.sh tests attn unet bench
@@ -33,17 +33,21 @@ for step in "$@"; do
   case $step in
     tests)  # the GPU tests and those of the pipeline, plan and server that run on it (the CPU-only ones, *OnCpu, run in CI).
             # TEST_SHARDS=n (default 1): n processes side by side on the GPU, each a gtest shard with its own TMPDIR and
-            # SDRT_HOME (the tests are independent: CI runs each in a process of its own); one log, tests.log
+            # SDRT_HOME (the tests are independent: CI runs each in a process of its own); one log, tests.log. Not faster
+            # so far: the twenty-third session's three shards (before the thread shares below) timed out
       filter='*Cuda*:*BackendOps*:Passes*:Plan*:Pipeline*:Server*-*OnCpu*'
       shards=${TEST_SHARDS:-1}
       if [ "$shards" -le 1 ]; then
         timeout 420 "$bin/sdrt_tests" --gtest_filter="$filter" > "$out/tests.log" 2>&1
         echo "rc $?"
       else
+        # each shard a share of the cores for OpenMP and OpenBLAS: without it three shards on the H100 host (16 cores)
+        # ran the CPU side of the pipeline tests 40-60x slower (threads spinning against each other) and hit the timeout
+        threads=$(( $(nproc) / shards )); [ "$threads" -ge 1 ] || threads=1
         pids=()
         for i in $(seq 0 $((shards - 1))); do
           mkdir -p "/tmp/shard$i/home"
-          TMPDIR=/tmp/shard$i SDRT_HOME=/tmp/shard$i/home GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i \
+          TMPDIR=/tmp/shard$i SDRT_HOME=/tmp/shard$i/home GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads \
             timeout 420 "$bin/sdrt_tests" --gtest_filter="$filter" > "/tmp/shard$i/tests.log" 2>&1 &
           pids+=($!)
         done
@@ -59,12 +63,23 @@ for step in "$@"; do
       SDRT_GEGLU_EXPERIMENTAL=1 timeout 120 "$bin/sdrt_tests" --gtest_filter='BackendOps.EveryGegluProjectionFormMatchesTheCpu' > "$out/geglu-ws-test.log" 2>&1
       echo "experimental forms' op test rc $?"; grep -E "ws64|PASSED|FAILED" "$out/geglu-ws-test.log" | tail -12
       for b in 2 16; do SDRT_GEGLU_EXPERIMENTAL=1 timeout 120 "$bin/bench_geglu_gemm" --batch $b --repeats 15; done 2>&1 | tee "$out/geglu-ws.txt" ;;
-    geglu-ncu)  # what limits the fused GEGLU kernel: two of its forms on the batch-16 first-level shape (the first
-                # launch of each is that shape's correctness check)
-      for k in ILi128ELi4ELb1ELb0ELi0E ILi64ELi3ELb0ELb1ELi0E; do
+    geglu-se)  # the staged-epilogue GEGLU forms (se*): their op test, bench_geglu_gemm at batch 2 and 16 (every form), then
+               # (GEGLU_SE_AB=1) the guided forward with them timed at build (the default) or not (SDRT_GEGLU_STAGED=0), alternating
+      timeout 120 "$bin/sdrt_tests" --gtest_filter='BackendOps.EveryGegluProjectionFormMatchesTheCpu' > "$out/geglu-se-test.log" 2>&1
+      echo "op test rc $?"; grep -E "se64|se128|PASSED|FAILED" "$out/geglu-se-test.log" | tail -12
+      for b in 2 16; do timeout 120 "$bin/bench_geglu_gemm" --batch $b --repeats 15; done 2>&1 | grep -v checking | tee "$out/geglu-se.txt"
+      if [ "${GEGLU_SE_AB:-0}" = 1 ]; then
+        AB="SDRT_GEGLU_STAGED=0" AB_BATCHES="${AB_BATCHES:-2 16}" AB_ROUNDS="${AB_ROUNDS:-2}" OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA'
+        mv "$out/env-ab.txt" "$out/geglu-se-ab.txt"
+      fi ;;
+    geglu-ncu)  # what limits the fused GEGLU kernel: its forms (NCU_KERNELS: mangled-name patterns, default two of the
+                # cp.async forms) on the batch-16 first-level shape (the first launch of each is that shape's correctness
+                # check), with the stall reasons and pipe utilisation (--print-details all)
+      for k in ${NCU_KERNELS:-geglu_gemm_kILi128ELi4ELb1ELb0ELi0E geglu_gemm_kILi64ELi3ELb0ELb1ELi0E}; do
         timeout 100 ncu --kernel-name-base mangled -k regex:$k --launch-count 1 --section SpeedOfLight --section WarpStateStats --section Occupancy \
-          --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis "$bin/bench_geglu_gemm" --batch 16 --repeats 1 > "$out/ncu-geglu-$k.txt" 2>&1
-        grep -E "Duration|Throughput|Warp Cycles Per Issued|Issue Slots Busy|Achieved Occupancy|Registers Per" "$out/ncu-geglu-$k.txt" | head -16
+          --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section SchedulerStats --print-details all \
+          "$bin/bench_geglu_gemm" --batch 16 --repeats 1 > "$out/ncu-$k.txt" 2>&1
+        grep -E "Duration|Throughput|Warp Cycles Per Issued|Issue Slots Busy|Registers Per|Shared Memory|Stall|highest-utilized|Pipe" "$out/ncu-$k.txt" | head -30
       done ;;
     attn-small)  # the mma.sync attention (SD's d-160 levels) in blocks of 16 or 32 rows where 64-row blocks leave SMs idle
                  # (SDRT_ATTN_SMALL=16|32): the op tests with each, bench_attention and the batch-2 forward, alternating

@@ -20,6 +20,7 @@
 #include <cudaTypedefs.h>
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <cstdlib>
 #include <atomic>
@@ -185,6 +186,263 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
 }
 
 
+// Staged-epilogue forms (seNxS): the persistent cp.async kernel above with a third warpgroup for the
+// epilogue. The two MMA warpgroups round a finished tile's accumulators to FP16 into a shared staging
+// buffer (value columns, then their gates; a padded row so the fragment writes miss each other's banks)
+// and go straight on to the next tile's K steps, while the epilogue warpgroup reads the buffer in 16-byte
+// rows, adds the biases, applies value * gelu(gate) and writes whole 32-byte sectors of y. So the GELU
+// arithmetic (most of a tile's instructions at K = 320) runs beside the MMAs instead of between them, the
+// role the other forms' two blocks per SM or in-register epilogues cannot give at 128 x 2 BN tiles. The
+// buffer is handed over through named barriers: 2 "full" (MMA warpgroups arrive, the epilogue waits), 3
+// "empty" (the reverse; the MMA warpgroups wait only from their second tile on); 1 is the MMA warpgroups'
+// own per-step barrier. Rounding the pre-activations to FP16 before the bias is what the split form (GEMM
+// to FP16, then the GEGLU pass) does too.
+constexpr int kEpiThreads = 128;
+template <int BN>
+__host__ __device__ constexpr int se_row() { return 2 * BN + 8; }  // halves per staging row (+16 bytes: rows 4 banks apart)
+
+#ifdef SDRT_GG_WGMMA
+__device__ __forceinline__ void named_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+__device__ __forceinline__ void named_arrive(int id, int n) { asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
+#endif
+
+// An MMA warpgroup's accumulators (acc[4j + e]: row g (e < 2) or g + 8 of the warp's 16, column 8j + 2t + (e & 1)
+// of the 2 BN: the BN value columns, then their gates - the staging row's order) as FP16 into the buffer.
+template <int BN>
+__device__ __forceinline__ void stage_acc(const float (&acc)[BN], __half* stg, int wg, int warp, int g, int t) {
+  constexpr int kRow = se_row<BN>();
+  const int ra = wg * 64 + warp * 16 + g;
+#pragma unroll
+  for (int j = 0; j < BN / 4; ++j) {
+    const int cv = 8 * j + 2 * t;
+    *reinterpret_cast<__half2*>(stg + ra * kRow + cv) = __floats2half2_rn(acc[4 * j], acc[4 * j + 1]);
+    *reinterpret_cast<__half2*>(stg + (ra + 8) * kRow + cv) = __floats2half2_rn(acc[4 * j + 2], acc[4 * j + 3]);
+  }
+}
+
+// The epilogue threads' part (thread e of ET) of one staged tile: rows m0.. of y, output columns n0..n0 + BN, each
+// thread 8 columns of every (ET / (BN / 8))-th row; the biases added in FP32, then value * gelu(gate).
+template <int BN, int FAST, int ET>
+__device__ __forceinline__ void epilogue_tile(const __half* stg, const __half* __restrict__ bias, __half* __restrict__ y, int M, int F, int m0, int n0,
+                                              int e) {
+  constexpr int kRow = se_row<BN>(), kRStep = ET / (BN / 8);
+  const int c = e % (BN / 8), col = n0 + 8 * c;
+  float bv[8], bg[8];
+  {
+    const uint4 v4 = *reinterpret_cast<const uint4*>(bias + col), g4 = *reinterpret_cast<const uint4*>(bias + F + col);
+    const __half2* vh = reinterpret_cast<const __half2*>(&v4);
+    const __half2* gh = reinterpret_cast<const __half2*>(&g4);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 a = __half22float2(vh[i]), b = __half22float2(gh[i]);
+      bv[2 * i] = a.x, bv[2 * i + 1] = a.y, bg[2 * i] = b.x, bg[2 * i + 1] = b.y;
+    }
+  }
+#pragma unroll 4
+  for (int r = e / (BN / 8); r < kBM; r += kRStep) {
+    const uint4 v4 = *reinterpret_cast<const uint4*>(stg + r * kRow + 8 * c);
+    const uint4 g4 = *reinterpret_cast<const uint4*>(stg + r * kRow + BN + 8 * c);
+    const __half2* vh = reinterpret_cast<const __half2*>(&v4);
+    const __half2* gh = reinterpret_cast<const __half2*>(&g4);
+    uint4 o4;
+    __half2* oh = reinterpret_cast<__half2*>(&o4);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 a = __half22float2(vh[i]), b = __half22float2(gh[i]);
+      oh[i] = __floats2half2_rn((a.x + bv[2 * i]) * gelu<FAST>(b.x + bg[2 * i]), (a.y + bv[2 * i + 1]) * gelu<FAST>(b.y + bg[2 * i + 1]));
+    }
+    if (m0 + r < M) *reinterpret_cast<uint4*>(y + (int64_t)(m0 + r) * F + col) = o4;
+  }
+}
+
+template <int BN, int STAGES, bool ASYNC, int FAST>
+__global__ void __launch_bounds__(kThreads + kEpiThreads, 1)
+    geglu_se_k(const __half* __restrict__ x, const __half* __restrict__ w, const __half* __restrict__ bias, __half* __restrict__ y, int M, int K, int F) {
+  dep_entry();
+#ifdef SDRT_GG_WGMMA
+  constexpr int kStage = (kBM + 2 * BN) * kBK * 2;
+  constexpr int kAhead = ASYNC ? STAGES - 2 : STAGES - 1;
+  constexpr int kAll = kThreads + kEpiThreads;
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
+  __half* stg = reinterpret_cast<__half*>(smem + (sbase - (uint32_t)__cvta_generic_to_shared(smem)) + STAGES * kStage);  // kBM rows of kRow
+  const int tid = threadIdx.x;
+  const TileWalk walk(M, K, F, BN);
+  const int KT = walk.KT, total = walk.total;
+  if (tid >= kThreads) {  // the epilogue warpgroup
+    TileWalk::Cursor cur = walk.first();
+    const int tiles = total / KT;
+    for (int tile = 0; tile < tiles; ++tile) {
+      named_sync(2, kAll);  // the tile's pre-activations are in the buffer
+      epilogue_tile<BN, FAST, kEpiThreads>(stg, bias, y, M, F, cur.m * kBM, cur.n * BN, tid - kThreads);
+      if (tile + 1 < tiles) named_arrive(3, kAll);  // the buffer is free again (after the last tile nobody waits)
+      for (int k = 0; k < KT; ++k) walk.advance(cur);
+    }
+    return;
+  }
+  const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int c = tid & 7, r0 = tid >> 3;
+  TileWalk::Cursor ld = walk.first(), mm = ld;
+
+  auto load = [&](int stage) {
+    const int m0 = ld.m * kBM, n0 = ld.n * BN;
+    const uint32_t a_s = sbase + stage * kStage, b_s = a_s + kBM * 128;
+    const int64_t k0 = (int64_t)ld.kt * kBK + c * 8;
+#pragma unroll
+    for (int i = 0; i < kBM / 32; ++i) {
+      const int r = r0 + 32 * i, gm = m0 + r;
+      cp_async_to(a_s + r * 128 + ((c ^ (r & 7)) << 4), x + (int64_t)(gm < M ? gm : 0) * K + k0, gm < M);
+    }
+#pragma unroll
+    for (int i = 0; i < 2 * BN / 32; ++i) {
+      const int r = r0 + 32 * i, wr = r < BN ? n0 + r : F + n0 + (r - BN);
+      cp_async_to(b_s + r * 128 + ((c ^ (r & 7)) << 4), w + (int64_t)wr * K + k0, true);
+    }
+    walk.advance(ld);
+  };
+
+  float acc[BN];
+#pragma unroll
+  for (int i = 0; i < BN; ++i) acc[i] = 0.f;
+#pragma unroll
+  for (int s = 0; s < kAhead; ++s) {
+    if (s < total) load(s);
+    cp_async_commit_group();
+  }
+  int stage = 0, ld_stage = kAhead % STAGES;
+  bool first = true;
+  for (int it = 0; it < total; ++it) {
+    cp_async_wait_group<kAhead - 1>();
+    fence_proxy_async();
+    named_sync(1, kThreads);  // as __syncthreads in geglu_gemm_k, among the MMA warpgroups
+    const int kt = mm.kt;
+    const uint32_t st0 = sbase + stage * kStage;
+    stage = stage + 1 == STAGES ? 0 : stage + 1;
+    const uint64_t da = desc_sw128(st0 + wg * 64 * 128), db = desc_sw128(st0 + kBM * 128);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) mma_step<BN>(acc, da + kk * 2, db + kk * 2, kt > 0 || kk > 0);
+    wgmma_commit();
+    if (it + kAhead < total) load(ld_stage);
+    cp_async_commit_group();
+    ld_stage = ld_stage + 1 == STAGES ? 0 : ld_stage + 1;
+    if (kt != KT - 1) {
+      if (ASYNC) wgmma_wait<1>();
+      else wgmma_wait<0>();
+      walk.advance(mm);
+      continue;
+    }
+    wgmma_wait<0>();
+    if (!first) named_sync(3, kAll);  // the epilogue is done with the previous tile's buffer
+    first = false;
+    stage_acc<BN>(acc, stg, wg, warp, g, t);
+    named_arrive(2, kAll);
+    walk.advance(mm);
+  }
+  wgmma_wait<0>();
+#endif
+}
+
+// A-resident forms (arNxS, K <= kArK: SD's first level, K = 320): a block's 128 rows of x stay in shared
+// memory for all K (80 KB) while it walks BN-column tiles of w, so each tile brings only w's 2 BN rows through
+// L2 (the seNxS forms fetch x's rows again for every column tile: 40% of their traffic at K = 320, F = 1280),
+// and w's K steps go through a ring of STAGES buffers (16 KB at BN = 64: five steps in flight). The epilogue
+// is staged as in seNxS, with EW warpgroups. Work items are (row block, group of column tiles): `groups` (a
+// divisor of F / BN, chosen at launch) splits a row block's tiles where row blocks alone leave SMs idle
+// (batch 2: 64 row blocks). Per item the ring drains and x's rows are loaded once.
+constexpr int kArK = 320;
+
+template <int BN, int STAGES, int EW, int FAST>
+__global__ void __launch_bounds__(kThreads + EW * kEpiThreads, 1)
+    geglu_ar_k(const __half* __restrict__ x, const __half* __restrict__ w, const __half* __restrict__ bias, __half* __restrict__ y, int M, int K, int F,
+               int groups) {
+  dep_entry();
+#ifdef SDRT_GG_WGMMA
+  constexpr int kBStage = 2 * BN * kBK * 2;  // w's 2 BN rows of one K step
+  constexpr int kAChunk = kBM * kBK * 2;     // x's 128 rows of one K step
+  constexpr int kAhead = STAGES - 2;         // MMAs asynchronous (one step in flight)
+  constexpr int kAll = kThreads + EW * kEpiThreads;
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
+  const uint32_t a_base = sbase, b_base = sbase + (kArK / kBK) * kAChunk;
+  __half* stg = reinterpret_cast<__half*>(smem + (sbase - (uint32_t)__cvta_generic_to_shared(smem)) + (kArK / kBK) * kAChunk + STAGES * kBStage);
+  const int tid = threadIdx.x, KT = K / kBK, tiles_n = F / BN, tn = tiles_n / groups;
+  const int items = (M + kBM - 1) / kBM * groups, steps = tn * KT;
+  if (tid >= kThreads) {  // the epilogue warpgroups
+    const int mine = (items - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x * tn;  // this block's tiles
+    int tile = 0;
+    for (int item = blockIdx.x; item < items; item += gridDim.x)
+      for (int j = 0; j < tn; ++j, ++tile) {
+        named_sync(2, kAll);
+        epilogue_tile<BN, FAST, EW * kEpiThreads>(stg, bias, y, M, F, item / groups * kBM, (item % groups * tn + j) * BN, tid - kThreads);
+        if (tile + 1 < mine) named_arrive(3, kAll);
+      }
+    return;
+  }
+  const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int c = tid & 7, r0 = tid >> 3;  // this thread's 16-byte chunk of rows r0 + 32 i
+  bool first = true;
+  for (int item = blockIdx.x; item < items; item += gridDim.x) {
+    const int m0 = item / groups * kBM, nb = item % groups * tn;  // row block; first column tile
+    named_sync(1, kThreads);  // every MMA of the previous item (which read x's rows) is done
+#pragma unroll
+    for (int kt = 0; kt < kArK / kBK; ++kt)
+      if (kt < KT) {
+#pragma unroll
+        for (int i = 0; i < kBM / 32; ++i) {
+          const int r = r0 + 32 * i, gm = m0 + r;
+          cp_async_to(a_base + kt * kAChunk + r * 128 + ((c ^ (r & 7)) << 4), x + (int64_t)(gm < M ? gm : 0) * K + kt * kBK + c * 8, gm < M);
+        }
+      }
+    cp_async_commit_group();
+    auto load_b = [&](int step, int stage) {  // K step `step` of the item (tile step / KT) into `stage`
+      const int n0 = (nb + step / KT) * BN, k0 = step % KT * kBK + c * 8;
+      const uint32_t b_s = b_base + stage * kBStage;
+#pragma unroll
+      for (int i = 0; i < 2 * BN / 32; ++i) {
+        const int r = r0 + 32 * i, wr = r < BN ? n0 + r : F + n0 + (r - BN);
+        cp_async_to(b_s + r * 128 + ((c ^ (r & 7)) << 4), w + (int64_t)wr * K + k0, true);
+      }
+    };
+#pragma unroll
+    for (int s = 0; s < kAhead; ++s) {
+      if (s < steps) load_b(s, s);
+      cp_async_commit_group();
+    }
+    float acc[BN];
+#pragma unroll
+    for (int i = 0; i < BN; ++i) acc[i] = 0.f;
+    int stage = 0, ld_stage = kAhead % STAGES, kt = 0;
+    for (int it = 0; it < steps; ++it) {
+      cp_async_wait_group<kAhead - 1>();  // x's rows (first step) and this step's w rows, this thread's copies
+      fence_proxy_async();
+      named_sync(1, kThreads);
+      const uint64_t da = desc_sw128(a_base + kt * kAChunk + wg * 64 * 128), db = desc_sw128(b_base + stage * kBStage);
+      stage = stage + 1 == STAGES ? 0 : stage + 1;
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBK / 16; ++kk) mma_step<BN>(acc, da + kk * 2, db + kk * 2, kt > 0 || kk > 0);
+      wgmma_commit();
+      if (it + kAhead < steps) load_b(it + kAhead, ld_stage);
+      cp_async_commit_group();
+      ld_stage = ld_stage + 1 == STAGES ? 0 : ld_stage + 1;
+      if (++kt != KT) {
+        wgmma_wait<1>();
+        continue;
+      }
+      kt = 0;
+      wgmma_wait<0>();
+      if (!first) named_sync(3, kAll);  // the epilogue is done with the previous tile's buffer
+      first = false;
+      stage_acc<BN>(acc, stg, wg, warp, g, t);
+      named_arrive(2, kAll);
+    }
+    cp_async_wait_group<0>();  // nothing in flight across items (the empty groups of the last steps)
+  }
+  wgmma_wait<0>();
+#endif
+}
+
 // Warp-specialized form (experimental: SDRT_GEGLU_EXPERIMENTAL=1 lists it): one producer thread moves each
 // K step's tiles with the tensor memory accelerator (TMA: one instruction per tile, the 128-byte swizzle
 // applied by the copy engine, rows past M filled with zeros) into a ring of STAGES stages guarded by
@@ -291,16 +549,30 @@ struct Form {
   int bn, stages, threads;
   bool persistent, exact;  // exact: GELU through erf, as the model defines it (else the tanh form: experiments)
   bool experimental;       // listed only with SDRT_GEGLU_EXPERIMENTAL=1 (correct on the H200, no faster)
+  bool staged = false;     // the staged-epilogue forms: a shared buffer of kBM FP16 rows besides the stages
+  bool resident = false;   // x's rows held for all K (arNxS): stages of w's rows only
 };
 
 template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST>
 cudaError_t launch_cp(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
 template <int BN, int STAGES>
 cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
+template <int BN, int STAGES, bool ASYNC, int FAST>
+cudaError_t launch_se(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
+template <int BN, int STAGES, int EW, int FAST>
+cudaError_t launch_ar(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
 
 template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST = 0>
 constexpr Form form(const char* name, bool persistent) {
   return {name, (const void*)geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST>, launch_cp<BN, STAGES, ASYNC, TWO, FAST>, BN, STAGES, kThreads, persistent, FAST != 1, false};
+}
+template <int BN, int STAGES, bool ASYNC, int FAST = 0>
+constexpr Form se_form(const char* name) {
+  return {name, (const void*)geglu_se_k<BN, STAGES, ASYNC, FAST>, launch_se<BN, STAGES, ASYNC, FAST>, BN, STAGES, kThreads + kEpiThreads, true, FAST != 1, false, true};
+}
+template <int BN, int STAGES, int EW, int FAST = 0>
+constexpr Form ar_form(const char* name) {
+  return {name, (const void*)geglu_ar_k<BN, STAGES, EW, FAST>, launch_ar<BN, STAGES, EW, FAST>, BN, STAGES, kThreads + EW * kEpiThreads, true, FAST != 1, false, true, true};
 }
 template <int BN, int STAGES>
 constexpr Form ws_form(const char* name) {
@@ -310,17 +582,25 @@ constexpr Form ws_form(const char* name) {
 // tiled: one tile per block; pNxS: persistent, N-column tiles, S stages, a = asynchronous MMAs; t = the
 // tanh form of GELU (not the model's function: measured by bench_geglu_gemm, never chosen by the engine);
 // e = GELU through the branch-free erf;
+// seNxS(a): staged epilogue (a third warpgroup applies the GEGLU while the MMAs go on);
+// arNxS(e2): x's rows resident, staged epilogue (e2: two epilogue warpgroups);
 // wsNxS: warp-specialized with TMA (experimental, last)
 const Form kForms[] = {
     form<64, 3, false, true>("tiled64x3", false), form<64, 3, false, true>("p64x3", true),  form<64, 3, true, true>("p64x3a", true),
     form<64, 4, true, false>("p64x4a", true),     form<128, 3, true, false>("p128x3a", true), form<128, 4, true, false>("p128x4a", true),
     form<64, 3, false, true, 1>("tiled64x3t", false), form<64, 3, false, true, 1>("p64x3t", true), form<128, 4, true, false, 1>("p128x4at", true),
     form<64, 3, false, true, 2>("tiled64x3e", false), form<64, 3, false, true, 2>("p64x3e", true), form<128, 4, true, false, 2>("p128x4ae", true),
+    se_form<128, 3, true>("se128x3a"), se_form<128, 3, false>("se128x3"), se_form<64, 5, true>("se64x5a"), se_form<64, 4, false>("se64x4"),
+    ar_form<64, 6, 1>("ar64x6"), ar_form<64, 6, 2>("ar64x6e2"),
     ws_form<64, 4>("ws64x4"), ws_form<64, 6>("ws64x6"),
 };
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
 
-size_t smem_bytes(const Form& f) { return (size_t)f.stages * (kBM + 2 * f.bn) * kBK * 2 + 1024 + 16 * f.stages; }  // + alignment slack, mbarriers
+size_t smem_bytes(const Form& f) {  // + alignment slack, mbarriers
+  const size_t staging = f.staged ? (size_t)kBM * (f.bn == 64 ? se_row<64>() : se_row<128>()) * 2 : 0;
+  if (f.resident) return (size_t)kBM * kArK * 2 + (size_t)f.stages * 2 * f.bn * kBK * 2 + staging + 1024;
+  return (size_t)f.stages * (kBM + 2 * f.bn) * kBK * 2 + 1024 + 16 * f.stages + staging;
+}
 
 // Per device: whether it runs sm_90a code, its SM count, and each form's blocks per SM (0: not yet known).
 struct DeviceInfo {
@@ -358,6 +638,32 @@ bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0;
 template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST>
 cudaError_t launch_cp(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
   launch_kernel(geglu_gemm_k<BN, STAGES, ASYNC, TWO, FAST>, (unsigned)grid, kThreads, smem_bytes(f), s, x, w, b, y, M, K, F);
+  return cudaGetLastError();
+}
+
+template <int BN, int STAGES, bool ASYNC, int FAST>
+cudaError_t launch_se(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
+  if (!aligned(b, 16)) return cudaErrorNotSupported;  // the epilogue reads 8 biases at a time
+  launch_kernel(geglu_se_k<BN, STAGES, ASYNC, FAST>, (unsigned)grid, kThreads + kEpiThreads, smem_bytes(f), s, x, w, b, y, M, K, F);
+  return cudaGetLastError();
+}
+
+// groups: the divisor of F / BN that splits a row block's column tiles into the fewest waves of work items,
+// each wave costing its items' tiles plus about half a tile for loading x's rows and filling the ring.
+template <int BN, int STAGES, int EW, int FAST>
+cudaError_t launch_ar(const Form& f, int, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
+  const DeviceInfo* d = device_info();
+  if (!d || K > kArK || !aligned(b, 16)) return cudaErrorNotSupported;
+  const int mb = (M + kBM - 1) / kBM, tiles_n = F / BN;
+  int groups = 1;
+  double best = 1e300;
+  for (int gr = 1; gr <= tiles_n; ++gr) {
+    if (tiles_n % gr) continue;
+    const double waves = std::ceil((double)mb * gr / d->sms), cost = waves * (tiles_n / gr + 0.5);
+    if (cost < best - 1e-9) best = cost, groups = gr;
+  }
+  const int grid = (int)std::min<int64_t>((int64_t)mb * groups, d->sms);
+  launch_kernel(geglu_ar_k<BN, STAGES, EW, FAST>, (unsigned)grid, kThreads + EW * kEpiThreads, smem_bytes(f), s, x, w, b, y, M, K, F, groups);
   return cudaGetLastError();
 }
 
@@ -422,6 +728,10 @@ cudaError_t geglu_gemm(int form, const __half* x, const __half* w, const __half*
   const DeviceInfo* d = device_info();
   const Form& f = kForms[form];
   if (d->per_sm[form] <= 0) return cudaErrorNotSupported;
+  if (f.staged) {  // SDRT_GEGLU_STAGED=0: the staged-epilogue forms not run (so not chosen by the timing): A/B runs
+    const char* e = std::getenv("SDRT_GEGLU_STAGED");
+    if (e && std::strcmp(e, "0") == 0) return cudaErrorNotSupported;
+  }
   const int64_t tiles = (F / f.bn) * ((M + kBM - 1) / kBM);
   if (tiles >= (int64_t(1) << 31) / kBK) return cudaErrorNotSupported;  // K steps of a block counted in int
   const int64_t grid = f.persistent ? std::min<int64_t>(tiles, (int64_t)d->per_sm[form] * d->sms) : tiles;
