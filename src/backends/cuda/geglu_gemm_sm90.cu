@@ -20,7 +20,6 @@
 #include <cudaTypedefs.h>
 
 #include <algorithm>
-#include <cmath>
 #include <array>
 #include <cstdlib>
 #include <atomic>
@@ -343,106 +342,6 @@ __global__ void __launch_bounds__(kThreads + kEpiThreads, 1)
 #endif
 }
 
-// A-resident forms (arNxS, K <= kArK: SD's first level, K = 320): a block's 128 rows of x stay in shared
-// memory for all K (80 KB) while it walks BN-column tiles of w, so each tile brings only w's 2 BN rows through
-// L2 (the seNxS forms fetch x's rows again for every column tile: 40% of their traffic at K = 320, F = 1280),
-// and w's K steps go through a ring of STAGES buffers (16 KB at BN = 64: five steps in flight). The epilogue
-// is staged as in seNxS, with EW warpgroups. Work items are (row block, group of column tiles): `groups` (a
-// divisor of F / BN, chosen at launch) splits a row block's tiles where row blocks alone leave SMs idle
-// (batch 2: 64 row blocks). Per item the ring drains and x's rows are loaded once.
-constexpr int kArK = 320;
-
-template <int BN, int STAGES, int EW, int FAST>
-__global__ void __launch_bounds__(kThreads + EW * kEpiThreads, 1)
-    geglu_ar_k(const __half* __restrict__ x, const __half* __restrict__ w, const __half* __restrict__ bias, __half* __restrict__ y, int M, int K, int F,
-               int groups) {
-  dep_entry();
-#ifdef SDRT_GG_WGMMA
-  constexpr int kBStage = 2 * BN * kBK * 2;  // w's 2 BN rows of one K step
-  constexpr int kAChunk = kBM * kBK * 2;     // x's 128 rows of one K step
-  constexpr int kAhead = STAGES - 2;         // MMAs asynchronous (one step in flight)
-  constexpr int kAll = kThreads + EW * kEpiThreads;
-  extern __shared__ __align__(1024) unsigned char smem[];
-  const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
-  const uint32_t a_base = sbase, b_base = sbase + (kArK / kBK) * kAChunk;
-  __half* stg = reinterpret_cast<__half*>(smem + (sbase - (uint32_t)__cvta_generic_to_shared(smem)) + (kArK / kBK) * kAChunk + STAGES * kBStage);
-  const int tid = threadIdx.x, KT = K / kBK, tiles_n = F / BN, tn = tiles_n / groups;
-  const int items = (M + kBM - 1) / kBM * groups, steps = tn * KT;
-  if (tid >= kThreads) {  // the epilogue warpgroups
-    const int mine = (items - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x * tn;  // this block's tiles
-    int tile = 0;
-    for (int item = blockIdx.x; item < items; item += gridDim.x)
-      for (int j = 0; j < tn; ++j, ++tile) {
-        named_sync(2, kAll);
-        epilogue_tile<BN, FAST, EW * kEpiThreads>(stg, bias, y, M, F, item / groups * kBM, (item % groups * tn + j) * BN, tid - kThreads);
-        if (tile + 1 < mine) named_arrive(3, kAll);
-      }
-    return;
-  }
-  const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int c = tid & 7, r0 = tid >> 3;  // this thread's 16-byte chunk of rows r0 + 32 i
-  bool first = true;
-  for (int item = blockIdx.x; item < items; item += gridDim.x) {
-    const int m0 = item / groups * kBM, nb = item % groups * tn;  // row block; first column tile
-    named_sync(1, kThreads);  // every MMA of the previous item (which read x's rows) is done
-#pragma unroll
-    for (int kt = 0; kt < kArK / kBK; ++kt)
-      if (kt < KT) {
-#pragma unroll
-        for (int i = 0; i < kBM / 32; ++i) {
-          const int r = r0 + 32 * i, gm = m0 + r;
-          cp_async_to(a_base + kt * kAChunk + r * 128 + ((c ^ (r & 7)) << 4), x + (int64_t)(gm < M ? gm : 0) * K + kt * kBK + c * 8, gm < M);
-        }
-      }
-    cp_async_commit_group();
-    auto load_b = [&](int step, int stage) {  // K step `step` of the item (tile step / KT) into `stage`
-      const int n0 = (nb + step / KT) * BN, k0 = step % KT * kBK + c * 8;
-      const uint32_t b_s = b_base + stage * kBStage;
-#pragma unroll
-      for (int i = 0; i < 2 * BN / 32; ++i) {
-        const int r = r0 + 32 * i, wr = r < BN ? n0 + r : F + n0 + (r - BN);
-        cp_async_to(b_s + r * 128 + ((c ^ (r & 7)) << 4), w + (int64_t)wr * K + k0, true);
-      }
-    };
-#pragma unroll
-    for (int s = 0; s < kAhead; ++s) {
-      if (s < steps) load_b(s, s);
-      cp_async_commit_group();
-    }
-    float acc[BN];
-#pragma unroll
-    for (int i = 0; i < BN; ++i) acc[i] = 0.f;
-    int stage = 0, ld_stage = kAhead % STAGES, kt = 0;
-    for (int it = 0; it < steps; ++it) {
-      cp_async_wait_group<kAhead - 1>();  // x's rows (first step) and this step's w rows, this thread's copies
-      fence_proxy_async();
-      named_sync(1, kThreads);
-      const uint64_t da = desc_sw128(a_base + kt * kAChunk + wg * 64 * 128), db = desc_sw128(b_base + stage * kBStage);
-      stage = stage + 1 == STAGES ? 0 : stage + 1;
-      wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kBK / 16; ++kk) mma_step<BN>(acc, da + kk * 2, db + kk * 2, kt > 0 || kk > 0);
-      wgmma_commit();
-      if (it + kAhead < steps) load_b(it + kAhead, ld_stage);
-      cp_async_commit_group();
-      ld_stage = ld_stage + 1 == STAGES ? 0 : ld_stage + 1;
-      if (++kt != KT) {
-        wgmma_wait<1>();
-        continue;
-      }
-      kt = 0;
-      wgmma_wait<0>();
-      if (!first) named_sync(3, kAll);  // the epilogue is done with the previous tile's buffer
-      first = false;
-      stage_acc<BN>(acc, stg, wg, warp, g, t);
-      named_arrive(2, kAll);
-    }
-    cp_async_wait_group<0>();  // nothing in flight across items (the empty groups of the last steps)
-  }
-  wgmma_wait<0>();
-#endif
-}
-
 // Warp-specialized form (experimental: SDRT_GEGLU_EXPERIMENTAL=1 lists it): one producer thread moves each
 // K step's tiles with the tensor memory accelerator (TMA: one instruction per tile, the 128-byte swizzle
 // applied by the copy engine, rows past M filled with zeros) into a ring of STAGES stages guarded by
@@ -550,7 +449,6 @@ struct Form {
   bool persistent, exact;  // exact: GELU through erf, as the model defines it (else the tanh form: experiments)
   bool experimental;       // listed only with SDRT_GEGLU_EXPERIMENTAL=1 (correct on the H200, no faster)
   bool staged = false;     // the staged-epilogue forms: a shared buffer of kBM FP16 rows besides the stages
-  bool resident = false;   // x's rows held for all K (arNxS): stages of w's rows only
 };
 
 template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST>
@@ -559,8 +457,6 @@ template <int BN, int STAGES>
 cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
 template <int BN, int STAGES, bool ASYNC, int FAST>
 cudaError_t launch_se(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
-template <int BN, int STAGES, int EW, int FAST>
-cudaError_t launch_ar(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
 
 template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST = 0>
 constexpr Form form(const char* name, bool persistent) {
@@ -569,10 +465,6 @@ constexpr Form form(const char* name, bool persistent) {
 template <int BN, int STAGES, bool ASYNC, int FAST = 0>
 constexpr Form se_form(const char* name) {
   return {name, (const void*)geglu_se_k<BN, STAGES, ASYNC, FAST>, launch_se<BN, STAGES, ASYNC, FAST>, BN, STAGES, kThreads + kEpiThreads, true, FAST != 1, false, true};
-}
-template <int BN, int STAGES, int EW, int FAST = 0>
-constexpr Form ar_form(const char* name) {
-  return {name, (const void*)geglu_ar_k<BN, STAGES, EW, FAST>, launch_ar<BN, STAGES, EW, FAST>, BN, STAGES, kThreads + EW * kEpiThreads, true, FAST != 1, false, true, true};
 }
 template <int BN, int STAGES>
 constexpr Form ws_form(const char* name) {
@@ -583,7 +475,6 @@ constexpr Form ws_form(const char* name) {
 // tanh form of GELU (not the model's function: measured by bench_geglu_gemm, never chosen by the engine);
 // e = GELU through the branch-free erf;
 // seNxS(a): staged epilogue (a third warpgroup applies the GEGLU while the MMAs go on);
-// arNxS(e2): x's rows resident, staged epilogue (e2: two epilogue warpgroups);
 // wsNxS: warp-specialized with TMA (experimental, last)
 const Form kForms[] = {
     form<64, 3, false, true>("tiled64x3", false), form<64, 3, false, true>("p64x3", true),  form<64, 3, true, true>("p64x3a", true),
@@ -591,14 +482,12 @@ const Form kForms[] = {
     form<64, 3, false, true, 1>("tiled64x3t", false), form<64, 3, false, true, 1>("p64x3t", true), form<128, 4, true, false, 1>("p128x4at", true),
     form<64, 3, false, true, 2>("tiled64x3e", false), form<64, 3, false, true, 2>("p64x3e", true), form<128, 4, true, false, 2>("p128x4ae", true),
     se_form<128, 3, true>("se128x3a"), se_form<128, 3, false>("se128x3"), se_form<64, 5, true>("se64x5a"), se_form<64, 4, false>("se64x4"),
-    ar_form<64, 6, 1>("ar64x6"), ar_form<64, 6, 2>("ar64x6e2"),
     ws_form<64, 4>("ws64x4"), ws_form<64, 6>("ws64x6"),
 };
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
 
 size_t smem_bytes(const Form& f) {  // + alignment slack, mbarriers
   const size_t staging = f.staged ? (size_t)kBM * (f.bn == 64 ? se_row<64>() : se_row<128>()) * 2 : 0;
-  if (f.resident) return (size_t)kBM * kArK * 2 + (size_t)f.stages * 2 * f.bn * kBK * 2 + staging + 1024;
   return (size_t)f.stages * (kBM + 2 * f.bn) * kBK * 2 + 1024 + 16 * f.stages + staging;
 }
 
@@ -645,25 +534,6 @@ template <int BN, int STAGES, bool ASYNC, int FAST>
 cudaError_t launch_se(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
   if (!aligned(b, 16)) return cudaErrorNotSupported;  // the epilogue reads 8 biases at a time
   launch_kernel(geglu_se_k<BN, STAGES, ASYNC, FAST>, (unsigned)grid, kThreads + kEpiThreads, smem_bytes(f), s, x, w, b, y, M, K, F);
-  return cudaGetLastError();
-}
-
-// groups: the divisor of F / BN that splits a row block's column tiles into the fewest waves of work items,
-// each wave costing its items' tiles plus about half a tile for loading x's rows and filling the ring.
-template <int BN, int STAGES, int EW, int FAST>
-cudaError_t launch_ar(const Form& f, int, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
-  const DeviceInfo* d = device_info();
-  if (!d || K > kArK || !aligned(b, 16)) return cudaErrorNotSupported;
-  const int mb = (M + kBM - 1) / kBM, tiles_n = F / BN;
-  int groups = 1;
-  double best = 1e300;
-  for (int gr = 1; gr <= tiles_n; ++gr) {
-    if (tiles_n % gr) continue;
-    const double waves = std::ceil((double)mb * gr / d->sms), cost = waves * (tiles_n / gr + 0.5);
-    if (cost < best - 1e-9) best = cost, groups = gr;
-  }
-  const int grid = (int)std::min<int64_t>((int64_t)mb * groups, d->sms);
-  launch_kernel(geglu_ar_k<BN, STAGES, EW, FAST>, (unsigned)grid, kThreads + EW * kEpiThreads, smem_bytes(f), s, x, w, b, y, M, K, F, groups);
   return cudaGetLastError();
 }
 
