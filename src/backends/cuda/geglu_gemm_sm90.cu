@@ -437,6 +437,96 @@ __global__ void __launch_bounds__(384, 1)
 #endif
 }
 
+// TMA-fed staged-epilogue forms (wseNxS): the warp-specialized kernel's mainloop - one producer thread moving
+// each K step's tiles with the tensor memory accelerator into a ring of mbarrier-guarded stages, the two MMA
+// warpgroups only waiting, issuing MMAs and releasing stages - with seNxS's staged epilogue: the block's third
+// warpgroup is the producer's warp and three epilogue warps (96 threads) that apply the GEGLU from the staging
+// buffer while the MMA warpgroups go on. No cp.async, no per-step barrier among the MMA warpgroups.
+template <int BN, int STAGES, int FAST>
+__global__ void __launch_bounds__(kThreads + kEpiThreads, 1)
+    geglu_wse_k(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb, const __half* __restrict__ bias, __half* __restrict__ y,
+                int M, int K, int F) {
+  dep_entry();
+#ifdef SDRT_GG_WGMMA
+  constexpr int kStage = (kBM + 2 * BN) * kBK * 2;
+  constexpr int kEpi = kEpiThreads - 32, kAll = kThreads + kEpi;  // named barriers 2 and 3: MMA warpgroups and epilogue warps
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
+  __half* stg = reinterpret_cast<__half*>(smem + (sbase - (uint32_t)__cvta_generic_to_shared(smem)) + STAGES * kStage);
+  const uint32_t bars = sbase + STAGES * kStage + kBM * se_row<BN>() * 2;  // full[STAGES], then empty[STAGES]
+  const int tid = threadIdx.x;
+  if (tid == 0) {
+    for (int i = 0; i < STAGES; ++i) mbar_init(bars + 8 * i, 1), mbar_init(bars + 8 * (STAGES + i), 8);  // empty: the 8 MMA warps
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  const TileWalk walk(M, K, F, BN);
+  const int KT = walk.KT, total = walk.total;
+  TileWalk::Cursor cur = walk.first();
+  if (tid >= kThreads) {
+    const int e = tid - kThreads;
+    if (e < 32) {  // the producer's warp: one thread issues every copy
+      if (e == 0) {
+        int stage = 0;
+        uint32_t phase = 0;
+        for (int it = 0; it < total; ++it) {
+          mbar_wait_bounded(bars + 8 * (STAGES + stage), phase ^ 1);  // released by the MMA warps (a fresh barrier passes)
+          const uint32_t full = bars + 8 * stage, a_s = sbase + stage * kStage, b_s = a_s + kBM * 128;
+          mbar_expect_tx(full, kStage);
+          const int k0 = cur.kt * kBK;
+          tma_load_2d(a_s, &ta, k0, cur.m * kBM, full);
+          tma_load_2d(b_s, &tb, k0, cur.n * BN, full);               // the value rows
+          tma_load_2d(b_s + BN * 128, &tb, k0, F + cur.n * BN, full);  // their gate rows
+          walk.advance(cur);
+          if (++stage == STAGES) stage = 0, phase ^= 1;
+        }
+      }
+      return;
+    }
+    const int tiles = total / KT;  // the epilogue warps
+    for (int tile = 0; tile < tiles; ++tile) {
+      named_sync(2, kAll);
+      epilogue_tile<BN, FAST, kEpi>(stg, bias, y, M, F, cur.m * kBM, cur.n * BN, e - 32);
+      if (tile + 1 < tiles) named_arrive(3, kAll);
+      for (int k = 0; k < KT; ++k) walk.advance(cur);
+    }
+    return;
+  }
+  const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  float acc[BN];
+#pragma unroll
+  for (int i = 0; i < BN; ++i) acc[i] = 0.f;
+  int stage = 0, prev = -1;
+  uint32_t phase = 0;
+  bool first = true;
+  for (int it = 0; it < total; ++it) {
+    mbar_wait_bounded(bars + 8 * stage, phase);
+    const int kt = cur.kt;
+    const uint32_t st0 = sbase + stage * kStage;
+    const uint64_t da = desc_sw128(st0 + wg * 64 * 128), db = desc_sw128(st0 + kBM * 128);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) mma_step<BN>(acc, da + kk * 2, db + kk * 2, kt > 0 || kk > 0);
+    wgmma_commit();
+    wgmma_wait<1>();  // the previous step's MMAs are done: its stage goes back to the producer
+    if (prev >= 0 && lane == 0) mbar_arrive(bars + 8 * (STAGES + prev));
+    prev = stage;
+    if (kt == KT - 1) {
+      wgmma_wait<0>();
+      if (lane == 0) mbar_arrive(bars + 8 * (STAGES + stage));
+      prev = -1;
+      if (!first) named_sync(3, kAll);  // the epilogue is done with the previous tile's buffer
+      first = false;
+      stage_acc<BN>(acc, stg, wg, warp, g, t);
+      named_arrive(2, kAll);
+    }
+    walk.advance(cur);
+    if (++stage == STAGES) stage = 0, phase ^= 1;
+  }
+  wgmma_wait<0>();
+#endif
+}
+
 struct Form;
 struct DeviceInfo;
 using Launch = cudaError_t (*)(const Form&, int grid, const __half*, const __half*, const __half*, __half*, int, int, int, cudaStream_t);
@@ -457,6 +547,8 @@ template <int BN, int STAGES>
 cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
 template <int BN, int STAGES, bool ASYNC, int FAST>
 cudaError_t launch_se(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
+template <int BN, int STAGES, int FAST>
+cudaError_t launch_wse(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s);
 
 template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST = 0>
 constexpr Form form(const char* name, bool persistent) {
@@ -466,6 +558,10 @@ template <int BN, int STAGES, bool ASYNC, int FAST = 0>
 constexpr Form se_form(const char* name) {
   return {name, (const void*)geglu_se_k<BN, STAGES, ASYNC, FAST>, launch_se<BN, STAGES, ASYNC, FAST>, BN, STAGES, kThreads + kEpiThreads, true, FAST != 1, false, true};
 }
+template <int BN, int STAGES, int FAST = 0>
+constexpr Form wse_form(const char* name) {
+  return {name, (const void*)geglu_wse_k<BN, STAGES, FAST>, launch_wse<BN, STAGES, FAST>, BN, STAGES, kThreads + kEpiThreads, true, FAST != 1, false, true};
+}
 template <int BN, int STAGES>
 constexpr Form ws_form(const char* name) {
   return {name, (const void*)geglu_ws_k<BN, STAGES>, launch_ws<BN, STAGES>, BN, STAGES, 384, true, true, true};
@@ -474,7 +570,8 @@ constexpr Form ws_form(const char* name) {
 // tiled: one tile per block; pNxS: persistent, N-column tiles, S stages, a = asynchronous MMAs; t = the
 // tanh form of GELU (not the model's function: measured by bench_geglu_gemm, never chosen by the engine);
 // e = GELU through the branch-free erf;
-// seNxS(a): staged epilogue (a third warpgroup applies the GEGLU while the MMAs go on);
+// seNxS(a): staged epilogue (a third warpgroup applies the GEGLU while the MMAs go on); wseNxS: the same
+// epilogue behind a TMA producer;
 // wsNxS: warp-specialized with TMA (experimental, last)
 const Form kForms[] = {
     form<64, 3, false, true>("tiled64x3", false), form<64, 3, false, true>("p64x3", true),  form<64, 3, true, true>("p64x3a", true),
@@ -482,6 +579,7 @@ const Form kForms[] = {
     form<64, 3, false, true, 1>("tiled64x3t", false), form<64, 3, false, true, 1>("p64x3t", true), form<128, 4, true, false, 1>("p128x4at", true),
     form<64, 3, false, true, 2>("tiled64x3e", false), form<64, 3, false, true, 2>("p64x3e", true), form<128, 4, true, false, 2>("p128x4ae", true),
     se_form<128, 3, true>("se128x3a"), se_form<128, 3, false>("se128x3"), se_form<64, 5, true>("se64x5a"), se_form<64, 4, false>("se64x4"),
+    wse_form<128, 3>("wse128x3"), wse_form<64, 5>("wse64x5"),
     ws_form<64, 4>("ws64x4"), ws_form<64, 6>("ws64x6"),
 };
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
@@ -564,6 +662,14 @@ cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w,
   CUtensorMap ta, tb;
   if (!make_map(&ta, x, M, K, kBM) || !make_map(&tb, w, 2 * (int64_t)F, K, BN)) return cudaErrorNotSupported;
   launch_kernel(geglu_ws_k<BN, STAGES>, (unsigned)grid, 384, smem_bytes(f), s, ta, tb, b, y, M, K, F);
+  return cudaGetLastError();
+}
+
+template <int BN, int STAGES, int FAST>
+cudaError_t launch_wse(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
+  CUtensorMap ta, tb;
+  if (!aligned(b, 16) || !make_map(&ta, x, M, K, kBM) || !make_map(&tb, w, 2 * (int64_t)F, K, BN)) return cudaErrorNotSupported;
+  launch_kernel(geglu_wse_k<BN, STAGES, FAST>, (unsigned)grid, kThreads + kEpiThreads, smem_bytes(f), s, ta, tb, b, y, M, K, F);
   return cudaGetLastError();
 }
 
