@@ -6,6 +6,9 @@
 // the MMAs read (8 rows of 128 bytes per 1024-byte atom, 16-byte chunk c of row r at chunk c ^ (r % 8):
 // a warp's copies are whole rows, coalesced, without bank conflicts).
 //
+// Below them: staged-epilogue forms (a third warpgroup for the GEGLU, fed by cp.async or by TMA) and the
+// experimental warp-specialized ones.
+//
 // Persistent forms: a block takes tiles blockIdx.x, + gridDim.x, ... and its K steps form one stream
 // across tiles, so the next tile's first stages load during a tile's last MMAs and its epilogue (SD's
 // K = 320 level has five K steps per tile: per-tile prologues would dominate). Synchronous forms wait for
@@ -190,8 +193,8 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
 // buffer (value columns, then their gates; a padded row so the fragment writes miss each other's banks)
 // and go straight on to the next tile's K steps, while the epilogue warpgroup reads the buffer in 16-byte
 // rows, adds the biases, applies value * gelu(gate) and writes whole 32-byte sectors of y. So the GELU
-// arithmetic (most of a tile's instructions at K = 320) runs beside the MMAs instead of between them, the
-// role the other forms' two blocks per SM or in-register epilogues cannot give at 128 x 2 BN tiles. The
+// arithmetic (most of a tile's instructions at K = 320) runs beside the MMAs instead of between them (the
+// forms above overlap it only through a second block per SM, which 128 x 2 BN tiles leave no room for). The
 // buffer is handed over through named barriers: 2 "full" (MMA warpgroups arrive, the epilogue waits), 3
 // "empty" (the reverse; the MMA warpgroups wait only from their second tile on); 1 is the MMA warpgroups'
 // own per-step barrier. Rounding the pre-activations to FP16 before the bias is what the split form (GEMM
@@ -352,7 +355,7 @@ __global__ void __launch_bounds__(kThreads + kEpiThreads, 1)
 __device__ __forceinline__ void mbar_expect_tx(uint32_t a, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(a), "r"(bytes) : "memory");
 }
-// sm90::mbar_wait that traps after ~2^24 polls (a protocol error of these experimental forms would
+// sm90::mbar_wait that traps after ~2^24 polls (a protocol error of the TMA-fed forms would
 // otherwise hang the stream: a trap reports it as a launch failure).
 __device__ __forceinline__ void mbar_wait_bounded(uint32_t a, uint32_t parity) {
   for (uint32_t n = 0;; ++n) {
