@@ -114,18 +114,17 @@ __device__ __forceinline__ void store_geglu(const float (&acc)[BN], const __half
   }
 }
 
-template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST = 0>
-__global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
-    geglu_gemm_k(const __half* __restrict__ x, const __half* __restrict__ w, const __half* __restrict__ bias, __half* __restrict__ y, int M, int K, int F) {
-  dep_entry();
 #ifdef SDRT_GG_WGMMA
+// The persistent cp.async mainloop of geglu_gemm_k and geglu_se_k, run by the kThreads MMA threads (two
+// warpgroups): the block's K steps over all its tiles through a ring of STAGES stages. sync(): the barrier
+// among those threads before each step's MMAs; tile_end(acc, cursor): a tile's finished accumulators.
+template <int BN, int STAGES, bool ASYNC, class Sync, class TileEnd>
+__device__ __forceinline__ void cp_mainloop(const __half* __restrict__ x, const __half* __restrict__ w, int M, int K, int F, uint32_t sbase,
+                                            const TileWalk& walk, Sync sync, TileEnd tile_end) {
   constexpr int kStage = (kBM + 2 * BN) * kBK * 2;  // A's 128 rows and B's 2 BN rows of 128 bytes
   constexpr int kAhead = ASYNC ? STAGES - 2 : STAGES - 1;  // steps loaded ahead of the one computed
-  extern __shared__ __align__(1024) unsigned char smem[];
-  const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;  // the swizzle atoms' alignment
-  const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int tid = threadIdx.x, wg = tid >> 7;
   const int c = tid & 7, r0 = tid >> 3;  // this thread's 16-byte chunk of rows r0 + 32 i
-  const TileWalk walk(M, K, F, BN);
   const int KT = walk.KT, total = walk.total;
   TileWalk::Cursor ld = walk.first(), mm = ld;  // the next step to load; the step computed
 
@@ -160,7 +159,7 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
     fence_proxy_async();          // made visible to the MMAs (async proxy)
     // Everyone's copies; and every warpgroup is done with the stage refilled next: step it - 1's
     // (synchronous forms) or it - 2's (asynchronous: each waited for it before this barrier).
-    __syncthreads();
+    sync();
     const int kt = mm.kt;
     const uint32_t st0 = sbase + stage * kStage;
     stage = stage + 1 == STAGES ? 0 : stage + 1;
@@ -180,10 +179,27 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
       continue;
     }
     wgmma_wait<0>();
-    store_geglu<BN, FAST>(acc, bias, y, M, F, mm.m * kBM + wg * 64 + warp * 16 + g, mm.n * BN, t);
+    tile_end(acc, mm);
     walk.advance(mm);
   }
   wgmma_wait<0>();  // nothing is in flight here; said so, or ptxas adds the wait itself (C7517)
+}
+#endif
+
+template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST = 0>
+__global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
+    geglu_gemm_k(const __half* __restrict__ x, const __half* __restrict__ w, const __half* __restrict__ bias, __half* __restrict__ y, int M, int K, int F) {
+  dep_entry();
+#ifdef SDRT_GG_WGMMA
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;  // the swizzle atoms' alignment
+  const int tid = threadIdx.x, wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const TileWalk walk(M, K, F, BN);
+  cp_mainloop<BN, STAGES, ASYNC>(
+      x, w, M, K, F, sbase, walk, [] { __syncthreads(); },
+      [&](const float(&acc)[BN], const TileWalk::Cursor& mm) {
+        store_geglu<BN, FAST>(acc, bias, y, M, F, mm.m * kBM + wg * 64 + warp * 16 + g, mm.n * BN, t);
+      });
 #endif
 }
 
@@ -263,7 +279,6 @@ __global__ void __launch_bounds__(kThreads + kEpiThreads, 1)
   dep_entry();
 #ifdef SDRT_GG_WGMMA
   constexpr int kStage = (kBM + 2 * BN) * kBK * 2;
-  constexpr int kAhead = ASYNC ? STAGES - 2 : STAGES - 1;
   constexpr int kAll = kThreads + kEpiThreads;
   extern __shared__ __align__(1024) unsigned char smem[];
   const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
@@ -283,65 +298,15 @@ __global__ void __launch_bounds__(kThreads + kEpiThreads, 1)
     return;
   }
   const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  const int c = tid & 7, r0 = tid >> 3;
-  TileWalk::Cursor ld = walk.first(), mm = ld;
-
-  auto load = [&](int stage) {
-    const int m0 = ld.m * kBM, n0 = ld.n * BN;
-    const uint32_t a_s = sbase + stage * kStage, b_s = a_s + kBM * 128;
-    const int64_t k0 = (int64_t)ld.kt * kBK + c * 8;
-#pragma unroll
-    for (int i = 0; i < kBM / 32; ++i) {
-      const int r = r0 + 32 * i, gm = m0 + r;
-      cp_async_to(a_s + r * 128 + ((c ^ (r & 7)) << 4), x + (int64_t)(gm < M ? gm : 0) * K + k0, gm < M);
-    }
-#pragma unroll
-    for (int i = 0; i < 2 * BN / 32; ++i) {
-      const int r = r0 + 32 * i, wr = r < BN ? n0 + r : F + n0 + (r - BN);
-      cp_async_to(b_s + r * 128 + ((c ^ (r & 7)) << 4), w + (int64_t)wr * K + k0, true);
-    }
-    walk.advance(ld);
-  };
-
-  float acc[BN];
-#pragma unroll
-  for (int i = 0; i < BN; ++i) acc[i] = 0.f;
-#pragma unroll
-  for (int s = 0; s < kAhead; ++s) {
-    if (s < total) load(s);
-    cp_async_commit_group();
-  }
-  int stage = 0, ld_stage = kAhead % STAGES;
   bool first = true;
-  for (int it = 0; it < total; ++it) {
-    cp_async_wait_group<kAhead - 1>();
-    fence_proxy_async();
-    named_sync(1, kThreads);  // as __syncthreads in geglu_gemm_k, among the MMA warpgroups
-    const int kt = mm.kt;
-    const uint32_t st0 = sbase + stage * kStage;
-    stage = stage + 1 == STAGES ? 0 : stage + 1;
-    const uint64_t da = desc_sw128(st0 + wg * 64 * 128), db = desc_sw128(st0 + kBM * 128);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk) mma_step<BN>(acc, da + kk * 2, db + kk * 2, kt > 0 || kk > 0);
-    wgmma_commit();
-    if (it + kAhead < total) load(ld_stage);
-    cp_async_commit_group();
-    ld_stage = ld_stage + 1 == STAGES ? 0 : ld_stage + 1;
-    if (kt != KT - 1) {
-      if (ASYNC) wgmma_wait<1>();
-      else wgmma_wait<0>();
-      walk.advance(mm);
-      continue;
-    }
-    wgmma_wait<0>();
-    if (!first) named_sync(3, kAll);  // the epilogue is done with the previous tile's buffer
-    first = false;
-    stage_acc<BN>(acc, stg, wg, warp, g, t);
-    named_arrive(2, kAll);
-    walk.advance(mm);
-  }
-  wgmma_wait<0>();
+  cp_mainloop<BN, STAGES, ASYNC>(
+      x, w, M, K, F, sbase, walk, [] { named_sync(1, kThreads); },  // among the MMA warpgroups only
+      [&](const float(&acc)[BN], const TileWalk::Cursor&) {
+        if (!first) named_sync(3, kAll);  // the epilogue is done with the previous tile's buffer
+        first = false;
+        stage_acc<BN>(acc, stg, wg, warp, g, t);
+        named_arrive(2, kAll);
+      });
 #endif
 }
 
@@ -372,44 +337,37 @@ __device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map
 }
 #endif
 
-template <int BN, int STAGES>
-__global__ void __launch_bounds__(384, 1)
-    geglu_ws_k(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb, const __half* __restrict__ bias, __half* __restrict__ y, int M,
-               int K, int F) {
-  dep_entry();
 #ifdef SDRT_GG_WGMMA
+// The TMA producer (one thread) of the warp-specialized forms: every K step of the block's tiles (from cur, the
+// walk's first) into the ring of STAGES stages at sbase, guarded by full[STAGES] and empty[STAGES] mbarriers at bars.
+template <int BN, int STAGES>
+__device__ __forceinline__ void tma_produce(const CUtensorMap* ta, const CUtensorMap* tb, int F, uint32_t sbase, uint32_t bars, const TileWalk& walk,
+                                            TileWalk::Cursor cur) {
   constexpr int kStage = (kBM + 2 * BN) * kBK * 2;
-  extern __shared__ __align__(1024) unsigned char smem[];
-  const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
-  const uint32_t bars = sbase + STAGES * kStage;  // full[STAGES], then empty[STAGES]
-  const int tid = threadIdx.x, wg = tid >> 7;
-  if (tid == 0) {
-    for (int i = 0; i < STAGES; ++i) mbar_init(bars + 8 * i, 1), mbar_init(bars + 8 * (STAGES + i), 8);  // empty: 8 consumer warps
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  const int total = walk.total;
+  int stage = 0;
+  uint32_t phase = 0;
+  for (int it = 0; it < total; ++it) {
+    mbar_wait_bounded(bars + 8 * (STAGES + stage), phase ^ 1);  // the consumers released it (a fresh barrier passes)
+    const uint32_t full = bars + 8 * stage, a_s = sbase + stage * kStage, b_s = a_s + kBM * 128;
+    mbar_expect_tx(full, kStage);
+    const int k0 = cur.kt * kBK;
+    tma_load_2d(a_s, ta, k0, cur.m * kBM, full);
+    tma_load_2d(b_s, tb, k0, cur.n * BN, full);               // the value rows
+    tma_load_2d(b_s + BN * 128, tb, k0, F + cur.n * BN, full);  // their gate rows
+    walk.advance(cur);
+    if (++stage == STAGES) stage = 0, phase ^= 1;
   }
-  __syncthreads();
-  const TileWalk walk(M, K, F, BN);
-  const int KT = walk.KT, total = walk.total;
-  TileWalk::Cursor cur = walk.first();
-  if (wg == 0) {  // producer warpgroup: one thread issues every copy
-    if (tid == 0) {
-      int stage = 0;
-      uint32_t phase = 0;
-      for (int it = 0; it < total; ++it) {
-        mbar_wait_bounded(bars + 8 * (STAGES + stage), phase ^ 1);  // the consumers released it (a fresh barrier passes)
-        const uint32_t full = bars + 8 * stage, a_s = sbase + stage * kStage, b_s = a_s + kBM * 128;
-        mbar_expect_tx(full, kStage);
-        const int k0 = cur.kt * kBK;
-        tma_load_2d(a_s, &ta, k0, cur.m * kBM, full);
-        tma_load_2d(b_s, &tb, k0, cur.n * BN, full);               // the value rows
-        tma_load_2d(b_s + BN * 128, &tb, k0, F + cur.n * BN, full);  // their gate rows
-        walk.advance(cur);
-        if (++stage == STAGES) stage = 0, phase ^= 1;
-      }
-    }
-    return;
-  }
-  const int cw = wg - 1, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+}
+
+// The MMA warpgroup cw (0 or 1: its 64 rows of the tile) of the warp-specialized forms, from cur (the walk's
+// first step) on: waits for each step's
+// stage, issues its MMAs and releases the stage once they are done (one arrival per warp); tile_end(acc,
+// cursor) takes a tile's finished accumulators.
+template <int BN, int STAGES, class TileEnd>
+__device__ __forceinline__ void tma_consume(uint32_t sbase, uint32_t bars, const TileWalk& walk, TileWalk::Cursor cur, int cw, TileEnd tile_end) {
+  constexpr int kStage = (kBM + 2 * BN) * kBK * 2;
+  const int lane = threadIdx.x & 31, KT = walk.KT, total = walk.total;
   float acc[BN];
 #pragma unroll
   for (int i = 0; i < BN; ++i) acc[i] = 0.f;
@@ -431,12 +389,41 @@ __global__ void __launch_bounds__(384, 1)
       wgmma_wait<0>();
       if (lane == 0) mbar_arrive(bars + 8 * (STAGES + stage));
       prev = -1;
-      store_geglu<BN, 0>(acc, bias, y, M, F, cur.m * kBM + cw * 64 + warp * 16 + g, cur.n * BN, t);
+      tile_end(acc, cur);
     }
     walk.advance(cur);
     if (++stage == STAGES) stage = 0, phase ^= 1;
   }
   wgmma_wait<0>();
+}
+#endif
+
+template <int BN, int STAGES>
+__global__ void __launch_bounds__(384, 1)
+    geglu_ws_k(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb, const __half* __restrict__ bias, __half* __restrict__ y, int M,
+               int K, int F) {
+  dep_entry();
+#ifdef SDRT_GG_WGMMA
+  constexpr int kStage = (kBM + 2 * BN) * kBK * 2;
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
+  const uint32_t bars = sbase + STAGES * kStage;  // full[STAGES], then empty[STAGES]
+  const int tid = threadIdx.x, wg = tid >> 7;
+  if (tid == 0) {
+    for (int i = 0; i < STAGES; ++i) mbar_init(bars + 8 * i, 1), mbar_init(bars + 8 * (STAGES + i), 8);  // empty: 8 consumer warps
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  const TileWalk walk(M, K, F, BN);
+  const TileWalk::Cursor cur = walk.first();
+  if (wg == 0) {  // producer warpgroup: one thread issues every copy
+    if (tid == 0) tma_produce<BN, STAGES>(&ta, &tb, F, sbase, bars, walk, cur);
+    return;
+  }
+  const int cw = wg - 1, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  tma_consume<BN, STAGES>(sbase, bars, walk, cur, cw, [&](const float(&acc)[BN], const TileWalk::Cursor& cur) {
+    store_geglu<BN, 0>(acc, bias, y, M, F, cur.m * kBM + cw * 64 + warp * 16 + g, cur.n * BN, t);
+  });
 #endif
 }
 
@@ -464,69 +451,31 @@ __global__ void __launch_bounds__(kThreads + kEpiThreads, 1)
   }
   __syncthreads();
   const TileWalk walk(M, K, F, BN);
-  const int KT = walk.KT, total = walk.total;
   TileWalk::Cursor cur = walk.first();
   if (tid >= kThreads) {
     const int e = tid - kThreads;
     if (e < 32) {  // the producer's warp: one thread issues every copy
-      if (e == 0) {
-        int stage = 0;
-        uint32_t phase = 0;
-        for (int it = 0; it < total; ++it) {
-          mbar_wait_bounded(bars + 8 * (STAGES + stage), phase ^ 1);  // released by the MMA warps (a fresh barrier passes)
-          const uint32_t full = bars + 8 * stage, a_s = sbase + stage * kStage, b_s = a_s + kBM * 128;
-          mbar_expect_tx(full, kStage);
-          const int k0 = cur.kt * kBK;
-          tma_load_2d(a_s, &ta, k0, cur.m * kBM, full);
-          tma_load_2d(b_s, &tb, k0, cur.n * BN, full);               // the value rows
-          tma_load_2d(b_s + BN * 128, &tb, k0, F + cur.n * BN, full);  // their gate rows
-          walk.advance(cur);
-          if (++stage == STAGES) stage = 0, phase ^= 1;
-        }
-      }
+      if (e == 0) tma_produce<BN, STAGES>(&ta, &tb, F, sbase, bars, walk, cur);
       return;
     }
-    const int tiles = total / KT;  // the epilogue warps
+    // the epilogue warps
+    const int tiles = walk.total / walk.KT;
     for (int tile = 0; tile < tiles; ++tile) {
       named_sync(2, kAll);
       epilogue_tile<BN, FAST, kEpi>(stg, bias, y, M, F, cur.m * kBM, cur.n * BN, e - 32);
       if (tile + 1 < tiles) named_arrive(3, kAll);
-      for (int k = 0; k < KT; ++k) walk.advance(cur);
+      for (int k = 0; k < walk.KT; ++k) walk.advance(cur);
     }
     return;
   }
   const int wg = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31, g = lane >> 2, t = lane & 3;
-  float acc[BN];
-#pragma unroll
-  for (int i = 0; i < BN; ++i) acc[i] = 0.f;
-  int stage = 0, prev = -1;
-  uint32_t phase = 0;
   bool first = true;
-  for (int it = 0; it < total; ++it) {
-    mbar_wait_bounded(bars + 8 * stage, phase);
-    const int kt = cur.kt;
-    const uint32_t st0 = sbase + stage * kStage;
-    const uint64_t da = desc_sw128(st0 + wg * 64 * 128), db = desc_sw128(st0 + kBM * 128);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk) mma_step<BN>(acc, da + kk * 2, db + kk * 2, kt > 0 || kk > 0);
-    wgmma_commit();
-    wgmma_wait<1>();  // the previous step's MMAs are done: its stage goes back to the producer
-    if (prev >= 0 && lane == 0) mbar_arrive(bars + 8 * (STAGES + prev));
-    prev = stage;
-    if (kt == KT - 1) {
-      wgmma_wait<0>();
-      if (lane == 0) mbar_arrive(bars + 8 * (STAGES + stage));
-      prev = -1;
-      if (!first) named_sync(3, kAll);  // the epilogue is done with the previous tile's buffer
-      first = false;
-      stage_acc<BN>(acc, stg, wg, warp, g, t);
-      named_arrive(2, kAll);
-    }
-    walk.advance(cur);
-    if (++stage == STAGES) stage = 0, phase ^= 1;
-  }
-  wgmma_wait<0>();
+  tma_consume<BN, STAGES>(sbase, bars, walk, cur, wg, [&](const float(&acc)[BN], const TileWalk::Cursor&) {
+    if (!first) named_sync(3, kAll);  // the epilogue is done with the previous tile's buffer
+    first = false;
+    stage_acc<BN>(acc, stg, wg, warp, g, t);
+    named_arrive(2, kAll);
+  });
 #endif
 }
 
