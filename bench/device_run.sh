@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the GPU checks and benchmarks on a machine without this project's build tree: binaries built
-# elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin, libraries the machine
+# elsewhere (sdrt, sdrt_tests, bench_unet_forward, bench_attention) in .carry/bin (or packed by bench/pack_carry.sh), libraries the machine
 # lacks in .carry/lib, the conformance data in .carry/conformance. Each argument is a step; logs go to
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-se, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
