@@ -216,8 +216,7 @@ __global__ void __launch_bounds__(kThreads, TWO ? 2 : 1)
 // own per-step barrier. Rounding the pre-activations to FP16 before the bias is what the split form (GEMM
 // to FP16, then the GEGLU pass) does too.
 constexpr int kEpiThreads = 128;
-template <int BN>
-__host__ __device__ constexpr int se_row() { return 2 * BN + 8; }  // halves per staging row (+16 bytes: rows 4 banks apart)
+__host__ __device__ constexpr int se_row(int bn) { return 2 * bn + 8; }  // halves per staging row (+16 bytes: rows 4 banks apart)
 
 #ifdef SDRT_GG_WGMMA
 __device__ __forceinline__ void named_sync(int id, int n) { asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory"); }
@@ -228,7 +227,7 @@ __device__ __forceinline__ void named_arrive(int id, int n) { asm volatile("bar.
 // of the 2 BN: the BN value columns, then their gates - the staging row's order) as FP16 into the buffer.
 template <int BN>
 __device__ __forceinline__ void stage_acc(const float (&acc)[BN], __half* stg, int wg, int warp, int g, int t) {
-  constexpr int kRow = se_row<BN>();
+  constexpr int kRow = se_row(BN);
   const int ra = wg * 64 + warp * 16 + g;
 #pragma unroll
   for (int j = 0; j < BN / 4; ++j) {
@@ -243,7 +242,7 @@ __device__ __forceinline__ void stage_acc(const float (&acc)[BN], __half* stg, i
 template <int BN, int FAST, int ET>
 __device__ __forceinline__ void epilogue_tile(const __half* stg, const __half* __restrict__ bias, __half* __restrict__ y, int M, int F, int m0, int n0,
                                               int e) {
-  constexpr int kRow = se_row<BN>(), kRStep = ET / (BN / 8);
+  constexpr int kRow = se_row(BN), kRStep = ET / (BN / 8);
   const int c = e % (BN / 8), col = n0 + 8 * c;
   float bv[8], bg[8];
   {
@@ -361,9 +360,8 @@ __device__ __forceinline__ void tma_produce(const CUtensorMap* ta, const CUtenso
 }
 
 // The MMA warpgroup cw (0 or 1: its 64 rows of the tile) of the warp-specialized forms, from cur (the walk's
-// first step) on: waits for each step's
-// stage, issues its MMAs and releases the stage once they are done (one arrival per warp); tile_end(acc,
-// cursor) takes a tile's finished accumulators.
+// first step) on: waits for each step's stage, issues its MMAs and releases the stage once they are done (one
+// arrival per warp); tile_end(acc, cursor) takes a tile's finished accumulators.
 template <int BN, int STAGES, class TileEnd>
 __device__ __forceinline__ void tma_consume(uint32_t sbase, uint32_t bars, const TileWalk& walk, TileWalk::Cursor cur, int cw, TileEnd tile_end) {
   constexpr int kStage = (kBM + 2 * BN) * kBK * 2;
@@ -443,7 +441,7 @@ __global__ void __launch_bounds__(kThreads + kEpiThreads, 1)
   extern __shared__ __align__(1024) unsigned char smem[];
   const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
   __half* stg = reinterpret_cast<__half*>(smem + (sbase - (uint32_t)__cvta_generic_to_shared(smem)) + STAGES * kStage);
-  const uint32_t bars = sbase + STAGES * kStage + kBM * se_row<BN>() * 2;  // full[STAGES], then empty[STAGES]
+  const uint32_t bars = sbase + STAGES * kStage + kBM * se_row(BN) * 2;  // full[STAGES], then empty[STAGES]
   const int tid = threadIdx.x;
   if (tid == 0) {
     for (int i = 0; i < STAGES; ++i) mbar_init(bars + 8 * i, 1), mbar_init(bars + 8 * (STAGES + i), 8);  // empty: the 8 MMA warps
@@ -537,7 +535,7 @@ const Form kForms[] = {
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
 
 size_t smem_bytes(const Form& f) {  // + alignment slack, mbarriers
-  const size_t staging = f.staged ? (size_t)kBM * (f.bn == 64 ? se_row<64>() : se_row<128>()) * 2 : 0;
+  const size_t staging = f.staged ? (size_t)kBM * se_row(f.bn) * 2 : 0;
   return (size_t)f.stages * (kBM + 2 * f.bn) * kBK * 2 + 1024 + 16 * f.stages + staging;
 }
 
