@@ -3,7 +3,8 @@
 // output with the first's (heads of 160: the mma.sync kernel's 64-row blocks, then its timed forms rows32,
 // rows16, ks4, ks2 where they apply); then ("base2") the engine's choice on
 // the queries multiplied by scale / ln 2 with the softmax scale ln 2, as after pass fold_attention_scale
-// (the same softmax: where the late-maximum form runs, SDRT_ATTN_LATEMAX=1, its base-2 variant). CUDA
+// (the same softmax: where the late-maximum form runs, SDRT_ATTN_LATEMAX=1, its base-2 variant), and the
+// FP16-score forms ("wgmma-s16", "pipe-s16" and their base-2 runs) where they apply. CUDA
 // events around each launch (--graphs: around 10 launches in a CUDA graph); median of the repeats.
 //   bench_attention --batch 16 --repeats 20
 #include <cuda_fp16.h>
@@ -89,7 +90,8 @@ int main(int argc, char** argv) {
     std::vector<__half> ref, out(no);
     // the mma.sync kernel, then the engine's choice (the same kernel for heads of 160)
     // (and, where it applies, the pipelined kernel)
-    std::vector<std::string> modes = {"mma.sync", "engine", "pipe", "base2"};
+    // (and, where they apply, the kept Hopper kernel and its FP16-score form, on the scores as given and in base 2)
+    std::vector<std::string> modes = {"mma.sync", "engine", "pipe", "wgmma", "wgmma-s16", "pipe-s16", "base2", "base2-s16", "base2-pipe-s16"};
     if (D > 80) modes = {"engine", "rows32", "rows16", "ks4", "ks2"};  // the 64-row blocks, then the timed forms (where they apply)
     float scale = 1.f / std::sqrt((float)D);
     for (const std::string& mode : modes) {
@@ -103,7 +105,8 @@ int main(int argc, char** argv) {
       }
       CHECK(cudaMemset(o, 0xFF, no * sizeof(__half)));  // NaNs: an unwritten element shows in the difference
       std::vector<float> ms;
-      const int form = sdrt::cuda::attention_form_by_name(mode);  // -1: the default
+      // -1: the default
+      const int form = sdrt::cuda::attention_form_by_name(mode == "base2-s16" ? "wgmma-s16" : mode == "base2-pipe-s16" ? "pipe-s16" : mode);
       if (form >= 0 && !(sdrt::cuda::flash_attention_form_mask(B, sh.H, sh.Lq, sh.Lk, D, ldq, ldkv, ldkv, sh.C, false) >> form & 1)) continue;
       auto call = [&] {
         return sdrt::cuda::flash_attention(q, k, v, o, B, sh.H, sh.Lq, sh.Lk, D, ldq, ldkv, ldkv, sh.C, scale, false, stream, form) == cudaSuccess;

@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-se, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures, loop-trace.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures, loop-trace, s16.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -342,11 +342,17 @@ for step in "$@"; do
       done; done 2>&1 | tee "$out/overlap.txt" ;;
     ncu-attn)  # the kept Hopper kernel on the batch-16 4096-token d-40 self-attention: throughput, issue, occupancy, the
                # instruction mix by opcode and by pipe (which unit bounds its ~8 instructions per score)
-      timeout 150 ncu --clock-control none -k regex:flash_wgmma_k --launch-skip 2 --launch-count 1 --section SpeedOfLight \
-        --section ComputeWorkloadAnalysis --section InstructionStats --section WarpStateStats --section SchedulerStats --section Occupancy \
-        --section LaunchStats --print-details all --metrics sass__inst_executed_per_opcode,smsp__inst_executed_pipe_alu.sum,smsp__inst_executed_pipe_fma.sum,smsp__inst_executed_pipe_xu.sum,smsp__inst_executed_pipe_fp16.sum,smsp__inst_executed.sum \
-        --print-metric-instances values "$bin/bench_attention" --batch 16 --repeats 1 > "$out/ncu-attn.txt" 2>&1
-      grep -E 'Duration|Issue Slots Busy|Executed Ipc|Warp Cycles Per Issued|pipe_|inst_executed.sum|Registers Per|Occupancy' "$out/ncu-attn.txt" | head -30 ;;
+      # NCU_ATTN: name:regex items (default the kept kernel's d-40 256-row instantiation, every such launch's
+      # third); a file ncu-attn-NAME.txt each
+      for item in ${NCU_ATTN:-kept:flash_wgmma_k}; do
+        name=${item%%:*}; rx=${item#*:}
+        timeout 150 ncu --clock-control none --kernel-name-base mangled -k "regex:$rx" --launch-skip 2 --launch-count 1 --section SpeedOfLight \
+          --section ComputeWorkloadAnalysis --section InstructionStats --section WarpStateStats --section SchedulerStats --section Occupancy \
+          --section LaunchStats --print-details all --metrics sass__inst_executed_per_opcode,smsp__inst_executed_pipe_alu.sum,smsp__inst_executed_pipe_fma.sum,smsp__inst_executed_pipe_xu.sum,smsp__inst_executed_pipe_fp16.sum,smsp__inst_executed.sum,smsp__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,smsp__inst_executed_pipe_xu.avg.pct_of_peak_sustained_active \
+          --print-metric-instances values "$bin/bench_attention" --batch 16 --repeats 1 > "$out/ncu-attn-$name.txt" 2>&1
+        echo "--- $name"
+        grep -E 'Duration|Issue Slots Busy|Executed Ipc A|Warp Cycles Per Issued|pipe_|inst_executed.sum|Registers Per|Achieved Occ|hmma|Stall' "$out/ncu-attn-$name.txt" | head -24
+      done ;;
     ncu-gn)  # the GroupNorm kernels on SD's most frequent shape ([320,64,64]: the one-pass kernel at batch 2, the three
              # passes at batch 16): duration, DRAM throughput, achieved occupancy, where warps stall
       for b in 2 16; do
@@ -480,6 +486,16 @@ for step in "$@"; do
           --model random:sd15 --batch 2 --guided --repeats 3 2>&1 | grep -E 'split-K|^gemm' > "$out/splitk-fence$v.txt"
         echo "--- SDRT_SPLITK_NOFENCE=$v"; grep -E 'conv n2 c1280 h8 w8 o1280 k3x3 s1|m128 n1280 k1280 bias residual|m1 n1280 k1280' "$out/splitk-fence$v.txt" | cut -c1-260
       done ;;
+    s16)  # the kept Hopper attention with FP16 scores (form "wgmma-s16", twenty-fourth session): the attention op tests
+          # (every case forced to it, the recorded form), bench_attention at batch 2 and 16 (10 launches a CUDA graph; modes
+          # wgmma / wgmma-s16 and base2 / base2-s16), the engine's timed choices at batch 16 (SDRT_VERBOSE), then the guided
+          # forward with SDRT_ATTN_S16=0 (never timed, as before) against the default, alternating (env-ab)
+      timeout 300 "$bin/sdrt_tests" --gtest_filter='BackendOps.PipelinedAttention*:BackendOps.AttentionFormIsChosen*' > "$out/s16-test.log" 2>&1
+      echo "rc $?"; grep -E 'S16=1 .*(FAIL|e-0[0-6])|FP16-score|recorded wgmma-s16|PASSED|FAILED' "$out/s16-test.log" | tail -30
+      for b in 2 16; do "$bin/bench_attention" --batch $b --repeats 15 --graphs; done 2>&1 | tee "$out/s16-attn.txt"
+      SDRT_VERBOSE=1 timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 16 --repeats 5 --warmup 2 --guided 2>&1 |
+        grep -E 'attention|median' | tee "$out/s16-choice.txt"
+      AB="SDRT_ATTN_S16=0" OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA' ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
              # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CONV_GRAPH=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
              # $AB_ROUNDS rounds (2); $AB_FLAGS: more bench_unet_forward options for both

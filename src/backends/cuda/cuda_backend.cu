@@ -958,7 +958,7 @@ class CudaExecutable : public Executable {
   // one is timed again); SDRT_ATTN_CROSS80=1 forces the latter where it applies. The d-160 attentions' 32- and
   // 16-row blocks (forms 6, 7: the mma.sync kernel, where 64-row blocks leave SMs idle) likewise unless
   // SDRT_ATTN_SMALL is set (which then decides their rows); its key-split blocks (forms 8, 9) unless
-  // SDRT_ATTN_KSPLIT=0.
+  // SDRT_ATTN_KSPLIT=0; the FP16-score forms (10, 11) unless SDRT_ATTN_S16=0 (=1 forces them).
   Status choose_attention_form(const Node& n) {
     const size_t id = &n - g_->nodes.data();
     const std::string key = attention_key(*g_, n);
@@ -967,13 +967,13 @@ class CudaExecutable : public Executable {
     const int e16_env = cuda::attention_exp16_env();  // 1 forces the FP16 exponentials, 2 (auto) times them too
     if (e16_env == 1) return Status::ok();
     const bool e16_timed = e16_env == 2;
-    const int late_env = cuda::attention_latemax_env(), cross_env = cuda::attention_cross80_env();
-    if (late_env == 1 || cross_env == 1) return Status::ok();
+    const int late_env = cuda::attention_latemax_env(), cross_env = cuda::attention_cross80_env(), s16_env = cuda::attention_s16_env();
+    if (late_env == 1 || cross_env == 1 || s16_env == 1) return Status::ok();
     auto e16_form = [](int f) { return f == 2 || f == 3; };
     const bool small_env = cuda::attention_small_env();
     const bool ksplit = cuda::attention_ksplit_env() != 0;
     auto timed = [&](int f) {
-      return e16_form(f) ? e16_timed : f == 4 ? late_env != 0 : f == 5 ? cross_env != 0 : f == 6 || f == 7 ? !small_env : f == 8 || f == 9 ? ksplit : true;
+      return e16_form(f) ? e16_timed : f == 4 ? late_env != 0 : f == 5 ? cross_env != 0 : f == 6 || f == 7 ? !small_env : f == 8 || f == 9 ? ksplit : f == 10 || f == 11 ? s16_env != 0 : true;
     };
     std::string choice;
     {
@@ -994,11 +994,16 @@ class CudaExecutable : public Executable {
       const size_t no = (size_t)(B * Lq * ldo);
       std::vector<void*> bufs(n.inputs.size() + 1, nullptr);  // the inputs', then the output's
       bool ok = cudaMalloc(&bufs.back(), no * 2) == cudaSuccess;
+      // uniform values of amplitude 1.7 where the scale is 1 / sqrt(D); with another scale (the folded ln 2 of
+      // pass fold_attention_scale, whose queries carry 1 / (sqrt(D) ln 2)) smaller ones, so that the softmax
+      // sees scores of the same spread either way (q k^T scale = a^2 / 3 sqrt(D) scale for amplitude a) and the
+      // forms are timed and checked on comparable softmaxes
+      const float amp = std::min(1.7f, 1.7f * std::sqrt(1.f / (std::sqrt((float)D) * std::max(n.a.scale, 1e-6f))));
       for (int i = 0; i < 3 && ok; ++i)
         if (!bufs[ins[i]]) {
           const int64_t count = rows[i] * lds[i];
           ok = cudaMalloc(&bufs[ins[i]], (size_t)count * 2) == cudaSuccess;
-          if (ok) cuda::fill_uniform(static_cast<__half*>(bufs[ins[i]]), count, 1.7f, 11 + i, stream_);
+          if (ok) cuda::fill_uniform(static_cast<__half*>(bufs[ins[i]]), count, amp, 11 + i, stream_);
         }
       void* o = bufs.back();
       auto view = [&](int i) { return static_cast<const __half*>(bufs[ins[i]]) + cols[i]; };

@@ -28,12 +28,17 @@ cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, _
 // registers). Where no Hopper kernel applies, for heads of 81-160 (SD's d 160) that 64-row blocks would
 // leave SMs idle with: 6 and 7, the mma.sync kernel in blocks of 32 or 16 query rows ("rows32", "rows16";
 // form 0 there is its 64-row blocks); 8 and 9, its 32-row blocks with 4 or 2 warps per 16 rows splitting the
-// key tiles, merged at the end ("ks4" where there are more than 128 keys, "ks2" more than 64).
-constexpr int kAttentionForms = 10;
+// key tiles, merged at the end ("ks4" where there are more than 128 keys, "ks2" more than 64). 10 and 11, the
+// kept and the pipelined Hopper kernels with S = Q K^T accumulated in FP16 and the softmax's maxima and
+// exponentials on FP16 pairs ("wgmma-s16": heads of 40, 64 and 80 with Q in shared memory; "pipe-s16": 40
+// and 80): half the score registers and a third fewer instructions; S is rounded to FP16 as diffusers' classic
+// attention processor rounds it (a half-precision baddbmm, then the softmax).
+constexpr int kAttentionForms = 12;
 const char* attention_form_name(int form);
 int attention_exp16_env();  // SDRT_ATTN_EXP16: 1 forced, 0 off, 2 "auto" (timed with the other forms), -1 unset (off)
 int attention_latemax_env();  // SDRT_ATTN_LATEMAX: 1 forced (where no form is given), 0 never timed, -1 unset (timed)
 int attention_cross80_env();  // SDRT_ATTN_CROSS80: likewise
+int attention_s16_env();  // SDRT_ATTN_S16: likewise
 int attention_ksplit_env();  // SDRT_ATTN_KSPLIT: 0 never timed (forms 8, 9), else timed
 int attention_rows256_env();  // SDRT_ATTN_ROWS256: 0 the Hopper kernels' 256-row blocks only where they reach every SM
 bool attention_small_env();  // whether SDRT_ATTN_SMALL is set (16 or 32 forces those rows outside forms 6 and 7, which are then not timed)

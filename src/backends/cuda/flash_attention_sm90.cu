@@ -84,6 +84,25 @@ __device__ __forceinline__ void wgmma_s(float (&d)[32], uint64_t a, uint64_t b, 
       : "l"(a), "l"(b), "r"(acc));
 }
 
+// d (64 x 64 per warpgroup, FP16: 16 registers of column pairs, laid out as the FP32 accumulator's pairs) =
+// A B (+ d when acc): A and B from shared memory, both K-major; the form "wgmma-s16".
+__device__ __forceinline__ void wgmma_s16(uint32_t (&d)[16], uint64_t a, uint64_t b, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f16.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]), "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]),
+        "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15])
+      : "l"(a), "l"(b), "r"(acc));
+}
+__device__ __forceinline__ __half2 u32_half2(uint32_t x) { return *reinterpret_cast<const __half2*>(&x); }
+__device__ __forceinline__ uint32_t half2_u32(__half2 x) { return *reinterpret_cast<const uint32_t*>(&x); }
+// 2^x of an FP16 pair, one ex2.approx.f16x2
+__device__ __forceinline__ uint32_t exp2_h2(__half2 x) {
+  uint32_t y;
+  asm("ex2.approx.f16x2 %0, %1;" : "=r"(y) : "r"(*reinterpret_cast<const uint32_t*>(&x)));
+  return y;
+}
+
 // d (64 x 64 per warpgroup, FP32) = A B (+ d when acc): A (FP16) from registers, B from shared memory, K-major.
 __device__ __forceinline__ void wgmma_s(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int acc) {
   asm volatile(
@@ -295,6 +314,67 @@ __device__ __forceinline__ void rescale_rows(float (&o)[NO], float al0, float al
     o[4 * i + 3] *= al1;
   }
 }
+
+// FP16 scores (forms "wgmma-s16", "pipe-s16"): the online softmax's first half on NH 64-key accumulators of
+// FP16 pairs (s16[hf][2n]: row g, keys 2t and 2t + 1 of block n; s16[hf][2n + 1]: row g + 8), keys from j0:
+// those >= Lk masked to -inf, the row maxima as FP16-pair maxima, the running maxima m0, m1 moved lazily
+// (lazy_max) and kept FP16-exact, so that P's FP16 multiply-add takes -m exactly; al0, al1: the factor O's
+// rows need for the move (1 when none). A score past FP16's range (+inf: |s| > 65504, which no softmax of a
+// sane model reaches, scale folded or not) is clamped to 65504 in its row rather than turning it into NaNs.
+template <int NH>
+__device__ __forceinline__ void softmax16(uint32_t (&s16)[NH][16], int64_t j0, int64_t Lk, int t, float scale_log2, float& m0, float& m1,
+                                          float& al0, float& al1) {
+  if (j0 + NH * 64 > Lk) {
+#pragma unroll
+    for (int hf = 0; hf < NH; ++hf)
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+        for (int e = 0; e < 2; ++e)  // the pair's low half is key 2t of the block, its high half 2t + 1
+          if (j0 + hf * 64 + n * 8 + t * 2 + e >= Lk) {
+            const uint32_t keep = e ? 0x0000FFFFu : 0u, ninf = e ? 0xFC000000u : 0xFC00FC00u;
+            s16[hf][2 * n] = (s16[hf][2 * n] & keep) | ninf;
+            s16[hf][2 * n + 1] = (s16[hf][2 * n + 1] & keep) | ninf;
+            break;
+          }
+  }
+  __half2 h0 = u32_half2(0xFC00FC00u), h1 = h0;  // rows g and g + 8: maxima over pairs
+#pragma unroll
+  for (int hf = 0; hf < NH; ++hf)
+#pragma unroll
+    for (int n = 0; n < 8; ++n) h0 = __hmax2(h0, u32_half2(s16[hf][2 * n])), h1 = __hmax2(h1, u32_half2(s16[hf][2 * n + 1]));
+  float mx0 = __half2float(__hmax(__low2half(h0), __high2half(h0))), mx1 = __half2float(__hmax(__low2half(h1), __high2half(h1)));
+  if (mx0 == INFINITY || mx1 == INFINITY) {  // rare: clamp the overflowed row(s)
+    const __half2 top = u32_half2(0x7BFF7BFFu);  // 65504
+#pragma unroll
+    for (int hf = 0; hf < NH; ++hf)
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        if (mx0 == INFINITY) s16[hf][2 * n] = half2_u32(__hmin2(u32_half2(s16[hf][2 * n]), top));
+        if (mx1 == INFINITY) s16[hf][2 * n + 1] = half2_u32(__hmin2(u32_half2(s16[hf][2 * n + 1]), top));
+      }
+    mx0 = fminf(mx0, 65504.f), mx1 = fminf(mx1, 65504.f);
+  }
+  const float pm0 = m0, pm1 = m1;
+  lazy_max(mx0, mx1, scale_log2, m0, m1, al0, al1);
+  if (pm0 != m0 || pm1 != m1) {
+    m0 = m0 == -INFINITY ? m0 : __half2float(__float2half_rn(m0));
+    m1 = m1 == -INFINITY ? m1 : __half2float(__float2half_rn(m1));
+    al0 = pm0 == -INFINITY || pm0 == m0 ? 1.f : fast_exp2(pm0 - m0);
+    al1 = pm1 == -INFINITY || pm1 == m1 ? 1.f : fast_exp2(pm1 - m1);
+  }
+}
+
+// P of one 64-key accumulator of FP16 scores against the (FP16-exact) running maxima m0, m1: 2^(s scale - m)
+// as one FP16-pair multiply-add and one ex2.approx.f16x2 per two scores, already P V's A fragments.
+__device__ __forceinline__ void p_of16(const uint32_t (&s16)[16], float scale_log2, float m0, float m1, uint32_t (&ph)[8][2]) {
+  const __half2 sc = __float2half2_rn(scale_log2);
+  const __half2 nb0 = __float2half2_rn(m0 == -INFINITY ? 0.f : -m0), nb1 = __float2half2_rn(m1 == -INFINITY ? 0.f : -m1);
+#pragma unroll
+  for (int n = 0; n < 8; ++n) {
+    ph[n][0] = exp2_h2(__hfma2(u32_half2(s16[2 * n]), sc, nb0));
+    ph[n][1] = exp2_h2(__hfma2(u32_half2(s16[2 * n + 1]), sc, nb1));
+  }
+}
 #endif
 
 // KEYS key rows per tile: 128 for heads of 40 (half the per-tile barriers, waits and shuffles; S as two
@@ -320,7 +400,7 @@ __device__ __forceinline__ void rescale_rows(float (&o)[NO], float al0, float al
 // LATE 2, for scores already in the base-2 domain (scale * log2 e == 1: pass fold_attention_scale), also
 // takes the running maxima off inside the MMAs: Q's first padding column holds -m (m rounded to FP16) and
 // K's a one, so S = q k^T - m and P = 2^S needs no multiply-add per score.
-template <int D, int KEYS, bool QREG, int ROWS, int RT, bool E16, int LATE>
+template <int D, int KEYS, bool QREG, int ROWS, int RT, bool E16, int LATE, bool S16>
 __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(WParams p) {
   dep_entry();
 #ifdef SDRT_WGMMA
@@ -336,6 +416,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 
   const int64_t b = blockIdx.y / p.H, h = blockIdx.y % p.H;
   static_assert(QREG || RT == 1, "row tiles per block: Q in registers only");
+  static_assert(!S16 || (!QREG && !E16 && !LATE), "FP16 scores: the kept kernel with Q in shared memory");
   const int64_t q0 = (int64_t)blockIdx.x * kRows * RT;
   const __half* qg = p.q + b * p.Lq * p.ldq + h * D;
   const __half* kg = p.k + b * p.Lk * p.ldk + h * D;
@@ -438,56 +519,6 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
         }
       }
 
-      // S: keys [64 hf, 64 hf + 64) of the tile in s[hf] (that half of K starts 8 core matrices, 1024 bytes, on)
-      auto issue_s = [&](float(&sh)[32], int hf, int kt) {
-        const uint64_t dk = dk0 + buf + kt * ((2 * kKVCol) >> 4) + hf * ((8 * 128) >> 4);
-        if constexpr (QREG) wgmma_s(sh, qa[kt], dk, kt > 0);
-        else wgmma_s(sh, dq[kt], dk, kt > 0);
-      };
-      // keys past Lk (the last tile) masked
-      auto mask = [&](float(&sh)[32], int hf) {
-        if (j0 + KEYS > p.Lk) {
-#pragma unroll
-          for (int n = 0; n < 8; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-              if (j0 + hf * 64 + n * 8 + t * 2 + (e & 1) >= p.Lk) sh[4 * n + e] = -INFINITY;
-        }
-      };
-      float s[kHalves][32];
-      // the tile's scores, masked (the late form's rare path computes them again)
-      auto scores = [&]() {
-        wgmma_fence();
-#pragma unroll
-        for (int kt = 0; kt < kQK / 2; ++kt)
-#pragma unroll
-          for (int hf = 0; hf < kHalves; ++hf) issue_s(s[hf], hf, kt);
-        wgmma_commit();
-        wgmma_wait<0>();
-#pragma unroll
-        for (int hf = 0; hf < kHalves; ++hf) mask(s[hf], hf);
-      };
-      // online softmax of this warp's 16 rows (row g in s[hf][4n], s[hf][4n+1]; row g + 8 in s[hf][4n+2],
-      // s[hf][4n+3]; n the 8-key block of the half)
-      scores();
-      // The running maxima moved to this tile's row maxima where lazy_max moves them, O rescaled. LATE 2:
-      // the scores plus the rows' shifts sh0, sh1 (scale 1), the maxima kept FP16-exact and O rescaled by
-      // the rounded values.
-      [[maybe_unused]] auto round16 = [](float x) { return fabsf(x) < 16384.f ? __half2float(__float2half_rn(x)) : x; };
-      auto move_maxima = [&](float sh0, float sh1) {
-        float mx0 = -INFINITY, mx1 = -INFINITY, al0, al1;
-#pragma unroll
-        for (int hf = 0; hf < kHalves; ++hf) row_max(s[hf], mx0, mx1);
-        if constexpr (LATE == 2) mx0 += sh0, mx1 += sh1;
-        [[maybe_unused]] const float pm0 = m0, pm1 = m1;
-        lazy_max(mx0, mx1, p.scale_log2, m0, m1, al0, al1);
-        if constexpr (LATE == 2) {
-          m0 = round16(m0), m1 = round16(m1);
-          al0 = pm0 == -INFINITY || pm0 == m0 ? 1.f : fast_exp2(pm0 - m0);
-          al1 = pm1 == -INFINITY || pm1 == m1 ? 1.f : fast_exp2(pm1 - m1);
-        }
-        if (al0 != 1.f || al1 != 1.f) rescale_rows(o, al0, al1);
-      };
       // O += P V of half hf (P in ph)
       auto issue_pv = [&](const uint32_t(&ph)[8][2], int hf) {
         wgmma_fence();
@@ -498,69 +529,145 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
         }
         wgmma_commit();
       };
-      if constexpr (!LATE) {
-        move_maxima(0.f, 0.f);
-        // P of each 64-key half packed to FP16 and its P V issued before the next half's exponentials (they
-        // overlap its MMAs, and one half's P is live at a time)
+      if constexpr (S16) {
+        // S16: S = Q K^T accumulated in FP16 (m64n64k16.f16: 16 registers of FP16 pairs per 64 keys, the
+        // pairs laid out as P's A fragments), the row maxima as FP16-pair maxima, P = 2^(s scale - m) as one
+        // FP16-pair multiply-add and one ex2.approx.f16x2 per two scores - no conversions, no packing. The
+        // running maxima are kept FP16-exact (O rescaled by the rounded values), as the late form's shifted
+        // variant keeps them.
+        uint32_t s16[kHalves][16];
+        wgmma_fence();
+#pragma unroll
+        for (int kt = 0; kt < kQK / 2; ++kt)
+#pragma unroll
+          for (int hf = 0; hf < kHalves; ++hf)
+            wgmma_s16(s16[hf], dq[QREG ? 0 : kt], dk0 + buf + kt * ((2 * kKVCol) >> 4) + hf * ((8 * 128) >> 4), kt > 0);
+        wgmma_commit();
+        wgmma_wait<0>();
+        float al0, al1;
+        softmax16<kHalves>(s16, j0, p.Lk, t, p.scale_log2, m0, m1, al0, al1);
+        if (al0 != 1.f || al1 != 1.f) rescale_rows(o, al0, al1);
 #pragma unroll
         for (int hf = 0; hf < kHalves; ++hf) {
           uint32_t ph[8][2];
-          p_of<E16>(s[hf], p.scale_log2, m0 == -INFINITY ? 0.f : m0, m1 == -INFINITY ? 0.f : m1, ph);
+          p_of16(s16[hf], p.scale_log2, m0, m1, ph);
           issue_pv(ph, hf);
         }
       } else {
-        // The late form: after the first tile (which sets the running maxima), P made against the running
-        // maxima as they stand and checked afterwards, on its FP16 pairs. Only where a P of the warpgroup
-        // exceeds 2^8 (rare) the whole warpgroup computes the tile's scores again (its MMAs are the
-        // warpgroup's; keeping S for this would take the registers that keep them asynchronous) and takes
-        // the kept path. No FP32 row maxima on most tiles, and the exponentials need not wait for them; both
-        // halves' P are made before their P V.
-        //
-        // LATE 2: S comes out of the MMAs less the shift sh of its row that Q's padding column holds (-sh):
-        // sh = m for every row of the warp while `shifted`, else 0 (a maximum FP16 cannot hold). The running
-        // maxima are kept FP16-exact (sh is m exactly), and the moves of the rare path rescale O by the
-        // rounded values.
-        uint32_t ph[kHalves][8][2];
-        // LATE 2: Q's padding column of this warp's rows set to -m where every m of the warp fits FP16, else
-        // 0; seen by the warpgroup's next MMAs (every warp of the warpgroup calls this)
-        auto set_shift = [&]() {
-          shifted = __all_sync(0xffffffff, fabsf(m0) < 16384.f && fabsf(m1) < 16384.f);
-          if (t == 0) {
-            const int lr0 = wg * 64 + warp * 16 + g, lr1 = lr0 + 8;
-            Qs[(kReal * (kRows / 8) + lr0 / 8) * 64 + (lr0 % 8) * 8] = __float2half_rn(shifted ? -m0 : 0.f);
-            Qs[(kReal * (kRows / 8) + lr1 / 8) * 64 + (lr1 % 8) * 8] = __float2half_rn(shifted ? -m1 : 0.f);
-          }
-          fence_proxy_async();
-          warpgroup_sync(1 + wg);
+        // S: keys [64 hf, 64 hf + 64) of the tile in s[hf] (that half of K starts 8 core matrices, 1024 bytes, on)
+        auto issue_s = [&](float(&sh)[32], int hf, int kt) {
+          const uint64_t dk = dk0 + buf + kt * ((2 * kKVCol) >> 4) + hf * ((8 * 128) >> 4);
+          if constexpr (QREG) wgmma_s(sh, qa[kt], dk, kt > 0);
+          else wgmma_s(sh, dq[kt], dk, kt > 0);
         };
-        if (it == 0) {
-          move_maxima(0.f, 0.f);  // Q's padding column is 0 on the first tile
+        // keys past Lk (the last tile) masked
+        auto mask = [&](float(&sh)[32], int hf) {
+          if (j0 + KEYS > p.Lk) {
 #pragma unroll
-          for (int hf = 0; hf < kHalves; ++hf) p_of<E16>(s[hf], p.scale_log2, m0 == -INFINITY ? 0.f : m0, m1 == -INFINITY ? 0.f : m1, ph[hf]);
-          if constexpr (LATE == 2) set_shift();
+            for (int n = 0; n < 8; ++n)
+#pragma unroll
+              for (int e = 0; e < 4; ++e)
+                if (j0 + hf * 64 + n * 8 + t * 2 + (e & 1) >= p.Lk) sh[4 * n + e] = -INFINITY;
+          }
+        };
+        float s[kHalves][32];
+        // the tile's scores, masked (the late form's rare path computes them again)
+        auto scores = [&]() {
+          wgmma_fence();
+#pragma unroll
+          for (int kt = 0; kt < kQK / 2; ++kt)
+#pragma unroll
+            for (int hf = 0; hf < kHalves; ++hf) issue_s(s[hf], hf, kt);
+          wgmma_commit();
+          wgmma_wait<0>();
+#pragma unroll
+          for (int hf = 0; hf < kHalves; ++hf) mask(s[hf], hf);
+        };
+        // online softmax of this warp's 16 rows (row g in s[hf][4n], s[hf][4n+1]; row g + 8 in s[hf][4n+2],
+        // s[hf][4n+3]; n the 8-key block of the half)
+        scores();
+        // The running maxima moved to this tile's row maxima where lazy_max moves them, O rescaled. LATE 2:
+        // the scores plus the rows' shifts sh0, sh1 (scale 1), the maxima kept FP16-exact and O rescaled by
+        // the rounded values.
+        [[maybe_unused]] auto round16 = [](float x) { return fabsf(x) < 16384.f ? __half2float(__float2half_rn(x)) : x; };
+        auto move_maxima = [&](float sh0, float sh1) {
+          float mx0 = -INFINITY, mx1 = -INFINITY, al0, al1;
+#pragma unroll
+          for (int hf = 0; hf < kHalves; ++hf) row_max(s[hf], mx0, mx1);
+          if constexpr (LATE == 2) mx0 += sh0, mx1 += sh1;
+          [[maybe_unused]] const float pm0 = m0, pm1 = m1;
+          lazy_max(mx0, mx1, p.scale_log2, m0, m1, al0, al1);
+          if constexpr (LATE == 2) {
+            m0 = round16(m0), m1 = round16(m1);
+            al0 = pm0 == -INFINITY || pm0 == m0 ? 1.f : fast_exp2(pm0 - m0);
+            al1 = pm1 == -INFINITY || pm1 == m1 ? 1.f : fast_exp2(pm1 - m1);
+          }
+          if (al0 != 1.f || al1 != 1.f) rescale_rows(o, al0, al1);
+        };
+        if constexpr (!LATE) {
+          move_maxima(0.f, 0.f);
+          // P of each 64-key half packed to FP16 and its P V issued before the next half's exponentials (they
+          // overlap its MMAs, and one half's P is live at a time)
+#pragma unroll
+          for (int hf = 0; hf < kHalves; ++hf) {
+            uint32_t ph[8][2];
+            p_of<E16>(s[hf], p.scale_log2, m0 == -INFINITY ? 0.f : m0, m1 == -INFINITY ? 0.f : m1, ph);
+            issue_pv(ph, hf);
+          }
         } else {
-          if (LATE == 2 && shifted) {
+          // The late form: after the first tile (which sets the running maxima), P made against the running
+          // maxima as they stand and checked afterwards, on its FP16 pairs. Only where a P of the warpgroup
+          // exceeds 2^8 (rare) the whole warpgroup computes the tile's scores again (its MMAs are the
+          // warpgroup's; keeping S for this would take the registers that keep them asynchronous) and takes
+          // the kept path. No FP32 row maxima on most tiles, and the exponentials need not wait for them; both
+          // halves' P are made before their P V.
+          //
+          // LATE 2: S comes out of the MMAs less the shift sh of its row that Q's padding column holds (-sh):
+          // sh = m for every row of the warp while `shifted`, else 0 (a maximum FP16 cannot hold). The running
+          // maxima are kept FP16-exact (sh is m exactly), and the moves of the rare path rescale O by the
+          // rounded values.
+          uint32_t ph[kHalves][8][2];
+          // LATE 2: Q's padding column of this warp's rows set to -m where every m of the warp fits FP16, else
+          // 0; seen by the warpgroup's next MMAs (every warp of the warpgroup calls this)
+          auto set_shift = [&]() {
+            shifted = __all_sync(0xffffffff, fabsf(m0) < 16384.f && fabsf(m1) < 16384.f);
+            if (t == 0) {
+              const int lr0 = wg * 64 + warp * 16 + g, lr1 = lr0 + 8;
+              Qs[(kReal * (kRows / 8) + lr0 / 8) * 64 + (lr0 % 8) * 8] = __float2half_rn(shifted ? -m0 : 0.f);
+              Qs[(kReal * (kRows / 8) + lr1 / 8) * 64 + (lr1 % 8) * 8] = __float2half_rn(shifted ? -m1 : 0.f);
+            }
+            fence_proxy_async();
+            warpgroup_sync(1 + wg);
+          };
+          if (it == 0) {
+            move_maxima(0.f, 0.f);  // Q's padding column is 0 on the first tile
 #pragma unroll
-            for (int hf = 0; hf < kHalves; ++hf) p_of_shifted(s[hf], ph[hf]);
-          } else {
-#pragma unroll
-            for (int hf = 0; hf < kHalves; ++hf) p_of<E16>(s[hf], p.scale_log2, m0, m1, ph[hf]);
-          }
-          bool over = false;
-#pragma unroll
-          for (int hf = 0; hf < kHalves; ++hf) over |= p_exceeds_256(ph[hf]);
-          if (warpgroup_any(1 + wg, over)) {
-            scores();
-            const float sh0 = LATE == 2 && shifted ? m0 : 0.f, sh1 = LATE == 2 && shifted ? m1 : 0.f;
-            move_maxima(sh0, sh1);
-            // P = 2^(s scale + sh - m): the scores' shift replaced by the new maxima
-#pragma unroll
-            for (int hf = 0; hf < kHalves; ++hf) p_of<E16>(s[hf], p.scale_log2, m0 - sh0, m1 - sh1, ph[hf]);
+            for (int hf = 0; hf < kHalves; ++hf) p_of<E16>(s[hf], p.scale_log2, m0 == -INFINITY ? 0.f : m0, m1 == -INFINITY ? 0.f : m1, ph[hf]);
             if constexpr (LATE == 2) set_shift();
-          }
-        }
+          } else {
+            if (LATE == 2 && shifted) {
 #pragma unroll
-        for (int hf = 0; hf < kHalves; ++hf) issue_pv(ph[hf], hf);
+              for (int hf = 0; hf < kHalves; ++hf) p_of_shifted(s[hf], ph[hf]);
+            } else {
+#pragma unroll
+              for (int hf = 0; hf < kHalves; ++hf) p_of<E16>(s[hf], p.scale_log2, m0, m1, ph[hf]);
+            }
+            bool over = false;
+#pragma unroll
+            for (int hf = 0; hf < kHalves; ++hf) over |= p_exceeds_256(ph[hf]);
+            if (warpgroup_any(1 + wg, over)) {
+              scores();
+              const float sh0 = LATE == 2 && shifted ? m0 : 0.f, sh1 = LATE == 2 && shifted ? m1 : 0.f;
+              move_maxima(sh0, sh1);
+              // P = 2^(s scale + sh - m): the scores' shift replaced by the new maxima
+#pragma unroll
+              for (int hf = 0; hf < kHalves; ++hf) p_of<E16>(s[hf], p.scale_log2, m0 - sh0, m1 - sh1, ph[hf]);
+              if constexpr (LATE == 2) set_shift();
+            }
+          }
+#pragma unroll
+          for (int hf = 0; hf < kHalves; ++hf) issue_pv(ph[hf], hf);
+        }
       }
       wgmma_wait<0>();
       if constexpr (kRing) {  // this warp is done with the tile's buffer
@@ -589,6 +696,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 std::atomic<int64_t> g_pipe_launches{0};
 std::atomic<int64_t> g_late_launches{0};     // the kept kernel's late-maximum form (flash_wgmma_k's LATE)
 std::atomic<int64_t> g_shifted_launches{0};  // of those, LATE 2 (the maxima taken off in the MMAs)
+std::atomic<int64_t> g_s16_launches{0};      // the kept kernel with FP16 scores ("wgmma-s16")
 
 // ROWS 256: four warpgroups, one block per SM, a ring of 8 buffers; ROWS 128 (where 256-row blocks are
 // too few for the SMs, e.g. one image's half of a guided batch): two warpgroups, two blocks per SM, a ring
@@ -611,6 +719,10 @@ template <int N>
 __device__ __forceinline__ void reg_fence(float (&r)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+__device__ __forceinline__ void reg_fence(uint32_t (&r)[16]) {
+#pragma unroll
+  for (int i = 0; i < 16; ++i) asm volatile("" : "+r"(r[i])::"memory");
 }
 __device__ __forceinline__ void reg_fence(uint32_t (&r)[8][2]) {
 #pragma unroll
@@ -638,7 +750,7 @@ __device__ __forceinline__ void pipe_softmax(float (&s)[32], int64_t j0, int64_t
 }
 #endif
 
-template <int D, int ROWS, bool E16>
+template <int D, int ROWS, bool E16, bool S16>
 __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pipe_k(WParams p) {
   dep_entry();
 #ifdef SDRT_WGMMA
@@ -715,17 +827,35 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
   for (int i = 0; i < kO; ++i) o[i] = 0.f;
   float m0 = -INFINITY, m1 = -INFINITY, al0, al1;
   uint32_t ph[8][2];
-  {  // tile 0's scores and P
-    float s[32];
-    mbar_wait(full(0), 0);
-    fence_proxy_async();
+  // S = Q K^T of the tile in buffer dk issued and committed (S16: accumulated in FP16), and its softmax
+  // once the MMAs landed: P to pc, the step of the maxima in al0, al1
+  [[maybe_unused]] uint32_t s16[1][16];
+  [[maybe_unused]] float s[32];
+  auto issue_s = [&](uint64_t dk) {
     wgmma_fence();
 #pragma unroll
-    for (int kt = 0; kt < kQK / 2; ++kt) wgmma_s(s, dq[kt], dk0 + kt * ((2 * kKVCol) >> 4), kt > 0);
+    for (int kt = 0; kt < kQK / 2; ++kt) {
+      if constexpr (S16) wgmma_s16(s16[0], dq[kt], dk + kt * ((2 * kKVCol) >> 4), kt > 0);
+      else wgmma_s(s, dq[kt], dk + kt * ((2 * kKVCol) >> 4), kt > 0);
+    }
     wgmma_commit();
+  };
+  auto softmax = [&](int64_t j0, uint32_t(&pc)[8][2]) {
+    if constexpr (S16) {
+      reg_fence(s16[0]);
+      softmax16<1>(s16, j0, p.Lk, t, p.scale_log2, m0, m1, al0, al1);
+      p_of16(s16[0], p.scale_log2, m0, m1, pc);
+    } else {
+      reg_fence(s);
+      pipe_softmax<E16>(s, j0, p.Lk, t, p.scale_log2, m0, m1, al0, al1, pc);
+    }
+  };
+  {  // tile 0's scores and P
+    mbar_wait(full(0), 0);
+    fence_proxy_async();
+    issue_s(dk0);
     wgmma_wait<0>();
-    reg_fence(s);
-    pipe_softmax<E16>(s, 0, p.Lk, t, p.scale_log2, m0, m1, al0, al1, ph);
+    softmax(0, ph);
     reg_fence(ph);
     reg_fence(o);
   }
@@ -753,16 +883,10 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
     }
     mbar_wait(full(it + 1), (uint32_t)(((it + 1) / R) & 1));
     fence_proxy_async();
-    float sn[32];
-    wgmma_fence();
-    const uint64_t dk = dk0 + (uint64_t)((it + 1) % R) * kBufUnits;  // S' = Q K'^T of the next tile
-#pragma unroll
-    for (int kt = 0; kt < kQK / 2; ++kt) wgmma_s(sn, dq[kt], dk + kt * ((2 * kKVCol) >> 4), kt > 0);
-    wgmma_commit();
+    issue_s(dk0 + (uint64_t)((it + 1) % R) * kBufUnits);  // S' = Q K'^T of the next tile
     issue_pv(it, pc);
     wgmma_wait<1>();  // S' landed; P V may still run: S''s softmax beside it
-    reg_fence(sn);
-    pipe_softmax<E16>(sn, (it + 1) * KEYS, p.Lk, t, p.scale_log2, m0, m1, al0, al1, pn);
+    softmax((it + 1) * KEYS, pn);
     wgmma_wait<0>();
     reg_fence(o);
     __syncwarp();
@@ -894,10 +1018,10 @@ bool wgmma_device(int* sms) {
   return major == 9 && minor == 0;  // sm_90a code runs on 9.0 only
 }
 
-template <int D, int KEYS, bool QREG, int ROWS, int RT = 1, bool E16 = false, int LATE = 0>
+template <int D, int KEYS, bool QREG, int ROWS, int RT = 1, bool E16 = false, int LATE = 0, bool S16 = false>
 cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   constexpr size_t smem = Dims<D, KEYS, QREG, ROWS>::kSmem;
-  auto* k = flash_wgmma_k<D, KEYS, QREG, ROWS, RT, E16, LATE>;
+  auto* k = flash_wgmma_k<D, KEYS, QREG, ROWS, RT, E16, LATE, S16>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);  // per device (each GPU keeps its own), so on every launch
   if (attr != cudaSuccess) return attr;
   const dim3 grid((unsigned)((p.Lq + ROWS * RT - 1) / (ROWS * RT)), (unsigned)(B * p.H));
@@ -905,10 +1029,10 @@ cudaError_t launch(const WParams& p, int64_t B, cudaStream_t s) {
   return cudaGetLastError();
 }
 
-template <int D, int ROWS, bool E16 = false>
+template <int D, int ROWS, bool E16 = false, bool S16 = false>
 cudaError_t launch_pipe(const WParams& p, int64_t B, cudaStream_t s) {
   constexpr size_t smem = PipeDims<D, ROWS>::kSmem;
-  auto* k = flash_wgmma_pipe_k<D, ROWS, E16>;
+  auto* k = flash_wgmma_pipe_k<D, ROWS, E16, S16>;
   const cudaError_t attr = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
   if (attr != cudaSuccess) return attr;
   launch_kernel(k, dim3((unsigned)((p.Lq + ROWS - 1) / ROWS), (unsigned)(B * p.H)), 2 * ROWS, smem, s, p);
@@ -948,7 +1072,9 @@ int flash_attention_sm90_form_mask(int64_t B, int64_t H, int64_t Lq, int64_t Lk,
   Sm90Plan pl;
   if (!sm90_plan(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal, &pl)) return 0;
   if (pl.qreg) return Lk <= 80 ? 1 | 1 << 5 : 1;  // the kept kernel with Q in registers, "cross80"
-  return D == 64 ? 1 : D == 80 ? 0b11 : 0b11111;  // d 80: wgmma, pipe; d 40: also the FP16-exponential and late forms
+  // d 80: wgmma, pipe; d 40: also the FP16-exponential and late forms; FP16 scores in the kept kernel (every
+  // head size) and the pipelined one (40, 80)
+  return D == 64 ? 1 | 1 << 10 : (D == 80 ? 0b11 : 0b11111) | 1 << 10 | 1 << 11;
 }
 
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
@@ -973,14 +1099,28 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
   // the form: given (a timed choice: attention_form_name's), else SDRT_ATTN_PIPE (1 the pipelined kernel
   // for heads of 40, 2 also 80), SDRT_ATTN_EXP16=1 (the d-40 exponentials in FP16, two per instruction) and
   // SDRT_ATTN_LATEMAX=1 (the d-40 kept kernel checking P against the running maxima afterwards)
-  int pipe = form == 1 || form == 3;
-  bool e16 = form == 2 || form == 3, late = form == 4;
+  int pipe = form == 1 || form == 3 || form == 11;
+  bool e16 = form == 2 || form == 3, late = form == 4, s16 = form == 10 || form == 11;
   if (form < 0) {
+    s16 = attention_s16_env() == 1;
     const char* e = std::getenv("SDRT_ATTN_PIPE");
     const char m = e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] : '0';
     pipe = m == '0' || (D == 80 && m == '1') ? 0 : 1;
     e16 = attention_exp16_env() == 1;
     late = attention_latemax_env() == 1;
+  }
+  if (s16 && pipe > 0 && D != 64) {  // the pipelined kernel with FP16 scores
+    const cudaError_t r = D == 80 ? (rows256 ? launch_pipe<80, 256, false, true>(p, B, s) : launch_pipe<80, 128, false, true>(p, B, s))
+                                  : (rows256 ? launch_pipe<40, 256, false, true>(p, B, s) : launch_pipe<40, 128, false, true>(p, B, s));
+    if (r == cudaSuccess) ++g_pipe_launches, ++g_s16_launches;
+    return r;
+  }
+  if (s16) {  // FP16 scores (SDRT_ATTN_S16=1 forces them where no form is given; with SDRT_ATTN_PIPE, the pipelined kernel's)
+    const cudaError_t r = D == 40   ? (rows256 ? launch<40, 128, false, 256, 1, false, 0, true>(p, B, s) : launch<40, 128, false, 128, 1, false, 0, true>(p, B, s))
+                          : D == 64 ? (rows256 ? launch<64, 64, false, 256, 1, false, 0, true>(p, B, s) : launch<64, 64, false, 128, 1, false, 0, true>(p, B, s))
+                                    : (rows256 ? launch<80, 64, false, 256, 1, false, 0, true>(p, B, s) : launch<80, 64, false, 128, 1, false, 0, true>(p, B, s));
+    if (r == cudaSuccess) ++g_s16_launches;
+    return r;
   }
   if (D == 64) pipe = 0;  // no pipelined form for this head size
   if (D != 40) e16 = late = false;
@@ -1011,3 +1151,4 @@ int64_t sdrt::cuda_attention_pipe_launches() { return sdrt::cuda::g_pipe_launche
 int64_t sdrt::cuda_attention_late_launches() { return sdrt::cuda::g_late_launches.load(); }
 int64_t sdrt::cuda_attention_shifted_launches() { return sdrt::cuda::g_shifted_launches.load(); }
 int64_t sdrt::cuda_attention_cross80_launches() { return sdrt::cuda::g_cross80_launches.load(); }
+int64_t sdrt::cuda_attention_s16_launches() { return sdrt::cuda::g_s16_launches.load(); }
