@@ -185,7 +185,7 @@ int cmd_build(const BuildArgs& a) {
   const double write_s = since(tw);
 
   int conv_n = 0, conv_cached = 0, gemm_n = 0, gemm_cached = 0, as_gemm = 0, as_fused = 0, as_graph = 0, geglu_n = 0, geglu_fused = 0, split_n = 0,
-      split_parts = 0, attn_n = 0, attn_pipe = 0, attn_e16 = 0, attn_small = 0;
+      split_parts = 0, attn_n = 0, attn_pipe = 0, attn_e16 = 0, attn_s16 = 0, attn_small = 0;
   std::map<std::string, int> gn_forms;  // GroupNorm shapes by the form timed fastest
   std::map<std::string, int> algos;
   for (const auto& [k, v] : plan.tactics) {
@@ -202,10 +202,11 @@ int cmd_build(const BuildArgs& a) {
       geglu_fused += v != "split";
       continue;
     }
-    if (k.rfind("attn_form/", 0) == 0) {  // the Hopper attention kernel, kept or pipelined, FP16 exponentials or not
+    if (k.rfind("attn_form/", 0) == 0) {  // the Hopper attention kernel, kept or pipelined, FP16 exponentials or scores or not
       ++attn_n;
       attn_pipe += v.rfind("pipe", 0) == 0;
       attn_e16 += v.size() > 4 && v.compare(v.size() - 4, 4, "-e16") == 0;
+      attn_s16 += v.size() > 4 && v.compare(v.size() - 4, 4, "-s16") == 0;
       attn_small += v == "rows32" || v == "rows16" || v == "ks4" || v == "ks2";
       continue;
     }
@@ -237,8 +238,9 @@ int cmd_build(const BuildArgs& a) {
   std::printf("; %d GEMM shapes (%d from the timing cache, %d timed)", gemm_n, gemm_cached, gemm_n - gemm_cached);
   if (geglu_n) std::printf("; %d GEGLU projection shapes, %d of them as one fused kernel (faster there)", geglu_n, geglu_fused);
   if (attn_n)
-    std::printf("; %d attention shapes, %d of them on the pipelined kernel, %d with FP16 exponentials, %d in blocks of 32 or 16 rows (faster there)", attn_n,
-                attn_pipe, attn_e16, attn_small);
+    std::printf("; %d attention shapes, %d of them on the pipelined kernel, %d with FP16 scores, %d with FP16 exponentials, %d in blocks of 32 or 16 rows "
+                "(faster there)",
+                attn_n, attn_pipe, attn_s16, attn_e16, attn_small);
   if (!gn_forms.empty()) {
     std::printf("; GroupNorm shapes by form:");
     for (const auto& [form, n] : gn_forms) std::printf(" %s %d", form.c_str(), n);

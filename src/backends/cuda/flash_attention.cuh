@@ -30,9 +30,10 @@ cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, _
 // form 0 there is its 64-row blocks); 8 and 9, its 32-row blocks with 4 or 2 warps per 16 rows splitting the
 // key tiles, merged at the end ("ks4" where there are more than 128 keys, "ks2" more than 64). 10 and 11, the
 // kept and the pipelined Hopper kernels with S = Q K^T accumulated in FP16 and the softmax's maxima and
-// exponentials on FP16 pairs ("wgmma-s16": heads of 40, 64 and 80 with Q in shared memory; "pipe-s16": 40
-// and 80): half the score registers and a third fewer instructions; S is rounded to FP16 as diffusers' classic
-// attention processor rounds it (a half-precision baddbmm, then the softmax).
+// exponentials on FP16 pairs ("wgmma-s16", "pipe-s16": heads of 40 and 80, SD 1.x's, with Q in shared
+// memory): half the score registers and a fifth fewer instructions; S is rounded to FP16 as diffusers' classic
+// attention processor rounds it (a half-precision baddbmm, then the softmax). Not for heads of 64 (SD 2.x,
+// SDXL: SD 2.x's attention is the one known to overflow in PyTorch's half-precision path).
 constexpr int kAttentionForms = 12;
 const char* attention_form_name(int form);
 int attention_exp16_env();  // SDRT_ATTN_EXP16: 1 forced, 0 off, 2 "auto" (timed with the other forms), -1 unset (off)

@@ -1072,9 +1072,10 @@ int flash_attention_sm90_form_mask(int64_t B, int64_t H, int64_t Lq, int64_t Lk,
   Sm90Plan pl;
   if (!sm90_plan(B, H, Lq, Lk, D, ldq, ldk, ldv, ldo, causal, &pl)) return 0;
   if (pl.qreg) return Lk <= 80 ? 1 | 1 << 5 : 1;  // the kept kernel with Q in registers, "cross80"
-  // d 80: wgmma, pipe; d 40: also the FP16-exponential and late forms; FP16 scores in the kept kernel (every
-  // head size) and the pipelined one (40, 80)
-  return D == 64 ? 1 | 1 << 10 : (D == 80 ? 0b11 : 0b11111) | 1 << 10 | 1 << 11;
+  // d 80: wgmma, pipe; d 40: also the FP16-exponential and late forms; both: FP16 scores in the kept and the
+  // pipelined kernel. Not for heads of 64 (SD 2.x, SDXL): SD 2.x's attention is the one known to overflow FP16
+  // in PyTorch's half-precision path, and wide scores lose what FP16 cannot hold.
+  return D == 64 ? 1 : (D == 80 ? 0b11 : 0b11111) | 1 << 10 | 1 << 11;
 }
 
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
@@ -1109,16 +1110,16 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     e16 = attention_exp16_env() == 1;
     late = attention_latemax_env() == 1;
   }
-  if (s16 && pipe > 0 && D != 64) {  // the pipelined kernel with FP16 scores
+  if (D == 64) s16 = false;  // heads of 40 and 80 only (flash_attention_sm90_form_mask)
+  if (s16 && pipe > 0) {  // the pipelined kernel with FP16 scores
     const cudaError_t r = D == 80 ? (rows256 ? launch_pipe<80, 256, false, true>(p, B, s) : launch_pipe<80, 128, false, true>(p, B, s))
                                   : (rows256 ? launch_pipe<40, 256, false, true>(p, B, s) : launch_pipe<40, 128, false, true>(p, B, s));
     if (r == cudaSuccess) ++g_pipe_launches, ++g_s16_launches;
     return r;
   }
   if (s16) {  // FP16 scores (SDRT_ATTN_S16=1 forces them where no form is given; with SDRT_ATTN_PIPE, the pipelined kernel's)
-    const cudaError_t r = D == 40   ? (rows256 ? launch<40, 128, false, 256, 1, false, 0, true>(p, B, s) : launch<40, 128, false, 128, 1, false, 0, true>(p, B, s))
-                          : D == 64 ? (rows256 ? launch<64, 64, false, 256, 1, false, 0, true>(p, B, s) : launch<64, 64, false, 128, 1, false, 0, true>(p, B, s))
-                                    : (rows256 ? launch<80, 64, false, 256, 1, false, 0, true>(p, B, s) : launch<80, 64, false, 128, 1, false, 0, true>(p, B, s));
+    const cudaError_t r = D == 40 ? (rows256 ? launch<40, 128, false, 256, 1, false, 0, true>(p, B, s) : launch<40, 128, false, 128, 1, false, 0, true>(p, B, s))
+                                  : (rows256 ? launch<80, 64, false, 256, 1, false, 0, true>(p, B, s) : launch<80, 64, false, 128, 1, false, 0, true>(p, B, s));
     if (r == cudaSuccess) ++g_s16_launches;
     return r;
   }
