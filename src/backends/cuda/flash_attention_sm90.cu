@@ -400,6 +400,9 @@ __device__ __forceinline__ void p_of16(const uint32_t (&s16)[16], float scale_lo
 // LATE 2, for scores already in the base-2 domain (scale * log2 e == 1: pass fold_attention_scale), also
 // takes the running maxima off inside the MMAs: Q's first padding column holds -m (m rounded to FP16) and
 // K's a one, so S = q k^T - m and P = 2^S needs no multiply-add per score.
+//
+// S16 (the "wgmma-s16" form, heads of 40 and 80): S accumulated in FP16 and the softmax's maxima and
+// exponentials on its FP16 pairs (softmax16, p_of16), P handed to P V as the MMAs left it.
 template <int D, int KEYS, bool QREG, int ROWS, int RT, bool E16, int LATE, bool S16>
 __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(WParams p) {
   dep_entry();
@@ -690,9 +693,11 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(W
 // (tiles it and it + 1 are in use), so the warpgroups may drift up to kStages - 3 tiles apart. Nothing is in
 // flight across the loop's edge, and P and P' are two arrays taking turns (a copy of P' into P let the
 // register allocator compute P' into P's registers while P V still read them: ptxas then serialised
-// the MMAs, C7513). Heads of 80 the same way (123 registers; the 1024-token level). The engine times it
-// against the kept kernel per shape (form "pipe"); SDRT_ATTN_PIPE=1 forces it for heads of 40, 2 for heads of
-// 40 and 80. (A quarter of the exponentials on the FMA pipe instead of MUFU was 15-25% slower on the H200.)
+// the MMAs, C7513). Heads of 80 the same way (125 registers; the 1024-token level). The engine times it
+// against the kept kernel per shape (form "pipe"; with S16, FP16 scores as in the kept kernel's S16, form
+// "pipe-s16"); SDRT_ATTN_PIPE=1 forces it for heads of 40, 2 for heads of 40 and 80. (A quarter of the
+// exponentials on the FMA pipe instead of MUFU was 15-25% slower on the H200; on FP16 pairs beside the FP16
+// scores, an eighth or a quarter 4-5% slower on the H100, twenty-fourth session.)
 std::atomic<int64_t> g_pipe_launches{0};
 std::atomic<int64_t> g_late_launches{0};     // the kept kernel's late-maximum form (flash_wgmma_k's LATE)
 std::atomic<int64_t> g_shifted_launches{0};  // of those, LATE 2 (the maxima taken off in the MMAs)
