@@ -1044,6 +1044,16 @@ cudaError_t launch_pipe(const WParams& p, int64_t B, cudaStream_t s) {
   return cudaGetLastError();
 }
 
+// The kept kernel with Q in shared memory, or the pipelined one, in blocks of 256 rows or 128 (Sm90Plan::rows256).
+template <int D, int KEYS, bool E16 = false, int LATE = 0, bool S16 = false>
+cudaError_t launch_rows(bool rows256, const WParams& p, int64_t B, cudaStream_t s) {
+  return rows256 ? launch<D, KEYS, false, 256, 1, E16, LATE, S16>(p, B, s) : launch<D, KEYS, false, 128, 1, E16, LATE, S16>(p, B, s);
+}
+template <int D, bool E16 = false, bool S16 = false>
+cudaError_t launch_pipe_rows(bool rows256, const WParams& p, int64_t B, cudaStream_t s) {
+  return rows256 ? launch_pipe<D, 256, E16, S16>(p, B, s) : launch_pipe<D, 128, E16, S16>(p, B, s);
+}
+
 }  // namespace
 
 namespace {
@@ -1115,40 +1125,33 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
     e16 = attention_exp16_env() == 1;
     late = attention_latemax_env() == 1;
   }
-  if (D == 64) s16 = false;  // heads of 40 and 80 only (flash_attention_sm90_form_mask)
-  if (s16 && pipe > 0) {  // the pipelined kernel with FP16 scores
-    const cudaError_t r = D == 80 ? (rows256 ? launch_pipe<80, 256, false, true>(p, B, s) : launch_pipe<80, 128, false, true>(p, B, s))
-                                  : (rows256 ? launch_pipe<40, 256, false, true>(p, B, s) : launch_pipe<40, 128, false, true>(p, B, s));
-    if (r == cudaSuccess) ++g_pipe_launches, ++g_s16_launches;
+  if (D == 64) pipe = 0, s16 = false;  // no pipelined or FP16-score form for this head size
+  if (D != 40) e16 = late = false;
+  if (s16) e16 = false;  // both forced (SDRT_ATTN_S16=1, SDRT_ATTN_EXP16=1): the FP16 scores
+  if (pipe > 0 || e16 || s16) late = false;
+  if (pipe > 0) {
+    const cudaError_t r = D == 80 ? (s16 ? launch_pipe_rows<80, false, true>(rows256, p, B, s) : launch_pipe_rows<80>(rows256, p, B, s))
+                          : s16   ? launch_pipe_rows<40, false, true>(rows256, p, B, s)
+                          : e16   ? launch_pipe_rows<40, true>(rows256, p, B, s)
+                                  : launch_pipe_rows<40>(rows256, p, B, s);
+    if (r == cudaSuccess) ++g_pipe_launches, g_s16_launches += s16;
     return r;
   }
-  if (s16) {  // FP16 scores (SDRT_ATTN_S16=1 forces them where no form is given; with SDRT_ATTN_PIPE, the pipelined kernel's)
-    const cudaError_t r = D == 40 ? (rows256 ? launch<40, 128, false, 256, 1, false, 0, true>(p, B, s) : launch<40, 128, false, 128, 1, false, 0, true>(p, B, s))
-                                  : (rows256 ? launch<80, 64, false, 256, 1, false, 0, true>(p, B, s) : launch<80, 64, false, 128, 1, false, 0, true>(p, B, s));
+  if (s16) {  // FP16 scores in the kept kernel
+    const cudaError_t r = D == 40 ? launch_rows<40, 128, false, 0, true>(rows256, p, B, s) : launch_rows<80, 64, false, 0, true>(rows256, p, B, s);
     if (r == cudaSuccess) ++g_s16_launches;
     return r;
   }
-  if (D == 64) pipe = 0;  // no pipelined form for this head size
-  if (D != 40) e16 = late = false;
-  if (pipe > 0 || e16) late = false;
-  if (pipe > 0) {
-    const cudaError_t r = D == 80 ? (rows256 ? launch_pipe<80, 256>(p, B, s) : launch_pipe<80, 128>(p, B, s))
-                          : e16   ? (rows256 ? launch_pipe<40, 256, true>(p, B, s) : launch_pipe<40, 128, true>(p, B, s))
-                                  : (rows256 ? launch_pipe<40, 256>(p, B, s) : launch_pipe<40, 128>(p, B, s));
-    if (r == cudaSuccess) ++g_pipe_launches;
-    return r;
-  }
-  if (D == 40 && e16) return rows256 ? launch<40, 128, false, 256, 1, true>(p, B, s) : launch<40, 128, false, 128, 1, true>(p, B, s);
+  if (D == 40 && e16) return launch_rows<40, 128, true>(rows256, p, B, s);
   if (D == 40 && late) {  // scores in the base-2 domain (pass fold_attention_scale): the maxima taken off in the MMAs
     const bool base2 = p.scale_log2 == 1.f;
-    const cudaError_t r = base2 ? (rows256 ? launch<40, 128, false, 256, 1, false, 2>(p, B, s) : launch<40, 128, false, 128, 1, false, 2>(p, B, s))
-                                : (rows256 ? launch<40, 128, false, 256, 1, false, 1>(p, B, s) : launch<40, 128, false, 128, 1, false, 1>(p, B, s));
+    const cudaError_t r = base2 ? launch_rows<40, 128, false, 2>(rows256, p, B, s) : launch_rows<40, 128, false, 1>(rows256, p, B, s);
     if (r == cudaSuccess) ++g_late_launches, g_shifted_launches += base2;
     return r;
   }
-  if (D == 40) return rows256 ? launch<40, 128, false, 256>(p, B, s) : launch<40, 128, false, 128>(p, B, s);
-  if (D == 64) return rows256 ? launch<64, 64, false, 256>(p, B, s) : launch<64, 64, false, 128>(p, B, s);
-  return rows256 ? launch<80, 64, false, 256>(p, B, s) : launch<80, 64, false, 128>(p, B, s);
+  if (D == 40) return launch_rows<40, 128>(rows256, p, B, s);
+  if (D == 64) return launch_rows<64, 64>(rows256, p, B, s);
+  return launch_rows<80, 64>(rows256, p, B, s);
 }
 
 }  // namespace sdrt::cuda
