@@ -5,7 +5,7 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-se, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures, loop-trace, s16.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures, loop-trace, s16, traffic.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -117,6 +117,17 @@ for step in "$@"; do
         "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $kb --repeats 1 --warmup 2 --profile-range ${FWD_FLAGS:-} \
         --tactics /tmp/tactics-b$kb.json > /tmp/k$kb.csv 2>/dev/null
       python3 "$root/bench/ncu_summary.py" /tmp/k$kb.csv 40 "$out/launches-b$kb.txt" > "$out/kernels-b$kb.txt"; head -20 "$out/kernels-b$kb.txt" ;;
+    traffic)  # DRAM bytes and tensor-pipe activity per kind of kernel of one UNet forward (Nsight Compute, batch KB,
+              # default 16, guided; the tactics of a plain run first, as in `kernels`): which kernels move memory at
+              # the bandwidth and which keep the tensor cores busy (bench/ncu_traffic.py)
+      kb=${KB:-16}
+      rm -f /tmp/tactics-t$kb.json
+      "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $kb --repeats 1 --guided --tactics /tmp/tactics-t$kb.json | grep -E 'tactics|error'
+      timeout 480 ncu --profile-from-start off --csv --cache-control none --clock-control none \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed \
+        "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $kb --repeats 1 --warmup 2 --profile-range --guided \
+        --tactics /tmp/tactics-t$kb.json > /tmp/t$kb.csv 2>/dev/null
+      echo "ncu rc $?"; python3 "$root/bench/ncu_traffic.py" /tmp/t$kb.csv 40 "$out/traffic-launches-b$kb.txt" | tee "$out/traffic-b$kb.txt" ;;
     unet)
       for b in 2 16 2 16; do
         echo "batch $b: $("$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep median)"
