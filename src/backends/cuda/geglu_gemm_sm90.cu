@@ -15,6 +15,7 @@
 // each step's MMAs before the next barrier (two blocks per SM overlap each other); asynchronous ones keep
 // one step's MMAs in flight and load two steps ahead into the stage freed two steps back.
 #include "backends/cuda/geglu_gemm.h"
+#include "backends/cuda/gelu_poly.h"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/sm90_common.cuh"
 #include "graph/backend.h"
@@ -65,26 +66,8 @@ __device__ __forceinline__ float gelu_erf_nr(float v) {
   const float r = t * __expf(p - z * z);  // erfc(z)
   return 0.5f * v * (1.f + copysignf(1.f - r, x));
 }
-// GELU as x Phi(x) with Phi(-|x|) = 0.5 erfc(|x| / sqrt 2) = 2^(Q(|x|) - x^2 / (2 ln 2)): Q(a) = log2(0.5 erfcx(a /
-// sqrt 2)) is smooth and slowly varying, so one polynomial covers it - degree 8 in t = a / 2.75 - 1 on [0, 5.5]
-// (Chebyshev-interpolated, then as monomials in FP32) - where erff selects between two polynomials by |x|
-// coefficient by coefficient (9 FSEL, 7 FFMA and a predicated exponential per value in the staged epilogue's
-// SASS, 34 instructions per output value in all). Here: 12 FMA-pipe instructions, one MUFU exponential, no
-// selects of coefficients. Beyond |x| = 5.5, Q is held at Q(5.5): Phi(x) is 1 in FP32 for x > 5.5 and |GELU| <
-// 1.1e-7 for x < -5.5. Against erf-GELU in double over [-12, 12] in steps of 5e-5 (a Python model of the float
-// arithmetic): relative error at most 3.6e-6 for |x| <= 5.5, absolute at most 6.1e-7; 326 of 480001 FP16 results one
-// unit off the exactly rounded GELU.
-__device__ __forceinline__ float gelu_poly(float v) {
-  const float t = fmaf(fminf(fabsf(v), 5.5f), 0.363636374f, -1.f);
-  float q = -3.236977791e-04f;
-  q = fmaf(q, t, -2.285121242e-03f), q = fmaf(q, t, 1.202445477e-02f), q = fmaf(q, t, -3.212790191e-02f), q = fmaf(q, t, 7.766598463e-02f);
-  q = fmaf(q, t, -1.830367148e-01f), q = fmaf(q, t, 4.313030839e-01f), q = fmaf(q, t, -1.197280765e+00f), q = fmaf(q, t, -2.935396671e+00f);
-  float h;  // Phi(-|v|)
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(h) : "f"(fmaf(v * v, -0.721347520f, q)));
-  return v * (v >= 0.f ? 1.f - h : h);
-}
 // GELU forms: 0 erff, 1 the tanh approximation (experiments only: not the model's function), 2 the
-// branch-free erf above, 3 the polynomial for log2 Phi
+// branch-free erf above, 3 the polynomial for log2 Phi (gelu_poly.h)
 template <int FAST>
 __device__ __forceinline__ float gelu(float v) {
   return FAST == 1 ? gelu_tanh(v) : FAST == 2 ? gelu_erf_nr(v) : FAST == 3 ? gelu_poly(v) : gelu_erf(v);
