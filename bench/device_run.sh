@@ -127,7 +127,7 @@ for step in "$@"; do
         --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed \
         "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $kb --repeats 1 --warmup 2 --profile-range --guided \
         --tactics /tmp/tactics-t$kb.json > /tmp/t$kb.csv 2>/dev/null
-      echo "ncu rc $?"; python3 "$root/bench/ncu_traffic.py" /tmp/t$kb.csv 40 "$out/traffic-launches-b$kb.txt" | tee "$out/traffic-b$kb.txt" ;;
+      echo "ncu rc $?"; python3 "$root/bench/ncu_traffic.py" /tmp/t$kb.csv "$out/traffic-launches-b$kb.txt" | tee "$out/traffic-b$kb.txt" ;;
     unet)
       for b in 2 16 2 16; do
         echo "batch $b: $("$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch $b --repeats 20 --warmup 3 2>&1 | grep median)"

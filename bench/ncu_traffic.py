@@ -6,9 +6,9 @@ gpu__time_duration.sum, dram__bytes_read.sum, dram__bytes_write.sum and
 sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed (bench/device_run.sh step
 `traffic`), and prints per kind (cuDNN convolutions, cuBLASLt GEMMs, attention, the fused GEGLU, GroupNorm,
 LayerNorm, concatenation, the rest): launches, GPU time, DRAM bytes, the DRAM rate over that time and the
-tensor pipe's busy share (time-weighted); then the same per launch into a file (third argument).
+tensor pipe's busy share (time-weighted); then the same per launch into a file (second argument).
 ncu runs kernels one at a time with the clock unlocked, so times are those of isolated kernels.
-  python3 bench/ncu_traffic.py traffic.csv [TOP] [launches.txt]
+  python3 bench/ncu_traffic.py traffic.csv [launches.txt]
 """
 import collections
 import csv
@@ -62,8 +62,8 @@ def main():
     print(f"{'kind':18} {'launches':>8} {'ms':>8} {'share':>6} {'DRAM GB':>8} {'TB/s':>6} {'tensor busy':>11}")
     for k, (c, us, b, tc) in sorted(agg.items(), key=lambda kv: -kv[1][1]):
         print(f"{k:18} {c:8d} {us / 1000:8.3f} {100 * us / tot_us:5.1f}% {b / 1e9:8.2f} {b / 1e6 / max(us, 1e-9):6.2f} {tc / max(us, 1e-9):10.1f}%")
-    if len(sys.argv) > 3:
-        with open(sys.argv[3], 'w') as f:
+    if len(sys.argv) > 2:
+        with open(sys.argv[2], 'w') as f:
             for L in data:
                 b = L.get(M_RD, 0) + L.get(M_WR, 0)
                 f.write(f"{L[M_TIME]:9.2f} us {b / 1e6:9.2f} MB {b / 1e6 / max(L[M_TIME], 1e-9):5.2f} TB/s tensor {L.get(M_TC, 0):5.1f}%  "

@@ -575,6 +575,11 @@ DeviceInfo* device_info() {
 }
 
 bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+// whether the environment variable `name` is set to 0
+bool switched_off(const char* name) {
+  const char* e = std::getenv(name);
+  return e && std::strcmp(e, "0") == 0;
+}
 
 template <int BN, int STAGES, bool ASYNC, bool TWO, int FAST>
 cudaError_t launch_cp(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
@@ -658,14 +663,9 @@ cudaError_t geglu_gemm(int form, const __half* x, const __half* w, const __half*
   const DeviceInfo* d = device_info();
   const Form& f = kForms[form];
   if (d->per_sm[form] <= 0) return cudaErrorNotSupported;
-  if (f.staged) {  // SDRT_GEGLU_STAGED=0: the staged-epilogue forms not run (so not chosen by the timing): A/B runs
-    const char* e = std::getenv("SDRT_GEGLU_STAGED");
-    if (e && std::strcmp(e, "0") == 0) return cudaErrorNotSupported;
-  }
-  if (f.poly) {  // SDRT_GEGLU_POLY=0: the forms with the polynomial GELU not run (A/B runs)
-    const char* e = std::getenv("SDRT_GEGLU_POLY");
-    if (e && std::strcmp(e, "0") == 0) return cudaErrorNotSupported;
-  }
+  // A/B switches: SDRT_GEGLU_STAGED=0, the staged-epilogue forms not run (so not chosen by the timing);
+  // SDRT_GEGLU_POLY=0, the forms with the polynomial GELU
+  if ((f.staged && switched_off("SDRT_GEGLU_STAGED")) || (f.poly && switched_off("SDRT_GEGLU_POLY"))) return cudaErrorNotSupported;
   const int64_t tiles = (F / f.bn) * ((M + kBM - 1) / kBM);
   if (tiles >= (int64_t(1) << 31) / kBK) return cudaErrorNotSupported;  // K steps of a block counted in int
   const int64_t grid = f.persistent ? std::min<int64_t>(tiles, (int64_t)d->per_sm[form] * d->sms) : tiles;

@@ -39,3 +39,5 @@ SDRT_GELU_HD inline float gelu_poly(float v) {
 }
 
 }  // namespace sdrt::cuda
+
+#undef SDRT_GELU_HD
