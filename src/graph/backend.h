@@ -122,6 +122,7 @@ std::unique_ptr<Backend> make_cuda_backend(const CudaOptions& opt = {}, std::str
 // it to know which form they checked. 0 without CUDA.
 int64_t cuda_group_norm_onepass_launches();
 int64_t cuda_group_norm_onepass8_launches();  // the one-pass kernel in 16-byte vectors (form onepass8), likewise
+int64_t cuda_group_norm_stats8_launches();  // the three-pass form's statistics in 16-byte loads (gn_stats8_k), likewise
 int64_t cuda_group_norm_cluster_launches();  // the cluster GroupNorm (SDRT_GN_CLUSTER=1), likewise
 int64_t cuda_group_norm_block_launches();    // the block-per-group GroupNorm (form block), likewise
 // The fused GEGLU projection kernel's forms (CUDA FP16 on compute capability 9.0; the tactic names of
@@ -135,7 +136,8 @@ int64_t cuda_attention_pipe_launches();
 int64_t cuda_attention_late_launches();     // the d-40 kept kernel's late-maximum form ("wgmma-lm")
 int64_t cuda_attention_shifted_launches();  // of those, on base-2 scores (scale ln 2): the maxima taken off in the MMAs
 int64_t cuda_attention_cross80_launches();  // the d-40 cross-attention kernel for at most 80 keys ("cross80")
-int64_t cuda_attention_s16_launches();      // the kept kernel with FP16 scores ("wgmma-s16")
+int64_t cuda_attention_s16_launches();      // the kept kernel with FP16 scores ("wgmma-s16", "wgmma-s16w")
+int64_t cuda_attention_s16w_launches();     // of those, in 320-row blocks ("wgmma-s16w")
 // Kernels launched with programmatic dependent launch (SDRT_PDL=1, compute capability 9.0+) in this
 // process, for tests. 0 without CUDA.
 int64_t cuda_dependent_launches();

@@ -10,6 +10,7 @@ std::unique_ptr<Backend> make_cuda_backend(const CudaOptions&, std::string* why)
 
 int64_t cuda_group_norm_onepass_launches() { return 0; }
 int64_t cuda_group_norm_onepass8_launches() { return 0; }
+int64_t cuda_group_norm_stats8_launches() { return 0; }
 int cuda_geglu_gemm_forms() { return 0; }
 const char* cuda_geglu_gemm_form_name(int) { return "?"; }
 int64_t cuda_geglu_gemm_launches() { return 0; }
@@ -17,6 +18,7 @@ int64_t cuda_attention_pipe_launches() { return 0; }
 int64_t cuda_attention_late_launches() { return 0; }
 int64_t cuda_attention_cross80_launches() { return 0; }
 int64_t cuda_attention_s16_launches() { return 0; }
+int64_t cuda_attention_s16w_launches() { return 0; }
 int64_t cuda_group_norm_cluster_launches() { return 0; }
 int64_t cuda_group_norm_block_launches() { return 0; }
 int64_t cuda_attention_shifted_launches() { return 0; }

@@ -1,10 +1,12 @@
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
 #include "backends/cuda/nhwc_kernels.cuh"
 #include "backends/cuda/launch.cuh"
+#include "graph/backend.h"
 
 namespace sdrt::cuda {
 namespace {
@@ -96,6 +98,97 @@ __global__ void gn_stats_k(const __half* x, const __half* vec, int64_t vld, floa
   for (int grp = threadIdx.x; grp < G; grp += blockDim.x) {
     float n2 = cnt * V, m2 = sm[grp * per_group], q2 = sm[P + grp * per_group];
     for (int k = 1; k < per_group; ++k) merge(n2, m2, q2, cnt * V, sm[grp * per_group + k], sm[P + grp * per_group + k]);
+    float* o = part + (((int64_t)n * nchunks + chunk) * G + grp) * 2;
+    o[0] = m2;
+    o[1] = q2;
+  }
+}
+
+// gn_stats_k in 16-byte loads (C % 8 == 0, C <= 2048): thread t of a block takes the 8 channels of vector
+// t % CV (CV = C / 8) on pixel lane t / CV of `lanes` (256 / CV), so a block keeps 256 threads' loads in
+// flight however narrow the rows (the 4-byte form's C / 2 threads left the pass bound by memory latency:
+// 2.1-2.4 TB/s on SD's 64x64 up-path GroupNorms). Per channel a shifted sum and sum of squares over the
+// lane's pixels (shift: its first value), merged over the lanes (Chan) and then over each group's channels
+// in shared memory; the partial statistics as gn_stats_k writes them.
+constexpr int kStats8Threads = 256;
+std::atomic<int64_t> g_stats8_launches{0};
+__global__ void gn_stats8_k(const __half* x, const __half* vec, int64_t vld, float* part, int C, int HW, int G, int chunk_px) {
+  dep_entry();
+  extern __shared__ float sm[];  // [lanes][C] means, [lanes][C] M2; then per channel mean, M2 (reusing lane 0's rows)
+  const int n = blockIdx.y, chunk = blockIdx.x, nchunks = gridDim.x, CV = C / 8, lanes = kStats8Threads / CV;
+  const int p0 = chunk * chunk_px, p1 = min(HW, p0 + chunk_px);
+  const int tid = threadIdx.x, cv = tid % CV, lane = tid / CV;
+  const int cnt_lane0 = (p1 - p0) / lanes, extra = (p1 - p0) % lanes;  // lane l has cnt_lane0 + (l < extra) pixels
+  if (lane < lanes) {
+    const __half* xb = x + (int64_t)n * HW * C + cv * 8;
+    float shift[8], s[8], ss[8], add[8];
+    const int cnt = cnt_lane0 + (lane < extra);
+    auto load = [&](int p, float (&val)[8]) {
+      const uint4 u = *reinterpret_cast<const uint4*>(xb + (int64_t)p * C);
+      const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 f = __half22float2(h[i]);
+        val[2 * i] = f.x, val[2 * i + 1] = f.y;
+      }
+    };
+#pragma unroll
+    for (int v = 0; v < 8; ++v) add[v] = vec ? __half2float(vec[(int64_t)n * vld + cv * 8 + v]) : 0.f, s[v] = ss[v] = 0.f, shift[v] = 0.f;
+    if (cnt > 0) {
+      float first[8];
+      load(p0 + lane, first);
+#pragma unroll
+      for (int v = 0; v < 8; ++v) shift[v] = first[v] + add[v];
+    }
+    auto accumulate = [&](const float (&val)[8]) {
+#pragma unroll
+      for (int v = 0; v < 8; ++v) {
+        const float d = val[v] + add[v] - shift[v];
+        s[v] += d;
+        ss[v] += d * d;
+      }
+    };
+    constexpr int kBatch = 4;
+    int p = p0 + lane;
+    for (; p + (kBatch - 1) * lanes < p1; p += kBatch * lanes) {
+      float val[kBatch][8];
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) load(p + k * lanes, val[k]);
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) accumulate(val[k]);
+    }
+    for (; p < p1; p += lanes) {
+      float val[8];
+      load(p, val);
+      accumulate(val);
+    }
+    const float fc = (float)cnt;
+#pragma unroll
+    for (int v = 0; v < 8; ++v) {
+      sm[lane * C + cv * 8 + v] = cnt > 0 ? shift[v] + s[v] / fc : 0.f;
+      sm[(lanes + lane) * C + cv * 8 + v] = cnt > 0 ? fmaxf(ss[v] - s[v] * s[v] / fc, 0.f) : 0.f;
+    }
+  }
+  __syncthreads();
+  for (int c = tid; c < C; c += kStats8Threads) {  // each channel over the lanes
+    float na = (float)cnt_lane0 + (0 < extra), ma = sm[c], m2a = sm[lanes * C + c];
+    for (int l = 1; l < lanes; ++l) {
+      const float nb = (float)(cnt_lane0 + (l < extra));
+      if (nb == 0.f) continue;
+      if (na == 0.f) {
+        na = nb, ma = sm[l * C + c], m2a = sm[(lanes + l) * C + c];
+        continue;
+      }
+      merge(na, ma, m2a, nb, sm[l * C + c], sm[(lanes + l) * C + c]);
+    }
+    sm[c] = ma, sm[lanes * C + c] = m2a;  // only this thread reads or writes channel c here
+  }
+  __syncthreads();
+  const int cpg = C / G;
+  const float cnt = (float)(p1 - p0);
+  for (int grp = tid; grp < G; grp += kStats8Threads) {
+    float n2 = cnt, m2 = sm[grp * cpg], q2 = sm[lanes * C + grp * cpg];
+    for (int k = 1; k < cpg; ++k) merge(n2, m2, q2, cnt, sm[grp * cpg + k], sm[lanes * C + grp * cpg + k]);
     float* o = part + (((int64_t)n * nchunks + chunk) * G + grp) * 2;
     o[0] = m2;
     o[1] = q2;
@@ -232,6 +325,11 @@ bool group_norm_block_on() {
 }
 
 namespace {
+// SDRT_GN_STATS8=0: the three-pass form's statistics in 4-byte loads (gn_stats_k) as before gn_stats8_k (A/B)
+bool gn_stats8_off() {
+  const char* e = std::getenv("SDRT_GN_STATS8");
+  return e && std::strcmp(e, "0") == 0;
+}
 bool gn_onepass8_off() {
   const char* e = std::getenv("SDRT_GN_ONEPASS8");
   return e && std::strcmp(e, "0") == 0;
@@ -268,7 +366,11 @@ bool group_norm_nhwc(const __half* x, const __half* gamma, const __half* beta, c
   int64_t px;
   const int chunks = gn_chunks(N, HW, &px);
   const dim3 grid((unsigned)chunks, (unsigned)N);
-  if (v2) launch_kernel(gn_stats_k<2>, grid, threads, 2 * vecs * sizeof(float), s, x, vec, vld, scratch, (int)C, (int)HW, (int)G, (int)px);
+  if (C % 8 == 0 && C / 8 <= kStats8Threads && aligned16(x) && !gn_stats8_off()) {
+    const int lanes = kStats8Threads / (int)(C / 8);
+    launch_kernel(gn_stats8_k, grid, kStats8Threads, 2 * lanes * C * sizeof(float), s, x, vec, vld, scratch, (int)C, (int)HW, (int)G, (int)px);
+    ++g_stats8_launches;
+  } else if (v2) launch_kernel(gn_stats_k<2>, grid, threads, 2 * vecs * sizeof(float), s, x, vec, vld, scratch, (int)C, (int)HW, (int)G, (int)px);
   else launch_kernel(gn_stats_k<1>, grid, threads, 2 * vecs * sizeof(float), s, x, vec, vld, scratch, (int)C, (int)HW, (int)G, (int)px);
   float* ss = scratch + ((N * chunks * G * 2 + 3) & ~int64_t(3));  // 16-byte aligned: the apply pass reads it as float4
   launch_kernel(gn_finalize_k, dim3((unsigned)G, (unsigned)N), kFinalizeThreads, 0, s, gamma, beta, vec, vld, scratch, ss, (int)C, (int)HW, (int)G, chunks,
@@ -598,3 +700,5 @@ void im2col_nhwc(const __half* x, __half* col, int64_t N, int64_t H, int64_t W, 
 }
 
 }  // namespace sdrt::cuda
+
+int64_t sdrt::cuda_group_norm_stats8_launches() { return sdrt::cuda::g_stats8_launches.load(); }
