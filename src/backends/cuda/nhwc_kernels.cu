@@ -171,15 +171,11 @@ __global__ void gn_stats8_k(const __half* x, const __half* vec, int64_t vld, flo
   }
   __syncthreads();
   for (int c = tid; c < C; c += kStats8Threads) {  // each channel over the lanes
-    float na = (float)cnt_lane0 + (0 < extra), ma = sm[c], m2a = sm[lanes * C + c];
+    // lane 0 has at least one pixel (a chunk is never empty); a lane past the chunk's pixels adds nothing
+    float na = (float)(cnt_lane0 + (0 < extra)), ma = sm[c], m2a = sm[lanes * C + c];
     for (int l = 1; l < lanes; ++l) {
       const float nb = (float)(cnt_lane0 + (l < extra));
-      if (nb == 0.f) continue;
-      if (na == 0.f) {
-        na = nb, ma = sm[l * C + c], m2a = sm[(lanes + l) * C + c];
-        continue;
-      }
-      merge(na, ma, m2a, nb, sm[l * C + c], sm[(lanes + l) * C + c]);
+      if (nb > 0.f) merge(na, ma, m2a, nb, sm[l * C + c], sm[(lanes + l) * C + c]);
     }
     sm[c] = ma, sm[lanes * C + c] = m2a;  // only this thread reads or writes channel c here
   }
