@@ -91,7 +91,8 @@ int main(int argc, char** argv) {
     // the mma.sync kernel, then the engine's choice (the same kernel for heads of 160)
     // (and, where it applies, the pipelined kernel)
     // (and, where they apply, the kept Hopper kernel and its FP16-score form, on the scores as given and in base 2)
-    std::vector<std::string> modes = {"mma.sync", "engine", "pipe", "wgmma", "wgmma-s16", "pipe-s16", "base2", "base2-s16", "base2-pipe-s16"};
+    std::vector<std::string> modes = {"mma.sync", "engine", "pipe", "wgmma", "wgmma-s16", "wgmma-s16w", "pipe-s16", "base2", "base2-s16", "base2-s16w",
+                                      "base2-pipe-s16"};
     if (D > 80) modes = {"engine", "rows32", "rows16", "ks4", "ks2"};  // the 64-row blocks, then the timed forms (where they apply)
     float scale = 1.f / std::sqrt((float)D);
     for (const std::string& mode : modes) {
@@ -106,7 +107,7 @@ int main(int argc, char** argv) {
       CHECK(cudaMemset(o, 0xFF, no * sizeof(__half)));  // NaNs: an unwritten element shows in the difference
       std::vector<float> ms;
       // -1: the default
-      const int form = sdrt::cuda::attention_form_by_name(mode == "base2-s16" ? "wgmma-s16" : mode == "base2-pipe-s16" ? "pipe-s16" : mode);
+      const int form = sdrt::cuda::attention_form_by_name(mode == "base2-s16" ? "wgmma-s16" : mode == "base2-s16w" ? "wgmma-s16w" : mode == "base2-pipe-s16" ? "pipe-s16" : mode);
       if (form >= 0 && !(sdrt::cuda::flash_attention_form_mask(B, sh.H, sh.Lq, sh.Lk, D, ldq, ldkv, ldkv, sh.C, false) >> form & 1)) continue;
       auto call = [&] {
         return sdrt::cuda::flash_attention(q, k, v, o, B, sh.H, sh.Lq, sh.Lk, D, ldq, ldkv, ldkv, sh.C, scale, false, stream, form) == cudaSuccess;

@@ -5,7 +5,8 @@
 # $OUT (or ./out), at most 8 files back from the device tool: pick steps accordingly. Steps: tests, attn,
 # gn, geglu, geglu-se, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
-# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures, loop-trace, s16, traffic.
+# attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures, loop-trace, s16, traffic,
+# s16w, vae-traffic.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -507,6 +508,25 @@ for step in "$@"; do
       SDRT_VERBOSE=1 timeout 120 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 16 --repeats 5 --warmup 2 --guided 2>&1 |
         grep -E 'attention|median' | tee "$out/s16-choice.txt"
       AB="SDRT_ATTN_S16=0" OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA' ;;
+    s16w)  # twenty-sixth session: the d-40 FP16-score attention in 320-row blocks (form wgmma-s16w, five warpgroups):
+           # its op tests, bench_attention's wgmma-s16w column, the engine's choice at batch 16, then the forward with
+           # it never timed against the default (env-ab). (The GroupNorm statistics pass in 16-byte loads that this
+           # step also ran in the twenty-seventh session was slower and is gone: bench/results/cuda-h200-session27.)
+      timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.*Attention*' > "$out/s16w-test.log" 2>&1
+      echo "rc $?"; grep -E 'PASSED|FAILED|S16W=1:|recorded wgmma-s16w' "$out/s16w-test.log" | tail -12
+      for b in 16 2; do "$bin/bench_attention" --batch $b --repeats 15 --graphs | grep -E '4096'; done 2>&1 | tee "$out/s16w-attn.txt"
+      SDRT_VERBOSE=1 timeout 100 "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --batch 16 --repeats 3 --guided 2>&1 |
+        grep -E 'attention.*4096|median' | tee "$out/s16w-choice.txt"
+      AB="SDRT_ATTN_S16W=0" OUT=$out bash "$0" env-ab | grep -v '^===\|^NVIDIA' ;;
+    vae-traffic)  # the VAE decoder's kernels at the pipeline's slice of batch 50 (5 images): DRAM bytes and tensor-pipe
+                  # activity per kind (bench/ncu_traffic.py), after its median time at 5 and 8 images
+      for b in 5 8; do echo "vae batch $b: $("$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --vae --batch $b --repeats 10 --warmup 2 2>&1 | grep -E 'median|error')"; done | tee "$out/vae.txt"
+      "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --vae --batch 5 --repeats 1 --tactics /tmp/tactics-vae.json | grep -E 'tactics|error'
+      timeout 300 ncu --profile-from-start off --csv --cache-control none --clock-control none \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed \
+        "$bin/bench_unet_forward" --backend cuda --precision fp16 --model random:sd15 --vae --batch 5 --repeats 1 --warmup 1 --profile-range \
+        --tactics /tmp/tactics-vae.json > /tmp/vae.csv 2>/dev/null
+      echo "ncu rc $?"; python3 "$root/bench/ncu_traffic.py" /tmp/vae.csv "$out/vae-launches.txt" | tee "$out/vae-traffic.txt" ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
              # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CONV_GRAPH=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
              # $AB_ROUNDS rounds (2); $AB_FLAGS: more bench_unet_forward options for both

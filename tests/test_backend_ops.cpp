@@ -701,24 +701,25 @@ TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
   // then the experimental FP16 exponentials (SDRT_ATTN_EXP16=1) in the pipelined kernel and the kept one,
   // then the late-maximum form of the kept one
   struct Mode {
-    const char *pipe, *e16, *late, *cross, *s16 = "0";
+    const char *pipe, *e16, *late, *cross, *s16 = "0", *s16w = "0";
   };
   for (const Mode m : {Mode{"2", "0", "0", "0"}, Mode{"2", "1", "0", "0"}, Mode{"0", "1", "0", "0"}, Mode{"0", "0", "1", "1"},
-                       Mode{"0", "0", "0", "0", "1"}, Mode{"2", "0", "0", "0", "1"}}) {
+                       Mode{"0", "0", "0", "0", "1"}, Mode{"2", "0", "0", "0", "1"}, Mode{"0", "0", "0", "0", "1", "1"}}) {
     ::setenv("SDRT_ATTN_S16", m.s16, 1);
+    ::setenv("SDRT_ATTN_S16W", m.s16w, 1);
     ::setenv("SDRT_ATTN_PIPE", m.pipe, 1);
     ::setenv("SDRT_ATTN_EXP16", m.e16, 1);
     ::setenv("SDRT_ATTN_LATEMAX", m.late, 1);
     ::setenv("SDRT_ATTN_CROSS80", m.cross, 1);
     const int64_t before = cuda_attention_pipe_launches(), late_before = cuda_attention_late_launches();
     const int64_t shifted_before = cuda_attention_shifted_launches(), cross_before = cuda_attention_cross80_launches();
-    const int64_t s16_before = cuda_attention_s16_launches();
+    const int64_t s16_before = cuda_attention_s16_launches(), s16w_before = cuda_attention_s16w_launches();
     for (const auto& c : cs) {
       const CaseRun r = run_case(c, *cpu, "fp16");
       ASSERT_TRUE(r.setup_error.empty() && r.run_error.empty()) << c.name << ": " << r.setup_error << r.run_error;
       const bool ok = r.finite && r.nmse < 1e-5;
-      std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s SDRT_ATTN_LATEMAX=%s SDRT_ATTN_CROSS80=%s SDRT_ATTN_S16=%s %-48s %12.3e  %s\n", m.pipe,
-                  m.e16, m.late, m.cross, m.s16, c.name.c_str(), r.nmse, ok ? "ok" : "FAIL");
+      std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s SDRT_ATTN_LATEMAX=%s SDRT_ATTN_CROSS80=%s SDRT_ATTN_S16=%s SDRT_ATTN_S16W=%s %-48s %12.3e  %s\n",
+                  m.pipe, m.e16, m.late, m.cross, m.s16, m.s16w, c.name.c_str(), r.nmse, ok ? "ok" : "FAIL");
       failures += !ok;
     }
     ::unsetenv("SDRT_ATTN_PIPE");
@@ -726,13 +727,15 @@ TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
     ::unsetenv("SDRT_ATTN_LATEMAX");
     ::unsetenv("SDRT_ATTN_CROSS80");
     ::unsetenv("SDRT_ATTN_S16");
+    ::unsetenv("SDRT_ATTN_S16W");
     const int64_t launches = cuda_attention_pipe_launches() - before, late = cuda_attention_late_launches() - late_before;
     const int64_t shifted = cuda_attention_shifted_launches() - shifted_before, cross = cuda_attention_cross80_launches() - cross_before;
-    const int64_t s16 = cuda_attention_s16_launches() - s16_before;
-    std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s SDRT_ATTN_LATEMAX=%s SDRT_ATTN_CROSS80=%s SDRT_ATTN_S16=%s: %zu cases, %lld pipelined "
-                "launches, %lld late-maximum launches (%lld on base-2 scores), %lld cross80 launches, %lld FP16-score launches\n",
-                m.pipe, m.e16, m.late, m.cross, m.s16, cs.size(), (long long)launches, (long long)late, (long long)shifted, (long long)cross,
-                (long long)s16);
+    const int64_t s16 = cuda_attention_s16_launches() - s16_before, s16w = cuda_attention_s16w_launches() - s16w_before;
+    std::printf("      SDRT_ATTN_PIPE=%s SDRT_ATTN_EXP16=%s SDRT_ATTN_LATEMAX=%s SDRT_ATTN_CROSS80=%s SDRT_ATTN_S16=%s SDRT_ATTN_S16W=%s: %zu cases, %lld "
+                "pipelined launches, %lld late-maximum launches (%lld on base-2 scores), %lld cross80 launches, %lld FP16-score launches (%lld in "
+                "320-row blocks)\n",
+                m.pipe, m.e16, m.late, m.cross, m.s16, m.s16w, cs.size(), (long long)launches, (long long)late, (long long)shifted, (long long)cross,
+                (long long)s16, (long long)s16w);
     if (probe->compute_capability() != std::make_pair(9, 0)) continue;  // H100 / H200 (114-132 SMs)
     // d 40: SD self [2,4096] and packed, ragged [6,1000], 128-row blocks [1,4096], the [17,512] case with more
     // than 128 keys, the four rising-keys cases (two on base-2 scores); d 80: cross [2,1024]x[77], level 2
@@ -752,6 +755,10 @@ TEST(BackendOps, PipelinedAttentionMatchesTheCpu) {
     // in the kept kernel or (SDRT_ATTN_PIPE=2) the pipelined one
     if (m.s16[0] == '1') EXPECT_GE(s16, 10);
     else EXPECT_EQ(s16, 0);
+    // and with SDRT_ATTN_S16W=1, the d-40 ones in 256-row blocks in 320-row ones instead (SD self [2,4096] and
+    // packed, ragged [6,1000], [1,4096], [17,512])
+    if (m.s16w[0] == '1') EXPECT_GE(s16w, 4);
+    else EXPECT_EQ(s16w, 0);
   }
   EXPECT_EQ(failures, 0);
 }
@@ -809,23 +816,24 @@ TEST(BackendOps, AttentionFormIsChosenByTimingAndRecorded) {
   ASSERT_EQ(forms.size(), 1u);
   const std::string key = forms.begin()->first;
   std::printf("      %s -> %s\n", key.c_str(), forms.begin()->second.c_str());
-  const std::set<std::string> names{"wgmma", "pipe", "wgmma-lm", "wgmma-s16", "pipe-s16"};  // the FP16-exponential forms only with SDRT_ATTN_EXP16=auto
+  const std::set<std::string> names{"wgmma", "pipe", "wgmma-lm", "wgmma-s16", "pipe-s16", "wgmma-s16w"};  // the FP16-exponential forms only with SDRT_ATTN_EXP16=auto
   EXPECT_TRUE(names.count(forms[key])) << forms[key];
 
   // each recorded form runs as recorded (not timed again) and matches the CPU; the FP16-exponential ones
   // where they may be chosen (SDRT_ATTN_EXP16=auto)
-  for (const std::string form : {"pipe", "wgmma-e16", "pipe-e16", "wgmma-lm", "wgmma-s16", "pipe-s16"}) {
+  for (const std::string form : {"pipe", "wgmma-e16", "pipe-e16", "wgmma-lm", "wgmma-s16", "pipe-s16", "wgmma-s16w"}) {
     if (form.find("e16") != std::string::npos) ::setenv("SDRT_ATTN_EXP16", "auto", 1);
     EXPECT_FALSE(cuda_or_skip_reason(nullptr, false, "fp16")->add_tactics({{key, "pipe-fma"}}).is_ok());  // a form since removed
     auto ec = compile_recorded(g, key, form);
     ASSERT_TRUE(ec);
     const int64_t before = cuda_attention_pipe_launches(), late_before = cuda_attention_late_launches();
-    const int64_t s16_before = cuda_attention_s16_launches();
+    const int64_t s16_before = cuda_attention_s16_launches(), s16w_before = cuda_attention_s16w_launches();
     auto rc = ec->run(ins);
     ASSERT_TRUE(rc.is_ok());
     EXPECT_EQ(cuda_attention_pipe_launches() - before >= 1, form.rfind("pipe", 0) == 0) << form;
     EXPECT_EQ(cuda_attention_late_launches() - late_before >= 1, form == "wgmma-lm") << form;
     EXPECT_EQ(cuda_attention_s16_launches() - s16_before >= 1, form.find("s16") != std::string::npos) << form;
+    EXPECT_EQ(cuda_attention_s16w_launches() - s16w_before >= 1, form == "wgmma-s16w") << form;
     const double e = nmse((*rc)[0], want, &finite);
     std::printf("      recorded %-10s nmse %.3e\n", form.c_str(), e);
     EXPECT_LT(e, 1e-5) << form;

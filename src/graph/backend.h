@@ -135,7 +135,8 @@ int64_t cuda_attention_pipe_launches();
 int64_t cuda_attention_late_launches();     // the d-40 kept kernel's late-maximum form ("wgmma-lm")
 int64_t cuda_attention_shifted_launches();  // of those, on base-2 scores (scale ln 2): the maxima taken off in the MMAs
 int64_t cuda_attention_cross80_launches();  // the d-40 cross-attention kernel for at most 80 keys ("cross80")
-int64_t cuda_attention_s16_launches();      // the kept kernel with FP16 scores ("wgmma-s16")
+int64_t cuda_attention_s16_launches();      // the kept kernel with FP16 scores ("wgmma-s16", "wgmma-s16w")
+int64_t cuda_attention_s16w_launches();     // of those, in 320-row blocks ("wgmma-s16w")
 // Kernels launched with programmatic dependent launch (SDRT_PDL=1, compute capability 9.0+) in this
 // process, for tests. 0 without CUDA.
 int64_t cuda_dependent_launches();

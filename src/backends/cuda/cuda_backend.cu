@@ -958,7 +958,8 @@ class CudaExecutable : public Executable {
   // one is timed again); SDRT_ATTN_CROSS80=1 forces the latter where it applies. The d-160 attentions' 32- and
   // 16-row blocks (forms 6, 7: the mma.sync kernel, where 64-row blocks leave SMs idle) likewise unless
   // SDRT_ATTN_SMALL is set (which then decides their rows); its key-split blocks (forms 8, 9) unless
-  // SDRT_ATTN_KSPLIT=0; the FP16-score forms (10, 11) unless SDRT_ATTN_S16=0 (=1 forces them).
+  // SDRT_ATTN_KSPLIT=0; the FP16-score forms (10, 11, 12) unless SDRT_ATTN_S16=0 (=1 forces them), form 12 (320-row
+  // blocks) also unless SDRT_ATTN_S16W=0.
   Status choose_attention_form(const Node& n) {
     const size_t id = &n - g_->nodes.data();
     const std::string key = attention_key(*g_, n);
@@ -967,13 +968,13 @@ class CudaExecutable : public Executable {
     const int e16_env = cuda::attention_exp16_env();  // 1 forces the FP16 exponentials, 2 (auto) times them too
     if (e16_env == 1) return Status::ok();
     const bool e16_timed = e16_env == 2;
-    const int late_env = cuda::attention_latemax_env(), cross_env = cuda::attention_cross80_env(), s16_env = cuda::attention_s16_env();
+    const int late_env = cuda::attention_latemax_env(), cross_env = cuda::attention_cross80_env(), s16_env = cuda::attention_s16_env(), s16w_env = cuda::attention_s16w_env();
     if (late_env == 1 || cross_env == 1 || s16_env == 1) return Status::ok();
     auto e16_form = [](int f) { return f == 2 || f == 3; };
     const bool small_env = cuda::attention_small_env();
     const bool ksplit = cuda::attention_ksplit_env() != 0;
     auto timed = [&](int f) {
-      return e16_form(f) ? e16_timed : f == 4 ? late_env != 0 : f == 5 ? cross_env != 0 : f == 6 || f == 7 ? !small_env : f == 8 || f == 9 ? ksplit : f == 10 || f == 11 ? s16_env != 0 : true;
+      return e16_form(f) ? e16_timed : f == 4 ? late_env != 0 : f == 5 ? cross_env != 0 : f == 6 || f == 7 ? !small_env : f == 8 || f == 9 ? ksplit : f == 10 || f == 11 ? s16_env != 0 : f == 12 ? s16_env != 0 && s16w_env != 0 : true;
     };
     std::string choice;
     {

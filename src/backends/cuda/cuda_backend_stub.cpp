@@ -17,6 +17,7 @@ int64_t cuda_attention_pipe_launches() { return 0; }
 int64_t cuda_attention_late_launches() { return 0; }
 int64_t cuda_attention_cross80_launches() { return 0; }
 int64_t cuda_attention_s16_launches() { return 0; }
+int64_t cuda_attention_s16w_launches() { return 0; }
 int64_t cuda_group_norm_cluster_launches() { return 0; }
 int64_t cuda_group_norm_block_launches() { return 0; }
 int64_t cuda_attention_shifted_launches() { return 0; }

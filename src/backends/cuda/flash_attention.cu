@@ -372,7 +372,7 @@ cudaError_t launch_rows(const Params& p, int64_t B, cudaStream_t s, int form) {
 bool flash_attention_supported(int64_t D, int64_t Dv) { return D == Dv && D >= 1 && D <= 160; }
 
 const char* attention_form_name(int form) {
-  static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16", "wgmma-lm", "cross80", "rows32", "rows16", "ks4", "ks2", "wgmma-s16", "pipe-s16"};
+  static const char* const names[] = {"wgmma", "pipe", "wgmma-e16", "pipe-e16", "wgmma-lm", "cross80", "rows32", "rows16", "ks4", "ks2", "wgmma-s16", "pipe-s16", "wgmma-s16w"};
   return form >= 0 && form < kAttentionForms ? names[form] : "?";
 }
 namespace {
@@ -384,6 +384,7 @@ int form_switch(const char* name) {
 }  // namespace
 int attention_latemax_env() { return form_switch("SDRT_ATTN_LATEMAX"); }
 int attention_s16_env() { return form_switch("SDRT_ATTN_S16"); }
+int attention_s16w_env() { return form_switch("SDRT_ATTN_S16W"); }
 int attention_cross80_env() { return form_switch("SDRT_ATTN_CROSS80"); }
 int attention_ksplit_env() { return form_switch("SDRT_ATTN_KSPLIT"); }
 int attention_rows256_env() { return form_switch("SDRT_ATTN_ROWS256"); }

@@ -33,13 +33,17 @@ cudaError_t flash_attention(const __half* q, const __half* k, const __half* v, _
 // exponentials on FP16 pairs ("wgmma-s16", "pipe-s16": heads of 40 and 80, SD 1.x's, with Q in shared
 // memory): half the score registers and a fifth fewer instructions; S is rounded to FP16 as diffusers' classic
 // attention processor rounds it (a half-precision baddbmm, then the softmax). Not for heads of 64 (SD 2.x,
-// SDXL: SD 2.x's attention is the one known to overflow in PyTorch's half-precision path).
-constexpr int kAttentionForms = 12;
+// SDXL: SD 2.x's attention is the one known to overflow in PyTorch's half-precision path). 12, "wgmma-s16w":
+// the kept kernel with FP16 scores in blocks of 320 query rows, five warpgroups (heads of 40, where 256-row
+// blocks would run): a fifth more warps per SM to hide the softmax's dependent chains behind, and each K/V
+// tile staged for 320 rows instead of 256.
+constexpr int kAttentionForms = 13;
 const char* attention_form_name(int form);
 int attention_exp16_env();  // SDRT_ATTN_EXP16: 1 forced, 0 off, 2 "auto" (timed with the other forms), -1 unset (off)
 int attention_latemax_env();  // SDRT_ATTN_LATEMAX: 1 forced (where no form is given), 0 never timed, -1 unset (timed)
 int attention_cross80_env();  // SDRT_ATTN_CROSS80: likewise
 int attention_s16_env();  // SDRT_ATTN_S16: likewise
+int attention_s16w_env();  // SDRT_ATTN_S16W: 1 with SDRT_ATTN_S16=1 forces form 12 (where it applies), 0 never timed, -1 unset (timed)
 int attention_ksplit_env();  // SDRT_ATTN_KSPLIT: 0 never timed (forms 8, 9), else timed
 int attention_rows256_env();  // SDRT_ATTN_ROWS256: 0 the Hopper kernels' 256-row blocks only where they reach every SM
 bool attention_small_env();  // whether SDRT_ATTN_SMALL is set (16 or 32 forces those rows outside forms 6 and 7, which are then not timed)

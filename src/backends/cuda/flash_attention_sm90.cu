@@ -404,7 +404,7 @@ __device__ __forceinline__ void p_of16(const uint32_t (&s16)[16], float scale_lo
 // S16 (the "wgmma-s16" form, heads of 40 and 80): S accumulated in FP16 and the softmax's maxima and
 // exponentials on its FP16 pairs (softmax16, p_of16), P handed to P V as the MMAs left it.
 template <int D, int KEYS, bool QREG, int ROWS, int RT, bool E16, int LATE, bool S16>
-__global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_k(WParams p) {
+__global__ void __launch_bounds__(2 * ROWS, ROWS >= 256 ? 1 : 2) flash_wgmma_k(WParams p) {
   dep_entry();
 #ifdef SDRT_WGMMA
   using Dm = Dims<D, KEYS, QREG, ROWS>;
@@ -702,6 +702,7 @@ std::atomic<int64_t> g_pipe_launches{0};
 std::atomic<int64_t> g_late_launches{0};     // the kept kernel's late-maximum form (flash_wgmma_k's LATE)
 std::atomic<int64_t> g_shifted_launches{0};  // of those, LATE 2 (the maxima taken off in the MMAs)
 std::atomic<int64_t> g_s16_launches{0};      // the kept kernel with FP16 scores ("wgmma-s16")
+std::atomic<int64_t> g_s16w_launches{0};     // of those, in 320-row blocks ("wgmma-s16w")
 
 // ROWS 256: four warpgroups, one block per SM, a ring of 8 buffers; ROWS 128 (where 256-row blocks are
 // too few for the SMs, e.g. one image's half of a guided batch): two warpgroups, two blocks per SM, a ring
@@ -1090,7 +1091,8 @@ int flash_attention_sm90_form_mask(int64_t B, int64_t H, int64_t Lq, int64_t Lk,
   // d 80: wgmma, pipe; d 40: also the FP16-exponential and late forms; both: FP16 scores in the kept and the
   // pipelined kernel. Not for heads of 64 (SD 2.x, SDXL): SD 2.x's attention is the one known to overflow FP16
   // in PyTorch's half-precision path, and wide scores lose what FP16 cannot hold.
-  return D == 64 ? 1 : (D == 80 ? 0b11 : 0b11111) | 1 << 10 | 1 << 11;
+  // d 40 where 256-row blocks run: the kept kernel's FP16-score form in 320-row blocks too.
+  return D == 64 ? 1 : (D == 80 ? 0b11 : 0b11111) | 1 << 10 | 1 << 11 | (D == 40 && pl.rows256 ? 1 << 12 : 0);
 }
 
 cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half* v, __half* o, int64_t B, int64_t H, int64_t Lq, int64_t Lk,
@@ -1116,9 +1118,10 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
   // for heads of 40, 2 also 80), SDRT_ATTN_EXP16=1 (the d-40 exponentials in FP16, two per instruction) and
   // SDRT_ATTN_LATEMAX=1 (the d-40 kept kernel checking P against the running maxima afterwards)
   int pipe = form == 1 || form == 3 || form == 11;
-  bool e16 = form == 2 || form == 3, late = form == 4, s16 = form == 10 || form == 11;
+  bool e16 = form == 2 || form == 3, late = form == 4, s16 = form == 10 || form == 11 || form == 12, wide = form == 12;
   if (form < 0) {
     s16 = attention_s16_env() == 1;
+    wide = s16 && attention_s16w_env() == 1;
     const char* e = std::getenv("SDRT_ATTN_PIPE");
     const char m = e && (e[0] == '1' || e[0] == '2') && !e[1] ? e[0] : '0';
     pipe = m == '0' || (D == 80 && m == '1') ? 0 : 1;
@@ -1135,6 +1138,11 @@ cudaError_t flash_attention_sm90(const __half* q, const __half* k, const __half*
                           : e16   ? launch_pipe_rows<40, true>(rows256, p, B, s)
                                   : launch_pipe_rows<40>(rows256, p, B, s);
     if (r == cudaSuccess) ++g_pipe_launches, g_s16_launches += s16;
+    return r;
+  }
+  if (s16 && wide && D == 40 && rows256) {  // FP16 scores in the kept kernel, 320-row blocks
+    const cudaError_t r = launch<40, 128, false, 320, 1, false, 0, true>(p, B, s);
+    if (r == cudaSuccess) ++g_s16_launches, ++g_s16w_launches;
     return r;
   }
   if (s16) {  // FP16 scores in the kept kernel
@@ -1161,3 +1169,4 @@ int64_t sdrt::cuda_attention_late_launches() { return sdrt::cuda::g_late_launche
 int64_t sdrt::cuda_attention_shifted_launches() { return sdrt::cuda::g_shifted_launches.load(); }
 int64_t sdrt::cuda_attention_cross80_launches() { return sdrt::cuda::g_cross80_launches.load(); }
 int64_t sdrt::cuda_attention_s16_launches() { return sdrt::cuda::g_s16_launches.load(); }
+int64_t sdrt::cuda_attention_s16w_launches() { return sdrt::cuda::g_s16w_launches.load(); }
