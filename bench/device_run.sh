@@ -511,7 +511,7 @@ for step in "$@"; do
     s16w)  # twenty-sixth session: the d-40 FP16-score attention in 320-row blocks (form wgmma-s16w, five warpgroups):
            # its op tests, bench_attention's wgmma-s16w column, the engine's choice at batch 16, then the forward with
            # it never timed against the default (env-ab). (The GroupNorm statistics pass in 16-byte loads that this
-           # step also ran in the twenty-seventh session was slower and is gone: bench/results/cuda-h200-session27.)
+           # step also ran in the twenty-seventh session was slower and is gone: bench/results/session27.)
       timeout 200 "$bin/sdrt_tests" --gtest_filter='BackendOps.*Attention*' > "$out/s16w-test.log" 2>&1
       echo "rc $?"; grep -E 'PASSED|FAILED|S16W=1:|recorded wgmma-s16w' "$out/s16w-test.log" | tail -12
       for b in 16 2; do "$bin/bench_attention" --batch $b --repeats 15 --graphs | grep -E '4096'; done 2>&1 | tee "$out/s16w-attn.txt"
