@@ -9,6 +9,9 @@
 //        input patches (two adjacent tiles share two columns: 24 values) for its two channel pairs from shared
 //        memory (48 32-bit loads) and applies B^T d B in half2 adds (128 HADD2), giving the 16 positions' A
 //        fragments.
+//   rs+t8, rs+t4: the same for the shapes that keep the MMAs at full rate - a warpgroup with 8 positions (two
+//        rows of B^T d B) for 32 output channels, or 4 positions (one row) for 64: input rows 0-2 (or 0 and 2),
+//        each pixel's two channel pairs in one 8-byte load (18 or 12 loads), 64 or 32 HADD2 a thread a K step.
 // TFLOP/s counts the MMAs' multiply-adds (2 x 64 x N x 16 each); a Winograd MMA does the work of 2.25 direct ones.
 //   bench_wgmma_rate [--iters N]
 #include <cuda_fp16.h>
@@ -114,7 +117,7 @@ __device__ __forceinline__ void winograd_in(uint32_t (&d)[16]) {
 
 constexpr int kSmemA = 64 * 128, kSmemB = 128 * 128, kPatchWords = 4096;
 
-// MODE 0: ss, 1: rs, 2: rs+t (N 16, SETS 16 only)
+// MODE 0: ss, 1: rs, 2: rs+t (N 16, SETS 16 only), 3: rs+t8 (N 32, SETS 8), 4: rs+t4 (N 64, SETS 4)
 template <int N, int SETS, int WGS, int MODE>
 __global__ void __launch_bounds__(128 * WGS, 1) rate_k(int iters, float* out) {
 #ifdef SDRT_SM90A
@@ -158,6 +161,43 @@ __global__ void __launch_bounds__(128 * WGS, 1) rate_k(int iters, float* out) {
 #pragma unroll
         for (int s = 0; s < SETS; ++s) {
           const uint32_t f[4] = {p[0][0][s], p[1][0][s], p[0][1][s], p[1][1][s]};
+          rs<N>(acc[s], f, db + 2 * kk, 1);
+        }
+      } else if constexpr (MODE == 3 || MODE == 4) {
+        // the warpgroup's share of the positions: rows i of B^T d B (MODE 3: i = 0, 1 with N 32, 8 sets - input
+        // rows 0-2; MODE 4: i = 0 with N 64, 4 sets - input rows 0 and 2), each pixel's two channel pairs in one
+        // 8-byte load (the K order permuted so that a thread's four channels are adjacent)
+        constexpr int NR = MODE == 3 ? 3 : 2, NI = MODE == 3 ? 2 : 1;
+        uint32_t p[2][2][NR][4];  // [tile][channel pair][input row][column]
+        const uint2* patch2 = (const uint2*)patch;
+        const int off = (it * 4 + kk) * 24 + lane;
+#pragma unroll
+        for (int r = 0; r < NR; ++r)
+#pragma unroll
+          for (int c = 0; c < 6; ++c) {
+            const uint2 v = patch2[(off + (r * 6 + c) * 128) & (kPatchWords / 2 - 1)];
+            if (c < 4) p[0][0][r][c] = v.x, p[0][1][r][c] = v.y;
+            if (c >= 2) p[1][0][r][c - 2] = v.x, p[1][1][r][c - 2] = v.y;
+          }
+        uint32_t v[2][2][NI][4];  // [tile][channel pair][i][j]
+#pragma unroll
+        for (int t = 0; t < 2; ++t)
+#pragma unroll
+          for (int cp = 0; cp < 2; ++cp)
+#pragma unroll
+            for (int i = 0; i < NI; ++i) {
+              uint32_t r4[4];
+#pragma unroll
+              for (int b = 0; b < 4; ++b)  // row i of B^T d: i = 0: d0 - d2 (input rows 0, 2 of MODE 4's two); i = 1: d1 + d2
+                r4[b] = MODE == 4 ? hsub2(p[t][cp][0][b], p[t][cp][1][b]) : i == 0 ? hsub2(p[t][cp][0][b], p[t][cp][2][b]) : hadd2(p[t][cp][1][b], p[t][cp][2][b]);
+              v[t][cp][i][0] = hsub2(r4[0], r4[2]), v[t][cp][i][1] = hadd2(r4[1], r4[2]);
+              v[t][cp][i][2] = hsub2(r4[2], r4[1]), v[t][cp][i][3] = hsub2(r4[1], r4[3]);
+            }
+        wgmma_fence();
+#pragma unroll
+        for (int s = 0; s < SETS; ++s) {
+          const int i = s / 4, j = s % 4;
+          const uint32_t f[4] = {v[0][0][i][j], v[1][0][i][j], v[0][1][i][j], v[1][1][i][j]};
           rs<N>(acc[s], f, db + 2 * kk, 1);
         }
       } else {
@@ -236,6 +276,8 @@ int main(int argc, char** argv) {
   run<32, 8, 2, 1>("rs", sms, iters, out);
   run<16, 16, 2, 1>("rs", sms, iters, out);
   run<16, 16, 2, 2>("rs+t", sms, iters, out);
+  run<32, 8, 2, 3>("rs+t8", sms, iters, out);
+  run<64, 4, 2, 4>("rs+t4", sms, iters, out);
   cudaFree(out);
   return 0;
 }
