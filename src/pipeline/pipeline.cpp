@@ -68,7 +68,11 @@ Result<std::vector<Image>> decode_images(Executable& dec, const Tensor& x, int64
     for (int64_t k = 0; k < S * per; ++k) z.f32()[k] = x.f32()[s0 * per + k] / scaling_factor;
     SDRT_ASSIGN_OR_RETURN(auto img, dec.run({{"latent", z}}));
     decoded.push_back(std::move(img[0]));
-    if (trace) line += " " + std::to_string(1e3 * since(ts)).substr(0, 6);
+    if (trace) {
+      char b[32];
+      std::snprintf(b, sizeof b, " %.3f", 1e3 * since(ts));
+      line += b;
+    }
   }
   const auto tc = clk::now();
   // one image a thread (a 512x512 image is about 0.5 ms on one core)
