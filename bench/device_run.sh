@@ -6,7 +6,7 @@
 # gn, geglu, geglu-se, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
 # attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures, loop-trace, s16, traffic,
-# s16w, vae-traffic, wgmma-rate.
+# s16w, vae-traffic, wgmma-rate, conv-wx.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -529,6 +529,8 @@ for step in "$@"; do
       echo "ncu rc $?"; python3 "$root/bench/ncu_traffic.py" /tmp/vae.csv "$out/vae-launches.txt" | tee "$out/vae-traffic.txt" ;;
     wgmma-rate)  # warpgroup-MMA rates for a fused Winograd convolution's inner loop (bench_wgmma_rate, packed with BINS=...)
       "$bin/bench_wgmma_rate" --iters 2000 | tee "$out/wgmma-rate.txt" ;;
+    conv-wx)  # the fused Winograd F(2,3)-along-x convolution against cuDNN's choice per UNet shape (bench_conv_wx, packed with BINS=...)
+      for b in ${WX_BATCHES:-16 2}; do "$bin/bench_conv_wx" --batch "$b" --repeats 10; done 2>&1 | tee "$out/conv-wx.txt" ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
              # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CONV_GRAPH=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
              # $AB_ROUNDS rounds (2); $AB_FLAGS: more bench_unet_forward options for both

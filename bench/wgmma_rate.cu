@@ -12,6 +12,9 @@
 //   rs+t8, rs+t4: the same for the shapes that keep the MMAs at full rate - a warpgroup with 8 positions (two
 //        rows of B^T d B) for 32 output channels, or 4 positions (one row) for 64: input rows 0-2 (or 0 and 2),
 //        each pixel's two channel pairs in one 8-byte load (18 or 12 loads), 64 or 32 HADD2 a thread a K step.
+//   rs+x: Winograd F(2, 3) along x only (1.5x fewer multiplies; 4 positions per pair of output columns, the
+//        filter rows summed in the GEMM's K, so a warpgroup keeps all 4 positions of 64 tiles x 64 channels): a
+//        thread's 2 tiles x 4 input columns in 8-byte loads (8) and 16 HADD2 a K step, 4 MMAs of N 64.
 // TFLOP/s counts the MMAs' multiply-adds (2 x 64 x N x 16 each); a Winograd MMA does the work of 2.25 direct ones.
 //   bench_wgmma_rate [--iters N]
 #include <cuda_fp16.h>
@@ -51,12 +54,6 @@ __device__ __forceinline__ void ss_n32(float (&d)[16], uint64_t a, uint64_t b, i
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
                : "l"(a), "l"(b), "r"(scale_d));
 }
-__device__ __forceinline__ void rs_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int scale_d) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(scale_d));
-}
 __device__ __forceinline__ void rs_n128(float (&d)[64], const uint32_t (&a)[4], uint64_t b, int scale_d) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
                "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
@@ -68,7 +65,7 @@ template <int N>
 __device__ __forceinline__ void rs(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t b, int sd) {
   if constexpr (N == 16) rs_n16(d, a, b, sd);
   else if constexpr (N == 32) rs_n32(d, a, b, sd);
-  else if constexpr (N == 64) rs_n64(d, a, b, sd);
+  else if constexpr (N == 64) wgmma_rs_n64(d, a, b, sd);  // sm90_common.cuh's
   else rs_n128(d, a, b, sd);
 }
 template <int N>
@@ -105,7 +102,8 @@ __device__ __forceinline__ void winograd_in(uint32_t (&d)[16]) {
 
 constexpr int kSmemA = 64 * 128, kSmemB = 128 * 128, kPatchWords = 4096;
 
-// MODE 0: ss, 1: rs, 2: rs+t (N 16, SETS 16 only), 3: rs+t8 (N 32, SETS 8), 4: rs+t4 (N 64, SETS 4)
+// MODE 0: ss, 1: rs, 2: rs+t (N 16, SETS 16 only), 3: rs+t8 (N 32, SETS 8), 4: rs+t4 (N 64, SETS 4),
+// 5: rs+x (N 64, SETS 4)
 template <int N, int SETS, int WGS, int MODE>
 __global__ void __launch_bounds__(128 * WGS, 1) rate_k(int iters, float* out) {
 #ifdef SDRT_SM90A
@@ -188,6 +186,31 @@ __global__ void __launch_bounds__(128 * WGS, 1) rate_k(int iters, float* out) {
           const uint32_t f[4] = {v[0][0][i][j], v[1][0][i][j], v[0][1][i][j], v[1][1][i][j]};
           rs<N>(acc[s], f, db + 2 * kk, 1);
         }
+      } else if constexpr (MODE == 5) {
+        // two tiles (adjacent pairs of output columns: input columns 0-3 and 2-5) x two channel pairs
+        uint32_t p[2][2][4];  // [tile][channel pair][input column]
+        const uint2* patch2 = (const uint2*)patch;
+        const int off = (it * 4 + kk) * 8 + lane;
+#pragma unroll
+        for (int c = 0; c < 6; ++c) {
+          const uint2 v = patch2[(off + c * 128) & (kPatchWords / 2 - 1)];
+          if (c < 4) p[0][0][c] = v.x, p[0][1][c] = v.y;
+          if (c >= 2) p[1][0][c - 2] = v.x, p[1][1][c - 2] = v.y;
+        }
+        uint32_t v[4][2][2];  // [position][tile][channel pair]
+#pragma unroll
+        for (int t = 0; t < 2; ++t)
+#pragma unroll
+          for (int cp = 0; cp < 2; ++cp) {
+            v[0][t][cp] = hsub2(p[t][cp][0], p[t][cp][2]), v[1][t][cp] = hadd2(p[t][cp][1], p[t][cp][2]);
+            v[2][t][cp] = hsub2(p[t][cp][2], p[t][cp][1]), v[3][t][cp] = hsub2(p[t][cp][1], p[t][cp][3]);
+          }
+        wgmma_fence();
+#pragma unroll
+        for (int s = 0; s < SETS; ++s) {
+          const uint32_t f[4] = {v[s][0][0], v[s][1][0], v[s][0][1], v[s][1][1]};
+          rs<N>(acc[s], f, db + 2 * kk, 1);
+        }
       } else {
         wgmma_fence();
 #pragma unroll
@@ -266,6 +289,7 @@ int main(int argc, char** argv) {
   run<16, 16, 2, 2>("rs+t", sms, iters, out);
   run<32, 8, 2, 3>("rs+t8", sms, iters, out);
   run<64, 4, 2, 4>("rs+t4", sms, iters, out);
+  run<64, 4, 2, 5>("rs+x", sms, iters, out);
   cudaFree(out);
   return 0;
 }

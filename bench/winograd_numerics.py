@@ -57,6 +57,20 @@ def same(a):
     return a
 
 
+def winograd_x(xp, w, round_vu):
+    """F(2, 3) along x only: for each filter row, 4 transformed columns per pair of output columns (a 1.5x
+    cut in multiplies, 4 accumulators per 2 outputs), the sum over filter rows and channels in the GEMM."""
+    u = round_vu(np.einsum('is,rsco->irco', G, w))  # [4, 3, Cin, Cout]
+    y = np.zeros((H, W // 2, 2, COUT))
+    for r in range(3):
+        d = np.stack([xp[r:r + H, 2 * tx:2 * tx + 4, :] for tx in range(W // 2)], 1)  # [H, W/2, 4, Cin]
+        v = round_vu(np.einsum('ia,hxac->hxic', BT, d))
+        m = np.einsum('hxic,ico->hxio', v.astype(np.float32), u[:, r].astype(np.float32)).astype(np.float64)
+        y += np.einsum('ai,hxio->hxao', AT, m)
+    return y.reshape(H, W, COUT)
+
+
 report('direct: FP16 operands, FP32 sums, FP16 output', f16(direct(f16(xp), f16(w), np.float32)))
 report('Winograd F(2x2,3x3): V, U in FP16, M in FP32', f16(winograd(f16(xp), w, f16, same)))
 report('Winograd F(2x2,3x3): V, U in FP16, M in FP16', f16(winograd(f16(xp), w, f16, f16)))
+report('Winograd F(2,3) along x: V, U in FP16, M in FP32', f16(winograd_x(f16(xp), w, f16)))

@@ -98,6 +98,9 @@ std::vector<Case> cases() {
   // the split-K kernel's shapes (C a multiple of 64): SD's 8x8 level at half width with its residual, rows not
   // a multiple of its 128-row tile, a strided downsample
   c.push_back(conv_residual("conv deep + residual [2,640,8,8]->640", {2, 640, 8, 8}, 640));
+  // the Winograd kernel's edges: an odd width (the last tile's second column outside), rows not a multiple of
+  // its regions', several images
+  c.push_back(conv_residual("conv odd width + residual [2,128,6,21]->64", {2, 128, 6, 21}, 64));
   c.push_back(conv("conv rows not a multiple of 128 [3,192,12,10]->128", {3, 192, 12, 10}, 128, 3, 1, {1, 1, 1, 1}));
   c.push_back(conv("conv stride2 pad1 [2,128,16,16]->256", {2, 128, 16, 16}, 256, 3, 2, {1, 1, 1, 1}));
   auto linear = [=](std::string name, Shape x, int64_t N, bool bias) {
@@ -420,18 +423,21 @@ INSTANTIATE_TEST_SUITE_P(Precisions, BackendOpsP, ::testing::Values("fp32", "fp1
 // Each form a convolution can take in FP16 (cuDNN + bias kernel, im2col + cuBLASLt GEMM with the bias and
 // residual in its epilogue, cuDNN's fused convolution + bias + residual, one cuDNN operation graph, our
 // kernel for at most 8 output channels, four forms of our split-K kernel; two of them as the GEMM of Linear
-// layers and 1x1 convolutions), forced for every convolution (and Linear) case in turn, against the CPU.
+// layers and 1x1 convolutions; the three forms of our Winograd kernel), forced for every convolution (and
+// Linear) case in turn, against the CPU.
 TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
   REQUIRE_CUDA_P(probe, true, "fp16");
   auto cpu = make_cpu_backend();
   const std::vector<std::pair<const char*, const char*>> forms = {
       {"SDRT_CONV_GEMM", "0"},       {"SDRT_CONV_GEMM", "1"},       {"SDRT_CONV_FUSED", "1"},      {"SDRT_CONV_GRAPH", "force"},
       {"SDRT_CONV_NARROW", "1"},     {"SDRT_CONV_SPLITK", "b64c1"}, {"SDRT_CONV_SPLITK", "b64c4"}, {"SDRT_CONV_SPLITK", "b128c2"},
-      {"SDRT_CONV_SPLITK", "b128c8"}, {"SDRT_GEMM_SPLITK", "b64c2"}, {"SDRT_GEMM_SPLITK", "b128c4"}};
+      {"SDRT_CONV_SPLITK", "b128c8"}, {"SDRT_GEMM_SPLITK", "b64c2"}, {"SDRT_GEMM_SPLITK", "b128c4"}, {"SDRT_CONV_WX", "wx4x32"},
+      {"SDRT_CONV_WX", "wx8x16"},    {"SDRT_CONV_WX", "wx16x8"}};
   int failures = 0, cases_run = 0;
   for (const auto& [var, value] : forms) {
     ::setenv(var, value, 1);
-    const int64_t graph_runs = cuda_conv_graph_runs(), narrow_runs = cuda_narrow_conv_runs(), splitk_runs = cuda_splitk_conv_runs();
+    const int64_t graph_runs = cuda_conv_graph_runs(), narrow_runs = cuda_narrow_conv_runs(), splitk_runs = cuda_splitk_conv_runs(),
+                  wx_runs = cuda_wx_conv_runs();
     for (const auto& c : cases()) {
       const bool gemm_form = std::string(var) == "SDRT_GEMM_SPLITK";  // the split-K kernel as a GEMM: Linear cases too
       if (c.name.rfind("conv", 0) != 0 && !(gemm_form && c.name.rfind("linear", 0) == 0)) continue;
@@ -456,6 +462,14 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
     if (std::string(var) == "SDRT_CONV_SPLITK" || std::string(var) == "SDRT_GEMM_SPLITK") {
       std::printf("      %lld convolutions ran as split-K form %s\n", (long long)(cuda_splitk_conv_runs() - splitk_runs), value);
       if (probe->compute_capability() == std::make_pair(9, 0)) EXPECT_GE(cuda_splitk_conv_runs() - splitk_runs, 3) << value;
+    }
+    // the Winograd kernel (Hopper) took the 3x3, stride-1 cases of C and O multiples of 64: SD's [2,320,64,64], the
+    // deep one with its residual, rows not a multiple of 128, the odd width, the upsampler's convolution
+    if (std::string(var) == "SDRT_CONV_WX") {
+      std::printf("      %lld convolutions ran as Winograd form %s\n", (long long)(cuda_wx_conv_runs() - wx_runs), value);
+      if (probe->compute_capability() == std::make_pair(9, 0)) EXPECT_GE(cuda_wx_conv_runs() - wx_runs, 4) << value;
+    } else {
+      EXPECT_EQ(cuda_wx_conv_runs() - wx_runs, 0) << var;
     }
   }
   EXPECT_GE(cases_run, 40);

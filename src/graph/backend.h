@@ -148,6 +148,7 @@ int64_t cuda_staged_nodes();
 int64_t cuda_conv_graph_runs();
 // Convolutions run by the narrow kernel (form "narrow": at most 8 output channels) in this process, for tests.
 int64_t cuda_narrow_conv_runs();
+int64_t cuda_wx_conv_runs();  // convolutions run by the Winograd F(2,3)-along-x kernel (conv_wx.h)
 // Convolutions run by the split-K kernel (form "splitk", conv_splitk.h) in this process, for tests.
 int64_t cuda_splitk_conv_runs();
 

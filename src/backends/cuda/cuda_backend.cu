@@ -22,6 +22,7 @@
 
 #include "backends/cuda/common.cuh"
 #include "backends/cuda/conv_splitk.h"
+#include "backends/cuda/conv_wx.h"
 #include "backends/cuda/cudnn_conv.h"
 #include "backends/cuda/device_info.h"
 #include "backends/cuda/flash_attention.cuh"
@@ -125,6 +126,7 @@ bool agrees_with(const std::vector<T>& got, const std::vector<T>& want) {
 
 std::atomic<int64_t> g_conv_graph_runs{0};  // convolutions executed in the graph form (cuda_conv_graph_runs)
 std::atomic<int64_t> g_narrow_conv_runs{0};  // convolutions run by the narrow kernel (cuda_narrow_conv_runs)
+std::atomic<int64_t> g_wx_conv_runs{0};  // convolutions run by the Winograd kernel (cuda_wx_conv_runs)
 std::atomic<int64_t> g_staged_preludes{0}, g_staged_nodes{0};  // DeviceLoop::stage_input's preludes and their nodes
 
 // An fp16 attention's key for the timed choice of Hopper kernel ("attn_form/<key>": batch, heads, query and
@@ -340,6 +342,8 @@ class CudaExecutable : public Executable {
       fused_conv_.assign(nodes.size(), 0);
       narrow_conv_.assign(nodes.size(), 0);
       splitk_conv_.assign(nodes.size(), -1);
+      wx_conv_.assign(nodes.size(), -1);
+      wx_w_.assign(nodes.size(), nullptr);
       for (const Node& n : nodes) {
         if (n.op != Op::Conv2d || plan_[&n - nodes.data()] < 0) continue;
         int64_t M, N, K;
@@ -649,11 +653,31 @@ class CudaExecutable : public Executable {
       if (splitk_forced < 0) return invalid_argument(std::string("SDRT_CONV_SPLITK: unknown split-K convolution form '") + e + "'");
       if (!cuda::conv_splitk_applies(splitk_forced, ss)) splitk_forced = -1;
     }
+    // our fused Winograd F(2,3)-along-x kernel (Hopper; 3x3, stride 1, padding 1, C and O multiples of 64):
+    // SDRT_CONV_WX=timed times each of its forms that applies, =<form> forces that form where it applies, 0 or
+    // unset leaves it out
+    const cuda::ConvWxShape wxs{cg.cs.N, cg.cs.H, cg.cs.W, cg.cs.C, O};
+    const bool wx_shape = cg.cs.kh == 3 && cg.cs.kw == 3 && cg.cs.stride == 1 && cg.cs.pad_h == 1 && cg.cs.pad_w == 1 && cg.Ho == cg.cs.H &&
+                          cg.Wo == cg.cs.W;
+    std::vector<int> wx_forms;
+    int wx_forced = -1;
+    if (const char* e = std::getenv("SDRT_CONV_WX"); e && *e && std::strcmp(e, "0") != 0 && wx_shape) {
+      if (std::strcmp(e, "timed") == 0) {
+        for (int f = 0; f < cuda::conv_wx_forms(); ++f)
+          if (cuda::conv_wx_applies(f, wxs)) wx_forms.push_back(f);
+      } else {
+        wx_forced = cuda::conv_wx_form_by_name(e);
+        if (wx_forced < 0) return invalid_argument(std::string("SDRT_CONV_WX: unknown Winograd convolution form '") + e + "'");
+        if (!cuda::conv_wx_applies(wx_forced, wxs)) wx_forced = -1;
+      }
+    }
+    const bool wx_ok = !wx_forms.empty();
     const std::string key = cg.cs.key(), gkey = cuda::graph_key(cg.cs, cg.bias, cg.residual);
     cuda::ConvForm form = cuda::ConvForm::Cudnn;
     bool known = false;
     int graph_cfg = -1;  // the graph form's engine configuration for this convolution's epilogue
     int splitk = -1;     // the split-K kernel's form
+    int wx = -1;         // the Winograd kernel's form
     {
       std::lock_guard<std::mutex> lock(tuning_->mu);
       auto it = tuning_->form.find(key);
@@ -662,16 +686,19 @@ class CudaExecutable : public Executable {
       if (gc != tuning_->graph_config.end()) graph_cfg = gc->second;
       auto sk = tuning_->splitk_form.find(key);
       if (sk != tuning_->splitk_form.end()) splitk = cuda::conv_splitk_form_by_name(sk->second.c_str());
+      auto wf = tuning_->wx_form.find(key);
+      if (wf != tuning_->wx_form.end()) wx = cuda::conv_wx_form_by_name(wf->second.c_str());
     }
     // experimental: time cuDNN's graph-API engines too (force: take the graph form wherever one agrees, for tests)
     const bool graph_forced = env_is("SDRT_CONV_GRAPH", "force"), graph_timed = graph_forced || env_is("SDRT_CONV_GRAPH", "1");
-    if (!gemm_ok && !fused_ok && !narrow_ok && !splitk_ok && splitk_forced < 0 && !graph_timed && form != cuda::ConvForm::Graph &&
-        form != cuda::ConvForm::Splitk)
+    if (!gemm_ok && !fused_ok && !narrow_ok && !splitk_ok && splitk_forced < 0 && !wx_ok && wx_forced < 0 && !graph_timed &&
+        form != cuda::ConvForm::Graph && form != cuda::ConvForm::Splitk && form != cuda::ConvForm::Wx)
       return Status::ok();
     if (env_is("SDRT_CONV_GEMM", "0") || env_is("SDRT_CONV_GEMM", "1")) known = true, form = env_is("SDRT_CONV_GEMM", "1") ? cuda::ConvForm::Gemm : cuda::ConvForm::Cudnn;
     if (env_is("SDRT_CONV_FUSED", "1")) known = true, form = cuda::ConvForm::CudnnFused;
     if (env_is("SDRT_CONV_NARROW", "1") && narrow_ok) known = true, form = cuda::ConvForm::Narrow;
     if (splitk_forced >= 0) known = true, form = cuda::ConvForm::Splitk, splitk = splitk_forced;
+    if (wx_forced >= 0) known = true, form = cuda::ConvForm::Wx, wx = wx_forced;
     if ((form == cuda::ConvForm::Gemm && !gemm_ok) || (form == cuda::ConvForm::CudnnFused && !fused_ok)) form = cuda::ConvForm::Cudnn;
     if (form == cuda::ConvForm::Graph && graph_cfg < 0 && graph_timed) known = false;  // this epilogue's configuration: timed now
     if (!known) {
@@ -707,7 +734,7 @@ class CudaExecutable : public Executable {
       // Each form is timed as it runs in the engine: inside a CUDA graph, where the libraries' host-side
       // launch costs (tens of microseconds for a cuDNN call) do not count, only the GPU's time.
       auto time_form = [&](auto&& body) { return cuda::time_in_graph(stream_, kRuns, [&] { return body().is_ok(); }); };
-      float conv_ms = -1.f, gemm_ms = -1.f, fused_ms = -1.f, graph_ms = -1.f, narrow_ms = -1.f, splitk_ms = -1.f;
+      float conv_ms = -1.f, gemm_ms = -1.f, fused_ms = -1.f, graph_ms = -1.f, narrow_ms = -1.f, splitk_ms = -1.f, wx_ms = -1.f;
       if (ok) {
         // operands of a layer's magnitudes (zeros draw less power and the GPU clocks higher on them)
         uint32_t seed = 31;
@@ -729,6 +756,21 @@ class CudaExecutable : public Executable {
           std::string timings;
           splitk = fastest_form(-1, splitk_forms, y, yb / 2, kRuns, run, [](int) { return 1.f; }, cuda::conv_splitk_form_name, &timings, &splitk_ms);
         }
+        // the Winograd forms on these weights transformed, each checked against cuDNN's output first
+        void* wt = nullptr;
+        if (wx_ok && cudaMalloc(&wt, (size_t)cuda::conv_wx_weight_elems(O, cg.cs.C) * 2) == cudaSuccess &&
+            cuda::conv_wx_prepare(static_cast<const __half*>(w), static_cast<__half*>(wt), O, cg.cs.C, stream_) == cudaSuccess) {
+          auto run = [&](int f) {
+            if (f < 0) return with_cudnn().is_ok();
+            return cuda::conv_wx(f, static_cast<const __half*>(x), static_cast<const __half*>(wt), static_cast<const __half*>(bias),
+                                 static_cast<const __half*>(res), static_cast<__half*>(y), wxs, stream_) == cudaSuccess;
+          };
+          std::string timings;
+          wx = fastest_form(-1, wx_forms, y, yb / 2, kRuns, run, [](int) { return 1.f; }, cuda::conv_wx_form_name, &timings, &wx_ms);
+        }
+        cudaStreamSynchronize(stream_);
+        if (wt) cudaFree(wt);
+        cudaGetLastError();
       }
       cudaStreamSynchronize(stream_);
       for (void* p : {x, w, y, col, b, r})
@@ -742,17 +784,19 @@ class CudaExecutable : public Executable {
       if (gemm_ms > 0.f && (cudnn_ms <= 0.f || gemm_ms < 0.9f * cudnn_ms)) form = cuda::ConvForm::Gemm;
       float best_ms = form == cuda::ConvForm::Gemm ? gemm_ms : cudnn_ms;  // our narrow kernel where 3% faster than that
       if (!graph_forced && narrow_ms > 0.f && (best_ms <= 0.f || narrow_ms < 0.97f * best_ms)) form = cuda::ConvForm::Narrow, best_ms = narrow_ms;
-      if (!graph_forced && splitk_ms > 0.f && (best_ms <= 0.f || splitk_ms < best_ms)) form = cuda::ConvForm::Splitk;  // the split-K kernel where faster
-      if (std::getenv("SDRT_PROFILE") || ((graph_timed || narrow_ok || splitk_ok) && std::getenv("SDRT_VERBOSE")))
+      if (!graph_forced && splitk_ms > 0.f && (best_ms <= 0.f || splitk_ms < best_ms)) form = cuda::ConvForm::Splitk, best_ms = splitk_ms;  // the split-K kernel where faster
+      if (!graph_forced && wx_ms > 0.f && (best_ms <= 0.f || wx_ms < best_ms)) form = cuda::ConvForm::Wx, best_ms = wx_ms;  // the Winograd kernel where faster
+      if (std::getenv("SDRT_PROFILE") || ((graph_timed || narrow_ok || splitk_ok || wx_ok) && std::getenv("SDRT_VERBOSE")))
         std::fprintf(stderr,
                      "conv %s: cuDNN %.4f ms, im2col+GEMM %.4f ms, cuDNN fused %.4f ms, graph API %.4f ms (configuration %d), narrow %.4f ms, "
-                     "split-K %.4f ms (%s) -> %s\n",
-                     key.c_str(), conv_ms, gemm_ms, fused_ms, graph_ms, graph_cfg, narrow_ms, splitk_ms, cuda::conv_splitk_form_name(splitk),
-                     cuda::conv_form_name(form));
+                     "split-K %.4f ms (%s), Winograd %.4f ms (%s) -> %s\n",
+                     key.c_str(), conv_ms, gemm_ms, fused_ms, graph_ms, graph_cfg, narrow_ms, splitk_ms, cuda::conv_splitk_form_name(splitk), wx_ms,
+                     cuda::conv_wx_form_name(wx), cuda::conv_form_name(form));
       std::lock_guard<std::mutex> lock(tuning_->mu);
       tuning_->form[key] = form;
       if (form == cuda::ConvForm::Graph) tuning_->graph_config[gkey] = graph_cfg;
       if (form == cuda::ConvForm::Splitk) tuning_->splitk_form[key] = cuda::conv_splitk_form_name(splitk);
+      if (form == cuda::ConvForm::Wx) tuning_->wx_form[key] = cuda::conv_wx_form_name(wx);
     }
     if (form == cuda::ConvForm::Graph) {  // the recorded configuration for this epilogue, else cuDNN's other forms
       Result<int> gid = graph_cfg >= 0 ? conv_->prepare_graph(plan_[id], cg.bias, cg.residual, graph_cfg) : Status(Code::NotFound, "no configuration");
@@ -770,9 +814,12 @@ class CudaExecutable : public Executable {
       form = fused_ok ? cuda::ConvForm::CudnnFused : cuda::ConvForm::Cudnn;
     }
     if ((form == cuda::ConvForm::Gemm && !gemm_ok) || (form == cuda::ConvForm::Narrow && !cuda::conv_narrow_applies(cg.cs.C, O)) ||
-        (form == cuda::ConvForm::Splitk && !cuda::conv_splitk_applies(splitk, ss)))
+        (form == cuda::ConvForm::Splitk && !cuda::conv_splitk_applies(splitk, ss)) || (form == cuda::ConvForm::Wx && (!wx_shape || !cuda::conv_wx_applies(wx, wxs))))
       form = cuda::ConvForm::Cudnn;
-    if (form == cuda::ConvForm::Splitk) {
+    if (form == cuda::ConvForm::Wx) {
+      SDRT_ASSIGN_OR_RETURN(wx_w_[id], wx_weights(g_->nodes[n.inputs[1]].name, O, cg.cs.C));
+      wx_conv_[id] = wx;
+    } else if (form == cuda::ConvForm::Splitk) {
       splitk_conv_[id] = splitk;
     } else if (form == cuda::ConvForm::Narrow) {
       narrow_conv_[id] = 1;
@@ -782,6 +829,27 @@ class CudaExecutable : public Executable {
       fused_conv_[id] = 1;
     }
     return Status::ok();
+  }
+
+  // Filter `name`'s weights transformed for the Winograd kernel (conv_wx_prepare of its [O, 3, 3, C] copy), made
+  // once per backend and kept in its weight cache beside the filter.
+  Result<const __half*> wx_weights(const std::string& name, int64_t O, int64_t C) {
+    const std::string key = name + "#wx";
+    auto it = cache_->map.find(key);
+    if (it != cache_->map.end()) return static_cast<const __half*>(it->second.second);
+    auto src = weights_.find(name);
+    if (src == weights_.end()) return Status(Code::Internal, "Winograd convolution: no filter '" + name + "'");
+    const size_t bytes = (size_t)cuda::conv_wx_weight_elems(O, C) * 2;
+    void* d = nullptr;
+    CUDA_TRY(cudaMalloc(&d, bytes));
+    if (cuda::conv_wx_prepare(static_cast<const __half*>(src->second), static_cast<__half*>(d), O, C, stream_) != cudaSuccess ||
+        cudaStreamSynchronize(stream_) != cudaSuccess) {
+      cudaFree(d);
+      return cuda::cuda_status(cudaGetLastError(), "Winograd weight transform");
+    }
+    cache_->map[key] = {Shape{cuda::conv_wx_weight_elems(O, C)}, d};
+    cache_->bytes += (int64_t)bytes;
+    return static_cast<const __half*>(d);
   }
 
   // A GEMM form's name: the split-K kernel's form, or "lt" (-1) for the cuBLASLt plan.
@@ -1870,6 +1938,14 @@ class CudaExecutable : public Executable {
             return st;
           }
           const T* res = n.inputs.size() > 3 ? in(3) : nullptr;
+          if (!wx_conv_.empty() && wx_conv_[self] >= 0) {  // our Winograd kernel, bias and residual in it
+            const cuda::ConvWxShape wxs{N, cs.H, cs.W, C, O};
+            const cudaError_t e = cuda::conv_wx(wx_conv_[self], static_cast<const __half*>(x), wx_w_[self], n.inputs.size() > 2 ? in(2) : nullptr, res, y, wxs,
+                                                stream_);
+            if (padded) release(padded);
+            if (e == cudaSuccess) ++g_wx_conv_runs;
+            return cuda::cuda_status(e, "Winograd convolution");
+          }
           if (!splitk_conv_.empty() && splitk_conv_[self] >= 0) {  // our split-K kernel, bias and residual in it
             const cuda::ConvSplitkShape ss{N, cs.H, cs.W, C, O, kh, kw, a.stride, cs.pad_h, cs.pad_w, Ho, Wo};
             const cudaError_t e = cuda::conv_splitk(splitk_conv_[self], static_cast<const __half*>(x), in(1), n.inputs.size() > 2 ? in(2) : nullptr, res, y, ss,
@@ -2212,6 +2288,8 @@ class CudaExecutable : public Executable {
   std::vector<char> fused_conv_;  // per convolution node: 1 where it runs as cuDNN's fused conv + bias + residual
   std::vector<char> narrow_conv_;  // per convolution node: 1 where our narrow kernel runs it (at most 8 output channels)
   std::vector<int> splitk_conv_;   // per convolution node: the split-K kernel's form that runs it, else -1
+  std::vector<int> wx_conv_;       // per convolution node: the Winograd kernel's form that runs it, else -1
+  std::vector<const __half*> wx_w_;  // ... and its transformed weights (the backend's weight cache holds them)
   std::vector<int> gemm_splitk_;   // per Linear / 1x1 convolution: the split-K kernel's form that runs it, else -1 (cuBLASLt)
   // Lanes (plan_lanes): 0 the backend's stream, 1 the side stream.
   bool use_lanes_ = false;
@@ -2504,6 +2582,8 @@ class CudaBackend : public Backend {
         if (!g || cgraph.count(key)) out["conv_graph/" + key] = std::to_string(cfg);
       for (const auto& [key, f] : tuning_->splitk_form)
         if (!g || conv.count(key)) out["conv_splitk/" + key] = f;
+      for (const auto& [key, f] : tuning_->wx_form)
+        if (!g || conv.count(key)) out["conv_wx/" + key] = f;
     }
     std::lock_guard<std::mutex> lock(gemm_tuning_->mu);
     for (const auto& [key, v] : gemm_tuning_->choices)
@@ -2568,6 +2648,11 @@ class CudaBackend : public Backend {
         tuning_->splitk_form.emplace(key.substr(12), v);
         continue;
       }
+      if (key.rfind("conv_wx/", 0) == 0) {
+        if (cuda::conv_wx_form_by_name(v.c_str()) < 0) return invalid_argument("bad Winograd convolution form '" + v + "' for '" + key + "'");
+        tuning_->wx_form.emplace(key.substr(8), v);
+        continue;
+      }
       if (key.rfind("conv_form/", 0) == 0) {
         cuda::ConvForm form;
         if (!cuda::parse_conv_form(v, &form)) return invalid_argument("bad convolution form '" + v + "' for '" + key + "'");
@@ -2594,6 +2679,7 @@ class CudaBackend : public Backend {
 
 int64_t cuda_conv_graph_runs() { return g_conv_graph_runs.load(); }
 int64_t cuda_narrow_conv_runs() { return g_narrow_conv_runs.load(); }
+int64_t cuda_wx_conv_runs() { return g_wx_conv_runs.load(); }
 int64_t cuda_staged_preludes() { return g_staged_preludes.load(); }
 int64_t cuda_staged_nodes() { return g_staged_nodes.load(); }
 

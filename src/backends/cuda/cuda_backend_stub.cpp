@@ -24,6 +24,7 @@ int64_t cuda_attention_shifted_launches() { return 0; }
 int64_t cuda_dependent_launches() { return 0; }
 int64_t cuda_conv_graph_runs() { return 0; }
 int64_t cuda_narrow_conv_runs() { return 0; }
+int64_t cuda_wx_conv_runs() { return 0; }
 int64_t cuda_splitk_conv_runs() { return 0; }
 int64_t cuda_staged_preludes() { return 0; }
 int64_t cuda_staged_nodes() { return 0; }

@@ -59,12 +59,13 @@ const char* conv_form_name(ConvForm f) {
     case ConvForm::Graph: return "cudnn-graph";
     case ConvForm::Narrow: return "narrow";
     case ConvForm::Splitk: return "splitk";
+    case ConvForm::Wx: return "winograd-x";
     default: return "cudnn";
   }
 }
 
 bool parse_conv_form(const std::string& s, ConvForm* f) {
-  for (ConvForm c : {ConvForm::Cudnn, ConvForm::Gemm, ConvForm::CudnnFused, ConvForm::Graph, ConvForm::Narrow, ConvForm::Splitk})
+  for (ConvForm c : {ConvForm::Cudnn, ConvForm::Gemm, ConvForm::CudnnFused, ConvForm::Graph, ConvForm::Narrow, ConvForm::Splitk, ConvForm::Wx})
     if (s == conv_form_name(c)) return *f = c, true;
   return false;
 }

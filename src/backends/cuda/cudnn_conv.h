@@ -36,8 +36,10 @@ struct ConvChoice {
 // Narrow: our kernel for at most 8 output channels (conv_narrow_nhwc, nhwc_kernels.cuh; experimental, timed
 // only under SDRT_CONV_NARROW=timed). Splitk: our split-K implicit-GEMM kernel (conv_splitk.h, Hopper;
 // experimental, timed only under SDRT_CONV_SPLITK=timed) in the form recorded in ConvTuning::splitk_form.
-enum class ConvForm { Cudnn, Gemm, CudnnFused, Graph, Narrow, Splitk };
-const char* conv_form_name(ConvForm f);  // "cudnn", "im2col-gemm", "cudnn-fused", "cudnn-graph", "narrow", "splitk"
+// Wx: our fused Winograd F(2, 3)-along-x kernel (conv_wx.h, Hopper; 3x3, stride 1, padding 1) in the form
+// recorded in ConvTuning::wx_form, on weights transformed once when the form is taken.
+enum class ConvForm { Cudnn, Gemm, CudnnFused, Graph, Narrow, Splitk, Wx };
+const char* conv_form_name(ConvForm f);  // "cudnn", "im2col-gemm", "cudnn-fused", "cudnn-graph", "narrow", "splitk", "winograd-x"
 bool parse_conv_form(const std::string& s, ConvForm* f);
 
 // Chosen algorithms by shape key, shared by a backend's executables; seeded from plans and timing
@@ -52,6 +54,8 @@ struct ConvTuning {
   std::map<std::string, int> graph_config;
   // The split-K kernel's form ("b128c8", conv_splitk.h) by shape key, where the form is Splitk.
   std::map<std::string, std::string> splitk_form;
+  // The Winograd kernel's form ("wx4x32", conv_wx.h) by shape key, where the form is Wx.
+  std::map<std::string, std::string> wx_form;
 };
 // A convolution shape's key with the graph form's epilogue: "<shape key> b1 r0".
 std::string graph_key(const ConvShape& s, bool bias, bool residual);

@@ -75,15 +75,6 @@ __device__ __forceinline__ uint64_t smem_desc(const __half* p, uint32_t lbo, uin
   return (uint64_t)((a >> 4) & 0x3FFF) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) | ((uint64_t)((sbo >> 4) & 0x3FFF) << 32);
 }
 
-// d (64 x 64 per warpgroup, FP32) = A B (+ d when acc): A and B from shared memory, both K-major.
-__device__ __forceinline__ void wgmma_s(float (&d)[32], uint64_t a, uint64_t b, int acc) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "l"(a), "l"(b), "r"(acc));
-}
-
 // d (64 x 64 per warpgroup, FP16: 16 registers of column pairs, laid out as the FP32 accumulator's pairs) =
 // A B (+ d when acc): A and B from shared memory, both K-major; the form "wgmma-s16".
 __device__ __forceinline__ void wgmma_s16(uint32_t (&d)[16], uint64_t a, uint64_t b, int acc) {
@@ -101,15 +92,6 @@ __device__ __forceinline__ uint32_t exp2_h2(__half2 x) {
   uint32_t y;
   asm("ex2.approx.f16x2 %0, %1;" : "=r"(y) : "r"(*reinterpret_cast<const uint32_t*>(&x)));
   return y;
-}
-
-// d (64 x 64 per warpgroup, FP32) = A B (+ d when acc): A (FP16) from registers, B from shared memory, K-major.
-__device__ __forceinline__ void wgmma_s(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int acc) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(acc));
 }
 
 // d (64 x 80 per warpgroup, FP32) = A B (+ d when acc): A (FP16) from registers, B from shared memory, K-major.
@@ -560,8 +542,8 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS >= 256 ? 1 : 2) flash_wgmma_k(W
         // S: keys [64 hf, 64 hf + 64) of the tile in s[hf] (that half of K starts 8 core matrices, 1024 bytes, on)
         auto issue_s = [&](float(&sh)[32], int hf, int kt) {
           const uint64_t dk = dk0 + buf + kt * ((2 * kKVCol) >> 4) + hf * ((8 * 128) >> 4);
-          if constexpr (QREG) wgmma_s(sh, qa[kt], dk, kt > 0);
-          else wgmma_s(sh, dq[kt], dk, kt > 0);
+          if constexpr (QREG) wgmma_rs_n64(sh, qa[kt], dk, kt > 0);
+          else wgmma_n64(sh, dq[kt], dk, kt > 0);
         };
         // keys past Lk (the last tile) masked
         auto mask = [&](float(&sh)[32], int hf) {
@@ -842,7 +824,7 @@ __global__ void __launch_bounds__(2 * ROWS, ROWS == 256 ? 1 : 2) flash_wgmma_pip
 #pragma unroll
     for (int kt = 0; kt < kQK / 2; ++kt) {
       if constexpr (S16) wgmma_s16(s16[0], dq[kt], dk + kt * ((2 * kKVCol) >> 4), kt > 0);
-      else wgmma_s(s, dq[kt], dk + kt * ((2 * kKVCol) >> 4), kt > 0);
+      else wgmma_n64(s, dq[kt], dk + kt * ((2 * kKVCol) >> 4), kt > 0);
     }
     wgmma_commit();
   };

@@ -18,6 +18,7 @@
 #include "backends/cuda/gelu_poly.h"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/sm90_common.cuh"
+#include "backends/cuda/tma.h"
 #include "graph/backend.h"
 
 #include <cuda.h>
@@ -318,26 +319,6 @@ __global__ void __launch_bounds__(kThreads + kEpiThreads, 1)
 // mbarriers ("full": the step's bytes arrived; "empty": both consumer warpgroups' MMAs on it are done); two
 // consumer warpgroups (64 rows each) only issue MMAs and run the epilogue, while the producer is already
 // loading the next tile's steps. Persistent over tiles in the same order as the forms above.
-#ifdef SDRT_GG_WGMMA
-__device__ __forceinline__ void mbar_expect_tx(uint32_t a, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(a), "r"(bytes) : "memory");
-}
-// sm90::mbar_wait that traps after ~2^24 polls (a protocol error of the TMA-fed forms would
-// otherwise hang the stream: a trap reports it as a launch failure).
-__device__ __forceinline__ void mbar_wait_bounded(uint32_t a, uint32_t parity) {
-  for (uint32_t n = 0;; ++n) {
-    uint32_t done;
-    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n" : "=r"(done) : "r"(a), "r"(parity) : "memory");
-    if (done) return;
-    if (n > (1u << 24)) asm volatile("trap;");
-  }
-}
-__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar) {
-  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
-               "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
-               : "memory");
-}
-#endif
 
 #ifdef SDRT_GG_WGMMA
 // The TMA producer (one thread) of the warp-specialized forms: every K step of the block's tiles (from cur, the
@@ -594,18 +575,6 @@ cudaError_t launch_se(const Form& f, int grid, const __half* x, const __half* w,
   return cudaGetLastError();
 }
 
-// The driver's cuTensorMapEncodeTiled (through the runtime: no link to libcuda), or null.
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess || q != cudaDriverEntryPointSuccess)
-      return cudaGetLastError(), (PFN_cuTensorMapEncodeTiled_v12000) nullptr;
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
-
 // A [rows, K] row-major half matrix read in boxes of 64 columns (128 bytes, the swizzle's span) x box_rows.
 bool make_map(CUtensorMap* map, const __half* base, int64_t rows, int64_t K, int box_rows) {
   const auto encode = tensor_map_encoder();
@@ -635,6 +604,17 @@ cudaError_t launch_wse(const Form& f, int grid, const __half* x, const __half* w
 std::atomic<int64_t> g_launches{0};
 
 }  // namespace
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* p = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess || q != cudaDriverEntryPointSuccess)
+      return cudaGetLastError(), (PFN_cuTensorMapEncodeTiled_v12000) nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }();
+  return fn;
+}
 
 int geglu_gemm_forms() {
   const char* e = std::getenv("SDRT_GEGLU_EXPERIMENTAL");

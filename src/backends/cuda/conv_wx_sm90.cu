@@ -1,0 +1,319 @@
+// The fused Winograd F(2, 3)-along-x convolution (see conv_wx.h).
+//
+// A block computes R output rows x TW tiles (2 TW columns) x 64 output channels of one image: two MMA
+// warpgroups of 64 tiles each (warp w's 16 tiles are its A rows; 256 threads, so up to 255 registers a thread -
+// a tenth warp would cap them at 168, as three warps share a quarter of the register file). K runs over
+// chunks of 64 input channels; for each chunk thread 0 loads the input region under the block - (R + 2) rows x
+// (2 TW + 2) columns x 64 channels, coordinates from (oy0 - 1, ox0 - 1), zeros past the image's border - with
+// one TMA copy in the 128-byte swizzle (a pixel's 64 channels are one 128-byte row), and for each filter row
+// ky the four positions' transformed weights (4 x [64 channels x 64 outputs], 32 KB) into the slot of that ky.
+// Each K step of 16 channels, a thread loads its two tiles' four input columns (four channels each: one
+// 8-byte load per pixel) under row ky, forms V_p in half2 additions and issues the four positions' MMAs
+// (m64n64k16, A from registers, B the slot's tile of position p). The channel order inside 16 is the one
+// those 8-byte loads give (channels 4t..4t+3 of a thread are its fragment's columns 2t, 2t+1, 2t+8, 2t+9);
+// conv_wx_prepare writes the weights' K in the same order.
+#include "backends/cuda/conv_wx.h"
+#include "backends/cuda/launch.cuh"
+#include "backends/cuda/sm90_common.cuh"
+#include "backends/cuda/tma.h"
+
+#include <array>
+#include <cstring>
+#include <mutex>
+
+namespace sdrt::cuda {
+namespace {
+
+constexpr int kBN = 64, kChunk = 64, kThreads = 256;
+constexpr int kWSlot = 4 * kBN * 128;  // the four positions' [64 outputs x 64 channels] tiles of one ky
+
+template <int R, int TW>
+struct Cfg {
+  static_assert(R * TW == 128, "two warpgroups of 64 tiles");
+  static constexpr int kCols = 2 * TW + 2, kRows = R + 2;
+  static constexpr int kInBytes = kRows * kCols * 128;
+  static constexpr int kInSlot = (kInBytes + 1023) / 1024 * 1024;
+  static constexpr int kBars = 2 * kInSlot + 3 * kWSlot;  // in_full[2], in_empty[2], w_full[3], w_empty[3]
+  static constexpr size_t kSmem = (size_t)kBars + 10 * 8 + 1024;
+};
+
+struct WxArgs {
+  const __half *b, *r;
+  __half* y;
+  int H, W, O, KC;    // KC: chunks of 64 input channels
+  int nbx, nby;       // blocks across a row of tiles, down an image
+};
+
+#ifdef SDRT_SM90A
+#define SDRT_WX_WGMMA 1
+using namespace sm90;
+__device__ __forceinline__ uint32_t hadd2(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("add.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ uint32_t hsub2(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ uint2 lds64(uint32_t a) {
+  uint2 v;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(a));
+  return v;
+}
+#endif
+
+template <int R, int TW>
+__global__ void __launch_bounds__(kThreads, 1)
+    conv_wx_k(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, const WxArgs p) {
+  dep_entry();
+#ifdef SDRT_WX_WGMMA
+  using C = Cfg<R, TW>;
+  extern __shared__ __align__(1024) unsigned char smem[];
+  const uint32_t sbase = ((uint32_t)__cvta_generic_to_shared(smem) + 1023u) & ~1023u;
+  const uint32_t in_slot = sbase, w_slot = sbase + 2 * C::kInSlot, bars = sbase + C::kBars;
+  const uint32_t in_full = bars, in_empty = bars + 16, w_full = bars + 32, w_empty = bars + 56;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  if (tid == 0) {
+    for (int i = 0; i < 2; ++i) mbar_init(in_full + 8 * i, 1), mbar_init(in_empty + 8 * i, 8);
+    for (int i = 0; i < 3; ++i) mbar_init(w_full + 8 * i, 1), mbar_init(w_empty + 8 * i, 8);  // empty: the 8 MMA warps
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  const int co0 = blockIdx.x * kBN, sb = blockIdx.y;
+  const int bx = sb % p.nbx, by = (sb / p.nbx) % p.nby, n = sb / (p.nbx * p.nby);
+  const int ox0 = bx * 2 * TW, oy0 = by * R;
+
+  // thread 0 issues every copy: chunk c + 1's weights for row ky once both warpgroups are done with chunk c's,
+  // chunk c + 2's input once both are done with chunk c's (2 input slots, one weight slot per ky)
+  auto load_input = [&](int c) {
+    const int is = c & 1;
+    mbar_expect_tx(in_full + 8 * is, C::kInBytes);
+    tma_load_4d(in_slot + is * C::kInSlot, &tx, c * kChunk, ox0 - 1, oy0 - 1, n, in_full + 8 * is);
+  };
+  auto load_weights = [&](int c, int ky) {
+    mbar_expect_tx(w_full + 8 * ky, kWSlot);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) tma_load_2d(w_slot + ky * kWSlot + q * (kBN * 128), &tw, c * kChunk, (q * 3 + ky) * p.O + co0, w_full + 8 * ky);
+  };
+  if (tid == 0) {
+    load_input(0);
+    for (int ky = 0; ky < 3; ++ky) load_weights(0, ky);
+    if (p.KC > 1) load_input(1);
+  }
+
+  // the MMA warps: warpgroup cw's tiles cw * 64 + 16 wq + g (+ 8)
+  const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t = lane & 3;
+  int pix[2];  // the first input pixel (box coordinates, row-major) under each of this thread's two tiles, for ky = 0
+#pragma unroll
+  for (int tl = 0; tl < 2; ++tl) {
+    const int m = cw * 64 + wq * 16 + g + 8 * tl, tr = m / TW, tc = m % TW;
+    pix[tl] = tr * C::kCols + 2 * tc;
+  }
+  float acc[4][32];
+#pragma unroll
+  for (int q = 0; q < 4; ++q)
+#pragma unroll
+    for (int e = 0; e < 32; ++e) acc[q][e] = 0.f;
+  const uint32_t half_off = 8u * (t & 1);
+  for (int c = 0; c < p.KC; ++c) {
+    const int is = c & 1;
+    mbar_wait_bounded(in_full + 8 * is, (c >> 1) & 1);
+    const uint32_t in_base = in_slot + is * C::kInSlot;
+#pragma unroll 1
+    for (int ky = 0; ky < 3; ++ky) {
+      mbar_wait_bounded(w_full + 8 * ky, c & 1);
+      const uint64_t db = desc_sw128(w_slot + ky * kWSlot);
+#pragma unroll
+      for (int ks = 0; ks < kChunk / 16; ++ks) {
+        const uint32_t chunk = 2 * ks + (t >> 1);
+        uint32_t d[2][2][4];  // [tile][channel pair][input column]
+#pragma unroll
+        for (int tl = 0; tl < 2; ++tl)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const uint32_t P = (uint32_t)(pix[tl] + ky * C::kCols + j);
+            const uint2 v = lds64(in_base + P * 128 + ((chunk ^ (P & 7)) << 4) + half_off);
+            d[tl][0][j] = v.x, d[tl][1][j] = v.y;
+          }
+        uint32_t f[4][4];  // [position][fragment register]: {tile 0 pair 0, tile 1 pair 0, tile 0 pair 1, tile 1 pair 1}
+#pragma unroll
+        for (int tl = 0; tl < 2; ++tl)
+#pragma unroll
+          for (int cp = 0; cp < 2; ++cp) {
+            const int r = tl + 2 * cp;
+            f[0][r] = hsub2(d[tl][cp][0], d[tl][cp][2]);
+            f[1][r] = hadd2(d[tl][cp][1], d[tl][cp][2]);
+            f[2][r] = hsub2(d[tl][cp][2], d[tl][cp][1]);
+            f[3][r] = hsub2(d[tl][cp][1], d[tl][cp][3]);
+          }
+        wgmma_fence();
+#pragma unroll
+        for (int q = 0; q < 4; ++q) wgmma_rs_n64(acc[q], f[q], db + (uint64_t)(q * (kBN * 128 / 16)) + 2 * ks, 1);
+        wgmma_commit();
+        wgmma_wait<0>();  // the fragments' registers are rewritten next step
+      }
+      if (lane == 0) mbar_arrive(w_empty + 8 * ky);
+      if (tid == 0 && c + 1 < p.KC) {
+        mbar_wait_bounded(w_empty + 8 * ky, c & 1);
+        load_weights(c + 1, ky);
+      }
+    }
+    if (lane == 0) mbar_arrive(in_empty + 8 * is);
+    if (tid == 0 && c + 2 < p.KC) {
+      mbar_wait_bounded(in_empty + 8 * is, (c >> 1) & 1);
+      load_input(c + 2);
+    }
+  }
+
+  // the inverse transform, bias and residual: outputs (oy, ox) and (oy, ox + 1) of each tile
+#pragma unroll
+  for (int tl = 0; tl < 2; ++tl) {
+    const int m = cw * 64 + wq * 16 + g + 8 * tl, oy = oy0 + m / TW, ox = ox0 + 2 * (m % TW);
+    if (oy >= p.H || ox >= p.W) continue;
+    const int64_t base = (((int64_t)n * p.H + oy) * p.W + ox) * p.O;
+    const bool second = ox + 1 < p.W;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int e = 4 * j + 2 * tl, co = co0 + 8 * j + 2 * t;
+      float y0[2], y1[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        y0[h] = acc[0][e + h] + acc[1][e + h] + acc[2][e + h];
+        y1[h] = acc[1][e + h] - acc[2][e + h] - acc[3][e + h];
+      }
+      if (p.b) {
+        const float2 bb = __half22float2(*reinterpret_cast<const __half2*>(p.b + co));
+        y0[0] += bb.x, y0[1] += bb.y, y1[0] += bb.x, y1[1] += bb.y;
+      }
+      if (p.r) {
+        const float2 r0 = __half22float2(*reinterpret_cast<const __half2*>(p.r + base + co));
+        y0[0] += r0.x, y0[1] += r0.y;
+        if (second) {
+          const float2 r1 = __half22float2(*reinterpret_cast<const __half2*>(p.r + base + p.O + co));
+          y1[0] += r1.x, y1[1] += r1.y;
+        }
+      }
+      *reinterpret_cast<__half2*>(p.y + base + co) = __floats2half2_rn(y0[0], y0[1]);
+      if (second) *reinterpret_cast<__half2*>(p.y + base + p.O + co) = __floats2half2_rn(y1[0], y1[1]);
+    }
+  }
+#else
+  (void)tx, (void)tw, (void)p;
+#endif
+}
+
+// wt[(q * 3 + ky) * O + o][16 b + k] = U_q(o, ky, channel 16 b + phys(k)), U = G g over the filter row's taps
+__global__ void conv_wx_prepare_k(const __half* __restrict__ w, __half* __restrict__ wt, int64_t O, int64_t C) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;  // over [O][3][C] (o, ky, logical channel)
+  if (i >= O * 3 * C) return;
+  const int64_t cl = i % C, ky = (i / C) % 3, o = i / (3 * C);
+  const int k = (int)(cl & 15);
+  const int64_t c = (cl & ~int64_t(15)) + (k < 8 ? 4 * (k >> 1) + (k & 1) : 4 * ((k - 8) >> 1) + 2 + (k & 1));
+  const __half* src = w + ((o * 3 + ky) * 3) * C + c;
+  const float g0 = __half2float(src[0]), g1 = __half2float(src[C]), g2 = __half2float(src[2 * C]);
+  const float u[4] = {g0, 0.5f * (g0 + g1 + g2), 0.5f * (g0 - g1 + g2), g2};
+#pragma unroll
+  for (int q = 0; q < 4; ++q) wt[((q * 3 + ky) * O + o) * C + cl] = __float2half_rn(u[q]);
+}
+
+struct Form {
+  const char* name;
+  int R, TW;
+  const void* kernel;
+  size_t smem;
+};
+template <int R, int TW>
+constexpr Form form(const char* name) {
+  return {name, R, TW, (const void*)conv_wx_k<R, TW>, Cfg<R, TW>::kSmem};
+}
+const Form kForms[] = {form<4, 32>("wx4x32"), form<8, 16>("wx8x16"), form<16, 8>("wx16x8")};
+constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
+
+struct DeviceInfo {
+  std::once_flag once;
+  bool hopper = false;
+};
+std::array<DeviceInfo, 64> g_dev;
+
+bool hopper_device() {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= (int)g_dev.size()) return cudaGetLastError(), false;
+  DeviceInfo& d = g_dev[dev];
+  std::call_once(d.once, [&] {
+    int major = 0, minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+      return (void)cudaGetLastError();
+    if (major != 9 || minor != 0 || !tensor_map_encoder()) return;
+    for (const Form& f : kForms)
+      if (cudaFuncSetAttribute(f.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)f.smem) != cudaSuccess) return (void)cudaGetLastError();
+    d.hopper = true;
+  });
+  return d.hopper;
+}
+
+bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+
+template <int R, int TW>
+cudaError_t launch(const Form& f, const __half* x, const __half* wt, const WxArgs& a, const ConvWxShape& s, cudaStream_t stream) {
+  const auto encode = tensor_map_encoder();
+  CUtensorMap tx, tw;
+  const cuuint64_t xdims[4] = {(cuuint64_t)s.C, (cuuint64_t)s.W, (cuuint64_t)s.H, (cuuint64_t)s.N};
+  const cuuint64_t xstrides[3] = {(cuuint64_t)s.C * 2, (cuuint64_t)(s.W * s.C * 2), (cuuint64_t)(s.H * s.W * s.C * 2)};
+  const cuuint32_t xbox[4] = {(cuuint32_t)kChunk, (cuuint32_t)Cfg<R, TW>::kCols, (cuuint32_t)Cfg<R, TW>::kRows, 1}, elem[4] = {1, 1, 1, 1};
+  const cuuint64_t wdims[2] = {(cuuint64_t)s.C, (cuuint64_t)(12 * s.O)}, wstrides[1] = {(cuuint64_t)s.C * 2};
+  const cuuint32_t wbox[2] = {(cuuint32_t)kChunk, (cuuint32_t)kBN};
+  if (encode(&tx, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4, const_cast<__half*>(x), xdims, xstrides, xbox, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS ||
+      encode(&tw, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<__half*>(wt), wdims, wstrides, wbox, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+    return cudaErrorNotSupported;
+  const dim3 grid((unsigned)(s.O / kBN), (unsigned)(a.nbx * a.nby * s.N));
+  launch_kernel(conv_wx_k<R, TW>, grid, kThreads, f.smem, stream, tx, tw, a);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+int conv_wx_forms() { return kNumForms; }
+const char* conv_wx_form_name(int form) { return form >= 0 && form < kNumForms ? kForms[form].name : "?"; }
+int conv_wx_form_by_name(const char* name) {
+  for (int i = 0; i < kNumForms; ++i)
+    if (std::strcmp(kForms[i].name, name) == 0) return i;
+  return -1;
+}
+
+bool conv_wx_applies(int form, const ConvWxShape& s) {
+  if (form < 0 || form >= kNumForms) return false;
+  const Form& f = kForms[form];
+  constexpr int64_t kMax = int64_t(1) << 31;
+  if (s.N <= 0 || s.H <= 0 || s.W <= 0 || s.C <= 0 || s.O <= 0 || s.C % kChunk || s.O % kBN) return false;
+  if (s.N * s.H * s.W * s.C >= kMax || s.N * s.H * s.W * s.O >= kMax || 12 * s.O * s.C >= kMax) return false;
+  const int64_t blocks = s.N * ((s.H + f.R - 1) / f.R) * ((s.W + 2 * f.TW - 1) / (2 * f.TW));
+  if (blocks > 65535) return false;
+  return hopper_device();
+}
+
+cudaError_t conv_wx_prepare(const __half* w, __half* wt, int64_t O, int64_t C, cudaStream_t stream) {
+  if (O <= 0 || C <= 0 || C % 16 || 12 * O * C >= (int64_t(1) << 31)) return cudaErrorNotSupported;
+  const int64_t n = O * 3 * C;
+  conv_wx_prepare_k<<<(unsigned)((n + 255) / 256), 256, 0, stream>>>(w, wt, O, C);
+  return cudaGetLastError();
+}
+
+cudaError_t conv_wx(int form, const __half* x, const __half* wt, const __half* b, const __half* r, __half* y, const ConvWxShape& s,
+                    cudaStream_t stream) {
+  if (!conv_wx_applies(form, s) || !aligned(x, 16) || !aligned(wt, 16) || !aligned(y, 16) || (r && !aligned(r, 16)) || (b && !aligned(b, 4)))
+    return cudaErrorNotSupported;
+  const Form& f = kForms[form];
+  const WxArgs a{b, r, y, (int)s.H, (int)s.W, (int)s.O, (int)(s.C / kChunk), (int)((s.W + 2 * f.TW - 1) / (2 * f.TW)), (int)((s.H + f.R - 1) / f.R)};
+  switch (form) {
+    case 0: return launch<4, 32>(f, x, wt, a, s, stream);
+    case 1: return launch<8, 16>(f, x, wt, a, s, stream);
+    default: return launch<16, 8>(f, x, wt, a, s, stream);
+  }
+}
+
+}  // namespace sdrt::cuda
