@@ -22,7 +22,8 @@ struct ConvWxShape {
   int64_t N, H, W, C, O;  // x [N, H, W, C], y [N, H, W, O]; 3x3 filter, stride 1, padding 1
 };
 
-// Forms: a block's region of output rows x tiles (pairs of columns), "wx<R>x<TW>".
+// Forms: a block's region of output rows x tiles (pairs of columns), "wx<R>x<TW>"; a trailing "p": each K
+// step's input loads issued before the previous step's MMAs are waited for.
 int conv_wx_forms();
 const char* conv_wx_form_name(int form);
 int conv_wx_form_by_name(const char* name);  // -1 if unknown

@@ -64,7 +64,8 @@ __device__ __forceinline__ uint2 lds64(uint32_t a) {
 }
 #endif
 
-template <int R, int TW>
+// PF: each K step's input loads issued before the wait for the previous step's MMAs (within a filter row)
+template <int R, int TW, bool PF>
 __global__ void __launch_bounds__(kThreads, 1)
     conv_wx_k(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, const WxArgs p) {
   dep_entry();
@@ -125,10 +126,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int ky = 0; ky < 3; ++ky) {
       mbar_wait_bounded(w_full + 8 * ky, c & 1);
       const uint64_t db = desc_sw128(w_slot + ky * kWSlot);
-#pragma unroll
-      for (int ks = 0; ks < kChunk / 16; ++ks) {
+      uint32_t d[2][2][4];  // [tile][channel pair][input column] of K step ks
+      auto load = [&](int ks) {
         const uint32_t chunk = 2 * ks + (t >> 1);
-        uint32_t d[2][2][4];  // [tile][channel pair][input column]
 #pragma unroll
         for (int tl = 0; tl < 2; ++tl)
 #pragma unroll
@@ -137,6 +137,11 @@ __global__ void __launch_bounds__(kThreads, 1)
             const uint2 v = lds64(in_base + P * 128 + ((chunk ^ (P & 7)) << 4) + half_off);
             d[tl][0][j] = v.x, d[tl][1][j] = v.y;
           }
+      };
+      if constexpr (PF) load(0);
+#pragma unroll
+      for (int ks = 0; ks < kChunk / 16; ++ks) {
+        if constexpr (!PF) load(ks);
         uint32_t f[4][4];  // [position][fragment register]: {tile 0 pair 0, tile 1 pair 0, tile 0 pair 1, tile 1 pair 1}
 #pragma unroll
         for (int tl = 0; tl < 2; ++tl)
@@ -152,6 +157,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int q = 0; q < 4; ++q) wgmma_rs_n64(acc[q], f[q], db + (uint64_t)(q * (kBN * 128 / 16)) + 2 * ks, 1);
         wgmma_commit();
+        if constexpr (PF)
+          if (ks + 1 < kChunk / 16) load(ks + 1);  // into d, which the MMAs in flight do not read
         wgmma_wait<0>();  // the fragments' registers are rewritten next step
       }
       if (lane == 0) mbar_arrive(w_empty + 8 * ky);
@@ -221,14 +228,16 @@ __global__ void conv_wx_prepare_k(const __half* __restrict__ w, __half* __restri
 struct Form {
   const char* name;
   int R, TW;
+  bool pf;
   const void* kernel;
   size_t smem;
 };
-template <int R, int TW>
+template <int R, int TW, bool PF>
 constexpr Form form(const char* name) {
-  return {name, R, TW, (const void*)conv_wx_k<R, TW>, Cfg<R, TW>::kSmem};
+  return {name, R, TW, PF, (const void*)conv_wx_k<R, TW, PF>, Cfg<R, TW>::kSmem};
 }
-const Form kForms[] = {form<4, 32>("wx4x32"), form<8, 16>("wx8x16"), form<16, 8>("wx16x8")};
+const Form kForms[] = {form<4, 32, false>("wx4x32"),  form<8, 16, false>("wx8x16"),  form<16, 8, false>("wx16x8"),
+                       form<4, 32, true>("wx4x32p"), form<8, 16, true>("wx8x16p"), form<16, 8, true>("wx16x8p")};
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
 
 struct DeviceInfo {
@@ -256,13 +265,14 @@ bool hopper_device() {
 
 bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
 
-template <int R, int TW>
+template <int R, int TW, bool PF>
 cudaError_t launch(const Form& f, const __half* x, const __half* wt, const WxArgs& a, const ConvWxShape& s, cudaStream_t stream) {
+  using C = Cfg<R, TW>;
   const auto encode = tensor_map_encoder();
   CUtensorMap tx, tw;
   const cuuint64_t xdims[4] = {(cuuint64_t)s.C, (cuuint64_t)s.W, (cuuint64_t)s.H, (cuuint64_t)s.N};
   const cuuint64_t xstrides[3] = {(cuuint64_t)s.C * 2, (cuuint64_t)(s.W * s.C * 2), (cuuint64_t)(s.H * s.W * s.C * 2)};
-  const cuuint32_t xbox[4] = {(cuuint32_t)kChunk, (cuuint32_t)Cfg<R, TW>::kCols, (cuuint32_t)Cfg<R, TW>::kRows, 1}, elem[4] = {1, 1, 1, 1};
+  const cuuint32_t xbox[4] = {(cuuint32_t)kChunk, (cuuint32_t)C::kCols, (cuuint32_t)C::kRows, 1}, elem[4] = {1, 1, 1, 1};
   const cuuint64_t wdims[2] = {(cuuint64_t)s.C, (cuuint64_t)(12 * s.O)}, wstrides[1] = {(cuuint64_t)s.C * 2};
   const cuuint32_t wbox[2] = {(cuuint32_t)kChunk, (cuuint32_t)kBN};
   if (encode(&tx, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4, const_cast<__half*>(x), xdims, xstrides, xbox, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
@@ -271,7 +281,7 @@ cudaError_t launch(const Form& f, const __half* x, const __half* wt, const WxArg
              CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
     return cudaErrorNotSupported;
   const dim3 grid((unsigned)(s.O / kBN), (unsigned)(a.nbx * a.nby * s.N));
-  launch_kernel(conv_wx_k<R, TW>, grid, kThreads, f.smem, stream, tx, tw, a);
+  launch_kernel(conv_wx_k<R, TW, PF>, grid, kThreads, f.smem, stream, tx, tw, a);
   return cudaGetLastError();
 }
 
@@ -310,9 +320,12 @@ cudaError_t conv_wx(int form, const __half* x, const __half* wt, const __half* b
   const Form& f = kForms[form];
   const WxArgs a{b, r, y, (int)s.H, (int)s.W, (int)s.O, (int)(s.C / kChunk), (int)((s.W + 2 * f.TW - 1) / (2 * f.TW)), (int)((s.H + f.R - 1) / f.R)};
   switch (form) {
-    case 0: return launch<4, 32>(f, x, wt, a, s, stream);
-    case 1: return launch<8, 16>(f, x, wt, a, s, stream);
-    default: return launch<16, 8>(f, x, wt, a, s, stream);
+    case 0: return launch<4, 32, false>(f, x, wt, a, s, stream);
+    case 1: return launch<8, 16, false>(f, x, wt, a, s, stream);
+    case 2: return launch<16, 8, false>(f, x, wt, a, s, stream);
+    case 3: return launch<4, 32, true>(f, x, wt, a, s, stream);
+    case 4: return launch<8, 16, true>(f, x, wt, a, s, stream);
+    default: return launch<16, 8, true>(f, x, wt, a, s, stream);
   }
 }
 
