@@ -25,20 +25,6 @@ __global__ void fill_k(__half* p, int64_t n, uint32_t seed) {
   if (i < n) p[i] = __float2half((float)(bench_hash((uint32_t)i, seed) & 0xFFFF) / 32768.f - 1.f);
 }
 
-// Median ms of one launch over `repeats` timings of five launches in a CUDA graph (the engine's own
-// time_in_graph, which times the way the engine runs); -1 if any failed.
-template <class F>
-float median_in_graph(cudaStream_t s, int repeats, F&& body) {
-  std::vector<float> ms;
-  for (int r = 0; r < repeats; ++r) {
-    const float v = sdrt::cuda::time_in_graph(s, 5, body);
-    if (v < 0.f) return -1.f;
-    ms.push_back(v);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
 struct Best {
   float ms = -1.f;
   int tried = 0, ran = 0, index = -1;  // configurations tried / that ran; the fastest's index in the list
@@ -121,48 +107,14 @@ int main(int argc, char** argv) {
     CHECK(cudaStreamSynchronize(s));
 
     // the engine's way (cudnn_conv.cu): the legacy API's fastest algorithm within 256 MiB of workspace
-    cudnnTensorDescriptor_t xd, yd;
-    cudnnFilterDescriptor_t wd;
-    cudnnConvolutionDescriptor_t cd;
-    cudnnCreateTensorDescriptor(&xd);
-    cudnnCreateTensorDescriptor(&yd);
-    cudnnCreateFilterDescriptor(&wd);
-    cudnnCreateConvolutionDescriptor(&cd);
-    cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, (int)N, (int)sh.C, (int)sh.HW, (int)sh.HW);
-    cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_HALF, CUDNN_TENSOR_NHWC, (int)sh.K, (int)sh.C, 3, 3);
-    cudnnSetConvolution2dDescriptor(cd, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
-    cudnnSetConvolutionMathType(cd, CUDNN_TENSOR_OP_MATH);
-    cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, (int)N, (int)sh.K, (int)sh.HW, (int)sh.HW);
-    std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
-    int returned = 0, algo = -1;
-    size_t need = 0;
-    void* ws = nullptr;  // the search's workspace, on the shape's own operands (as the engine searches)
-    CHECK(cudaMalloc(&ws, size_t(256) << 20));
-    if (cudnnFindConvolutionForwardAlgorithmEx(h, xd, x, wd, w, cd, yd, y0, (int)perf.size(), &returned, perf.data(), ws, size_t(256) << 20) ==
-        CUDNN_STATUS_SUCCESS)
-      for (int i = 0; i < returned && algo < 0; ++i)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= (size_t(256) << 20)) algo = (int)perf[i].algo, need = perf[i].memory;
-    CHECK(cudaFree(ws));
-    ws = nullptr;
-    float legacy = -1.f;
-    if (algo >= 0 && (need == 0 || cudaMalloc(&ws, need) == cudaSuccess)) {
-      const float one = 1.f, zero = 0.f;
-      legacy = median_in_graph(s, repeats, [&] {
-        return cudnnConvolutionForward(h, &one, xd, x, wd, w, cd, (cudnnConvolutionFwdAlgo_t)algo, ws, need, &zero, yd, y0) == CUDNN_STATUS_SUCCESS;
-      });
-      cudnnConvolutionForward(h, &one, xd, x, wd, w, cd, (cudnnConvolutionFwdAlgo_t)algo, ws, need, &zero, yd, y0);
-      cudaStreamSynchronize(s);
-    }
-    if (ws) cudaFree(ws);
+    const LegacyConv lc = legacy_conv3x3(h, s, N, sh.C, sh.K, sh.HW, x, w, y0, repeats);
+    const int algo = lc.algo;
+    const float legacy = lc.ms;
     const Best b = graph_api(h, s, N, sh.C, sh.K, sh.HW, sh.HW, 3, 1, x, w, y1, repeats, limit);
     const double rel = legacy > 0.f && b.ms > 0.f ? relative_l2_diff(y0, y1, ny) : -1.0;
     std::printf("%5lld %5lld %4lld %3d %6d %10.4f %10.4f %3d/%-3d %5d %6.2fx %9.2e\n", (long long)sh.C, (long long)sh.K, (long long)sh.HW, sh.count, algo,
                 legacy, b.ms, b.ran, b.tried, b.index, legacy > 0.f && b.ms > 0.f ? legacy / b.ms : 0.0, rel);
     if (legacy > 0.f && b.ms > 0.f) sum_legacy += sh.count * legacy, sum_best += sh.count * std::min(legacy, b.ms);
-    cudnnDestroyTensorDescriptor(xd);
-    cudnnDestroyTensorDescriptor(yd);
-    cudnnDestroyFilterDescriptor(wd);
-    cudnnDestroyConvolutionDescriptor(cd);
     for (void* p : {(void*)x, (void*)w, (void*)y0, (void*)y1}) cudaFree(p);
   }
   std::printf("per forward (shapes x counts): the engine's algorithms %.3f ms; with the faster of them and the graph API's best %.3f ms (%.2fx)\n",

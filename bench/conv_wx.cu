@@ -26,18 +26,6 @@ __global__ void fill_k(__half* p, int64_t n, uint32_t seed, float scale) {
   if (i < n) p[i] = __float2half(scale * ((float)(bench_hash((uint32_t)i, seed) & 0xFFFF) / 32768.f - 1.f));
 }
 
-template <class F>
-float median_in_graph(cudaStream_t s, int repeats, F&& body) {
-  std::vector<float> ms;
-  for (int r = 0; r < repeats; ++r) {
-    const float v = sdrt::cuda::time_in_graph(s, 5, body);
-    if (v < 0.f) return -1.f;
-    ms.push_back(v);
-  }
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2];
-}
-
 std::vector<float> to_host(const __half* d, int64_t n) {
   std::vector<__half> h(n);
   std::vector<float> f(n);
@@ -83,39 +71,7 @@ int main(int argc, char** argv) {
     CHECK(sc::conv_wx_prepare(w, wt, sh.K, sh.C, s));
     CHECK(cudaStreamSynchronize(s));
 
-    cudnnTensorDescriptor_t xd, yd;
-    cudnnFilterDescriptor_t wd;
-    cudnnConvolutionDescriptor_t cd;
-    cudnnCreateTensorDescriptor(&xd);
-    cudnnCreateTensorDescriptor(&yd);
-    cudnnCreateFilterDescriptor(&wd);
-    cudnnCreateConvolutionDescriptor(&cd);
-    cudnnSetTensor4dDescriptor(xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, (int)N, (int)sh.C, (int)sh.HW, (int)sh.HW);
-    cudnnSetFilter4dDescriptor(wd, CUDNN_DATA_HALF, CUDNN_TENSOR_NHWC, (int)sh.K, (int)sh.C, 3, 3);
-    cudnnSetConvolution2dDescriptor(cd, 1, 1, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);
-    cudnnSetConvolutionMathType(cd, CUDNN_TENSOR_OP_MATH);
-    cudnnSetTensor4dDescriptor(yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_HALF, (int)N, (int)sh.K, (int)sh.HW, (int)sh.HW);
-    std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
-    int returned = 0, algo = -1;
-    size_t need = 0;
-    void* ws = nullptr;
-    CHECK(cudaMalloc(&ws, size_t(256) << 20));
-    if (cudnnFindConvolutionForwardAlgorithmEx(h, xd, x, wd, w, cd, yd, y0, (int)perf.size(), &returned, perf.data(), ws, size_t(256) << 20) ==
-        CUDNN_STATUS_SUCCESS)
-      for (int i = 0; i < returned && algo < 0; ++i)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= (size_t(256) << 20)) algo = (int)perf[i].algo, need = perf[i].memory;
-    CHECK(cudaFree(ws));
-    ws = nullptr;
-    float cudnn_ms = -1.f;
-    if (algo >= 0 && (need == 0 || cudaMalloc(&ws, need) == cudaSuccess)) {
-      const float one = 1.f, zero = 0.f;
-      cudnn_ms = median_in_graph(s, repeats, [&] {
-        return cudnnConvolutionForward(h, &one, xd, x, wd, w, cd, (cudnnConvolutionFwdAlgo_t)algo, ws, need, &zero, yd, y0) == CUDNN_STATUS_SUCCESS;
-      });
-      cudnnConvolutionForward(h, &one, xd, x, wd, w, cd, (cudnnConvolutionFwdAlgo_t)algo, ws, need, &zero, yd, y0);
-      cudaStreamSynchronize(s);
-    }
-    if (ws) cudaFree(ws);
+    const float cudnn_ms = legacy_conv3x3(h, s, N, sh.C, sh.K, sh.HW, x, w, y0, repeats).ms;
     std::printf("%5lld %5lld %4lld %3d %10.4f", (long long)sh.C, (long long)sh.K, (long long)sh.HW, sh.count, cudnn_ms);
     const sc::ConvWxShape ws_{N, sh.HW, sh.HW, sh.C, sh.K};
     float best = -1.f;
@@ -154,10 +110,6 @@ int main(int argc, char** argv) {
     std::printf(" %6.2fx %8.1f %8.1f %9.2e\n", cudnn_ms > 0.f && best > 0.f ? cudnn_ms / best : 0.0, cudnn_ms > 0.f ? flop / cudnn_ms / 1e9 : 0.0,
                 best > 0.f ? flop / best / 1e9 : 0.0, rel_br);
     if (cudnn_ms > 0.f) sum_cudnn += sh.count * cudnn_ms, sum_best += sh.count * (best > 0.f ? std::min(best, cudnn_ms) : cudnn_ms);
-    cudnnDestroyTensorDescriptor(xd);
-    cudnnDestroyTensorDescriptor(yd);
-    cudnnDestroyFilterDescriptor(wd);
-    cudnnDestroyConvolutionDescriptor(cd);
     for (void* p : {(void*)x, (void*)w, (void*)wt, (void*)y0, (void*)y1, (void*)b, (void*)r}) cudaFree(p);
   }
   std::printf("per forward (shapes x counts): cuDNN %.3f ms; with the faster of cuDNN and wx %.3f ms (%.2fx)\n", sum_cudnn, sum_best,

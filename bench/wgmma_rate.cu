@@ -75,16 +75,6 @@ __device__ __forceinline__ void ss(float (&d)[N / 2], uint64_t a, uint64_t b, in
   else if constexpr (N == 64) wgmma_n64(d, a, b, sd);  // sm90_common.cuh's
   else wgmma_n128(d, a, b, sd);
 }
-__device__ __forceinline__ uint32_t hadd2(uint32_t a, uint32_t b) {
-  uint32_t r;
-  asm("add.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-__device__ __forceinline__ uint32_t hsub2(uint32_t a, uint32_t b) {
-  uint32_t r;
-  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
 // B^T d B of one 4x4 patch (half2: two channels), in place: rows, then columns
 __device__ __forceinline__ void winograd_in(uint32_t (&d)[16]) {
 #pragma unroll

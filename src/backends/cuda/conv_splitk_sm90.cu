@@ -10,15 +10,14 @@
 #include "backends/cuda/conv_splitk.h"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/sm90_common.cuh"
+#include "backends/cuda/sm90_host.h"
 #include "graph/backend.h"
 
 #include <cooperative_groups.h>
 
-#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 
 namespace sdrt::cuda {
 namespace {
@@ -182,27 +181,13 @@ const Form kForms[] = {
 };
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
 
-struct DeviceInfo {
-  std::once_flag once;
-  bool hopper = false;
-};
-std::array<DeviceInfo, 64> g_dev;
-
 bool hopper_device() {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= (int)g_dev.size()) return cudaGetLastError(), false;
-  DeviceInfo& d = g_dev[dev];
-  std::call_once(d.once, [&] {
-    int major = 0, minor = 0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-      return (void)cudaGetLastError();
-    if (major != 9 || minor != 0) return;
+  static HopperOnce once;
+  return hopper_once(once, [] {
     for (const Form& f : kForms)
-      if (cudaFuncSetAttribute(f.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)f.smem) != cudaSuccess) return (void)cudaGetLastError();
-    d.hopper = true;
+      if (cudaFuncSetAttribute(f.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)f.smem) != cudaSuccess) return false;
+    return true;
   });
-  return d.hopper;
 }
 
 bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }

@@ -15,11 +15,9 @@
 #include "backends/cuda/conv_wx.h"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/sm90_common.cuh"
-#include "backends/cuda/tma.h"
+#include "backends/cuda/sm90_host.h"
 
-#include <array>
 #include <cstring>
-#include <mutex>
 
 namespace sdrt::cuda {
 namespace {
@@ -47,16 +45,6 @@ struct WxArgs {
 #ifdef SDRT_SM90A
 #define SDRT_WX_WGMMA 1
 using namespace sm90;
-__device__ __forceinline__ uint32_t hadd2(uint32_t a, uint32_t b) {
-  uint32_t r;
-  asm("add.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-__device__ __forceinline__ uint32_t hsub2(uint32_t a, uint32_t b) {
-  uint32_t r;
-  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
 __device__ __forceinline__ uint2 lds64(uint32_t a) {
   uint2 v;
   asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(a));
@@ -240,27 +228,14 @@ const Form kForms[] = {form<4, 32, false>("wx4x32"),  form<8, 16, false>("wx8x16
                        form<4, 32, true>("wx4x32p"), form<8, 16, true>("wx8x16p"), form<16, 8, true>("wx16x8p")};
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
 
-struct DeviceInfo {
-  std::once_flag once;
-  bool hopper = false;
-};
-std::array<DeviceInfo, 64> g_dev;
-
 bool hopper_device() {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= (int)g_dev.size()) return cudaGetLastError(), false;
-  DeviceInfo& d = g_dev[dev];
-  std::call_once(d.once, [&] {
-    int major = 0, minor = 0;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-      return (void)cudaGetLastError();
-    if (major != 9 || minor != 0 || !tensor_map_encoder()) return;
+  static HopperOnce once;
+  return hopper_once(once, [] {
+    if (!tensor_map_encoder()) return false;
     for (const Form& f : kForms)
-      if (cudaFuncSetAttribute(f.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)f.smem) != cudaSuccess) return (void)cudaGetLastError();
-    d.hopper = true;
+      if (cudaFuncSetAttribute(f.kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)f.smem) != cudaSuccess) return false;
+    return true;
   });
-  return d.hopper;
 }
 
 bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }

@@ -18,7 +18,7 @@
 #include "backends/cuda/gelu_poly.h"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/sm90_common.cuh"
-#include "backends/cuda/tma.h"
+#include "backends/cuda/sm90_host.h"
 #include "graph/backend.h"
 
 #include <cuda.h>
@@ -604,17 +604,6 @@ cudaError_t launch_wse(const Form& f, int grid, const __half* x, const __half* w
 std::atomic<int64_t> g_launches{0};
 
 }  // namespace
-
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess || q != cudaDriverEntryPointSuccess)
-      return cudaGetLastError(), (PFN_cuTensorMapEncodeTiled_v12000) nullptr;
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }();
-  return fn;
-}
 
 int geglu_gemm_forms() {
   const char* e = std::getenv("SDRT_GEGLU_EXPERIMENTAL");
