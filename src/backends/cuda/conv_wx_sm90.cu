@@ -213,16 +213,30 @@ __global__ void conv_wx_prepare_k(const __half* __restrict__ w, __half* __restri
   for (int q = 0; q < 4; ++q) wt[((q * 3 + ky) * O + o) * C + cl] = __float2half_rn(u[q]);
 }
 
+// y = conv(x) for one form: its kernel on the operands' tensor maps
+template <int R, int TW, bool PF>
+cudaError_t launch(const __half* x, const __half* wt, const WxArgs& a, const ConvWxShape& s, cudaStream_t stream) {
+  using C = Cfg<R, TW>;
+  CUtensorMap tx, tw;
+  const cuuint64_t xdims[4] = {(cuuint64_t)s.C, (cuuint64_t)s.W, (cuuint64_t)s.H, (cuuint64_t)s.N};
+  const cuuint64_t xstrides[3] = {(cuuint64_t)s.C * 2, (cuuint64_t)(s.W * s.C * 2), (cuuint64_t)(s.H * s.W * s.C * 2)};
+  const cuuint32_t xbox[4] = {(cuuint32_t)kChunk, (cuuint32_t)C::kCols, (cuuint32_t)C::kRows, 1};
+  if (!half_tensor_map(&tx, x, 4, xdims, xstrides, xbox) || !half_matrix_map(&tw, wt, 12 * s.O, s.C, kBN)) return cudaErrorNotSupported;
+  const dim3 grid((unsigned)(s.O / kBN), (unsigned)(a.nbx * a.nby * s.N));
+  launch_kernel(conv_wx_k<R, TW, PF>, grid, kThreads, C::kSmem, stream, tx, tw, a);
+  return cudaGetLastError();
+}
+
 struct Form {
   const char* name;
   int R, TW;
-  bool pf;
   const void* kernel;
   size_t smem;
+  cudaError_t (*launch)(const __half*, const __half*, const WxArgs&, const ConvWxShape&, cudaStream_t);
 };
 template <int R, int TW, bool PF>
 constexpr Form form(const char* name) {
-  return {name, R, TW, PF, (const void*)conv_wx_k<R, TW, PF>, Cfg<R, TW>::kSmem};
+  return {name, R, TW, (const void*)conv_wx_k<R, TW, PF>, Cfg<R, TW>::kSmem, launch<R, TW, PF>};
 }
 const Form kForms[] = {form<4, 32, false>("wx4x32"),  form<8, 16, false>("wx8x16"),  form<16, 8, false>("wx16x8"),
                        form<4, 32, true>("wx4x32p"), form<8, 16, true>("wx8x16p"), form<16, 8, true>("wx16x8p")};
@@ -239,26 +253,6 @@ bool hopper_device() {
 }
 
 bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
-
-template <int R, int TW, bool PF>
-cudaError_t launch(const Form& f, const __half* x, const __half* wt, const WxArgs& a, const ConvWxShape& s, cudaStream_t stream) {
-  using C = Cfg<R, TW>;
-  const auto encode = tensor_map_encoder();
-  CUtensorMap tx, tw;
-  const cuuint64_t xdims[4] = {(cuuint64_t)s.C, (cuuint64_t)s.W, (cuuint64_t)s.H, (cuuint64_t)s.N};
-  const cuuint64_t xstrides[3] = {(cuuint64_t)s.C * 2, (cuuint64_t)(s.W * s.C * 2), (cuuint64_t)(s.H * s.W * s.C * 2)};
-  const cuuint32_t xbox[4] = {(cuuint32_t)kChunk, (cuuint32_t)C::kCols, (cuuint32_t)C::kRows, 1}, elem[4] = {1, 1, 1, 1};
-  const cuuint64_t wdims[2] = {(cuuint64_t)s.C, (cuuint64_t)(12 * s.O)}, wstrides[1] = {(cuuint64_t)s.C * 2};
-  const cuuint32_t wbox[2] = {(cuuint32_t)kChunk, (cuuint32_t)kBN};
-  if (encode(&tx, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4, const_cast<__half*>(x), xdims, xstrides, xbox, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS ||
-      encode(&tw, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<__half*>(wt), wdims, wstrides, wbox, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-             CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
-    return cudaErrorNotSupported;
-  const dim3 grid((unsigned)(s.O / kBN), (unsigned)(a.nbx * a.nby * s.N));
-  launch_kernel(conv_wx_k<R, TW, PF>, grid, kThreads, f.smem, stream, tx, tw, a);
-  return cudaGetLastError();
-}
 
 }  // namespace
 
@@ -294,14 +288,7 @@ cudaError_t conv_wx(int form, const __half* x, const __half* wt, const __half* b
     return cudaErrorNotSupported;
   const Form& f = kForms[form];
   const WxArgs a{b, r, y, (int)s.H, (int)s.W, (int)s.O, (int)(s.C / kChunk), (int)((s.W + 2 * f.TW - 1) / (2 * f.TW)), (int)((s.H + f.R - 1) / f.R)};
-  switch (form) {
-    case 0: return launch<4, 32, false>(f, x, wt, a, s, stream);
-    case 1: return launch<8, 16, false>(f, x, wt, a, s, stream);
-    case 2: return launch<16, 8, false>(f, x, wt, a, s, stream);
-    case 3: return launch<4, 32, true>(f, x, wt, a, s, stream);
-    case 4: return launch<8, 16, true>(f, x, wt, a, s, stream);
-    default: return launch<16, 8, true>(f, x, wt, a, s, stream);
-  }
+  return f.launch(x, wt, a, s, stream);
 }
 
 }  // namespace sdrt::cuda

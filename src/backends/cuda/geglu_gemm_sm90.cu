@@ -575,20 +575,10 @@ cudaError_t launch_se(const Form& f, int grid, const __half* x, const __half* w,
   return cudaGetLastError();
 }
 
-// A [rows, K] row-major half matrix read in boxes of 64 columns (128 bytes, the swizzle's span) x box_rows.
-bool make_map(CUtensorMap* map, const __half* base, int64_t rows, int64_t K, int box_rows) {
-  const auto encode = tensor_map_encoder();
-  if (!encode) return false;
-  const cuuint64_t dims[2] = {(cuuint64_t)K, (cuuint64_t)rows}, strides[1] = {(cuuint64_t)K * 2};
-  const cuuint32_t box[2] = {(cuuint32_t)kBK, (cuuint32_t)box_rows}, elem[2] = {1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, const_cast<__half*>(base), dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
 template <int BN, int STAGES>
 cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
   CUtensorMap ta, tb;
-  if (!make_map(&ta, x, M, K, kBM) || !make_map(&tb, w, 2 * (int64_t)F, K, BN)) return cudaErrorNotSupported;
+  if (!half_matrix_map(&ta, x, M, K, kBM) || !half_matrix_map(&tb, w, 2 * (int64_t)F, K, BN)) return cudaErrorNotSupported;
   launch_kernel(geglu_ws_k<BN, STAGES>, (unsigned)grid, 384, smem_bytes(f), s, ta, tb, b, y, M, K, F);
   return cudaGetLastError();
 }
@@ -596,7 +586,7 @@ cudaError_t launch_ws(const Form& f, int grid, const __half* x, const __half* w,
 template <int BN, int STAGES, int FAST>
 cudaError_t launch_wse(const Form& f, int grid, const __half* x, const __half* w, const __half* b, __half* y, int M, int K, int F, cudaStream_t s) {
   CUtensorMap ta, tb;
-  if (!aligned(b, 16) || !make_map(&ta, x, M, K, kBM) || !make_map(&tb, w, 2 * (int64_t)F, K, BN)) return cudaErrorNotSupported;
+  if (!aligned(b, 16) || !half_matrix_map(&ta, x, M, K, kBM) || !half_matrix_map(&tb, w, 2 * (int64_t)F, K, BN)) return cudaErrorNotSupported;
   launch_kernel(geglu_wse_k<BN, STAGES, FAST>, (unsigned)grid, kThreads + kEpiThreads, smem_bytes(f), s, ta, tb, b, y, M, K, F);
   return cudaGetLastError();
 }
