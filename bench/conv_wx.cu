@@ -12,6 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "backends/cuda/common.cuh"
@@ -50,9 +51,8 @@ int main(int argc, char** argv) {
   cudnnHandle_t h = nullptr;
   if (cudnnCreate(&h) != CUDNN_STATUS_SUCCESS || cudnnSetStream(h, s) != CUDNN_STATUS_SUCCESS) return std::fprintf(stderr, "cuDNN could not start\n"), 1;
   std::printf("batch %lld; cuDNN %zu; TFLOP/s counts the direct convolution's 2 x 9 x C x K x H x W per image\n", (long long)batch, cudnnGetVersion());
-  std::printf("%5s %5s %4s %3s %10s", "C", "K", "HW", "n", "cuDNN ms");
-  for (int f = 0; f < sc::conv_wx_forms(); ++f) std::printf(" %10s %9s", sc::conv_wx_form_name(f), "rel diff");
-  std::printf(" %7s %8s %8s %9s\n", "gain", "TFLOP/s", "wx TF/s", "bias+res");
+  std::printf("%5s %5s %4s %3s %10s %10s %10s %7s %8s %8s %9s %9s   (then each form's ms)\n", "C", "K", "HW", "n", "cuDNN ms", "best wx", "ms", "gain",
+              "TFLOP/s", "wx TF/s", "rel diff", "bias+res");
   double sum_cudnn = 0.0, sum_best = 0.0;
   for (const UnetConv3x3& sh : kUnetConv3x3) {
     const int64_t N = batch, nx = N * sh.HW * sh.HW * sh.C, nw = sh.K * 9 * sh.C, ny = N * sh.HW * sh.HW * sh.K;
@@ -72,7 +72,8 @@ int main(int argc, char** argv) {
     CHECK(cudaStreamSynchronize(s));
 
     const float cudnn_ms = legacy_conv3x3(h, s, N, sh.C, sh.K, sh.HW, x, w, y0, repeats).ms;
-    std::printf("%5lld %5lld %4lld %3d %10.4f", (long long)sh.C, (long long)sh.K, (long long)sh.HW, sh.count, cudnn_ms);
+    std::string forms_line;
+    double worst_rel = 0.0;
     const sc::ConvWxShape ws_{N, sh.HW, sh.HW, sh.C, sh.K};
     float best = -1.f;
     int best_form = -1;
@@ -86,11 +87,15 @@ int main(int argc, char** argv) {
           rel = relative_l2_diff(y0, y1, ny);
           ms = median_in_graph(s, repeats, [&] { return sc::conv_wx(f, x, wt, nullptr, nullptr, y1, ws_, s) == cudaSuccess; });
         } else {
-          std::printf("\n  %s: %s\n", sc::conv_wx_form_name(f), cudaGetErrorString(e != cudaSuccess ? e : cudaGetLastError()));
+          std::printf("%s: %s\n", sc::conv_wx_form_name(f), cudaGetErrorString(e != cudaSuccess ? e : cudaGetLastError()));
           return 1;
         }
       }
-      std::printf(" %10.4f %9.2e", ms, rel);
+      char item[64];
+      std::snprintf(item, sizeof item, " %s %.4f", sc::conv_wx_form_name(f), ms);
+      forms_line += item;
+      if (rel > worst_rel || rel < 0.0) worst_rel = rel < 0.0 ? worst_rel : rel;
+      if (ms > 0.f && (rel < 0.0 || rel >= 1e-2)) forms_line += " (disagrees)";
       if (ms > 0.f && rel >= 0.0 && rel < 1e-2 && (best < 0.f || ms < best)) best = ms, best_form = f;
     }
     // the fastest form with bias and residual against cuDNN's output plus both
@@ -107,8 +112,9 @@ int main(int argc, char** argv) {
       rel_br = den > 0.0 ? std::sqrt(num / den) : -1.0;
     }
     const double flop = 2.0 * 9 * sh.C * sh.K * sh.HW * sh.HW * N;
-    std::printf(" %6.2fx %8.1f %8.1f %9.2e\n", cudnn_ms > 0.f && best > 0.f ? cudnn_ms / best : 0.0, cudnn_ms > 0.f ? flop / cudnn_ms / 1e9 : 0.0,
-                best > 0.f ? flop / best / 1e9 : 0.0, rel_br);
+    std::printf("%5lld %5lld %4lld %3d %10.4f %10s %10.4f %6.2fx %8.1f %8.1f %9.2e %9.2e\n     %s\n", (long long)sh.C, (long long)sh.K, (long long)sh.HW,
+                sh.count, cudnn_ms, best_form >= 0 ? sc::conv_wx_form_name(best_form) : "-", best, cudnn_ms > 0.f && best > 0.f ? cudnn_ms / best : 0.0,
+                cudnn_ms > 0.f ? flop / cudnn_ms / 1e9 : 0.0, best > 0.f ? flop / best / 1e9 : 0.0, worst_rel, rel_br, forms_line.c_str());
     if (cudnn_ms > 0.f) sum_cudnn += sh.count * cudnn_ms, sum_best += sh.count * (best > 0.f ? std::min(best, cudnn_ms) : cudnn_ms);
     for (void* p : {(void*)x, (void*)w, (void*)wt, (void*)y0, (void*)y1, (void*)b, (void*)r}) cudaFree(p);
   }

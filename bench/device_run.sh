@@ -6,7 +6,7 @@
 # gn, geglu, geglu-se, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
 # attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures, loop-trace, s16, traffic,
-# s16w, vae-traffic, wgmma-rate, conv-wx.
+# s16w, vae-traffic, wgmma-rate, conv-wx, wx-test.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -529,6 +529,9 @@ for step in "$@"; do
       echo "ncu rc $?"; python3 "$root/bench/ncu_traffic.py" /tmp/vae.csv "$out/vae-launches.txt" | tee "$out/vae-traffic.txt" ;;
     wgmma-rate)  # warpgroup-MMA rates for a fused Winograd convolution's inner loop (bench_wgmma_rate, packed with BINS=...)
       "$bin/bench_wgmma_rate" --iters 2000 | tee "$out/wgmma-rate.txt" ;;
+    wx-test)  # the convolution op test, every form forced in turn (the Winograd kernel's included)
+      timeout 300 "$bin/sdrt_tests" --gtest_filter='BackendOps.EveryConvolutionFormMatchesTheCpu' 2>&1 | tee "$out/wx-test.txt" |
+        grep -E "ran as Winograd|FAIL|OK \]|PASSED|Failure|Expected|which is" ;;
     conv-wx)  # the fused Winograd F(2,3)-along-x convolution against cuDNN's choice per UNet shape (bench_conv_wx, packed with BINS=...)
       for b in ${WX_BATCHES:-16 2}; do "$bin/bench_conv_wx" --batch "$b" --repeats 10; done 2>&1 | tee "$out/conv-wx.txt" ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.

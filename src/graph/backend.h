@@ -149,6 +149,9 @@ int64_t cuda_conv_graph_runs();
 // Convolutions run by the narrow kernel (form "narrow": at most 8 output channels) in this process, for tests.
 int64_t cuda_narrow_conv_runs();
 int64_t cuda_wx_conv_runs();  // convolutions run by the Winograd F(2,3)-along-x kernel (conv_wx.h)
+// That kernel's forms (0 without CUDA), for tests: how many, and each one's name (SDRT_CONV_WX=<name> forces it).
+int cuda_wx_conv_forms();
+const char* cuda_wx_conv_form_name(int form);
 // Convolutions run by the split-K kernel (form "splitk", conv_splitk.h) in this process, for tests.
 int64_t cuda_splitk_conv_runs();
 

@@ -16,7 +16,10 @@
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/sm90_common.cuh"
 #include "backends/cuda/sm90_host.h"
+#include "graph/backend.h"
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace sdrt::cuda {
@@ -38,8 +41,9 @@ struct Cfg {
 struct WxArgs {
   const __half *b, *r;
   __half* y;
-  int H, W, O, KC;    // KC: chunks of 64 input channels
-  int nbx, nby;       // blocks across a row of tiles, down an image
+  int N, H, W, O, KC;  // KC: chunks of 64 input channels
+  int nbx, nby;        // blocks across a row of tiles, down an image
+  int nco, groups, clusters;  // output-channel blocks; groups (nco x spatial blocks / CL); clusters launched
 };
 
 #ifdef SDRT_SM90A
@@ -50,10 +54,42 @@ __device__ __forceinline__ uint2 lds64(uint32_t a) {
   asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(a));
   return v;
 }
+// A 2D TMA copy into the same shared-memory offset of every block of the cluster in `mask`, completing on
+// each one's mbarrier at offset bar.
+__device__ __forceinline__ void tma_load_2d_mc(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar, uint16_t mask) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+               "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar), "h"(mask)
+               : "memory");
+}
+// One arrival on the mbarrier at offset `bar` of the cluster's block `rank`.
+__device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) {
+  asm volatile("{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\nmbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar), "r"(rank)
+               : "memory");
+}
+// Whether the phase of parity `parity` of the mbarrier at `a` has completed (not waiting).
+__device__ __forceinline__ bool mbar_test(uint32_t a, uint32_t parity) {
+  uint32_t done;
+  asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n" : "=r"(done) : "r"(a), "r"(parity) : "memory");
+  return done != 0;
+}
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ void cluster_sync_all() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
 #endif
 
-// PF: each K step's input loads issued before the wait for the previous step's MMAs (within a filter row)
-template <int R, int TW, bool PF>
+// PF: each K step's input loads issued before the wait for the previous step's MMAs (within a filter row).
+// CL: blocks of a cluster (consecutive spatial blocks, the same output channels) that share the weights: each
+// loads 4 / CL of the positions' tiles into every block's slot (TMA multicast), and a slot is refilled once
+// the MMA warps of all of them are done with it. POLL: thread 0 refills a slot as soon as it is free, checked
+// (not waited for) after each K step's MMAs are issued, and waits only where its own warpgroup needs the copy -
+// without it, thread 0 waits at the end of each filter row for the other warpgroup (and the cluster) to be done
+// with that row's slot, keeping the warpgroups in step.
+template <int R, int TW, bool PF, int CL, bool POLL = false>
 __global__ void __launch_bounds__(kThreads, 1)
     conv_wx_k(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, const WxArgs p) {
   dep_entry();
@@ -66,30 +102,73 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (tid == 0) {
     for (int i = 0; i < 2; ++i) mbar_init(in_full + 8 * i, 1), mbar_init(in_empty + 8 * i, 8);
-    for (int i = 0; i < 3; ++i) mbar_init(w_full + 8 * i, 1), mbar_init(w_empty + 8 * i, 8);  // empty: the 8 MMA warps
+    for (int i = 0; i < 3; ++i) mbar_init(w_full + 8 * i, 1), mbar_init(w_empty + 8 * i, 8 * CL);  // empty: the cluster's MMA warps
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  __syncthreads();
-  const int co0 = blockIdx.x * kBN, sb = blockIdx.y;
-  const int bx = sb % p.nbx, by = (sb / p.nbx) % p.nby, n = sb / (p.nbx * p.nby);
-  const int ox0 = bx * 2 * TW, oy0 = by * R;
-
-  // thread 0 issues every copy: chunk c + 1's weights for row ky once both warpgroups are done with chunk c's,
-  // chunk c + 2's input once both are done with chunk c's (2 input slots, one weight slot per ky)
-  auto load_input = [&](int c) {
-    const int is = c & 1;
-    mbar_expect_tx(in_full + 8 * is, C::kInBytes);
-    tma_load_4d(in_slot + is * C::kInSlot, &tx, c * kChunk, ox0 - 1, oy0 - 1, n, in_full + 8 * is);
+  if constexpr (CL > 1) cluster_sync_all();  // every block's barriers initialized before any copy or remote arrival
+  else __syncthreads();
+  const uint32_t rank = CL > 1 ? cluster_rank() : 0;
+  // The cluster's groups (an output-channel block x CL consecutive spatial blocks, this block taking the
+  // rank-th): gi = cluster, cluster + P, ... (P = p.clusters; one group each unless the launch is persistent).
+  // Chunks are counted across them (gc = j * KC + c for the j-th group), and so are the slots' phases: thread 0
+  // loads the next group's first chunks while the MMA warps finish this one's and write it out.
+  const int cluster = (int)blockIdx.y / CL, J = cluster < p.groups ? (p.groups - 1 - cluster) / p.clusters + 1 : 0, total = J * p.KC;
+  struct Where {
+    int co0, n, oy0, ox0;
   };
-  auto load_weights = [&](int c, int ky) {
-    mbar_expect_tx(w_full + 8 * ky, kWSlot);
+  auto where = [&](int j) {
+    const int gi = cluster + j * p.clusters, sb = (gi / p.nco) * CL + (int)rank;
+    const int bx = sb % p.nbx, by = (sb / p.nbx) % p.nby;
+    return Where{(gi % p.nco) * kBN, sb / (p.nbx * p.nby), by * R, bx * 2 * TW};
+  };
+
+  auto load_input = [&](int gc) {  // chunk gc's input into slot gc % 2
+    const int is = gc & 1;
+    const Where w = where(gc / p.KC);
+    mbar_expect_tx(in_full + 8 * is, C::kInBytes);
+    tma_load_4d(in_slot + is * C::kInSlot, &tx, (gc % p.KC) * kChunk, w.ox0 - 1, w.oy0 - 1, w.n, in_full + 8 * is);
+  };
+  auto load_weights = [&](int gc, int ky) {  // chunk gc's row-ky weights into slot ky
+    const Where w = where(gc / p.KC);
+    const int k0 = (gc % p.KC) * kChunk;
+    mbar_expect_tx(w_full + 8 * ky, kWSlot);  // all four positions' bytes, whichever block of the cluster sends them
+    if constexpr (CL == 1) {
 #pragma unroll
-    for (int q = 0; q < 4; ++q) tma_load_2d(w_slot + ky * kWSlot + q * (kBN * 128), &tw, c * kChunk, (q * 3 + ky) * p.O + co0, w_full + 8 * ky);
+      for (int q = 0; q < 4; ++q) tma_load_2d(w_slot + ky * kWSlot + q * (kBN * 128), &tw, k0, (q * 3 + ky) * p.O + w.co0, w_full + 8 * ky);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4 / CL; ++i) {
+        const int q = (int)rank * (4 / CL) + i;
+        tma_load_2d_mc(w_slot + ky * kWSlot + q * (kBN * 128), &tw, k0, (q * 3 + ky) * p.O + w.co0, w_full + 8 * ky, (uint16_t)((1u << CL) - 1));
+      }
+    }
+  };
+  // thread 0's copies so far: weights wn (load i: chunk i / 3, row i % 3; from i = 3 on, once slot i % 3's phase
+  // i / 3 - 1 is complete) and inputs in_n (chunk i; from i = 2 on, once slot i % 2's phase (i - 2) / 2 is)
+  int wn = 0, in_n = 0;
+  auto refill_w = [&](bool wait) {
+    const int ky = wn % 3;
+    if (wn >= 3) {
+      const uint32_t bar = w_empty + 8 * ky, parity = (uint32_t)(wn / 3 - 1) & 1;
+      if (wait) mbar_wait_bounded(bar, parity);
+      else if (!mbar_test(bar, parity)) return;
+    }
+    load_weights(wn / 3, ky);
+    ++wn;
+  };
+  auto refill_in = [&](bool wait) {
+    if (in_n >= 2) {
+      const uint32_t bar = in_empty + 8 * (in_n & 1), parity = (uint32_t)((in_n - 2) >> 1) & 1;
+      if (wait) mbar_wait_bounded(bar, parity);
+      else if (!mbar_test(bar, parity)) return;
+    }
+    load_input(in_n);
+    ++in_n;
   };
   if (tid == 0) {
-    load_input(0);
-    for (int ky = 0; ky < 3; ++ky) load_weights(0, ky);
-    if (p.KC > 1) load_input(1);
+    if (total > 0) refill_in(true);
+    for (int ky = 0; ky < 3 && total > 0; ++ky) refill_w(true);
+    if (total > 1) refill_in(true);
   }
 
   // the MMA warps: warpgroup cw's tiles cw * 64 + 16 wq + g (+ 8)
@@ -100,100 +179,112 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int m = cw * 64 + wq * 16 + g + 8 * tl, tr = m / TW, tc = m % TW;
     pix[tl] = tr * C::kCols + 2 * tc;
   }
-  float acc[4][32];
-#pragma unroll
-  for (int q = 0; q < 4; ++q)
-#pragma unroll
-    for (int e = 0; e < 32; ++e) acc[q][e] = 0.f;
   const uint32_t half_off = 8u * (t & 1);
-  for (int c = 0; c < p.KC; ++c) {
-    const int is = c & 1;
-    mbar_wait_bounded(in_full + 8 * is, (c >> 1) & 1);
-    const uint32_t in_base = in_slot + is * C::kInSlot;
+  float acc[4][32];
+  for (int j = 0; j < J; ++j) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q)
+#pragma unroll
+      for (int e = 0; e < 32; ++e) acc[q][e] = 0.f;
+    for (int c = 0; c < p.KC; ++c) {
+      const int gc = j * p.KC + c, is = gc & 1;
+      if (tid == 0)
+        while (in_n <= gc) refill_in(true);
+      mbar_wait_bounded(in_full + 8 * is, (gc >> 1) & 1);
+      const uint32_t in_base = in_slot + is * C::kInSlot;
 #pragma unroll 1
-    for (int ky = 0; ky < 3; ++ky) {
-      mbar_wait_bounded(w_full + 8 * ky, c & 1);
-      const uint64_t db = desc_sw128(w_slot + ky * kWSlot);
-      uint32_t d[2][2][4];  // [tile][channel pair][input column] of K step ks
-      auto load = [&](int ks) {
-        const uint32_t chunk = 2 * ks + (t >> 1);
+      for (int ky = 0; ky < 3; ++ky) {
+        if (tid == 0)
+          while (wn <= 3 * gc + ky) refill_w(true);
+        mbar_wait_bounded(w_full + 8 * ky, gc & 1);
+        const uint64_t db = desc_sw128(w_slot + ky * kWSlot);
+        uint32_t d[2][2][4];  // [tile][channel pair][input column] of K step ks
+        auto load = [&](int ks) {
+          const uint32_t chunk = 2 * ks + (t >> 1);
 #pragma unroll
-        for (int tl = 0; tl < 2; ++tl)
+          for (int tl = 0; tl < 2; ++tl)
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const uint32_t P = (uint32_t)(pix[tl] + ky * C::kCols + j);
-            const uint2 v = lds64(in_base + P * 128 + ((chunk ^ (P & 7)) << 4) + half_off);
-            d[tl][0][j] = v.x, d[tl][1][j] = v.y;
-          }
-      };
-      if constexpr (PF) load(0);
+            for (int jj = 0; jj < 4; ++jj) {
+              const uint32_t P = (uint32_t)(pix[tl] + ky * C::kCols + jj);
+              const uint2 v = lds64(in_base + P * 128 + ((chunk ^ (P & 7)) << 4) + half_off);
+              d[tl][0][jj] = v.x, d[tl][1][jj] = v.y;
+            }
+        };
+        if constexpr (PF) load(0);
 #pragma unroll
-      for (int ks = 0; ks < kChunk / 16; ++ks) {
-        if constexpr (!PF) load(ks);
-        uint32_t f[4][4];  // [position][fragment register]: {tile 0 pair 0, tile 1 pair 0, tile 0 pair 1, tile 1 pair 1}
+        for (int ks = 0; ks < kChunk / 16; ++ks) {
+          if constexpr (!PF) load(ks);
+          uint32_t f[4][4];  // [position][fragment register]: {tile 0 pair 0, tile 1 pair 0, tile 0 pair 1, tile 1 pair 1}
 #pragma unroll
-        for (int tl = 0; tl < 2; ++tl)
+          for (int tl = 0; tl < 2; ++tl)
 #pragma unroll
-          for (int cp = 0; cp < 2; ++cp) {
-            const int r = tl + 2 * cp;
-            f[0][r] = hsub2(d[tl][cp][0], d[tl][cp][2]);
-            f[1][r] = hadd2(d[tl][cp][1], d[tl][cp][2]);
-            f[2][r] = hsub2(d[tl][cp][2], d[tl][cp][1]);
-            f[3][r] = hsub2(d[tl][cp][1], d[tl][cp][3]);
-          }
-        wgmma_fence();
+            for (int cp = 0; cp < 2; ++cp) {
+              const int r = tl + 2 * cp;
+              f[0][r] = hsub2(d[tl][cp][0], d[tl][cp][2]);
+              f[1][r] = hadd2(d[tl][cp][1], d[tl][cp][2]);
+              f[2][r] = hsub2(d[tl][cp][2], d[tl][cp][1]);
+              f[3][r] = hsub2(d[tl][cp][1], d[tl][cp][3]);
+            }
+          wgmma_fence();
 #pragma unroll
-        for (int q = 0; q < 4; ++q) wgmma_rs_n64(acc[q], f[q], db + (uint64_t)(q * (kBN * 128 / 16)) + 2 * ks, 1);
-        wgmma_commit();
-        if constexpr (PF)
-          if (ks + 1 < kChunk / 16) load(ks + 1);  // into d, which the MMAs in flight do not read
-        wgmma_wait<0>();  // the fragments' registers are rewritten next step
-      }
-      if (lane == 0) mbar_arrive(w_empty + 8 * ky);
-      if (tid == 0 && c + 1 < p.KC) {
-        mbar_wait_bounded(w_empty + 8 * ky, c & 1);
-        load_weights(c + 1, ky);
-      }
-    }
-    if (lane == 0) mbar_arrive(in_empty + 8 * is);
-    if (tid == 0 && c + 2 < p.KC) {
-      mbar_wait_bounded(in_empty + 8 * is, (c >> 1) & 1);
-      load_input(c + 2);
-    }
-  }
-
-  // the inverse transform, bias and residual: outputs (oy, ox) and (oy, ox + 1) of each tile
-#pragma unroll
-  for (int tl = 0; tl < 2; ++tl) {
-    const int m = cw * 64 + wq * 16 + g + 8 * tl, oy = oy0 + m / TW, ox = ox0 + 2 * (m % TW);
-    if (oy >= p.H || ox >= p.W) continue;
-    const int64_t base = (((int64_t)n * p.H + oy) * p.W + ox) * p.O;
-    const bool second = ox + 1 < p.W;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const int e = 4 * j + 2 * tl, co = co0 + 8 * j + 2 * t;
-      float y0[2], y1[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        y0[h] = acc[0][e + h] + acc[1][e + h] + acc[2][e + h];
-        y1[h] = acc[1][e + h] - acc[2][e + h] - acc[3][e + h];
-      }
-      if (p.b) {
-        const float2 bb = __half22float2(*reinterpret_cast<const __half2*>(p.b + co));
-        y0[0] += bb.x, y0[1] += bb.y, y1[0] += bb.x, y1[1] += bb.y;
-      }
-      if (p.r) {
-        const float2 r0 = __half22float2(*reinterpret_cast<const __half2*>(p.r + base + co));
-        y0[0] += r0.x, y0[1] += r0.y;
-        if (second) {
-          const float2 r1 = __half22float2(*reinterpret_cast<const __half2*>(p.r + base + p.O + co));
-          y1[0] += r1.x, y1[1] += r1.y;
+          for (int q = 0; q < 4; ++q) wgmma_rs_n64(acc[q], f[q], db + (uint64_t)(q * (kBN * 128 / 16)) + 2 * ks, 1);
+          wgmma_commit();
+          if constexpr (POLL)
+            if (tid == 0) {
+              if (wn < 3 * total) refill_w(false);
+              if (in_n < total) refill_in(false);
+            }
+          if constexpr (PF)
+            if (ks + 1 < kChunk / 16) load(ks + 1);  // into d, which the MMAs in flight do not read
+          wgmma_wait<0>();  // the fragments' registers are rewritten next step
         }
+        if (lane == 0) {
+          if constexpr (CL == 1) mbar_arrive(w_empty + 8 * ky);
+          else
+#pragma unroll
+            for (int q = 0; q < CL; ++q) mbar_arrive_remote(w_empty + 8 * ky, (uint32_t)q);  // every block's copy of it
+        }
+        if (!POLL && tid == 0 && wn < 3 * total) refill_w(true);  // this row's slot for the next chunk, once all are done with it
       }
-      *reinterpret_cast<__half2*>(p.y + base + co) = __floats2half2_rn(y0[0], y0[1]);
-      if (second) *reinterpret_cast<__half2*>(p.y + base + p.O + co) = __floats2half2_rn(y1[0], y1[1]);
+      if (lane == 0) mbar_arrive(in_empty + 8 * is);
+      if (!POLL && tid == 0 && in_n < total) refill_in(true);
+    }
+
+    // the inverse transform, bias and residual: outputs (oy, ox) and (oy, ox + 1) of each tile
+    const Where w = where(j);
+#pragma unroll
+    for (int tl = 0; tl < 2; ++tl) {
+      const int m = cw * 64 + wq * 16 + g + 8 * tl, oy = w.oy0 + m / TW, ox = w.ox0 + 2 * (m % TW);
+      if (w.n >= p.N || oy >= p.H || ox >= p.W) continue;  // (n >= N: a cluster's padding block)
+      const int64_t base = (((int64_t)w.n * p.H + oy) * p.W + ox) * p.O;
+      const bool second = ox + 1 < p.W;
+#pragma unroll
+      for (int jj = 0; jj < 8; ++jj) {
+        const int e = 4 * jj + 2 * tl, co = w.co0 + 8 * jj + 2 * t;
+        float y0[2], y1[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          y0[h] = acc[0][e + h] + acc[1][e + h] + acc[2][e + h];
+          y1[h] = acc[1][e + h] - acc[2][e + h] - acc[3][e + h];
+        }
+        if (p.b) {
+          const float2 bb = __half22float2(*reinterpret_cast<const __half2*>(p.b + co));
+          y0[0] += bb.x, y0[1] += bb.y, y1[0] += bb.x, y1[1] += bb.y;
+        }
+        if (p.r) {
+          const float2 r0 = __half22float2(*reinterpret_cast<const __half2*>(p.r + base + co));
+          y0[0] += r0.x, y0[1] += r0.y;
+          if (second) {
+            const float2 r1 = __half22float2(*reinterpret_cast<const __half2*>(p.r + base + p.O + co));
+            y1[0] += r1.x, y1[1] += r1.y;
+          }
+        }
+        *reinterpret_cast<__half2*>(p.y + base + co) = __floats2half2_rn(y0[0], y0[1]);
+        if (second) *reinterpret_cast<__half2*>(p.y + base + p.O + co) = __floats2half2_rn(y1[0], y1[1]);
+      }
     }
   }
+  if constexpr (CL > 1) cluster_sync_all();  // no block leaves while the others may still signal its barriers
 #else
   (void)tx, (void)tw, (void)p;
 #endif
@@ -213,8 +304,8 @@ __global__ void conv_wx_prepare_k(const __half* __restrict__ w, __half* __restri
   for (int q = 0; q < 4; ++q) wt[((q * 3 + ky) * O + o) * C + cl] = __float2half_rn(u[q]);
 }
 
-// y = conv(x) for one form: its kernel on the operands' tensor maps
-template <int R, int TW, bool PF>
+// y = conv(x) for one form: its kernel on the operands' tensor maps, in clusters of CL blocks
+template <int R, int TW, bool PF, int CL, bool POLL>
 cudaError_t launch(const __half* x, const __half* wt, const WxArgs& a, const ConvWxShape& s, cudaStream_t stream) {
   using C = Cfg<R, TW>;
   CUtensorMap tx, tw;
@@ -222,24 +313,53 @@ cudaError_t launch(const __half* x, const __half* wt, const WxArgs& a, const Con
   const cuuint64_t xstrides[3] = {(cuuint64_t)s.C * 2, (cuuint64_t)(s.W * s.C * 2), (cuuint64_t)(s.H * s.W * s.C * 2)};
   const cuuint32_t xbox[4] = {(cuuint32_t)kChunk, (cuuint32_t)C::kCols, (cuuint32_t)C::kRows, 1};
   if (!half_tensor_map(&tx, x, 4, xdims, xstrides, xbox) || !half_matrix_map(&tw, wt, 12 * s.O, s.C, kBN)) return cudaErrorNotSupported;
-  const dim3 grid((unsigned)(s.O / kBN), (unsigned)(a.nbx * a.nby * s.N));
-  launch_kernel(conv_wx_k<R, TW, PF>, grid, kThreads, C::kSmem, stream, tx, tw, a);
-  return cudaGetLastError();
+  const dim3 grid(1u, (unsigned)(a.clusters * CL));
+  if constexpr (CL == 1) {
+    launch_kernel(conv_wx_k<R, TW, PF, CL, POLL>, grid, kThreads, C::kSmem, stream, tx, tw, a);
+    return cudaGetLastError();
+  } else {
+    cudaLaunchAttribute cl = {};
+    cl.id = cudaLaunchAttributeClusterDimension;
+    cl.val.clusterDim.x = 1, cl.val.clusterDim.y = CL, cl.val.clusterDim.z = 1;
+    if (dependent_launch()) {
+      if (launch_with({cl, programmatic_attr()}, conv_wx_k<R, TW, PF, CL, POLL>, grid, dim3(kThreads), C::kSmem, stream, tx, tw, a) == cudaSuccess) {
+        count_dependent_launch();
+        return cudaSuccess;
+      }
+      cudaGetLastError();
+    }
+    return launch_with({cl}, conv_wx_k<R, TW, PF, CL, POLL>, grid, dim3(kThreads), C::kSmem, stream, tx, tw, a);
+  }
 }
 
 struct Form {
   const char* name;
   int R, TW;
+  bool pf;
+  int cl;
+  bool poll, persist;  // persist: as many clusters as fit on the GPU at once, each looping over its share of the groups
   const void* kernel;
   size_t smem;
   cudaError_t (*launch)(const __half*, const __half*, const WxArgs&, const ConvWxShape&, cudaStream_t);
 };
-template <int R, int TW, bool PF>
-constexpr Form form(const char* name) {
-  return {name, R, TW, (const void*)conv_wx_k<R, TW, PF>, Cfg<R, TW>::kSmem, launch<R, TW, PF>};
+template <int R, int TW, bool PF, int CL, bool POLL>
+constexpr Form form(const char* name, bool persist) {
+  return {name, R, TW, PF, CL, POLL, persist, (const void*)conv_wx_k<R, TW, PF, CL, POLL>, Cfg<R, TW>::kSmem, launch<R, TW, PF, CL, POLL>};
 }
-const Form kForms[] = {form<4, 32, false>("wx4x32"),  form<8, 16, false>("wx8x16"),  form<16, 8, false>("wx16x8"),
-                       form<4, 32, true>("wx4x32p"), form<8, 16, true>("wx8x16p"), form<16, 8, true>("wx16x8p")};
+// (R, TW, PF, CL, POLL, persistent, name)
+#define SDRT_WX_FORMS(X)                                                                                                                   \
+  X(4, 32, false, 1, false, false, "wx4x32") X(8, 16, false, 1, false, false, "wx8x16") X(16, 8, false, 1, false, false, "wx16x8")      \
+  X(4, 32, true, 1, false, false, "wx4x32p") X(8, 16, true, 1, false, false, "wx8x16p") X(16, 8, true, 1, false, false, "wx16x8p")     \
+  X(4, 32, true, 2, false, false, "wx4x32pc2") X(8, 16, true, 2, false, false, "wx8x16pc2")                                              \
+  X(16, 8, true, 2, false, false, "wx16x8pc2") X(4, 32, true, 4, false, false, "wx4x32pc4")                                             \
+  X(8, 16, true, 4, false, false, "wx8x16pc4") X(16, 8, true, 4, false, false, "wx16x8pc4")                                             \
+  X(4, 32, true, 1, true, false, "wx4x32q") X(8, 16, true, 1, true, false, "wx8x16q") X(16, 8, true, 1, true, false, "wx16x8q")        \
+  X(8, 16, true, 2, true, false, "wx8x16qc2") X(16, 8, true, 2, true, false, "wx16x8qc2") X(16, 8, true, 4, true, false, "wx16x8qc4")  \
+  X(8, 16, true, 1, true, true, "wx8x16qs") X(16, 8, true, 1, true, true, "wx16x8qs") X(16, 8, true, 2, true, true, "wx16x8qsc2")      \
+  X(16, 8, true, 4, true, true, "wx16x8qsc4")
+#define SDRT_WX_FORM(R, TW, PF, CL, POLL, PERSIST, NAME) form<R, TW, PF, CL, POLL>(NAME, PERSIST),
+const Form kForms[] = {SDRT_WX_FORMS(SDRT_WX_FORM)};
+#undef SDRT_WX_FORM
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
 
 bool hopper_device() {
@@ -253,6 +373,33 @@ bool hopper_device() {
 }
 
 bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
+
+// How many clusters of form `form` the GPU holds at once (its SMs over the cluster's blocks where the query fails).
+int resident_clusters(int form) {
+  static std::array<std::array<int, 64>, 64> cache{};  // [device][form], 0: not asked yet
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64 || form < 0 || form >= 64) return cudaGetLastError(), 1;
+  int& n = cache[dev][form];
+  if (n > 0) return n;
+  const Form& f = kForms[form];
+  int sms = 1;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  n = std::max(1, sms / f.cl);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(1, (unsigned)(n * f.cl));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = f.smem;
+  cudaLaunchAttribute at = {};
+  at.id = cudaLaunchAttributeClusterDimension;
+  at.val.clusterDim.x = 1, at.val.clusterDim.y = (unsigned)f.cl, at.val.clusterDim.z = 1;
+  cfg.attrs = &at;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, f.kernel, &cfg) == cudaSuccess && clusters > 0) n = clusters;
+  cudaGetLastError();
+  return n;
+}
+
 
 }  // namespace
 
@@ -271,7 +418,7 @@ bool conv_wx_applies(int form, const ConvWxShape& s) {
   if (s.N <= 0 || s.H <= 0 || s.W <= 0 || s.C <= 0 || s.O <= 0 || s.C % kChunk || s.O % kBN) return false;
   if (s.N * s.H * s.W * s.C >= kMax || s.N * s.H * s.W * s.O >= kMax || 12 * s.O * s.C >= kMax) return false;
   const int64_t blocks = s.N * ((s.H + f.R - 1) / f.R) * ((s.W + 2 * f.TW - 1) / (2 * f.TW));
-  if (blocks > 65535) return false;
+  if ((blocks + f.cl - 1) / f.cl * f.cl * (s.O / kBN) > 65535) return false;  // the grid's y (all groups' blocks, unless persistent)
   return hopper_device();
 }
 
@@ -287,8 +434,15 @@ cudaError_t conv_wx(int form, const __half* x, const __half* wt, const __half* b
   if (!conv_wx_applies(form, s) || !aligned(x, 16) || !aligned(wt, 16) || !aligned(y, 16) || (r && !aligned(r, 16)) || (b && !aligned(b, 4)))
     return cudaErrorNotSupported;
   const Form& f = kForms[form];
-  const WxArgs a{b, r, y, (int)s.H, (int)s.W, (int)s.O, (int)(s.C / kChunk), (int)((s.W + 2 * f.TW - 1) / (2 * f.TW)), (int)((s.H + f.R - 1) / f.R)};
+  WxArgs a{b, r, y, (int)s.N, (int)s.H, (int)s.W, (int)s.O, (int)(s.C / kChunk), (int)((s.W + 2 * f.TW - 1) / (2 * f.TW)), (int)((s.H + f.R - 1) / f.R),
+           (int)(s.O / kBN), 0, 0};
+  const int64_t blocks = (int64_t)a.nbx * a.nby * s.N;
+  a.groups = (int)(a.nco * ((blocks + f.cl - 1) / f.cl));
+  a.clusters = f.persist ? std::min(a.groups, resident_clusters(form)) : a.groups;
   return f.launch(x, wt, a, s, stream);
 }
 
 }  // namespace sdrt::cuda
+
+int sdrt::cuda_wx_conv_forms() { return sdrt::cuda::conv_wx_forms(); }
+const char* sdrt::cuda_wx_conv_form_name(int form) { return sdrt::cuda::conv_wx_form_name(form); }

@@ -25,6 +25,8 @@ int64_t cuda_dependent_launches() { return 0; }
 int64_t cuda_conv_graph_runs() { return 0; }
 int64_t cuda_narrow_conv_runs() { return 0; }
 int64_t cuda_wx_conv_runs() { return 0; }
+int cuda_wx_conv_forms() { return 0; }
+const char* cuda_wx_conv_form_name(int) { return "?"; }
 int64_t cuda_splitk_conv_runs() { return 0; }
 int64_t cuda_staged_preludes() { return 0; }
 int64_t cuda_staged_nodes() { return 0; }
