@@ -43,6 +43,9 @@ int main(int argc, char** argv) {
   int repeats = 10;
   app.add_option("--batch", batch, "the UNet's batch (2 per image with guidance)")->check(CLI::Range(1, 256));
   app.add_option("--repeats", repeats)->check(CLI::Range(1, 1000));
+  std::string only_shape, only_form;
+  app.add_option("--shape", only_shape, "only this shape, C:K:HW (e.g. 320:320:64; for a profiler)");
+  app.add_option("--form", only_form, "only this wx form");
   CLI11_PARSE(app, argc, argv);
   namespace sc = sdrt::cuda;
 
@@ -55,6 +58,7 @@ int main(int argc, char** argv) {
               "TFLOP/s", "wx TF/s", "rel diff", "bias+res");
   double sum_cudnn = 0.0, sum_best = 0.0;
   for (const UnetConv3x3& sh : kUnetConv3x3) {
+    if (!only_shape.empty() && only_shape != std::to_string(sh.C) + ":" + std::to_string(sh.K) + ":" + std::to_string(sh.HW)) continue;
     const int64_t N = batch, nx = N * sh.HW * sh.HW * sh.C, nw = sh.K * 9 * sh.C, ny = N * sh.HW * sh.HW * sh.K;
     __half *x = nullptr, *w = nullptr, *wt = nullptr, *y0 = nullptr, *y1 = nullptr, *b = nullptr, *r = nullptr;
     CHECK(cudaMalloc(&x, nx * 2));
@@ -78,6 +82,7 @@ int main(int argc, char** argv) {
     float best = -1.f;
     int best_form = -1;
     for (int f = 0; f < sc::conv_wx_forms(); ++f) {
+      if (!only_form.empty() && only_form != sc::conv_wx_form_name(f)) continue;
       float ms = -1.f;
       double rel = -1.0;
       if (sc::conv_wx_applies(f, ws_)) {

@@ -6,7 +6,7 @@
 # gn, geglu, geglu-se, geglu-ncu, unet, kernels, bench, ab, ab-bench, split, attn-pipe, exp16, subpixel, loop-gap, pdl, search, conv-engines,
 # conv-graph, clocks, png-env, overlap, ncu-attn, shared-prefix, pack-temb, latemax, gn-cluster,
 # attn-small, ab-all, ncu-gn, gn8, gn16, gntest, ksplit, gn-bench, gn-block, gn-block32, env-ab, lanes, stage, narrow, splitk, splitk-fence, figures, loop-trace, s16, traffic,
-# s16w, vae-traffic, wgmma-rate, conv-wx, wx-test.
+# s16w, vae-traffic, wgmma-rate, conv-wx, wx-test, wx-ncu.
 #   bash bench/device_run.sh tests attn unet bench
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -534,6 +534,13 @@ for step in "$@"; do
         grep -E "ran as Winograd|FAIL|OK \]|PASSED|Failure|Expected|which is" ;;
     conv-wx)  # the fused Winograd F(2,3)-along-x convolution against cuDNN's choice per UNet shape (bench_conv_wx, packed with BINS=...)
       for b in ${WX_BATCHES:-16 2}; do "$bin/bench_conv_wx" --batch "$b" --repeats 10; done 2>&1 | tee "$out/conv-wx.txt" ;;
+    wx-ncu)  # one wx form ($WX_FORM, default wx16x8p) on one shape ($WX_SHAPE, C:K:HW, default 320:320:64) at batch 16
+             # under Nsight Compute: throughput, memory, warp states, pipes
+      timeout 200 ncu --clock-control none --kernel-name-base demangled -k regex:conv_wx_k --launch-skip 1 --launch-count 1 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+        --section ComputeWorkloadAnalysis --section Occupancy --section LaunchStats \
+        "$bin/bench_conv_wx" --batch 16 --repeats 1 --shape "${WX_SHAPE:-320:320:64}" --form "${WX_FORM:-wx16x8p}" > "$out/wx-ncu.txt" 2>&1
+      echo "ncu rc $?"; grep -E "Duration|Throughput|Busy|Pipe|Warp Cycles|Stall|Registers|Hit Rate|Eligible|Issued Warp|No Eligible|L2|DRAM" "$out/wx-ncu.txt" | head -60 ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
              # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CONV_GRAPH=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
              # $AB_ROUNDS rounds (2); $AB_FLAGS: more bench_unet_forward options for both

@@ -1,9 +1,9 @@
 // The fused Winograd F(2, 3)-along-x convolution (see conv_wx.h).
 //
 // A block computes R output rows x TW tiles (2 TW columns) x 64 output channels of one image: two MMA
-// warpgroups of 64 tiles each (warp w's 16 tiles are its A rows; 256 threads, so up to 255 registers a thread -
-// a tenth warp would cap them at 168, as three warps share a quarter of the register file). K runs over
-// chunks of 64 input channels; for each chunk thread 0 loads the input region under the block - (R + 2) rows x
+// warpgroups of 64 tiles each (warp w's 16 tiles are its A rows) and a producer warpgroup: 384 threads start
+// with 168 registers each, then the producer gives back all but 40 and the MMA warpgroups take 232. K runs over
+// chunks of 64 input channels; for each chunk the producer loads the input region under the block - (R + 2) rows x
 // (2 TW + 2) columns x 64 channels, coordinates from (oy0 - 1, ox0 - 1), zeros past the image's border - with
 // one TMA copy in the 128-byte swizzle (a pixel's 64 channels are one 128-byte row), and for each filter row
 // ky the four positions' transformed weights (4 x [64 channels x 64 outputs], 32 KB) into the slot of that ky.
@@ -25,7 +25,7 @@
 namespace sdrt::cuda {
 namespace {
 
-constexpr int kBN = 64, kChunk = 64, kThreads = 256;
+constexpr int kBN = 64, kChunk = 64, kThreads = 384;  // two MMA warpgroups and the producer's
 constexpr int kWSlot = 4 * kBN * 128;  // the four positions' [64 outputs x 64 channels] tiles of one ky
 
 template <int R, int TW>
@@ -66,12 +66,6 @@ __device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) 
   asm volatile("{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\nmbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar), "r"(rank)
                : "memory");
 }
-// Whether the phase of parity `parity` of the mbarrier at `a` has completed (not waiting).
-__device__ __forceinline__ bool mbar_test(uint32_t a, uint32_t parity) {
-  uint32_t done;
-  asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n" : "=r"(done) : "r"(a), "r"(parity) : "memory");
-  return done != 0;
-}
 __device__ __forceinline__ uint32_t cluster_rank() {
   uint32_t r;
   asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
@@ -85,11 +79,13 @@ __device__ __forceinline__ void cluster_sync_all() {
 // PF: each K step's input loads issued before the wait for the previous step's MMAs (within a filter row).
 // CL: blocks of a cluster (consecutive spatial blocks, the same output channels) that share the weights: each
 // loads 4 / CL of the positions' tiles into every block's slot (TMA multicast), and a slot is refilled once
-// the MMA warps of all of them are done with it. POLL: thread 0 refills a slot as soon as it is free, checked
-// (not waited for) after each K step's MMAs are issued, and waits only where its own warpgroup needs the copy -
-// without it, thread 0 waits at the end of each filter row for the other warpgroup (and the cluster) to be done
-// with that row's slot, keeping the warpgroups in step.
-template <int R, int TW, bool PF, int CL, bool POLL = false>
+// the MMA warps of all of them are done with it. PERSIST: the block loops over groups (an output-channel block
+// x CL consecutive spatial blocks), one every p.clusters, its producer loading the next group's first chunks
+// while the MMA warps finish this one's and write it out.
+// The third warpgroup is the producer: its first thread issues every copy, in the order the MMA warps use them, each once
+// its slot is free (chunk gc's row-ky weights once all MMA warps are done with chunk gc - 1's, its input once
+// they are done with chunk gc - 2's); the MMA warps only ever wait for data.
+template <int R, int TW, bool PF, int CL, bool PERSIST>
 __global__ void __launch_bounds__(kThreads, 1)
     conv_wx_k(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, const WxArgs p) {
   dep_entry();
@@ -108,179 +104,153 @@ __global__ void __launch_bounds__(kThreads, 1)
   if constexpr (CL > 1) cluster_sync_all();  // every block's barriers initialized before any copy or remote arrival
   else __syncthreads();
   const uint32_t rank = CL > 1 ? cluster_rank() : 0;
-  // The cluster's groups (an output-channel block x CL consecutive spatial blocks, this block taking the
-  // rank-th): gi = cluster, cluster + P, ... (P = p.clusters; one group each unless the launch is persistent).
-  // Chunks are counted across them (gc = j * KC + c for the j-th group), and so are the slots' phases: thread 0
-  // loads the next group's first chunks while the MMA warps finish this one's and write it out.
-  const int cluster = (int)blockIdx.y / CL, J = cluster < p.groups ? (p.groups - 1 - cluster) / p.clusters + 1 : 0, total = J * p.KC;
+  const int cluster = (int)blockIdx.y / CL;
+  const int J = !PERSIST ? 1 : cluster < p.groups ? (p.groups - 1 - cluster) / p.clusters + 1 : 0;
   struct Where {
     int co0, n, oy0, ox0;
   };
-  auto where = [&](int j) {
-    const int gi = cluster + j * p.clusters, sb = (gi / p.nco) * CL + (int)rank;
+  auto where = [&](int j) {  // group j of this block's: gi = cluster + j * clusters
+    const int gi = PERSIST ? cluster + j * p.clusters : cluster, sb = (gi / p.nco) * CL + (int)rank;
     const int bx = sb % p.nbx, by = (sb / p.nbx) % p.nby;
     return Where{(gi % p.nco) * kBN, sb / (p.nbx * p.nby), by * R, bx * 2 * TW};
   };
 
-  auto load_input = [&](int gc) {  // chunk gc's input into slot gc % 2
-    const int is = gc & 1;
-    const Where w = where(gc / p.KC);
-    mbar_expect_tx(in_full + 8 * is, C::kInBytes);
-    tma_load_4d(in_slot + is * C::kInSlot, &tx, (gc % p.KC) * kChunk, w.ox0 - 1, w.oy0 - 1, w.n, in_full + 8 * is);
-  };
-  auto load_weights = [&](int gc, int ky) {  // chunk gc's row-ky weights into slot ky
-    const Where w = where(gc / p.KC);
-    const int k0 = (gc % p.KC) * kChunk;
-    mbar_expect_tx(w_full + 8 * ky, kWSlot);  // all four positions' bytes, whichever block of the cluster sends them
-    if constexpr (CL == 1) {
+  if (warp >= 8) {  // the producer
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    if (warp == 8 && lane == 0) {
+      const int total = J * p.KC;
+      auto load_input = [&](int gc) {  // chunk gc's input into slot gc % 2, once the MMA warps are done with chunk gc - 2
+        const int is = gc & 1;
+        if (gc >= 2) mbar_wait_bounded(in_empty + 8 * is, (uint32_t)((gc - 2) >> 1) & 1);
+        const Where w = where(gc / p.KC);
+        mbar_expect_tx(in_full + 8 * is, C::kInBytes);
+        tma_load_4d(in_slot + is * C::kInSlot, &tx, (gc % p.KC) * kChunk, w.ox0 - 1, w.oy0 - 1, w.n, in_full + 8 * is);
+      };
+      auto load_weights = [&](int gc, int ky) {  // chunk gc's row-ky weights into slot ky, once (gc - 1, ky) is done with
+        if (gc >= 1) mbar_wait_bounded(w_empty + 8 * ky, (uint32_t)(gc - 1) & 1);
+        const Where w = where(gc / p.KC);
+        const int k0 = (gc % p.KC) * kChunk;
+        mbar_expect_tx(w_full + 8 * ky, kWSlot);  // all four positions' bytes, whichever block of the cluster sends them
+        if constexpr (CL == 1) {
 #pragma unroll
-      for (int q = 0; q < 4; ++q) tma_load_2d(w_slot + ky * kWSlot + q * (kBN * 128), &tw, k0, (q * 3 + ky) * p.O + w.co0, w_full + 8 * ky);
-    } else {
+          for (int q = 0; q < 4; ++q) tma_load_2d(w_slot + ky * kWSlot + q * (kBN * 128), &tw, k0, (q * 3 + ky) * p.O + w.co0, w_full + 8 * ky);
+        } else {
 #pragma unroll
-      for (int i = 0; i < 4 / CL; ++i) {
-        const int q = (int)rank * (4 / CL) + i;
-        tma_load_2d_mc(w_slot + ky * kWSlot + q * (kBN * 128), &tw, k0, (q * 3 + ky) * p.O + w.co0, w_full + 8 * ky, (uint16_t)((1u << CL) - 1));
-      }
-    }
-  };
-  // thread 0's copies so far: weights wn (load i: chunk i / 3, row i % 3; from i = 3 on, once slot i % 3's phase
-  // i / 3 - 1 is complete) and inputs in_n (chunk i; from i = 2 on, once slot i % 2's phase (i - 2) / 2 is)
-  int wn = 0, in_n = 0;
-  auto refill_w = [&](bool wait) {
-    const int ky = wn % 3;
-    if (wn >= 3) {
-      const uint32_t bar = w_empty + 8 * ky, parity = (uint32_t)(wn / 3 - 1) & 1;
-      if (wait) mbar_wait_bounded(bar, parity);
-      else if (!mbar_test(bar, parity)) return;
-    }
-    load_weights(wn / 3, ky);
-    ++wn;
-  };
-  auto refill_in = [&](bool wait) {
-    if (in_n >= 2) {
-      const uint32_t bar = in_empty + 8 * (in_n & 1), parity = (uint32_t)((in_n - 2) >> 1) & 1;
-      if (wait) mbar_wait_bounded(bar, parity);
-      else if (!mbar_test(bar, parity)) return;
-    }
-    load_input(in_n);
-    ++in_n;
-  };
-  if (tid == 0) {
-    if (total > 0) refill_in(true);
-    for (int ky = 0; ky < 3 && total > 0; ++ky) refill_w(true);
-    if (total > 1) refill_in(true);
-  }
-
-  // the MMA warps: warpgroup cw's tiles cw * 64 + 16 wq + g (+ 8)
-  const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t = lane & 3;
-  int pix[2];  // the first input pixel (box coordinates, row-major) under each of this thread's two tiles, for ky = 0
-#pragma unroll
-  for (int tl = 0; tl < 2; ++tl) {
-    const int m = cw * 64 + wq * 16 + g + 8 * tl, tr = m / TW, tc = m % TW;
-    pix[tl] = tr * C::kCols + 2 * tc;
-  }
-  const uint32_t half_off = 8u * (t & 1);
-  float acc[4][32];
-  for (int j = 0; j < J; ++j) {
-#pragma unroll
-    for (int q = 0; q < 4; ++q)
-#pragma unroll
-      for (int e = 0; e < 32; ++e) acc[q][e] = 0.f;
-    for (int c = 0; c < p.KC; ++c) {
-      const int gc = j * p.KC + c, is = gc & 1;
-      if (tid == 0)
-        while (in_n <= gc) refill_in(true);
-      mbar_wait_bounded(in_full + 8 * is, (gc >> 1) & 1);
-      const uint32_t in_base = in_slot + is * C::kInSlot;
-#pragma unroll 1
-      for (int ky = 0; ky < 3; ++ky) {
-        if (tid == 0)
-          while (wn <= 3 * gc + ky) refill_w(true);
-        mbar_wait_bounded(w_full + 8 * ky, gc & 1);
-        const uint64_t db = desc_sw128(w_slot + ky * kWSlot);
-        uint32_t d[2][2][4];  // [tile][channel pair][input column] of K step ks
-        auto load = [&](int ks) {
-          const uint32_t chunk = 2 * ks + (t >> 1);
-#pragma unroll
-          for (int tl = 0; tl < 2; ++tl)
-#pragma unroll
-            for (int jj = 0; jj < 4; ++jj) {
-              const uint32_t P = (uint32_t)(pix[tl] + ky * C::kCols + jj);
-              const uint2 v = lds64(in_base + P * 128 + ((chunk ^ (P & 7)) << 4) + half_off);
-              d[tl][0][jj] = v.x, d[tl][1][jj] = v.y;
-            }
-        };
-        if constexpr (PF) load(0);
-#pragma unroll
-        for (int ks = 0; ks < kChunk / 16; ++ks) {
-          if constexpr (!PF) load(ks);
-          uint32_t f[4][4];  // [position][fragment register]: {tile 0 pair 0, tile 1 pair 0, tile 0 pair 1, tile 1 pair 1}
-#pragma unroll
-          for (int tl = 0; tl < 2; ++tl)
-#pragma unroll
-            for (int cp = 0; cp < 2; ++cp) {
-              const int r = tl + 2 * cp;
-              f[0][r] = hsub2(d[tl][cp][0], d[tl][cp][2]);
-              f[1][r] = hadd2(d[tl][cp][1], d[tl][cp][2]);
-              f[2][r] = hsub2(d[tl][cp][2], d[tl][cp][1]);
-              f[3][r] = hsub2(d[tl][cp][1], d[tl][cp][3]);
-            }
-          wgmma_fence();
-#pragma unroll
-          for (int q = 0; q < 4; ++q) wgmma_rs_n64(acc[q], f[q], db + (uint64_t)(q * (kBN * 128 / 16)) + 2 * ks, 1);
-          wgmma_commit();
-          if constexpr (POLL)
-            if (tid == 0) {
-              if (wn < 3 * total) refill_w(false);
-              if (in_n < total) refill_in(false);
-            }
-          if constexpr (PF)
-            if (ks + 1 < kChunk / 16) load(ks + 1);  // into d, which the MMAs in flight do not read
-          wgmma_wait<0>();  // the fragments' registers are rewritten next step
-        }
-        if (lane == 0) {
-          if constexpr (CL == 1) mbar_arrive(w_empty + 8 * ky);
-          else
-#pragma unroll
-            for (int q = 0; q < CL; ++q) mbar_arrive_remote(w_empty + 8 * ky, (uint32_t)q);  // every block's copy of it
-        }
-        if (!POLL && tid == 0 && wn < 3 * total) refill_w(true);  // this row's slot for the next chunk, once all are done with it
-      }
-      if (lane == 0) mbar_arrive(in_empty + 8 * is);
-      if (!POLL && tid == 0 && in_n < total) refill_in(true);
-    }
-
-    // the inverse transform, bias and residual: outputs (oy, ox) and (oy, ox + 1) of each tile
-    const Where w = where(j);
-#pragma unroll
-    for (int tl = 0; tl < 2; ++tl) {
-      const int m = cw * 64 + wq * 16 + g + 8 * tl, oy = w.oy0 + m / TW, ox = w.ox0 + 2 * (m % TW);
-      if (w.n >= p.N || oy >= p.H || ox >= p.W) continue;  // (n >= N: a cluster's padding block)
-      const int64_t base = (((int64_t)w.n * p.H + oy) * p.W + ox) * p.O;
-      const bool second = ox + 1 < p.W;
-#pragma unroll
-      for (int jj = 0; jj < 8; ++jj) {
-        const int e = 4 * jj + 2 * tl, co = w.co0 + 8 * jj + 2 * t;
-        float y0[2], y1[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          y0[h] = acc[0][e + h] + acc[1][e + h] + acc[2][e + h];
-          y1[h] = acc[1][e + h] - acc[2][e + h] - acc[3][e + h];
-        }
-        if (p.b) {
-          const float2 bb = __half22float2(*reinterpret_cast<const __half2*>(p.b + co));
-          y0[0] += bb.x, y0[1] += bb.y, y1[0] += bb.x, y1[1] += bb.y;
-        }
-        if (p.r) {
-          const float2 r0 = __half22float2(*reinterpret_cast<const __half2*>(p.r + base + co));
-          y0[0] += r0.x, y0[1] += r0.y;
-          if (second) {
-            const float2 r1 = __half22float2(*reinterpret_cast<const __half2*>(p.r + base + p.O + co));
-            y1[0] += r1.x, y1[1] += r1.y;
+          for (int i = 0; i < 4 / CL; ++i) {
+            const int q = (int)rank * (4 / CL) + i;
+            tma_load_2d_mc(w_slot + ky * kWSlot + q * (kBN * 128), &tw, k0, (q * 3 + ky) * p.O + w.co0, w_full + 8 * ky, (uint16_t)((1u << CL) - 1));
           }
         }
-        *reinterpret_cast<__half2*>(p.y + base + co) = __floats2half2_rn(y0[0], y0[1]);
-        if (second) *reinterpret_cast<__half2*>(p.y + base + p.O + co) = __floats2half2_rn(y1[0], y1[1]);
+      };
+      if (total > 0) load_input(0);
+      for (int gc = 0; gc < total; ++gc) {
+        for (int ky = 0; ky < 3; ++ky) load_weights(gc, ky);
+        if (gc + 1 < total) load_input(gc + 1);
+      }
+    }
+    __syncwarp();
+  } else {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+    // the MMA warps: warpgroup cw's tiles cw * 64 + 16 wq + g (+ 8)
+    const int cw = warp >> 2, wq = warp & 3, g = lane >> 2, t = lane & 3;
+    int pix[2];  // the tiles' first input pixel (row ty, column 2 tx) in the region, ky = 0
+#pragma unroll
+    for (int tl = 0; tl < 2; ++tl) {
+      const int m = cw * 64 + wq * 16 + g + 8 * tl, tr = m / TW, tc = m % TW;
+      pix[tl] = tr * C::kCols + 2 * tc;
+    }
+    const uint32_t half_off = 8u * (t & 1);
+    float acc[4][32];
+    for (int j = 0; j < J; ++j) {
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+#pragma unroll
+        for (int e = 0; e < 32; ++e) acc[q][e] = 0.f;
+      for (int c = 0; c < p.KC; ++c) {
+        const int gc = j * p.KC + c, is = gc & 1;
+        mbar_wait_bounded(in_full + 8 * is, (gc >> 1) & 1);
+        const uint32_t in_base = in_slot + is * C::kInSlot;
+#pragma unroll 1
+        for (int ky = 0; ky < 3; ++ky) {
+          mbar_wait_bounded(w_full + 8 * ky, gc & 1);
+          const uint64_t db = desc_sw128(w_slot + ky * kWSlot);
+          uint32_t d[2][2][4];  // [tile][channel pair][input column] of K step ks
+          auto load = [&](int ks) {
+            const uint32_t chunk = 2 * ks + (t >> 1);
+#pragma unroll
+            for (int tl = 0; tl < 2; ++tl)
+#pragma unroll
+              for (int jj = 0; jj < 4; ++jj) {
+                const uint32_t P = (uint32_t)(pix[tl] + ky * C::kCols + jj);
+                const uint2 v = lds64(in_base + P * 128 + ((chunk ^ (P & 7)) << 4) + half_off);
+                d[tl][0][jj] = v.x, d[tl][1][jj] = v.y;
+              }
+          };
+          if constexpr (PF) load(0);
+#pragma unroll
+          for (int ks = 0; ks < kChunk / 16; ++ks) {
+            if constexpr (!PF) load(ks);
+            uint32_t f[4][4];  // [position][fragment register]: {tile 0 pair 0, tile 1 pair 0, tile 0 pair 1, tile 1 pair 1}
+#pragma unroll
+            for (int tl = 0; tl < 2; ++tl)
+#pragma unroll
+              for (int cp = 0; cp < 2; ++cp) {
+                const int r = tl + 2 * cp;
+                f[0][r] = hsub2(d[tl][cp][0], d[tl][cp][2]);
+                f[1][r] = hadd2(d[tl][cp][1], d[tl][cp][2]);
+                f[2][r] = hsub2(d[tl][cp][2], d[tl][cp][1]);
+                f[3][r] = hsub2(d[tl][cp][1], d[tl][cp][3]);
+              }
+            wgmma_fence();
+#pragma unroll
+            for (int q = 0; q < 4; ++q) wgmma_rs_n64(acc[q], f[q], db + (uint64_t)(q * (kBN * 128 / 16)) + 2 * ks, 1);
+            wgmma_commit();
+            if constexpr (PF)
+              if (ks + 1 < kChunk / 16) load(ks + 1);  // into d, which the MMAs in flight do not read
+            wgmma_wait<0>();  // the fragments' registers are rewritten next step
+          }
+          if (lane == 0) {
+            if constexpr (CL == 1) mbar_arrive(w_empty + 8 * ky);
+            else
+#pragma unroll
+              for (int q = 0; q < CL; ++q) mbar_arrive_remote(w_empty + 8 * ky, (uint32_t)q);  // every block's copy of it
+          }
+        }
+        if (lane == 0) mbar_arrive(in_empty + 8 * is);
+      }
+
+      // the inverse transform, bias and residual: outputs (oy, ox) and (oy, ox + 1) of each tile
+      const Where w = where(j);
+#pragma unroll
+      for (int tl = 0; tl < 2; ++tl) {
+        const int m = cw * 64 + wq * 16 + g + 8 * tl, oy = w.oy0 + m / TW, ox = w.ox0 + 2 * (m % TW);
+        if (w.n >= p.N || oy >= p.H || ox >= p.W) continue;  // (n >= N: a cluster's padding block)
+        const int64_t base = (((int64_t)w.n * p.H + oy) * p.W + ox) * p.O;
+        const bool second = ox + 1 < p.W;
+#pragma unroll
+        for (int jj = 0; jj < 8; ++jj) {
+          const int e = 4 * jj + 2 * tl, co = w.co0 + 8 * jj + 2 * t;
+          float y0[2], y1[2];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            y0[h] = acc[0][e + h] + acc[1][e + h] + acc[2][e + h];
+            y1[h] = acc[1][e + h] - acc[2][e + h] - acc[3][e + h];
+          }
+          if (p.b) {
+            const float2 bb = __half22float2(*reinterpret_cast<const __half2*>(p.b + co));
+            y0[0] += bb.x, y0[1] += bb.y, y1[0] += bb.x, y1[1] += bb.y;
+          }
+          if (p.r) {
+            const float2 r0 = __half22float2(*reinterpret_cast<const __half2*>(p.r + base + co));
+            y0[0] += r0.x, y0[1] += r0.y;
+            if (second) {
+              const float2 r1 = __half22float2(*reinterpret_cast<const __half2*>(p.r + base + p.O + co));
+              y1[0] += r1.x, y1[1] += r1.y;
+            }
+          }
+          *reinterpret_cast<__half2*>(p.y + base + co) = __floats2half2_rn(y0[0], y0[1]);
+          if (second) *reinterpret_cast<__half2*>(p.y + base + p.O + co) = __floats2half2_rn(y1[0], y1[1]);
+        }
       }
     }
   }
@@ -305,7 +275,7 @@ __global__ void conv_wx_prepare_k(const __half* __restrict__ w, __half* __restri
 }
 
 // y = conv(x) for one form: its kernel on the operands' tensor maps, in clusters of CL blocks
-template <int R, int TW, bool PF, int CL, bool POLL>
+template <int R, int TW, bool PF, int CL, bool PERSIST>
 cudaError_t launch(const __half* x, const __half* wt, const WxArgs& a, const ConvWxShape& s, cudaStream_t stream) {
   using C = Cfg<R, TW>;
   CUtensorMap tx, tw;
@@ -315,20 +285,20 @@ cudaError_t launch(const __half* x, const __half* wt, const WxArgs& a, const Con
   if (!half_tensor_map(&tx, x, 4, xdims, xstrides, xbox) || !half_matrix_map(&tw, wt, 12 * s.O, s.C, kBN)) return cudaErrorNotSupported;
   const dim3 grid(1u, (unsigned)(a.clusters * CL));
   if constexpr (CL == 1) {
-    launch_kernel(conv_wx_k<R, TW, PF, CL, POLL>, grid, kThreads, C::kSmem, stream, tx, tw, a);
+    launch_kernel(conv_wx_k<R, TW, PF, CL, PERSIST>, grid, kThreads, C::kSmem, stream, tx, tw, a);
     return cudaGetLastError();
   } else {
     cudaLaunchAttribute cl = {};
     cl.id = cudaLaunchAttributeClusterDimension;
     cl.val.clusterDim.x = 1, cl.val.clusterDim.y = CL, cl.val.clusterDim.z = 1;
     if (dependent_launch()) {
-      if (launch_with({cl, programmatic_attr()}, conv_wx_k<R, TW, PF, CL, POLL>, grid, dim3(kThreads), C::kSmem, stream, tx, tw, a) == cudaSuccess) {
+      if (launch_with({cl, programmatic_attr()}, conv_wx_k<R, TW, PF, CL, PERSIST>, grid, dim3(kThreads), C::kSmem, stream, tx, tw, a) == cudaSuccess) {
         count_dependent_launch();
         return cudaSuccess;
       }
       cudaGetLastError();
     }
-    return launch_with({cl}, conv_wx_k<R, TW, PF, CL, POLL>, grid, dim3(kThreads), C::kSmem, stream, tx, tw, a);
+    return launch_with({cl}, conv_wx_k<R, TW, PF, CL, PERSIST>, grid, dim3(kThreads), C::kSmem, stream, tx, tw, a);
   }
 }
 
@@ -337,27 +307,22 @@ struct Form {
   int R, TW;
   bool pf;
   int cl;
-  bool poll, persist;  // persist: as many clusters as fit on the GPU at once, each looping over its share of the groups
+  bool persist;  // as many clusters as fit on the GPU at once, each looping over its share of the groups
   const void* kernel;
   size_t smem;
   cudaError_t (*launch)(const __half*, const __half*, const WxArgs&, const ConvWxShape&, cudaStream_t);
 };
-template <int R, int TW, bool PF, int CL, bool POLL>
-constexpr Form form(const char* name, bool persist) {
-  return {name, R, TW, PF, CL, POLL, persist, (const void*)conv_wx_k<R, TW, PF, CL, POLL>, Cfg<R, TW>::kSmem, launch<R, TW, PF, CL, POLL>};
+template <int R, int TW, bool PF, int CL, bool PERSIST>
+constexpr Form form(const char* name) {
+  return {name, R, TW, PF, CL, PERSIST, (const void*)conv_wx_k<R, TW, PF, CL, PERSIST>, Cfg<R, TW>::kSmem, launch<R, TW, PF, CL, PERSIST>};
 }
-// (R, TW, PF, CL, POLL, persistent, name)
-#define SDRT_WX_FORMS(X)                                                                                                                   \
-  X(4, 32, false, 1, false, false, "wx4x32") X(8, 16, false, 1, false, false, "wx8x16") X(16, 8, false, 1, false, false, "wx16x8")      \
-  X(4, 32, true, 1, false, false, "wx4x32p") X(8, 16, true, 1, false, false, "wx8x16p") X(16, 8, true, 1, false, false, "wx16x8p")     \
-  X(4, 32, true, 2, false, false, "wx4x32pc2") X(8, 16, true, 2, false, false, "wx8x16pc2")                                              \
-  X(16, 8, true, 2, false, false, "wx16x8pc2") X(4, 32, true, 4, false, false, "wx4x32pc4")                                             \
-  X(8, 16, true, 4, false, false, "wx8x16pc4") X(16, 8, true, 4, false, false, "wx16x8pc4")                                             \
-  X(4, 32, true, 1, true, false, "wx4x32q") X(8, 16, true, 1, true, false, "wx8x16q") X(16, 8, true, 1, true, false, "wx16x8q")        \
-  X(8, 16, true, 2, true, false, "wx8x16qc2") X(16, 8, true, 2, true, false, "wx16x8qc2") X(16, 8, true, 4, true, false, "wx16x8qc4")  \
-  X(8, 16, true, 1, true, true, "wx8x16qs") X(16, 8, true, 1, true, true, "wx16x8qs") X(16, 8, true, 2, true, true, "wx16x8qsc2")      \
-  X(16, 8, true, 4, true, true, "wx16x8qsc4")
-#define SDRT_WX_FORM(R, TW, PF, CL, POLL, PERSIST, NAME) form<R, TW, PF, CL, POLL>(NAME, PERSIST),
+// (R, TW, PF, CL, PERSIST, name)
+#define SDRT_WX_FORMS(X)                                                                                                             \
+  X(4, 32, false, 1, false, "wx4x32") X(8, 16, false, 1, false, "wx8x16") X(16, 8, false, 1, false, "wx16x8")                       \
+  X(4, 32, true, 1, false, "wx4x32p") X(8, 16, true, 1, false, "wx8x16p") X(16, 8, true, 1, false, "wx16x8p")                      \
+  X(8, 16, true, 2, false, "wx8x16pc2") X(16, 8, true, 2, false, "wx16x8pc2") X(16, 8, true, 4, false, "wx16x8pc4")                 \
+  X(8, 16, true, 1, true, "wx8x16ps") X(16, 8, true, 1, true, "wx16x8ps") X(16, 8, true, 2, true, "wx16x8psc2")
+#define SDRT_WX_FORM(R, TW, PF, CL, PERSIST, NAME) form<R, TW, PF, CL, PERSIST>(NAME),
 const Form kForms[] = {SDRT_WX_FORMS(SDRT_WX_FORM)};
 #undef SDRT_WX_FORM
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
