@@ -1,6 +1,7 @@
 // Every op of the CUDA backend against the CPU backend on random inputs (small and SD-sized shapes):
 // normalised mean squared error per op, NaN/Inf checks, guard bands around every device output. Then the
 // conformance components and pipelines on CUDA in float32. Skipped with a message where no GPU is usable.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -474,6 +475,63 @@ TEST(BackendOps, EveryConvolutionFormMatchesTheCpu) {
   }
   EXPECT_GE(cases_run, 40);
   EXPECT_EQ(failures, 0);
+}
+
+// A filter whose every convolution in an executable runs on the Winograd kernel keeps only its transformed
+// copy there (the [O, 3, 3, C] one is freed); an executable of the same backend that runs cuDNN on it uploads it
+// again, and one made while that one lives leaves it alone. Each in turn against the CPU, the kernel's launch
+// counter showing which ran (on Hopper; elsewhere the kernel does not apply and cuDNN runs them all).
+TEST(BackendOps, WinogradOnlyFiltersLeaveAndComeBack) {
+  REQUIRE_CUDA_P(probe, true, "fp16");
+  const bool hopper = probe->compute_capability() == std::pair{9, 0};
+  auto cpu = make_cpu_backend();
+  const auto all = cases();
+  auto c = std::find_if(all.begin(), all.end(), [](const Case& k) { return k.name.rfind("conv odd width + residual", 0) == 0; });
+  ASSERT_NE(c, all.end());
+  std::mt19937 rng(1234);
+  auto g = std::make_shared<Graph>();
+  GraphBuilder b(*g);
+  std::map<std::string, Tensor> ins;
+  c->build(b, ins, rng);
+  ASSERT_TRUE(b.status().is_ok()) << b.status().message();
+  std::string why;
+  auto cuda = cuda_or_skip_reason(&why, true, "fp16");
+  ASSERT_TRUE(cuda) << why;
+  auto ce = cpu->compile(g);
+  ASSERT_TRUE(ce.is_ok()) << ce.status().message();
+  auto want = (*ce)->run(ins);
+  ASSERT_TRUE(want.is_ok()) << want.status().message();
+  const std::string form = cuda_wx_conv_forms() > 0 ? cuda_wx_conv_form_name(cuda_wx_conv_forms() - 1) : "0";
+  auto compile_with = [&](const std::string& wx) {
+    ::setenv("SDRT_CONV_WX", wx.c_str(), 1);
+    auto e = cuda->compile(g);
+    ::unsetenv("SDRT_CONV_WX");
+    EXPECT_TRUE(e.is_ok()) << wx << ": " << e.status().message();
+    return e.is_ok() ? std::move(*e) : nullptr;
+  };
+  auto check = [&](Executable* e, const char* what, bool winograd) {
+    ASSERT_NE(e, nullptr) << what;
+    const int64_t before = cuda_wx_conv_runs();
+    auto got = e->run(ins);
+    ASSERT_TRUE(got.is_ok()) << what << ": " << got.status().message();
+    bool finite = false;
+    const double err = nmse((*got)[0], (*want)[0], &finite);
+    std::printf("      %-52s nmse %.3e, %lld Winograd launches\n", what, err, (long long)(cuda_wx_conv_runs() - before));
+    EXPECT_TRUE(finite && err < 1e-5) << what;
+    if (hopper) EXPECT_EQ(cuda_wx_conv_runs() - before, winograd ? 1 : 0) << what;
+  };
+  auto a = compile_with(form);  // the filter's [O, 3, 3, C] copy freed
+  check(a.get(), "A (Winograd)", true);
+  auto bx = compile_with("0");  // uploaded again
+  check(bx.get(), "B (cuDNN), after A", false);
+  check(a.get(), "A again", true);
+  auto cx = compile_with(form);  // B reads the copy: kept
+  check(cx.get(), "C (Winograd), while B lives", true);
+  check(bx.get(), "B again, after C", false);
+  bx.reset();
+  auto dx = compile_with(form);  // freed again
+  check(dx.get(), "D (Winograd), after B went", true);
+  check(a.get(), "A, last", true);
 }
 
 // Each form of a Linear with a fused GEGLU (the cuBLASLt GEMM then the GEGLU pass, and every form of the

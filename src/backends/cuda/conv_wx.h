@@ -22,10 +22,9 @@ struct ConvWxShape {
   int64_t N, H, W, C, O;  // x [N, H, W, C], y [N, H, W, O]; 3x3 filter, stride 1, padding 1
 };
 
-// Forms: a block's region of output rows x tiles (pairs of columns), "wx<R>x<TW>"; a trailing "p": each K
-// step's input loads issued before the previous step's MMAs are waited for; "c2", "c4": clusters of 2 or 4
-// blocks (consecutive regions) that share each weight tile through TMA multicast; "s": persistent (as many
-// blocks as fit at once, each looping over regions, the next one's first copies during this one's epilogue).
+// Forms: a block's region of output rows x tiles (pairs of columns), "wx<R>x<TW>"; a trailing "s": persistent
+// (as many blocks as fit at once, each looping over regions, the next one's first copies during this one's
+// epilogue).
 int conv_wx_forms();
 const char* conv_wx_form_name(int form);
 int conv_wx_form_by_name(const char* name);  // -1 if unknown

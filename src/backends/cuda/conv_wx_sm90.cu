@@ -43,7 +43,7 @@ struct WxArgs {
   __half* y;
   int N, H, W, O, KC;  // KC: chunks of 64 input channels
   int nbx, nby;        // blocks across a row of tiles, down an image
-  int nco, groups, clusters;  // output-channel blocks; groups (nco x spatial blocks / CL); clusters launched
+  int nco, regions, blocks;  // output-channel blocks; regions (nco x spatial blocks); blocks launched
 };
 
 #ifdef SDRT_SM90A
@@ -54,38 +54,16 @@ __device__ __forceinline__ uint2 lds64(uint32_t a) {
   asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(a));
   return v;
 }
-// A 2D TMA copy into the same shared-memory offset of every block of the cluster in `mask`, completing on
-// each one's mbarrier at offset bar.
-__device__ __forceinline__ void tma_load_2d_mc(uint32_t dst, const CUtensorMap* map, int c0, int c1, uint32_t bar, uint16_t mask) {
-  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
-               "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar), "h"(mask)
-               : "memory");
-}
-// One arrival on the mbarrier at offset `bar` of the cluster's block `rank`.
-__device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t rank) {
-  asm volatile("{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\nmbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(bar), "r"(rank)
-               : "memory");
-}
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ void cluster_sync_all() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
-}
 #endif
 
-// PF: each K step's input loads issued before the wait for the previous step's MMAs (within a filter row).
-// CL: blocks of a cluster (consecutive spatial blocks, the same output channels) that share the weights: each
-// loads 4 / CL of the positions' tiles into every block's slot (TMA multicast), and a slot is refilled once
-// the MMA warps of all of them are done with it. PERSIST: the block loops over groups (an output-channel block
-// x CL consecutive spatial blocks), one every p.clusters, its producer loading the next group's first chunks
-// while the MMA warps finish this one's and write it out.
-// The third warpgroup is the producer: its first thread issues every copy, in the order the MMA warps use them, each once
-// its slot is free (chunk gc's row-ky weights once all MMA warps are done with chunk gc - 1's, its input once
-// they are done with chunk gc - 2's); the MMA warps only ever wait for data.
-template <int R, int TW, bool PF, int CL, bool PERSIST>
+// PERSIST: as many blocks as fit at once, each looping over regions (output-channel block fastest), one every
+// p.blocks, the producer loading the next region's first chunks while the MMA warps finish this one's and
+// write it out; otherwise a block a region.
+// The third warpgroup is the producer: its first thread issues every copy, in the order the MMA warps use them,
+// each once its slot is free (chunk gc's row-ky weights once all MMA warps are done with chunk gc - 1's, its
+// input once they are done with chunk gc - 2's); the MMA warps only ever wait for data. Each K step's input
+// loads are issued before the wait for the previous step's MMAs.
+template <int R, int TW, bool PERSIST>
 __global__ void __launch_bounds__(kThreads, 1)
     conv_wx_k(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, const WxArgs p) {
   dep_entry();
@@ -98,19 +76,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   if (tid == 0) {
     for (int i = 0; i < 2; ++i) mbar_init(in_full + 8 * i, 1), mbar_init(in_empty + 8 * i, 8);
-    for (int i = 0; i < 3; ++i) mbar_init(w_full + 8 * i, 1), mbar_init(w_empty + 8 * i, 8 * CL);  // empty: the cluster's MMA warps
+    for (int i = 0; i < 3; ++i) mbar_init(w_full + 8 * i, 1), mbar_init(w_empty + 8 * i, 8);  // empty: the 8 MMA warps
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  if constexpr (CL > 1) cluster_sync_all();  // every block's barriers initialized before any copy or remote arrival
-  else __syncthreads();
-  const uint32_t rank = CL > 1 ? cluster_rank() : 0;
-  const int cluster = (int)blockIdx.y / CL;
-  const int J = !PERSIST ? 1 : cluster < p.groups ? (p.groups - 1 - cluster) / p.clusters + 1 : 0;
+  __syncthreads();
+  const int b0 = (int)blockIdx.x;
+  const int J = !PERSIST ? 1 : b0 < p.regions ? (p.regions - 1 - b0) / p.blocks + 1 : 0;  // this block's regions
   struct Where {
     int co0, n, oy0, ox0;
   };
-  auto where = [&](int j) {  // group j of this block's: gi = cluster + j * clusters
-    const int gi = PERSIST ? cluster + j * p.clusters : cluster, sb = (gi / p.nco) * CL + (int)rank;
+  auto where = [&](int j) {  // the block's j-th region: gi = b0 + j * blocks
+    const int gi = PERSIST ? b0 + j * p.blocks : b0, sb = gi / p.nco;
     const int bx = sb % p.nbx, by = (sb / p.nbx) % p.nby;
     return Where{(gi % p.nco) * kBN, sb / (p.nbx * p.nby), by * R, bx * 2 * TW};
   };
@@ -130,17 +106,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (gc >= 1) mbar_wait_bounded(w_empty + 8 * ky, (uint32_t)(gc - 1) & 1);
         const Where w = where(gc / p.KC);
         const int k0 = (gc % p.KC) * kChunk;
-        mbar_expect_tx(w_full + 8 * ky, kWSlot);  // all four positions' bytes, whichever block of the cluster sends them
-        if constexpr (CL == 1) {
+        mbar_expect_tx(w_full + 8 * ky, kWSlot);
 #pragma unroll
-          for (int q = 0; q < 4; ++q) tma_load_2d(w_slot + ky * kWSlot + q * (kBN * 128), &tw, k0, (q * 3 + ky) * p.O + w.co0, w_full + 8 * ky);
-        } else {
-#pragma unroll
-          for (int i = 0; i < 4 / CL; ++i) {
-            const int q = (int)rank * (4 / CL) + i;
-            tma_load_2d_mc(w_slot + ky * kWSlot + q * (kBN * 128), &tw, k0, (q * 3 + ky) * p.O + w.co0, w_full + 8 * ky, (uint16_t)((1u << CL) - 1));
-          }
-        }
+        for (int q = 0; q < 4; ++q) tma_load_2d(w_slot + ky * kWSlot + q * (kBN * 128), &tw, k0, (q * 3 + ky) * p.O + w.co0, w_full + 8 * ky);
       };
       if (total > 0) load_input(0);
       for (int gc = 0; gc < total; ++gc) {
@@ -186,10 +154,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                 d[tl][0][jj] = v.x, d[tl][1][jj] = v.y;
               }
           };
-          if constexpr (PF) load(0);
+          load(0);
 #pragma unroll
           for (int ks = 0; ks < kChunk / 16; ++ks) {
-            if constexpr (!PF) load(ks);
             uint32_t f[4][4];  // [position][fragment register]: {tile 0 pair 0, tile 1 pair 0, tile 0 pair 1, tile 1 pair 1}
 #pragma unroll
             for (int tl = 0; tl < 2; ++tl)
@@ -205,16 +172,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
             for (int q = 0; q < 4; ++q) wgmma_rs_n64(acc[q], f[q], db + (uint64_t)(q * (kBN * 128 / 16)) + 2 * ks, 1);
             wgmma_commit();
-            if constexpr (PF)
-              if (ks + 1 < kChunk / 16) load(ks + 1);  // into d, which the MMAs in flight do not read
+            if (ks + 1 < kChunk / 16) load(ks + 1);  // into d, which the MMAs in flight do not read
             wgmma_wait<0>();  // the fragments' registers are rewritten next step
           }
-          if (lane == 0) {
-            if constexpr (CL == 1) mbar_arrive(w_empty + 8 * ky);
-            else
-#pragma unroll
-              for (int q = 0; q < CL; ++q) mbar_arrive_remote(w_empty + 8 * ky, (uint32_t)q);  // every block's copy of it
-          }
+          if (lane == 0) mbar_arrive(w_empty + 8 * ky);
         }
         if (lane == 0) mbar_arrive(in_empty + 8 * is);
       }
@@ -224,7 +185,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int tl = 0; tl < 2; ++tl) {
         const int m = cw * 64 + wq * 16 + g + 8 * tl, oy = w.oy0 + m / TW, ox = w.ox0 + 2 * (m % TW);
-        if (w.n >= p.N || oy >= p.H || ox >= p.W) continue;  // (n >= N: a cluster's padding block)
+        if (oy >= p.H || ox >= p.W) continue;
         const int64_t base = (((int64_t)w.n * p.H + oy) * p.W + ox) * p.O;
         const bool second = ox + 1 < p.W;
 #pragma unroll
@@ -254,7 +215,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
   }
-  if constexpr (CL > 1) cluster_sync_all();  // no block leaves while the others may still signal its barriers
 #else
   (void)tx, (void)tw, (void)p;
 #endif
@@ -274,8 +234,8 @@ __global__ void conv_wx_prepare_k(const __half* __restrict__ w, __half* __restri
   for (int q = 0; q < 4; ++q) wt[((q * 3 + ky) * O + o) * C + cl] = __float2half_rn(u[q]);
 }
 
-// y = conv(x) for one form: its kernel on the operands' tensor maps, in clusters of CL blocks
-template <int R, int TW, bool PF, int CL, bool PERSIST>
+// y = conv(x) for one form: its kernel on the operands' tensor maps
+template <int R, int TW, bool PERSIST>
 cudaError_t launch(const __half* x, const __half* wt, const WxArgs& a, const ConvWxShape& s, cudaStream_t stream) {
   using C = Cfg<R, TW>;
   CUtensorMap tx, tw;
@@ -283,46 +243,26 @@ cudaError_t launch(const __half* x, const __half* wt, const WxArgs& a, const Con
   const cuuint64_t xstrides[3] = {(cuuint64_t)s.C * 2, (cuuint64_t)(s.W * s.C * 2), (cuuint64_t)(s.H * s.W * s.C * 2)};
   const cuuint32_t xbox[4] = {(cuuint32_t)kChunk, (cuuint32_t)C::kCols, (cuuint32_t)C::kRows, 1};
   if (!half_tensor_map(&tx, x, 4, xdims, xstrides, xbox) || !half_matrix_map(&tw, wt, 12 * s.O, s.C, kBN)) return cudaErrorNotSupported;
-  const dim3 grid(1u, (unsigned)(a.clusters * CL));
-  if constexpr (CL == 1) {
-    launch_kernel(conv_wx_k<R, TW, PF, CL, PERSIST>, grid, kThreads, C::kSmem, stream, tx, tw, a);
-    return cudaGetLastError();
-  } else {
-    cudaLaunchAttribute cl = {};
-    cl.id = cudaLaunchAttributeClusterDimension;
-    cl.val.clusterDim.x = 1, cl.val.clusterDim.y = CL, cl.val.clusterDim.z = 1;
-    if (dependent_launch()) {
-      if (launch_with({cl, programmatic_attr()}, conv_wx_k<R, TW, PF, CL, PERSIST>, grid, dim3(kThreads), C::kSmem, stream, tx, tw, a) == cudaSuccess) {
-        count_dependent_launch();
-        return cudaSuccess;
-      }
-      cudaGetLastError();
-    }
-    return launch_with({cl}, conv_wx_k<R, TW, PF, CL, PERSIST>, grid, dim3(kThreads), C::kSmem, stream, tx, tw, a);
-  }
+  launch_kernel(conv_wx_k<R, TW, PERSIST>, dim3((unsigned)a.blocks), kThreads, C::kSmem, stream, tx, tw, a);
+  return cudaGetLastError();
 }
 
 struct Form {
   const char* name;
   int R, TW;
-  bool pf;
-  int cl;
-  bool persist;  // as many clusters as fit on the GPU at once, each looping over its share of the groups
+  bool persist;  // as many blocks as fit on the GPU at once, each looping over its share of the regions
   const void* kernel;
   size_t smem;
   cudaError_t (*launch)(const __half*, const __half*, const WxArgs&, const ConvWxShape&, cudaStream_t);
 };
-template <int R, int TW, bool PF, int CL, bool PERSIST>
+template <int R, int TW, bool PERSIST>
 constexpr Form form(const char* name) {
-  return {name, R, TW, PF, CL, PERSIST, (const void*)conv_wx_k<R, TW, PF, CL, PERSIST>, Cfg<R, TW>::kSmem, launch<R, TW, PF, CL, PERSIST>};
+  return {name, R, TW, PERSIST, (const void*)conv_wx_k<R, TW, PERSIST>, Cfg<R, TW>::kSmem, launch<R, TW, PERSIST>};
 }
-// (R, TW, PF, CL, PERSIST, name)
-#define SDRT_WX_FORMS(X)                                                                                                             \
-  X(4, 32, false, 1, false, "wx4x32") X(8, 16, false, 1, false, "wx8x16") X(16, 8, false, 1, false, "wx16x8")                       \
-  X(4, 32, true, 1, false, "wx4x32p") X(8, 16, true, 1, false, "wx8x16p") X(16, 8, true, 1, false, "wx16x8p")                      \
-  X(8, 16, true, 2, false, "wx8x16pc2") X(16, 8, true, 2, false, "wx16x8pc2") X(16, 8, true, 4, false, "wx16x8pc4")                 \
-  X(8, 16, true, 1, true, "wx8x16ps") X(16, 8, true, 1, true, "wx16x8ps") X(16, 8, true, 2, true, "wx16x8psc2")
-#define SDRT_WX_FORM(R, TW, PF, CL, PERSIST, NAME) form<R, TW, PF, CL, PERSIST>(NAME),
+// (R, TW, PERSIST, name)
+#define SDRT_WX_FORMS(X) \
+  X(8, 16, false, "wx8x16") X(16, 8, false, "wx16x8") X(4, 32, true, "wx4x32s") X(8, 16, true, "wx8x16s") X(16, 8, true, "wx16x8s")
+#define SDRT_WX_FORM(R, TW, PERSIST, NAME) form<R, TW, PERSIST>(NAME),
 const Form kForms[] = {SDRT_WX_FORMS(SDRT_WX_FORM)};
 #undef SDRT_WX_FORM
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
@@ -339,32 +279,21 @@ bool hopper_device() {
 
 bool aligned(const void* p, uintptr_t a) { return ((uintptr_t)p & (a - 1)) == 0; }
 
-// How many clusters of form `form` the GPU holds at once (its SMs over the cluster's blocks where the query fails).
-int resident_clusters(int form) {
+// How many blocks of form `form` the GPU holds at once (one an SM where the query fails).
+int resident_blocks(int form) {
   static std::array<std::array<int, 64>, 64> cache{};  // [device][form], 0: not asked yet
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64 || form < 0 || form >= 64) return cudaGetLastError(), 1;
   int& n = cache[dev][form];
   if (n > 0) return n;
   const Form& f = kForms[form];
-  int sms = 1;
+  int sms = 1, per_sm = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  n = std::max(1, sms / f.cl);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(1, (unsigned)(n * f.cl));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = f.smem;
-  cudaLaunchAttribute at = {};
-  at.id = cudaLaunchAttributeClusterDimension;
-  at.val.clusterDim.x = 1, at.val.clusterDim.y = (unsigned)f.cl, at.val.clusterDim.z = 1;
-  cfg.attrs = &at;
-  cfg.numAttrs = 1;
-  int clusters = 0;
-  if (cudaOccupancyMaxActiveClusters(&clusters, f.kernel, &cfg) == cudaSuccess && clusters > 0) n = clusters;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f.kernel, kThreads, f.smem) != cudaSuccess || per_sm < 1) per_sm = 1;
   cudaGetLastError();
+  n = std::max(1, sms * per_sm);
   return n;
 }
-
 
 }  // namespace
 
@@ -382,8 +311,8 @@ bool conv_wx_applies(int form, const ConvWxShape& s) {
   constexpr int64_t kMax = int64_t(1) << 31;
   if (s.N <= 0 || s.H <= 0 || s.W <= 0 || s.C <= 0 || s.O <= 0 || s.C % kChunk || s.O % kBN) return false;
   if (s.N * s.H * s.W * s.C >= kMax || s.N * s.H * s.W * s.O >= kMax || 12 * s.O * s.C >= kMax) return false;
-  const int64_t blocks = s.N * ((s.H + f.R - 1) / f.R) * ((s.W + 2 * f.TW - 1) / (2 * f.TW));
-  if ((blocks + f.cl - 1) / f.cl * f.cl * (s.O / kBN) > 65535) return false;  // the grid's y (all groups' blocks, unless persistent)
+  const int64_t regions = s.N * ((s.H + f.R - 1) / f.R) * ((s.W + 2 * f.TW - 1) / (2 * f.TW)) * (s.O / kBN);
+  if (regions >= kMax) return false;
   return hopper_device();
 }
 
@@ -401,9 +330,8 @@ cudaError_t conv_wx(int form, const __half* x, const __half* wt, const __half* b
   const Form& f = kForms[form];
   WxArgs a{b, r, y, (int)s.N, (int)s.H, (int)s.W, (int)s.O, (int)(s.C / kChunk), (int)((s.W + 2 * f.TW - 1) / (2 * f.TW)), (int)((s.H + f.R - 1) / f.R),
            (int)(s.O / kBN), 0, 0};
-  const int64_t blocks = (int64_t)a.nbx * a.nby * s.N;
-  a.groups = (int)(a.nco * ((blocks + f.cl - 1) / f.cl));
-  a.clusters = f.persist ? std::min(a.groups, resident_clusters(form)) : a.groups;
+  a.regions = a.nco * a.nbx * a.nby * (int)s.N;
+  a.blocks = f.persist ? std::min(a.regions, resident_blocks(form)) : a.regions;
   return f.launch(x, wt, a, s, stream);
 }
 

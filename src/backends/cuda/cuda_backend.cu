@@ -46,6 +46,9 @@ constexpr size_t kLtWorkspace = size_t(32) << 20;
 struct WeightCache {
   std::map<std::string, std::pair<Shape, void*>> map;
   int64_t bytes = 0;
+  // per filter: the executables that run one of its convolutions on its [O, kh, kw, C] copy (a form other than
+  // the Winograd kernel's, which reads only its transformed copy)
+  std::map<std::string, int> ohwi_users;
   ~WeightCache() {
     for (auto& [n, e] : map) cudaFree(e.second);
   }
@@ -220,6 +223,7 @@ class CudaExecutable : public Executable {
     for (auto& [id, p] : in_dev_) cudaFree(p);
     for (void* p : out_dev_) cudaFree(p);
     if (bad_ids_) cudaFree(bad_ids_);
+    for (const std::string& name : ohwi_held_) --cache_->ohwi_users[name];
     if (blas_) cublasDestroy(blas_);
     if (stream_) cudaStreamSynchronize(stream_);  // the stream goes with the backend's last executable
     own_.release();
@@ -350,6 +354,7 @@ class CudaExecutable : public Executable {
         if (pointwise_gemm(*g_, n, &M, &N, &K)) continue;
         SDRT_RETURN_IF_ERROR(choose_conv_form(n));
       }
+      release_winograd_only_filters();
     }
     for (const Node& n : nodes)
       if (n.op == Op::Embedding && !bad_ids_) CUDA_TRY(cudaMalloc(&bad_ids_, 4));
@@ -654,14 +659,15 @@ class CudaExecutable : public Executable {
       if (!cuda::conv_splitk_applies(splitk_forced, ss)) splitk_forced = -1;
     }
     // our fused Winograd F(2,3)-along-x kernel (Hopper; 3x3, stride 1, padding 1, C and O multiples of 64):
-    // SDRT_CONV_WX=timed times each of its forms that applies, =<form> forces that form where it applies, 0 or
-    // unset leaves it out
+    // each of its forms that applies is timed (unset or SDRT_CONV_WX=timed), =<form> forces that form where it
+    // applies, =0 leaves it out
     const cuda::ConvWxShape wxs{cg.cs.N, cg.cs.H, cg.cs.W, cg.cs.C, O};
     const bool wx_shape = cg.cs.kh == 3 && cg.cs.kw == 3 && cg.cs.stride == 1 && cg.cs.pad_h == 1 && cg.cs.pad_w == 1 && cg.Ho == cg.cs.H &&
                           cg.Wo == cg.cs.W;
     std::vector<int> wx_forms;
     int wx_forced = -1;
-    if (const char* e = std::getenv("SDRT_CONV_WX"); e && *e && std::strcmp(e, "0") != 0 && wx_shape) {
+    const char* wx_env = std::getenv("SDRT_CONV_WX");
+    if (const char* e = wx_env && *wx_env ? wx_env : "timed"; std::strcmp(e, "0") != 0 && wx_shape) {
       if (std::strcmp(e, "timed") == 0) {
         for (int f = 0; f < cuda::conv_wx_forms(); ++f)
           if (cuda::conv_wx_applies(f, wxs)) wx_forms.push_back(f);
@@ -785,7 +791,7 @@ class CudaExecutable : public Executable {
       float best_ms = form == cuda::ConvForm::Gemm ? gemm_ms : cudnn_ms;  // our narrow kernel where 3% faster than that
       if (!graph_forced && narrow_ms > 0.f && (best_ms <= 0.f || narrow_ms < 0.97f * best_ms)) form = cuda::ConvForm::Narrow, best_ms = narrow_ms;
       if (!graph_forced && splitk_ms > 0.f && (best_ms <= 0.f || splitk_ms < best_ms)) form = cuda::ConvForm::Splitk, best_ms = splitk_ms;  // the split-K kernel where faster
-      if (!graph_forced && wx_ms > 0.f && (best_ms <= 0.f || wx_ms < best_ms)) form = cuda::ConvForm::Wx, best_ms = wx_ms;  // the Winograd kernel where faster
+      if (!graph_forced && wx_ms > 0.f && (best_ms <= 0.f || wx_ms < 0.98f * best_ms)) form = cuda::ConvForm::Wx, best_ms = wx_ms;  // the Winograd kernel where 2% faster
       if (std::getenv("SDRT_PROFILE") || ((graph_timed || narrow_ok || splitk_ok || wx_ok) && std::getenv("SDRT_VERBOSE")))
         std::fprintf(stderr,
                      "conv %s: cuDNN %.4f ms, im2col+GEMM %.4f ms, cuDNN fused %.4f ms, graph API %.4f ms (configuration %d), narrow %.4f ms, "
@@ -829,6 +835,27 @@ class CudaExecutable : public Executable {
       fused_conv_[id] = 1;
     }
     return Status::ok();
+  }
+
+  // Filters whose every convolution here runs on the Winograd kernel: their [O, kh, kw, C] copy is freed (its
+  // transformed copy is 4/3 its size) unless another executable of this backend runs a convolution on it; one
+  // made later that does uploads it again. The others are counted as this executable's until it goes.
+  void release_winograd_only_filters() {
+    const auto& nodes = g_->nodes;
+    std::set<std::string> need, wx_only;
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i].op == Op::Conv2d) (wx_conv_[i] >= 0 ? wx_only : need).insert(nodes[nodes[i].inputs[1]].name);
+    for (const std::string& name : need) ++cache_->ohwi_users[name], ohwi_held_.push_back(name);
+    for (const std::string& name : wx_only) {
+      if (need.count(name) || cache_->ohwi_users[name] > 0) continue;
+      auto it = cache_->map.find(name + "#ohwi");
+      if (it == cache_->map.end()) continue;
+      cudaStreamSynchronize(stream_);  // (the transformed copy was made from it)
+      cudaFree(it->second.second);
+      cache_->bytes -= numel(it->second.first) * 2;
+      cache_->map.erase(it);
+      weights_[name] = nullptr;  // read by no kernel of this executable
+    }
   }
 
   // Filter `name`'s weights transformed for the Winograd kernel (conv_wx_prepare of its [O, 3, 3, C] copy), made
@@ -2308,6 +2335,7 @@ class CudaExecutable : public Executable {
   void* conv_ws_[2] = {nullptr, nullptr};  // cuDNN's workspace per lane
   size_t conv_ws_bytes_[2] = {0, 0};
   std::map<std::string, void*> weights_;
+  std::vector<std::string> ohwi_held_;  // filters whose [O, kh, kw, C] copy this executable reads (WeightCache::ohwi_users)
   std::vector<bool> keep_f32_, nhwc_;
   std::vector<int> last_use_;
   std::map<void*, size_t> sizes_;
