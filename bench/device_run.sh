@@ -534,13 +534,18 @@ for step in "$@"; do
         grep -E "ran as Winograd|FAIL|OK \]|PASSED|Failure|Expected|which is" ;;
     conv-wx)  # the fused Winograd F(2,3)-along-x convolution against cuDNN's choice per UNet shape (bench_conv_wx, packed with BINS=...)
       for b in ${WX_BATCHES:-16 2}; do "$bin/bench_conv_wx" --batch "$b" --repeats 10; done 2>&1 | tee "$out/conv-wx.txt" ;;
-    wx-ncu)  # one wx form ($WX_FORM, default wx16x8p) on one shape ($WX_SHAPE, C:K:HW, default 320:320:64) at batch 16
-             # under Nsight Compute: throughput, memory, warp states, pipes
-      timeout 200 ncu --clock-control none --kernel-name-base demangled -k regex:conv_wx_k --launch-skip 1 --launch-count 1 \
-        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
-        --section ComputeWorkloadAnalysis --section Occupancy --section LaunchStats \
-        "$bin/bench_conv_wx" --batch 16 --repeats 1 --shape "${WX_SHAPE:-320:320:64}" --form "${WX_FORM:-wx16x8p}" > "$out/wx-ncu.txt" 2>&1
-      echo "ncu rc $?"; grep -E "Duration|Throughput|Busy|Pipe|Warp Cycles|Stall|Registers|Hit Rate|Eligible|Issued Warp|No Eligible|L2|DRAM" "$out/wx-ncu.txt" | head -60 ;;
+    wx-ncu)  # wx forms on shapes at batch 16 under Nsight Compute ($WX_NCU: form@C:K:HW items, default wx8x16s@320:320:64):
+             # throughput, memory, warp states and each stall reason per issued instruction, the tensor pipe; wx-ncu-<item>.txt each
+      for item in ${WX_NCU:-wx8x16s@320:320:64}; do
+        f=$out/wx-ncu-${item//[:@]/-}.txt
+        timeout 120 ncu --clock-control none --kernel-name-base demangled -k regex:conv_wx_k --launch-skip 1 --launch-count 1 \
+          --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+          --section ComputeWorkloadAnalysis --section LaunchStats \
+          --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,regex:sm__pipe_tensor.*cycles_active\.avg\.pct_of_peak_sustained_active" \
+          "$bin/bench_conv_wx" --batch 16 --repeats 1 --shape "${item#*@}" --form "${item%@*}" > "$f" 2>&1
+        echo "--- $item: ncu rc $?"
+        grep -E "^ +[0-9]+ +[0-9]+ +[0-9]+ |Duration|Throughput|Issue Slots|Eligible|Spilling Req|tensor|stalled" "$f" | awk '$NF != "0" && $NF != "0.00"' | head -50
+      done ;;
     env-ab)  # the guided forward with each setting of $AB (space-separated; an item's assignments joined by commas, e.g.
              # "SDRT_PDL=1 SDRT_PDL=1,SDRT_CONV_GRAPH=1") against the default, alternating, at the batches $AB_BATCHES (2 16),
              # $AB_ROUNDS rounds (2); $AB_FLAGS: more bench_unet_forward options for both

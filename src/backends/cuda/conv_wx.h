@@ -22,9 +22,8 @@ struct ConvWxShape {
   int64_t N, H, W, C, O;  // x [N, H, W, C], y [N, H, W, O]; 3x3 filter, stride 1, padding 1
 };
 
-// Forms: a block's region of output rows x tiles (pairs of columns), "wx<R>x<TW>"; a trailing "s": persistent
-// (as many blocks as fit at once, each looping over regions, the next one's first copies during this one's
-// epilogue).
+// Forms: a block's region of output rows x tiles (pairs of columns), "wx<R>x<TW>s2" (persistent blocks, two K
+// steps a wait).
 int conv_wx_forms();
 const char* conv_wx_form_name(int form);
 int conv_wx_form_by_name(const char* name);  // -1 if unknown

@@ -1,13 +1,14 @@
 // The fused Winograd F(2, 3)-along-x convolution (see conv_wx.h).
 //
-// A block computes R output rows x TW tiles (2 TW columns) x 64 output channels of one image: two MMA
+// A region is R output rows x TW tiles (2 TW columns) x 64 output channels of one image; a block (one an SM,
+// looping over regions) has two MMA
 // warpgroups of 64 tiles each (warp w's 16 tiles are its A rows) and a producer warpgroup: 384 threads start
 // with 168 registers each, then the producer gives back all but 40 and the MMA warpgroups take 232. K runs over
 // chunks of 64 input channels; for each chunk the producer loads the input region under the block - (R + 2) rows x
 // (2 TW + 2) columns x 64 channels, coordinates from (oy0 - 1, ox0 - 1), zeros past the image's border - with
 // one TMA copy in the 128-byte swizzle (a pixel's 64 channels are one 128-byte row), and for each filter row
 // ky the four positions' transformed weights (4 x [64 channels x 64 outputs], 32 KB) into the slot of that ky.
-// Each K step of 16 channels, a thread loads its two tiles' four input columns (four channels each: one
+// Each K step of 16 channels (two at a time), a thread loads its two tiles' four input columns (four channels each: one
 // 8-byte load per pixel) under row ky, forms V_p in half2 additions and issues the four positions' MMAs
 // (m64n64k16, A from registers, B the slot's tile of position p). The channel order inside 16 is the one
 // those 8-byte loads give (channels 4t..4t+3 of a thread are its fragment's columns 2t, 2t+1, 2t+8, 2t+9);
@@ -56,14 +57,17 @@ __device__ __forceinline__ uint2 lds64(uint32_t a) {
 }
 #endif
 
-// PERSIST: as many blocks as fit at once, each looping over regions (output-channel block fastest), one every
-// p.blocks, the producer loading the next region's first chunks while the MMA warps finish this one's and
-// write it out; otherwise a block a region.
+// KS: K steps of 16 channels whose MMAs are issued together before the wait for them (the next ones' input
+// loads in between): fewer waits, each covering more MMAs. (Leaving one step's MMAs running while the next
+// step's A fragments are built, ptxas serializes them: C7513.)
+// Persistent: as many blocks as fit at once (one an SM), each looping over regions (output-channel block
+// fastest), one every p.blocks, the producer loading the next region's first chunks while the MMA warps
+// finish this one's and write it out.
 // The third warpgroup is the producer: its first thread issues every copy, in the order the MMA warps use them,
 // each once its slot is free (chunk gc's row-ky weights once all MMA warps are done with chunk gc - 1's, its
 // input once they are done with chunk gc - 2's); the MMA warps only ever wait for data. Each K step's input
 // loads are issued before the wait for the previous step's MMAs.
-template <int R, int TW, bool PERSIST>
+template <int R, int TW, int KS>
 __global__ void __launch_bounds__(kThreads, 1)
     conv_wx_k(const __grid_constant__ CUtensorMap tx, const __grid_constant__ CUtensorMap tw, const WxArgs p) {
   dep_entry();
@@ -81,12 +85,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
   const int b0 = (int)blockIdx.x;
-  const int J = !PERSIST ? 1 : b0 < p.regions ? (p.regions - 1 - b0) / p.blocks + 1 : 0;  // this block's regions
+  const int J = b0 < p.regions ? (p.regions - 1 - b0) / p.blocks + 1 : 0;  // this block's regions
   struct Where {
     int co0, n, oy0, ox0;
   };
   auto where = [&](int j) {  // the block's j-th region: gi = b0 + j * blocks
-    const int gi = PERSIST ? b0 + j * p.blocks : b0, sb = gi / p.nco;
+    const int gi = b0 + j * p.blocks, sb = gi / p.nco;
     const int bx = sb % p.nbx, by = (sb / p.nbx) % p.nby;
     return Where{(gi % p.nco) * kBN, sb / (p.nbx * p.nby), by * R, bx * 2 * TW};
   };
@@ -130,10 +134,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t half_off = 8u * (t & 1);
     float acc[4][32];
     for (int j = 0; j < J; ++j) {
-#pragma unroll
-      for (int q = 0; q < 4; ++q)
-#pragma unroll
-        for (int e = 0; e < 32; ++e) acc[q][e] = 0.f;
+      // (no zeroing: a region's first MMAs ignore the accumulators, so that only MMAs write them - ptxas would
+      // serialize the MMAs otherwise)
       for (int c = 0; c < p.KC; ++c) {
         const int gc = j * p.KC + c, is = gc & 1;
         mbar_wait_bounded(in_full + 8 * is, (gc >> 1) & 1);
@@ -142,37 +144,46 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int ky = 0; ky < 3; ++ky) {
           mbar_wait_bounded(w_full + 8 * ky, gc & 1);
           const uint64_t db = desc_sw128(w_slot + ky * kWSlot);
-          uint32_t d[2][2][4];  // [tile][channel pair][input column] of K step ks
+          uint32_t d[KS][2][2][4];  // [sub-step][tile][channel pair][input column] of K steps ks..ks + KS - 1
           auto load = [&](int ks) {
-            const uint32_t chunk = 2 * ks + (t >> 1);
 #pragma unroll
-            for (int tl = 0; tl < 2; ++tl)
+            for (int u = 0; u < KS; ++u) {
+              const uint32_t chunk = 2 * (ks + u) + (t >> 1);
 #pragma unroll
-              for (int jj = 0; jj < 4; ++jj) {
-                const uint32_t P = (uint32_t)(pix[tl] + ky * C::kCols + jj);
-                const uint2 v = lds64(in_base + P * 128 + ((chunk ^ (P & 7)) << 4) + half_off);
-                d[tl][0][jj] = v.x, d[tl][1][jj] = v.y;
-              }
+              for (int tl = 0; tl < 2; ++tl)
+#pragma unroll
+                for (int jj = 0; jj < 4; ++jj) {
+                  const uint32_t P = (uint32_t)(pix[tl] + ky * C::kCols + jj);
+                  const uint2 v = lds64(in_base + P * 128 + ((chunk ^ (P & 7)) << 4) + half_off);
+                  d[u][tl][0][jj] = v.x, d[u][tl][1][jj] = v.y;
+                }
+            }
           };
           load(0);
 #pragma unroll
-          for (int ks = 0; ks < kChunk / 16; ++ks) {
-            uint32_t f[4][4];  // [position][fragment register]: {tile 0 pair 0, tile 1 pair 0, tile 0 pair 1, tile 1 pair 1}
+          for (int ks = 0; ks < kChunk / 16; ks += KS) {
+            // [sub-step][position][fragment register]: {tile 0 pair 0, tile 1 pair 0, tile 0 pair 1, tile 1 pair 1}
+            uint32_t f[KS][4][4];
 #pragma unroll
-            for (int tl = 0; tl < 2; ++tl)
+            for (int u = 0; u < KS; ++u)
 #pragma unroll
-              for (int cp = 0; cp < 2; ++cp) {
-                const int r = tl + 2 * cp;
-                f[0][r] = hsub2(d[tl][cp][0], d[tl][cp][2]);
-                f[1][r] = hadd2(d[tl][cp][1], d[tl][cp][2]);
-                f[2][r] = hsub2(d[tl][cp][2], d[tl][cp][1]);
-                f[3][r] = hsub2(d[tl][cp][1], d[tl][cp][3]);
-              }
+              for (int tl = 0; tl < 2; ++tl)
+#pragma unroll
+                for (int cp = 0; cp < 2; ++cp) {
+                  const int r = tl + 2 * cp;
+                  f[u][0][r] = hsub2(d[u][tl][cp][0], d[u][tl][cp][2]);
+                  f[u][1][r] = hadd2(d[u][tl][cp][1], d[u][tl][cp][2]);
+                  f[u][2][r] = hsub2(d[u][tl][cp][2], d[u][tl][cp][1]);
+                  f[u][3][r] = hsub2(d[u][tl][cp][1], d[u][tl][cp][3]);
+                }
             wgmma_fence();
 #pragma unroll
-            for (int q = 0; q < 4; ++q) wgmma_rs_n64(acc[q], f[q], db + (uint64_t)(q * (kBN * 128 / 16)) + 2 * ks, 1);
+            for (int u = 0; u < KS; ++u)
+#pragma unroll
+              for (int q = 0; q < 4; ++q)
+                wgmma_rs_n64(acc[q], f[u][q], db + (uint64_t)(q * (kBN * 128 / 16)) + 2 * (ks + u), (c | ky | ks | u) != 0);
             wgmma_commit();
-            if (ks + 1 < kChunk / 16) load(ks + 1);  // into d, which the MMAs in flight do not read
+            if (ks + KS < kChunk / 16) load(ks + KS);  // into d, which the MMAs in flight do not read
             wgmma_wait<0>();  // the fragments' registers are rewritten next step
           }
           if (lane == 0) mbar_arrive(w_empty + 8 * ky);
@@ -235,7 +246,7 @@ __global__ void conv_wx_prepare_k(const __half* __restrict__ w, __half* __restri
 }
 
 // y = conv(x) for one form: its kernel on the operands' tensor maps
-template <int R, int TW, bool PERSIST>
+template <int R, int TW, int KS>
 cudaError_t launch(const __half* x, const __half* wt, const WxArgs& a, const ConvWxShape& s, cudaStream_t stream) {
   using C = Cfg<R, TW>;
   CUtensorMap tx, tw;
@@ -243,26 +254,26 @@ cudaError_t launch(const __half* x, const __half* wt, const WxArgs& a, const Con
   const cuuint64_t xstrides[3] = {(cuuint64_t)s.C * 2, (cuuint64_t)(s.W * s.C * 2), (cuuint64_t)(s.H * s.W * s.C * 2)};
   const cuuint32_t xbox[4] = {(cuuint32_t)kChunk, (cuuint32_t)C::kCols, (cuuint32_t)C::kRows, 1};
   if (!half_tensor_map(&tx, x, 4, xdims, xstrides, xbox) || !half_matrix_map(&tw, wt, 12 * s.O, s.C, kBN)) return cudaErrorNotSupported;
-  launch_kernel(conv_wx_k<R, TW, PERSIST>, dim3((unsigned)a.blocks), kThreads, C::kSmem, stream, tx, tw, a);
+  launch_kernel(conv_wx_k<R, TW, KS>, dim3((unsigned)a.blocks), kThreads, C::kSmem, stream, tx, tw, a);
   return cudaGetLastError();
 }
 
 struct Form {
   const char* name;
   int R, TW;
-  bool persist;  // as many blocks as fit on the GPU at once, each looping over its share of the regions
   const void* kernel;
   size_t smem;
   cudaError_t (*launch)(const __half*, const __half*, const WxArgs&, const ConvWxShape&, cudaStream_t);
 };
-template <int R, int TW, bool PERSIST>
+template <int R, int TW, int KS>
 constexpr Form form(const char* name) {
-  return {name, R, TW, PERSIST, (const void*)conv_wx_k<R, TW, PERSIST>, Cfg<R, TW>::kSmem, launch<R, TW, PERSIST>};
+  return {name, R, TW, (const void*)conv_wx_k<R, TW, KS>, Cfg<R, TW>::kSmem, launch<R, TW, KS>};
 }
-// (R, TW, PERSIST, name)
-#define SDRT_WX_FORMS(X) \
-  X(8, 16, false, "wx8x16") X(16, 8, false, "wx16x8") X(4, 32, true, "wx4x32s") X(8, 16, true, "wx8x16s") X(16, 8, true, "wx16x8s")
-#define SDRT_WX_FORM(R, TW, PERSIST, NAME) form<R, TW, PERSIST>(NAME),
+// (R, TW, KS, name). Gone after the twenty-ninth session's measurements (bench_conv_wx on the H100,
+// bench/results/session29): one K step a wait (2-9% slower than two), non-persistent forms (a block a region:
+// 23-30% slower), clusters sharing the weights by multicast (1.7-2.6x slower).
+#define SDRT_WX_FORMS(X) X(4, 32, 2, "wx4x32s2") X(8, 16, 2, "wx8x16s2") X(16, 8, 2, "wx16x8s2")
+#define SDRT_WX_FORM(R, TW, KS, NAME) form<R, TW, KS>(NAME),
 const Form kForms[] = {SDRT_WX_FORMS(SDRT_WX_FORM)};
 #undef SDRT_WX_FORM
 constexpr int kNumForms = sizeof(kForms) / sizeof(kForms[0]);
@@ -331,7 +342,7 @@ cudaError_t conv_wx(int form, const __half* x, const __half* wt, const __half* b
   WxArgs a{b, r, y, (int)s.N, (int)s.H, (int)s.W, (int)s.O, (int)(s.C / kChunk), (int)((s.W + 2 * f.TW - 1) / (2 * f.TW)), (int)((s.H + f.R - 1) / f.R),
            (int)(s.O / kBN), 0, 0};
   a.regions = a.nco * a.nbx * a.nby * (int)s.N;
-  a.blocks = f.persist ? std::min(a.regions, resident_blocks(form)) : a.regions;
+  a.blocks = std::min(a.regions, resident_blocks(form));
   return f.launch(x, wt, a, s, stream);
 }
 
