@@ -844,8 +844,14 @@ class CudaExecutable : public Executable {
     const auto& nodes = g_->nodes;
     std::set<std::string> need, wx_only;
     for (size_t i = 0; i < nodes.size(); ++i)
-      if (nodes[i].op == Op::Conv2d) (wx_conv_[i] >= 0 ? wx_only : need).insert(nodes[nodes[i].inputs[1]].name);
-    for (const std::string& name : need) ++cache_->ohwi_users[name], ohwi_held_.push_back(name);
+      for (size_t k = 0; k < nodes[i].inputs.size(); ++k) {  // every other reader of a weight needs its copy
+        const Node& in = nodes[nodes[i].inputs[k]];
+        if (in.op == Op::Weight) (nodes[i].op == Op::Conv2d && k == 1 && wx_conv_[i] >= 0 ? wx_only : need).insert(in.name);
+      }
+    for (int o : g_->outputs)
+      if (nodes[o].op == Op::Weight) need.insert(nodes[o].name);
+    for (const std::string& name : need)
+      if (cache_->map.count(name + "#ohwi")) ++cache_->ohwi_users[name], ohwi_held_.push_back(name);  // the filters among them
     for (const std::string& name : wx_only) {
       if (need.count(name) || cache_->ohwi_users[name] > 0) continue;
       auto it = cache_->map.find(name + "#ohwi");
