@@ -42,7 +42,7 @@ struct Cfg {
 struct WxArgs {
   const __half *b, *r;
   __half* y;
-  int N, H, W, O, KC;  // KC: chunks of 64 input channels
+  int H, W, O, KC;  // KC: chunks of 64 input channels
   int nbx, nby;        // blocks across a row of tiles, down an image
   int nco, regions, blocks;  // output-channel blocks; regions (nco x spatial blocks); blocks launched
 };
@@ -99,28 +99,25 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
     if (warp == 8 && lane == 0) {
       const int total = J * p.KC;
-      auto load_input = [&](int gc) {  // chunk gc's input into slot gc % 2, once the MMA warps are done with chunk gc - 2
+      auto load_input = [&](int gc, const Where& w) {  // chunk gc's input into slot gc % 2, once the MMA warps are done with chunk gc - 2
         const int is = gc & 1;
         if (gc >= 2) mbar_wait_bounded(in_empty + 8 * is, (uint32_t)((gc - 2) >> 1) & 1);
-        const Where w = where(gc / p.KC);
         mbar_expect_tx(in_full + 8 * is, C::kInBytes);
         tma_load_4d(in_slot + is * C::kInSlot, &tx, (gc % p.KC) * kChunk, w.ox0 - 1, w.oy0 - 1, w.n, in_full + 8 * is);
       };
-      auto load_weights = [&](int gc, int ky) {  // chunk gc's row-ky weights into slot ky, once (gc - 1, ky) is done with
-        if (gc >= 1) mbar_wait_bounded(w_empty + 8 * ky, (uint32_t)(gc - 1) & 1);
+      if (total > 0) load_input(0, where(0));
+      for (int gc = 0; gc < total; ++gc) {
         const Where w = where(gc / p.KC);
         const int k0 = (gc % p.KC) * kChunk;
-        mbar_expect_tx(w_full + 8 * ky, kWSlot);
+        for (int ky = 0; ky < 3; ++ky) {  // chunk gc's row-ky weights into slot ky, once (gc - 1, ky) is done with
+          if (gc >= 1) mbar_wait_bounded(w_empty + 8 * ky, (uint32_t)(gc - 1) & 1);
+          mbar_expect_tx(w_full + 8 * ky, kWSlot);
 #pragma unroll
-        for (int q = 0; q < 4; ++q) tma_load_2d(w_slot + ky * kWSlot + q * (kBN * 128), &tw, k0, (q * 3 + ky) * p.O + w.co0, w_full + 8 * ky);
-      };
-      if (total > 0) load_input(0);
-      for (int gc = 0; gc < total; ++gc) {
-        for (int ky = 0; ky < 3; ++ky) load_weights(gc, ky);
-        if (gc + 1 < total) load_input(gc + 1);
+          for (int q = 0; q < 4; ++q) tma_load_2d(w_slot + ky * kWSlot + q * (kBN * 128), &tw, k0, (q * 3 + ky) * p.O + w.co0, w_full + 8 * ky);
+        }
+        if (gc + 1 < total) load_input(gc + 1, where((gc + 1) / p.KC));
       }
     }
-    __syncwarp();
   } else {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
     // the MMA warps: warpgroup cw's tiles cw * 64 + 16 wq + g (+ 8)
@@ -339,7 +336,7 @@ cudaError_t conv_wx(int form, const __half* x, const __half* wt, const __half* b
   if (!conv_wx_applies(form, s) || !aligned(x, 16) || !aligned(wt, 16) || !aligned(y, 16) || (r && !aligned(r, 16)) || (b && !aligned(b, 4)))
     return cudaErrorNotSupported;
   const Form& f = kForms[form];
-  WxArgs a{b, r, y, (int)s.N, (int)s.H, (int)s.W, (int)s.O, (int)(s.C / kChunk), (int)((s.W + 2 * f.TW - 1) / (2 * f.TW)), (int)((s.H + f.R - 1) / f.R),
+  WxArgs a{b, r, y, (int)s.H, (int)s.W, (int)s.O, (int)(s.C / kChunk), (int)((s.W + 2 * f.TW - 1) / (2 * f.TW)), (int)((s.H + f.R - 1) / f.R),
            (int)(s.O / kBN), 0, 0};
   a.regions = a.nco * a.nbx * a.nby * (int)s.N;
   a.blocks = std::min(a.regions, resident_blocks(form));

@@ -752,28 +752,26 @@ class CudaExecutable : public Executable {
         if (fused_ok) fused_ms = time_form(with_fused);
         if (narrow_ok) narrow_ms = time_form(with_narrow);
         if (graph_timed) graph_ms = time_graph_configs(n, x, w, bias, res, y, yb, with_cudnn, &graph_cfg, graph_forced);
-        // the split-K forms (form -1: cuDNN's, the reference), each checked against cuDNN's output first
-        if (splitk_ok) {
-          auto run = [&](int f) {
-            if (f < 0) return with_cudnn().is_ok();
-            return cuda::conv_splitk(f, static_cast<const __half*>(x), static_cast<const __half*>(w), static_cast<const __half*>(bias),
-                                     static_cast<const __half*>(res), static_cast<__half*>(y), ss, stream_) == cudaSuccess;
-          };
+        // our kernels' forms (form -1: cuDNN's, the reference), each checked against cuDNN's output first
+        const auto* xh = static_cast<const __half*>(x);
+        const auto *bh = static_cast<const __half*>(bias), *rh = static_cast<const __half*>(res);
+        auto* yh = static_cast<__half*>(y);
+        auto fastest_of_ours = [&](const std::vector<int>& forms, auto&& launch, const char* (*name)(int), float* ms) {
+          auto run = [&](int f) { return f < 0 ? with_cudnn().is_ok() : launch(f) == cudaSuccess; };
           std::string timings;
-          splitk = fastest_form(-1, splitk_forms, y, yb / 2, kRuns, run, [](int) { return 1.f; }, cuda::conv_splitk_form_name, &timings, &splitk_ms);
-        }
-        // the Winograd forms on these weights transformed, each checked against cuDNN's output first
+          return fastest_form(-1, forms, y, yb / 2, kRuns, run, [](int) { return 1.f; }, name, &timings, ms);
+        };
+        if (splitk_ok)
+          splitk = fastest_of_ours(
+              splitk_forms, [&](int f) { return cuda::conv_splitk(f, xh, static_cast<const __half*>(w), bh, rh, yh, ss, stream_); },
+              cuda::conv_splitk_form_name, &splitk_ms);
+        // the Winograd forms on these weights transformed
         void* wt = nullptr;
         if (wx_ok && cudaMalloc(&wt, (size_t)cuda::conv_wx_weight_elems(O, cg.cs.C) * 2) == cudaSuccess &&
-            cuda::conv_wx_prepare(static_cast<const __half*>(w), static_cast<__half*>(wt), O, cg.cs.C, stream_) == cudaSuccess) {
-          auto run = [&](int f) {
-            if (f < 0) return with_cudnn().is_ok();
-            return cuda::conv_wx(f, static_cast<const __half*>(x), static_cast<const __half*>(wt), static_cast<const __half*>(bias),
-                                 static_cast<const __half*>(res), static_cast<__half*>(y), wxs, stream_) == cudaSuccess;
-          };
-          std::string timings;
-          wx = fastest_form(-1, wx_forms, y, yb / 2, kRuns, run, [](int) { return 1.f; }, cuda::conv_wx_form_name, &timings, &wx_ms);
-        }
+            cuda::conv_wx_prepare(static_cast<const __half*>(w), static_cast<__half*>(wt), O, cg.cs.C, stream_) == cudaSuccess)
+          wx = fastest_of_ours(
+              wx_forms, [&](int f) { return cuda::conv_wx(f, xh, static_cast<const __half*>(wt), bh, rh, yh, wxs, stream_); },
+              cuda::conv_wx_form_name, &wx_ms);
         cudaStreamSynchronize(stream_);
         if (wt) cudaFree(wt);
         cudaGetLastError();
